@@ -1,0 +1,427 @@
+"""What every vendor simulator shares: the clock, the control surface, faults, counters, limits.
+
+A simulator is an ASGI app (Starlette) that stands in for one vendor account. The vendor's own
+rules (paths, auth, envelopes, state machine, its rate-limit answer) live in the subclass; this
+module supplies the machinery that is the same for every vendor, so a test can do the same thing
+to any of them:
+
+``/_sim/`` control surface (clearly not vendor API, no auth):
+
+==========================================  =================================================
+``POST /_sim/reset``                        back to the freshly seeded account
+``POST /_sim/seed`` ``{"incidents": N}``    add N incidents quickly (benchmarks, up to 100k)
+``GET /_sim/calls`` / ``DELETE``            call counters per (method, route template, status)
+``POST /_sim/faults`` / ``DELETE``          error_rate, error_status, latency, hang_rate,
+                                            drop_rate, outage_seconds, rate_limit_rate, routes
+``POST /_sim/rate-limits``                  ``{"scale": k}`` multiplies limits, or
+                                            ``{"enabled": false}`` (fast tests)
+``POST /_sim/clock`` ``{"advance": s}``     move simulated time (ack timeouts, rotations)
+``GET /_sim/incidents``                     incidents in canonical form (for assertions)
+``POST /_sim/incidents/{id}/act``           act as a person in the UI: acknowledge, resolve,
+                                            unacknowledge, reopen, severity
+``POST /_sim/alerts``                       fire/resolve an alert through the vendor's intake
+==========================================  =================================================
+
+Dropped connections raise :class:`httpx.RemoteProtocolError` inside the app: under uvicorn that
+aborts the half-sent response (the client sees the connection die), and in-process through
+``httpx.ASGITransport`` the same exception reaches the client, so both paths look alike.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import anyio
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+SIM_PREFIX = "/_sim"
+
+
+class SimClock:
+    """Real time plus an offset the tests can advance, so timers fire without real waiting."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        self.offset += seconds
+
+
+@dataclass
+class Faults:
+    """Injected misbehaviour. Rates are probabilities per request; ``routes`` limits them to
+    route templates containing one of the given substrings (empty = every vendor route)."""
+
+    error_rate: float = 0.0
+    error_status: int = 503
+    latency: float = 0.0
+    hang_rate: float = 0.0
+    hang_seconds: float = 3600.0
+    drop_rate: float = 0.0
+    outage_until: float = 0.0
+    rate_limit_rate: float = 0.0
+    routes: list[str] = field(default_factory=list)
+
+    def applies(self, route: str) -> bool:
+        return not self.routes or any(r in route for r in self.routes)
+
+
+class WindowLimiter:
+    """Sliding-window request counter: ``hit`` returns None when allowed, else seconds to wait.
+
+    Used for the vendors whose limits are "N per minute"; a vendor with a token bucket
+    (incident.io) can use :class:`TokenBucketLimiter` instead.
+    """
+
+    def __init__(self, clock: SimClock) -> None:
+        self._clock = clock
+        self._hits: dict[tuple[str, str], deque[float]] = {}
+
+    def hit(self, key: str, bucket: str, limit: float, window: float) -> float | None:
+        now = self._clock.monotonic()
+        q = self._hits.setdefault((key, bucket), deque())
+        while q and q[0] <= now - window:
+            q.popleft()
+        if len(q) >= limit:
+            return max(0.001, q[0] + window - now)
+        q.append(now)
+        return None
+
+    def remaining(self, key: str, bucket: str, limit: float, window: float) -> int:
+        now = self._clock.monotonic()
+        q = self._hits.get((key, bucket), deque())
+        return max(0, int(limit) - sum(1 for t in q if t > now - window))
+
+    def reset(self) -> None:
+        self._hits.clear()
+
+
+class TokenBucketLimiter:
+    """Token bucket per key: ``capacity`` burst refilling at ``rate`` per second."""
+
+    def __init__(self, clock: SimClock) -> None:
+        self._clock = clock
+        self._state: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def hit(self, key: str, bucket: str, capacity: float, rate: float) -> float | None:
+        now = self._clock.monotonic()
+        tokens, stamp = self._state.get((key, bucket), (capacity, now))
+        tokens = min(capacity, tokens + (now - stamp) * rate)
+        if tokens < 1:
+            self._state[(key, bucket)] = (tokens, now)
+            return (1 - tokens) / rate
+        self._state[(key, bucket)] = (tokens - 1, now)
+        return None
+
+    def remaining(self, key: str, bucket: str, capacity: float, rate: float) -> int:
+        now = self._clock.monotonic()
+        tokens, stamp = self._state.get((key, bucket), (capacity, now))
+        return int(min(capacity, tokens + (now - stamp) * rate))
+
+    def reset(self) -> None:
+        self._state.clear()
+
+
+class Simulator:
+    """Base class. Subclasses set ``vendor`` and implement the hooks below."""
+
+    vendor: ClassVar[str] = ""
+
+    def __init__(self, *, seed: int = 0, rate_limits: bool = True) -> None:
+        self.clock = SimClock()
+        self.random = random.Random(seed)
+        self.seed = seed
+        self.faults = Faults()
+        self.calls: Counter[tuple[str, str, int]] = Counter()
+        self.rate_limits_enabled = rate_limits
+        self.rate_scale = 1.0
+        self.window = WindowLimiter(self.clock)
+        self.tokens = TokenBucketLimiter(self.clock)
+        self.reset()
+        self._vendor_routes = list(self.routes())
+        self.app = Starlette(routes=[*self._control_routes(), *self._vendor_routes])
+        self.app.add_middleware(_SimMiddleware, sim=self)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ vendor hooks
+
+    def routes(self) -> Iterable[BaseRoute]:
+        """The vendor's API routes."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """(Re)create the seeded account: users, teams, schedules, catalogues, no incidents."""
+        raise NotImplementedError
+
+    def seed_incidents(self, count: int, *, state: str = "triggered") -> list[str]:
+        """Add ``count`` incidents fast (no per-incident HTTP); return their ids."""
+        raise NotImplementedError
+
+    def describe(self, base_url: str) -> dict[str, Any]:
+        """The JSON line ``syncd sim`` prints: vendor, base_url, credentials, users, intake."""
+        raise NotImplementedError
+
+    def canonical_incidents(self) -> list[dict[str, Any]]:
+        """Every incident as ``{id, state, severity, dedup, title, updated_at}`` (canonical
+        values: triggered/acknowledged/resolved, sev1..sev5 or None)."""
+        raise NotImplementedError
+
+    def act(self, incident_id: str, action: str, **kw: Any) -> dict[str, Any]:
+        """A person acting in the vendor's UI; the vendor's own state machine applies.
+        Raises KeyError (unknown incident) or ValueError (not allowed in this vendor)."""
+        raise NotImplementedError
+
+    def alert(self, *, dedup: str, title: str, action: str = "trigger",
+              severity: str | None = None) -> dict[str, Any]:
+        """An alert arriving the way monitoring tools send them (events API, REST endpoint,
+        webhook), going through the same code as the HTTP intake route."""
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        """Run timers that are due at ``self.clock.now()`` (ack timeouts, auto-resolve)."""
+
+    def rate_limited(self, request: Request, retry_after: float) -> Response:
+        """The vendor's own rate-limit answer (status, headers, body)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers for subclasses
+
+    def limit(self, key: str, bucket: str, limit: float, window: float) -> float | None:
+        """Sliding-window check honouring the rate-limit override; None means allowed."""
+        if not self.rate_limits_enabled:
+            return None
+        return self.window.hit(key, bucket, limit * self.rate_scale, window)
+
+    def call_count(self, *, method: str | None = None, route: str | None = None,
+                   status: int | None = None) -> int:
+        return sum(
+            n
+            for (m, r, s), n in self.calls.items()
+            if (method is None or m == method)
+            and (route is None or r == route)
+            and (status is None or s == status)
+        )
+
+    def writes(self) -> int:
+        """Calls that could change vendor state (anything but GET)."""
+        return sum(n for (m, _r, _s), n in self.calls.items() if m != "GET")
+
+    def transport(self) -> httpx.ASGITransport:
+        return httpx.ASGITransport(app=self.app)
+
+    def client(self, **kw: Any) -> httpx.AsyncClient:
+        """An httpx client talking to this simulator in-process."""
+        kw.setdefault("base_url", "http://sim.test")
+        return httpx.AsyncClient(transport=self.transport(), **kw)
+
+    # ------------------------------------------------------------------ control surface
+
+    def _control_routes(self) -> list[Route]:
+        p = SIM_PREFIX
+        return [
+            Route(f"{p}/reset", self._c_reset, methods=["POST"]),
+            Route(f"{p}/seed", self._c_seed, methods=["POST"]),
+            Route(f"{p}/calls", self._c_calls, methods=["GET", "DELETE"]),
+            Route(f"{p}/faults", self._c_faults, methods=["GET", "POST", "DELETE"]),
+            Route(f"{p}/rate-limits", self._c_rate_limits, methods=["POST"]),
+            Route(f"{p}/clock", self._c_clock, methods=["GET", "POST"]),
+            Route(f"{p}/incidents", self._c_incidents, methods=["GET"]),
+            Route(f"{p}/incidents/{{id}}/act", self._c_act, methods=["POST"]),
+            Route(f"{p}/alerts", self._c_alert, methods=["POST"]),
+        ]
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw:
+            return {}
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("control body must be a JSON object")
+        return data
+
+    async def _c_reset(self, request: Request) -> Response:
+        self.reset()
+        self.faults = Faults()
+        self.calls.clear()
+        self.window.reset()
+        self.tokens.reset()
+        return JSONResponse({"ok": True})
+
+    async def _c_seed(self, request: Request) -> Response:
+        body = await self._body(request)
+        count = int(body.get("incidents", 0))
+        if not 0 <= count <= 100_000:
+            return JSONResponse({"error": "incidents must be 0..100000"}, status_code=400)
+        ids = self.seed_incidents(count, state=str(body.get("state", "triggered")))
+        return JSONResponse({"ok": True, "created": len(ids), "ids": ids[:1000]})
+
+    async def _c_calls(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.calls.clear()
+            return JSONResponse({"ok": True})
+        rows = [
+            {"method": m, "route": r, "status": s, "count": n}
+            for (m, r, s), n in sorted(self.calls.items())
+        ]
+        return JSONResponse(
+            {"calls": rows, "total": sum(self.calls.values()), "writes": self.writes()}
+        )
+
+    async def _c_faults(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.faults = Faults()
+        elif request.method == "POST":
+            body = await self._body(request)
+            outage = float(body.pop("outage_seconds", 0) or 0)
+            try:
+                self.faults = Faults(**body)
+            except TypeError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            if outage:
+                self.faults.outage_until = self.clock.monotonic() + outage
+        f = self.faults
+        return JSONResponse({**f.__dict__, "outage_remaining": max(
+            0.0, f.outage_until - self.clock.monotonic())})
+
+    async def _c_rate_limits(self, request: Request) -> Response:
+        body = await self._body(request)
+        if "enabled" in body:
+            self.rate_limits_enabled = bool(body["enabled"])
+        if "scale" in body:
+            self.rate_scale = float(body["scale"])
+        self.window.reset()
+        self.tokens.reset()
+        return JSONResponse({"enabled": self.rate_limits_enabled, "scale": self.rate_scale})
+
+    async def _c_clock(self, request: Request) -> Response:
+        if request.method == "POST":
+            body = await self._body(request)
+            self.clock.advance(float(body.get("advance", 0)))
+            self.tick()
+        return JSONResponse({"now": self.clock.now().isoformat(), "offset": self.clock.offset})
+
+    async def _c_incidents(self, request: Request) -> Response:
+        return JSONResponse({"incidents": self.canonical_incidents()})
+
+    async def _c_act(self, request: Request) -> Response:
+        body = await self._body(request)
+        action = str(body.pop("action", ""))
+        try:
+            result = self.act(request.path_params["id"], action, **body)
+        except KeyError as exc:
+            return JSONResponse({"error": f"no incident {exc}"}, status_code=404)
+        except (ValueError, TypeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        return JSONResponse(result)
+
+    async def _c_alert(self, request: Request) -> Response:
+        body = await self._body(request)
+        try:
+            result = self.alert(**body)
+        except (ValueError, TypeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(result)
+
+    def route_template(self, scope: Scope) -> str | None:
+        for route in self._vendor_routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return getattr(route, "path", None)
+        return None
+
+
+class _SimMiddleware:
+    """Counts vendor calls by route template and applies injected faults before the vendor."""
+
+    def __init__(self, app: ASGIApp, sim: Simulator) -> None:
+        self.app = app
+        self.sim = sim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sim = self.sim
+        sim.tick()
+        if scope["path"].startswith(SIM_PREFIX + "/"):
+            await self.app(scope, receive, send)
+            return
+        route = sim.route_template(scope) or "(unmatched)"
+        method = scope["method"]
+        status_box = [0]
+
+        async def counting_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+            await send(message)
+
+        f = sim.faults
+        try:
+            if f.applies(route):
+                if f.latency:
+                    await anyio.sleep(f.latency)
+                if f.outage_until > sim.clock.monotonic():
+                    await _html_error(503, "Service Unavailable")(scope, receive, counting_send)
+                    return
+                roll = sim.random.random()
+                if roll < f.hang_rate:
+                    await anyio.sleep(f.hang_seconds)
+                roll -= f.hang_rate
+                if roll >= 0 and roll < f.drop_rate:
+                    status_box[0] = -1
+                    # Start a response, then abort it: uvicorn closes the socket mid-response.
+                    await send({"type": "http.response.start", "status": 200, "headers": []})
+                    raise httpx.RemoteProtocolError("simulator dropped the connection")
+                roll -= f.drop_rate
+                if roll >= 0 and roll < f.error_rate:
+                    await _html_error(f.error_status, "Injected fault")(
+                        scope, receive, counting_send
+                    )
+                    return
+                roll -= f.error_rate
+                if roll >= 0 and roll < f.rate_limit_rate:
+                    response = sim.rate_limited(Request(scope, receive), 5.0)
+                    await response(scope, receive, counting_send)
+                    return
+            await self.app(scope, receive, counting_send)
+        finally:
+            sim.calls[(method, route, status_box[0])] += 1
+
+
+def _html_error(status: int, text: str) -> Response:
+    # Load balancers in front of real vendors answer 5xx with HTML, not the vendor's JSON.
+    body = f"<html><head><title>{status} {text}</title></head><body>{text}</body></html>"
+    return Response(body, status_code=status, media_type="text/html")
+
+
+def iso(dt: datetime | None) -> str | None:
+    """ISO 8601 with a Z, the way vendors render UTC timestamps."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> datetime:
+    """ISO 8601 (date or date-time, Z or offset) to an aware datetime; ValueError otherwise."""
+    text = value.strip().replace("Z", "+00:00").replace(" ", "+")
+    dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

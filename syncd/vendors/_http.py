@@ -1,0 +1,261 @@
+"""The request loop every vendor client shares: budget, retries, error typing, JSON checking.
+
+A vendor client owns its paths and JSON; this module owns the mechanics that must be the same for
+all of them, so that a retry storm or a leaked key is fixed in one place:
+
+- every request first takes a token from the account's :class:`~syncd.ratelimit.Budget`;
+- transient failures are retried with exponential backoff and full jitter, but only when the
+  request is safe to repeat (reads, idempotent writes, or a rate-limit answer, which means the
+  vendor did not act);
+- a rate-limit answer pauses the budget bucket for the vendor's reset time and is retried after it;
+- every answer is turned into a typed :mod:`syncd.vendors.base` error or parsed JSON;
+- errors and logs carry the route template ("GET /incidents/{id}"), never headers or credentials.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+
+from syncd import metrics
+from syncd.ratelimit import ACCOUNT, Budget
+from syncd.vendors.base import (
+    AuthError,
+    MalformedResponse,
+    NotFound,
+    PermanentError,
+    RateLimited,
+    TransientError,
+    VendorError,
+)
+
+log = structlog.get_logger(__name__)
+
+Classifier = Callable[[httpx.Response, str], VendorError | None]
+"""Vendor hook: turn a response into an error (or None to accept it). Runs before the default."""
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Parse Retry-After as integer/float seconds or an HTTP-date; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def default_classify(response: httpx.Response, endpoint: str, account: str) -> VendorError | None:
+    """The HTTP-status reading every vendor starts from; vendors refine it with a Classifier."""
+    status = response.status_code
+    if status < 400:
+        return None
+    message = short_body(response)
+    kw = {"account": account, "endpoint": endpoint, "status": status}
+    if status == 429:
+        wait = retry_after_seconds(response.headers.get("retry-after"))
+        return RateLimited(message or "rate limited", retry_after=wait or 1.0, **kw)
+    if status in (401, 403):
+        return AuthError(message or "authentication failed", **kw)
+    if status == 404:
+        return NotFound(message or "not found", **kw)
+    if status in (408, 425) or status >= 500:
+        return TransientError(message or "server error", **kw)
+    return PermanentError(message or "request refused", **kw)
+
+
+def short_body(response: httpx.Response, limit: int = 300) -> str:
+    """A log-safe excerpt of an error body (vendors do not echo credentials in error bodies)."""
+    try:
+        text = response.text
+    except (UnicodeDecodeError, httpx.ResponseNotRead):
+        return ""
+    text = " ".join(text.split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+class VendorHTTP:
+    """One account's HTTP session with a vendor API."""
+
+    def __init__(
+        self,
+        *,
+        account: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        budget: Budget,
+        timeout: float = 15.0,
+        max_retries: int = 4,
+        classify: Classifier | None = None,
+        bucket_for: Callable[[str], str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.account = account
+        self.budget = budget
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._classify = classify
+        self._bucket_for = bucket_for or (lambda endpoint: ACCOUNT)
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self.client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=dict(headers),
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**attempt)]."""
+        return random.uniform(0, min(self._backoff_cap, self._backoff_base * 2**attempt))
+
+    async def request(
+        self,
+        method: str,
+        route: str,
+        *,
+        path: Mapping[str, Any] | None = None,
+        params: Any = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        write: bool | None = None,
+        idempotent: bool | None = None,
+    ) -> httpx.Response:
+        """Send ``method route`` and return a successful response or raise a VendorError.
+
+        ``route`` is the template ("/incidents/{id}"); ``path`` fills it. ``write`` (default: not
+        GET) decides budget priority; ``idempotent`` (default: GET/PUT/DELETE) decides whether a
+        transient failure is retried. Rate-limit answers are always retried: the vendor did not
+        act on them.
+        """
+        method = method.upper()
+        endpoint = f"{method} {route}"
+        url = route.format(**{k: str(v) for k, v in (path or {}).items()})
+        is_write = method != "GET" if write is None else write
+        safe = method in ("GET", "PUT", "DELETE", "HEAD") if idempotent is None else idempotent
+        bucket = self._bucket_for(endpoint)
+        attempt = 0
+        while True:
+            await self.budget.acquire(bucket, write=is_write)
+            started = time.monotonic()
+            try:
+                # httpx times each phase; this bounds the whole exchange, which also covers
+                # transports that enforce no timeouts at all (in-process ASGI).
+                with anyio.fail_after(self.timeout * 2):
+                    response = await self.client.request(
+                        method, url, params=params, json=json, headers=headers
+                    )
+                    await response.aread()
+            except (httpx.TimeoutException, TimeoutError) as exc:
+                error: VendorError = TransientError(
+                    f"timed out ({type(exc).__name__})", account=self.account, endpoint=endpoint
+                )
+                metrics.VENDOR_REQUESTS.labels(self.account, endpoint, "timeout").inc()
+            except httpx.TransportError as exc:
+                error = TransientError(
+                    f"connection failed ({type(exc).__name__})",
+                    account=self.account,
+                    endpoint=endpoint,
+                )
+                metrics.VENDOR_REQUESTS.labels(self.account, endpoint, "error").inc()
+            else:
+                metrics.VENDOR_REQUESTS.labels(
+                    self.account, endpoint, str(response.status_code)
+                ).inc()
+                metrics.VENDOR_REQUEST_SECONDS.labels(self.account).observe(
+                    time.monotonic() - started
+                )
+                found = (self._classify(response, endpoint) if self._classify else None) or (
+                    default_classify(response, endpoint, self.account)
+                )
+                if found is None:
+                    return response
+                found.account, found.endpoint = self.account, endpoint
+                found.args = (found._render(),)
+                error = found
+            if isinstance(error, RateLimited):
+                metrics.VENDOR_RATE_LIMITED.labels(self.account, endpoint).inc()
+                self.budget.pause(bucket, error.retry_after)
+            retryable = isinstance(error, RateLimited) or (
+                isinstance(error, TransientError) and safe
+            )
+            if not retryable or attempt >= self.max_retries:
+                raise error
+            delay = (
+                error.retry_after + random.uniform(0, 0.25)
+                if isinstance(error, RateLimited)
+                else self.backoff(attempt)
+            )
+            log.info(
+                "vendor.retry",
+                account=self.account,
+                endpoint=endpoint,
+                attempt=attempt + 1,
+                delay=round(delay, 3),
+                error=type(error).__name__,
+                status=error.status,
+            )
+            attempt += 1
+            await self._sleep(delay)
+
+    async def json(self, method: str, route: str, **kw: Any) -> Any:
+        """Like :meth:`request`, and parse the body as JSON (MalformedResponse when it is not)."""
+        response = await self.request(method, route, **kw)
+        return parse_json(response, f"{method.upper()} {route}", self.account)
+
+
+def parse_json(response: httpx.Response, endpoint: str, account: str) -> Any:
+    if not response.content:
+        return None
+    kind = response.headers.get("content-type", "")
+    try:
+        return jsonlib.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        what = "an HTML page" if "html" in kind else "invalid JSON"
+        metrics.MALFORMED.labels(account, endpoint).inc()
+        raise MalformedResponse(
+            f"expected JSON, got {what}", account=account, endpoint=endpoint,
+            status=response.status_code,
+        ) from None
+
+
+def require(obj: Any, key: str, kind: type | tuple[type, ...], *, endpoint: str,
+            account: str = "") -> Any:
+    """``obj[key]`` checked for presence and type; MalformedResponse naming the field otherwise."""
+    if not isinstance(obj, dict):
+        raise MalformedResponse(
+            f"expected an object holding {key!r}, got {type(obj).__name__}",
+            account=account, endpoint=endpoint,
+        )
+    if key not in obj:
+        raise MalformedResponse(f"missing field {key!r}", account=account, endpoint=endpoint)
+    value = obj[key]
+    if not isinstance(value, kind):
+        raise MalformedResponse(
+            f"field {key!r} is {type(value).__name__}, expected "
+            + (kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)),
+            account=account, endpoint=endpoint,
+        )
+    return value

@@ -1,0 +1,240 @@
+"""The one interface the engine uses to talk to any paging vendor.
+
+Exceptions are split by what the caller must do, the way httpx splits its own::
+
+    VendorError
+    ├── TransientError         retry with backoff (5xx, timeouts, dropped connections)
+    │   └── RateLimited        wait ``retry_after`` seconds, then retry
+    ├── AuthError              stop this account and tell the operator (401, 403 not rate limit)
+    ├── PermanentError         park the action with its reason (400, 404, 422, invalid transition)
+    │   └── NotFound
+    └── MalformedResponse      the vendor answered something we cannot parse; log, count, skip
+
+Every error names the account and the endpoint (method + route template), never a credential.
+
+A client declares, as class data (apprise style), its vendor name, its ``Settings`` model, its
+``capabilities``, the documented rate ``limits`` and the largest batch per action, so the engine and
+``syncd status`` can reason about a vendor without calling it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from syncd.model import Incident, NewIncident, OnCall, Severity
+from syncd.ratelimit import Limit
+
+# --------------------------------------------------------------------------- errors
+
+
+class VendorError(Exception):
+    """Base of everything a vendor client raises. ``endpoint`` is "METHOD /route/{template}"."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        account: str = "",
+        endpoint: str = "",
+        status: int | None = None,
+    ) -> None:
+        self.message = message
+        self.account = account
+        self.endpoint = endpoint
+        self.status = status
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = " ".join(p for p in (self.account and f"[{self.account}]", self.endpoint) if p)
+        code = f" (HTTP {self.status})" if self.status is not None else ""
+        return f"{where}: {self.message}{code}" if where else f"{self.message}{code}"
+
+
+class TransientError(VendorError):
+    """Worth retrying later: the request may not have taken effect."""
+
+
+class RateLimited(TransientError):
+    """The vendor asked us to slow down; ``retry_after`` is its reset signal in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+
+class AuthError(VendorError):
+    """Credentials missing, wrong or lacking a permission; retrying will not help."""
+
+
+class PermanentError(VendorError):
+    """The vendor refused this request for good; the action is parked with this reason."""
+
+
+class NotFound(PermanentError):
+    pass
+
+
+class MalformedResponse(VendorError):
+    """A response we cannot trust: bad JSON, missing fields, unknown enums, HTML error pages."""
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+class Capability(enum.Flag):
+    """What a vendor lets syncd do. The engine never attempts an action its target lacks."""
+
+    NONE = 0
+    ACK = enum.auto()
+    UNACK = enum.auto()
+    RESOLVE = enum.auto()
+    REOPEN = enum.auto()
+    SEVERITY_READ = enum.auto()
+    SEVERITY_WRITE = enum.auto()
+    CREATE = enum.auto()
+    ONCALL_READ = enum.auto()
+    OVERRIDE_WRITE = enum.auto()
+
+
+class Action(enum.Enum):
+    """An outbox action the dispatcher can push to one vendor record."""
+
+    ACKNOWLEDGE = "acknowledge"
+    UNACKNOWLEDGE = "unacknowledge"
+    RESOLVE = "resolve"
+    REOPEN = "reopen"
+    SET_SEVERITY = "severity"
+
+    @property
+    def capability(self) -> Capability:
+        return _ACTION_CAPABILITY[self]
+
+
+_ACTION_CAPABILITY = {
+    Action.ACKNOWLEDGE: Capability.ACK,
+    Action.UNACKNOWLEDGE: Capability.UNACK,
+    Action.RESOLVE: Capability.RESOLVE,
+    Action.REOPEN: Capability.REOPEN,
+    Action.SET_SEVERITY: Capability.SEVERITY_WRITE,
+}
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """One action for one vendor record. ``idempotency_key`` is stable across retries."""
+
+    external_id: str
+    action: Action
+    idempotency_key: str
+    severity: Severity | None = None
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # the vendor confirmed the change
+    ALREADY = "already"  # the record already had the target value (a no-op, not an error)
+    REFUSED = "refused"  # refused for this record only (e.g. cmdAccepted false); park it
+    RETRY = "retry"  # this record failed transiently inside an otherwise good batch
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """Per-record answer to a batch push. ``incident`` is the record as the vendor returned it
+    after the write, when the vendor returns it (PagerDuty does), so the ledger can store what
+    the vendor confirmed instead of what we asked for."""
+
+    external_id: str
+    outcome: Outcome
+    message: str = ""
+    incident: Incident | None = None
+
+
+@dataclass(slots=True)
+class Skipped:
+    """A record in a response that could not be parsed; logged and counted, never fatal."""
+
+    endpoint: str
+    reason: str
+    external_id: str | None = None
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of a poll. The poller commits ``incidents`` and then ``cursor`` atomically, so a
+    crash mid-poll resumes from the last committed page. ``cursor`` None = keep the old one."""
+
+    incidents: list[Incident] = field(default_factory=list)
+    cursor: str | None = None
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class AccountSettings(BaseModel):
+    """Keys every ``[accounts.NAME]`` table accepts; each vendor subclasses it with its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vendor: str
+    base_url: str
+    poll_interval: float = Field(30.0, gt=0, description="seconds between incident polls")
+    full_resync_interval: float = Field(
+        600.0, gt=0, description="seconds between full reads of open incidents"
+    )
+    oncall_interval: float = Field(300.0, gt=0, description="seconds between on-call polls")
+    budget_fraction: float = Field(0.5, gt=0, le=1, description="share of the vendor limit")
+    timeout: float = Field(15.0, gt=0, description="HTTP timeout per request, seconds")
+    max_retries: int = Field(4, ge=0, le=20)
+    severity_map: dict[str, Severity] = Field(
+        default_factory=dict, description="vendor severity value -> sev1..sev5 overrides"
+    )
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+@runtime_checkable
+class VendorClient(Protocol):
+    """What every ``syncd/vendors/<vendor>.py`` client implements."""
+
+    vendor: ClassVar[str]
+    Settings: ClassVar[type[AccountSettings]]
+    capabilities: ClassVar[Capability]
+    limits: ClassVar[Mapping[str, Limit]]
+    batch_size: ClassVar[Mapping[Action, int]]
+    default_severity_map: ClassVar[Mapping[str, Severity]]
+
+    account: str
+
+    def poll(self, cursor: str | None, *, full: bool = False) -> AsyncIterator[Page]:
+        """Changes since ``cursor`` (cheapest mechanism), or every open incident when ``full``
+        or when ``cursor`` is None. The last page carries the cursor for the next poll."""
+        ...
+
+    async def push(self, action: Action, pushes: Sequence[Push]) -> list[PushResult]:
+        """Apply one action to at most ``batch_size[action]`` records in one vendor call."""
+        ...
+
+    async def create(self, new: NewIncident) -> Incident:
+        """Create an incident carrying ``new.marker`` so :meth:`find_created` finds it again."""
+        ...
+
+    async def find_created(self, marker: str) -> Incident | None:
+        """The incident created earlier with ``marker``, if any (crash recovery for mirrors)."""
+        ...
+
+    async def oncall(self, since: datetime, until: datetime) -> list[OnCall]:
+        """Who is on call in ``[since, until)``, per schedule/policy and level."""
+        ...
+
+    async def aclose(self) -> None: ...
+

@@ -1,0 +1,28 @@
+"""Fixtures every test package shares."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def vendor_specs_dir() -> Path | None:
+    """``../shared/vendor-specs`` beside the checkout (CI always has it), or $SYNCD_VENDOR_SPECS."""
+    configured = os.environ.get("SYNCD_VENDOR_SPECS")
+    path = Path(configured) if configured else ROOT.parent / "shared" / "vendor-specs"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def vendor_specs() -> Path:
+    path = vendor_specs_dir()
+    if path is None:
+        pytest.skip(
+            "vendor specs not found: contract tests read the official specs from "
+            "../shared/vendor-specs (or $SYNCD_VENDOR_SPECS); they are not copied into this repo"
+        )
+    return path
