@@ -1,0 +1,389 @@
+"""TOML configuration -> validated, immutable objects, with every problem named precisely.
+
+A typo must never be ignored silently, so unknown keys are errors. Every error is one line that
+names the file, the line where the key stands (when it can be found), the key path and what is
+wrong, and all problems are reported at once (vdirsyncer style), so an operator fixes a config in
+one round trip. Account tables are validated by the vendor's own ``Settings`` model (declared on
+its client class), so vendor-specific keys are checked where they are defined.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from syncd import vendors
+from syncd.model import Severity
+from syncd.vendors.base import AccountSettings
+
+
+class ConfigError(Exception):
+    """One or more config problems; ``lines`` has one self-contained message per problem."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines = list(lines)
+        super().__init__("\n".join(self.lines))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LedgerConfig(_Strict):
+    url: str | None = Field(None, description="SQLAlchemy URL; default sqlite file at `path`")
+    path: str = Field("syncd.db", description="SQLite file, relative to the config file")
+    busy_timeout: float = Field(5.0, gt=0)
+
+
+class StatusConfig(_Strict):
+    enabled: bool = True
+    listen: str = Field("127.0.0.1:9797", description="host:port of the status server")
+    stale_after: float = Field(
+        0, ge=0, description="seconds without a poll before /readyz fails (0 = 3 poll intervals)"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:9797")
+        return value
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+Direction = str  # "both" | "none" | "from:ACCOUNT[,ACCOUNT]"
+_DIRECTION = re.compile(r"^(both|none|from:[\w.-]+(,[\w.-]+)*)$")
+
+
+class SyncFields(_Strict):
+    """Which fields sync, and whose changes count: ``both``, ``none`` or ``from:ACCOUNT,...``."""
+
+    state: Direction = "both"
+    severity: Direction = "both"
+
+    @field_validator("state", "severity")
+    @classmethod
+    def _direction(cls, value: str) -> str:
+        if not _DIRECTION.match(value):
+            raise ValueError('expected "both", "none" or "from:ACCOUNT[,ACCOUNT...]"')
+        return value
+
+    def sources(self, name: str) -> frozenset[str] | None:
+        """Accounts whose changes to field ``name`` count (None = all, empty = none)."""
+        value = getattr(self, name)
+        if value == "both":
+            return None
+        if value == "none":
+            return frozenset()
+        return frozenset(value[5:].split(","))
+
+
+class SyncGroup(_Strict):
+    name: str = Field(pattern=r"^[\w.-]+$")
+    accounts: list[str] = Field(min_length=2)
+    mode: Literal["correlate", "mirror"] = "correlate"
+    key: str = Field("dedup", description="correlation key name every account reports")
+    key_map: dict[str, str] = Field(
+        default_factory=dict, description="per-account override of the key name"
+    )
+    source: str | None = Field(None, description="mirror mode: the account incidents come from")
+    mirror_existing: bool = Field(
+        False, description="mirror mode: also mirror incidents already open at first sight"
+    )
+    fields: SyncFields = SyncFields()
+    severity_policy: str = Field("latest", description='"latest", "highest" or "prefer:ACCOUNT"')
+    regressions: Literal["ignore", "follow"] = Field(
+        "ignore",
+        description="a vendor moving an incident backwards by itself (ack timeout, un-ack, "
+        "reopen): keep the agreed state (ignore) or propagate where targets can (follow)",
+    )
+
+    @field_validator("severity_policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        if value in ("latest", "highest") or re.match(r"^prefer:[\w.-]+$", value):
+            return value
+        raise ValueError('expected "latest", "highest" or "prefer:ACCOUNT"')
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SyncGroup:
+        if len(set(self.accounts)) != len(self.accounts):
+            raise ValueError("accounts lists an account twice")
+        if self.mode == "mirror":
+            if self.source is None:
+                raise ValueError("mirror mode needs source = ACCOUNT")
+            if self.source not in self.accounts:
+                raise ValueError(f"source {self.source!r} is not one of the group's accounts")
+        for name in self.key_map:
+            if name not in self.accounts:
+                raise ValueError(f"key_map names {name!r}, which is not in accounts")
+        return self
+
+    def key_for(self, account: str) -> str:
+        return self.key_map.get(account, self.key)
+
+
+class OnCallMember(_Strict):
+    account: str
+    schedule: str = Field(description="vendor schedule / policy / team id as the vendor names it")
+    level: int = Field(1, ge=1)
+
+
+class OnCallMapping(_Strict):
+    name: str = Field(pattern=r"^[\w.-]+$")
+    members: list[OnCallMember] = Field(min_length=2)
+    leader: str | None = Field(None, description="account whose schedule is the truth")
+    repair: Literal["none", "override"] = "none"
+    horizon_days: float = Field(7, ge=0, le=30)
+
+    @model_validator(mode="after")
+    def _leader(self) -> OnCallMapping:
+        accounts = [m.account for m in self.members]
+        if self.repair == "override" and self.leader is None:
+            raise ValueError('repair = "override" needs leader = ACCOUNT')
+        if self.leader is not None and self.leader not in accounts:
+            raise ValueError(f"leader {self.leader!r} is not one of the members' accounts")
+        return self
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration. ``path`` is where it was read from."""
+
+    path: Path
+    ledger: LedgerConfig
+    status: StatusConfig
+    logging: LoggingConfig
+    accounts: Mapping[str, AccountSettings]
+    sync: Sequence[SyncGroup]
+    oncall: Sequence[OnCallMapping]
+    users: Mapping[str, Mapping[str, str]]
+    warnings: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def ledger_url(self) -> str:
+        if self.ledger.url:
+            return self.ledger.url
+        path = Path(self.ledger.path).expanduser()
+        if not path.is_absolute():
+            path = self.path.parent / path
+        return f"sqlite:///{path}"
+
+    def severity_overrides(self, account: str) -> Mapping[str, Severity]:
+        return self.accounts[account].severity_map
+
+
+_TOP_LEVEL = {"ledger", "status", "logging", "accounts", "sync", "oncall", "users"}
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate ``path``; raise ConfigError with every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except (PermissionError, IsADirectoryError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read ({type(exc).__name__})"]) from None
+    return loads(text, path)
+
+
+def loads(text: str, path: Path) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    locate = _Locator(text)
+    problems: list[str] = []
+    warnings: list[str] = []
+
+    def report(loc: Sequence[Any], message: str) -> None:
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        line = locate(loc)
+        where = f"{path}:{line}" if line else str(path)
+        problems.append(f"{where}: {key}: {message}")
+
+    for key in data:
+        if key not in _TOP_LEVEL:
+            report([key], f"unknown key (expected one of {', '.join(sorted(_TOP_LEVEL))})")
+
+    def section(model: type[BaseModel], key: str) -> Any:
+        raw = data.get(key, {})
+        try:
+            return model.model_validate(raw, context={"warnings": warnings, "path": [key]})
+        except ValidationError as exc:
+            _report_validation(exc, [key], report)
+            return None
+
+    ledger = section(LedgerConfig, "ledger")
+    status = section(StatusConfig, "status")
+    logging = section(LoggingConfig, "logging")
+
+    accounts: dict[str, AccountSettings] = {}
+    raw_accounts = data.get("accounts", {})
+    if not isinstance(raw_accounts, dict):
+        report(["accounts"], "expected a table of [accounts.NAME] sections")
+        raw_accounts = {}
+    for name, table in raw_accounts.items():
+        loc = ["accounts", name]
+        if not re.match(r"^[\w.-]+$", name):
+            report(loc, "account names may contain letters, digits, '.', '_' and '-' only")
+            continue
+        if not isinstance(table, dict):
+            report(loc, "expected a table")
+            continue
+        vendor = table.get("vendor")
+        if vendor is None:
+            report([*loc, "vendor"], f"missing (one of {', '.join(vendors.VENDORS)})")
+            continue
+        try:
+            settings_model = vendors.load(str(vendor)).Settings
+        except ValueError as exc:
+            report([*loc, "vendor"], str(exc))
+            continue
+        try:
+            accounts[name] = settings_model.model_validate(
+                table, context={"warnings": warnings, "path": loc}
+            )
+        except ValidationError as exc:
+            _report_validation(exc, loc, report)
+
+    groups: list[SyncGroup] = []
+    raw_sync = data.get("sync", [])
+    if not isinstance(raw_sync, list):
+        report(["sync"], "expected [[sync]] array of tables")
+        raw_sync = []
+    for i, table in enumerate(raw_sync):
+        try:
+            group = SyncGroup.model_validate(table)
+        except ValidationError as exc:
+            _report_validation(exc, ["sync", i], report)
+            continue
+        for j, account in enumerate(group.accounts):
+            if account not in raw_accounts:
+                report(["sync", i, "accounts", j], f"no [accounts.{account}] section")
+        for fname in ("state", "severity"):
+            for account in group.fields.sources(fname) or ():
+                if account not in group.accounts:
+                    report(["sync", i, "fields", fname], f"{account!r} is not in this group")
+        if group.severity_policy.startswith("prefer:"):
+            preferred = group.severity_policy[7:]
+            if preferred not in group.accounts:
+                report(["sync", i, "severity_policy"], f"{preferred!r} is not in this group")
+        groups.append(group)
+    names = [g.name for g in groups]
+    for dup in {n for n in names if names.count(n) > 1}:
+        report(["sync"], f"two groups are named {dup!r}")
+
+    mappings: list[OnCallMapping] = []
+    for i, table in enumerate(data.get("oncall", []) or []):
+        try:
+            mapping = OnCallMapping.model_validate(table)
+        except ValidationError as exc:
+            _report_validation(exc, ["oncall", i], report)
+            continue
+        for j, member in enumerate(mapping.members):
+            if member.account not in raw_accounts:
+                report(["oncall", i, "members", j, "account"],
+                       f"no [accounts.{member.account}] section")
+        mappings.append(mapping)
+
+    users: dict[str, dict[str, str]] = {}
+    for account, table in (data.get("users", {}) or {}).items():
+        if account not in raw_accounts:
+            report(["users", account], f"no [accounts.{account}] section")
+        elif not isinstance(table, dict) or not all(
+            isinstance(v, str) and "@" in v for v in table.values()
+        ):
+            report(["users", account], 'expected a table of "vendor user" = "email" pairs')
+        else:
+            users[account] = dict(table)
+
+    if problems:
+        raise ConfigError(problems)
+    assert ledger is not None and status is not None and logging is not None
+    return Config(
+        path=path,
+        ledger=ledger,
+        status=status,
+        logging=logging,
+        accounts=accounts,
+        sync=groups,
+        oncall=mappings,
+        users=users,
+        warnings=tuple(f"{path}: {w}" for w in warnings),
+    )
+
+
+def _report_validation(exc: ValidationError, prefix: list[Any], report: Any) -> None:
+    for err in exc.errors(include_url=False):
+        loc = [*prefix, *err["loc"]]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "missing required key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        # pydantic's messages never contain the input value unless we add it; keep it that way
+        # so a rejected secret is never echoed.
+        report(loc, msg)
+
+
+class _Locator:
+    """Finds the line of a key path in TOML source; good enough for error messages.
+
+    tomllib gives no positions, so this follows table headers (``[a.b]``, ``[[a]]`` with their
+    array index) and ``key =`` lines. Returns None when it cannot tell.
+    """
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    _KEY = re.compile(r"^\s*(\"[^\"]*\"|'[^']*'|[\w.-]+)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self.entries: list[tuple[tuple[str, ...], int]] = []
+        table: tuple[str, ...] = ()
+        counts: dict[tuple[str, ...], int] = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = self._HEADER.match(line)
+            if header:
+                parts = tuple(_unquote(p) for p in header.group(2).split("."))
+                if header.group(1) == "[[":
+                    index = counts.get(parts, 0)
+                    counts[parts] = index + 1
+                    table = (*parts, str(index))
+                else:
+                    table = parts
+                self.entries.append((table, number))
+                continue
+            key = self._KEY.match(line)
+            if key:
+                parts = tuple(_unquote(p) for p in key.group(1).split("."))
+                self.entries.append(((*table, *parts), number))
+
+    def __call__(self, loc: Sequence[Any]) -> int | None:
+        wanted = tuple(str(p) for p in loc)
+        # The longest prefix of the path that appears in the file is the best place to point.
+        for size in range(len(wanted), 0, -1):
+            for path, number in self.entries:
+                if path == wanted[:size]:
+                    return number
+        return None
+
+
+def _unquote(part: str) -> str:
+    part = part.strip()
+    if len(part) >= 2 and part[0] == part[-1] and part[0] in "\"'":
+        return part[1:-1]
+    return part

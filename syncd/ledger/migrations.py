@@ -1,0 +1,135 @@
+"""Ordered schema scripts. A ledger at version N gets scripts N+1.. applied in one transaction.
+
+Never edit a released script: add a new one. A ledger whose version is newer than the last
+script was written by a newer syncd and is refused (downgrading could silently drop state).
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: incidents, links, agreed values, outbox, audit, cursors.
+    """
+    CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+    CREATE TABLE account (
+        name VARCHAR PRIMARY KEY, vendor VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL
+    );
+    CREATE TABLE record (
+        id INTEGER PRIMARY KEY,
+        account VARCHAR NOT NULL,
+        external_id VARCHAR NOT NULL,
+        title VARCHAR NOT NULL DEFAULT '',
+        state VARCHAR NOT NULL,
+        severity VARCHAR,
+        dedup VARCHAR,
+        marker VARCHAR,
+        keys_json VARCHAR NOT NULL DEFAULT '{}',
+        number VARCHAR,
+        url VARCHAR,
+        vendor_created_at TIMESTAMP,
+        vendor_updated_at TIMESTAMP,
+        first_seen_at TIMESTAMP NOT NULL,
+        observed_at TIMESTAMP NOT NULL,
+        pushed_at TIMESTAMP,
+        pushed_vendor_at TIMESTAMP,
+        UNIQUE (account, external_id)
+    );
+    CREATE INDEX ix_record_account_marker ON record (account, marker);
+    CREATE TABLE link (
+        id INTEGER PRIMARY KEY,
+        group_name VARCHAR NOT NULL,
+        key VARCHAR,
+        origin VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL
+    );
+    CREATE UNIQUE INDEX ux_link_group_key ON link (group_name, key);
+    CREATE TABLE link_member (
+        id INTEGER PRIMARY KEY,
+        link_id INTEGER NOT NULL REFERENCES link (id),
+        record_id INTEGER NOT NULL REFERENCES record (id),
+        group_name VARCHAR NOT NULL,
+        account VARCHAR NOT NULL,
+        UNIQUE (group_name, record_id),
+        UNIQUE (link_id, account)
+    );
+    CREATE INDEX ix_link_member_record ON link_member (record_id);
+    CREATE TABLE agreed (
+        link_id INTEGER NOT NULL REFERENCES link (id),
+        field VARCHAR NOT NULL,
+        value VARCHAR,
+        source_account VARCHAR,
+        changed_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (link_id, field)
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        group_name VARCHAR NOT NULL,
+        link_id INTEGER NOT NULL REFERENCES link (id),
+        record_id INTEGER REFERENCES record (id),
+        account VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,
+        value VARCHAR,
+        idempotency_key VARCHAR NOT NULL UNIQUE,
+        status VARCHAR NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TIMESTAMP NOT NULL,
+        last_error VARCHAR,
+        cause_account VARCHAR,
+        caused_at TIMESTAMP NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        updated_at TIMESTAMP NOT NULL
+    );
+    CREATE INDEX ix_outbox_due ON outbox (account, status, next_attempt_at);
+    CREATE INDEX ix_outbox_record ON outbox (record_id, status);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TIMESTAMP NOT NULL,
+        kind VARCHAR NOT NULL,
+        group_name VARCHAR,
+        link_id INTEGER,
+        account VARCHAR,
+        external_id VARCHAR,
+        field VARCHAR,
+        old VARCHAR,
+        new VARCHAR,
+        cause VARCHAR,
+        outcome VARCHAR,
+        detail VARCHAR
+    );
+    CREATE INDEX ix_audit_at ON audit (at);
+    CREATE INDEX ix_audit_link ON audit (link_id);
+    CREATE TABLE poll_cursor (
+        account VARCHAR PRIMARY KEY,
+        cursor VARCHAR,
+        last_poll_at TIMESTAMP,
+        last_full_at TIMESTAMP,
+        last_success_at TIMESTAMP,
+        last_error VARCHAR,
+        failures INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+    # 2: on-call history, added with cross-vendor schedule mapping.
+    """
+    CREATE TABLE oncall_snapshot (
+        id INTEGER PRIMARY KEY,
+        account VARCHAR NOT NULL,
+        schedule_id VARCHAR NOT NULL,
+        level INTEGER NOT NULL,
+        user_id VARCHAR NOT NULL,
+        user_email VARCHAR,
+        start TIMESTAMP,
+        "end" TIMESTAMP,
+        schedule_name VARCHAR,
+        first_seen TIMESTAMP NOT NULL,
+        last_seen TIMESTAMP NOT NULL
+    );
+    CREATE INDEX ix_oncall_account_schedule ON oncall_snapshot (account, schedule_id, level);
+    CREATE INDEX ix_oncall_span ON oncall_snapshot (start, "end");
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(script: str) -> list[str]:
+    """Split a script into statements (the scripts contain no semicolons inside literals)."""
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,499 @@
+"""Opening the ledger and the queries the engine needs; the only place that knows SQL.
+
+Every unit of engine work (one poll page, one push batch) is one transaction: :meth:`Ledger.run`
+executes a synchronous function with a :class:`Tx` in a worker thread, so the event loop never
+blocks on the database, and SQLite writers are serialised through one capacity limiter instead of
+fighting over the file lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+import anyio.to_thread
+from sqlalchemy import Engine, create_engine, event, func, inspect, text
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, col, select
+
+from syncd.ledger.migrations import MIGRATIONS, SCHEMA_VERSION, statements
+from syncd.ledger.tables import (
+    Account,
+    Agreed,
+    Audit,
+    Link,
+    LinkMember,
+    Meta,
+    OnCallSnapshot,
+    Outbox,
+    PollCursor,
+    Record,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+PENDING, DONE, PARKED, SUPERSEDED = "pending", "done", "parked", "superseded"
+STATE_ACTIONS = ("acknowledge", "unacknowledge", "resolve", "reopen")
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened or used; the message says what to do."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """One ledger database. Open with :meth:`open`, which creates or migrates the schema."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @classmethod
+    def open(cls, url: str, *, busy_timeout: float = 5.0, migrate: bool = True) -> Ledger:
+        if url.startswith("sqlite:///"):
+            path = Path(url[len("sqlite:///") :])
+            _check_sqlite_path(path)
+            engine = create_engine(
+                url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
+            )
+            _sqlite_pragmas(engine, busy_timeout)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        ledger = cls(engine, url)
+        try:
+            ledger._prepare(migrate)
+        except OperationalError as exc:
+            raise LedgerError(f"cannot open ledger {_safe(url)}: {exc.orig}") from None
+        return ledger
+
+    def _prepare(self, migrate: bool) -> None:
+        with self.engine.begin() as conn:
+            tables = set(inspect(conn).get_table_names())
+            version = 0
+            if "meta" in tables:
+                row = conn.execute(
+                    text("SELECT value FROM meta WHERE key = 'schema_version'")
+                ).first()
+                version = int(row[0]) if row else 0
+            elif tables:
+                raise LedgerError(
+                    f"{_safe(self.url)} is not a syncd ledger (it has tables but no meta table)"
+                )
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"ledger {_safe(self.url)} has schema version {version}, written by a newer "
+                    f"syncd; this release understands up to {SCHEMA_VERSION}. Upgrade syncd "
+                    "(downgrading the ledger would lose state)."
+                )
+            if version == SCHEMA_VERSION:
+                return
+            if not migrate:
+                raise LedgerError(f"ledger {_safe(self.url)} needs migration to {SCHEMA_VERSION}")
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                for stmt in statements(MIGRATIONS[number - 1]):
+                    conn.execute(text(stmt))
+            conn.execute(
+                text(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', :v) "
+                    "ON CONFLICT (key) DO UPDATE SET value = :v"
+                ),
+                {"v": str(SCHEMA_VERSION)},
+            )
+
+    def schema_version(self) -> int:
+        with Session(self.engine) as session:
+            row = session.get(Meta, "schema_version")
+            return int(row.value) if row else 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            tx = Tx(session)
+            try:
+                yield tx
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(tx, *args)`` in one transaction, synchronously (CLI and tests)."""
+        with self.transaction() as tx:
+            return fn(tx, *args)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(tx, *args)`` in one transaction on a worker thread."""
+        return await anyio.to_thread.run_sync(self.call, fn, *args, limiter=self._limiter)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def size_bytes(self) -> int | None:
+        if not self.url.startswith("sqlite:///"):
+            return None
+        path = Path(self.url[len("sqlite:///") :])
+        return sum(
+            p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists()
+        )
+
+
+def _safe(url: str) -> str:
+    """A URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def _check_sqlite_path(path: Path) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.exists():
+        raise LedgerError(f"ledger directory {directory} does not exist")
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise LedgerError(f"ledger file {path} is not readable and writable by this user")
+        if not os.access(directory, os.W_OK):
+            raise LedgerError(
+                f"ledger directory {directory} is not writable (SQLite needs it for the WAL)"
+            )
+    elif not os.access(directory, os.W_OK):
+        raise LedgerError(f"ledger directory {directory} is not writable by this user")
+
+
+def _sqlite_pragmas(engine: Engine, busy_timeout: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cur.close()
+
+
+class Tx:
+    """The engine's vocabulary over one transaction. Returns table objects; raises nothing
+    vendor- or SQL-specific to callers beyond SQLAlchemy errors on a broken database."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    # ----------------------------------------------------------------- accounts and cursors
+
+    def ensure_account(self, name: str, vendor: str) -> None:
+        if self.s.get(Account, name) is None:
+            self.s.add(Account(name=name, vendor=vendor, created_at=utcnow()))
+            self.s.flush()
+
+    def accounts(self) -> list[Account]:
+        return list(self.s.exec(select(Account).order_by(Account.name)))
+
+    def cursor(self, account: str) -> PollCursor:
+        row = self.s.get(PollCursor, account)
+        if row is None:
+            row = PollCursor(account=account)
+            self.s.add(row)
+        return row
+
+    def cursors(self) -> list[PollCursor]:
+        return list(self.s.exec(select(PollCursor).order_by(PollCursor.account)))
+
+    # ----------------------------------------------------------------- records
+
+    def record(self, account: str, external_id: str) -> Record | None:
+        return self.s.exec(
+            select(Record).where(Record.account == account, Record.external_id == external_id)
+        ).first()
+
+    def record_by_id(self, record_id: int) -> Record | None:
+        return self.s.get(Record, record_id)
+
+    def records_by_ids(self, ids: Iterable[int]) -> dict[int, Record]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = self.s.exec(select(Record).where(col(Record.id).in_(ids)))
+        return {r.id: r for r in rows if r.id is not None}
+
+    def record_by_marker(self, account: str, marker: str) -> Record | None:
+        return self.s.exec(
+            select(Record).where(Record.account == account, Record.marker == marker)
+        ).first()
+
+    def add(self, row: Any) -> Any:
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def bulk_records(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Fast insert for seeding benchmarks; rows are Record column dicts."""
+        self.s.execute(Record.__table__.insert(), list(rows))  # type: ignore[attr-defined]
+
+    @staticmethod
+    def keys_of(record: Record) -> dict[str, str]:
+        return json.loads(record.keys_json or "{}")
+
+    # ----------------------------------------------------------------- links
+
+    def link_by_key(self, group: str, key: str) -> Link | None:
+        return self.s.exec(
+            select(Link).where(Link.group_name == group, Link.key == key)
+        ).first()
+
+    def link(self, link_id: int) -> Link | None:
+        return self.s.get(Link, link_id)
+
+    def link_of(self, group: str, record_id: int) -> Link | None:
+        member = self.s.exec(
+            select(LinkMember).where(
+                LinkMember.group_name == group, LinkMember.record_id == record_id
+            )
+        ).first()
+        return None if member is None else self.s.get(Link, member.link_id)
+
+    def links_of_record(self, record_id: int) -> list[tuple[LinkMember, Link]]:
+        rows = self.s.exec(
+            select(LinkMember, Link)
+            .join(Link, col(Link.id) == LinkMember.link_id)
+            .where(LinkMember.record_id == record_id)
+        )
+        return list(rows)
+
+    def new_link(self, group: str, key: str | None, origin: str) -> Link:
+        return self.add(Link(group_name=group, key=key, origin=origin, created_at=utcnow()))
+
+    def add_member(self, link: Link, record: Record) -> LinkMember:
+        assert link.id is not None and record.id is not None
+        return self.add(
+            LinkMember(
+                link_id=link.id, record_id=record.id, group_name=link.group_name,
+                account=record.account,
+            )
+        )
+
+    def remove_member(self, link_id: int, record_id: int) -> bool:
+        member = self.s.exec(
+            select(LinkMember).where(
+                LinkMember.link_id == link_id, LinkMember.record_id == record_id
+            )
+        ).first()
+        if member is None:
+            return False
+        self.s.delete(member)
+        for row in self.s.exec(
+            select(Outbox).where(Outbox.link_id == link_id, Outbox.record_id == record_id,
+                                 Outbox.status == PENDING)
+        ):
+            row.status = SUPERSEDED
+            row.last_error = "unlinked"
+        self.s.flush()
+        return True
+
+    def members(self, link_id: int) -> list[tuple[LinkMember, Record]]:
+        rows = self.s.exec(
+            select(LinkMember, Record)
+            .join(Record, col(Record.id) == LinkMember.record_id)
+            .where(LinkMember.link_id == link_id)
+            .order_by(LinkMember.account)
+        )
+        return list(rows)
+
+    def links(self, group: str | None = None, *, limit: int = 1000,
+              open_only: bool = False) -> list[Link]:
+        query = select(Link).order_by(col(Link.id).desc()).limit(limit)
+        if group:
+            query = query.where(Link.group_name == group)
+        if open_only:
+            query = query.join(
+                Agreed, (col(Agreed.link_id) == Link.id) & (Agreed.field == "state")
+            ).where(Agreed.value != "resolved")
+        return list(self.s.exec(query))
+
+    # ----------------------------------------------------------------- agreed values
+
+    def agreed(self, link_id: int) -> dict[str, Agreed]:
+        rows = self.s.exec(select(Agreed).where(Agreed.link_id == link_id))
+        return {r.field: r for r in rows}
+
+    def set_agreed(self, link_id: int, field: str, value: str | None, source: str | None,
+                   at: datetime) -> None:
+        row = self.s.get(Agreed, (link_id, field))
+        if row is None:
+            self.s.add(Agreed(link_id=link_id, field=field, value=value,
+                              source_account=source, changed_at=at))
+        else:
+            row.value, row.source_account, row.changed_at = value, source, at
+        self.s.flush()
+
+    # ----------------------------------------------------------------- outbox
+
+    def pending_for(self, record_id: int) -> list[Outbox]:
+        return list(self.s.exec(
+            select(Outbox).where(Outbox.record_id == record_id, Outbox.status == PENDING)
+        ))
+
+    def enqueue(self, row: Outbox) -> Outbox:
+        """Insert an action, superseding pending ones for the same record and field: an ack
+        followed by a resolve before either was pushed becomes one resolve."""
+        if row.record_id is not None:
+            same_field = STATE_ACTIONS if row.action in STATE_ACTIONS else (row.action,)
+            for old in self.pending_for(row.record_id):
+                if old.action in same_field:
+                    old.status = SUPERSEDED
+                    old.updated_at = utcnow()
+                    old.last_error = f"superseded by {row.action}"
+        return self.add(row)
+
+    def pending_create(self, link_id: int, account: str) -> Outbox | None:
+        return self.s.exec(
+            select(Outbox).where(
+                Outbox.link_id == link_id, Outbox.account == account, Outbox.action == "create",
+                col(Outbox.status).in_([PENDING, DONE]),
+            )
+        ).first()
+
+    def due(self, account: str, now: datetime, limit: int = 1000) -> list[Outbox]:
+        return list(self.s.exec(
+            select(Outbox)
+            .where(Outbox.account == account, Outbox.status == PENDING,
+                   Outbox.next_attempt_at <= now)
+            .order_by(col(Outbox.id))
+            .limit(limit)
+        ))
+
+    def next_due_at(self, account: str) -> datetime | None:
+        return self.s.exec(
+            select(func.min(Outbox.next_attempt_at)).where(
+                Outbox.account == account, Outbox.status == PENDING
+            )
+        ).first()
+
+    def outbox_rows(self, ids: Iterable[int]) -> list[Outbox]:
+        ids = list(ids)
+        return list(self.s.exec(select(Outbox).where(col(Outbox.id).in_(ids)))) if ids else []
+
+    def outbox_depth(self) -> dict[str, int]:
+        rows = self.s.exec(select(Outbox.status, func.count()).group_by(Outbox.status))
+        return dict(rows.all())
+
+    def oldest_pending(self) -> datetime | None:
+        return self.s.exec(
+            select(func.min(Outbox.created_at)).where(Outbox.status == PENDING)
+        ).first()
+
+    def outbox_for_link(self, link_id: int, statuses: Sequence[str] = (PENDING, PARKED)
+                        ) -> list[Outbox]:
+        return list(self.s.exec(
+            select(Outbox).where(Outbox.link_id == link_id, col(Outbox.status).in_(statuses))
+            .order_by(col(Outbox.id))
+        ))
+
+    def parked(self, limit: int = 50) -> list[Outbox]:
+        return list(self.s.exec(
+            select(Outbox).where(Outbox.status == PARKED)
+            .order_by(col(Outbox.id).desc()).limit(limit)
+        ))
+
+    # ----------------------------------------------------------------- audit
+
+    def audit(self, kind: str, **fields: Any) -> None:
+        self.s.add(Audit(at=fields.pop("at", None) or utcnow(), kind=kind, **fields))
+
+    def audit_entries(self, *, limit: int = 100, account: str | None = None,
+                      kind: str | None = None, link_id: int | None = None,
+                      since: datetime | None = None) -> list[Audit]:
+        query = select(Audit).order_by(col(Audit.id).desc()).limit(limit)
+        if account:
+            query = query.where(Audit.account == account)
+        if kind:
+            query = query.where(Audit.kind == kind)
+        if link_id is not None:
+            query = query.where(Audit.link_id == link_id)
+        if since is not None:
+            query = query.where(Audit.at >= since)
+        return list(self.s.exec(query))
+
+    # ----------------------------------------------------------------- counts for status
+
+    def counts(self) -> dict[str, int]:
+        def n(model: Any) -> int:
+            return int(self.s.exec(select(func.count()).select_from(model)).one())
+
+        return {"records": n(Record), "links": n(Link), "audit": n(Audit)}
+
+    # ----------------------------------------------------------------- on-call
+
+    def record_oncall(self, account: str, entries: Sequence[dict[str, Any]],
+                      now: datetime) -> int:
+        """Store entries seen now; an entry seen before only extends its ``last_seen``."""
+        new = 0
+        for e in entries:
+            row = self.s.exec(
+                select(OnCallSnapshot).where(
+                    OnCallSnapshot.account == account,
+                    OnCallSnapshot.schedule_id == e["schedule_id"],
+                    OnCallSnapshot.level == e["level"],
+                    OnCallSnapshot.user_id == e["user_id"],
+                    OnCallSnapshot.start == e["start"],
+                    OnCallSnapshot.end == e["end"],
+                )
+            ).first()
+            if row is None:
+                self.s.add(OnCallSnapshot(account=account, first_seen=now, last_seen=now, **e))
+                new += 1
+            else:
+                row.last_seen = now
+                row.user_email = e.get("user_email") or row.user_email
+        self.s.flush()
+        return new
+
+    def oncall_at(self, account: str, schedule_id: str, level: int, at: datetime
+                  ) -> list[OnCallSnapshot]:
+        """Entries covering ``at`` from the latest poll that knew about that moment."""
+        rows = list(self.s.exec(
+            select(OnCallSnapshot).where(
+                OnCallSnapshot.account == account,
+                OnCallSnapshot.schedule_id == schedule_id,
+                OnCallSnapshot.level == level,
+                (col(OnCallSnapshot.start).is_(None)) | (OnCallSnapshot.start <= at),
+                (col(OnCallSnapshot.end).is_(None)) | (OnCallSnapshot.end > at),
+            ).order_by(col(OnCallSnapshot.last_seen).desc())
+        ))
+        if not rows:
+            return []
+        latest = rows[0].last_seen
+        return [r for r in rows if r.last_seen == latest]
+
+    def oncall_window(self, account: str, schedule_id: str, level: int, start: datetime,
+                      end: datetime) -> list[OnCallSnapshot]:
+        """Entries of the latest poll overlapping [start, end)."""
+        latest = self.s.exec(
+            select(func.max(OnCallSnapshot.last_seen)).where(
+                OnCallSnapshot.account == account, OnCallSnapshot.schedule_id == schedule_id,
+                OnCallSnapshot.level == level,
+            )
+        ).first()
+        if latest is None:
+            return []
+        return list(self.s.exec(
+            select(OnCallSnapshot).where(
+                OnCallSnapshot.account == account,
+                OnCallSnapshot.schedule_id == schedule_id,
+                OnCallSnapshot.level == level,
+                OnCallSnapshot.last_seen == latest,
+                (col(OnCallSnapshot.start).is_(None)) | (OnCallSnapshot.start < end),
+                (col(OnCallSnapshot.end).is_(None)) | (OnCallSnapshot.end > start),
+            ).order_by(col(OnCallSnapshot.start))
+        ))

@@ -1,0 +1,171 @@
+"""The ledger's tables as SQLModel classes (the shape the queries use).
+
+The DDL itself lives in :mod:`syncd.ledger.migrations` as ordered scripts, so an old ledger can be
+upgraded step by step; a test checks that these classes and the migrated schema agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite has no time zones, the engine needs them."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use aware UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def ts(optional: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime) if optional else Field(sa_type=UTCDateTime)
+
+
+class Meta(SQLModel, table=True):
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "account"
+    name: str = Field(primary_key=True)
+    vendor: str
+    created_at: datetime = ts()
+
+
+class Record(SQLModel, table=True):
+    """One vendor incident; state/severity are the member's *last known* values."""
+
+    __tablename__ = "record"
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    external_id: str
+    title: str = ""
+    state: str
+    severity: str | None = None
+    dedup: str | None = None
+    marker: str | None = None
+    keys_json: str = "{}"
+    number: str | None = None
+    url: str | None = None
+    vendor_created_at: datetime | None = ts(optional=True)
+    vendor_updated_at: datetime | None = ts(optional=True)
+    first_seen_at: datetime = ts()
+    observed_at: datetime = ts()
+    # When a push to this record was last confirmed: our clock, and the vendor's timestamp.
+    pushed_at: datetime | None = ts(optional=True)
+    pushed_vendor_at: datetime | None = ts(optional=True)
+
+
+class Link(SQLModel, table=True):
+    """The same real incident across a sync group's accounts."""
+
+    __tablename__ = "link"
+    id: int | None = Field(default=None, primary_key=True)
+    group_name: str
+    key: str | None = None
+    origin: str  # correlate | mirror | manual
+    created_at: datetime = ts()
+
+
+class LinkMember(SQLModel, table=True):
+    __tablename__ = "link_member"
+    id: int | None = Field(default=None, primary_key=True)
+    link_id: int
+    record_id: int
+    group_name: str
+    account: str
+
+
+class Agreed(SQLModel, table=True):
+    """What every member of a link should have, per field, and who set it."""
+
+    __tablename__ = "agreed"
+    link_id: int = Field(primary_key=True)
+    field: str = Field(primary_key=True)
+    value: str | None = None
+    source_account: str | None = None
+    changed_at: datetime = ts()
+
+
+class Outbox(SQLModel, table=True):
+    """A write owed to one vendor record (or a create owed to an account)."""
+
+    __tablename__ = "outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    group_name: str
+    link_id: int
+    record_id: int | None = None  # None for "create"
+    account: str
+    action: str
+    value: str | None = None
+    idempotency_key: str
+    status: str = "pending"  # pending | done | parked | superseded
+    attempts: int = 0
+    next_attempt_at: datetime = ts()
+    last_error: str | None = None
+    cause_account: str | None = None
+    caused_at: datetime = ts()
+    created_at: datetime = ts()
+    updated_at: datetime = ts()
+
+
+class Audit(SQLModel, table=True):
+    __tablename__ = "audit"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = ts()
+    kind: str  # observed | push | conflict | link | create | park | regression | oncall
+    group_name: str | None = None
+    link_id: int | None = None
+    account: str | None = None
+    external_id: str | None = None
+    field: str | None = None
+    old: str | None = None
+    new: str | None = None
+    cause: str | None = None
+    outcome: str | None = None
+    detail: str | None = None
+
+
+class PollCursor(SQLModel, table=True):
+    __tablename__ = "poll_cursor"
+    account: str = Field(primary_key=True)
+    cursor: str | None = None
+    last_poll_at: datetime | None = ts(optional=True)
+    last_full_at: datetime | None = ts(optional=True)
+    last_success_at: datetime | None = ts(optional=True)
+    last_error: str | None = None
+    failures: int = 0
+
+
+class OnCallSnapshot(SQLModel, table=True):
+    """Who a vendor had on call, kept as history: one row per distinct entry, with the span of
+    polls that saw it, so "who was on call at T" can be answered later."""
+
+    __tablename__ = "oncall_snapshot"
+    id: int | None = Field(default=None, primary_key=True)
+    account: str
+    schedule_id: str
+    level: int
+    user_id: str
+    user_email: str | None = None
+    start: datetime | None = ts(optional=True)
+    end: datetime | None = ts(optional=True)
+    schedule_name: str | None = None
+    first_seen: datetime = ts()
+    last_seen: datetime = ts()

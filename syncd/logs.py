@@ -1,0 +1,97 @@
+"""structlog, configured once: JSON lines for journald, a console renderer on a terminal.
+
+The redaction processor is the last line of defence for secrets: every value syncd resolved from
+the config is registered in :mod:`syncd.secrets`, and any occurrence of one in any event field
+(nested or not, in exception text too) is replaced before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Literal
+
+import structlog
+
+from syncd import secrets
+
+REDACTED = "[REDACTED]"
+
+
+def _scrub(value: Any, known: frozenset[str]) -> Any:
+    if isinstance(value, str):
+        for secret in known:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v, known) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub(v, known) for v in value)
+    if isinstance(value, BaseException):
+        text = _scrub(f"{type(value).__name__}: {value}", known)
+        return text
+    return value
+
+
+def redact_secrets(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: replace every registered secret value wherever it appears."""
+    known = secrets.known()
+    if not known:
+        return event
+    return {key: _scrub(value, known) for key, value in event.items()}
+
+
+def configure(
+    level: str = "info",
+    fmt: Literal["auto", "json", "console"] = "auto",
+    stream: Any = None,
+) -> None:
+    """Configure structlog and the stdlib root logger (uvicorn, apscheduler) the same way."""
+    stream = stream or sys.stdout
+    fmt = os.environ.get("SYNCD_LOG_FORMAT", fmt)  # type: ignore[assignment]
+    use_json = fmt == "json" or (fmt == "auto" and not _isatty(stream))
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if use_json:
+        tail: list[Any] = [
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        tail = [redact_secrets, structlog.dev.ConsoleRenderer(colors=_isatty(stream))]
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[*shared, *tail],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    # Third-party libraries log through the stdlib; route them through the same renderer.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared, processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail
+            ]
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(numeric, logging.WARNING) if numeric < logging.WARNING else numeric)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
