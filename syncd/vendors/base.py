@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from syncd.model import Incident, NewIncident, OnCall, Severity
-from syncd.ratelimit import Limit
+from syncd.ratelimit import Budget, Limit
 
 # --------------------------------------------------------------------------- errors
 
@@ -214,6 +214,7 @@ class VendorClient(Protocol):
     default_severity_map: ClassVar[Mapping[str, Severity]]
 
     account: str
+    budget: Budget
 
     def poll(self, cursor: str | None, *, full: bool = False) -> AsyncIterator[Page]:
         """Changes since ``cursor`` (cheapest mechanism), or every open incident when ``full``

@@ -1,0 +1,350 @@
+"""``syncd ...``: the daemon, one-shot cycles, operator views and the simulators.
+
+Text output is for people (rich tables on a terminal); ``--json`` output is a stable interface for
+scripts. Errors are one line on stderr and a non-zero exit; secrets never appear in either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from syncd import __version__, logs
+from syncd import config as config_mod
+from syncd.ledger import Ledger, LedgerError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    help="Keeps incidents and on-call state consistent across paging vendors.",
+)
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_CONFIG = os.environ.get("SYNCD_CONFIG", "/etc/syncd/syncd.toml")
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON output")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"syncd: {message}", markup=False, highlight=False)
+    return typer.Exit(code)
+
+
+def load_config(path: Path) -> config_mod.Config:
+    try:
+        cfg = config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        for line in exc.lines:
+            err.print(f"syncd: {line}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    logs.configure(cfg.logging.level, cfg.logging.format, stream=sys.stderr)
+    for warning in cfg.warnings:
+        err.print(f"syncd: warning: {warning}", markup=False, highlight=False)
+    return cfg
+
+
+def open_ledger(cfg: config_mod.Config) -> Ledger:
+    try:
+        return Ledger.open(cfg.ledger_url, busy_timeout=cfg.ledger.busy_timeout)
+    except LedgerError as exc:
+        raise fail(str(exc)) from None
+
+
+def emit(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"syncd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback,
+                                          is_eager=True, help="print the version")] = False,
+) -> None:
+    """Keeps incidents and on-call state consistent across paging vendors."""
+
+
+@app.command("check-config")
+def check_config(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False) -> None:
+    """Validate a config file and resolve its secrets; print OK and a summary."""
+    cfg = load_config(config)
+    summary = {
+        "ok": True,
+        "config": str(cfg.path),
+        "ledger": cfg.ledger_url,
+        "accounts": {n: a.vendor for n, a in cfg.accounts.items()},
+        "sync": [{"name": g.name, "mode": g.mode, "accounts": g.accounts} for g in cfg.sync],
+        "oncall": [m.name for m in cfg.oncall],
+    }
+    if json_out:
+        emit(summary)
+        return
+    print(f"OK: {cfg.path}")
+    print(f"  ledger:   {cfg.ledger_url}")
+    for name, account in cfg.accounts.items():
+        print(f"  account:  {name} ({account.vendor}, every {account.poll_interval:g}s)")
+    for g in cfg.sync:
+        print(f"  sync:     {g.name} ({g.mode}: {', '.join(g.accounts)})")
+    for m in cfg.oncall:
+        print(f"  oncall:   {m.name} ({', '.join(x.account for x in m.members)})")
+
+
+@app.command()
+def once(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
+         full: Annotated[bool, typer.Option(help="read every open incident")] = False) -> None:
+    """One poll, reconcile and push cycle; the exit code says whether anything failed."""
+    from syncd.engine import Engine
+
+    cfg = load_config(config)
+    ledger = open_ledger(cfg)
+
+    async def go() -> Any:
+        engine = Engine.from_config(cfg, ledger)
+        try:
+            return await engine.cycle(full=True if full else None)
+        finally:
+            await engine.aclose()
+
+    result = anyio.run(go)
+    ledger.dispose()
+    data = {
+        "ok": result.ok,
+        "polls": [p.__dict__ for p in result.polls],
+        "dispatches": [
+            {k: v for k, v in d.__dict__.items()} for d in result.dispatches
+        ],
+    }
+    if json_out:
+        emit(data)
+    else:
+        for p in result.polls:
+            mark = "ok" if p.ok else f"FAILED: {p.error}"
+            print(f"poll {p.account}: {p.observed} seen, {p.changed} changed, "
+                  f"{p.actions} actions ({mark})")
+        for d in result.dispatches:
+            if d.pushed or d.errors:
+                print(f"push {d.account}: {d.done} done, {d.parked} parked, {d.retried} retry"
+                      + (f" ({'; '.join(d.errors[:3])})" if d.errors else ""))
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def run(config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
+    """Run the daemon until SIGTERM/SIGINT."""
+    from syncd import daemon
+
+    cfg = load_config(config)
+    logs.configure(cfg.logging.level, cfg.logging.format)
+    try:
+        built = daemon.Daemon.build(cfg)
+    except LedgerError as exc:
+        raise fail(str(exc)) from None
+    anyio.run(built.run)
+
+
+@app.command()
+def status(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False) -> None:
+    """Ledger summary: accounts, links, outbox depth, last poll per account."""
+    from syncd import views
+
+    cfg = load_config(config)
+    ledger = open_ledger(cfg)
+    data = ledger.call(views.status, cfg)
+    ledger.dispose()
+    if json_out:
+        emit(data)
+        return
+    table = Table(title=f"syncd {__version__} — {data['ledger']}")
+    for col in ("account", "vendor", "last poll", "failures", "last error"):
+        table.add_column(col)
+    for a in data["accounts"]:
+        table.add_row(a["name"], a["vendor"], _ago(a["last_success_at"]), str(a["failures"]),
+                      a["last_error"] or "")
+    out.print(table)
+    counts, outbox = data["counts"], data["outbox"]
+    out.print(f"records {counts['records']}, links {counts['links']}; outbox: "
+              + ", ".join(f"{k} {v}" for k, v in outbox.items()), highlight=False)
+    for row in data["parked"]:
+        out.print(f"parked #{row['id']} {row['account']} {row['action']} {row['value'] or ''}: "
+                  f"{row['error']}", markup=False, highlight=False)
+    for gap in data["gaps"]:
+        out.print(f"gap: {gap}", markup=False, highlight=False)
+
+
+@app.command()
+def links(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
+          group: Annotated[str | None, typer.Option(help="only this sync group")] = None,
+          open_only: Annotated[bool, typer.Option("--open", help="only unresolved")] = False,
+          limit: int = 100) -> None:
+    """Each link with its members, agreed values and pending actions."""
+    from syncd import views
+
+    cfg = load_config(config)
+    ledger = open_ledger(cfg)
+    data = ledger.call(views.links, group, limit, open_only)
+    ledger.dispose()
+    if json_out:
+        emit({"links": data})
+        return
+    table = Table()
+    for col in ("link", "group", "key", "agreed", "members", "pending"):
+        table.add_column(col)
+    for link in data:
+        agreed = link["agreed"]
+        members = "\n".join(
+            f"{m['account']}:{m['external_id']} {m['state']} {m['severity'] or ''}"
+            for m in link["members"]
+        )
+        pending = "\n".join(f"{p['account']} {p['action']} {p['value'] or ''} ({p['status']})"
+                            for p in link["pending"])
+        table.add_row(str(link["id"]), link["group"], link["key"] or "",
+                      f"{agreed.get('state') or ''} {agreed.get('severity') or ''}",
+                      members, pending)
+    out.print(table)
+
+
+@app.command()
+def audit(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
+          account: Annotated[str | None, typer.Option(help="only this account")] = None,
+          kind: Annotated[str | None, typer.Option(help="observed, push, conflict, ...")] = None,
+          link: Annotated[int | None, typer.Option(help="only this link id")] = None,
+          since: Annotated[str | None, typer.Option(help="ISO time")] = None,
+          limit: int = 100) -> None:
+    """The audit log, newest first."""
+    from syncd import views
+
+    cfg = load_config(config)
+    when = None
+    if since:
+        try:
+            when = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise fail(f"--since {since!r} is not an ISO 8601 time") from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    ledger = open_ledger(cfg)
+    rows = ledger.call(views.audit, account, kind, link, when, limit)
+    ledger.dispose()
+    if json_out:
+        emit({"audit": rows})
+        return
+    table = Table()
+    for col in ("at", "kind", "account", "incident", "field", "old", "new", "outcome/detail"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(_jsonable(r["at"])[:19], r["kind"], r["account"] or "",
+                      r["external_id"] or "", r["field"] or "", r["old"] or "", r["new"] or "",
+                      " ".join(x for x in (r["outcome"], r["detail"]) if x))
+    out.print(table)
+
+
+@app.command("link")
+def link_cmd(records: Annotated[list[str], typer.Argument(help="ACCOUNT:ID, two or more")],
+             config: ConfigOpt = Path(DEFAULT_CONFIG),
+             group: Annotated[str | None, typer.Option(help="sync group")] = None) -> None:
+    """Link records explicitly (they must have been polled)."""
+    from syncd import views
+
+    cfg = load_config(config)
+    if len(records) < 2:
+        raise fail("link needs at least two ACCOUNT:ID records")
+    ledger = open_ledger(cfg)
+    try:
+        link_id = ledger.call(views.link_records, cfg, _parse_refs(records), group)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        ledger.dispose()
+    print(f"linked as link {link_id}")
+
+
+@app.command()
+def unlink(record: Annotated[str, typer.Argument(help="ACCOUNT:ID")],
+           config: ConfigOpt = Path(DEFAULT_CONFIG),
+           group: Annotated[str | None, typer.Option(help="sync group")] = None) -> None:
+    """Take a record out of its link(s); it will not be re-correlated automatically."""
+    from syncd import views
+
+    cfg = load_config(config)
+    ledger = open_ledger(cfg)
+    try:
+        count = ledger.call(views.unlink_record, _parse_refs([record])[0], group)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        ledger.dispose()
+    print(f"removed from {count} link(s)")
+
+
+@app.command()
+def sim(
+    vendor: Annotated[str, typer.Argument(help="pagerduty, victorops, incidentio or spike")],
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0 = any free port)")] = 0,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    seed_incidents: Annotated[int, typer.Option(help="incidents to seed")] = 0,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """Serve a vendor simulator; prints one JSON line with its credentials once listening."""
+    from syncd import simulators
+    from syncd.simulators.server import serve_forever
+
+    try:
+        cls = simulators.load(vendor)
+    except (ValueError, ModuleNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    instance = cls(seed=seed)
+    if seed_incidents:
+        instance.seed_incidents(seed_incidents)
+    serve_forever(instance, host, port)
+
+
+@app.command()
+def demo(
+    keep_running: Annotated[bool, typer.Option(help="keep going until Ctrl-C")] = False,
+    speed: Annotated[float, typer.Option(help="pause between story steps, seconds")] = 1.5,
+) -> None:
+    """Simulators plus the daemon on a temporary ledger, with a live view; needs no accounts."""
+    from syncd import demo as demo_mod
+
+    code = demo_mod.main(keep_running=keep_running, pause=speed)
+    raise typer.Exit(code)
+
+
+def _parse_refs(refs: Sequence[str]) -> list[tuple[str, str]]:
+    parsed = []
+    for ref in refs:
+        account, sep, external_id = ref.partition(":")
+        if not sep or not account or not external_id:
+            raise fail(f"{ref!r} is not ACCOUNT:ID")
+        parsed.append((account, external_id))
+    return parsed
+
+
+def _ago(when: datetime | None) -> str:
+    if when is None:
+        return "never"
+    seconds = (datetime.now(UTC) - when).total_seconds()
+    return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+
+
+def main() -> None:
+    app()

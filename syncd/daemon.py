@@ -1,0 +1,196 @@
+"""The long-running service: scheduler, engine, status server, signals, sd_notify.
+
+APScheduler (3.x, ``AsyncIOScheduler``) runs one poll job per account at its ``poll_interval``
+with jitter, never two at once (``max_instances=1``) and coalescing missed runs; a dispatch job
+per account drains the outbox every second, and every poll kicks its dispatcher right away.
+SIGTERM/SIGINT stop new work, let in-flight pushes finish (bounded), close the ledger and exit 0,
+well inside systemd's TimeoutStopSec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from syncd import metrics, sdnotify
+from syncd.config import Config
+from syncd.engine import Engine
+from syncd.ledger import Ledger, utcnow
+
+log = structlog.get_logger(__name__)
+
+DISPATCH_EVERY = 1.0
+STOP_GRACE = 8.0
+
+
+@dataclass
+class Health:
+    """What /readyz and /status report, updated by the jobs."""
+
+    started_at: datetime = field(default_factory=utcnow)
+    last_poll: dict[str, datetime] = field(default_factory=dict)
+    poll_errors: dict[str, str | None] = field(default_factory=dict)
+    auth_failed: dict[str, bool] = field(default_factory=dict)
+    stopping: bool = False
+
+
+class Daemon:
+    def __init__(self, config: Config, ledger: Ledger, engine: Engine) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.engine = engine
+        self.health = Health()
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._dispatch_locks: dict[str, anyio.Lock] = {}
+        self._stop = anyio.Event()
+
+    @classmethod
+    def build(cls, config: Config, *,
+              transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> Daemon:
+        ledger = Ledger.open(config.ledger_url, busy_timeout=config.ledger.busy_timeout)
+        return cls(config, ledger, Engine.from_config(config, ledger, transports=transports))
+
+    def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Wrap a job so shutdown can wait for it and one failure never kills the scheduler."""
+
+        async def job() -> None:
+            if self.health.stopping:
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self._inflight.add(task)
+            try:
+                await fn()
+            except Exception:
+                log.exception("job.failed", job=name)
+            finally:
+                self._inflight.discard(task)
+
+        return job
+
+    def schedule(self) -> None:
+        for name, settings in self.config.accounts.items():
+            interval = settings.poll_interval
+            self.scheduler.add_job(
+                self._guard(f"poll:{name}", lambda n=name: self._poll(n)),
+                "interval", seconds=interval, jitter=max(0.1, interval * 0.1),
+                id=f"poll:{name}", max_instances=1, coalesce=True,
+                misfire_grace_time=max(1, int(interval)), next_run_time=utcnow(),
+            )
+            self.scheduler.add_job(
+                self._guard(f"dispatch:{name}", lambda n=name: self._dispatch(n)),
+                "interval", seconds=DISPATCH_EVERY, id=f"dispatch:{name}", max_instances=1,
+                coalesce=True, misfire_grace_time=1,
+            )
+        self.scheduler.add_job(
+            self._guard("housekeeping", self._housekeeping), "interval", seconds=5,
+            id="housekeeping", max_instances=1, coalesce=True, next_run_time=utcnow(),
+        )
+
+    async def _poll(self, account: str) -> None:
+        result = await self.engine.poll(account)
+        self.health.poll_errors[account] = result.error
+        self.health.auth_failed[account] = bool(result.error and "AuthError" in result.error)
+        if result.ok:
+            self.health.last_poll[account] = utcnow()
+        if result.actions:
+            await self._dispatch_all()
+
+    async def _dispatch_all(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for name in self.engine.clients:
+                tg.start_soon(self._dispatch, name)
+
+    async def _dispatch(self, account: str) -> None:
+        lock = self._dispatch_locks.setdefault(account, anyio.Lock())
+        if lock.locked():
+            return  # a dispatch of this account is already running; it will see the work
+        async with lock:
+            await self.engine.dispatch(account)
+
+    async def _housekeeping(self) -> None:
+        depth, oldest = await self.ledger.run(_outbox_stats)
+        for status in ("pending", "done", "parked", "superseded"):
+            metrics.OUTBOX_DEPTH.labels(status).set(depth.get(status, 0))
+        metrics.OUTBOX_OLDEST.set((utcnow() - oldest).total_seconds() if oldest else 0)
+        for name, client in self.engine.clients.items():
+            for bucket, left in client.budget.snapshot().items():
+                metrics.BUDGET_REMAINING.labels(name, bucket).set(left)
+        sdnotify.status(
+            f"{len(self.engine.clients)} accounts; outbox pending {depth.get('pending', 0)}, "
+            f"parked {depth.get('parked', 0)}"
+        )
+
+    async def _watchdog(self) -> None:
+        interval = sdnotify.watchdog_interval()
+        if not interval:
+            return
+        while not self._stop.is_set():
+            sdnotify.watchdog()
+            with anyio.move_on_after(interval / 2):
+                await self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, extra: Callable[[anyio.abc.TaskGroup], None] | None = None) -> None:
+        """Run until SIGTERM/SIGINT (or :meth:`stop`); returns after a clean shutdown."""
+        self.schedule()
+        self.scheduler.start()
+        log.info("daemon.started", accounts=list(self.engine.clients),
+                 groups=[g.name for g in self.config.sync], ledger=self.ledger.url)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._signals, tg)
+                tg.start_soon(self._watchdog)
+                if extra is not None:
+                    extra(tg)
+                sdnotify.ready()
+                await self._stop.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            await self._shutdown()
+
+    async def _signals(self, tg: anyio.abc.TaskGroup) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+            async for signum in received:
+                log.info("daemon.stopping", signal=signal.Signals(signum).name)
+                self.stop()
+                return
+
+    async def _shutdown(self) -> None:
+        self.health.stopping = True
+        sdnotify.stopping()
+        self.scheduler.shutdown(wait=False)
+        inflight = [t for t in self._inflight if not t.done()]
+        if inflight:
+            log.info("daemon.draining", jobs=len(inflight))
+            with anyio.move_on_after(STOP_GRACE):
+                await asyncio.gather(*inflight, return_exceptions=True)
+            for task in inflight:
+                if not task.done():
+                    # An abandoned push stays pending in the outbox and is retried next start.
+                    task.cancel()
+        await self.engine.aclose()
+        self.ledger.dispose()
+        log.info("daemon.stopped")
+
+
+def _outbox_stats(tx: Any) -> tuple[dict[str, int], datetime | None]:
+    return tx.outbox_depth(), tx.oldest_pending()
+
+
+async def run(config: Config, *,
+              transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> None:
+    daemon = Daemon.build(config, transports=transports)
+    await daemon.run()

@@ -1,0 +1,123 @@
+"""Polling one account: read pages through its client, commit each page with its cursor.
+
+Each page is one transaction holding the observations, the agreed values they move, the outbox
+actions they cause and the cursor to resume from, so a crash mid-poll resumes at the last
+committed page and re-reads at most one page. Failures are logged once when they start and once
+when they recover (Home Assistant's update coordinator does the same), and an authentication
+failure is reported as such so ``/readyz`` and ``syncd status`` can say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from syncd import metrics
+from syncd.engine.observe import GroupContext, ObserveResult, observe
+from syncd.ledger import Ledger, Tx, utcnow
+from syncd.vendors.base import AuthError, Page, VendorClient, VendorError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class PollResult:
+    account: str
+    ok: bool
+    full: bool
+    pages: int = 0
+    observed: int = 0
+    changed: int = 0
+    actions: int = 0
+    skipped: int = 0
+    error: str | None = None
+
+
+class Poller:
+    def __init__(self, account: str, client: VendorClient, ledger: Ledger,
+                 groups: Sequence[GroupContext], *, full_every: float,
+                 grace: timedelta = timedelta(seconds=60)) -> None:
+        self.account = account
+        self.client = client
+        self.ledger = ledger
+        self.groups = [g for g in groups if account in g.group.accounts]
+        self.full_every = full_every
+        self.grace = grace
+        self.failing = False
+
+    async def poll(self, *, full: bool | None = None) -> PollResult:
+        state = await self.ledger.run(_cursor_state, self.account)
+        cursor, last_full = state
+        now = utcnow()
+        if full is None:
+            full = cursor is None or last_full is None or (
+                (now - last_full).total_seconds() >= self.full_every
+            )
+        result = PollResult(self.account, ok=True, full=full)
+        try:
+            async for page in self.client.poll(None if full else cursor, full=full):
+                outcome = await self.ledger.run(self._commit, page, full)
+                result.pages += 1
+                result.observed += len(page.incidents)
+                result.changed += outcome.changed
+                result.actions += outcome.actions
+                result.skipped += len(page.skipped)
+                for skipped in page.skipped:
+                    log.warning("poll.skipped_record", account=self.account,
+                                endpoint=skipped.endpoint, reason=skipped.reason,
+                                external_id=skipped.external_id)
+        except VendorError as exc:
+            result.ok = False
+            result.error = f"{type(exc).__name__}: {exc}"
+            metrics.POLL_FAILURES.labels(self.account, type(exc).__name__).inc()
+            await self.ledger.run(_record_failure, self.account, result.error)
+            if not self.failing:
+                log.error("poll.failing", account=self.account, error=result.error,
+                          auth=isinstance(exc, AuthError))
+            self.failing = True
+            return result
+        await self.ledger.run(_record_success, self.account, full)
+        metrics.POLLS.labels(self.account, "full" if full else "delta").inc()
+        metrics.LAST_POLL.labels(self.account).set(utcnow().timestamp())
+        if self.failing:
+            log.info("poll.recovered", account=self.account)
+            self.failing = False
+        if result.changed or result.skipped:
+            log.info("poll.done", account=self.account, full=full, pages=result.pages,
+                     observed=result.observed, changed=result.changed, actions=result.actions,
+                     skipped=result.skipped)
+        return result
+
+    def _commit(self, tx: Tx, page: Page, full: bool) -> ObserveResult:
+        now = utcnow()
+        outcome = observe(tx, self.account, page.incidents, self.groups, now, grace=self.grace)
+        if page.cursor is not None:
+            tx.cursor(self.account).cursor = page.cursor
+        if outcome.changed:
+            metrics.CHANGES.labels(self.account, "any").inc(outcome.changed)
+        return outcome
+
+
+def _cursor_state(tx: Tx, account: str) -> tuple[str | None, datetime | None]:
+    row = tx.cursor(account)
+    return row.cursor, row.last_full_at
+
+
+def _record_success(tx: Tx, account: str, full: bool) -> None:
+    row = tx.cursor(account)
+    now = utcnow()
+    row.last_poll_at = row.last_success_at = now
+    if full:
+        row.last_full_at = now
+    row.failures = 0
+    row.last_error = None
+
+
+def _record_failure(tx: Tx, account: str, error: str) -> None:
+    row = tx.cursor(account)
+    row.last_poll_at = utcnow()
+    row.failures += 1
+    row.last_error = error[:500]

@@ -1,0 +1,109 @@
+"""The ledger file: creation, migrations from older schemas, refusal of newer ones, bad paths."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+from sqlmodel import SQLModel
+
+from syncd.ledger import Ledger, LedgerError, Outbox, Record, utcnow
+from syncd.ledger.migrations import MIGRATIONS, SCHEMA_VERSION, statements
+
+
+def url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def test_new_ledger_is_wal_and_current(tmp_path: Path) -> None:
+    ledger = Ledger.open(url(tmp_path / "l.db"))
+    assert ledger.schema_version() == SCHEMA_VERSION
+    with sqlite3.connect(tmp_path / "l.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_tables_match_migrated_schema(tmp_path: Path) -> None:
+    """The SQLModel classes the queries use must describe exactly what the scripts create."""
+    ledger = Ledger.open(url(tmp_path / "l.db"))
+    inspector = inspect(ledger.engine)
+    for table in SQLModel.metadata.sorted_tables:
+        db_cols = {c["name"] for c in inspector.get_columns(table.name)}
+        assert db_cols == {c.name for c in table.columns}, table.name
+
+
+def test_ledger_from_older_release_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # what release 1 of the schema wrote
+        for stmt in statements(MIGRATIONS[0]):
+            conn.execute(stmt)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        conn.execute(
+            "INSERT INTO record (account, external_id, state, first_seen_at, observed_at) "
+            "VALUES ('pd', 'P1', 'triggered', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+        )
+    ledger = Ledger.open(url(path))
+    assert ledger.schema_version() == SCHEMA_VERSION
+    rec = ledger.call(lambda tx: tx.record("pd", "P1"))
+    assert rec is not None and rec.state == "triggered"
+    n = ledger.call(lambda tx: tx.record_oncall("pd", [], utcnow()))
+    assert n == 0
+
+
+def test_ledger_from_newer_release_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    Ledger.open(url(path)).dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                     (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(LedgerError, match="newer syncd"):
+        Ledger.open(url(path))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_directory_is_a_clear_error(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(LedgerError, match="not writable"):
+            Ledger.open(url(ro / "l.db"))
+    finally:
+        ro.chmod(0o700)
+
+
+def test_read_only_directory_is_a_clear_error_even_as_root(tmp_path: Path) -> None:
+    """As root, permission bits do not stop writes; a missing directory still must."""
+    with pytest.raises(LedgerError, match="does not exist"):
+        Ledger.open(url(tmp_path / "missing" / "l.db"))
+
+
+def test_foreign_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE stuff (x INTEGER)")
+    with pytest.raises(LedgerError, match="not a syncd ledger"):
+        Ledger.open(url(path))
+
+
+def test_enqueue_coalesces_ack_then_resolve(tmp_path: Path) -> None:
+    ledger = Ledger.open(url(tmp_path / "l.db"))
+    now = utcnow()
+
+    def work(tx):  # type: ignore[no-untyped-def]
+        rec = tx.add(Record(account="vo", external_id="7", state="triggered",
+                            first_seen_at=now, observed_at=now))
+        link = tx.new_link("g", "k", "correlate")
+        for i, action in enumerate(("acknowledge", "severity", "resolve")):
+            tx.enqueue(Outbox(group_name="g", link_id=link.id, record_id=rec.id, account="vo",
+                              action=action, value=None, idempotency_key=f"k{i}",
+                              next_attempt_at=now, caused_at=now, created_at=now,
+                              updated_at=now))
+        return [(r.action, r.status) for r in tx.outbox_for_link(link.id, ("pending",
+                                                                           "superseded"))]
+
+    rows = ledger.call(work)
+    assert rows == [("acknowledge", "superseded"), ("severity", "pending"),
+                    ("resolve", "pending")]
