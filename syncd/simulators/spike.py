@@ -498,7 +498,9 @@ class SpikeSimulator(Simulator):
             inc = self._new_incident(store, integ, f"Seeded incident {store.next_seq}",
                                      severity=SEVERITIES[i % 3], at=at, history=False)
             if status != "NACK":
-                self._transition(store, inc, status, by="seed", at=at, history=False)
+                # acknowledged "now", so the ack timeout does not fire on the next request
+                when = self.clock.now() if status == "ACK" else at
+                self._transition(store, inc, status, by="seed", at=when, history=False)
             ids.append(inc.counter)
         return ids
 
