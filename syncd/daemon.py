@@ -140,6 +140,17 @@ class Daemon:
             with anyio.move_on_after(interval / 2):
                 await self._stop.wait()
 
+    async def _status_server(self) -> None:
+        from syncd.http.status import server
+
+        srv = server(self)
+        try:
+            await srv.serve()
+        except (OSError, SystemExit) as exc:
+            log.error("status.failed", listen=self.config.status.listen, error=str(exc))
+        finally:
+            srv.should_exit = True
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -153,6 +164,8 @@ class Daemon:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals, tg)
                 tg.start_soon(self._watchdog)
+                if self.config.status.enabled:
+                    tg.start_soon(self._status_server)
                 if extra is not None:
                     extra(tg)
                 sdnotify.ready()

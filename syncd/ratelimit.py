@@ -85,11 +85,18 @@ class Budget:
         limits: Mapping[str, Limit],
         fraction: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        scale: float = 1.0,
     ) -> None:
+        """``scale`` multiplies every limit; only tests and benchmarks set it, together with
+        the simulators' rate-limit override, to run documented limits faster than real time."""
         if not 0 < fraction <= 1:
             raise ValueError("budget_fraction must be in (0, 1]")
         self.fraction = fraction
-        self._buckets = {name: Bucket(limit, fraction, clock) for name, limit in limits.items()}
+        self.limits = dict(limits)
+        self._buckets = {
+            name: Bucket(limit, fraction * scale, clock) for name, limit in limits.items()
+        }
 
     def buckets_for(self, endpoint: str) -> list[Bucket]:
         names = [ACCOUNT, endpoint] if endpoint != ACCOUNT else [ACCOUNT]

@@ -20,6 +20,7 @@ from syncd.engine.dispatcher import Dispatcher, DispatchResult
 from syncd.engine.observe import GroupContext
 from syncd.engine.poller import Poller, PollResult
 from syncd.ledger import Ledger
+from syncd.ratelimit import Budget
 from syncd.vendors.base import VendorClient
 
 __all__ = ["CycleResult", "Engine"]
@@ -70,14 +71,23 @@ class Engine:
         ledger: Ledger,
         *,
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+        budget_scale: float = 1.0,
     ) -> Engine:
-        """Build the vendor clients the config names (``transports`` lets tests and the demo
-        route an account to an in-process simulator)."""
+        """Build the vendor clients the config names. ``transports`` routes an account to an
+        in-process simulator; ``budget_scale`` speeds budgets up together with a simulator's
+        rate-limit override (tests, demo, benchmarks)."""
         transports = transports or {}
-        clients = {
-            name: vendors.load(settings.vendor)(name, settings, transport=transports.get(name))
-            for name, settings in config.accounts.items()
-        }
+        clients: dict[str, VendorClient] = {}
+        for name, settings in config.accounts.items():
+            factory = vendors.load(settings.vendor)
+            client = factory(name, settings, transport=transports.get(name))
+            if budget_scale != 1.0:
+                # The limits can depend on settings (Splunk On-Call's table), so read them from
+                # a configured client, then build the real one around the scaled budget.
+                budget = Budget(client.budget.limits, settings.budget_fraction,
+                                scale=budget_scale)
+                client = factory(name, settings, transport=transports.get(name), budget=budget)
+            clients[name] = client
         return cls(config, ledger, clients)
 
     async def poll(self, account: str, *, full: bool | None = None) -> PollResult:

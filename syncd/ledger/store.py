@@ -427,6 +427,10 @@ class Tx:
 
     # ----------------------------------------------------------------- counts for status
 
+    def probe_write(self) -> None:
+        """Take the write lock with a no-op update: proves the ledger is writable right now."""
+        self.s.execute(text("UPDATE meta SET value = value WHERE key = 'schema_version'"))
+
     def counts(self) -> dict[str, int]:
         def n(model: Any) -> int:
             return int(self.s.exec(select(func.count()).select_from(model)).one())

@@ -1,0 +1,1 @@
+"""HTTP servers syncd runs itself: the status server."""

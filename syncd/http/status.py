@@ -1,0 +1,97 @@
+"""The status server: ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus) and ``/status`` (JSON).
+
+It listens on loopback by default; it exposes no secret (``/status`` is built from the ledger views
+and the ledger URL has its password removed) and no write operation.
+
+- ``/healthz``: the process is alive and its event loop answers.
+- ``/readyz``: the ledger is writable and every account polled successfully recently (within
+  ``stale_after``, default three poll intervals). 503 with the reasons otherwise, so a load
+  balancer or a systemd ExecStartPost check can tell "up" from "doing its job".
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from syncd import __version__, views
+from syncd.ledger import utcnow
+
+if TYPE_CHECKING:
+    from syncd.daemon import Daemon
+
+
+def build_app(daemon: Daemon) -> Starlette:
+    cfg = daemon.config
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(request: Request) -> Response:
+        problems = []
+        try:
+            await daemon.ledger.run(lambda tx: tx.probe_write())
+        except Exception as exc:  # any database failure means not ready
+            problems.append(f"ledger not writable: {type(exc).__name__}")
+        now = utcnow()
+        for name, settings in cfg.accounts.items():
+            limit = cfg.status.stale_after or 3 * settings.poll_interval + 5
+            last = daemon.health.last_poll.get(name)
+            if daemon.health.auth_failed.get(name):
+                problems.append(f"{name}: authentication failed")
+            elif last is None:
+                problems.append(f"{name}: no successful poll yet")
+            elif now - last > timedelta(seconds=limit):
+                problems.append(f"{name}: last successful poll {(now - last).seconds}s ago")
+        if daemon.health.stopping:
+            problems.append("stopping")
+        if problems:
+            return JSONResponse({"ready": False, "problems": problems}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def status(request: Request) -> Response:
+        data = await daemon.ledger.run(views.status, cfg)
+        data["version"] = __version__
+        data["started_at"] = daemon.health.started_at
+        data["budgets"] = {
+            name: client.budget.snapshot() for name, client in daemon.engine.clients.items()
+        }
+        return JSONResponse(_jsonable(data))
+
+    return Starlette(routes=[
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/status", status),
+    ])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def server(daemon: Daemon) -> uvicorn.Server:
+    host, _, port = daemon.config.status.listen.rpartition(":")
+    config = uvicorn.Config(
+        build_app(daemon), host=host.strip("[]"), port=int(port), log_level="warning",
+        access_log=False, lifespan="off",
+    )
+    srv = uvicorn.Server(config)
+    srv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    return srv
