@@ -320,7 +320,7 @@ class SpikeSimulator(Simulator):
         return {
             "vendor": self.vendor,
             "base_url": base_url,
-            "credentials": {"x-api-key": self.api_key, "x-team-id": TEAM_ID},
+            "credentials": {"api_key": self.api_key, "team_id": TEAM_ID},
             "users": [u.email for u in self.users.values()],
             "intake": {
                 "webhook_url": f"{base_url}/{WEBHOOK_TOKEN}/push-events",

@@ -289,5 +289,5 @@ def test_seed_is_fast() -> None:
     sim.seed_incidents(100_000)
     assert time.monotonic() - started < 10
     d = sim.describe("http://127.0.0.1:8084")
-    assert d["credentials"] == {"x-api-key": DEFAULT_API_KEY, "x-team-id": TEAM_ID}
+    assert d["credentials"] == {"api_key": DEFAULT_API_KEY, "team_id": TEAM_ID}
     assert d["intake"]["webhook_token"] == WEBHOOK_TOKEN
