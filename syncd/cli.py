@@ -28,15 +28,19 @@ app = typer.Typer(
     help="Keeps incidents and on-call state consistent across paging vendors.",
 )
 out = Console()
-err = Console(stderr=True)
 
 DEFAULT_CONFIG = os.environ.get("SYNCD_CONFIG", "/etc/syncd/syncd.toml")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON output")]
 
 
+def say_err(message: str) -> None:
+    # Plain print, not rich: an error must stay one line whatever the terminal width.
+    print(f"syncd: {message}", file=sys.stderr, flush=True)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"syncd: {message}", markup=False, highlight=False)
+    say_err(message)
     return typer.Exit(code)
 
 
@@ -45,11 +49,11 @@ def load_config(path: Path) -> config_mod.Config:
         cfg = config_mod.load(path)
     except config_mod.ConfigError as exc:
         for line in exc.lines:
-            err.print(f"syncd: {line}", markup=False, highlight=False)
+            say_err(line)
         raise typer.Exit(2) from None
     logs.configure(cfg.logging.level, cfg.logging.format, stream=sys.stderr)
     for warning in cfg.warnings:
-        err.print(f"syncd: warning: {warning}", markup=False, highlight=False)
+        say_err(f"warning: {warning}")
     return cfg
 
 

@@ -91,7 +91,7 @@ def _validate(value: Any, info: ValidationInfo) -> Any:
     if not isinstance(value, str):
         raise SecretError("expected a string: env:NAME, file:PATH, credential:NAME or a literal")
     context = info.context or {}
-    where = ".".join(str(p) for p in context.get("path", ())) or str(info.field_name)
+    where = ".".join(str(p) for p in [*context.get("path", ()), info.field_name] if p)
     return SecretStr(resolve(value, warnings=context.get("warnings"), where=where))
 
 

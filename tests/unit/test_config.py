@@ -1,0 +1,177 @@
+"""Config loading: the example file, and every kind of bad input as one precise line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from syncd import config, vendors
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "syncd.example.toml"
+DEMO = ROOT / "config" / "demo.toml"
+
+GOOD = """
+[ledger]
+path = "ledger.db"
+
+[accounts.vo]
+vendor = "victorops"
+api_id = "env:T_VO_ID"
+api_key = "env:T_VO_KEY"
+
+[accounts.sp]
+vendor = "spike"
+api_key = "env:T_SP_KEY"
+team_id = "65a1f0c2e4b0a1b2c3d4e5f6"
+
+[[sync]]
+name = "main"
+accounts = ["vo", "sp"]
+"""
+
+
+@pytest.fixture(autouse=True)
+def secrets_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("T_VO_ID", "T_VO_KEY", "T_SP_KEY", "SYNCD_PAGERDUTY_TOKEN",
+                 "SYNCD_VO_API_ID", "SYNCD_VO_API_KEY", "SYNCD_VO_REST_KEY",
+                 "SYNCD_SPIKE_API_KEY", "SYNCD_SPIKE_INTEGRATION_TOKEN",
+                 "SYNCD_INCIDENTIO_API_KEY"):
+        monkeypatch.setenv(name, f"value-of-{name.lower()}")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "syncd.toml"
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(config.ConfigError) as info:
+        config.load(write(tmp_path, text))
+    return info.value.lines
+
+
+def test_good_config(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, GOOD))
+    assert cfg.ledger_url == f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert cfg.accounts["vo"].api_id.get_secret_value() == "value-of-t_vo_id"
+    assert "value-of" not in repr(cfg.accounts["vo"])
+    assert cfg.sync[0].mode == "correlate" and cfg.warnings == ()
+
+
+def test_example_config_loads_and_documents_every_key() -> None:
+    missing = [v for v in vendors.VENDORS if v not in _available()]
+    if missing:
+        pytest.skip(f"vendor clients not in this build yet: {missing}")
+    cfg = config.load(EXAMPLE)
+    assert set(cfg.accounts) == {"pagerduty", "splunk", "spike", "incidentio"}
+    text = EXAMPLE.read_text()
+    for name, settings in cfg.accounts.items():
+        section = text.split(f"[accounts.{name}]", 1)[1].split("\n[", 1)[0]
+        for key in type(settings).model_fields:
+            assert re.search(rf"^#?\s*{key}\s*=", section, re.M) or key in text.split(
+                "Keys every account takes:")[1].split("----")[0], f"{name}.{key} undocumented"
+
+
+def _available() -> list[str]:
+    found = []
+    for name in vendors.VENDORS:
+        try:
+            vendors.load(name)
+        except ModuleNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def test_malformed_toml_names_file_and_line(tmp_path: Path) -> None:
+    lines = problems(tmp_path, GOOD + "\n[accounts.x\n")
+    assert len(lines) == 1
+    assert str(tmp_path / "syncd.toml") in lines[0] and "line" in lines[0]
+
+
+def test_unknown_key_names_key_path_and_line(tmp_path: Path) -> None:
+    text = GOOD.replace('team_id = "', 'tem_id = "x"\nteam_id = "')
+    lines = problems(tmp_path, text)
+    assert lines == [f"{tmp_path / 'syncd.toml'}:13: accounts.sp.tem_id: unknown key"]
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    lines = problems(tmp_path, GOOD.replace('path = "ledger.db"',
+                                            'path = "ledger.db"\nbusy_timeout = "soon"'))
+    assert len(lines) == 1
+    assert re.match(rf"{re.escape(str(tmp_path))}/syncd.toml:4: ledger.busy_timeout: ", lines[0])
+
+
+def test_missing_env_variable_does_not_echo_anything_secret(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    monkeypatch.delenv("T_VO_KEY")
+    lines = problems(tmp_path, GOOD)
+    assert lines == [f"{tmp_path / 'syncd.toml'}:8: accounts.vo.api_key: "
+                     "environment variable T_VO_KEY is not set"]
+
+
+def test_unreadable_file_secret(tmp_path: Path) -> None:
+    secret = tmp_path / "key"
+    secret.mkdir()
+    lines = problems(tmp_path, GOOD.replace('"env:T_SP_KEY"', f'"file:{secret}"'))
+    assert len(lines) == 1 and "accounts.sp.api_key" in lines[0] and "is a directory" in lines[0]
+
+
+def test_literal_secret_warns(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, GOOD.replace('"env:T_SP_KEY"', '"plain-key-1234"')))
+    assert len(cfg.warnings) == 1 and "accounts.sp.api_key" in cfg.warnings[0]
+    assert "plain-key-1234" not in cfg.warnings[0]
+
+
+def test_all_problems_reported_at_once(tmp_path: Path) -> None:
+    text = GOOD.replace('vendor = "spike"', 'vendor = "spik"') + (
+        '\n[[sync]]\nname = "x"\naccounts = ["vo", "nope"]\nmode = "mirror"\n'
+    )
+    lines = problems(tmp_path, text)
+    assert any("accounts.sp.vendor: unknown vendor 'spik'" in line for line in lines)
+    assert any("sync.1: mirror mode needs source" in line for line in lines)
+
+
+def test_sync_group_must_name_known_accounts(tmp_path: Path) -> None:
+    lines = problems(tmp_path, GOOD.replace('accounts = ["vo", "sp"]',
+                                            'accounts = ["vo", "ghost"]'))
+    assert lines == [f"{tmp_path / 'syncd.toml'}:17: sync.0.accounts.1: "
+                     "no [accounts.ghost] section"]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (GOOD + "\n[bogus]\n", "bogus: unknown key"),
+        (GOOD.replace('path = "ledger.db"', 'path = "ledger.db"\nsize = 3'), "ledger.size"),
+        (GOOD + '\n[status]\nlisten = "nowhere"\n', "status.listen: expected host:port"),
+    ],
+)
+def test_cli_check_config_fails_with_one_line(tmp_path: Path, text: str, needle: str) -> None:
+    path = write(tmp_path, text)
+    proc = subprocess.run([sys.executable, "-m", "syncd", "check-config", "-c", str(path)],
+                          capture_output=True, text=True, env=_env())
+    assert proc.returncode == 2
+    err_lines = [line for line in proc.stderr.splitlines() if line]
+    assert len(err_lines) == 1 and needle in err_lines[0] and str(path) in err_lines[0]
+
+
+def test_cli_check_config_ok(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "syncd", "check-config", "-c",
+                           str(write(tmp_path, GOOD))], capture_output=True, text=True,
+                          env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("OK: ") and "value-of" not in proc.stdout + proc.stderr
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
