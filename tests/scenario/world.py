@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from syncd import config as config_mod
 from syncd import simulators
 from syncd.engine import CycleResult, Engine
-from syncd.ledger import Ledger
+from syncd.ledger import Ledger, utcnow
 from syncd.simulators.base import Simulator
 
 SIM_URL = "http://{vendor}.sim.test"
@@ -30,7 +32,7 @@ def account_table(vendor: str, desc: dict[str, Any]) -> dict[str, Any]:
                 "rest_api_key": creds["rest_api_key"], "rate_limit_table": "2020"}
     if vendor == "spike":
         intake = desc["intake"]
-        return {**base, "api_key": creds["x-api-key"], "team_id": creds["x-team-id"],
+        return {**base, "api_key": creds["api_key"], "team_id": creds["team_id"],
                 "escalation_id": intake["escalation_id"],
                 "integration_token": intake["integration_token"],
                 "webhook_token": intake["webhook_token"]}
@@ -121,13 +123,22 @@ class World:
             result.dispatches += one.dispatches
         return result
 
-    async def settle(self, max_cycles: int = 10) -> int:
-        """Cycle until nothing is pending or retrying; returns the cycles it took."""
+    async def settle(self, max_cycles: int = 10, max_wait: float = 60.0) -> int:
+        """Cycle until nothing is pending; waits (really) for actions backing off, up to
+        ``max_wait`` seconds in all. Returns the cycles it took."""
+        waited = 0.0
         for n in range(1, max_cycles + 1):
             await self.engine.cycle()
-            depth = self.ledger.call(lambda tx: tx.outbox_depth())
-            if not depth.get("pending"):
+            if not self.ledger.call(lambda tx: tx.outbox_depth()).get("pending"):
                 return n
+            due = min((d for d in (self.ledger.call(lambda tx, a=a: tx.next_due_at(a))
+                                   for a in self.sims) if d is not None), default=None)
+            if due is not None:
+                delay = min(5.0, max(0.0, (due - utcnow()).total_seconds()))
+                if waited + delay > max_wait:
+                    break
+                waited += delay
+                await anyio.sleep(delay)
         return max_cycles
 
     def alert(self, dedup: str, title: str | None = None, accounts: Sequence[str] | None = None,
