@@ -88,6 +88,8 @@ def configure(
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING) if numeric < logging.WARNING else numeric)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # "skipped: maximum number of running instances reached" is the coalescing we asked for.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def _isatty(stream: Any) -> bool:

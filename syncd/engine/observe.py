@@ -31,6 +31,9 @@ from syncd.ledger.store import STATE_ACTIONS
 from syncd.model import Incident, Severity, State
 from syncd.vendors.base import Capability
 
+SAME_OCCURRENCE_SLACK = timedelta(seconds=60)
+"""Clock skew allowed between vendors when deciding whether an incident predates a resolve."""
+
 MARKER = re.compile(r"syncd-(?P<group>[\w.-]+?)-(?P<link>\d+)\b")
 
 
@@ -223,7 +226,7 @@ def _link_for(tx: Tx, ctx: GroupContext, rec: Record, inc: Incident, now: dateti
         key = inc.keys.get(group.key_for(rec.account))
         if not key:
             return None, False
-        link = _open_link_for_key(tx, group.name, key, rec.account)
+        link = _open_link_for_key(tx, group.name, key, rec)
         if link is None:
             link = tx.new_link(group.name, key, "correlate")
             detail = f"new link for key {key!r}"
@@ -263,18 +266,20 @@ def _has_account(tx: Tx, link: Link, account: str) -> bool:
     return any(m.account == account for m, _ in tx.members(link.id or 0))
 
 
-def _open_link_for_key(tx: Tx, group: str, key: str, account: str) -> Link | None:
-    """The link to join for a correlation key: the newest one that is still open and has no
-    record of this account yet. A resolved link, or one that already has this account, means the
-    alert fired again: that is a new incident and gets a new link."""
+def _open_link_for_key(tx: Tx, group: str, key: str, rec: Record) -> Link | None:
+    """The link to join for a correlation key: the newest one that has no record of this
+    account yet. If that link is already resolved, the record joins only when it is the same
+    occurrence (it existed before the link was resolved); an alert that fires again after
+    everything was resolved is a new incident and gets a new link, as it does when the link
+    already has a record of this account."""
     link = tx.link_by_key(group, key)
-    if link is None or link.id is None:
+    if link is None or link.id is None or _has_account(tx, link, rec.account):
         return None
     agreed = tx.agreed(link.id).get(STATE)
     if agreed is not None and agreed.value == State.RESOLVED.value:
-        return None
-    if _has_account(tx, link, account):
-        return None
+        born = rec.vendor_created_at or rec.first_seen_at
+        if born > agreed.changed_at + SAME_OCCURRENCE_SLACK:
+            return None
     return link
 
 

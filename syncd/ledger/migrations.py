@@ -41,7 +41,7 @@ MIGRATIONS: list[str] = [
         origin VARCHAR NOT NULL,
         created_at TIMESTAMP NOT NULL
     );
-    CREATE UNIQUE INDEX ux_link_group_key ON link (group_name, key);
+    CREATE INDEX ix_link_group_key ON link (group_name, key);
     CREATE TABLE link_member (
         id INTEGER PRIMARY KEY,
         link_id INTEGER NOT NULL REFERENCES link (id),

@@ -173,14 +173,28 @@ def _check_sqlite_path(path: Path) -> None:
 
 
 def _sqlite_pragmas(engine: Engine, busy_timeout: float) -> None:
+    """WAL, a busy timeout, and real transactions.
+
+    pysqlite's legacy mode issues no BEGIN before DDL, so a migration killed half-way would
+    leave half a schema; the SQLAlchemy recipe for SQLite transactions (driver autocommit off,
+    BEGIN emitted by us) makes every transaction, DDL included, atomic. BEGIN IMMEDIATE takes
+    the write lock up front, so two writers wait on the busy timeout instead of one failing
+    with "database is locked" when it upgrades a read lock.
+    """
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Tx:
@@ -248,8 +262,10 @@ class Tx:
     # ----------------------------------------------------------------- links
 
     def link_by_key(self, group: str, key: str) -> Link | None:
+        """The newest link for a correlation key (an alert that fired again has several)."""
         return self.s.exec(
             select(Link).where(Link.group_name == group, Link.key == key)
+            .order_by(col(Link.id).desc())
         ).first()
 
     def link(self, link_id: int) -> Link | None:
