@@ -26,9 +26,10 @@ from rich.panel import Panel
 from rich.table import Table
 
 from syncd import config as config_mod
-from syncd import logs, simulators, views
+from syncd import logs, simulators, vendors, views
 from syncd.daemon import Daemon
 from syncd.simulators.server import Running, start_in_thread
+from syncd.vendors.base import Capability
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
 ALERTS = [("demo-db-latency", "Database latency above 2s"),
@@ -111,8 +112,9 @@ async def play(daemon: Daemon, running: dict[str, Running], story: Story,
 
         for dedup, title in ALERTS:
             for account in accounts:
+                # sev1: Splunk On-Call opens incidents for CRITICAL alerts only by default.
                 await http.post(f"{running[account].base_url}/_sim/alerts",
-                                json={"dedup": dedup, "title": title, "severity": "sev2"})
+                                json={"dedup": dedup, "title": title, "severity": "sev1"})
             story.steps.append(f"alert {dedup!r} fired in {', '.join(accounts)}")
             await anyio.sleep(pause)
         await _wait_links(daemon, story, len(ALERTS), within=30)
@@ -120,8 +122,12 @@ async def play(daemon: Daemon, running: dict[str, Running], story: Story,
         await act(first, ALERTS[0][0], "acknowledge")
         story.steps.append(f"a person acknowledged {ALERTS[0][0]!r} in {first}")
         await anyio.sleep(pause)
-        await act(first, ALERTS[0][0], "severity", severity="sev1")
-        story.steps.append(f"{first}: severity of {ALERTS[0][0]!r} raised to sev1")
+        writable = [a for a in accounts
+                    if vendors.load(daemon.config.accounts[a].vendor).capabilities
+                    & Capability.SEVERITY_WRITE]
+        if writable:
+            await act(writable[0], ALERTS[0][0], "severity", severity="sev3")
+            story.steps.append(f"{writable[0]}: severity of {ALERTS[0][0]!r} lowered to sev3")
         await anyio.sleep(pause)
         await act(second, ALERTS[1][0], "resolve")
         story.steps.append(f"a person resolved {ALERTS[1][0]!r} in {second}")
