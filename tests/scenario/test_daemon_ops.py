@@ -1,0 +1,158 @@
+"""The daemon as an operator meets it: status server, readiness, SIGTERM, bad config."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from world import World, account_table, render
+
+from syncd import simulators
+from syncd.daemon import Daemon
+from syncd.simulators.server import start_in_thread
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_status_server_metrics_and_readiness(tmp_path: Path) -> None:
+    w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
+              [{"name": "g", "accounts": ["vo", "sp"]}], poll_interval=0.3)
+    port = free_port()
+    text = w.config_path.read_text().replace(
+        "[status]\nenabled = false", f'[status]\nenabled = true\nlisten = "127.0.0.1:{port}"')
+    w.config_path.write_text(text)
+    await w.restart()
+    w.alert("metrics-1")
+    w.sims["sp"].faults.outage_until = w.sims["sp"].clock.monotonic() + 3600  # sp is down
+    daemon = Daemon(w.config, w.ledger, w.engine)
+    seen: dict[str, object] = {}
+
+    async def probe(tg: object) -> None:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+            for _ in range(100):
+                try:
+                    r = await http.get("/healthz")
+                    break
+                except httpx.ConnectError:
+                    await anyio.sleep(0.05)
+            seen["healthz"] = r.status_code
+            await anyio.sleep(1.0)
+            r = await http.get("/readyz")
+            seen["readyz_down"] = (r.status_code, r.json())
+            w.sims["sp"].faults.outage_until = 0  # sp comes back
+            for _ in range(100):
+                r = await http.get("/readyz")
+                if r.status_code == 200:
+                    break
+                await anyio.sleep(0.1)
+            seen["readyz_up"] = r.status_code
+            seen["metrics"] = (await http.get("/metrics")).text
+            seen["status"] = (await http.get("/status")).json()
+        daemon.stop()
+
+    def extra(tg: object) -> None:
+        tg.start_soon(probe, tg)  # type: ignore[attr-defined]
+
+    with anyio.fail_after(60):
+        await daemon.run(extra=extra)
+    assert seen["healthz"] == 200
+    code, body = seen["readyz_down"]  # type: ignore[misc]
+    assert code == 503 and any("sp:" in p for p in body["problems"])
+    assert seen["readyz_up"] == 200
+    metrics = str(seen["metrics"])
+    assert 'syncd_vendor_requests_total{account="vo",endpoint="GET /api-public/v1/incidents"' \
+        in metrics
+    assert "syncd_polls_total" in metrics and "syncd_outbox_depth" in metrics
+    status = seen["status"]
+    assert {a["name"] for a in status["accounts"]} == {"vo", "sp"}  # type: ignore[index]
+    text = str(status)
+    for account in w.config.accounts.values():
+        for value in account.model_dump().values():
+            if hasattr(value, "get_secret_value"):
+                assert value.get_secret_value() not in text + metrics
+
+
+def test_run_refuses_an_invalid_config(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[ledger]\npath = "x.db"\nbogus = 1\n')
+    proc = subprocess.run([sys.executable, "-m", "syncd", "run", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"syncd: {path}:3: ledger.bogus: unknown key"
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_push_burst_exits_cleanly_and_loses_nothing(tmp_path: Path) -> None:
+    vendors = {"vo": "victorops", "sp": "spike"}
+    running = {}
+    tables = {}
+    for account, vendor in vendors.items():
+        sim = simulators.load(vendor)()
+        sim.rate_scale = 100.0
+        sim.faults.latency = 0.05  # slow vendors keep pushes in flight when SIGTERM lands
+        running[account] = start_in_thread(sim)
+        table = account_table(vendor, sim.describe(running[account].base_url))
+        table.update({"poll_interval": 0.3, "budget_fraction": 1.0})
+        if vendor == "spike":
+            table["rate_limit_per_minute"] = 6000
+        tables[account] = table
+    config = tmp_path / "syncd.toml"
+    config.write_text(render(tables, [{"name": "g", "accounts": list(vendors)}],
+                             tmp_path / "ledger.db"))
+    log = tmp_path / "daemon.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "syncd", "run", "-c", str(config)],
+                                stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                env={**os.environ, "SYNCD_LOG_FORMAT": "json"})
+
+    try:
+        keys = [f"burst-{i}" for i in range(150)]
+        for key in keys:
+            for r in running.values():
+                r.sim.alert(dedup=key, title=key, severity="sev1")
+        proc = start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until everything is linked
+            links = subprocess.run(
+                [sys.executable, "-m", "syncd", "links", "-c", str(config), "--json",
+                 "--limit", "1000"], capture_output=True, text=True).stdout
+            if links.count('"members"') >= 150 and links.count('"account": "sp"') >= 150:
+                break
+            time.sleep(0.3)
+        sp = running["sp"].sim
+        for inc in sp.canonical_incidents():
+            sp.act(inc["id"], "acknowledge")
+        time.sleep(1.0)  # the poll sees 150 acks; pushes to vo are under way
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        assert time.monotonic() - started < 10
+        assert '"daemon.stopped"' in log.read_text()
+        proc = start()
+        deadline = time.monotonic() + 60
+        vo = running["vo"].sim
+        while time.monotonic() < deadline:
+            if all(i["state"] == "acknowledged" for i in vo.canonical_incidents()):
+                break
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        states = [i["state"] for i in vo.canonical_incidents()]
+        assert len(states) == 150 and set(states) == {"acknowledged"}
+    finally:
+        for r in running.values():
+            r.stop()
