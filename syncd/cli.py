@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -193,6 +193,8 @@ def status(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False) 
                   f"{row['error']}", markup=False, highlight=False)
     for gap in data["gaps"]:
         out.print(f"gap: {gap}", markup=False, highlight=False)
+    for line in data.get("oncall", []):
+        out.print(f"oncall: {line}", markup=False, highlight=False)
 
 
 @app.command()
@@ -332,6 +334,122 @@ def demo(
     code = demo_mod.main(keep_running=keep_running, pause=speed)
     raise typer.Exit(code)
 
+
+
+@app.command()
+def oncall(
+    config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
+    at: Annotated[str | None, typer.Option(
+        help="ISO time or now-relative (-2h, +3d): past = snapshot history, future = the "
+        "vendors' schedules")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show the overrides repair would "
+                                          "push, push nothing")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help='push overrides for mappings with '
+                                         'repair = "override"')] = False,
+) -> None:
+    """Mapped on-call schedules side by side: who each tool has on call, drift windows ahead."""
+    from syncd.engine import Engine
+    from syncd.engine import oncall as oncall_mod
+
+    cfg = load_config(config)
+    when = None
+    if at:
+        try:
+            when = _parse_when(at)
+        except ValueError:
+            raise fail(f"--at {at!r} is not an ISO 8601 time or -2h/+3d style offset") from None
+    past = when is not None and when <= datetime.now(UTC)
+    if past and (repair or dry_run):
+        raise fail("--repair and --dry-run act on now and the future, not on a past --at")
+    ledger = open_ledger(cfg)
+
+    async def go() -> dict[str, Any]:
+        if past:
+            assert when is not None
+            drifts = ledger.call(oncall_mod.history, cfg, when)
+            return {"at": when, "source": "history", "polls": [], "drifts": drifts,
+                    "repairs": []}
+        engine = Engine.from_config(cfg, ledger)
+        service = oncall_mod.OnCallService(cfg, ledger, engine.clients)
+        try:
+            if when is not None:
+                drifts, polls = await service.schedule_view(when)
+                source = "schedule"
+            else:
+                polls = await service.poll_all()
+                drifts = await service.evaluate()
+                source = "poll"
+            repairs = []
+            if repair or dry_run:
+                repairs = await service.repair(drifts, dry_run=dry_run or when is not None)
+                pushed = {r.account for r in repairs if r.status == "done"}
+                if pushed and when is None:
+                    polls += await service.poll_all(pushed)
+                    drifts = await service.evaluate()
+            return {"at": when or drifts[0].start if drifts else when, "source": source,
+                    "polls": polls, "drifts": drifts, "repairs": repairs}
+        finally:
+            await engine.aclose()
+
+    result = anyio.run(go)
+    ledger.dispose()
+    by_name = {m.name: m for m in cfg.oncall}
+    data = {
+        "at": result["at"] or datetime.now(UTC), "source": result["source"],
+        "polls": [p.as_dict() for p in result["polls"]],
+        "mappings": [
+            {**d.as_dict(), "leader": by_name[d.mapping].leader,
+             "repair": by_name[d.mapping].repair,
+             "members": [{"account": m.account, "vendor": cfg.accounts[m.account].vendor,
+                          "schedule": m.schedule, "level": m.level,
+                          "label": oncall_mod.label(m)} for m in by_name[d.mapping].members]}
+            for d in result["drifts"]
+        ],
+        "repairs": [r.as_dict() for r in result["repairs"]],
+    }
+    failed = [p for p in result["polls"] if not p.ok]
+    if json_out:
+        emit(data)
+        raise typer.Exit(1 if failed else 0)
+    for p in failed:
+        say_err(f"on-call poll {p.account} failed: {p.error}")
+    table = Table(title=f"on-call at {_jsonable(data['at'])[:19]} ({data['source']})")
+    for col in ("mapping", "member", "on call", "drift ahead"):
+        table.add_column(col)
+    for mapping in data["mappings"]:
+        drift = "\n".join(
+            f"{_jsonable(w['start'])[:16]} → {_jsonable(w['end'])[:16]} {w['reason']}"
+            for w in mapping["drift"][:8]) or ("unknown" if mapping["agree"] is None else "none")
+        if len(mapping["drift"]) > 8:
+            drift += f"\n… {len(mapping['drift']) - 8} more"
+        for i, member in enumerate(mapping["members"]):
+            who = mapping["now"].get(member["label"])
+            lead = " (leader)" if member["account"] == mapping["leader"] else ""
+            table.add_row(mapping["mapping"] if i == 0 else "", member["label"] + lead,
+                          "not polled" if who is None else ", ".join(who) or "nobody",
+                          drift if i == 0 else "")
+    out.print(table)
+    for mapping in data["mappings"]:
+        for u in mapping["unmatched"]:
+            out.print(f"unmatched: {mapping['mapping']}: {u['account']} user {u['user_id']} "
+                      f"({u['email'] or 'no email'}) not found in {', '.join(u['missing_in'])}",
+                      markup=False, highlight=False)
+    for r in data["repairs"]:
+        out.print(f"repair {r['status']}: {r['mapping']} {r['account']}:{r['schedule_id']} "
+                  f"{r['user_email'] or r['person']} {_jsonable(r['start'])[:16]} → "
+                  f"{_jsonable(r['end'])[:16]}" + (f" ({r['reason']})" if r["reason"] else ""),
+                  markup=False, highlight=False)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _parse_when(text: str) -> datetime:
+    """An ISO time (UTC when no zone is given) or an offset from now: -2h, +3d, +90m."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[:1] in "+-" and text[-1:] in units:
+        seconds = float(text[1:-1]) * units[text[-1]] * (-1 if text[0] == "-" else 1)
+        return datetime.now(UTC) + timedelta(seconds=seconds)
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 def _parse_refs(refs: Sequence[str]) -> list[tuple[str, str]]:
     parsed = []

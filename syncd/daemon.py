@@ -92,6 +92,17 @@ class Daemon:
                 "interval", seconds=DISPATCH_EVERY, id=f"dispatch:{name}", max_instances=1,
                 coalesce=True, misfire_grace_time=1,
             )
+        from syncd.engine.oncall import OnCallService
+
+        self.oncall = OnCallService(self.config, self.ledger, self.engine.clients)
+        for name in self.oncall.clients:
+            every = self.config.accounts[name].oncall_interval
+            self.scheduler.add_job(
+                self._guard(f"oncall:{name}", lambda n=name: self.oncall.tick(n)),
+                "interval", seconds=every, jitter=max(0.1, every * 0.1), id=f"oncall:{name}",
+                max_instances=1, coalesce=True, misfire_grace_time=max(1, int(every)),
+                next_run_time=utcnow(),
+            )
         self.scheduler.add_job(
             self._guard("housekeeping", self._housekeeping), "interval", seconds=5,
             id="housekeeping", max_instances=1, coalesce=True, next_run_time=utcnow(),

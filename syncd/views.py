@@ -66,7 +66,29 @@ def status(tx: Tx, cfg: Config) -> dict[str, Any]:
             for r in tx.parked()
         ],
         "gaps": gaps(cfg),
+        "oncall": oncall(tx, cfg),
     }
+
+
+def oncall(tx: Tx, cfg: Config) -> list[str]:
+    """One line per on-call mapping for ``syncd status``, from the stored polls."""
+    from syncd.engine.oncall import evaluate
+
+    lines = []
+    for d in evaluate(tx, cfg):
+        if d.missing:
+            state = f"not polled yet ({', '.join(d.missing)})"
+        elif not d.windows:
+            state = "agree"
+        else:
+            first = d.windows[0]
+            state = (("DRIFT now" if d.drift_now else "drift ahead")
+                     + f" {first.start:%Y-%m-%d %H:%M}..{first.end:%Y-%m-%d %H:%M} ({first.reason}"
+                     + ": " + "; ".join(f"{k} {', '.join(v) or 'nobody'}"
+                                        for k, v in first.who.items()) + ")"
+                     + (f", {len(d.windows) - 1} more window(s)" if len(d.windows) > 1 else ""))
+        lines.append(f"{d.mapping}: {state}")
+    return lines
 
 
 def links(tx: Tx, group: str | None, limit: int, open_only: bool) -> list[dict[str, Any]]:

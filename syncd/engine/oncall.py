@@ -1,0 +1,593 @@
+"""On-call state: snapshots, cross-vendor schedule mapping, drift and repair.
+
+Follow the data: ``client.oncall(now, now + horizon)`` -> on-call snapshots in the ledger
+(:func:`poll`) -> per ``[[oncall]]`` mapping, the members' entries over the horizon ->
+:func:`compute_drift` (pure: the intervals in which the mapped schedules would page different
+people, or nobody) -> :func:`plan_repairs` (pure: one override per drift window and follower,
+unless one already pushed covers it) -> :func:`execute` (``create_override`` on the follower,
+audited, remembered so it is never pushed twice).
+
+People are matched across vendors by email, with ``[users.ACCOUNT]`` entries ("vendor user id or
+email" = "email") taking precedence. A person one vendor has on call who never appears in another
+member's vendor is reported as unmatched and never guessed: the vendors share no user list, so the
+directory of an account is everyone its on-call data (or the config) ever named.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from syncd import metrics
+from syncd.config import Config, OnCallMapping, OnCallMember
+from syncd.ledger import Ledger, Tx, utcnow
+from syncd.ledger import oncall as store
+from syncd.model import OnCall
+from syncd.vendors.base import (
+    AuthError,
+    Capability,
+    PermanentError,
+    RateLimited,
+    VendorClient,
+    VendorError,
+)
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_HORIZON_DAYS = 7.0
+REPAIRS_PER_RUN = 4  # per follower account and run: Splunk On-Call allows few override calls
+NOBODY, DIFFERENT = "nobody", "different"
+
+Users = Mapping[str, Mapping[str, str]]  # account -> vendor user id or email -> email
+Directory = Mapping[str, str | None]  # identity (email) -> the vendor's own email for that user
+
+
+# --------------------------------------------------------------------------- values
+
+
+def label(member: OnCallMember) -> str:
+    """How a member is named in output: ``account:schedule:level``."""
+    return f"{member.account}:{member.schedule}:{member.level}"
+
+
+def identify(users: Users, account: str, user_id: str, email: str | None) -> str | None:
+    """The person behind a vendor user: an explicit ``[users.ACCOUNT]`` entry first (by user
+    id, then by vendor email), else the vendor's email. None = cannot be matched."""
+    explicit = users.get(account, {})
+    found = explicit.get(user_id) or (explicit.get(email) if email else None) or email
+    return found.strip().lower() if found else None
+
+
+def directory(users: Users, account: str, seen: Iterable[tuple[str, str | None]]) -> dict[
+        str, str | None]:
+    """identity -> the email the account's vendor knows that person by (what
+    ``create_override`` needs), from everyone the account had on call plus the config."""
+    found: dict[str, str | None] = {}
+    emails: dict[str, str | None] = {}
+    for user_id, email in seen:
+        emails[user_id] = email
+        ident = identify(users, account, user_id, email)
+        if ident:
+            found.setdefault(ident, email or (user_id if "@" in user_id else None))
+    for vendor_user, ident in users.get(account, {}).items():
+        vendor_email = vendor_user if "@" in vendor_user else emails.get(vendor_user)
+        found[ident.strip().lower()] = vendor_email or found.get(ident.strip().lower())
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """An interval in which the mapped schedules disagree; ``who`` is per member label."""
+
+    start: datetime
+    end: datetime
+    reason: str  # nobody | different
+    who: Mapping[str, tuple[str, ...]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "reason": self.reason,
+                "who": {k: list(v) for k, v in self.who.items()}}
+
+
+@dataclass(frozen=True, slots=True)
+class Unmatched:
+    """A person on call in ``account`` who cannot be found in ``missing_in``."""
+
+    account: str
+    user_id: str
+    email: str | None
+    missing_in: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"account": self.account, "user_id": self.user_id, "email": self.email,
+                "missing_in": list(self.missing_in)}
+
+
+@dataclass
+class MappingDrift:
+    """One mapping compared over [start, end): who each member pages at ``start``, the drift
+    windows, unmatched people, and members with no data (never polled)."""
+
+    mapping: str
+    start: datetime
+    end: datetime
+    now: dict[str, tuple[str, ...]]
+    windows: list[Window] = field(default_factory=list)
+    unmatched: list[Unmatched] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def drift_now(self) -> bool:
+        return any(w.start <= self.start < w.end or w.start == w.end == self.start
+                   for w in self.windows)
+
+    @property
+    def agree(self) -> bool | None:
+        """None when a member has no data, so "no drift" is never claimed blindly."""
+        return None if self.missing else not self.windows
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mapping": self.mapping, "from": self.start, "until": self.end,
+                "agree": self.agree, "drift_now": self.drift_now,
+                "now": {k: list(v) for k, v in self.now.items()},
+                "drift": [w.as_dict() for w in self.windows],
+                "unmatched": [u.as_dict() for u in self.unmatched], "missing": self.missing}
+
+
+# --------------------------------------------------------------------------- drift (pure)
+
+
+def _covers(entry: OnCall, at: datetime) -> bool:
+    return (entry.start is None or entry.start <= at) and (entry.end is None or entry.end > at)
+
+
+def _who(entries: Sequence[OnCall], users: Users, account: str, at: datetime
+         ) -> tuple[str, ...]:
+    found = {identify(users, account, e.user_id, e.user_email) or f"?{account}:{e.user_id}"
+             for e in entries if _covers(e, at)}
+    return tuple(sorted(found))
+
+
+def compute_drift(mapping: OnCallMapping, entries: Mapping[str, Sequence[OnCall]],
+                  users: Users, start: datetime, end: datetime, *,
+                  directories: Mapping[str, Directory] | None = None) -> MappingDrift:
+    """Compare a mapping's members over [start, end).
+
+    ``entries`` is keyed by member :func:`label`; a member absent from it is reported as
+    missing and takes no part. A window is drift when a member pages nobody, or when the members
+    page different sets of people; adjacent intervals with the same people are merged, so a
+    one-sided override yields exactly its own window. ``directories`` (account -> identities the
+    vendor knows) defaults to the people in ``entries``.
+    """
+    members = [m for m in mapping.members if label(m) in entries]
+    result = MappingDrift(mapping.name, start, end, now={},
+                          missing=[label(m) for m in mapping.members if label(m) not in entries])
+    if directories is None:
+        seen: dict[str, list[tuple[str, str | None]]] = {}
+        for m in members:
+            seen.setdefault(m.account, []).extend(
+                (e.user_id, e.user_email) for e in entries[label(m)])
+        directories = {a: directory(users, a, s) for a, s in seen.items()}
+    cuts = {start, end}
+    for m in members:
+        for e in entries[label(m)]:
+            for edge in (e.start, e.end):
+                if edge is not None and start < edge < end:
+                    cuts.add(edge)
+    windows: list[Window] = []
+    for a, b in itertools.pairwise(sorted(cuts)):
+        who = {label(m): _who(entries[label(m)], users, m.account, a) for m in members}
+        if a == start:
+            result.now = dict(who)
+        people = set(who.values())
+        if len(members) < 2 or (len(people) == 1 and () not in people):
+            continue
+        reason = NOBODY if () in people else DIFFERENT
+        if windows and windows[-1].end == a and windows[-1].who == who:
+            windows[-1] = Window(windows[-1].start, b, windows[-1].reason, who)
+        else:
+            windows.append(Window(a, b, reason, who))
+    result.windows = windows
+    result.unmatched = _unmatched(members, entries, users, directories, start, end)
+    return result
+
+
+def _unmatched(members: Sequence[OnCallMember], entries: Mapping[str, Sequence[OnCall]],
+               users: Users, directories: Mapping[str, Directory], start: datetime,
+               end: datetime) -> list[Unmatched]:
+    accounts = list(dict.fromkeys(m.account for m in members))
+    found: dict[tuple[str, str], Unmatched] = {}
+    for m in members:
+        for e in entries[label(m)]:
+            if (e.end is not None and e.end <= start) or (e.start is not None and e.start >= end):
+                continue
+            ident = identify(users, m.account, e.user_id, e.user_email)
+            missing = tuple(a for a in accounts if a != m.account
+                            and (ident is None or ident not in directories.get(a, {})))
+            if missing:
+                found.setdefault((m.account, e.user_id),
+                                 Unmatched(m.account, e.user_id, e.user_email, missing))
+    return list(found.values())
+
+
+def state_at(mapping: OnCallMapping, who: Mapping[str, tuple[str, ...]], at: datetime
+             ) -> MappingDrift:
+    """A mapping at one instant (``--at`` in the past, from snapshot history)."""
+    known = [m for m in mapping.members if label(m) in who]
+    result = MappingDrift(mapping.name, at, at, now=dict(who),
+                          missing=[label(m) for m in mapping.members if label(m) not in who])
+    people = {who[label(m)] for m in known}
+    if len(known) >= 2 and (len(people) > 1 or () in people):
+        result.windows = [Window(at, at, NOBODY if () in people else DIFFERENT, dict(who))]
+    return result
+
+
+# --------------------------------------------------------------------------- repair (pure)
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """One override for one follower and drift window; ``status`` says what happens to it:
+    planned, done, no-op (the vendor created nothing), skipped (with ``reason``), already
+    (pushed before), refused, unknown, deferred (retried on a later run), dry-run."""
+
+    mapping: str
+    account: str
+    schedule_id: str
+    level: int
+    person: str  # the leader's person (identity)
+    user_email: str | None  # that person as the follower's vendor knows them
+    start: datetime
+    end: datetime
+    replaces: tuple[str, ...]
+    status: str = "planned"
+    reason: str = ""
+    vendor_id: str | None = None
+
+    def but(self, **changes: Any) -> Repair:
+        values = {k: getattr(self, k) for k in self.__slots__}
+        values.update(changes)
+        return Repair(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k in self.__slots__ for v in [getattr(self, k)]}
+
+
+def plan_repairs(mapping: OnCallMapping, drift: MappingDrift,
+                 directories: Mapping[str, Directory], pushed: Sequence[store.PushedOverride],
+                 capabilities: Mapping[str, Capability] | None = None) -> list[Repair]:
+    """For each drift window, an override on every follower that pages someone else than the
+    leader. Windows a pushed override already covers are ``already`` (never pushed twice, even
+    when the drift persists: a person must look); the rest are ``planned`` or ``skipped``."""
+    if mapping.repair != "override" or mapping.leader is None or drift.missing:
+        return []
+    leader = next(m for m in mapping.members if m.account == mapping.leader)
+    out: list[Repair] = []
+    for window in drift.windows:
+        want = window.who.get(label(leader), ())
+        for m in mapping.members:
+            if m is leader or m.account == leader.account or window.who.get(label(m)) == want:
+                continue
+            person = want[0] if len(want) == 1 else ""
+            email = directories.get(m.account, {}).get(person) if person else None
+            base = Repair(mapping.name, m.account, m.schedule, m.level, person, email,
+                          window.start, window.end, window.who.get(label(m), ()))
+            caps = (capabilities or {}).get(m.account)
+            if not want:
+                out.append(base.but(status="skipped", reason="the leader pages nobody"))
+            elif len(want) > 1:
+                out.append(base.but(status="skipped", reason="the leader pages several people"))
+            elif person.startswith("?"):
+                out.append(base.but(status="skipped", reason="the leader's person has no email"))
+            elif caps is not None and not caps & Capability.OVERRIDE_WRITE:
+                out.append(base.but(status="skipped", reason=f"{m.account} cannot write "
+                                    "overrides"))
+            elif m.level != 1:
+                out.append(base.but(status="skipped", reason="overrides cover level 1 only"))
+            elif email is None:
+                out.append(base.but(status="skipped",
+                                    reason=f"unmatched: {person} has no user in {m.account}"))
+            elif any(_covering(p, base) for p in pushed):
+                out.append(base.but(status="already", reason="an override pushed before "
+                                    "covers this window"))
+            else:
+                out.append(base)
+    return out
+
+
+def _covering(p: store.PushedOverride, r: Repair) -> bool:
+    return (p.outcome != "deferred" and p.account == r.account and p.schedule_id == r.schedule_id
+            and p.level == r.level and p.user_email.lower() == (r.user_email or "").lower()
+            and p.start <= r.start and p.end >= r.end)
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+@dataclass
+class OnCallPoll:
+    account: str
+    ok: bool
+    entries: int = 0
+    new: int = 0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def horizon(config: Config, account: str) -> timedelta:
+    """How far ahead an account is read: the longest horizon of the mappings it is in."""
+    days = [m.horizon_days for m in config.oncall if any(x.account == account
+                                                         for x in m.members)]
+    return timedelta(days=max(days) if days else DEFAULT_HORIZON_DAYS)
+
+
+def _entry_row(e: OnCall) -> dict[str, Any]:
+    return {"schedule_id": e.schedule_id, "level": e.level, "user_id": e.user_id,
+            "user_email": e.user_email, "start": e.start, "end": e.end,
+            "schedule_name": e.schedule_name}
+
+
+def _snapshot(row: Any) -> OnCall:
+    return OnCall(row.schedule_id, row.level, row.user_id, row.user_email, row.start, row.end,
+                  row.schedule_name)
+
+
+def _directories(tx: Tx, config: Config, accounts: Iterable[str], now: datetime,
+                 extra: Mapping[str, Sequence[tuple[str, str | None]]] | None = None
+                 ) -> dict[str, Directory]:
+    """Who each account's vendor knows: its user list when the client gave one (``extra``),
+    plus everyone its on-call data named in the last 90 days, plus the config."""
+    out: dict[str, Directory] = {}
+    for account in accounts:
+        seen = store.people(tx, account, since=now - timedelta(days=90))
+        seen += list((extra or {}).get(account, ()))
+        out[account] = directory(config.users, account, seen)
+    return out
+
+
+async def _user_list(client: VendorClient) -> list[tuple[str, str | None]] | None:
+    """The vendor's user directory (user id -> email) when the client exposes one.
+
+    Not part of the VendorClient protocol yet, so this looks for a ``users``/``user_emails``
+    coroutine and falls back to the Splunk On-Call and Spike.sh clients' cached lookups (which
+    their ``oncall`` already filled). Without it, "unmatched" can only mean "never seen on call
+    there", which can name someone who simply was not on call in the horizon."""
+    for name in ("user_emails", "users", "_user_emails", "_users"):
+        fn = getattr(client, name, None)
+        if callable(fn):
+            try:
+                found = await fn()
+            except (VendorError, TypeError):
+                return None
+            if isinstance(found, Mapping):
+                return [(str(k), v if isinstance(v, str) else None) for k, v in found.items()]
+    return None
+
+
+def evaluate(tx: Tx, config: Config, at: datetime | None = None,
+             mappings: Sequence[str] | None = None,
+             known: Mapping[str, Sequence[tuple[str, str | None]]] | None = None
+             ) -> list[MappingDrift]:
+    """Drift per mapping from the latest stored polls, over [at, at + horizon) limited to what
+    every member's poll covered (a tail one poll did not reach is not "nobody")."""
+    at = at or utcnow()
+    out = []
+    for mapping in config.oncall:
+        if mappings is not None and mapping.name not in mappings:
+            continue
+        polled = {m.account: store.last_polled(tx, m.account) for m in mapping.members}
+        end = at + timedelta(days=mapping.horizon_days)
+        for account, when in polled.items():
+            if when is not None:
+                end = min(end, when + horizon(config, account))
+        end = max(end, at)
+        entries = {
+            label(m): [_snapshot(r) for r in store.polled_entries(
+                tx, m.account, m.schedule, m.level, when, at, end)]
+            for m in mapping.members if (when := polled[m.account]) is not None
+        }
+        dirs = _directories(tx, config, polled, at, known)
+        out.append(compute_drift(mapping, entries, config.users, at, end, directories=dirs))
+    return out
+
+
+def history(tx: Tx, config: Config, at: datetime) -> list[MappingDrift]:
+    """Who each member had on call at a past moment, from snapshot history."""
+    out = []
+    for mapping in config.oncall:
+        who = {}
+        for m in mapping.members:
+            rows = tx.oncall_at(m.account, m.schedule, m.level, at)
+            if rows or store.last_polled(tx, m.account) is not None:
+                who[label(m)] = _who([_snapshot(r) for r in rows], config.users, m.account, at)
+        out.append(state_at(mapping, who, at))
+    return out
+
+
+class OnCallService:
+    """On-call polling, drift and repair for one config, over the engine's clients."""
+
+    def __init__(self, config: Config, ledger: Ledger,
+                 clients: Mapping[str, VendorClient]) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.clients = {n: c for n, c in clients.items()
+                        if c.capabilities & Capability.ONCALL_READ}
+        self._failing: set[str] = set()
+        self._known: dict[str, list[tuple[str, str | None]]] = {}
+        self._open: dict[str, dict[tuple[Any, ...], Window]] = {}
+
+    async def poll(self, account: str, now: datetime | None = None) -> OnCallPoll:
+        """Read [now, now + horizon) into snapshots; one ledger write per poll."""
+        client = self.clients[account]
+        now = now or utcnow()
+        try:
+            entries = await client.oncall(now, now + horizon(self.config, account))
+        except VendorError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if account not in self._failing:
+                log.error("oncall.poll_failing", account=account, error=error,
+                          auth=isinstance(exc, AuthError))
+            self._failing.add(account)
+            return OnCallPoll(account, ok=False, error=error)
+        if account in self._failing:
+            log.info("oncall.poll_recovered", account=account)
+            self._failing.discard(account)
+        if (users := await _user_list(client)) is not None:
+            self._known[account] = users
+        rows = [_entry_row(e) for e in entries]
+        new = await self.ledger.run(lambda tx: tx.record_oncall(account, rows, now))
+        return OnCallPoll(account, ok=True, entries=len(rows), new=new)
+
+    async def poll_all(self, accounts: Iterable[str] | None = None) -> list[OnCallPoll]:
+        now = utcnow()
+        return [await self.poll(a, now) for a in (accounts or self.clients)]
+
+    async def evaluate(self, at: datetime | None = None,
+                       mappings: Sequence[str] | None = None) -> list[MappingDrift]:
+        return await self.ledger.run(evaluate, self.config, at, mappings, self._known)
+
+    async def schedule_view(self, at: datetime) -> tuple[list[MappingDrift], list[OnCallPoll]]:
+        """Drift from ``at`` on, read live from the vendors' schedule views (future moments);
+        nothing is stored, so snapshot history stays a record of what was polled."""
+        live: dict[str, list[OnCall]] = {}
+        polls = []
+        for account, client in self.clients.items():
+            try:
+                live[account] = await client.oncall(at, at + horizon(self.config, account))
+                polls.append(OnCallPoll(account, ok=True, entries=len(live[account])))
+            except VendorError as exc:
+                polls.append(OnCallPoll(account, ok=False, error=f"{type(exc).__name__}: {exc}"))
+        for account, client in self.clients.items():
+            if (users := await _user_list(client)) is not None:
+                self._known[account] = users
+        extra = {a: [*self._known.get(a, ()), *((e.user_id, e.user_email) for e in live[a])]
+                 for a in live}
+        dirs = await self.ledger.run(_directories, self.config, list(self.clients), at, extra)
+        out = []
+        for mapping in self.config.oncall:
+            end = at + timedelta(days=mapping.horizon_days)
+            entries = {label(m): [e for e in live[m.account] if e.schedule_id == m.schedule
+                                  and e.level == m.level]
+                       for m in mapping.members if m.account in live}
+            out.append(compute_drift(mapping, entries, self.config.users, at, end,
+                                     directories=dirs))
+        return out, polls
+
+    async def plan(self, drifts: Sequence[MappingDrift]) -> list[Repair]:
+        def read(tx: Tx) -> tuple[dict[str, Directory], list[store.PushedOverride]]:
+            now = utcnow()
+            dirs = _directories(tx, self.config, self.config.accounts, now, self._known)
+            return dirs, store.pushed_overrides(tx, store.horizon_start(now))
+
+        dirs, pushed = await self.ledger.run(read)
+        caps = {n: c.capabilities for n, c in self.clients.items()}
+        by_name = {m.name: m for m in self.config.oncall}
+        return [r for d in drifts for r in plan_repairs(by_name[d.mapping], d, dirs, pushed, caps)]
+
+    async def repair(self, drifts: Sequence[MappingDrift], *, dry_run: bool = False
+                     ) -> list[Repair]:
+        return await execute(self.ledger, self.clients, await self.plan(drifts),
+                             dry_run=dry_run)
+
+    async def tick(self, account: str) -> None:
+        """The daemon's on-call job for one account: poll, then re-check (and, where opted in,
+        repair) every mapping the account is in; log drift windows as they start and end."""
+        result = await self.poll(account)
+        if not result.ok:
+            return
+        names = [m.name for m in self.config.oncall if any(x.account == account
+                                                            for x in m.members)]
+        if not names:
+            return
+        drifts = await self.evaluate(mappings=names)
+        self.report(drifts)
+        if any(m.repair == "override" for m in self.config.oncall if m.name in names):
+            done = [r for r in await self.repair(drifts) if r.status == "done"]
+            if done:
+                await self.poll_all({r.account for r in done})
+                self.report(await self.evaluate(mappings=names))
+
+    def report(self, drifts: Sequence[MappingDrift]) -> None:
+        """Metric and ``oncall.drift`` events; a window is known by its end and people, since
+        an ongoing window's start moves with every evaluation."""
+        for d in drifts:
+            if d.missing:
+                continue
+            metrics.ONCALL_DRIFT.labels(d.mapping).set(1 if d.drift_now else 0)
+            before = self._open.get(d.mapping, {})
+            now = {(w.end, tuple(sorted(w.who.items()))): w for w in d.windows}
+            for key, w in now.items():
+                if key not in before:
+                    log.warning("oncall.drift", mapping=d.mapping, state="started",
+                                start=w.start.isoformat(), end=w.end.isoformat(),
+                                reason=w.reason, who={k: list(v) for k, v in w.who.items()})
+            for key, w in before.items():
+                if key not in now:
+                    log.info("oncall.drift", mapping=d.mapping, state="ended",
+                             start=w.start.isoformat(), end=w.end.isoformat(),
+                             reason=w.reason, who={k: list(v) for k, v in w.who.items()})
+            self._open[d.mapping] = now
+
+
+async def execute(ledger: Ledger, clients: Mapping[str, VendorClient],
+                  repairs: Sequence[Repair], *, dry_run: bool = False) -> list[Repair]:
+    """Push planned overrides, at most :data:`REPAIRS_PER_RUN` per account per run.
+
+    A ``pending`` audit entry is committed before each vendor call, so a crash mid-call leaves
+    a record that stops a second push. A transient failure is ``unknown`` and not retried (the
+    override may exist; Spike.sh would stack a second one); a rate limit or auth failure is
+    ``deferred`` (nothing was created; the next run tries again); a refusal is ``refused``.
+    A vendor that answers "nothing to do" (Splunk On-Call when the person already holds the
+    rotation and another override is in the way) is ``no-op``: recorded, not retried.
+    """
+    out: list[Repair] = []
+    sent: dict[str, int] = {}
+    for r in repairs:
+        if r.status != "planned":
+            out.append(r)
+            continue
+        if dry_run:
+            out.append(r.but(status="dry-run"))
+            continue
+        if sent.get(r.account, 0) >= REPAIRS_PER_RUN:
+            out.append(r.but(status="deferred", reason="per-run override budget used"))
+            continue
+        sent[r.account] = sent.get(r.account, 0) + 1
+        assert r.user_email is not None
+        await ledger.run(_record, r, "pending", None, None)
+        try:
+            vendor_id = await clients[r.account].create_override(  # type: ignore[attr-defined]
+                r.schedule_id, r.user_email, r.start, r.end)
+            done = r.but(status="done", vendor_id=vendor_id) if vendor_id else r.but(
+                status="no-op", reason="the vendor created nothing: the person already holds "
+                "the rotation there, so another override is in the way; remove it by hand")
+        except (RateLimited, AuthError) as exc:
+            done = r.but(status="deferred", reason=f"{type(exc).__name__}: {exc}")
+        except PermanentError as exc:
+            done = r.but(status="refused", reason=f"{type(exc).__name__}: {exc}")
+        except VendorError as exc:
+            done = r.but(status="unknown", reason=f"{type(exc).__name__}: {exc} (not retried: "
+                         "the override may exist)")
+        await ledger.run(_record, done, done.status, done.vendor_id, done.reason or None)
+        log.info("oncall.repair", mapping=r.mapping, account=r.account, schedule=r.schedule_id,
+                 user=r.user_email, start=r.start.isoformat(), end=r.end.isoformat(),
+                 outcome=done.status, reason=done.reason or None)
+        out.append(done)
+    return out
+
+
+def _record(tx: Tx, r: Repair, outcome: str, vendor_id: str | None, error: str | None) -> None:
+    assert r.user_email is not None
+    store.record_push(tx, mapping=r.mapping, account=r.account, schedule_id=r.schedule_id,
+                      level=r.level, user_email=r.user_email, start=r.start, end=r.end,
+                      outcome=outcome, replaces=",".join(r.replaces), vendor_id=vendor_id,
+                      error=error, at=utcnow())

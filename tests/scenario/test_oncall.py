@@ -1,0 +1,280 @@
+"""On-call against the simulators' seeded rotations: agreement, an override injected through a
+vendor API found as drift with its exact window, repair that clears it once, unmatched users,
+and the ``syncd oncall --json`` shape."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from typer.testing import CliRunner
+from world import World, account_table, render, toml_value
+
+from syncd import simulators
+from syncd.cli import app
+from syncd.engine.oncall import OnCallService, label
+from syncd.simulators.server import start_in_thread
+
+VO_DB = "pol-d4t4b4se0000prim"  # level 1: daily dave/erin/frank, level 2: 12h frank/dave
+
+
+def schedule_of(vendor: str) -> str:
+    """A schedule whose rotation is seeded identically in every instance of the simulator."""
+    if vendor == "victorops":
+        return VO_DB
+    if vendor == "spike":
+        return simulators.load("spike")(seed=0).describe("x")["schedules"]["SRE primary"]
+    raise NotImplementedError(vendor)  # PagerDuty / incident.io: add when their sims land
+
+
+SAME_VENDOR = [v for v in ("victorops", "spike") if v in simulators.available()]
+
+
+def oncall_toml(mappings: list[dict[str, Any]], users: dict[str, dict[str, str]]) -> str:
+    lines = []
+    for m in mappings:
+        lines.append("[[oncall]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in m.items() if k != "members"]
+        for member in m["members"]:
+            lines.append("[[oncall.members]]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in member.items()]
+        lines.append("")
+    for account, table in users.items():
+        lines.append(f"[users.{account}]")
+        lines += [f"{toml_value(k)} = {toml_value(v)}" for k, v in table.items()]
+        lines.append("")
+    return "\n" + "\n".join(lines)
+
+
+async def oncall_world(tmp_path: Path, vendors: dict[str, str],
+                       mappings: list[dict[str, Any]],
+                       users: dict[str, dict[str, str]] | None = None) -> World:
+    w = World(tmp_path, vendors, [])
+    w.config_path.write_text(w.config_path.read_text() + oncall_toml(mappings, users or {}))
+    await w.restart()
+    return w
+
+
+def service(w: World) -> OnCallService:
+    return OnCallService(w.config, w.ledger, w.engine.clients)
+
+
+def quiet_window(hours_ahead: int = 2, length: int = 2) -> tuple[datetime, datetime]:
+    """Whole hours ahead that do not cross the simulators' 09:00/21:00 UTC handovers."""
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start += timedelta(hours=hours_ahead)
+    while any((start.hour + h) % 24 in (9, 21) for h in range(1, length)):
+        start += timedelta(hours=1)
+    return start, start + timedelta(hours=length)
+
+
+def on_call(entries: list[Any], schedule: str, at: datetime) -> str:
+    return next(e.user_email for e in entries if e.schedule_id == schedule and e.level == 1
+                and e.start <= at < e.end)
+
+
+@pytest.mark.parametrize("vendor", SAME_VENDOR)
+async def test_agreeing_then_injected_override_is_drift_with_its_exact_window(
+        tmp_path: Path, vendor: str) -> None:
+    sched = schedule_of(vendor)
+    w = await oncall_world(tmp_path, {"a": vendor, "b": vendor},
+                           [{"name": "primary", "horizon_days": 3, "members": [
+                               {"account": "a", "schedule": sched},
+                               {"account": "b", "schedule": sched}]}])
+    try:
+        svc = service(w)
+        assert all(p.ok for p in await svc.poll_all())
+        [d] = await svc.evaluate()
+        assert d.agree is True and d.windows == [] and d.unmatched == []
+        assert d.now[f"a:{sched}:1"] == d.now[f"b:{sched}:1"] != ()
+
+        start, end = quiet_window()
+        entries = await w.engine.clients["b"].oncall(start, end)
+        current = on_call(entries, sched, start)
+        other = next(e for e in ("alice@example.com", "bob@example.com", "dave@example.com",
+                                 "erin@example.com") if e != current)
+        await w.engine.clients["b"].create_override(sched, other, start, end)
+
+        await svc.poll_all()
+        [d] = await svc.evaluate()
+        assert [(x.start, x.end, x.reason) for x in d.windows] == [(start, end, "different")]
+        assert d.windows[0].who == {f"a:{sched}:1": (current,), f"b:{sched}:1": (other,)}
+        assert not d.drift_now
+    finally:
+        await w.close()
+
+
+async def test_cross_vendor_mapping_drift_repair_clears_it_once(tmp_path: Path) -> None:
+    """VO's daily Database rotation (dave/erin/frank) hands over with Spike's SRE primary
+    (alice/bob/carol); explicit user entries say who is who, so the two agree. An override
+    pushed in Spike is drift; repair overrides it back on the next poll, exactly once."""
+    sched = schedule_of("spike")
+    w = await oncall_world(tmp_path, {"vo": "victorops", "spike": "spike"}, [
+        {"name": "primary", "leader": "vo", "repair": "override", "horizon_days": 2,
+         "members": [{"account": "vo", "schedule": VO_DB}, {"account": "spike",
+                                                             "schedule": sched}]}],
+        users={"vo": {"dave": "alice@example.com", "erin": "bob@example.com",
+                      "frank": "carol@example.com"}})
+    try:
+        svc = service(w)
+        await svc.poll_all()
+        [d] = await svc.evaluate()
+        assert d.agree is True, d.windows
+        assert await svc.repair([d]) == []
+
+        start, end = quiet_window(3, 3)
+        entries = await w.engine.clients["spike"].oncall(start, end)
+        current = on_call(entries, sched, start)
+        intruder = "erin@example.com"
+        assert current != intruder
+        await w.engine.clients["spike"].create_override(sched, intruder, start, end)
+        await svc.poll_all()
+        [d] = await svc.evaluate()
+        assert [(x.start, x.end) for x in d.windows] == [(start, end)]
+        assert d.windows[0].who[f"spike:{sched}:1"] == (intruder,)
+
+        dry = await svc.repair([d], dry_run=True)
+        assert [(r.status, r.account, r.user_email, r.start, r.end) for r in dry] == [
+            ("dry-run", "spike", current, start, end)]
+        assert len(w.sims["spike"].schedules[sched].overrides) == 1  # dry run pushed nothing
+
+        [done] = await svc.repair([d])
+        assert done.status == "done" and done.vendor_id
+        assert len(w.sims["spike"].schedules[sched].overrides) == 2
+        audit = w.ledger.call(lambda tx: tx.audit_entries(kind="oncall"))
+        assert [a.outcome for a in audit] == ["done", "pending"]
+
+        await svc.poll_all(["spike"])
+        [after] = await svc.evaluate()
+        assert after.windows == [] and after.agree is True
+        # The stale drift again (as if the poll had not seen the fix): still never pushed twice.
+        again = await svc.repair([d])
+        assert [r.status for r in again] == ["already"]
+        assert await svc.repair(await svc.evaluate()) == []
+        assert len(w.sims["spike"].schedules[sched].overrides) == 2
+    finally:
+        await w.close()
+
+
+async def test_daemon_tick_repairs_and_sets_the_metric(tmp_path: Path) -> None:
+    from syncd import metrics
+
+    w = await oncall_world(tmp_path, {"a": "victorops", "b": "victorops"}, [
+        {"name": "db", "leader": "a", "repair": "override", "horizon_days": 2,
+         "members": [{"account": "a", "schedule": VO_DB}, {"account": "b", "schedule": VO_DB}]}])
+    try:
+        svc = service(w)
+        now = datetime.now(UTC)
+        entries = await w.engine.clients["a"].oncall(now, now + timedelta(hours=1))
+        current = on_call(entries, VO_DB, now)
+        other = next(e for e in ("dave@example.com", "erin@example.com") if e != current)
+        # The leader changes hands: the follower must follow.
+        await w.engine.clients["a"].create_override(VO_DB, other, now, now + timedelta(hours=1))
+        await svc.poll("a")
+        await svc.poll("b")
+        [d] = await svc.evaluate()
+        assert d.drift_now
+        svc.report([d])
+        assert metrics.ONCALL_DRIFT.labels("db")._value.get() == 1
+        await svc.tick("b")  # poll, evaluate, repair, re-poll the follower
+        [d] = await svc.evaluate()
+        assert not d.drift_now and d.windows == []
+        assert metrics.ONCALL_DRIFT.labels("db")._value.get() == 0
+        sim = w.sims["b"]
+        count = len(sim.overrides)
+        await svc.tick("b")
+        await svc.tick("a")
+        assert len(sim.overrides) == count
+    finally:
+        await w.close()
+
+
+async def test_users_in_only_one_vendor_are_reported_not_guessed(tmp_path: Path) -> None:
+    """frank exists in Splunk On-Call only (VO level 2 is frank/dave every 12 hours)."""
+    secondary = simulators.load("spike")(seed=0).describe("x")["schedules"]["SRE secondary"]
+    w = await oncall_world(tmp_path, {"vo": "victorops", "spike": "spike"}, [
+        {"name": "backup", "leader": "vo", "repair": "override", "horizon_days": 2,
+         "members": [{"account": "vo", "schedule": VO_DB, "level": 2},
+                     {"account": "spike", "schedule": secondary, "level": 1}]}])
+    try:
+        svc = service(w)
+        await svc.poll_all()
+        [d] = await svc.evaluate()
+        frank = [u for u in d.unmatched if u.user_id == "frank"]
+        assert [(u.account, u.email, u.missing_in) for u in frank] == [
+            ("vo", "frank@example.com", ("spike",))]
+        assert all(u.user_id != "dave" for u in d.unmatched)  # dave is in both
+        frank_windows = [x for x in d.windows
+                         if x.who[f"vo:{VO_DB}:2"] == ("frank@example.com",)]
+        assert frank_windows
+        plans = await svc.repair([d], dry_run=True)
+        for r in plans:
+            if r.person == "frank@example.com":
+                assert r.status == "skipped" and r.reason.startswith("unmatched")
+    finally:
+        await w.close()
+
+
+@pytest.fixture
+def keep_logging() -> Iterator[None]:
+    """The CLI points logging at CliRunner's stderr, which closes after each invoke."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_cli_oncall_json_shape(tmp_path: Path, keep_logging: None) -> None:
+    servers = [start_in_thread(simulators.load(v)(seed=i)) for i, v in
+               enumerate(("victorops", "victorops"))]
+    try:
+        tables = {}
+        for name, running in zip(("a", "b"), servers, strict=True):
+            running.sim.rate_limits_enabled = False
+            tables[name] = {**account_table("victorops", running.describe()),
+                            "budget_fraction": 1.0}
+        path = tmp_path / "syncd.toml"
+        path.write_text(render(tables, [], tmp_path / "ledger.db") + oncall_toml(
+            [{"name": "db", "leader": "a", "repair": "override", "horizon_days": 1,
+              "members": [{"account": "a", "schedule": VO_DB},
+                          {"account": "b", "schedule": VO_DB}]}], {}))
+        runner = CliRunner()
+        res = runner.invoke(app, ["oncall", "-c", str(path), "--json"])
+        assert res.exit_code == 0, res.output
+        data = json.loads(res.stdout)
+        assert data["source"] == "poll" and {p["account"] for p in data["polls"]} == {"a", "b"}
+        [m] = data["mappings"]
+        assert m["mapping"] == "db" and m["agree"] is True and m["drift"] == []
+        assert [x["label"] for x in m["members"]] == [f"a:{VO_DB}:1", f"b:{VO_DB}:1"]
+        assert m["now"][f"a:{VO_DB}:1"] == m["now"][f"b:{VO_DB}:1"]
+        assert set(m) >= {"from", "until", "leader", "repair", "unmatched", "missing"}
+
+        res = runner.invoke(app, ["oncall", "-c", str(path), "--json", "--at", "+1h"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["source"] == "schedule"
+        res = runner.invoke(app, ["oncall", "-c", str(path), "--json", "--at", "-1s"])
+        assert res.exit_code == 0, res.output
+        past = json.loads(res.stdout)
+        assert past["source"] == "history" and past["mappings"][0]["agree"] is True
+        res = runner.invoke(app, ["oncall", "-c", str(path)])
+        assert res.exit_code == 0 and "db" in res.stdout
+        res = runner.invoke(app, ["status", "-c", str(path)])
+        assert "oncall: db: agree" in res.stdout
+    finally:
+        for running in servers:
+            running.stop()
+
+
+def test_label_names_account_schedule_and_level() -> None:
+    from syncd.config import OnCallMember
+
+    assert label(OnCallMember(account="a", schedule="s", level=2)) == "a:s:2"
