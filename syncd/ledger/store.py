@@ -495,25 +495,3 @@ class Tx:
             return []
         latest = rows[0].last_seen
         return [r for r in rows if r.last_seen == latest]
-
-    def oncall_window(self, account: str, schedule_id: str, level: int, start: datetime,
-                      end: datetime) -> list[OnCallSnapshot]:
-        """Entries of the latest poll overlapping [start, end)."""
-        latest = self.s.exec(
-            select(func.max(OnCallSnapshot.last_seen)).where(
-                OnCallSnapshot.account == account, OnCallSnapshot.schedule_id == schedule_id,
-                OnCallSnapshot.level == level,
-            )
-        ).first()
-        if latest is None:
-            return []
-        return list(self.s.exec(
-            select(OnCallSnapshot).where(
-                OnCallSnapshot.account == account,
-                OnCallSnapshot.schedule_id == schedule_id,
-                OnCallSnapshot.level == level,
-                OnCallSnapshot.last_seen == latest,
-                (col(OnCallSnapshot.start).is_(None)) | (OnCallSnapshot.start < end),
-                (col(OnCallSnapshot.end).is_(None)) | (OnCallSnapshot.end > start),
-            ).order_by(col(OnCallSnapshot.start))
-        ))

@@ -116,7 +116,7 @@ class Machine(SyncMachine):
 
 
 Machine.TestCase.settings = settings(
-    max_examples=12, stateful_step_count=12, deadline=None,
+    max_examples=25, stateful_step_count=20, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestSyncMachine = Machine.TestCase

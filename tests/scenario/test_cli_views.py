@@ -1,0 +1,81 @@
+"""Operator views over a real ledger: status, links, audit, link/unlink, once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from world import World
+
+
+def syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "syncd", *args, "-c", str(config)],
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_status_links_audit_json(tmp_path: Path) -> None:
+    w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
+              [{"name": "g", "accounts": ["vo", "sp"]}])
+    try:
+        w.alert("view-1")
+        w.alert("view-2")
+        await w.cycle()
+        w.act("sp", "view-1", "acknowledge")
+        await w.settle()
+    finally:
+        await w.close()
+    status = json.loads(syncd(w.config_path, "status", "--json").stdout)
+    assert {a["name"]: a["failures"] for a in status["accounts"]} == {"vo": 0, "sp": 0}
+    assert status["counts"]["links"] == 2 and status["outbox"]["done"] == 1
+    assert any("cannot severity" in g for g in status["gaps"])
+    links = json.loads(syncd(w.config_path, "links", "--json").stdout)["links"]
+    by_key = {link["key"]: link for link in links}
+    assert by_key["view-1"]["agreed"]["state"] == "acknowledged"
+    assert {m["state"] for m in by_key["view-1"]["members"]} == {"acknowledged"}
+    audit = json.loads(syncd(w.config_path, "audit", "--json", "--kind", "push").stdout)
+    assert [(a["account"], a["outcome"]) for a in audit["audit"]] == [("vo", "done")]
+    text = syncd(w.config_path, "status").stdout
+    assert "vo" in text and "outbox" in text
+
+
+async def test_manual_unlink_and_link(tmp_path: Path) -> None:
+    w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
+              [{"name": "g", "accounts": ["vo", "sp"]}])
+    try:
+        w.alert("man-1", accounts=["vo"])
+        w.alert("man-2", accounts=["sp"])
+        await w.cycle()
+        vo_id = w.incident("vo", "man-1")["id"]
+        sp_id = w.incident("sp", "man-2")["id"]
+    finally:
+        await w.close()
+    proc = syncd(w.config_path, "link", f"vo:{vo_id}", f"sp:{sp_id}")
+    assert proc.returncode == 0, proc.stderr
+    w.open()
+    try:
+        w.act("vo", "man-1", "resolve")
+        await w.settle()
+        assert w.incident("sp", "man-2")["state"] == "resolved"
+    finally:
+        await w.close()
+    assert syncd(w.config_path, "unlink", f"vo:{vo_id}").stdout.startswith("removed from 1")
+    bad = syncd(w.config_path, "link", "vo:nope", f"sp:{sp_id}")
+    assert bad.returncode == 2 and "not in the ledger" in bad.stderr
+
+
+def test_once_exit_code_reports_failures(tmp_path: Path) -> None:
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        '[ledger]\npath = "l.db"\n[status]\nenabled = false\n'
+        '[accounts.vo]\nvendor = "victorops"\nbase_url = "http://127.0.0.1:9"\n'
+        'api_id = "env:T_ID"\napi_key = "env:T_KEY"\nmax_retries = 0\ntimeout = 1\n'
+    )
+    proc = subprocess.run([sys.executable, "-m", "syncd", "once", "-c", str(config), "--json"],
+                          capture_output=True, text=True, timeout=60,
+                          env={"T_ID": "id-value-1", "T_KEY": "key-value-2", "PATH": "/usr/bin"})
+    assert proc.returncode == 1
+    out = json.loads(proc.stdout)
+    assert out["ok"] is False and "connection failed" in out["polls"][0]["error"]
+    assert "key-value-2" not in proc.stdout + proc.stderr
