@@ -45,7 +45,7 @@ async def _no_sleep(_seconds: float) -> None:
 def make_client(sim: IncidentIOSimulator, transport: httpx.AsyncBaseTransport | None = None,
                 **over: Any) -> IncidentIOClient:
     return IncidentIOClient("ii-test", settings(**over), transport=transport or sim.transport(),
-                            backoff_base=0.001, sleep=_no_sleep)
+                            backoff_base=0.001, sleep=_no_sleep, clock=sim.clock.now)
 
 
 @pytest.fixture

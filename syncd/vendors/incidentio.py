@@ -1,0 +1,727 @@
+"""incident.io client: incidents by updated_at plus escalations for acks, edits, on-call.
+
+incident.io incidents have status categories, not an acknowledged state; acknowledgement lives on
+escalations (pages) (vendor-notes 9). The canonical reading (the "incident" model of issue 5):
+
+- ``learning``/``closed``/``declined``/``canceled``/``merged`` -> resolved;
+- ``triage``/``live``/``paused`` with a related escalation that is ``acked`` or has an ``acked``
+  event -> acknowledged (with ``ack_from_live``, ``live`` alone counts too);
+- otherwise triggered.
+
+Change feed: ``GET /v2/incidents?updated_at[gte]=<day>`` (the filter compares dates, so the
+client filters by ``updated_at`` itself, notes 4.1) plus ``GET /v2/escalations?updated_at[gte]``
+for acks that need not bump the incident (notes 9.2); the ack state of changed open incidents
+comes from ``GET /v2/escalations?incident[one_of]=...`` and the dedup key from
+``GET /v2/incident_alerts`` (cached). A full resync reads every triage/live/paused incident.
+
+Writes: ack = ``respond {"response": "ack"}`` on each open related escalation (REFUSED when
+there is none: a capability gap, never faked with status moves); resolve = edit to the first
+``closed`` (or, by setting, ``learning``) status; severity = edit ``severity_id`` chosen by
+rank. incident.io has no batch endpoints, so every batch is one record (acks: one lookup for
+up to 25 incidents, then one respond per escalation).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+import anyio
+import httpx
+from pydantic import Field
+
+from syncd import metrics
+from syncd.model import Incident, NewIncident, OnCall, Severity, State
+from syncd.ratelimit import Budget, Limit
+from syncd.secrets import Secret
+from syncd.vendors._http import VendorHTTP, require, retry_after_seconds, short_body
+from syncd.vendors.base import (
+    AccountSettings,
+    Action,
+    AuthError,
+    Capability,
+    MalformedResponse,
+    NotFound,
+    Outcome,
+    Page,
+    PermanentError,
+    Push,
+    PushResult,
+    RateLimited,
+    Skipped,
+    VendorError,
+)
+
+OPEN = ("triage", "live", "paused")
+RESOLVED = ("learning", "closed", "declined", "canceled", "merged")
+ALIASES = {"active": "live", "post-incident": "learning"}  # IncidentSlimV2 vocabulary (notes 11)
+ESC_ACKABLE = ("pending", "triggered", "snoozed", "delayed", "pending_repeat")
+MARKER = re.compile(r"\[syncd:([A-Za-z0-9._:-]+)\]")
+MARKER_URL = "https://syncd.invalid/marker/{marker}"
+MAX_PAGES = 10_000
+ESC_FILTER_IDS = 25  # incidents per escalations lookup (our choice: keeps URLs short)
+
+
+def _time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"timestamp is {type(value).__name__}")
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _stamp(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class IncidentIOSettings(AccountSettings):
+    """``[accounts.NAME]`` keys for an incident.io organisation."""
+
+    vendor: Literal["incidentio"]
+    base_url: str = "https://api.incident.io"
+    api_key: Secret = Field(description="API key (Settings -> API keys), sent as Bearer")
+    resolve_status: Literal["closed", "learning"] = Field(
+        "closed", description="resolve to the first closed status (skips the post-incident "
+        "flow; needs post_incident_flow_opt_out) or the first learning status")
+    notify_incident_channel: bool = Field(
+        False, description="let incident.io post syncd's edits to the incident Slack channel")
+    ack_from_live: bool = Field(
+        False, description="treat live (Active) incidents as acknowledged, for orgs without "
+        "incident.io On-call")
+    visibility: Literal["public", "private"] = Field(
+        "public", description="visibility of incidents syncd creates")
+    page_size: int = Field(250, ge=1, le=250, description="page_size for GET /v2/incidents")
+    change_overlap: float = Field(
+        300.0, ge=0, description="seconds the change feed reaches back before the cursor")
+    rate_limit_per_minute: float = Field(
+        1200.0, gt=0, description="documented: a 1200 token bucket refilling 20/s per key")
+
+
+class IncidentIOClient:
+    """One incident.io organisation (one API key) as a syncd account."""
+
+    vendor: ClassVar[str] = "incidentio"
+    Settings: ClassVar[type[IncidentIOSettings]] = IncidentIOSettings
+    capabilities: ClassVar[Capability] = (
+        Capability.ACK
+        | Capability.RESOLVE
+        | Capability.SEVERITY_READ
+        | Capability.SEVERITY_WRITE
+        | Capability.CREATE
+        | Capability.ONCALL_READ
+        | Capability.OVERRIDE_WRITE
+    )
+    limits: ClassVar[Mapping[str, Limit]] = {
+        "*": Limit(1200, 60.0, burst=1200),
+        "POST /v2/escalations": Limit(60, 60.0),
+    }
+    batch_size: ClassVar[Mapping[Action, int]] = {
+        Action.ACKNOWLEDGE: ESC_FILTER_IDS,
+        Action.RESOLVE: 1,
+        Action.SET_SEVERITY: 1,
+    }
+    default_severity_map: ClassVar[Mapping[str, Severity]] = {
+        "Critical": Severity.SEV1,
+        "Major": Severity.SEV2,
+        "Minor": Severity.SEV3,
+    }
+
+    def __init__(
+        self,
+        account: str,
+        settings: IncidentIOSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        budget: Budget | None = None,
+        backoff_base: float = 0.5,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.account = account
+        self.settings = settings
+        per_min = settings.rate_limit_per_minute
+        self.limits = {"*": Limit(per_min, 60.0, burst=per_min),
+                       "POST /v2/escalations": Limit(60, 60.0)}
+        self.budget = budget or Budget(self.limits, settings.budget_fraction)
+        self._clock = clock
+        self._severities: list[dict[str, Any]] | None = None
+        self._statuses: list[dict[str, Any]] | None = None
+        self._emails: dict[str, str] = {}
+        self._dedup: dict[str, str] = {}
+        self.http = VendorHTTP(
+            account=account, base_url=settings.base_url, budget=self.budget,
+            headers={"authorization": f"Bearer {settings.api_key.get_secret_value()}",
+                     "accept": "application/json"},
+            timeout=settings.timeout, max_retries=settings.max_retries,
+            classify=self._classify, transport=transport, backoff_base=backoff_base, sleep=sleep,
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # ------------------------------------------------------------------ errors
+
+    def _classify(self, response: httpx.Response, endpoint: str) -> VendorError | None:
+        """Read the documented envelope ``{type, status, errors[{code, message}]}``."""
+        status = response.status_code
+        if status < 400:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        errors = body.get("errors") if isinstance(body, dict) else None
+        first = errors[0] if isinstance(errors, list) and errors and isinstance(
+            errors[0], dict) else {}
+        message = str(first.get("message") or short_body(response) or f"HTTP {status}")
+        code = first.get("code")
+        if code:
+            message = f"{code}: {message}"
+        if status == 429:
+            return RateLimited(message, retry_after=self._retry_after(response, body),
+                               status=status)
+        if status in (401, 403):
+            return AuthError(message, status=status)
+        if status == 404:
+            return NotFound(message, status=status)
+        if 400 <= status < 500 and status != 408:
+            return PermanentError(message, status=status)
+        return None
+
+    @staticmethod
+    def _retry_after(response: httpx.Response, body: Any) -> float:
+        """Retry-After seconds (or HTTP-date); else the body's RFC 3339/RFC 1123 retry_after."""
+        wait = retry_after_seconds(response.headers.get("retry-after"))
+        if wait is not None:
+            return wait
+        rl = body.get("rate_limit") if isinstance(body, dict) else None
+        value = rl.get("retry_after") if isinstance(rl, dict) else None
+        if isinstance(value, str):
+            try:
+                return max(0.0, (_time(value) - datetime.now(UTC)).total_seconds())
+            except ValueError:
+                wait = retry_after_seconds(value)
+                if wait is not None:
+                    return wait
+        return 1.0
+
+    def _malformed(self, endpoint: str, what: str) -> MalformedResponse:
+        metrics.MALFORMED.labels(self.account, endpoint).inc()
+        return MalformedResponse(what, account=self.account, endpoint=endpoint)
+
+    def _check_failure(self, data: Any, endpoint: str) -> None:
+        """A 2xx carrying the error envelope is a failure, not data."""
+        if isinstance(data, dict) and "errors" in data and "type" in data:
+            raise self._malformed(endpoint, f"2xx carrying an error: {str(data)[:200]}")
+
+    # ------------------------------------------------------------------ catalogues
+
+    async def severities(self) -> list[dict[str, Any]]:
+        """GET /v1/severities, cached; ranked worst first (higher rank is worse, notes 4.3)."""
+        if self._severities is None:
+            endpoint = "GET /v1/severities"
+            data = await self.http.json("GET", "/v1/severities")
+            self._check_failure(data, endpoint)
+            rows = require(data, "severities", list, endpoint=endpoint, account=self.account)
+            good = [r for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)
+                    and isinstance(r.get("name"), str) and isinstance(r.get("rank"), int)]
+            if not good:
+                raise self._malformed(endpoint, "no usable severities")
+            self._severities = sorted(good, key=lambda r: -r["rank"])
+        return self._severities
+
+    async def statuses(self) -> list[dict[str, Any]]:
+        if self._statuses is None:
+            endpoint = "GET /v1/incident_statuses"
+            data = await self.http.json("GET", "/v1/incident_statuses")
+            self._check_failure(data, endpoint)
+            rows = require(data, "incident_statuses", list, endpoint=endpoint,
+                           account=self.account)
+            self._statuses = sorted(
+                (r for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)
+                 and isinstance(r.get("category"), str) and isinstance(r.get("rank"), int)),
+                key=lambda r: r["rank"])
+        return self._statuses
+
+    def _canonical_severity(self, sev: dict[str, Any], ranked: list[dict[str, Any]]
+                            ) -> Severity:
+        """settings.severity_map (by name or id) first, then the default names, then rank."""
+        for key in (sev.get("id"), sev.get("name")):
+            if isinstance(key, str) and key in self.settings.severity_map:
+                return self.settings.severity_map[key]
+        name = sev.get("name")
+        if isinstance(name, str) and name in self.default_severity_map:
+            return self.default_severity_map[name]
+        ids = [r["id"] for r in ranked]
+        if sev.get("id") in ids:
+            return Severity(f"sev{min(5, ids.index(sev['id']) + 1)}")
+        rank = sev.get("rank")
+        if isinstance(rank, int):
+            position = sum(1 for r in ranked if r["rank"] > rank)
+            return Severity(f"sev{min(5, position + 1)}")
+        raise ValueError(f"unknown severity {name!r}")
+
+    async def _severity_id(self, target: Severity) -> str:
+        """The org severity for a canonical one: exact match, else the closest less severe,
+        else the least severe (sev4/sev5 land on Minor with the defaults)."""
+        ranked = await self.severities()
+        mapped = [(r["id"], self._canonical_severity(r, ranked)) for r in ranked]
+        exact = [i for i, s in mapped if s == target]
+        if exact:
+            return exact[0]
+        return min(mapped, key=lambda m: (abs(m[1].level - target.level), -m[1].level))[0]
+
+    # ------------------------------------------------------------------ parsing
+
+    def _incident(self, raw: Any, ranked: list[dict[str, Any]], acked: set[str]) -> Incident:
+        if not isinstance(raw, dict):
+            raise TypeError(f"incident is {type(raw).__name__}, not an object")
+        iid = raw.get("id")
+        if not isinstance(iid, str) or not iid:
+            raise ValueError("missing id")
+        name = raw.get("name")
+        if not isinstance(name, str):
+            raise ValueError("missing name")
+        status = raw.get("incident_status")
+        category = status.get("category") if isinstance(status, dict) else None
+        category = ALIASES.get(category, category) if isinstance(category, str) else None
+        if category in RESOLVED:
+            state = State.RESOLVED
+        elif category in OPEN:
+            live_ack = self.settings.ack_from_live and category == "live"
+            state = State.ACKNOWLEDGED if (iid in acked or live_ack) else State.TRIGGERED
+        else:
+            raise ValueError(f"unknown status category {category!r}")
+        sev = raw.get("severity")
+        severity = self._canonical_severity(sev, ranked) if isinstance(sev, dict) else None
+        keys: dict[str, str] = {}
+        if iid in self._dedup:
+            keys["dedup"] = self._dedup[iid]
+        summary = raw.get("summary")
+        found = MARKER.search(summary) if isinstance(summary, str) else None
+        if found:
+            keys["marker"] = found.group(1)
+        reference = raw.get("reference")
+        permalink = raw.get("permalink")
+        return Incident(
+            external_id=iid, state=state, title=name, severity=severity, keys=keys,
+            created_at=_time(raw.get("created_at")), updated_at=_time(raw.get("updated_at")),
+            url=permalink if isinstance(permalink, str) else None,
+            number=reference if isinstance(reference, str) else None,
+        )
+
+    async def _list(self, route: str, key: str, params: dict[str, Any]
+                    ) -> AsyncIterator[list[Any]]:
+        """Every page of a cursor-paged list: stop on no ``after`` or an empty page."""
+        endpoint = f"GET {route}"
+        after: str | None = None
+        for _ in range(MAX_PAGES):
+            query = dict(params)
+            if after:
+                query["after"] = after
+            data = await self.http.json("GET", route, params=query)
+            self._check_failure(data, endpoint)
+            items = require(data, key, list, endpoint=endpoint, account=self.account)
+            yield items
+            meta = data.get("pagination_meta")
+            nxt = meta.get("after") if isinstance(meta, dict) else None
+            if not items or not isinstance(nxt, str) or not nxt or nxt == after:
+                return
+            after = nxt
+        raise self._malformed(endpoint, f"more than {MAX_PAGES} pages")
+
+    async def _acked(self, incident_ids: Sequence[str]) -> tuple[set[str], dict[str, list[str]]]:
+        """Which incidents have an acked escalation, and each one's still-ackable escalations."""
+        acked: set[str] = set()
+        ackable: dict[str, list[str]] = {}
+        endpoint = "GET /v2/escalations"
+        for i in range(0, len(incident_ids), ESC_FILTER_IDS):
+            chunk = list(incident_ids[i:i + ESC_FILTER_IDS])
+            params = {"incident[one_of]": chunk, "page_size": 50}
+            async for items in self._list("/v2/escalations", "escalations", params):
+                for esc in items:
+                    if not isinstance(esc, dict) or not isinstance(esc.get("id"), str):
+                        metrics.MALFORMED.labels(self.account, endpoint).inc()
+                        continue
+                    related = [r.get("id") for r in esc.get("related_incidents") or []
+                               if isinstance(r, dict)]
+                    events = esc.get("events") if isinstance(esc.get("events"), list) else []
+                    was_acked = esc.get("status") == "acked" or any(
+                        isinstance(e, dict) and e.get("event") == "acked" for e in events)
+                    for rid in related:
+                        if rid not in chunk:
+                            continue
+                        if was_acked:
+                            acked.add(rid)
+                        if esc.get("status") in ESC_ACKABLE:
+                            ackable.setdefault(rid, []).append(esc["id"])
+        return acked, ackable
+
+    async def _dedup_keys(self, incident_ids: Sequence[str]) -> None:
+        """Alert dedup keys via GET /v2/incident_alerts; a found key never changes (cached)."""
+        endpoint = "GET /v2/incident_alerts"
+        for iid in incident_ids:
+            if iid in self._dedup:
+                continue
+            async for items in self._list("/v2/incident_alerts", "incident_alerts",
+                                          {"incident_id": iid, "page_size": 50}):
+                for row in items:
+                    alert = row.get("alert") if isinstance(row, dict) else None
+                    key = alert.get("deduplication_key") if isinstance(alert, dict) else None
+                    if isinstance(key, str) and key:
+                        self._dedup.setdefault(iid, key)
+                    else:
+                        metrics.MALFORMED.labels(self.account, endpoint).inc()
+                if iid in self._dedup:
+                    break
+
+    async def _build(self, raws: list[Any], endpoint: str) -> tuple[list[Incident], list[Skipped]]:
+        """Parse one page, enriching open incidents with ack state and dedup keys."""
+        ranked = await self.severities()
+        ids = [r["id"] for r in raws if isinstance(r, dict) and isinstance(r.get("id"), str)]
+        open_ids = []
+        for r in raws:
+            status = r.get("incident_status") if isinstance(r, dict) else None
+            cat = status.get("category") if isinstance(status, dict) else None
+            if isinstance(r, dict) and r.get("id") in ids and ALIASES.get(cat, cat) in OPEN:
+                open_ids.append(r["id"])
+        acked, _ = await self._acked(open_ids) if open_ids else (set(), {})
+        await self._dedup_keys(ids)
+        incidents, skipped = [], []
+        for raw in raws:
+            try:
+                incidents.append(self._incident(raw, ranked, acked))
+            except (ValueError, TypeError, KeyError) as exc:
+                rid = raw.get("id") if isinstance(raw, dict) else None
+                metrics.MALFORMED.labels(self.account, endpoint).inc()
+                skipped.append(Skipped(endpoint, str(exc), rid if isinstance(rid, str) else None))
+        return incidents, skipped
+
+    # ------------------------------------------------------------------ poll
+
+    async def poll(self, cursor: str | None, *, full: bool = False) -> AsyncIterator[Page]:
+        since: datetime | None = None
+        if cursor and not full:
+            try:
+                since = _time(json.loads(cursor)["since"])
+            except (ValueError, KeyError, TypeError):
+                since = None  # an unreadable cursor means a full read, never a crash
+        started = self._clock()
+        newest: datetime | None = None
+        pending: Page | None = None
+        endpoint = "GET /v2/incidents"
+        seen: set[str] = set()
+        if since is None:
+            params: dict[str, Any] = {"status_category[one_of]": list(OPEN),
+                                      "page_size": self.settings.page_size}
+        else:
+            params = {"updated_at[gte]": since.date().isoformat(),
+                      "page_size": self.settings.page_size}
+        async for items in self._list("/v2/incidents", "incidents", params):
+            if since is not None:
+                items = [r for r in items if not self._older(r, since)]
+            incidents, skipped = await self._build(items, endpoint)
+            for inc in incidents:
+                seen.add(inc.external_id)
+                if inc.updated_at and (newest is None or inc.updated_at > newest):
+                    newest = inc.updated_at
+            if pending is not None:
+                yield pending
+            pending = Page(incidents=incidents, skipped=skipped)
+        if since is not None:
+            # Acks live on escalations and need not bump the incident: a second feed.
+            extra: list[str] = []
+            esc_params = {"updated_at[gte]": since.date().isoformat(), "page_size": 50}
+            async for items in self._list("/v2/escalations", "escalations", esc_params):
+                for esc in items:
+                    if not isinstance(esc, dict):
+                        continue
+                    try:
+                        changed = _time(esc.get("updated_at"))
+                    except ValueError:
+                        metrics.MALFORMED.labels(self.account, "GET /v2/escalations").inc()
+                        continue
+                    if changed <= since:
+                        continue
+                    newest = changed if newest is None else max(newest, changed)
+                    for rel in esc.get("related_incidents") or []:
+                        rid = rel.get("id") if isinstance(rel, dict) else None
+                        if isinstance(rid, str) and rid not in seen and rid not in extra:
+                            extra.append(rid)
+            raws = []
+            for rid in extra:
+                try:
+                    data = await self.http.json("GET", "/v2/incidents/{id}", path={"id": rid})
+                except NotFound:
+                    continue
+                raws.append(data.get("incident") if isinstance(data, dict) else data)
+            if raws:
+                incidents, skipped = await self._build(raws, "GET /v2/incidents/{id}")
+                if pending is not None:
+                    yield pending
+                pending = Page(incidents=incidents, skipped=skipped)
+        edge = min(started, newest) if newest else started
+        next_since = edge - timedelta(seconds=self.settings.change_overlap)
+        if since is not None and next_since < since:
+            next_since = since
+        if pending is None:
+            pending = Page()
+        pending.cursor = json.dumps({"v": 1, "since": _stamp(next_since)})
+        yield pending
+
+    @staticmethod
+    def _older(raw: Any, since: datetime) -> bool:
+        try:
+            return _time(raw.get("updated_at")) <= since
+        except (ValueError, AttributeError):
+            return False  # keep it: _incident reports it as skipped
+
+    # ------------------------------------------------------------------ push
+
+    async def push(self, action: Action, pushes: Sequence[Push]) -> list[PushResult]:
+        if not pushes:
+            return []
+        if action not in self.batch_size:
+            raise PermanentError(f"incident.io cannot {action.value}", account=self.account)
+        size = self.batch_size[action]
+        results: list[PushResult] = []
+        for i in range(0, len(pushes), size):
+            batch = list(pushes[i:i + size])
+            if action is Action.ACKNOWLEDGE:
+                results.extend(await self._ack(batch))
+            else:
+                for p in batch:
+                    results.append(await self._edit(action, p))
+        return results
+
+    async def _show(self, iid: str) -> dict[str, Any]:
+        endpoint = "GET /v2/incidents/{id}"
+        data = await self.http.json("GET", "/v2/incidents/{id}", path={"id": iid})
+        self._check_failure(data, endpoint)
+        return require(data, "incident", dict, endpoint=endpoint, account=self.account)
+
+    async def _ack(self, batch: list[Push]) -> list[PushResult]:
+        ids = list(dict.fromkeys(p.external_id for p in batch))
+        acked, ackable = await self._acked(ids)
+        out = []
+        for p in batch:
+            eid = p.external_id
+            targets = ackable.get(eid, [])
+            if not targets:
+                if eid in acked:
+                    out.append(PushResult(eid, Outcome.ALREADY))
+                    continue
+                try:
+                    raw = await self._show(eid)
+                except NotFound as exc:
+                    out.append(PushResult(eid, Outcome.REFUSED, exc.message))
+                    continue
+                cat = (raw.get("incident_status") or {}).get("category")
+                if ALIASES.get(cat, cat) in RESOLVED:
+                    # Never move a resolved incident backwards with a late ack.
+                    out.append(PushResult(eid, Outcome.ALREADY, "incident already resolved"))
+                else:
+                    out.append(PushResult(eid, Outcome.REFUSED,
+                                          "no open escalation to acknowledge (capability gap)"))
+                continue
+            outcome, message = Outcome.DONE, ""
+            for esc_id in targets:
+                try:
+                    # Acking is set-to-value: a repeat is harmless, so retrying is safe.
+                    await self.http.request(
+                        "POST", "/v2/escalations/{escalation_id}/actions/respond",
+                        path={"escalation_id": esc_id}, json={"response": "ack"},
+                        idempotent=True)
+                except (PermanentError, NotFound) as exc:
+                    outcome, message = Outcome.REFUSED, exc.message
+            if outcome is Outcome.REFUSED and eid in acked:
+                outcome = Outcome.ALREADY
+            out.append(PushResult(eid, outcome, message))
+        return out
+
+    async def _resolve_target(self) -> str:
+        wanted = self.settings.resolve_status
+        for status in await self.statuses():
+            if status["category"] == wanted:
+                return status["id"]
+        raise PermanentError(f"no {wanted} status in this organisation", account=self.account,
+                             endpoint="GET /v1/incident_statuses")
+
+    async def _edit(self, action: Action, p: Push) -> PushResult:
+        endpoint = "POST /v2/incidents/{id}/actions/edit"
+        edit: dict[str, Any] = {}
+        if action is Action.RESOLVE:
+            edit["incident_status_id"] = await self._resolve_target()
+        else:
+            if p.severity is None:
+                return PushResult(p.external_id, Outcome.REFUSED,
+                                  "incident.io severity cannot be cleared through the API")
+            edit["severity_id"] = await self._severity_id(p.severity)
+        body = {"incident": edit, "notify_incident_channel": self.settings.notify_incident_channel}
+        try:
+            data = await self.http.json("POST", "/v2/incidents/{id}/actions/edit",
+                                        path={"id": p.external_id}, json=body, idempotent=True)
+        except NotFound as exc:
+            return PushResult(p.external_id, Outcome.REFUSED, exc.message)
+        except PermanentError as exc:
+            if action is Action.RESOLVE and exc.status == 422:
+                # e.g. closed -> learning is a reopen-like move: check whether it is resolved.
+                raw = await self._show(p.external_id)
+                cat = (raw.get("incident_status") or {}).get("category")
+                if ALIASES.get(cat, cat) in RESOLVED:
+                    return PushResult(p.external_id, Outcome.ALREADY,
+                                      incident=await self._one(raw, endpoint))
+            return PushResult(p.external_id, Outcome.REFUSED, exc.message)
+        self._check_failure(data, endpoint)
+        raw = require(data, "incident", dict, endpoint=endpoint, account=self.account)
+        return PushResult(p.external_id, Outcome.DONE, incident=await self._one(raw, endpoint))
+
+    async def _one(self, raw: dict[str, Any], endpoint: str) -> Incident:
+        incidents, skipped = await self._build([raw], endpoint)
+        if not incidents:
+            raise self._malformed(endpoint, skipped[0].reason if skipped else "bad incident")
+        return incidents[0]
+
+    # ------------------------------------------------------------------ create
+
+    async def create(self, new: NewIncident) -> Incident:
+        """POST /v2/incidents with an idempotency key from the marker (a repeat returns the
+        first incident), the marker in the summary, and an attachment to find it by."""
+        endpoint = "POST /v2/incidents"
+        payload: dict[str, Any] = {
+            "idempotency_key": f"syncd-{new.marker}",
+            "visibility": self.settings.visibility,
+            "mode": "standard",
+            "name": new.title,
+            "summary": f"{new.details}\n\n[syncd:{new.marker}]".strip(),
+            "severity_id": await self._severity_id(new.severity or Severity.SEV5),
+        }
+        data = await self.http.json("POST", "/v2/incidents", json=payload, idempotent=True)
+        self._check_failure(data, endpoint)
+        raw = require(data, "incident", dict, endpoint=endpoint, account=self.account)
+        created = await self._one(raw, endpoint)
+        if await self._attachment(new.marker) is None:
+            await self.http.json("POST", "/v1/incident_attachments", json={
+                "incident_id": created.external_id,
+                "resource": {"resource_type": "arbitrary_url",
+                             "url": MARKER_URL.format(marker=new.marker),
+                             "title": "Mirrored by syncd"}})
+        if new.state is State.RESOLVED:
+            result = await self.push(Action.RESOLVE, [Push(created.external_id, Action.RESOLVE,
+                                                           new.marker)])
+            if result and result[0].incident is not None:
+                created = result[0].incident
+        return created
+
+    async def _attachment(self, marker: str) -> str | None:
+        endpoint = "GET /v1/incident_attachments"
+        data = await self.http.json("GET", "/v1/incident_attachments", params={
+            "resource_type": "arbitrary_url", "external_id": MARKER_URL.format(marker=marker)})
+        self._check_failure(data, endpoint)
+        rows = require(data, "incident_attachments", list, endpoint=endpoint,
+                       account=self.account)
+        for row in rows:
+            if isinstance(row, dict) and isinstance(row.get("incident_id"), str):
+                return row["incident_id"]
+        return None
+
+    async def find_created(self, marker: str) -> Incident | None:
+        iid = await self._attachment(marker)
+        if iid is None:
+            return None
+        try:
+            raw = await self._show(iid)
+        except NotFound:
+            return None
+        return await self._one(raw, "GET /v2/incidents/{id}")
+
+    # ------------------------------------------------------------------ on-call
+
+    async def oncall(self, since: datetime, until: datetime) -> list[OnCall]:
+        """Final schedule entries per schedule (level 1: a schedule has no levels)."""
+        out: list[OnCall] = []
+        async for items in self._list("/v2/schedules", "schedules", {"page_size": 100}):
+            for sched in items:
+                if not isinstance(sched, dict) or not isinstance(sched.get("id"), str):
+                    metrics.MALFORMED.labels(self.account, "GET /v2/schedules").inc()
+                    continue
+                name = sched.get("name") if isinstance(sched.get("name"), str) else None
+                out.extend(await self._entries(sched["id"], name, since, until))
+        return out
+
+    async def _entries(self, sid: str, name: str | None, since: datetime, until: datetime
+                       ) -> list[OnCall]:
+        endpoint = "GET /v2/schedule_entries"
+        out: list[OnCall] = []
+        start = since
+        for _ in range(MAX_PAGES):
+            data = await self.http.json("GET", "/v2/schedule_entries", params={
+                "schedule_id": sid, "entry_window_start": _stamp(start),
+                "entry_window_end": _stamp(until)})
+            self._check_failure(data, endpoint)
+            entries = require(data, "schedule_entries", dict, endpoint=endpoint,
+                              account=self.account)
+            final = require(entries, "final", list, endpoint=endpoint, account=self.account)
+            for entry in final:
+                try:
+                    user = entry["user"]
+                    uid = user["id"]
+                    a, b = _time(entry["start_at"]), _time(entry["end_at"])
+                except (KeyError, TypeError, ValueError):
+                    metrics.MALFORMED.labels(self.account, endpoint).inc()
+                    continue
+                email = user.get("email") if isinstance(user.get("email"), str) else None
+                if email is None:
+                    email = await self._email(uid)
+                if out and out[-1].user_id == uid and out[-1].end == a:
+                    a = out.pop().start or a
+                out.append(OnCall(sid, 1, uid, email, max(a, since), min(b, until),
+                                  schedule_name=name))
+            meta = data.get("pagination_meta")
+            after = meta.get("after") if isinstance(meta, dict) else None
+            if not isinstance(after, str) or not after:
+                return out
+            nxt = _time(after)
+            if nxt <= start:
+                return out
+            start = nxt
+        raise self._malformed(endpoint, f"more than {MAX_PAGES} pages")
+
+    async def _email(self, uid: str) -> str | None:
+        if uid not in self._emails:
+            try:
+                data = await self.http.json("GET", "/v2/users/{id}", path={"id": uid})
+            except NotFound:
+                return None
+            user = data.get("user") if isinstance(data, dict) else None
+            email = user.get("email") if isinstance(user, dict) else None
+            if not isinstance(email, str):
+                return None
+            self._emails[uid] = email
+        return self._emails[uid]
+
+    async def create_override(self, schedule_id: str, user_email: str, start: datetime,
+                              end: datetime) -> str:
+        """POST /v2/schedule_overrides on the schedule's first rotation and layer."""
+        endpoint = "POST /v2/schedule_overrides"
+        data = await self.http.json("GET", "/v2/schedules/{id}", path={"id": schedule_id})
+        sched = require(data, "schedule", dict, endpoint="GET /v2/schedules/{id}",
+                        account=self.account)
+        try:
+            rotation = sched["config"]["rotations"][0]
+            rotation_id, layer_id = rotation["id"], rotation["layers"][0]["id"]
+        except (KeyError, IndexError, TypeError):
+            raise PermanentError("schedule has no rotation/layer to override",
+                                 account=self.account, endpoint=endpoint) from None
+        # Not idempotent: a blind retry could stack overrides (the layer carve would absorb
+        # an identical one, but we do not rely on it).
+        data = await self.http.json("POST", "/v2/schedule_overrides", json={
+            "schedule_id": schedule_id, "rotation_id": rotation_id, "layer_id": layer_id,
+            "start_at": _stamp(start), "end_at": _stamp(end), "user": {"email": user_email}})
+        override = data.get("override") if isinstance(data, dict) else None
+        oid = override.get("id") if isinstance(override, dict) else None
+        if not isinstance(oid, str) or not oid:
+            raise self._malformed(endpoint, "answer carries no override id")
+        return oid

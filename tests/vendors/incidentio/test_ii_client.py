@@ -1,0 +1,335 @@
+"""The incident.io client against the simulator: real HTTP semantics through the ASGI transport."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from conftest import make_client, settings
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from syncd.model import NewIncident, Severity, State
+from syncd.ratelimit import Budget
+from syncd.simulators.incidentio import IncidentIOSimulator
+from syncd.vendors.base import (
+    Action,
+    AuthError,
+    MalformedResponse,
+    Outcome,
+    Push,
+    RateLimited,
+    TransientError,
+)
+from syncd.vendors.incidentio import IncidentIOClient
+
+
+async def drain(client: IncidentIOClient, cursor: str | None = None, *, full: bool = False
+                ) -> tuple[dict[str, Any], str | None, list]:
+    found, last, skipped = {}, None, []
+    async for page in client.poll(cursor, full=full):
+        for inc in page.incidents:
+            found[inc.external_id] = inc
+        skipped += page.skipped
+        last = page.cursor or last
+    return found, last, skipped
+
+
+def push(eid: str, action: Action, severity: Severity | None = None) -> Push:
+    return Push(eid, action, f"k-{eid}-{action.value}", severity)
+
+
+async def test_full_poll_reads_open_incidents_with_state_and_dedup(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    sim.alert(dedup="disk", title="Disk full", severity="sev1")
+    sim.alert(dedup="cpu", title="CPU", severity="sev3")
+    old = sim.seed_incidents(1)[0]
+    sim.incidents[old].created = sim.incidents[old].updated = sim.clock.now() - timedelta(
+        days=300)
+    sim.seed_incidents(2, state="resolved")
+    disk = next(i for i in sim.canonical_incidents() if i["dedup"] == "disk")["id"]
+    sim.act(disk, "acknowledge")
+    found, cursor, skipped = await drain(client)
+    assert cursor and not skipped
+    assert set(found) == {i["id"] for i in sim.canonical_incidents()
+                          if i["state"] != "resolved"}
+    assert old in found  # an old open incident is never missed
+    assert found[disk].state is State.ACKNOWLEDGED and found[disk].severity is Severity.SEV1
+    assert found[disk].keys["dedup"] == "disk"
+    cpu = next(i for i in found.values() if i.keys.get("dedup") == "cpu")
+    assert cpu.state is State.TRIGGERED and cpu.severity is Severity.SEV3
+    assert cpu.number and cpu.number.startswith("INC-") and cpu.url
+
+
+async def test_change_feed_sees_resolves_and_acks_on_escalations(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    sim.alert(dedup="a", title="A")
+    sim.alert(dedup="b", title="B")
+    _, cursor, _ = await drain(client)
+    ids = {i["dedup"]: i["id"] for i in sim.canonical_incidents()}
+    sim.clock.advance(5)
+    sim.act(ids["a"], "resolve")
+    # An ack that does not bump the incident (the notes' unverified case) is still seen.
+    esc = sim.escalations[sim.incidents[ids["b"]].escalation_ids[0]]
+    before = sim.incidents[ids["b"]].updated
+    sim._ack(esc, None)
+    sim.incidents[ids["b"]].updated = before
+    sim.calls.clear()
+    found, cursor2, _ = await drain(client, cursor)
+    assert found[ids["a"]].state is State.RESOLVED
+    assert found[ids["b"]].state is State.ACKNOWLEDGED
+    assert sim.call_count(route="/v2/incidents", method="GET") == 1
+    sim.calls.clear()
+    sim.clock.advance(5)
+    found, _, _ = await drain(client, cursor2)
+    assert found == {}  # nothing changed: no incident reported again
+    assert sim.call_count(route="/v2/incident_alerts") == 0  # dedup keys are cached
+
+
+async def test_push_ack_resolve_severity(sim: IncidentIOSimulator,
+                                         client: IncidentIOClient) -> None:
+    for k in ("a", "b", "c"):
+        sim.alert(dedup=k, title=k)
+    ids = [i["id"] for i in sim.canonical_incidents()]
+    sim.calls.clear()
+    res = await client.push(Action.ACKNOWLEDGE, [push(i, Action.ACKNOWLEDGE) for i in ids])
+    assert [r.outcome for r in res] == [Outcome.DONE] * 3
+    assert sim.call_count(route="/v2/escalations", method="GET") == 1  # one lookup per batch
+    assert sim.call_count(route="/v2/escalations/{escalation_id}/actions/respond") == 3
+    assert {i["state"] for i in sim.canonical_incidents()} == {"acknowledged"}
+    again = await client.push(Action.ACKNOWLEDGE, [push(ids[0], Action.ACKNOWLEDGE)])
+    assert again[0].outcome is Outcome.ALREADY
+    res = await client.push(Action.SET_SEVERITY, [push(ids[0], Action.SET_SEVERITY,
+                                                       Severity.SEV1)])
+    assert res[0].outcome is Outcome.DONE and res[0].incident.severity is Severity.SEV1
+    res = await client.push(Action.SET_SEVERITY, [push(ids[1], Action.SET_SEVERITY,
+                                                       Severity.SEV5)])
+    assert res[0].incident.severity is Severity.SEV3  # sev4/sev5 write the least severe
+    res = await client.push(Action.RESOLVE, [push(ids[0], Action.RESOLVE)])
+    assert res[0].outcome is Outcome.DONE and res[0].incident.state is State.RESOLVED
+    assert sim.incidents[ids[0]].status_id == sim.first_status("closed").id
+
+
+async def test_refusals_and_no_backwards_moves(sim: IncidentIOSimulator) -> None:
+    learning = make_client(sim, resolve_status="learning")
+    try:
+        sim.seed_incidents(1)  # declared incident: no escalation to ack
+        sim.alert(dedup="x", title="x")
+        plain, paged = [i["id"] for i in sim.canonical_incidents()]
+        res = await learning.push(Action.ACKNOWLEDGE, [push(plain, Action.ACKNOWLEDGE)])
+        assert res[0].outcome is Outcome.REFUSED and "escalation" in res[0].message
+        sim.act(paged, "resolve")  # closed
+        res = await learning.push(Action.ACKNOWLEDGE, [push(paged, Action.ACKNOWLEDGE)])
+        assert res[0].outcome is Outcome.ALREADY  # a late ack never reopens
+        res = await learning.push(Action.RESOLVE, [push(paged, Action.RESOLVE)])
+        assert res[0].outcome is Outcome.ALREADY  # closed -> learning refused, still resolved
+        assert sim.canonical_incidents()[1]["state"] == "resolved"
+        res = await learning.push(Action.RESOLVE, [push("01HNOPE0000000000000000000",
+                                                        Action.RESOLVE)])
+        assert res[0].outcome is Outcome.REFUSED
+        with pytest.raises(Exception, match="cannot"):
+            await learning.push(Action.REOPEN, [push(plain, Action.REOPEN)])
+    finally:
+        await learning.aclose()
+
+
+async def test_create_is_idempotent_and_found_after_a_crash(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    new = NewIncident(marker="grp:pd:P123", title="Mirrored", severity=Severity.SEV2,
+                      details="from PagerDuty")
+    assert await client.find_created(new.marker) is None
+    first = await client.create(new)
+    assert first.severity is Severity.SEV2 and first.keys["marker"] == new.marker
+    # A crash after the vendor acted but before we stored the answer: a new process.
+    fresh = make_client(sim)
+    try:
+        found = await fresh.find_created(new.marker)
+        assert found is not None and found.external_id == first.external_id
+        again = await fresh.create(new)
+        assert again.external_id == first.external_id
+    finally:
+        await fresh.aclose()
+    assert len(sim.incidents) == 1 and len(sim.attachments) == 1
+    resolved = await client.create(NewIncident(marker="m2", title="t", state=State.RESOLVED))
+    assert resolved.state is State.RESOLVED
+
+
+async def test_oncall_and_override(sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    now = sim.clock.now().replace(microsecond=0)
+    until = now + timedelta(days=9)  # longer than one entries page
+    entries = await client.oncall(now, until)
+    primary = next(iter(sim.schedules.values()))
+    mine = [e for e in entries if e.schedule_id == primary.id]
+    assert mine[0].start == now and mine[-1].end == until
+    assert all(e.user_email and e.level == 1 for e in mine)
+    assert len(mine) >= 9  # daily handovers across both pages
+    oid = await client.create_override(primary.id, "erin@example.com", now,
+                                       now + timedelta(hours=2))
+    assert oid in sim.overrides
+    entries = await client.oncall(now, now + timedelta(hours=1))
+    first = next(e for e in entries if e.schedule_id == primary.id)
+    assert first.user_email == "erin@example.com"
+
+
+class NoWaitBudget(Budget):
+    """Records pauses instead of sleeping them in real time (the client waits in sim time)."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.paused: list[float] = []
+
+    def pause(self, endpoint: str, seconds: float) -> None:
+        self.paused.append(seconds)
+
+
+async def test_rate_limited_answers_are_waited_out(sim: IncidentIOSimulator) -> None:
+    sim.rate_scale = 1 / 1200  # the documented bucket shrunk to 1 token refilling 1/min
+
+    async def sim_sleep(seconds: float) -> None:
+        sim.clock.advance(seconds)
+
+    budget = NoWaitBudget(IncidentIOClient.limits)
+    c = IncidentIOClient("ii", settings(), transport=sim.transport(), budget=budget,
+                         sleep=sim_sleep, backoff_base=0.001, clock=sim.clock.now)
+    try:
+        await c.statuses()
+        assert len(await c.severities()) == 3  # 429, wait Retry-After, retried
+    finally:
+        await c.aclose()
+    assert budget.paused and budget.paused[0] >= 59
+    assert sim.call_count(route="/v1/severities", status=429) == 1
+    assert sim.call_count(route="/v1/severities", status=200) == 1
+
+
+async def test_rate_limit_surfaces_when_retries_run_out(sim: IncidentIOSimulator) -> None:
+    sim.faults.rate_limit_rate = 1.0
+    c = make_client(sim, max_retries=0)
+    try:
+        with pytest.raises(RateLimited) as info:
+            await c.severities()
+    finally:
+        await c.aclose()
+    assert info.value.retry_after == pytest.approx(5.0)
+    assert info.value.endpoint == "GET /v1/severities"
+
+
+async def test_faults_transient_and_auth(sim: IncidentIOSimulator,
+                                         client: IncidentIOClient) -> None:
+    sim.faults.error_rate = 1.0
+    with pytest.raises(TransientError):
+        await client.severities()
+    sim.faults.error_rate = 0.0
+    sim.faults.drop_rate = 1.0
+    with pytest.raises(TransientError):
+        await client.statuses()
+    sim.faults.drop_rate = 0.0
+    bad = make_client(sim, api_key="wrong")
+    try:
+        with pytest.raises(AuthError) as info:
+            await bad.severities()
+        assert "wrong" not in str(info.value)
+    finally:
+        await bad.aclose()
+
+
+# --------------------------------------------------------------------------- malformed answers
+
+
+class Corrupt:
+    """An ASGI wrapper that rewrites one route's response body: a test double for the network."""
+
+    def __init__(self, app: ASGIApp, path: str, rewrite: Callable[[bytes], bytes],
+                 content_type: bytes = b"application/json", status: int | None = None) -> None:
+        self.app, self.path, self.rewrite = app, path, rewrite
+        self.content_type, self.status = content_type, status
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            else:
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        body = self.rewrite(b"".join(chunks))
+        headers = [(k, v) for k, v in start["headers"]
+                   if k not in (b"content-length", b"content-type")]
+        headers += [(b"content-type", self.content_type),
+                    (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": self.status or start["status"],
+                    "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def edit_incidents(change: Callable[[list[dict]], None]) -> Callable[[bytes], bytes]:
+    def rewrite(raw: bytes) -> bytes:
+        data = json.loads(raw)
+        change(data["incidents"])
+        return json.dumps(data).encode()
+    return rewrite
+
+
+def corrupt_client(sim: IncidentIOSimulator, path: str, rewrite: Callable[[bytes], bytes],
+                   **kw: Any) -> IncidentIOClient:
+    return make_client(sim, httpx.ASGITransport(app=Corrupt(sim.app, path, rewrite, **kw)))
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda rows: rows[0].pop("incident_status"), "category"),
+    (lambda rows: rows[0].update(name=None), "name"),
+    (lambda rows: rows[0]["incident_status"].update(category="exploded"), "exploded"),
+    (lambda rows: rows[0].update(updated_at=None), "timestamp"),
+    (lambda rows: rows[0].update(id=None), "id"),
+])
+async def test_bad_records_are_skipped_not_fatal(sim: IncidentIOSimulator, change: Any,
+                                                 reason: str) -> None:
+    sim.seed_incidents(3)
+    c = corrupt_client(sim, "/v2/incidents", edit_incidents(change))
+    try:
+        found, cursor, skipped = await drain(c)
+    finally:
+        await c.aclose()
+    assert len(found) == 2 and cursor
+    assert len(skipped) == 1 and reason in skipped[0].reason
+
+
+@pytest.mark.parametrize("rewrite, kw, match", [
+    (lambda raw: b"<html><body>502 Bad Gateway</body></html>",
+     {"content_type": b"text/html"}, "HTML"),
+    (lambda raw: raw[: len(raw) // 2], {}, "invalid JSON"),
+    (lambda raw: b'{"pagination_meta": {"page_size": 25}}', {}, "incidents"),
+    (lambda raw: b'{"incidents": null}', {}, "incidents"),
+    (lambda raw: json.dumps({"type": "api_error", "status": 500, "request_id": "r",
+                             "errors": [{"code": "x", "message": "boom"}]}).encode(), {},
+     "carrying an error"),
+])
+async def test_unusable_responses_raise_malformed(sim: IncidentIOSimulator, rewrite: Any,
+                                                  kw: dict, match: str) -> None:
+    sim.seed_incidents(1)
+    c = corrupt_client(sim, "/v2/incidents", rewrite, **kw)
+    try:
+        with pytest.raises(MalformedResponse, match=match) as info:
+            await drain(c)
+    finally:
+        await c.aclose()
+    assert info.value.endpoint == "GET /v2/incidents"
+
+
+async def test_unknown_severity_name_maps_by_rank(sim: IncidentIOSimulator) -> None:
+    sim.severities[2].name = "SEV0 - Everything is on fire"
+    sim.alert(dedup="x", title="x", severity="sev1")
+    c = make_client(sim)
+    try:
+        found, _, _ = await drain(c)
+    finally:
+        await c.aclose()
+    assert next(iter(found.values())).severity is Severity.SEV1
