@@ -66,7 +66,7 @@ def build(workdir: Path) -> tuple[config_mod.Config, dict[str, Running]]:
     running: dict[str, Running] = {}
     replacements: dict[str, str] = {}
     for account, settings in base.accounts.items():
-        if settings.vendor not in simulators.available():
+        if settings.vendor not in set(simulators.available()) & set(vendors.available()):
             continue
         sim = simulators.load(settings.vendor)()
         running[account] = start_in_thread(sim)

@@ -16,6 +16,18 @@ VENDORS = {
 }
 
 
+def available() -> list[str]:
+    """Vendors whose client module is present in this build."""
+    names = []
+    for name, target in VENDORS.items():
+        try:
+            import_module(target.split(":")[0])
+        except ModuleNotFoundError:
+            continue
+        names.append(name)
+    return names
+
+
 def load(vendor: str) -> type[VendorClient]:
     """The client class for ``vendor``; ValueError naming the choices when unknown."""
     try:

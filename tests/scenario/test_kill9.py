@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from world import account_table, render
+from world import LANDED, account_table, render
 
 from syncd import simulators
 from syncd.model import State
@@ -22,7 +22,7 @@ from syncd.simulators.server import Running, start_in_thread
 pytestmark = pytest.mark.slow
 
 VENDORS = {"vo": "victorops", "sp": "spike"}
-if "pagerduty" in simulators.available():
+if "pagerduty" in LANDED:
     VENDORS["pd"] = "pagerduty"
 KEYS = [f"k9-{i}" for i in range(40)]
 

@@ -11,14 +11,13 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from world import World
+from world import LANDED, World
 
-from syncd import simulators
 from syncd.model import State
 
 VENDORS = {"vo": "victorops", "sp": "spike"}
 for _extra, _vendor in (("pd", "pagerduty"), ("ii", "incidentio")):
-    if _vendor in simulators.available():
+    if _vendor in LANDED:
         VENDORS[_extra] = _vendor
 KEYS = ["m-a", "m-b", "m-c"]
 ACTIONS = ["acknowledge", "resolve"]

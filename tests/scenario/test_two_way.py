@@ -6,14 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from world import World
-
-from syncd import simulators
+from world import LANDED, World
 
 PAIRS = [("victorops", "spike")]
-if "pagerduty" in simulators.available():
+if "pagerduty" in LANDED:
     PAIRS.insert(0, ("pagerduty", "victorops"))
-if "incidentio" in simulators.available():
+if "incidentio" in LANDED:
     PAIRS.append(("incidentio", "spike"))
 
 

@@ -15,12 +15,14 @@ from typing import Any
 import anyio
 
 from syncd import config as config_mod
-from syncd import simulators
+from syncd import simulators, vendors
 from syncd.engine import CycleResult, Engine
 from syncd.ledger import Ledger, utcnow
 from syncd.simulators.base import Simulator
 
 SIM_URL = "http://{vendor}.sim.test"
+LANDED = sorted(set(simulators.available()) & set(vendors.available()))
+"""Vendors with both a simulator and a client in this build."""
 
 
 def account_table(vendor: str, desc: dict[str, Any]) -> dict[str, Any]:
@@ -124,12 +126,14 @@ class World:
         return result
 
     async def settle(self, max_cycles: int = 10, max_wait: float = 60.0) -> int:
-        """Cycle until nothing is pending; waits (really) for actions backing off, up to
-        ``max_wait`` seconds in all. Returns the cycles it took."""
+        """Cycle until quiet: a cycle whose polls all succeeded and saw no change, with nothing
+        pending after it. Waits (really) for actions backing off, up to ``max_wait`` seconds in
+        all. Returns the cycles it took."""
         waited = 0.0
         for n in range(1, max_cycles + 1):
-            await self.engine.cycle()
-            if not self.ledger.call(lambda tx: tx.outbox_depth()).get("pending"):
+            result = await self.engine.cycle()
+            quiet = all(p.ok and not p.changed for p in result.polls)
+            if quiet and not self.ledger.call(lambda tx: tx.outbox_depth()).get("pending"):
                 return n
             due = min((d for d in (self.ledger.call(lambda tx, a=a: tx.next_due_at(a))
                                    for a in self.sims) if d is not None), default=None)
