@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
+from ii_helpers import HEADERS, make_client
 
-from syncd.simulators.incidentio import DEFAULT_API_KEY, IncidentIOSimulator
-from syncd.vendors.incidentio import IncidentIOClient, IncidentIOSettings
-
-HEADERS = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
+from syncd.simulators.incidentio import IncidentIOSimulator
+from syncd.vendors.incidentio import IncidentIOClient
 
 
 @pytest.fixture
@@ -23,29 +21,6 @@ def sim() -> IncidentIOSimulator:
 async def http(sim: IncidentIOSimulator) -> AsyncIterator[httpx.AsyncClient]:
     async with sim.client(headers=HEADERS) as client:
         yield client
-
-
-def settings(**over: Any) -> IncidentIOSettings:
-    values: dict[str, Any] = {
-        "vendor": "incidentio",
-        "base_url": "http://sim.test",
-        "api_key": DEFAULT_API_KEY,
-        "budget_fraction": 1.0,
-        "max_retries": 3,
-        "change_overlap": 0,
-    }
-    values.update(over)
-    return IncidentIOSettings.model_validate(values)
-
-
-async def _no_sleep(_seconds: float) -> None:
-    return None
-
-
-def make_client(sim: IncidentIOSimulator, transport: httpx.AsyncBaseTransport | None = None,
-                **over: Any) -> IncidentIOClient:
-    return IncidentIOClient("ii-test", settings(**over), transport=transport or sim.transport(),
-                            backoff_base=0.001, sleep=_no_sleep, clock=sim.clock.now)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import make_client, settings
+from ii_helpers import make_client, settings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from syncd.model import NewIncident, Severity, State
