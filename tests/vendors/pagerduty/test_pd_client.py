@@ -1,0 +1,456 @@
+"""PagerDutyClient against the simulator over real HTTP semantics (ASGI transport, no mocks)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+
+from syncd.model import NewIncident, Severity, State
+from syncd.ratelimit import Budget
+from syncd.simulators.pagerduty import (
+    ROUTING_KEY,
+    SCHED_PRIMARY,
+    PagerDutySimulator,
+)
+from syncd.vendors.base import (
+    Action,
+    AuthError,
+    MalformedResponse,
+    Outcome,
+    Page,
+    PermanentError,
+    Push,
+    TransientError,
+)
+from syncd.vendors.pagerduty import PagerDutyClient, PagerDutySettings
+
+
+def settings_for(sim: PagerDutySimulator, **extra: Any) -> PagerDutySettings:
+    creds = sim.describe("http://pd.test")["credentials"]
+    return PagerDutySettings.model_validate({
+        "vendor": "pagerduty", "base_url": "http://pd.test", "token": creds["token"],
+        "from_email": creds["from_email"], "service_id": creds["service_id"],
+        "budget_fraction": 1.0, "max_retries": 2, **extra})
+
+
+def make_client(sim: PagerDutySimulator, app: Any = None, **extra: Any) -> PagerDutyClient:
+    async def sleep(seconds: float) -> None:
+        sim.clock.advance(seconds)  # retries wait on the simulator's clock, not real time
+
+    transport = httpx.ASGITransport(app=app or sim.app)
+    # The budget runs on the simulator's clock too, so a 429 pause ends when the sim says so.
+    budget = Budget(PagerDutyClient.limits, 1.0, clock=sim.clock.monotonic)
+    return PagerDutyClient("pd", settings_for(sim, **extra), transport=transport,
+                           budget=budget, backoff_base=0.001, sleep=sleep)
+
+
+@pytest.fixture
+async def client(sim: PagerDutySimulator) -> AsyncIterator[PagerDutyClient]:
+    c = make_client(sim)
+    yield c
+    await c.aclose()
+
+
+async def collect(client: PagerDutyClient, cursor: str | None, full: bool = False
+                  ) -> tuple[list[Page], str]:
+    pages = [p async for p in client.poll(cursor, full=full)]
+    cursors = [p.cursor for p in pages if p.cursor]
+    assert cursors and pages[-1].cursor == cursors[-1]
+    return pages, cursors[-1]
+
+
+def fire(sim: PagerDutySimulator, dedup: str, severity: str | None = None) -> str:
+    return sim.alert(dedup=dedup, title=f"alert {dedup}", severity=severity)["incident_id"]
+
+
+# ---------------------------------------------------------------- polling
+
+
+async def test_full_poll_reads_every_open_incident_including_old_ones(
+        client: PagerDutyClient, sim: PagerDutySimulator) -> None:
+    old = sim.seed_incidents(300)
+    for n, iid in enumerate(old[:150]):  # half of them opened 45 days ago or earlier
+        sim.incidents[iid].created_at -= timedelta(days=45 + n)
+    sim.act(old[0], "resolve")
+    pages, cursor = await collect(client, None)
+    seen = {i.external_id for p in pages for i in p.incidents}
+    assert len(seen) == len(old) - 1 and old[0] not in seen and old[1] in seen
+    first = next(i for p in pages for i in p.incidents if i.external_id == old[1])
+    assert first.state == State.TRIGGERED and first.severity == Severity.SEV2
+    assert first.keys["dedup"] == "seed-2-1" and first.number == "2"
+    assert first.created_at is not None and first.created_at.tzinfo is not None
+    assert json.loads(cursor)["seen"] == []
+
+
+async def test_full_poll_splits_windows_past_the_offset_cap(
+        client: PagerDutyClient, sim: PagerDutySimulator) -> None:
+    ids = sim.seed_incidents(12_000)
+    pages, _ = await collect(client, None)
+    seen = [i.external_id for p in pages for i in p.incidents]
+    assert set(seen) == set(ids)
+    assert sim.call_count(route="/incidents", status=400) == 0
+
+
+async def test_feed_returns_changed_incidents_from_log_entries(
+        client: PagerDutyClient, sim: PagerDutySimulator) -> None:
+    a, b = fire(sim, "feed-a"), fire(sim, "feed-b")
+    _, cursor = await collect(client, None)
+    sim.calls.clear()
+    sim.act(a, "acknowledge", user="carol@example.com")
+    pages, cursor = await collect(client, cursor)
+    changed = {i.external_id: i for p in pages for i in p.incidents}
+    assert changed[a].state == State.ACKNOWLEDGED
+    assert sim.call_count(route="/incidents") == 0  # the feed alone, no incident list reads
+    # The overlap re-reads entries already seen: they are not reported again.
+    pages, cursor = await collect(client, cursor)
+    assert [i for p in pages for i in p.incidents] == []
+    sim.clock.advance(600)  # beyond the overlap, inside the 30 min ack timeout
+    sim.act(b, "resolve")
+    pages, cursor = await collect(client, cursor)
+    assert [(i.external_id, i.state) for p in pages for i in p.incidents] == [
+        (b, State.RESOLVED)]
+
+
+async def test_feed_sees_timer_changes(client: PagerDutyClient, sim: PagerDutySimulator) -> None:
+    a = fire(sim, "timeout-1")
+    sim.act(a, "acknowledge")
+    _, cursor = await collect(client, None)
+    sim.clock.advance(1801)
+    sim.tick()
+    pages, _ = await collect(client, cursor)
+    assert [i.state for p in pages for i in p.incidents] == [State.TRIGGERED]
+
+
+async def test_bad_cursor_means_full_resync(client: PagerDutyClient,
+                                            sim: PagerDutySimulator) -> None:
+    fire(sim, "cursor-1")
+    pages, _ = await collect(client, "not json")
+    assert len([i for p in pages for i in p.incidents]) == 1
+
+
+# ---------------------------------------------------------------- writes
+
+
+async def test_push_batches_of_250_with_from(client: PagerDutyClient,
+                                             sim: PagerDutySimulator) -> None:
+    ids = sim.seed_incidents(300)
+    sim.calls.clear()
+    results = await client.push(Action.ACKNOWLEDGE,
+                                [Push(i, Action.ACKNOWLEDGE, f"k{i}") for i in ids])
+    assert [r.outcome for r in results] == [Outcome.DONE] * 300
+    assert results[0].incident is not None and results[0].incident.state == State.ACKNOWLEDGED
+    assert sim.call_count(method="PUT", route="/incidents") == 2
+    assert {c["state"] for c in sim.canonical_incidents()} == {"acknowledged"}
+    again = await client.push(Action.ACKNOWLEDGE, [Push(ids[0], Action.ACKNOWLEDGE, "k")])
+    assert again[0].outcome == Outcome.ALREADY
+    assert sim.call_count(method="PUT") == 2
+
+
+async def test_late_ack_never_reopens_a_resolved_incident(client: PagerDutyClient,
+                                                          sim: PagerDutySimulator) -> None:
+    a, b = fire(sim, "late-a"), fire(sim, "late-b")
+    sim.act(a, "resolve")
+    results = await client.push(Action.ACKNOWLEDGE, [Push(a, Action.ACKNOWLEDGE, "1"),
+                                                     Push(b, Action.ACKNOWLEDGE, "2")])
+    assert [r.outcome for r in results] == [Outcome.ALREADY, Outcome.DONE]
+    assert results[0].incident is None or results[0].incident.state == State.RESOLVED
+    states = {c["id"]: c["state"] for c in sim.canonical_incidents()}
+    assert states == {a: "resolved", b: "acknowledged"}
+
+
+async def test_resolve_reopen_and_unknown_ids(client: PagerDutyClient,
+                                              sim: PagerDutySimulator) -> None:
+    a = fire(sim, "res-a")
+    results = await client.push(Action.RESOLVE, [Push(a, Action.RESOLVE, "1"),
+                                                 Push("QNOPE", Action.RESOLVE, "2")])
+    assert [r.outcome for r in results] == [Outcome.DONE, Outcome.REFUSED]
+    again = await client.push(Action.RESOLVE, [Push(a, Action.RESOLVE, "1")])
+    assert again[0].outcome == Outcome.ALREADY
+    reopened = await client.push(Action.REOPEN, [Push(a, Action.REOPEN, "3")])
+    assert reopened[0].outcome == Outcome.DONE
+    assert reopened[0].incident is not None and reopened[0].incident.state == State.TRIGGERED
+    with pytest.raises(PermanentError):
+        await client.push(Action.UNACKNOWLEDGE, [Push(a, Action.UNACKNOWLEDGE, "4")])
+
+
+async def test_whole_batch_refusal_is_split_to_find_the_refused_record(
+        sim: PagerDutySimulator) -> None:
+    a, b = fire(sim, "race-a"), fire(sim, "race-b")
+
+    async def racing(scope: Any, receive: Any, send: Any) -> None:
+        # Someone resolves `a` in the UI between syncd's status read and its bulk PUT.
+        if scope["method"] == "PUT" and scope["path"] == "/incidents" \
+                and sim.incidents[a].status != "resolved":
+            sim.act(a, "resolve")
+        await sim.app(scope, receive, send)
+
+    client = make_client(sim, racing)
+    results = await client.push(Action.RESOLVE, [Push(a, Action.RESOLVE, "1"),
+                                                 Push(b, Action.RESOLVE, "2")])
+    await client.aclose()
+    assert [r.outcome for r in results] == [Outcome.ALREADY, Outcome.DONE]
+    assert sim.call_count(method="PUT", route="/incidents", status=400) == 1
+    assert sim.call_count(method="PUT", route="/incidents/{id}") == 2
+
+
+async def test_severity_by_priority_name_and_by_urgency(client: PagerDutyClient,
+                                                        sim: PagerDutySimulator) -> None:
+    a = fire(sim, "sev-a")
+    r = await client.push(Action.SET_SEVERITY, [Push(a, Action.SET_SEVERITY, "1",
+                                                     severity=Severity.SEV2)])
+    assert r[0].outcome == Outcome.DONE and r[0].incident.severity == Severity.SEV2  # type: ignore
+    assert sim.canonical_incidents()[0]["severity"] == "sev2"
+    r = await client.push(Action.SET_SEVERITY, [Push(a, Action.SET_SEVERITY, "1",
+                                                     severity=Severity.SEV2)])
+    assert r[0].outcome == Outcome.ALREADY
+    assert sim.call_count(route="/priorities") == 1  # the catalogue is read once
+    urgent = make_client(sim, severity_field="urgency")
+    r = await urgent.push(Action.SET_SEVERITY, [Push(a, Action.SET_SEVERITY, "1",
+                                                     severity=Severity.SEV5)])
+    await urgent.aclose()
+    assert r[0].outcome == Outcome.DONE and sim.incidents[a].urgency == "low"
+    custom = make_client(sim, severity_map={"P1": "sev1"})
+    custom.severity_map = {"P1": Severity.SEV1}
+    r = await custom.push(Action.SET_SEVERITY, [Push(a, Action.SET_SEVERITY, "1",
+                                                     severity=Severity.SEV4)])
+    await custom.aclose()
+    assert r[0].outcome == Outcome.REFUSED and "sev4" in r[0].message
+
+
+# ---------------------------------------------------------------- mirrors
+
+
+async def test_create_is_idempotent_and_found_after_a_crash(sim: PagerDutySimulator) -> None:
+    first = make_client(sim)
+    new = NewIncident(marker="syncd-mig-42", title="Mirrored: disk full",
+                      state=State.ACKNOWLEDGED, severity=Severity.SEV1, details="from Spike")
+    created = await first.create(new)
+    await first.aclose()  # the daemon dies here
+    assert created.state == State.ACKNOWLEDGED and created.severity == Severity.SEV1
+    assert created.keys == {"dedup": "syncd-mig-42", "marker": "syncd-mig-42"}
+    second = make_client(sim)
+    found = await second.find_created("syncd-mig-42")
+    assert found is not None and found.external_id == created.external_id
+    again = await second.create(new)  # a retried create finds instead of duplicating
+    assert again.external_id == created.external_id
+    assert len(sim.incidents) == 1
+    assert await second.find_created("syncd-mig-43") is None
+    await second.aclose()
+
+
+async def test_create_via_events_api(sim: PagerDutySimulator) -> None:
+    client = make_client(sim, create_via="events", routing_key=ROUTING_KEY)
+    made = await client.create(NewIncident(marker="syncd-ev-1", title="From events",
+                                           state=State.RESOLVED))
+    assert made.state == State.RESOLVED and made.keys["marker"] == "syncd-ev-1"
+    assert sim.call_count(route="/v2/enqueue") == 1
+    await client.aclose()
+
+
+async def test_create_without_service_is_refused(sim: PagerDutySimulator) -> None:
+    client = make_client(sim, service_id=None)
+    with pytest.raises(PermanentError, match="service_id"):
+        await client.create(NewIncident(marker="syncd-x-1", title="t"))
+    await client.aclose()
+
+
+# ---------------------------------------------------------------- on-call
+
+
+async def test_oncall_and_override(client: PagerDutyClient, sim: PagerDutySimulator) -> None:
+    now = sim.clock.now()
+    entries = await client.oncall(now, now + timedelta(hours=1))
+    primary = [e for e in entries if e.schedule_id == SCHED_PRIMARY]
+    assert primary and all(e.level == 1 and e.user_email for e in primary)
+    assert primary[0].schedule_name == "SRE primary"
+    permanent = [e for e in entries if e.start is None]
+    assert permanent and permanent[0].schedule_id == "PEPSRE1" and permanent[0].level == 3
+    assert permanent[0].user_email == "frank@example.com"
+    who = primary[0].user_email
+    other = next(e for e in ("alice@example.com", "bob@example.com") if e != who)
+    override_id = await client.create_override(SCHED_PRIMARY, other, now - timedelta(minutes=1),
+                                                now + timedelta(hours=2))
+    assert override_id
+    after = [e for e in await client.oncall(now, now + timedelta(hours=1))
+             if e.schedule_id == SCHED_PRIMARY]
+    assert {e.user_email for e in after} == {other}
+    with pytest.raises(PermanentError, match="refused"):
+        await client.create_override(SCHED_PRIMARY, other, now, now - timedelta(hours=1))
+    with pytest.raises(PermanentError, match="no PagerDuty user"):
+        await client.create_override(SCHED_PRIMARY, "ghost@example.com", now, now)
+
+
+# ---------------------------------------------------------------- limits, faults, auth
+
+
+async def test_429_waits_for_ratelimit_reset(client: PagerDutyClient,
+                                             sim: PagerDutySimulator) -> None:
+    fire(sim, "rl-1")
+    sim.rate_scale = 2 / 960  # two requests a minute
+    started = sim.clock.monotonic()
+    for _ in range(3):
+        await client.find_created("rl-1")
+    assert sim.call_count(status=429) >= 1
+    assert sim.clock.monotonic() - started >= 30  # it waited on ratelimit-reset
+
+
+async def test_faults_5xx_and_dropped_connections(client: PagerDutyClient,
+                                                  sim: PagerDutySimulator) -> None:
+    fire(sim, "fault-1")
+    sim.faults.error_rate = 1.0
+    with pytest.raises(TransientError):
+        await client.find_created("fault-1")
+    assert sim.call_count(status=503) == 3  # first try plus max_retries=2
+    sim.faults.error_rate, sim.faults.drop_rate = 0.0, 1.0
+    with pytest.raises(TransientError):
+        await client.find_created("fault-1")
+    sim.faults.drop_rate = 0.0
+    assert await client.find_created("fault-1") is not None
+
+
+async def test_auth_and_from_errors_name_no_secret(sim: PagerDutySimulator) -> None:
+    fire(sim, "auth-1")
+    with structlog.testing.capture_logs() as logs:
+        bad = make_client(sim, token="wrong-key-123456")
+        with pytest.raises(AuthError) as info:
+            await bad.find_created("auth-1")
+        await bad.aclose()
+        assert "wrong-key-123456" not in str(info.value)
+        nobody = make_client(sim, from_email="nobody@example.com")
+        iid = sim.canonical_incidents()[0]["id"]
+        with pytest.raises(AuthError, match="From"):
+            await nobody.push(Action.ACKNOWLEDGE, [Push(iid, Action.ACKNOWLEDGE, "k")])
+        await nobody.aclose()
+    assert sim.token not in repr(logs)
+
+
+# ---------------------------------------------------------------- malformed answers
+
+
+def corrupting(sim: PagerDutySimulator, route: str,
+               change: Callable[[bytes], tuple[int, str, bytes]]) -> Any:
+    """A network double: the simulator's answer to ``route`` is rewritten before the client."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != route:
+            await sim.app(scope, receive, send)
+            return
+        parts: list[bytes] = []
+
+        async def capture(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
+
+        await sim.app(scope, receive, capture)
+        status, kind, body = change(b"".join(parts))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", kind.encode())]})
+        await send({"type": "http.response.body", "body": body})
+    return app
+
+
+def edit_incidents(fn: Callable[[list[dict[str, Any]]], None]
+                   ) -> Callable[[bytes], tuple[int, str, bytes]]:
+    def change(body: bytes) -> tuple[int, str, bytes]:
+        data = json.loads(body)
+        fn(data["incidents"])
+        return 200, "application/json", json.dumps(data).encode()
+    return change
+
+
+@pytest.mark.parametrize("mutate,reason", [
+    (lambda incs: incs[0].pop("status"), "unknown status None"),
+    (lambda incs: incs[0].update(status=None), "unknown status None"),
+    (lambda incs: incs[0].update(status="snoozed"), "unknown status 'snoozed'"),
+    (lambda incs: incs[0].pop("id"), "missing id"),
+    (lambda incs: incs[0].update(title=None, summary=None), "missing title"),
+    (lambda incs: incs[0].update(created_at=12), "timestamp is int"),
+    (lambda incs: incs[0].update(priority="P1"), "priority is str"),
+])
+async def test_bad_records_are_skipped_and_counted(sim: PagerDutySimulator, mutate: Any,
+                                                   reason: str) -> None:
+    fire(sim, "m-1")
+    fire(sim, "m-2")
+    client = make_client(sim, corrupting(sim, "/incidents", edit_incidents(mutate)))
+    pages, _ = await collect(client, None)
+    await client.aclose()
+    good = [i for p in pages for i in p.incidents]
+    skipped = [s for p in pages for s in p.skipped]
+    assert len(good) == 1 and len(skipped) == 1
+    assert reason in skipped[0].reason and skipped[0].endpoint == "GET /incidents"
+
+
+async def test_null_priority_is_no_severity(sim: PagerDutySimulator) -> None:
+    fire(sim, "null-1")
+    client = make_client(sim, corrupting(sim, "/incidents", edit_incidents(
+        lambda incs: incs[0].update(priority=None, resolved_at=None, incident_key=None))))
+    pages, _ = await collect(client, None)
+    await client.aclose()
+    inc = pages[0].incidents[0]
+    assert inc.severity is None and "dedup" not in inc.keys
+
+
+@pytest.mark.parametrize("status,kind,body,what", [
+    (200, "text/html", b"<html><body>Maintenance</body></html>", "HTML"),
+    (200, "application/json", b'{"incidents": [{"id": "Q1", "sta', "invalid JSON"),
+    (200, "application/json", b'{"error": {"message": "Internal", "code": 2000}}',
+     "carrying an error"),
+    (200, "application/json", b'{"limit": 100, "offset": 0, "more": false}', "incidents"),
+    (200, "application/json", b'{"incidents": [], "total": 0}', "'more'"),
+    (200, "application/json", b'{"incidents": [], "more": false, "total": null}', "'total'"),
+    (200, "application/json", b'[1, 2]', "expected a JSON object"),
+])
+async def test_unusable_responses_raise_malformed(sim: PagerDutySimulator, status: int,
+                                                  kind: str, body: bytes, what: str) -> None:
+    client = make_client(sim, corrupting(sim, "/incidents", lambda _b: (status, kind, body)))
+    with pytest.raises(MalformedResponse) as info:
+        await collect(client, None)
+    await client.aclose()
+    assert what in str(info.value) and "GET /incidents" in str(info.value)
+
+
+async def test_more_true_on_an_empty_page_is_malformed(sim: PagerDutySimulator) -> None:
+    client = make_client(sim, corrupting(sim, "/log_entries", lambda _b: (
+        200, "application/json", b'{"log_entries": [], "more": true, "total": 0}')))
+    with pytest.raises(MalformedResponse, match="empty page"):
+        await collect(client, json.dumps({"since": "2024-01-01T00:00:00Z", "seen": []}))
+    await client.aclose()
+
+
+async def test_feed_entry_without_incident_is_skipped(sim: PagerDutySimulator) -> None:
+    fire(sim, "feed-bad")
+    def strip(body: bytes) -> tuple[int, str, bytes]:
+        data = json.loads(body)
+        data["log_entries"][0]["incident"] = None
+        return 200, "application/json", json.dumps(data).encode()
+    client = make_client(sim, corrupting(sim, "/log_entries", strip))
+    pages, _ = await collect(client, json.dumps({"since": "2024-01-01T00:00:00Z", "seen": []}))
+    await client.aclose()
+    assert pages[-1].incidents == [] and len(pages[-1].skipped) == 1
+
+
+async def test_push_answer_without_incidents_is_malformed(sim: PagerDutySimulator) -> None:
+    a = fire(sim, "put-bad")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["method"] == "PUT":
+            await sim.app(scope, receive, lambda m: _noop(m))
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": b'{"ok": true}'})
+            return
+        await sim.app(scope, receive, send)
+
+    client = make_client(sim, app)
+    with pytest.raises(MalformedResponse, match="incidents"):
+        await client.push(Action.ACKNOWLEDGE, [Push(a, Action.ACKNOWLEDGE, "k")])
+    await client.aclose()
+
+
+async def _noop(message: Any) -> None:
+    return None
