@@ -329,17 +329,18 @@ def _refresh(rec: Record, inc: Incident) -> bool:
 def _stale(rec: Record, inc: Incident, now: datetime, grace: timedelta) -> bool:
     """An observation older than our last confirmed push to this record says nothing new.
 
-    With vendor timestamps: older than the vendor's timestamp on the confirmation. Without them:
-    within ``grace`` of the confirmation (list endpoints lag behind writes)."""
+    With vendor timestamps on both sides: older than the vendor's timestamp on the
+    confirmation. Without them, only a step *back* from the state we confirmed, within ``grace``
+    of the confirmation, is taken for list lag; anything else (a resolve right after our ack) is
+    news. A real change dropped here is not lost for good: the next full resync reports it.
+    """
     if rec.pushed_at is None:
-        return False
-    if inc.state.value == rec.state and (
-        inc.severity is None or inc.severity.value == rec.severity
-    ):
         return False
     if inc.updated_at is not None and rec.pushed_vendor_at is not None:
         return inc.updated_at < rec.pushed_vendor_at
-    return now - rec.pushed_at < grace
+    if now - rec.pushed_at >= grace:
+        return False
+    return inc.state < State(rec.state)
 
 
 def _severity(value: str | None) -> Severity | None:

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
+from spike_helpers import HEADERS, make_client
 
 from syncd.simulators.spike import (
-    DEFAULT_API_KEY,
-    ESCALATION_ID,
-    TEAM_ID,
-    WEBHOOK_TOKEN,
     SpikeSimulator,
 )
-from syncd.vendors.spike import SpikeClient, SpikeSettings
-
-HEADERS = {"x-api-key": DEFAULT_API_KEY, "x-team-id": TEAM_ID}
+from syncd.vendors.spike import SpikeClient
 
 
 @pytest.fixture
@@ -29,33 +23,6 @@ def sim() -> SpikeSimulator:
 async def http(sim: SpikeSimulator) -> AsyncIterator[httpx.AsyncClient]:
     async with sim.client(headers=HEADERS) as client:
         yield client
-
-
-def settings(**over: Any) -> SpikeSettings:
-    values: dict[str, Any] = {
-        "vendor": "spike",
-        "base_url": "http://sim.test",
-        "api_key": DEFAULT_API_KEY,
-        "team_id": TEAM_ID,
-        "escalation_id": ESCALATION_ID,
-        "integration_token": WEBHOOK_TOKEN,
-        "webhook_token": WEBHOOK_TOKEN,
-        "rate_limit_per_minute": 6000,
-        "budget_fraction": 1.0,
-        "max_retries": 3,
-    }
-    values.update(over)
-    return SpikeSettings.model_validate(values)
-
-
-async def _no_sleep(_seconds: float) -> None:
-    return None
-
-
-def make_client(sim: SpikeSimulator, transport: httpx.AsyncBaseTransport | None = None,
-                **over: Any) -> SpikeClient:
-    return SpikeClient("spike-test", settings(**over), transport=transport or sim.transport(),
-                       backoff_base=0.001, sleep=_no_sleep)
 
 
 @pytest.fixture

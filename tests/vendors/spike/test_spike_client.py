@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import make_client, settings
+from spike_helpers import make_client, settings
 from structlog.testing import capture_logs
 
 from syncd.model import NewIncident, Severity, State

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import HEADERS, make_client
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
+from spike_helpers import HEADERS, make_client
 
 from syncd.model import NewIncident, Severity
 from syncd.simulators.spike import ESCALATION_ID, WEBHOOK_TOKEN, SpikeSimulator
