@@ -137,6 +137,14 @@ async def play(daemon: Daemon, running: dict[str, Running], story: Story,
                 story.converged = True
                 break
             await anyio.sleep(0.5)
+        # Let the daemon record the confirmations before the summary reads the ledger.
+        settle = time.monotonic() + 15
+        while time.monotonic() < settle:
+            depth = await daemon.ledger.run(lambda tx: tx.outbox_depth())
+            if not depth.get("pending"):
+                break
+            await anyio.sleep(0.3)
+        await anyio.sleep(2 * max(a.poll_interval for a in daemon.config.accounts.values()))
         story.steps.append("every tool agrees" if story.converged else "timed out converging")
         story.done = True
 
