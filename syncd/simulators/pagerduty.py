@@ -47,7 +47,7 @@ WEB = "https://syncd-sim.pagerduty.com"
 TOKEN = "pdsim_u+syncd_api_key_0001"
 READ_ONLY_TOKEN = "pdsim_readonly_key_0002"
 FROM_EMAIL = "syncd-bot@example.com"
-ROUTING_KEY = "a1b2c3d4e5f60718293a4b5c6d7e8f90"  # Web service, "Prometheus" integration
+ROUTING_KEY = "e93c5a2f0b7d4c1e8a6f3b9d2c7e1a04"  # Web service, "Prometheus" integration
 ROUTING_KEY_2 = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"  # Web service, "Datadog" integration
 ROUTING_KEY_DB = "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf"  # Database service
 SERVICE_WEB = "PSVCWEB"
@@ -514,16 +514,15 @@ class PagerDutySimulator(Simulator):
         return ids
 
     def canonical_incidents(self) -> list[dict[str, Any]]:
-        out = []
-        for inc in self.incidents.values():
-            name = self.priority_by_id[inc.priority_id][1] if inc.priority_id else None
-            out.append({"id": inc.id, "state": inc.status,
-                        "severity": f"sev{name[1:]}" if name and re.fullmatch(r"P[1-5]", name)
-                        else None,
-                        "dedup": inc.incident_key, "title": inc.title,
-                        "updated_at": iso(inc.updated_at), "urgency": inc.urgency,
-                        "number": inc.number})
-        return out
+        return [self.canonical_of(inc) for inc in self.incidents.values()]
+
+    def canonical_of(self, inc: PDIncident) -> dict[str, Any]:
+        """P1..P5 read as sev1..sev5 (the client's default map); other names have none."""
+        name = self.priority_by_id[inc.priority_id][1] if inc.priority_id else None
+        severity = f"sev{name[1:]}" if name and re.fullmatch(r"P[1-5]", name) else None
+        return {"id": inc.id, "state": inc.status, "severity": severity,
+                "dedup": inc.incident_key, "title": inc.title,
+                "updated_at": iso(inc.updated_at), "urgency": inc.urgency, "number": inc.number}
 
     def _find(self, incident_id: str) -> PDIncident:
         inc = self.incidents.get(incident_id)
@@ -572,10 +571,6 @@ class PagerDutySimulator(Simulator):
         else:
             raise ValueError(f"unknown action {action!r}")
         return self.canonical_of(inc)
-
-    def canonical_of(self, inc: PDIncident) -> dict[str, Any]:
-        return next(c for c in self.canonical_incidents() if c["id"] == inc.id) \
-            if len(self.incidents) < 1000 else {"id": inc.id, "state": inc.status}
 
     def alert(self, *, dedup: str, title: str, action: str = "trigger",
               severity: str | None = None) -> dict[str, Any]:
