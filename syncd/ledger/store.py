@@ -159,6 +159,12 @@ def _safe(url: str) -> str:
 
 def _check_sqlite_path(path: Path) -> None:
     directory = path.parent if str(path.parent) else Path(".")
+    try:
+        directory.stat()
+    except PermissionError:
+        raise LedgerError(f"ledger directory {directory} is not accessible by this user") from None
+    except FileNotFoundError:
+        pass
     if not directory.exists():
         raise LedgerError(f"ledger directory {directory} does not exist")
     if path.exists():

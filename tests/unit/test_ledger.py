@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -62,20 +66,65 @@ def test_ledger_from_newer_release_is_refused(tmp_path: Path) -> None:
         Ledger.open(url(path))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_read_only_directory_is_a_clear_error(tmp_path: Path) -> None:
-    ro = tmp_path / "ro"
+def _as_nobody(argv: list[str]) -> list[str]:
+    """``argv`` run as nobody when we are root (skip when that cannot work here)."""
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv to drop privileges")
+    root = Path(__file__).resolve().parents[2]
+    for part in [root, *root.parents, Path(sys.executable).resolve().parent]:
+        if not part.stat().st_mode & 0o001:
+            pytest.skip(f"{part} is not enterable by other users, so nobody cannot run syncd")
+    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+
+
+def test_read_only_directory_is_a_clear_error() -> None:
+    """The daemon runs as an unprivileged user; root ignores directory permissions, so when the
+    tests run as root the check runs in a child process that drops to nobody (setpriv)."""
+    base = Path(tempfile.mkdtemp(prefix="syncd-ro-"))  # pytest's tmp_path is root-only
+    base.chmod(0o755)
+    ro = base / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        with pytest.raises(LedgerError, match="not writable"):
-            Ledger.open(url(ro / "l.db"))
-    finally:
-        ro.chmod(0o700)
+    ro.chmod(0o555)
+    code = (
+        "import sys\n"
+        "from syncd.ledger import Ledger, LedgerError\n"
+        "try:\n"
+        f"    Ledger.open('sqlite:///{ro}/l.db')\n"
+        "except LedgerError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(3)\n"
+    )
+    argv = _as_nobody([sys.executable, "-c", code])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    shutil.rmtree(base)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.strip() == f"ledger directory {ro} is not writable by this user"
 
 
-def test_read_only_directory_is_a_clear_error_even_as_root(tmp_path: Path) -> None:
-    """As root, permission bits do not stop writes; a missing directory still must."""
+def test_inaccessible_directory_is_a_clear_error() -> None:
+    base = Path(tempfile.mkdtemp(prefix="syncd-noaccess-"))
+    base.chmod(0o700)
+    code = (
+        "from syncd.ledger import Ledger, LedgerError\n"
+        "try:\n"
+        f"    Ledger.open('sqlite:///{base}/sub/l.db')\n"
+        "except LedgerError as exc:\n"
+        "    print(exc)\n"
+    )
+    argv = _as_nobody([sys.executable, "-c", code])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    shutil.rmtree(base)
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a directory another user cannot enter")
+    assert proc.stdout.strip() == f"ledger directory {base}/sub is not accessible by this user"
+
+
+def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="does not exist"):
         Ledger.open(url(tmp_path / "missing" / "l.db"))
 
