@@ -156,3 +156,37 @@ def test_sigterm_during_a_push_burst_exits_cleanly_and_loses_nothing(tmp_path: P
     finally:
         for r in running.values():
             r.stop()
+
+
+async def test_sd_notify_ready_status_watchdog_stopping(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under systemd (Type=notify) the daemon says READY=1, keeps STATUS= current, pings the
+    watchdog at half its interval and says STOPPING=1 on the way out."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
+              [{"name": "g", "accounts": ["vo", "sp"]}], poll_interval=0.3)
+    daemon = Daemon(w.config, w.ledger, w.engine)
+
+    async def stop_later(tg: object) -> None:
+        await anyio.sleep(1.5)
+        daemon.stop()
+
+    with anyio.fail_after(30):
+        await daemon.run(extra=lambda tg: tg.start_soon(stop_later, tg))
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            break
+    sock.close()
+    assert "READY=1" in messages
+    assert any(m.startswith("STATUS=2 accounts") for m in messages)
+    assert messages.count("WATCHDOG=1") >= 3
+    assert "STOPPING=1" in messages
