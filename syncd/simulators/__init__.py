@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from syncd.registry import Registry
 
 if TYPE_CHECKING:
     from syncd.simulators.base import Simulator
@@ -14,26 +15,9 @@ SIMULATORS = {
     "incidentio": "syncd.simulators.incidentio:IncidentIOSimulator",
     "spike": "syncd.simulators.spike:SpikeSimulator",
 }
-
-
-def available() -> list[str]:
-    """Vendors whose simulator module is present in this build."""
-    names = []
-    for name, target in SIMULATORS.items():
-        try:
-            import_module(target.split(":")[0])
-        except ModuleNotFoundError:
-            continue
-        names.append(name)
-    return names
+_registry = Registry("simulator", SIMULATORS)
+available = _registry.available
 
 
 def load(vendor: str) -> type[Simulator]:
-    try:
-        target = SIMULATORS[vendor]
-    except KeyError:
-        raise ValueError(
-            f"unknown vendor {vendor!r}: expected one of {', '.join(SIMULATORS)}"
-        ) from None
-    module, _, attr = target.partition(":")
-    return getattr(import_module(module), attr)
+    return _registry.load(vendor)  # type: ignore[no-any-return]
