@@ -29,6 +29,8 @@ from syncd.ledger import Ledger, utcnow
 log = structlog.get_logger(__name__)
 
 DISPATCH_EVERY = 1.0
+AUTH_BACKOFF = 300.0
+"""Seconds between polls of an account whose credentials were rejected (/readyz says so)."""
 STOP_GRACE = 8.0
 
 
@@ -52,6 +54,7 @@ class Daemon:
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._inflight: set[asyncio.Task[Any]] = set()
         self._dispatch_locks: dict[str, anyio.Lock] = {}
+        self._auth_failed_at: dict[str, datetime] = {}
         self._stop = anyio.Event()
 
     @classmethod
@@ -109,9 +112,16 @@ class Daemon:
         )
 
     async def _poll(self, account: str) -> None:
+        failed_at = self._auth_failed_at.get(account)
+        if failed_at is not None and (utcnow() - failed_at).total_seconds() < AUTH_BACKOFF:
+            return  # rejected credentials do not fix themselves; do not hammer the vendor
         result = await self.engine.poll(account)
         self.health.poll_errors[account] = result.error
         self.health.auth_failed[account] = bool(result.error and "AuthError" in result.error)
+        if self.health.auth_failed[account]:
+            self._auth_failed_at[account] = utcnow()
+        else:
+            self._auth_failed_at.pop(account, None)
         if result.ok:
             self.health.last_poll[account] = utcnow()
         if result.actions:

@@ -190,3 +190,23 @@ async def test_sd_notify_ready_status_watchdog_stopping(tmp_path: Path,
     assert any(m.startswith("STATUS=2 accounts") for m in messages)
     assert messages.count("WATCHDOG=1") >= 3
     assert "STOPPING=1" in messages
+
+
+async def test_rejected_credentials_back_off_and_show_in_health(tmp_path: Path) -> None:
+    w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
+              [{"name": "g", "accounts": ["vo", "sp"]}],
+              account_extra={"sp": {"api_key": "not-the-key"}})
+    try:
+        daemon = Daemon(w.config, w.ledger, w.engine)
+        await daemon._poll("sp")
+        calls = w.sims["sp"].call_count()
+        assert calls >= 1 and w.sims["sp"].call_count(status=401) == calls
+        assert daemon.health.auth_failed["sp"] is True
+        await daemon._poll("sp")
+        assert w.sims["sp"].call_count() == calls, "a rejected key must not be retried at once"
+        await daemon._poll("vo")
+        assert daemon.health.auth_failed["vo"] is False
+        cursor = w.ledger.call(lambda tx: tx.cursor("sp"))
+        assert "AuthError" in (cursor.last_error or "") and "not-the-key" not in cursor.last_error
+    finally:
+        await w.close()
