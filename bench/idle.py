@@ -1,0 +1,194 @@
+"""Idle cost: 10,000 open incidents per account and nothing changing. What does each poll
+cycle cost in vendor calls, and what does the daemon cost in CPU and memory?
+
+Each simulator runs as its own process (``syncd sim VENDOR --seed-incidents N``), so this
+process is the daemon alone and its CPU time and RSS are the daemon's. The real daemon runs
+(scheduler, poll and dispatch jobs) with ``--poll-interval`` seconds between polls; limits are
+compressed by ``--scale`` on both sides as in the other benchmarks. After every account's first
+full read (not measured: it happens once), the call counters are cleared and the daemon runs for
+``--window`` seconds of steady state.
+
+Figures: vendor calls per poll per account (the target: O(1) pages, not O(open incidents)),
+CPU % of one core over the window at the compressed interval, the CPU seconds one poll cycle of
+all accounts costs, and that CPU % at the default 30 s poll interval; RSS at the end.
+
+``python bench/idle.py [--incidents 10000] [--quick]``; last stdout line is the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    account_table,
+    emit,
+    landed,
+    machine,
+    peak_rss_mb,
+    quiet_logs,
+    render,
+    rss_mb,
+)
+
+from syncd import config as config_mod
+from syncd import metrics
+from syncd.daemon import Daemon
+from syncd.engine import Engine
+from syncd.ledger import Ledger
+
+DEFAULT_POLL = 30.0
+
+
+def start_sims(vendor_names: list[str], incidents: int) -> dict[str, tuple[Any, dict]]:
+    procs = {}
+    for vendor in vendor_names:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "sim", vendor, "--port", "0",
+             "--seed-incidents", str(incidents)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        procs[vendor] = proc
+    out = {}
+    for vendor, proc in procs.items():
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line:
+            raise RuntimeError(f"simulator {vendor} did not start")
+        out[vendor] = (proc, json.loads(line))
+    return out
+
+
+def polls_done(account: str) -> float:
+    return sum(metrics.POLLS.labels(account, kind)._value.get() for kind in ("full", "delta"))
+
+
+async def idle(incidents: int, poll_interval: float, scale: float, window: float,
+               vendor_names: list[str], limit_s: float) -> dict[str, Any]:
+    sims = start_sims(vendor_names, incidents)
+    try:
+        with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmpdir:
+            tmp = Path(tmpdir)
+            tables = {}
+            http = httpx.AsyncClient(timeout=30)
+            for vendor, (_proc, desc) in sims.items():
+                table = account_table(vendor, desc)
+                table.update({"poll_interval": poll_interval, "full_resync_interval": 86400.0})
+                tables[vendor] = table
+                r = await http.post(f"{desc['base_url']}/_sim/rate-limits", json={"scale": scale})
+                r.raise_for_status()
+            groups = [{"name": "main", "accounts": list(sims), "mode": "correlate"}]
+            path = tmp / "syncd.toml"
+            path.write_text(render(tables, groups, tmp / "ledger.db"))
+            config = config_mod.load(path)
+            ledger = Ledger.open(config.ledger_url)
+            daemon = Daemon(config, ledger, Engine.from_config(config, ledger,
+                                                                budget_scale=scale))
+            out: dict[str, Any] = {}
+
+            async def calls(desc: dict) -> dict[str, int]:
+                r = await http.get(f"{desc['base_url']}/_sim/calls")
+                body = r.json()
+                return {"total": body["total"], "writes": body["writes"],
+                        "by_route": {f"{c['method']} {c['route']} {c['status']}": c["count"]
+                                     for c in body["calls"]}}
+
+            async def drive() -> None:
+                t0 = time.monotonic()
+                # Warm-up: the first full read and one delta poll of every account.
+                while True:
+                    cursors = await ledger.run(lambda tx: [(c.account, c.last_full_at)
+                                                           for c in tx.cursors()])
+                    full_done = {a for a, at in cursors if at is not None}
+                    if full_done >= set(sims):
+                        break
+                    if time.monotonic() - t0 > limit_s:
+                        raise RuntimeError(f"first full polls not done in {limit_s} s")
+                    await anyio.sleep(0.5)
+                out["first_full_s"] = round(time.monotonic() - t0, 1)
+                await anyio.sleep(2 * poll_interval)
+                for _vendor, (_p, desc) in sims.items():
+                    await http.delete(f"{desc['base_url']}/_sim/calls")
+                before = {a: polls_done(a) for a in sims}
+                cpu0, wall0 = time.process_time(), time.monotonic()
+                await anyio.sleep(window)
+                cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+                polls = {a: polls_done(a) - before[a] for a in sims}
+                out["calls"] = {a: await calls(desc) for a, (_p, desc) in sims.items()}
+                out["polls"] = polls
+                out["cpu_s"], out["wall_s"] = cpu, wall
+                out["rss_mb"] = rss_mb()
+                out["peak_rss_mb"] = peak_rss_mb()
+                out["records"] = (await ledger.run(lambda tx: tx.counts()))["records"]
+                daemon.stop()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(daemon.run)
+                tg.start_soon(drive)
+            await http.aclose()
+    finally:
+        for proc, _desc in sims.values():
+            proc.terminate()
+        for proc, _desc in sims.values():
+            proc.wait(timeout=10)
+
+    per_account = {}
+    for a in out["calls"]:
+        n = max(1.0, out["polls"][a])
+        per_account[a] = {"polls": int(out["polls"][a]),
+                          "calls_per_poll": round(out["calls"][a]["total"] / n, 2),
+                          "writes": out["calls"][a]["writes"],
+                          "calls_by_route": out["calls"][a]["by_route"]}
+    cycles = sum(out["polls"].values()) / max(1, len(out["polls"]))
+    cpu_percent = 100 * out["cpu_s"] / out["wall_s"]
+    cpu_per_cycle = out["cpu_s"] / max(1.0, cycles)
+    return {
+        "bench": "idle", "open_incidents": incidents,
+        "calls_per_poll": max(p["calls_per_poll"] for p in per_account.values()),
+        "cpu_percent": round(cpu_percent, 1), "rss_mb": round(out["rss_mb"], 1),
+        "calls_per_poll_by_account": {a: p["calls_per_poll"] for a, p in per_account.items()},
+        "cpu_s_per_poll_cycle": round(cpu_per_cycle, 3),
+        "cpu_percent_at_default_interval": round(100 * cpu_per_cycle / DEFAULT_POLL, 2),
+        "peak_rss_mb": round(out["peak_rss_mb"], 1), "records": out["records"],
+        "accounts": list(per_account), "per_account": per_account,
+        "poll_interval_s": poll_interval, "scale": scale, "window_s": round(out["wall_s"], 1),
+        "first_full_poll_s": out["first_full_s"], "machine": machine(),
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--incidents", type=int, default=10_000, help="open incidents per account")
+    p.add_argument("--poll-interval", type=float, default=1.0)
+    p.add_argument("--scale", type=float, default=None,
+                   help="rate-limit and budget scale (default: 30 s / poll interval)")
+    p.add_argument("--window", type=float, default=20.0, help="measured seconds")
+    p.add_argument("--vendors", nargs="+", default=None, help="default: every vendor available")
+    p.add_argument("--timeout", type=float, default=240.0)
+    p.add_argument("--quick", action="store_true", help="1,000 incidents, 8 s window")
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
+    quiet_logs()
+    if args.quick:
+        args.incidents, args.window = 1000, 8.0
+    scale = args.scale or DEFAULT_POLL / args.poll_interval
+    vendor_names = args.vendors or landed()
+    figures = anyio.run(lambda: idle(args.incidents, args.poll_interval, scale, args.window,
+                                     vendor_names, args.timeout))
+    emit(figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Storm drain: thousands of incidents acknowledged at once in one tool; how close to the
+vendors' rate budgets does syncd drain the backlog into the others, and does it ever hit a 429?
+
+The same alert storm reaches every tool (``--incidents`` incidents, correlated by dedup key), the
+real daemon links them all, then a person acknowledges every one of them at once in the source
+(PagerDuty when present, otherwise the first vendor available) through the simulator. The clock
+runs until every target tool shows every incident acknowledged.
+
+Each simulator enforces its vendor's documented rate limits multiplied by ``--scale``, and
+syncd's budgets use the same scale, so one scaled second is ``scale`` documented seconds.
+``seconds_at_budget`` is the best case those same scaled budgets allow: for each target, the
+fewest vendor calls that can carry the acks (ceil(incidents / largest batch the vendor's API
+takes); incident.io has no bulk acknowledge, one escalation respond per incident) through the
+bucket that limits them, minus the burst a full bucket starts with; the slowest target sets it.
+``ratio_to_limit`` = seconds / seconds_at_budget, so the scale cancels out.
+
+Rate-limited answers are counted by the simulators: HTTP 429, and Splunk On-Call's 403
+rate-limit answer (credentials are valid in this run, so every 403 is a rate limit).
+
+``python bench/storm.py [--incidents 5000] [--quick]``; last stdout line is the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import World, call_split, emit, landed, machine, quiet_logs
+
+from syncd.ratelimit import ACCOUNT, Budget
+from syncd.vendors.base import Action
+
+# The endpoint (budget bucket) and the records per call of the cheapest way each vendor's API
+# can acknowledge incidents. Batched vendors take the client's declared batch size.
+ACK_ENDPOINT = {
+    "pagerduty": ACCOUNT,
+    "victorops": "PATCH /api-public/v1/incidents/ack",
+    "spike": ACCOUNT,
+    "incidentio": "POST /v2/escalations",
+}
+PER_CALL_OVERRIDE = {"incidentio": 1}  # escalation respond acts on one escalation
+
+
+def best_case(engine: Any, target: str, vendor: str, incidents: int, scale: float
+              ) -> dict[str, Any]:
+    client = engine.clients[target]
+    per_call = PER_CALL_OVERRIDE.get(vendor, client.batch_size.get(Action.ACKNOWLEDGE, 1))
+    calls = math.ceil(incidents / per_call)
+    endpoint = ACK_ENDPOINT.get(vendor, ACCOUNT)
+    if endpoint not in client.budget.limits:
+        endpoint = ACCOUNT
+    # A fresh budget like the client's (same limits, fraction and scale), bucket full.
+    budget = Budget(client.budget.limits, client.budget.fraction, scale=scale)
+    return {"calls": calls, "per_call": per_call, "endpoint": endpoint,
+            "seconds": budget.seconds_for(calls, endpoint),
+            "documented_seconds": budget.seconds_for(calls, endpoint) * scale}
+
+
+async def storm(incidents: int, scale: float, poll_interval: float, limit_s: float,
+                sample: float) -> dict[str, Any]:
+    vendor_names = landed()
+    source = "pagerduty" if "pagerduty" in vendor_names else vendor_names[0]
+    targets = [v for v in vendor_names if v != source]
+    with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmpdir:
+        world = World(Path(tmpdir), vendor_names, scale=scale, account_settings={
+            "poll_interval": poll_interval, "full_resync_interval": 3600.0,
+        })
+        keys = [f"storm-{i}" for i in range(incidents)]
+        t_seed = time.monotonic()
+        world.alert_everywhere(keys)
+        seed_s = time.monotonic() - t_seed
+        source_ids = [inc["id"] for inc in world.by_dedup(source).values()]
+        daemon = world.daemon()
+        ledger = daemon.ledger
+        out: dict[str, Any] = {}
+
+        def all_acked(account: str) -> int:
+            return sum(1 for i in world.sims[account].canonical_incidents()
+                       if i["dedup"].startswith("storm-") and i["state"] != "triggered")
+
+        async def drive() -> None:
+            t0 = time.monotonic()
+            while True:
+                counts = await ledger.run(lambda tx: tx.counts())
+                depth = await ledger.run(lambda tx: tx.outbox_depth())
+                if (counts["links"] >= incidents and not depth.get("pending")
+                        and counts["records"] >= incidents * len(vendor_names)):
+                    break
+                if time.monotonic() - t0 > limit_s:
+                    raise RuntimeError(f"not linked after {limit_s} s: {counts} {depth}")
+                await anyio.sleep(0.5)
+            await anyio.sleep(3 * poll_interval)  # steady state: buckets refill as they would
+            out["link_s"] = round(time.monotonic() - t0, 2)
+            world.reset_counters()
+
+            # The storm: every incident acknowledged at once in the source.
+            sim = world.sims[source]
+            was, sim.rate_limits_enabled = sim.rate_limits_enabled, False
+            for iid in source_ids:
+                sim.act(iid, "acknowledge")
+            sim.rate_limits_enabled = was
+            start = time.monotonic()
+            converged: dict[str, float] = {}
+            while len(converged) < len(targets):
+                for target in targets:
+                    if target not in converged and all_acked(target) >= incidents:
+                        converged[target] = time.monotonic() - start
+                if time.monotonic() - start > limit_s:
+                    break
+                await anyio.sleep(sample)
+            out["seconds"] = time.monotonic() - start
+            out["converged"] = {t: round(s, 2) for t, s in converged.items()}
+            out["acked"] = {t: all_acked(t) for t in targets}
+            out["calls"] = {a: call_split(s) for a, s in world.sims.items()}
+            out["calls_by_route"] = {
+                a: {f"{m} {r} {st}": n for (m, r, st), n in s.calls.items()}
+                for a, s in world.sims.items()}
+            out["parked"] = (await ledger.run(lambda tx: tx.outbox_depth())).get("parked", 0)
+            out["best"] = {t: best_case(daemon.engine, t, world.sims[t].vendor, incidents, scale)
+                           for t in targets}
+            daemon.stop()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            tg.start_soon(drive)
+        out["seed_s"] = round(seed_s, 2)
+    best = max(b["seconds"] for b in out["best"].values())
+    limited = sum(c["rate_limited"] for c in out["calls"].values())
+    all_done = len(out["converged"]) == len(targets)
+    return {
+        "bench": "storm", "incidents": incidents, "source": source, "targets": targets,
+        "converged": all_done,
+        "seconds": round(out["seconds"], 2),
+        "seconds_at_budget": round(best, 2),
+        "ratio_to_limit": round(out["seconds"] / best, 3) if best > 0 else None,
+        "rate_limited_responses": limited,
+        "documented_seconds": round(out["seconds"] * scale, 1),
+        "documented_seconds_at_budget": round(best * scale, 1),
+        "per_target_seconds": out["converged"], "acked": out["acked"], "parked": out["parked"],
+        "best_case": out["best"], "calls": out["calls"], "calls_by_route": out["calls_by_route"],
+        "scale": scale, "budget_fraction": daemon.config.accounts[source].budget_fraction,
+        "poll_interval_s": poll_interval, "link_setup_s": out["link_s"],
+        "seed_s": out["seed_s"], "machine": machine(),
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--incidents", type=int, default=5000)
+    p.add_argument("--scale", type=float, default=100.0,
+                   help="rate-limit and budget scale (simulators and syncd alike)")
+    p.add_argument("--poll-interval", type=float, default=None,
+                   help="seconds (default: the 30 s config default divided by the scale)")
+    p.add_argument("--timeout", type=float, default=200.0)
+    p.add_argument("--sample", type=float, default=0.25, help="convergence check period")
+    p.add_argument("--quick", action="store_true", help="500 incidents")
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
+    quiet_logs()
+    if args.quick:
+        args.incidents = 500
+    poll = args.poll_interval or 30.0 / args.scale
+    figures = anyio.run(lambda: storm(args.incidents, args.scale, poll, args.timeout,
+                                      args.sample))
+    emit(figures)
+
+
+if __name__ == "__main__":
+    main()
