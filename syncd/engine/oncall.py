@@ -354,22 +354,14 @@ def _directories(tx: Tx, config: Config, accounts: Iterable[str], now: datetime,
 
 
 async def _user_list(client: VendorClient) -> list[tuple[str, str | None]] | None:
-    """The vendor's user directory (user id -> email) when the client exposes one.
-
-    Not part of the VendorClient protocol yet, so this looks for a ``users``/``user_emails``
-    coroutine and falls back to the Splunk On-Call and Spike.sh clients' cached lookups (which
-    their ``oncall`` already filled). Without it, "unmatched" can only mean "never seen on call
-    there", which can name someone who simply was not on call in the horizon."""
-    for name in ("user_emails", "users", "_user_emails", "_users"):
-        fn = getattr(client, name, None)
-        if callable(fn):
-            try:
-                found = await fn()
-            except (VendorError, TypeError):
-                return None
-            if isinstance(found, Mapping):
-                return [(str(k), v if isinstance(v, str) else None) for k, v in found.items()]
-    return None
+    """The vendor's user directory (user id -> email). Without it, "unmatched" could only mean
+    "never seen on call there", which can name someone who simply was not on call in the
+    horizon; a client that cannot list users returns an empty directory."""
+    try:
+        found = await client.user_emails()
+    except (VendorError, AttributeError):
+        return None
+    return [(str(k), v if isinstance(v, str) else None) for k, v in found.items()] or None
 
 
 def evaluate(tx: Tx, config: Config, at: datetime | None = None,
@@ -565,7 +557,7 @@ async def execute(ledger: Ledger, clients: Mapping[str, VendorClient],
         assert r.user_email is not None
         await ledger.run(_record, r, "pending", None, None)
         try:
-            vendor_id = await clients[r.account].create_override(  # type: ignore[attr-defined]
+            vendor_id = await clients[r.account].create_override(
                 r.schedule_id, r.user_email, r.start, r.end)
             done = r.but(status="done", vendor_id=vendor_id) if vendor_id else r.but(
                 status="no-op", reason="the vendor created nothing: the person already holds "

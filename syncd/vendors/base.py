@@ -237,5 +237,16 @@ class VendorClient(Protocol):
         """Who is on call in ``[since, until)``, per schedule/policy and level."""
         ...
 
+    async def user_emails(self) -> dict[str, str]:
+        """The account's user directory (vendor user id or name -> email), for matching people
+        across vendors; an empty dict where the vendor offers no directory."""
+        ...
+
+    async def create_override(self, schedule_id: str, user_email: str, start: datetime,
+                              end: datetime) -> str:
+        """Make ``user_email`` the on-call person of ``schedule_id`` in ``[start, end)``;
+        PermanentError where the vendor cannot (no Capability.OVERRIDE_WRITE)."""
+        ...
+
     async def aclose(self) -> None: ...
 

@@ -502,7 +502,9 @@ class SpikeClient:
 
     # ------------------------------------------------------------------ on-call
 
-    async def _users(self) -> dict[str, str]:
+    async def user_emails(self) -> dict[str, str]:
+        """user -> email of everyone in the account (read once, then cached): the directory
+        on-call matching looks people up in."""
         if self._emails is None:
             endpoint = "GET /orgs/members"
             data = await self.http.json("GET", "/orgs/members")
@@ -555,7 +557,7 @@ class SpikeClient:
                     continue
                 email = user.get("email") if isinstance(user, dict) else None
                 if not isinstance(email, str):
-                    email = (await self._users()).get(uid)
+                    email = (await self.user_emails()).get(uid)
                 if out and out[-1].user_id == uid and out[-1].end == start:
                     prev = out.pop()
                     start = prev.start or start
@@ -568,7 +570,7 @@ class SpikeClient:
 
     async def create_override(self, schedule_id: str, user_email: str, start: datetime,
                               end: datetime) -> str:
-        users = await self._users()
+        users = await self.user_emails()
         uid = next((u for u, e in users.items() if e.lower() == user_email.lower()), None)
         if uid is None:
             raise PermanentError(f"no Spike user with email {user_email}", account=self.account,

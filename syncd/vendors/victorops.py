@@ -508,7 +508,9 @@ class VictorOpsClient:
 
     # ------------------------------------------------------------------ on-call
 
-    async def _user_emails(self) -> dict[str, str]:
+    async def user_emails(self) -> dict[str, str]:
+        """user -> email of everyone in the account (read once, then cached): the directory
+        on-call matching looks people up in."""
         if self._emails is None:
             endpoint = f"GET {USERS}"
             data = await self.http.json("GET", USERS)
@@ -526,7 +528,7 @@ class VictorOpsClient:
         endpoint = f"GET {ONCALL_CURRENT}"
         current = await self.http.json("GET", ONCALL_CURRENT)
         teams = require(current, "teamsOnCall", list, endpoint=endpoint, account=self.account)
-        emails = await self._user_emails()
+        emails = await self.user_emails()
         now = datetime.now(UTC)
         skip = min(90, max(0, math.floor((since - now) / timedelta(days=1))))
         forward = min(30, max(1, math.ceil((until - now) / timedelta(days=1)) - skip))
@@ -606,7 +608,7 @@ class VictorOpsClient:
         ("" when the user is already the one on call throughout)."""
         if end <= start:
             raise PermanentError("override end must be after start", account=self.account)
-        emails = await self._user_emails()
+        emails = await self.user_emails()
         username = next((u for u, e in emails.items() if e.lower() == user_email.lower()), None)
         if username is None:
             raise NotFound(f"no Splunk On-Call user with email {user_email!r}",
