@@ -308,6 +308,9 @@ def sim(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     seed_incidents: Annotated[int, typer.Option(help="incidents to seed")] = 0,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    certfile: Annotated[Path | None, typer.Option(help="serve HTTPS with this certificate")]
+    = None,
+    keyfile: Annotated[Path | None, typer.Option(help="private key for --certfile")] = None,
 ) -> None:
     """Serve a vendor simulator; prints one JSON line with its credentials once listening."""
     from syncd import simulators
@@ -317,10 +320,13 @@ def sim(
         cls = simulators.load(vendor)
     except (ValueError, ModuleNotFoundError) as exc:
         raise fail(str(exc)) from None
+    if (certfile is None) != (keyfile is None):
+        raise fail("--certfile and --keyfile go together")
     instance = cls(seed=seed)
     if seed_incidents:
         instance.seed_incidents(seed_incidents)
-    serve_forever(instance, host, port)
+    serve_forever(instance, host, port, certfile=str(certfile) if certfile else None,
+                  keyfile=str(keyfile) if keyfile else None)
 
 
 @app.command()

@@ -63,11 +63,17 @@ def start_in_thread(sim: Simulator, host: str = "127.0.0.1", port: int = 0) -> R
     return Running(sim, f"http://{host}:{real_port}", server, thread)
 
 
-def serve_forever(sim: Simulator, host: str, port: int) -> None:
-    """Foreground server for ``syncd sim``: prints the describe() JSON line once listening."""
+def serve_forever(sim: Simulator, host: str, port: int, *, certfile: str | None = None,
+                  keyfile: str | None = None) -> None:
+    """Foreground server for ``syncd sim``: prints the describe() JSON line once listening.
+
+    With ``certfile``/``keyfile`` it serves HTTPS, for clients that refuse plain HTTP (the
+    official ``pagerduty`` client only accepts https base URLs)."""
     sock = _bind(host, port)
-    server = uvicorn.Server(config(sim, sock))
-    base_url = f"http://{host}:{sock.getsockname()[1]}"
+    tls = {"ssl_certfile": certfile, "ssl_keyfile": keyfile} if certfile else {}
+    server = uvicorn.Server(config(sim, sock, **tls))
+    scheme = "https" if certfile else "http"
+    base_url = f"{scheme}://{host}:{sock.getsockname()[1]}"
 
     original_startup = server.startup
 
