@@ -250,6 +250,10 @@ def _link_for(tx: Tx, ctx: GroupContext, rec: Record, inc: Incident, now: dateti
     for target in group.accounts:
         if target == rec.account:
             continue
+        if not ctx.capabilities.get(target, Capability.NONE) & Capability.CREATE:
+            tx.audit("gap", group_name=group.name, link_id=link.id, account=target,
+                     field="create", detail="vendor cannot create incidents", at=now)
+            continue
         tx.enqueue(Outbox(
             group_name=group.name, link_id=link.id, record_id=None, account=target,
             action="create", value=marker, idempotency_key=f"{marker}/{target}",
