@@ -1013,6 +1013,7 @@ class IncidentIOSimulator(Simulator):
         add("/v2/escalation_paths", "GET", self.h_list_paths, "escalation_paths.view")
         add("/v2/escalation_paths/{id}", "GET", self.h_show_path, "escalation_paths.view")
         add("/v2/alerts", "GET", self.h_list_alerts, "alerts.view")
+        add("/v2/alerts/{id}", "GET", self.h_show_alert, "alerts.view")
         add("/v2/alerts/{id}/actions/resolve", "POST", self.h_resolve_alert, "alerts.resolve")
         add("/v2/incident_alerts", "GET", self.h_incident_alerts, "alerts.view")
         add("/v2/users", "GET", self.h_list_users, "users.view")
@@ -1496,6 +1497,12 @@ class IncidentIOSimulator(Simulator):
             meta["after"] = after
         return JSONResponse({"alerts": [self.alert_json(a) for a in page],
                              "pagination_meta": meta})
+
+    async def h_show_alert(self, request: Request, key: ApiKey) -> Response:
+        alert = self.alerts.get(request.path_params["id"])
+        if alert is None:
+            raise ApiError(404, "not_found", "Alert not found")
+        return JSONResponse({"alert": self.alert_json(alert)})
 
     async def h_resolve_alert(self, request: Request, key: ApiKey) -> Response:
         alert = self.alerts.get(request.path_params["id"])

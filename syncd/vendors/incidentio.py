@@ -19,6 +19,21 @@ there is none: a capability gap, never faked with status moves); resolve = edit 
 ``closed`` (or, by setting, ``learning``) status; severity = edit ``severity_id`` chosen by
 rank. incident.io has no batch endpoints, so every batch is one record (acks: one lookup for
 up to 25 incidents, then one respond per escalation).
+
+The "alert" model (``model = "alert"``, for incident.io On-call paging, notes 9.2): a syncd
+record is an incident.io ALERT plus the escalations it triggered.
+
+- alert ``resolved`` -> resolved; ``firing`` with an escalation that is ``acked`` or has an
+  ``acked`` event -> acknowledged; otherwise (escalation triggered, or none) -> triggered.
+- keys: ``dedup`` = the alert's deduplication_key; ``marker`` when syncd created it (the
+  marker URL in ``source_url``, else ``[syncd:...]`` in the description).
+- Alerts have no severity (SEVERITY_READ/WRITE are absent from this model's capabilities).
+- Change feed: ``GET /v2/alerts?updated_at[gte]`` plus escalations by ``updated_at`` (an ack does
+  not bump the alert); full resync = every firing alert.
+- Writes: ack = respond on the alert's open escalations (as above); resolve = ``POST
+  /v2/alerts/{id}/actions/resolve`` (idempotent), then cancel escalations still paging.
+- Create: a ``firing`` event on the configured HTTP source with ``deduplication_key`` = the
+  marker, then ``GET /v2/alerts?deduplication_key[is]=<marker>`` (also ``find_created``).
 """
 
 from __future__ import annotations
@@ -27,15 +42,15 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import anyio
 import httpx
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from syncd import metrics
 from syncd.model import Incident, NewIncident, OnCall, Severity, State
-from syncd.ratelimit import Budget, Limit
+from syncd.ratelimit import ACCOUNT, Budget, Limit
 from syncd.secrets import Secret
 from syncd.vendors._http import VendorHTTP, require, retry_after_seconds, short_body
 from syncd.vendors.base import (
@@ -52,6 +67,7 @@ from syncd.vendors.base import (
     PushResult,
     RateLimited,
     Skipped,
+    TransientError,
     VendorError,
 )
 
@@ -63,6 +79,17 @@ MARKER = re.compile(r"\[syncd:([A-Za-z0-9._:-]+)\]")
 MARKER_URL = "https://syncd.invalid/marker/{marker}"
 MAX_PAGES = 10_000
 ESC_FILTER_IDS = 25  # incidents per escalations lookup (our choice: keeps URLs short)
+ALERT_PAGE = 50  # GET /v2/alerts: page_size is required, at most 50 (notes 3)
+INTAKE = "/v2/alert_events/http/{alert_source_config_id}"
+INTAKE_ENDPOINT = f"POST {INTAKE}"
+# Intake is asynchronous (202 "accepted for processing", notes 7): look for the new alert this
+# many times, waiting these seconds in between, before leaving it to the next attempt (ours).
+CREATE_LOOKUPS = (0.0, 0.5, 1.0, 2.0)
+
+BASE_CAPABILITIES = (Capability.ACK | Capability.RESOLVE | Capability.CREATE
+                     | Capability.ONCALL_READ | Capability.OVERRIDE_WRITE)
+INCIDENT_CAPABILITIES = BASE_CAPABILITIES | Capability.SEVERITY_READ | Capability.SEVERITY_WRITE
+ALERT_CAPABILITIES = BASE_CAPABILITIES  # alerts have no severity (notes 7, 9.1)
 
 
 def _time(value: Any) -> datetime:
@@ -74,6 +101,18 @@ def _time(value: Any) -> datetime:
 
 def _stamp(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _marker_of(source_url: Any, description: Any) -> str | None:
+    """syncd's creation marker on an alert: the marker URL in ``source_url``, else the
+    ``[syncd:...]`` tag in the description."""
+    prefix = MARKER_URL.format(marker="")
+    if isinstance(source_url, str) and source_url.startswith(prefix):
+        marker = source_url[len(prefix):]
+        if MARKER.fullmatch(f"[syncd:{marker}]"):
+            return marker
+    found = MARKER.search(description) if isinstance(description, str) else None
+    return found.group(1) if found else None
 
 
 class IncidentIOSettings(AccountSettings):
@@ -97,6 +136,31 @@ class IncidentIOSettings(AccountSettings):
         300.0, ge=0, description="seconds the change feed reaches back before the cursor")
     rate_limit_per_minute: float = Field(
         1200.0, gt=0, description="documented: a 1200 token bucket refilling 20/s per key")
+    model: Literal["incident", "alert"] = Field(
+        "incident", description="what a syncd record is: an incident.io incident (acks from its "
+        "escalations) or an alert and its escalations (incident.io On-call paging)")
+    alert_source_config_id: str | None = Field(
+        None, min_length=1, description='model = "alert": the HTTP alert source syncd creates '
+        "alerts through (POST /v2/alert_events/http/{id})")
+    alert_source_token: Secret | None = Field(
+        None, description='model = "alert": that alert source\'s own secret (not the API key)')
+    alert_sources: list[str] = Field(
+        default_factory=list, description='model = "alert": alert source ids whose alerts are '
+        "read (empty: every source)")
+
+    @model_validator(mode="after")
+    def _alert_model_keys(self) -> Self:
+        keys = ("alert_source_config_id", "alert_source_token")
+        if self.model == "alert":
+            missing = [k for k in keys if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f'model = "alert" needs {" and ".join(missing)} (the HTTP '
+                                 "alert source syncd creates alerts through)")
+        else:
+            extra = [k for k in (*keys, "alert_sources") if getattr(self, k)]
+            if extra:
+                raise ValueError(f'{", ".join(extra)} only apply with model = "alert"')
+        return self
 
 
 class IncidentIOClient:
@@ -104,18 +168,12 @@ class IncidentIOClient:
 
     vendor: ClassVar[str] = "incidentio"
     Settings: ClassVar[type[IncidentIOSettings]] = IncidentIOSettings
-    capabilities: ClassVar[Capability] = (
-        Capability.ACK
-        | Capability.RESOLVE
-        | Capability.SEVERITY_READ
-        | Capability.SEVERITY_WRITE
-        | Capability.CREATE
-        | Capability.ONCALL_READ
-        | Capability.OVERRIDE_WRITE
-    )
+    # The default (incident) model's; each instance sets its own from ``settings.model``.
+    capabilities: ClassVar[Capability] = INCIDENT_CAPABILITIES
     limits: ClassVar[Mapping[str, Limit]] = {
         "*": Limit(1200, 60.0, burst=1200),
         "POST /v2/escalations": Limit(60, 60.0),
+        INTAKE_ENDPOINT: Limit(120, 60.0),  # per alert source (notes 2, 7)
     }
     batch_size: ClassVar[Mapping[Action, int]] = {
         Action.ACKNOWLEDGE: ESC_FILTER_IDS,
@@ -143,9 +201,16 @@ class IncidentIOClient:
         self.settings = settings
         per_min = settings.rate_limit_per_minute
         self.limits = {"*": Limit(per_min, 60.0, burst=per_min),
-                       "POST /v2/escalations": Limit(60, 60.0)}
+                       "POST /v2/escalations": Limit(60, 60.0),
+                       INTAKE_ENDPOINT: Limit(120, 60.0)}
         self.budget = budget or Budget(self.limits, settings.budget_fraction)
+        self.alert_model = settings.model == "alert"
+        # Per instance: the engine reads ``client.capabilities`` from the client it built.
+        self.capabilities = ALERT_CAPABILITIES if self.alert_model else INCIDENT_CAPABILITIES
+        if self.alert_model:
+            self.batch_size = {Action.ACKNOWLEDGE: ESC_FILTER_IDS, Action.RESOLVE: 1}
         self._clock = clock
+        self._sleep = sleep
         self._severities: list[dict[str, Any]] | None = None
         self._statuses: list[dict[str, Any]] | None = None
         self._emails: dict[str, str] = {}
@@ -156,6 +221,7 @@ class IncidentIOClient:
                      "accept": "application/json"},
             timeout=settings.timeout, max_retries=settings.max_retries,
             classify=self._classify, transport=transport, backoff_base=backoff_base, sleep=sleep,
+            bucket_for=lambda endpoint: endpoint if endpoint in self.limits else ACCOUNT,
         )
 
     async def aclose(self) -> None:
@@ -332,20 +398,22 @@ class IncidentIOClient:
             after = nxt
         raise self._malformed(endpoint, f"more than {MAX_PAGES} pages")
 
-    async def _acked(self, incident_ids: Sequence[str]) -> tuple[set[str], dict[str, list[str]]]:
-        """Which incidents have an acked escalation, and each one's still-ackable escalations."""
+    async def _acked(self, incident_ids: Sequence[str], by: str = "incident"
+                     ) -> tuple[set[str], dict[str, list[str]]]:
+        """Which incidents (``by="alert"``: alerts) have an acked escalation, and each one's
+        still-ackable escalations."""
         acked: set[str] = set()
         ackable: dict[str, list[str]] = {}
         endpoint = "GET /v2/escalations"
         for i in range(0, len(incident_ids), ESC_FILTER_IDS):
             chunk = list(incident_ids[i:i + ESC_FILTER_IDS])
-            params = {"incident[one_of]": chunk, "page_size": 50}
+            params = {f"{by}[one_of]": chunk, "page_size": 50}
             async for items in self._list("/v2/escalations", "escalations", params):
                 for esc in items:
                     if not isinstance(esc, dict) or not isinstance(esc.get("id"), str):
                         metrics.MALFORMED.labels(self.account, endpoint).inc()
                         continue
-                    related = [r.get("id") for r in esc.get("related_incidents") or []
+                    related = [r.get("id") for r in esc.get(f"related_{by}s") or []
                                if isinstance(r, dict)]
                     events = esc.get("events") if isinstance(esc.get("events"), list) else []
                     was_acked = esc.get("status") == "acked" or any(
@@ -405,14 +473,67 @@ class IncidentIOClient:
         since: datetime | None = None
         if cursor and not full:
             try:
-                since = _time(json.loads(cursor)["since"])
-            except (ValueError, KeyError, TypeError):
+                data = json.loads(cursor)
+                # A cursor written under the other model means a full read of this one.
+                if data.get("model", "incident") == self.settings.model:
+                    since = _time(data["since"])
+            except (ValueError, KeyError, TypeError, AttributeError):
                 since = None  # an unreadable cursor means a full read, never a crash
         started = self._clock()
         newest: datetime | None = None
         pending: Page | None = None
-        endpoint = "GET /v2/incidents"
         seen: set[str] = set()
+        feed = self._alert_pages(since) if self.alert_model else self._incident_pages(since)
+        async for page in feed:
+            for inc in page.incidents:
+                seen.add(inc.external_id)
+                if inc.updated_at and (newest is None or inc.updated_at > newest):
+                    newest = inc.updated_at
+            if pending is not None:
+                yield pending
+            pending = page
+        if since is not None:
+            # Acks live on escalations and need not bump the incident or alert: a second feed.
+            changed, esc_newest = await self._changed_escalations(since)
+            if esc_newest is not None:
+                newest = esc_newest if newest is None else max(newest, esc_newest)
+            if self.alert_model:
+                extra = self._related_alerts(changed, seen)
+                if extra:
+                    incidents, skipped = await self._build_alerts(
+                        extra, "GET /v2/escalations")
+                    if pending is not None:
+                        yield pending
+                    pending = Page(incidents=incidents, skipped=skipped)
+            else:
+                raws = []
+                for rid in self._related_incidents(changed, seen):
+                    try:
+                        data = await self.http.json("GET", "/v2/incidents/{id}",
+                                                    path={"id": rid})
+                    except NotFound:
+                        continue
+                    raws.append(data.get("incident") if isinstance(data, dict) else data)
+                if raws:
+                    incidents, skipped = await self._build(raws, "GET /v2/incidents/{id}")
+                    if pending is not None:
+                        yield pending
+                    pending = Page(incidents=incidents, skipped=skipped)
+        edge = min(started, newest) if newest else started
+        next_since = edge - timedelta(seconds=self.settings.change_overlap)
+        if since is not None and next_since < since:
+            next_since = since
+        if pending is None:
+            pending = Page()
+        state: dict[str, Any] = {"v": 1, "since": _stamp(next_since)}
+        if self.alert_model:
+            state["model"] = "alert"
+        pending.cursor = json.dumps(state)
+        yield pending
+
+    async def _incident_pages(self, since: datetime | None) -> AsyncIterator[Page]:
+        """Incidents changed since ``since`` (all open ones when None), one Page per page."""
+        endpoint = "GET /v2/incidents"
         if since is None:
             params: dict[str, Any] = {"status_category[one_of]": list(OPEN),
                                       "page_size": self.settings.page_size}
@@ -423,53 +544,38 @@ class IncidentIOClient:
             if since is not None:
                 items = [r for r in items if not self._older(r, since)]
             incidents, skipped = await self._build(items, endpoint)
-            for inc in incidents:
-                seen.add(inc.external_id)
-                if inc.updated_at and (newest is None or inc.updated_at > newest):
-                    newest = inc.updated_at
-            if pending is not None:
-                yield pending
-            pending = Page(incidents=incidents, skipped=skipped)
-        if since is not None:
-            # Acks live on escalations and need not bump the incident: a second feed.
-            extra: list[str] = []
-            esc_params = {"updated_at[gte]": since.date().isoformat(), "page_size": 50}
-            async for items in self._list("/v2/escalations", "escalations", esc_params):
-                for esc in items:
-                    if not isinstance(esc, dict):
-                        continue
-                    try:
-                        changed = _time(esc.get("updated_at"))
-                    except ValueError:
-                        metrics.MALFORMED.labels(self.account, "GET /v2/escalations").inc()
-                        continue
-                    if changed <= since:
-                        continue
-                    newest = changed if newest is None else max(newest, changed)
-                    for rel in esc.get("related_incidents") or []:
-                        rid = rel.get("id") if isinstance(rel, dict) else None
-                        if isinstance(rid, str) and rid not in seen and rid not in extra:
-                            extra.append(rid)
-            raws = []
-            for rid in extra:
-                try:
-                    data = await self.http.json("GET", "/v2/incidents/{id}", path={"id": rid})
-                except NotFound:
+            yield Page(incidents=incidents, skipped=skipped)
+
+    async def _changed_escalations(self, since: datetime
+                                   ) -> tuple[list[dict[str, Any]], datetime | None]:
+        """Escalations whose ``updated_at`` is after ``since`` (the filter compares days)."""
+        changed: list[dict[str, Any]] = []
+        newest: datetime | None = None
+        esc_params = {"updated_at[gte]": since.date().isoformat(), "page_size": 50}
+        async for items in self._list("/v2/escalations", "escalations", esc_params):
+            for esc in items:
+                if not isinstance(esc, dict):
                     continue
-                raws.append(data.get("incident") if isinstance(data, dict) else data)
-            if raws:
-                incidents, skipped = await self._build(raws, "GET /v2/incidents/{id}")
-                if pending is not None:
-                    yield pending
-                pending = Page(incidents=incidents, skipped=skipped)
-        edge = min(started, newest) if newest else started
-        next_since = edge - timedelta(seconds=self.settings.change_overlap)
-        if since is not None and next_since < since:
-            next_since = since
-        if pending is None:
-            pending = Page()
-        pending.cursor = json.dumps({"v": 1, "since": _stamp(next_since)})
-        yield pending
+                try:
+                    when = _time(esc.get("updated_at"))
+                except ValueError:
+                    metrics.MALFORMED.labels(self.account, "GET /v2/escalations").inc()
+                    continue
+                if when <= since:
+                    continue
+                newest = when if newest is None else max(newest, when)
+                changed.append(esc)
+        return changed, newest
+
+    @staticmethod
+    def _related_incidents(escalations: list[dict[str, Any]], seen: set[str]) -> list[str]:
+        extra: list[str] = []
+        for esc in escalations:
+            for rel in esc.get("related_incidents") or []:
+                rid = rel.get("id") if isinstance(rel, dict) else None
+                if isinstance(rid, str) and rid not in seen and rid not in extra:
+                    extra.append(rid)
+        return extra
 
     @staticmethod
     def _older(raw: Any, since: datetime) -> bool:
@@ -491,6 +597,9 @@ class IncidentIOClient:
             batch = list(pushes[i:i + size])
             if action is Action.ACKNOWLEDGE:
                 results.extend(await self._ack(batch))
+            elif self.alert_model:
+                for p in batch:
+                    results.append(await self._resolve_alert(p))
             else:
                 for p in batch:
                     results.append(await self._edit(action, p))
@@ -504,7 +613,7 @@ class IncidentIOClient:
 
     async def _ack(self, batch: list[Push]) -> list[PushResult]:
         ids = list(dict.fromkeys(p.external_id for p in batch))
-        acked, ackable = await self._acked(ids)
+        acked, ackable = await self._acked(ids, "alert" if self.alert_model else "incident")
         out = []
         for p in batch:
             eid = p.external_id
@@ -514,14 +623,14 @@ class IncidentIOClient:
                     out.append(PushResult(eid, Outcome.ALREADY))
                     continue
                 try:
-                    raw = await self._show(eid)
+                    resolved = await self._resolved(eid)
                 except NotFound as exc:
                     out.append(PushResult(eid, Outcome.REFUSED, exc.message))
                     continue
-                cat = (raw.get("incident_status") or {}).get("category")
-                if ALIASES.get(cat, cat) in RESOLVED:
-                    # Never move a resolved incident backwards with a late ack.
-                    out.append(PushResult(eid, Outcome.ALREADY, "incident already resolved"))
+                if resolved:
+                    # Never move a resolved record backwards with a late ack.
+                    what = "alert" if self.alert_model else "incident"
+                    out.append(PushResult(eid, Outcome.ALREADY, f"{what} already resolved"))
                 else:
                     out.append(PushResult(eid, Outcome.REFUSED,
                                           "no open escalation to acknowledge (capability gap)"))
@@ -540,6 +649,12 @@ class IncidentIOClient:
                 outcome = Outcome.ALREADY
             out.append(PushResult(eid, outcome, message))
         return out
+
+    async def _resolved(self, eid: str) -> bool:
+        if self.alert_model:
+            return (await self._show_alert(eid)).get("status") == "resolved"
+        cat = ((await self._show(eid)).get("incident_status") or {}).get("category")
+        return ALIASES.get(cat, cat) in RESOLVED
 
     async def _resolve_target(self) -> str:
         wanted = self.settings.resolve_status
@@ -588,7 +703,10 @@ class IncidentIOClient:
 
     async def create(self, new: NewIncident) -> Incident:
         """POST /v2/incidents with an idempotency key from the marker (a repeat returns the
-        first incident), the marker in the summary, and an attachment to find it by."""
+        first incident), the marker in the summary, and an attachment to find it by.
+        In the alert model: a firing alert event (see :meth:`_create_alert`)."""
+        if self.alert_model:
+            return await self._create_alert(new)
         endpoint = "POST /v2/incidents"
         payload: dict[str, Any] = {
             "idempotency_key": f"syncd-{new.marker}",
@@ -628,6 +746,9 @@ class IncidentIOClient:
         return None
 
     async def find_created(self, marker: str) -> Incident | None:
+        if self.alert_model:
+            raw = await self._find_alert(marker)
+            return None if raw is None else await self._one_alert(raw, "GET /v2/alerts")
         iid = await self._attachment(marker)
         if iid is None:
             return None
@@ -636,6 +757,195 @@ class IncidentIOClient:
         except NotFound:
             return None
         return await self._one(raw, "GET /v2/incidents/{id}")
+
+    # ------------------------------------------------------------------ alert model
+
+    def _source_ok(self, raw: dict[str, Any]) -> bool:
+        wanted = self.settings.alert_sources
+        return not wanted or raw.get("alert_source_id") in wanted
+
+    def _alert(self, raw: Any, acked: set[str]) -> Incident:
+        """An AlertV2 (or AlertSlimV2: same fields but attributes) as a syncd record."""
+        if not isinstance(raw, dict):
+            raise TypeError(f"alert is {type(raw).__name__}, not an object")
+        aid = raw.get("id")
+        if not isinstance(aid, str) or not aid:
+            raise ValueError("missing id")
+        title = raw.get("title")
+        if not isinstance(title, str):
+            raise ValueError("missing title")
+        status = raw.get("status")
+        if status == "resolved":
+            state = State.RESOLVED
+        elif status == "firing":
+            state = State.ACKNOWLEDGED if aid in acked else State.TRIGGERED
+        else:
+            raise ValueError(f"unknown alert status {status!r}")
+        keys: dict[str, str] = {}
+        dedup = raw.get("deduplication_key")
+        if isinstance(dedup, str) and dedup:
+            keys["dedup"] = dedup
+        marker = _marker_of(raw.get("source_url"), raw.get("description"))
+        if marker:
+            keys["marker"] = marker
+        return Incident(
+            external_id=aid, state=state, title=title, severity=None, keys=keys,
+            created_at=_time(raw.get("created_at")), updated_at=_time(raw.get("updated_at")),
+        )
+
+    async def _build_alerts(self, raws: list[Any], endpoint: str
+                            ) -> tuple[list[Incident], list[Skipped]]:
+        """Parse alerts, with the ack state of the firing ones from their escalations."""
+        firing = [r["id"] for r in raws if isinstance(r, dict) and isinstance(r.get("id"), str)
+                  and r.get("status") == "firing"]
+        acked, _ = await self._acked(firing, "alert") if firing else (set(), {})
+        incidents, skipped = [], []
+        for raw in raws:
+            try:
+                incidents.append(self._alert(raw, acked))
+            except (ValueError, TypeError, KeyError) as exc:
+                rid = raw.get("id") if isinstance(raw, dict) else None
+                metrics.MALFORMED.labels(self.account, endpoint).inc()
+                skipped.append(Skipped(endpoint, str(exc), rid if isinstance(rid, str) else None))
+        return incidents, skipped
+
+    async def _one_alert(self, raw: dict[str, Any], endpoint: str) -> Incident:
+        incidents, skipped = await self._build_alerts([raw], endpoint)
+        if not incidents:
+            raise self._malformed(endpoint, skipped[0].reason if skipped else "bad alert")
+        return incidents[0]
+
+    async def _alert_pages(self, since: datetime | None) -> AsyncIterator[Page]:
+        """Alerts changed since ``since`` (every firing one when None), one Page per page."""
+        endpoint = "GET /v2/alerts"
+        params: dict[str, Any] = {"page_size": ALERT_PAGE}
+        if self.settings.alert_sources:
+            params["alert_source[one_of]"] = list(self.settings.alert_sources)
+        if since is None:
+            params["status[one_of]"] = ["firing"]
+        else:
+            params["updated_at[gte]"] = since.date().isoformat()
+        async for items in self._list("/v2/alerts", "alerts", params):
+            if since is not None:
+                items = [r for r in items if not self._older(r, since)]
+            incidents, skipped = await self._build_alerts(items, endpoint)
+            yield Page(incidents=incidents, skipped=skipped)
+
+    def _related_alerts(self, escalations: list[dict[str, Any]], seen: set[str]
+                        ) -> list[dict[str, Any]]:
+        """The alerts (AlertSlimV2, enough to build a record) of changed escalations."""
+        extra: dict[str, dict[str, Any]] = {}
+        for esc in escalations:
+            for rel in esc.get("related_alerts") or []:
+                rid = rel.get("id") if isinstance(rel, dict) else None
+                if (isinstance(rid, str) and rid not in seen and rid not in extra
+                        and self._source_ok(rel)):
+                    extra[rid] = rel
+        return list(extra.values())
+
+    async def _show_alert(self, aid: str) -> dict[str, Any]:
+        endpoint = "GET /v2/alerts/{id}"
+        data = await self.http.json("GET", "/v2/alerts/{id}", path={"id": aid})
+        self._check_failure(data, endpoint)
+        return require(data, "alert", dict, endpoint=endpoint, account=self.account)
+
+    async def _resolve_alert(self, p: Push) -> PushResult:
+        """POST /v2/alerts/{id}/actions/resolve: targets this alert by id, answers with it
+        synchronously and is a documented no-op on a resolved alert (notes 7). The alert event
+        ``status: "resolved"`` would need the source secret, answers only "accepted" and
+        resolves whichever alert is firing under the key, so it is not used for this."""
+        endpoint = "POST /v2/alerts/{id}/actions/resolve"
+        try:
+            data = await self.http.json("POST", "/v2/alerts/{id}/actions/resolve",
+                                        path={"id": p.external_id}, idempotent=True)
+        except PermanentError as exc:  # 404 (or private), 422 externally resolved sources
+            return PushResult(p.external_id, Outcome.REFUSED, exc.message)
+        self._check_failure(data, endpoint)
+        raw = require(data, "alert", dict, endpoint=endpoint, account=self.account)
+        message = await self._cancel_escalations(p.external_id)
+        return PushResult(p.external_id, Outcome.DONE, message,
+                          incident=await self._one_alert(raw, endpoint))
+
+    async def _cancel_escalations(self, aid: str) -> str:
+        """Cancel escalations still paging for a resolved alert: routes do it themselves with
+        ``auto_cancel_escalations``; otherwise they would keep paging (notes 7, 9.2). Best
+        effort: the resolve already happened, so a refusal is reported, not raised."""
+        _, ackable = await self._acked([aid], "alert")
+        problems = []
+        for esc_id in ackable.get(aid, []):
+            try:
+                # Cancelling a cancelled escalation is a no-op (notes 6): safe to retry.
+                await self.http.request("POST", "/v2/escalations/{id}/actions/cancel",
+                                        path={"id": esc_id}, idempotent=True)
+            except (PermanentError, AuthError) as exc:
+                problems.append(f"escalation {esc_id} not cancelled: {exc.message}")
+        return "; ".join(problems)
+
+    async def _find_alert(self, marker: str) -> dict[str, Any] | None:
+        """The alert syncd created with ``marker`` as its deduplication key: ours (marker read
+        back) first, then on our source, firing before resolved, newest first."""
+        endpoint = "GET /v2/alerts"
+        source = self.settings.alert_source_config_id
+        found: list[dict[str, Any]] = []
+        async for items in self._list("/v2/alerts", "alerts", {
+                "deduplication_key[is]": marker, "page_size": ALERT_PAGE}):
+            for raw in items:
+                if (isinstance(raw, dict) and isinstance(raw.get("id"), str)
+                        and raw.get("deduplication_key") == marker):
+                    found.append(raw)
+                else:
+                    metrics.MALFORMED.labels(self.account, endpoint).inc()
+        if not found:
+            return None
+
+        def rank(raw: dict[str, Any]) -> tuple[bool, bool, bool, str]:
+            mine = _marker_of(raw.get("source_url"), raw.get("description")) == marker
+            created = raw.get("created_at")
+            return (mine, raw.get("alert_source_id") == source, raw.get("status") == "firing",
+                    created if isinstance(created, str) else "")
+        return max(found, key=rank)
+
+    async def _create_alert(self, new: NewIncident) -> Incident:
+        """A ``firing`` event on the configured HTTP source, ``deduplication_key`` = the marker:
+        while that alert fires a repeat creates nothing (notes 7), so a retry is safe. Intake
+        is asynchronous, so the alert is then looked up by its key; when it does not show up
+        in time this raises TransientError and the retry finds it (``find_created``) instead
+        of creating a second one."""
+        settings = self.settings
+        assert settings.alert_source_config_id and settings.alert_source_token  # validated
+        existing = await self._find_alert(new.marker)
+        if existing is None:
+            metadata: dict[str, Any] = {"syncd_marker": new.marker}
+            if new.severity is not None:
+                metadata["severity"] = new.severity.value  # for routes that map it
+            body = {
+                "title": new.title, "status": "firing", "deduplication_key": new.marker,
+                "description": f"{new.details}\n\n[syncd:{new.marker}]".strip(),
+                "source_url": MARKER_URL.format(marker=new.marker), "metadata": metadata,
+            }
+            token = settings.alert_source_token.get_secret_value()
+            data = await self.http.json(
+                "POST", INTAKE, path={"alert_source_config_id": settings.alert_source_config_id},
+                json=body, headers={"authorization": f"Bearer {token}"}, idempotent=True)
+            self._check_failure(data, INTAKE_ENDPOINT)
+            if not isinstance(data, dict) or data.get("status") != "success":
+                raise self._malformed(INTAKE_ENDPOINT, f"event not accepted: {str(data)[:200]}")
+            for delay in CREATE_LOOKUPS:
+                if delay:
+                    await self._sleep(delay)
+                existing = await self._find_alert(new.marker)
+                if existing is not None:
+                    break
+            else:
+                raise TransientError("alert event accepted but the alert is not listed yet",
+                                     account=self.account, endpoint="GET /v2/alerts")
+        created = await self._one_alert(existing, "GET /v2/alerts")
+        if new.state is State.RESOLVED and created.state is not State.RESOLVED:
+            result = await self._resolve_alert(Push(created.external_id, Action.RESOLVE,
+                                                    new.marker))
+            if result.incident is not None:
+                created = result.incident
+        return created
 
     # ------------------------------------------------------------------ on-call
 

@@ -139,6 +139,7 @@ async def _exercise(sim: IncidentIOSimulator) -> list[tuple[str, str, int, Any]]
         await c.get("/v2/escalation_paths")
         await c.get(f"/v2/escalation_paths/{sim.path_id}")
         await c.get("/v2/alerts", params={"page_size": 10})
+        await c.get(f"/v2/alerts/{alert}")
         await c.post(f"/v2/alerts/{alert}/actions/resolve")
         await c.get("/v2/incident_alerts", params={"page_size": 10, "incident_id": inc})
         await c.get("/v2/users")
