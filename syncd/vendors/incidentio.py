@@ -214,6 +214,7 @@ class IncidentIOClient:
         self._severities: list[dict[str, Any]] | None = None
         self._statuses: list[dict[str, Any]] | None = None
         self._emails: dict[str, str] = {}
+        self._users_loaded = False
         self._dedup: dict[str, str] = {}
         self.http = VendorHTTP(
             account=account, base_url=settings.base_url, budget=self.budget,
@@ -1011,6 +1012,29 @@ class IncidentIOClient:
                 return None
             self._emails[uid] = email
         return self._emails[uid]
+
+    async def user_emails(self) -> dict[str, str]:
+        """user id -> email of every active user (``GET /v2/users``, page_size up to 10000, §5),
+        read once and cached: the directory on-call matching looks people up in."""
+        if not self._users_loaded:
+            endpoint = "GET /v2/users"
+            after: str | None = None
+            for _ in range(MAX_PAGES):
+                params: dict[str, Any] = {"page_size": 10000}
+                if after:
+                    params["after"] = after
+                data = await self.http.json("GET", "/v2/users", params=params)
+                for user in require(data, "users", list, endpoint=endpoint,
+                                    account=self.account):
+                    if isinstance(user, dict) and isinstance(user.get("id"), str) \
+                            and isinstance(user.get("email"), str):
+                        self._emails[user["id"]] = user["email"]
+                meta = data.get("pagination_meta")
+                after = meta.get("after") if isinstance(meta, dict) else None
+                if not after:
+                    break
+            self._users_loaded = True
+        return dict(self._emails)
 
     async def create_override(self, schedule_id: str, user_email: str, start: datetime,
                               end: datetime) -> str:

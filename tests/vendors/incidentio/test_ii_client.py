@@ -333,3 +333,16 @@ async def test_unknown_severity_name_maps_by_rank(sim: IncidentIOSimulator) -> N
     finally:
         await c.aclose()
     assert next(iter(found.values())).severity is Severity.SEV1
+
+
+async def test_user_directory_lists_every_user(sim: IncidentIOSimulator) -> None:
+    client = make_client(sim)
+    try:
+        emails = await client.user_emails()
+        assert "alice@example.com" in emails.values()
+        assert "syncd-bot@example.com" in emails.values()
+        calls = sim.call_count(route="/v2/users")
+        assert await client.user_emails() == emails
+        assert sim.call_count(route="/v2/users") == calls  # cached
+    finally:
+        await client.aclose()
