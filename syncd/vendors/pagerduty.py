@@ -156,6 +156,7 @@ class PagerDutyClient:
         self._clock = clock
         self._priorities: list[tuple[str, str]] | None = None  # (id, name), most severe first
         self._emails: dict[str, str] = {}
+        self._users_loaded = False
         key = settings.token.get_secret_value()
         auth = f"Token token={key}" if settings.token_type == "token" else f"Bearer {key}"
         common: dict[str, Any] = dict(
@@ -770,6 +771,15 @@ class PagerDutyClient:
                 if isinstance(raw, dict) and isinstance(raw.get("id"), str) \
                         and isinstance(raw.get("email"), str):
                     self._emails[raw["id"]] = raw["email"]
+        self._users_loaded = True
+
+    async def user_emails(self) -> dict[str, str]:
+        """user id -> email of every user in the account (``GET /users`` once, then cached):
+        the directory on-call matching looks people up in, so someone not on call within the
+        horizon is still found (and an override can be pushed for them)."""
+        if not self._users_loaded:
+            await self._load_emails()
+        return dict(self._emails)
 
     async def create_override(self, schedule_id: str, user_email: str, start: datetime,
                               end: datetime) -> str:

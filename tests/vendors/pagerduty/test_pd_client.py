@@ -286,6 +286,17 @@ async def test_oncall_and_override(client: PagerDutyClient, sim: PagerDutySimula
         await client.create_override(SCHED_PRIMARY, "ghost@example.com", now, now)
 
 
+async def test_user_emails_is_the_whole_account_read_once(client: PagerDutyClient,
+                                                           sim: PagerDutySimulator) -> None:
+    """The on-call directory: everyone, also people on no schedule (syncd-bot), one GET /users
+    per process."""
+    emails = await client.user_emails()
+    assert set(emails.values()) == {u.email for u in sim.users.values()}
+    assert "syncd-bot@example.com" in emails.values()
+    await client.user_emails()
+    assert sim.call_count(route="/users", method="GET") == 1
+
+
 # ---------------------------------------------------------------- limits, faults, auth
 
 
