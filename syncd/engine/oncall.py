@@ -422,7 +422,8 @@ class OnCallService:
         client = self.clients[account]
         now = now or utcnow()
         try:
-            entries = await client.oncall(now, now + horizon(self.config, account))
+            until = now + horizon(self.config, account)
+            entries = await client.oncall(now, until)
         except VendorError as exc:
             error = f"{type(exc).__name__}: {exc}"
             if account not in self._failing:
@@ -436,7 +437,7 @@ class OnCallService:
         if (users := await _user_list(client)) is not None:
             self._known[account] = users
         rows = [_entry_row(e) for e in entries]
-        new = await self.ledger.run(lambda tx: tx.record_oncall(account, rows, now))
+        new = await self.ledger.run(lambda tx: tx.record_oncall(account, rows, now, (now, until)))
         return OnCallPoll(account, ok=True, entries=len(rows), new=new)
 
     async def poll_all(self, accounts: Iterable[str] | None = None) -> list[OnCallPoll]:

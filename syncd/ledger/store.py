@@ -462,20 +462,31 @@ class Tx:
     # ----------------------------------------------------------------- on-call
 
     def record_oncall(self, account: str, entries: Sequence[dict[str, Any]],
-                      now: datetime) -> int:
-        """Store entries seen now; an entry seen before only extends its ``last_seen``."""
+                      now: datetime, window: tuple[datetime, datetime] | None = None) -> int:
+        """Store entries seen now; an entry seen before only extends its ``last_seen``.
+
+        Vendors cut shifts at the edges of the window asked for (incident.io's schedule entries
+        start at ``entry_window_start``), so a shift seen by two polls can differ only at a cut
+        edge. With ``window`` given, an entry that starts at the window's start (or ends at its
+        end) continues the stored shift of the same person that began earlier (or ended at an
+        earlier cut) instead of adding a row per poll; a real change (an override splitting a
+        shift) still gives new rows, because its other edge differs.
+        """
         new = 0
         for e in entries:
-            row = self.s.exec(
+            rows = list(self.s.exec(
                 select(OnCallSnapshot).where(
                     OnCallSnapshot.account == account,
                     OnCallSnapshot.schedule_id == e["schedule_id"],
                     OnCallSnapshot.level == e["level"],
                     OnCallSnapshot.user_id == e["user_id"],
-                    OnCallSnapshot.start == e["start"],
-                    OnCallSnapshot.end == e["end"],
-                )
-            ).first()
+                ).order_by(col(OnCallSnapshot.last_seen).desc())
+            ))
+            row = next((r for r in rows if r.start == e["start"] and r.end == e["end"]), None)
+            if row is None and window is not None:
+                row = next((r for r in rows if _continues(r, e, window)), None)
+                if row is not None and row.end is not None and e["end"] is not None:
+                    row.end = max(row.end, e["end"])
             if row is None:
                 self.s.add(OnCallSnapshot(account=account, first_seen=now, last_seen=now, **e))
                 new += 1
@@ -501,3 +512,17 @@ class Tx:
             return []
         latest = rows[0].last_seen
         return [r for r in rows if r.last_seen == latest]
+
+
+def _continues(row: OnCallSnapshot, e: dict[str, Any], window: tuple[datetime, datetime]) -> bool:
+    """``e`` is ``row``'s shift seen again, differing only at edges a window cut: its start
+    cut at ``since`` (the row began earlier and still runs then), or its end cut at ``until``
+    (the row ended at an earlier cut, after this entry began)."""
+    since, until = window
+    start, end = e["start"], e["end"]
+    start_ok = row.start == start or (
+        start == since and row.start is not None and row.start <= since
+        and (row.end is None or row.end >= since))
+    end_ok = row.end == end or (
+        end == until and row.end is not None and start is not None and start < row.end <= until)
+    return start_ok and end_ok

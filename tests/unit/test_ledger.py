@@ -156,3 +156,41 @@ def test_enqueue_coalesces_ack_then_resolve(tmp_path: Path) -> None:
     rows = ledger.call(work)
     assert rows == [("acknowledge", "superseded"), ("severity", "pending"),
                     ("resolve", "pending")]
+
+
+def test_oncall_history_does_not_grow_with_window_cuts(tmp_path: Path) -> None:
+    """A shift seen by consecutive polls whose windows cut it differently is one row; an
+    override that splits it adds rows."""
+    from datetime import timedelta
+
+    ledger = Ledger.open(url(tmp_path / "l.db"))
+    t0 = utcnow().replace(microsecond=0)
+    day = timedelta(days=1)
+
+    def entry(user: str, start, end):  # type: ignore[no-untyped-def]
+        return {"schedule_id": "S", "level": 1, "user_id": user, "user_email": None,
+                "start": start, "end": end, "schedule_name": None}
+
+    for k in range(5):  # polls a minute apart, each window [now, now + 2 days)
+        now = t0 + timedelta(minutes=k)
+        window = (now, now + 2 * day)
+        rows = [entry("alice", now, t0 + day), entry("bob", t0 + day, now + 2 * day)]
+        ledger.call(lambda tx, r=rows, n=now, w=window: tx.record_oncall("pd", r, n, w))
+    stored = ledger.call(lambda tx: tx.oncall_at("pd", "S", 1, t0 + timedelta(hours=1)))
+    assert [(r.user_id, r.start, r.end) for r in stored] == [("alice", t0, t0 + day)]
+    later = ledger.call(lambda tx: tx.oncall_at("pd", "S", 1, t0 + day + timedelta(hours=1)))
+    assert [(r.user_id, r.end) for r in later] == [("bob", t0 + timedelta(minutes=4) + 2 * day)]
+    assert ledger.call(lambda tx: tx.record_oncall("pd", [], t0, None)) == 0
+    with sqlite3.connect(tmp_path / "l.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM oncall_snapshot").fetchone()[0] == 2
+    # An override splits alice's shift: carol from +2h to +4h.
+    now = t0 + timedelta(minutes=5)
+    window = (now, now + 2 * day)
+    h = timedelta(hours=1)
+    rows = [entry("alice", now, t0 + 2 * h), entry("carol", t0 + 2 * h, t0 + 4 * h),
+            entry("alice", t0 + 4 * h, t0 + day), entry("bob", t0 + day, now + 2 * day)]
+    ledger.call(lambda tx: tx.record_oncall("pd", rows, now, window))
+    at3 = ledger.call(lambda tx: tx.oncall_at("pd", "S", 1, t0 + 3 * h))
+    assert [r.user_id for r in at3] == ["carol"]
+    at5 = ledger.call(lambda tx: tx.oncall_at("pd", "S", 1, t0 + 5 * h))
+    assert [(r.user_id, r.start) for r in at5] == [("alice", t0 + 4 * h)]
