@@ -29,6 +29,7 @@ from syncd.ledger import Ledger, utcnow
 log = structlog.get_logger(__name__)
 
 DISPATCH_EVERY = 1.0
+COALESCE_PUSHES = 0.25
 AUTH_BACKOFF = 300.0
 """Seconds between polls of an account whose credentials were rejected (/readyz says so)."""
 STOP_GRACE = 8.0
@@ -125,6 +126,9 @@ class Daemon:
         if result.ok:
             self.health.last_poll[account] = utcnow()
         if result.actions:
+            # A short pause lets the other accounts' polls of this round land first, so one
+            # push batch carries changes from every source instead of one partial batch each.
+            await anyio.sleep(COALESCE_PUSHES)
             await self._dispatch_all()
 
     async def _dispatch_all(self) -> None:
