@@ -26,7 +26,7 @@ from syncd.engine.reconciler import (
     Policy,
     reconcile,
 )
-from syncd.ledger import PENDING, Link, Outbox, Record, Tx
+from syncd.ledger import PENDING, Agreed, Link, Outbox, Record, Tx
 from syncd.ledger.store import STATE_ACTIONS
 from syncd.model import Incident, Severity, State
 from syncd.vendors.base import Capability
@@ -90,11 +90,12 @@ def observe(
 ) -> ObserveResult:
     """Record one page of observations of ``account`` and reconcile every link they touch."""
     result = ObserveResult()
+    known = tx.records(account, [inc.external_id for inc in incidents])  # one query per page
     for inc in incidents:
-        rec = tx.record(account, inc.external_id)
+        rec = known.get(inc.external_id)
         changes: list[tuple[str, str | None, str | None]] = []
         if rec is None:
-            rec = tx.add(_new_record(account, inc, now))
+            rec = known[inc.external_id] = tx.add(_new_record(account, inc, now))
             joined_fresh = True
         else:
             joined_fresh = False
@@ -138,11 +139,13 @@ def apply_changes(tx: Tx, ctx: GroupContext, link: Link, changes: Sequence[Chang
                   now: datetime) -> int:
     """Reconcile one link and write the decision: agreed values, outbox, cancels, audit."""
     assert link.id is not None
+    rows = tx.members(link.id)
+    pending_by_record = tx.pending_for_records(r.id or 0 for _, r in rows)
     members = []
-    for _member, record in tx.members(link.id):
+    for _member, record in rows:
         pending = frozenset(
             STATE if row.action in STATE_ACTIONS else SEVERITY
-            for row in tx.pending_for(record.id or 0)
+            for row in pending_by_record.get(record.id or 0, ())
             if row.action != "create"
         )
         members.append(Member(
@@ -153,21 +156,23 @@ def apply_changes(tx: Tx, ctx: GroupContext, link: Link, changes: Sequence[Chang
             capabilities=ctx.capabilities.get(record.account, Capability.NONE),
             pending=pending,
         ))
+    agreed_rows = tx.agreed(link.id)
     agreed = {
         name: AgreedValue(row.value, row.source_account, row.changed_at)
-        for name, row in tx.agreed(link.id).items()
+        for name, row in agreed_rows.items()
     }
     decision = reconcile(agreed, members, changes, ctx.policy, now)
-    write_decision(tx, ctx, link, decision, now)
+    write_decision(tx, ctx, link, decision, now, agreed_rows)
     return len(decision.actions)
 
 
 def write_decision(tx: Tx, ctx: GroupContext, link: Link, decision: Decision,
-                   now: datetime) -> None:
+                   now: datetime, agreed_rows: Mapping[str, Agreed] | None = None) -> None:
     assert link.id is not None
     group = ctx.group.name
     for name, value in decision.agreed.items():
-        tx.set_agreed(link.id, name, value.value, value.source, value.changed_at)
+        tx.set_agreed(link.id, name, value.value, value.source, value.changed_at,
+                      known=agreed_rows)
     for record_id, name in decision.cancel:
         for row in tx.pending_for(record_id):
             if (row.action in STATE_ACTIONS) == (name == STATE) and row.action != "create":
@@ -207,7 +212,7 @@ def _link_for(tx: Tx, ctx: GroupContext, rec: Record, inc: Incident, now: dateti
     if rec.account not in group.accounts:
         return None, False
     assert rec.id is not None
-    link = tx.link_of(group.name, rec.id)
+    link = None if fresh else tx.link_of(group.name, rec.id)  # a new record has no link yet
     if link is not None:
         return link, False
     # A marker we wrote into an incident we created wins over every other rule.

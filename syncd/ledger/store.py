@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -237,6 +237,14 @@ class Tx:
             select(Record).where(Record.account == account, Record.external_id == external_id)
         ).first()
 
+    def records(self, account: str, external_ids: Sequence[str]) -> dict[str, Record]:
+        """Records of one account by external id, in one query (a poll page)."""
+        if not external_ids:
+            return {}
+        rows = self.s.exec(select(Record).where(
+            Record.account == account, col(Record.external_id).in_(list(set(external_ids)))))
+        return {r.external_id: r for r in rows}
+
     def record_by_id(self, record_id: int) -> Record | None:
         return self.s.get(Record, record_id)
 
@@ -298,12 +306,10 @@ class Tx:
 
     def add_member(self, link: Link, record: Record) -> LinkMember:
         assert link.id is not None and record.id is not None
-        return self.add(
-            LinkMember(
-                link_id=link.id, record_id=record.id, group_name=link.group_name,
-                account=record.account,
-            )
-        )
+        member = LinkMember(link_id=link.id, record_id=record.id, group_name=link.group_name,
+                            account=record.account)
+        self.s.add(member)  # autoflushed before the next query reads link members
+        return member
 
     def remove_member(self, link_id: int, record_id: int) -> bool:
         member = self.s.exec(
@@ -350,14 +356,15 @@ class Tx:
         return {r.field: r for r in rows}
 
     def set_agreed(self, link_id: int, field: str, value: str | None, source: str | None,
-                   at: datetime) -> None:
-        row = self.s.get(Agreed, (link_id, field))
+                   at: datetime, *, known: Mapping[str, Agreed] | None = None) -> None:
+        """``known``: the link's rows as :meth:`agreed` returned them in this transaction,
+        which saves a lookup per field on the hot path."""
+        row = known.get(field) if known is not None else self.s.get(Agreed, (link_id, field))
         if row is None:
             self.s.add(Agreed(link_id=link_id, field=field, value=value,
                               source_account=source, changed_at=at))
         else:
             row.value, row.source_account, row.changed_at = value, source, at
-        self.s.flush()
 
     # ----------------------------------------------------------------- outbox
 
@@ -365,6 +372,16 @@ class Tx:
         return list(self.s.exec(
             select(Outbox).where(Outbox.record_id == record_id, Outbox.status == PENDING)
         ))
+
+    def pending_for_records(self, record_ids: Iterable[int]) -> dict[int, list[Outbox]]:
+        """Pending actions of several records in one query (a link's members)."""
+        ids = list(record_ids)
+        out: dict[int, list[Outbox]] = {i: [] for i in ids}
+        if ids:
+            for row in self.s.exec(select(Outbox).where(
+                    col(Outbox.record_id).in_(ids), Outbox.status == PENDING)):
+                out[row.record_id or 0].append(row)
+        return out
 
     def enqueue(self, row: Outbox) -> Outbox:
         """Insert an action, superseding pending ones for the same record and field: an ack
@@ -376,7 +393,8 @@ class Tx:
                     old.status = SUPERSEDED
                     old.updated_at = utcnow()
                     old.last_error = f"superseded by {row.action}"
-        return self.add(row)
+        self.s.add(row)  # no flush: nothing needs its id before the transaction commits
+        return row
 
     def pending_create(self, link_id: int, account: str) -> Outbox | None:
         return self.s.exec(

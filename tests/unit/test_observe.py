@@ -1,0 +1,57 @@
+"""Observations into the ledger: the same record twice in one page, staleness, echo."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from syncd.config import SyncGroup
+from syncd.engine.observe import GroupContext, observe
+from syncd.ledger import Ledger
+from syncd.model import Incident, State
+from syncd.vendors.base import Capability
+
+CAPS = Capability.ACK | Capability.RESOLVE
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def setup(tmp_path: Path) -> tuple[Ledger, list[GroupContext]]:
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    group = SyncGroup(name="g", accounts=["a", "b"])
+    return ledger, [GroupContext.build(group, {"a": CAPS, "b": CAPS})]
+
+
+def inc(ext: str, state: State, at: datetime, key: str = "k1") -> Incident:
+    return Incident(ext, state, "t", keys={"dedup": key}, updated_at=at)
+
+
+def test_same_record_twice_in_one_page(tmp_path: Path) -> None:
+    ledger, groups = setup(tmp_path)
+    page = [inc("1", State.TRIGGERED, T0), inc("1", State.ACKNOWLEDGED, T0 + timedelta(seconds=1))]
+    result = ledger.call(lambda tx: observe(tx, "a", page, groups, T0, grace=timedelta(seconds=60)))
+    assert result.changed == 2
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and rec.state == "acknowledged"
+    assert ledger.call(lambda tx: tx.counts())["records"] == 1
+
+
+def test_counterpart_joins_and_receives_the_agreed_state(tmp_path: Path) -> None:
+    ledger, groups = setup(tmp_path)
+    ledger.call(lambda tx: observe(tx, "a", [inc("1", State.ACKNOWLEDGED, T0)], groups, T0,
+                                   grace=timedelta(seconds=60)))
+    ledger.call(lambda tx: observe(tx, "b", [inc("9", State.TRIGGERED, T0)], groups, T0,
+                                   grace=timedelta(seconds=60)))
+    links = ledger.call(lambda tx: [(k.id, len(tx.members(k.id))) for k in tx.links()])
+    assert links == [(1, 2)]
+    pending = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
+    assert pending == [("b", "acknowledge")]
+
+
+def test_alert_firing_again_after_resolve_is_a_new_link(tmp_path: Path) -> None:
+    ledger, groups = setup(tmp_path)
+    ledger.call(lambda tx: observe(tx, "a", [inc("1", State.RESOLVED, T0)], groups, T0,
+                                   grace=timedelta(seconds=60)))
+    later = T0 + timedelta(hours=2)
+    ledger.call(lambda tx: observe(tx, "a", [inc("2", State.TRIGGERED, later)], groups, later,
+                                   grace=timedelta(seconds=60)))
+    assert ledger.call(lambda tx: tx.counts())["links"] == 2
