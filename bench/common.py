@@ -25,6 +25,7 @@ from syncd.daemon import Daemon
 from syncd.engine import Engine
 from syncd.ledger import Ledger
 from syncd.simulators.base import Simulator
+from syncd.simulators.configs import account_table, render
 
 ORDER = ("pagerduty", "victorops", "incidentio", "spike")
 SIM_URL = "http://{account}.sim.test"
@@ -34,52 +35,6 @@ def landed() -> list[str]:
     """Vendors with both a simulator and a client in this build, PagerDuty first."""
     have = set(simulators.available()) & set(vendors.available())
     return [v for v in ORDER if v in have]
-
-
-def account_table(vendor: str, desc: dict[str, Any]) -> dict[str, Any]:
-    """The ``[accounts.NAME]`` keys a user would write for a simulator's describe() line."""
-    creds = desc["credentials"]
-    base = {"vendor": vendor, "base_url": desc["base_url"]}
-    if vendor == "victorops":
-        return {**base, "api_id": creds["api_id"], "api_key": creds["api_key"],
-                "rest_api_key": creds["rest_api_key"], "rate_limit_table": "2020"}
-    if vendor == "spike":
-        intake = desc["intake"]
-        return {**base, "api_key": creds["api_key"], "team_id": creds["team_id"],
-                "escalation_id": intake["escalation_id"],
-                "integration_token": intake["integration_token"],
-                "webhook_token": intake["webhook_token"]}
-    if vendor == "pagerduty":
-        return {**base, **{k: v for k, v in creds.items()
-                           if k in ("token", "from_email", "service_id")}}
-    if vendor == "incidentio":
-        return {**base, "api_key": creds["api_key"]}
-    raise ValueError(vendor)
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def render(tables: dict[str, dict[str, Any]], groups: Sequence[dict[str, Any]],
-           ledger_path: Path) -> str:
-    lines = ["[ledger]", f"path = {toml_value(str(ledger_path))}", "",
-             "[status]", "enabled = false", ""]
-    for name, table in tables.items():
-        lines.append(f"[accounts.{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
-        lines.append("")
-    for group in groups:
-        lines.append("[[sync]]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in group.items()]
-        lines.append("")
-    return "\n".join(lines)
 
 
 class World:

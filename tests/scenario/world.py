@@ -19,58 +19,11 @@ from syncd import simulators, vendors
 from syncd.engine import CycleResult, Engine
 from syncd.ledger import Ledger, utcnow
 from syncd.simulators.base import Simulator
+from syncd.simulators.configs import account_table, render, toml_value  # noqa: F401  (re-exported for scenario tests)
 
 SIM_URL = "http://{vendor}.sim.test"
 LANDED = sorted(set(simulators.available()) & set(vendors.available()))
 """Vendors with both a simulator and a client in this build."""
-
-
-def account_table(vendor: str, desc: dict[str, Any]) -> dict[str, Any]:
-    """The account keys a user would write for a simulator, from its describe() line."""
-    creds = desc["credentials"]
-    base = {"vendor": vendor, "base_url": desc["base_url"]}
-    if vendor == "victorops":
-        return {**base, "api_id": creds["api_id"], "api_key": creds["api_key"],
-                "rest_api_key": creds["rest_api_key"], "rate_limit_table": "2020"}
-    if vendor == "spike":
-        intake = desc["intake"]
-        return {**base, "api_key": creds["api_key"], "team_id": creds["team_id"],
-                "escalation_id": intake["escalation_id"],
-                "integration_token": intake["integration_token"],
-                "webhook_token": intake["webhook_token"]}
-    if vendor == "pagerduty":
-        return {**base, **{k: v for k, v in creds.items() if k in ("token", "from_email",
-                                                                     "service_id")}}
-    if vendor == "incidentio":
-        return {**base, **{k: v for k, v in creds.items() if k in ("api_key",)}}
-    raise ValueError(vendor)
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def render(tables: dict[str, dict[str, Any]], groups: Sequence[dict[str, Any]],
-           ledger_path: Path, extra: str = "") -> str:
-    lines = ["[ledger]", f"path = {toml_value(str(ledger_path))}", "",
-             "[status]", "enabled = false", ""]
-    for name, table in tables.items():
-        lines.append(f"[accounts.{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
-        lines.append("")
-    for group in groups:
-        lines.append("[[sync]]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in group.items()]
-        lines.append("")
-    return "\n".join(lines) + extra
 
 
 @dataclass

@@ -1,0 +1,58 @@
+"""Config text for accounts served by simulators: what a user would write for a ``syncd sim``
+server, built from its describe() line. Used by the tests' and benchmarks' worlds so both load
+their settings through the real config loader."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def account_table(vendor: str, desc: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``[accounts.NAME]`` keys for a simulator's describe() line."""
+    creds = desc["credentials"]
+    base = {"vendor": vendor, "base_url": desc["base_url"]}
+    if vendor == "victorops":
+        return {**base, "api_id": creds["api_id"], "api_key": creds["api_key"],
+                "rest_api_key": creds["rest_api_key"], "rate_limit_table": "2020"}
+    if vendor == "spike":
+        intake = desc["intake"]
+        return {**base, "api_key": creds["api_key"], "team_id": creds["team_id"],
+                "escalation_id": intake["escalation_id"],
+                "integration_token": intake["integration_token"],
+                "webhook_token": intake["webhook_token"]}
+    if vendor == "pagerduty":
+        return {**base, **{k: v for k, v in creds.items()
+                           if k in ("token", "from_email", "service_id")}}
+    if vendor == "incidentio":
+        return {**base, "api_key": creds["api_key"]}
+    raise ValueError(f"unknown vendor {vendor!r}")
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render(tables: Mapping[str, Mapping[str, Any]], groups: Sequence[Mapping[str, Any]],
+           ledger_path: Path, extra: str = "") -> str:
+    """A whole config file: ledger, status server off, the accounts and the sync groups."""
+    lines = ["[ledger]", f"path = {toml_value(str(ledger_path))}", "",
+             "[status]", "enabled = false", ""]
+    for name, table in tables.items():
+        lines.append(f"[accounts.{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+        lines.append("")
+    for group in groups:
+        lines.append("[[sync]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in group.items()]
+        lines.append("")
+    return "\n".join(lines) + extra
