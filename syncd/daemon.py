@@ -75,6 +75,11 @@ class Daemon:
             self._inflight.add(task)
             try:
                 await fn()
+            except asyncio.CancelledError:
+                if not self.health.stopping:
+                    raise
+                # Abandoned at shutdown: whatever it had not committed stays in the outbox.
+                log.info("job.abandoned", job=name)
             except Exception:
                 log.exception("job.failed", job=name)
             finally:
