@@ -26,3 +26,12 @@ def vendor_specs() -> Path:
             "../shared/vendor-specs (or $SYNCD_VENDOR_SPECS); they are not copied into this repo"
         )
     return path
+
+
+# CI runs the property tests with a fixed derivation of examples (reproducible verdicts); a
+# developer's run explores new random examples each time.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")
