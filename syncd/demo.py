@@ -267,6 +267,8 @@ def _summary(cfg: config_mod.Config, story: Story) -> str:
                             for m in link["members"])
         lines.append(f"  link {link['id']} {link['key']}: agreed {link['agreed'].get('state')}"
                      f"/{link['agreed'].get('severity')} — {members}")
+    for gap in views.gaps(cfg):
+        lines.append(f"  gap: {gap}")
     if story.failed:
         lines.append(f"  story failed: {story.failed}")
     lines.append("  result: " + ("converged: every tool shows the same state"

@@ -31,12 +31,15 @@ def gaps(cfg: Config) -> list[str]:
     for group in cfg.sync:
         for account in group.accounts:
             missing = [
-                a.value for a in (Action.ACKNOWLEDGE, Action.RESOLVE, Action.SET_SEVERITY)
+                verb for a, verb in ((Action.ACKNOWLEDGE, "acknowledge"),
+                                     (Action.RESOLVE, "resolve"),
+                                     (Action.SET_SEVERITY, "set severity"))
                 if not caps[account] & a.capability
             ]
             if missing:
-                found.append(f"{group.name}: {account} ({cfg.accounts[account].vendor}) cannot "
-                             f"{', '.join(missing)}; those changes reach it only as observations")
+                vendor = cfg.accounts[account].vendor
+                found.append(f"{group.name}: {account} ({vendor}) cannot {' or '.join(missing)};"
+                             " the others' changes stop there, its own still flow out")
     return found
 
 

@@ -29,7 +29,7 @@ async def test_status_links_audit_json(tmp_path: Path) -> None:
     status = json.loads(syncd(w.config_path, "status", "--json").stdout)
     assert {a["name"]: a["failures"] for a in status["accounts"]} == {"vo": 0, "sp": 0}
     assert status["counts"]["links"] == 2 and status["outbox"]["done"] == 1
-    assert any("cannot severity" in g for g in status["gaps"])
+    assert any("vo (victorops) cannot set severity" in g for g in status["gaps"])
     links = json.loads(syncd(w.config_path, "links", "--json").stdout)["links"]
     by_key = {link["key"]: link for link in links}
     assert by_key["view-1"]["agreed"]["state"] == "acknowledged"
