@@ -136,6 +136,12 @@ class Daemon:
             await anyio.sleep(COALESCE_PUSHES)
             await self._dispatch_all()
 
+    def poll_soon(self, account: str) -> None:
+        """Run this account's poll job now (a webhook said something changed there)."""
+        job = self.scheduler.get_job(f"poll:{account}")
+        if job is not None:
+            job.modify(next_run_time=utcnow())
+
     async def _dispatch_all(self) -> None:
         async with anyio.create_task_group() as tg:
             for name in self.engine.clients:

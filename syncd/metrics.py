@@ -58,3 +58,7 @@ ONCALL_DRIFT = Gauge(
 LAST_POLL = Gauge(
     "syncd_last_poll_timestamp_seconds", "Unix time of the last successful poll.", ["account"]
 )
+WEBHOOKS = Counter(
+    "syncd_webhooks_total", "Vendor webhook deliveries, by verification outcome.",
+    ["account", "outcome"],
+)

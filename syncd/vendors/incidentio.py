@@ -38,8 +38,12 @@ record is an incident.io ALERT plus the escalations it triggered.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal, Self
@@ -76,6 +80,7 @@ RESOLVED = ("learning", "closed", "declined", "canceled", "merged")
 ALIASES = {"active": "live", "post-incident": "learning"}  # IncidentSlimV2 vocabulary (notes 11)
 ESC_ACKABLE = ("pending", "triggered", "snoozed", "delayed", "pending_repeat")
 MARKER = re.compile(r"\[syncd:([A-Za-z0-9._:-]+)\]")
+WEBHOOK_TOLERANCE = 5 * 60  # seconds; Svix's WEBHOOK_TOLERANCE_IN_SECONDS (notes §8)
 MARKER_URL = "https://syncd.invalid/marker/{marker}"
 MAX_PAGES = 10_000
 ESC_FILTER_IDS = 25  # incidents per escalations lookup (our choice: keeps URLs short)
@@ -147,6 +152,9 @@ class IncidentIOSettings(AccountSettings):
     alert_sources: list[str] = Field(
         default_factory=list, description='model = "alert": alert source ids whose alerts are '
         "read (empty: every source)")
+    webhook_secret: Secret | None = Field(
+        None, description="webhook endpoint signing secret (Svix, whsec_... or raw): signed "
+        "deliveries to /webhooks/ACCOUNT trigger an immediate poll")
 
     @model_validator(mode="after")
     def _alert_model_keys(self) -> Self:
@@ -223,6 +231,35 @@ class IncidentIOClient:
             timeout=settings.timeout, max_retries=settings.max_retries,
             classify=self._classify, transport=transport, backoff_base=backoff_base, sleep=sleep,
             bucket_for=lambda endpoint: endpoint if endpoint in self.limits else ACCOUNT,
+        )
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes,
+                       now: float | None = None) -> bool:
+        """A Svix-signed delivery (notes §8): ``webhook-signature`` holds space-separated
+        ``v1,<base64>`` entries, each HMAC-SHA256 over ``"{webhook-id}.{webhook-timestamp}.
+        {body}"`` with the base64 secret (``whsec_`` prefix optional); the timestamp must be
+        within 5 minutes, Svix's tolerance, so a captured delivery cannot be replayed later."""
+        if self.settings.webhook_secret is None:
+            return False
+        msg_id = headers.get("webhook-id") or headers.get("svix-id") or ""
+        stamp = headers.get("webhook-timestamp") or headers.get("svix-timestamp") or ""
+        sigs = headers.get("webhook-signature") or headers.get("svix-signature") or ""
+        try:
+            sent = int(stamp)
+        except ValueError:
+            return False
+        if abs((time.time() if now is None else now) - sent) > WEBHOOK_TOLERANCE:
+            return False
+        secret = self.settings.webhook_secret.get_secret_value().removeprefix("whsec_")
+        try:
+            key = base64.b64decode(secret, validate=True)
+        except ValueError:
+            key = secret.encode()
+        signed = f"{msg_id}.{stamp}.".encode() + body
+        expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        return any(
+            hmac.compare_digest(part.split(",", 1)[1], expected)
+            for part in sigs.split() if part.startswith("v1,")
         )
 
     async def aclose(self) -> None:

@@ -29,6 +29,8 @@ the full account.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -114,6 +116,9 @@ class PagerDutySettings(AccountSettings):
     page_size: int = Field(PAGE_MAX, ge=1, le=PAGE_MAX, description="limit for list calls")
     log_overlap: float = Field(
         120.0, ge=0, description="seconds the log-entry feed reaches back before the cursor")
+    webhook_secret: Secret | None = Field(
+        None, description="v3 webhook subscription secret: signed deliveries to "
+        "/webhooks/ACCOUNT trigger an immediate poll")
 
 
 class PagerDutyClient:
@@ -171,6 +176,22 @@ class PagerDutyClient:
             base_url=settings.events_url or settings.base_url,
             budget=Budget({"*": Limit(120, 60.0)}, settings.budget_fraction),
             headers={"Accept": "application/json"}, **common,
+        )
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
+        """A v3 webhook delivery signed with our subscription secret.
+
+        ``X-PagerDuty-Signature: v1=<hex>[,v1=<hex>...]`` is HMAC-SHA256 of the raw body; any
+        signature may match (secret rotation), compared in constant time (notes §6,
+        developer-docs ``docs/webhooks/04-Signatures.md``)."""
+        if self.settings.webhook_secret is None:
+            return False
+        key = self.settings.webhook_secret.get_secret_value().encode()
+        expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+        header = headers.get("x-pagerduty-signature", "")
+        return any(
+            hmac.compare_digest(part.strip()[3:], expected)
+            for part in header.split(",") if part.strip().startswith("v1=")
         )
 
     async def aclose(self) -> None:
