@@ -6,6 +6,7 @@ scripts. Errors are one line on stderr and a non-zero exit; secrets never appear
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -157,13 +158,14 @@ def run(config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
     from syncd import daemon
 
+    early = daemon.catch_early_signals()
     cfg = load_config(config)
     logs.configure(cfg.logging.level, cfg.logging.format)
     try:
         built = daemon.Daemon.build(cfg)
     except LedgerError as exc:
         raise fail(str(exc)) from None
-    anyio.run(built.run)
+    anyio.run(functools.partial(built.run, early_signals=early))
 
 
 @app.command()

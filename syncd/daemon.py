@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -190,15 +190,20 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self, *, extra: Callable[[anyio.abc.TaskGroup], None] | None = None) -> None:
-        """Run until SIGTERM/SIGINT (or :meth:`stop`); returns after a clean shutdown."""
+    async def run(self, *, extra: Callable[[anyio.abc.TaskGroup], None] | None = None,
+                  early_signals: Sequence[int] = ()) -> None:
+        """Run until SIGTERM/SIGINT (or :meth:`stop`); returns after a clean shutdown.
+
+        ``early_signals`` collects signals that arrived while the daemon was still starting (see
+        :func:`catch_early_signals`): systemd may stop a unit at any moment, and a SIGTERM during
+        start-up must still end in a clean exit, not in death by the default handler."""
         self.schedule()
         self.scheduler.start()
         log.info("daemon.started", accounts=list(self.engine.clients),
                  groups=[g.name for g in self.config.sync], ledger=self.ledger.url)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._signals, tg)
+                tg.start_soon(self._signals, early_signals)
                 tg.start_soon(self._watchdog)
                 if self.config.status.enabled:
                     tg.start_soon(self._status_server)
@@ -210,8 +215,12 @@ class Daemon:
         finally:
             await self._shutdown()
 
-    async def _signals(self, tg: anyio.abc.TaskGroup) -> None:
+    async def _signals(self, early: Sequence[int]) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+            if early:  # arrived before this receiver replaced the start-up handler
+                log.info("daemon.stopping", signal=signal.Signals(early[0]).name)
+                self.stop()
+                return
             async for signum in received:
                 log.info("daemon.stopping", signal=signal.Signals(signum).name)
                 self.stop()
@@ -233,6 +242,14 @@ class Daemon:
         await self.engine.aclose()
         self.ledger.dispose()
         log.info("daemon.stopped")
+
+
+def catch_early_signals() -> list[int]:
+    """Record SIGTERM/SIGINT from now until :meth:`Daemon.run` takes over signal handling."""
+    received: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda n, _frame: received.append(n))
+    return received
 
 
 def _outbox_stats(tx: Any) -> tuple[dict[str, int], datetime | None]:

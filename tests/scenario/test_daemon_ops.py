@@ -210,3 +210,25 @@ async def test_rejected_credentials_back_off_and_show_in_health(tmp_path: Path) 
         assert "AuthError" in (cursor.last_error or "") and "not-the-key" not in cursor.last_error
     finally:
         await w.close()
+
+
+@pytest.mark.slow
+def test_sigterm_while_starting_still_exits_cleanly(tmp_path: Path) -> None:
+    """systemd may stop the unit while it is still starting: the stop must be clean (exit 0),
+    not death by the default SIGTERM handler."""
+    sim = simulators.load("spike")()
+    running = start_in_thread(sim)
+    try:
+        table = account_table("spike", sim.describe(running.base_url))
+        config = tmp_path / "syncd.toml"
+        ledger = tmp_path / "ledger.db"
+        config.write_text(render({"sp": table}, [], ledger))
+        proc = subprocess.Popen([sys.executable, "-m", "syncd", "run", "-c", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not ledger.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)  # the ledger is being opened: mid start-up
+        assert proc.wait(timeout=20) == 0
+    finally:
+        running.stop()
