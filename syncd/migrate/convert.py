@@ -1,0 +1,270 @@
+"""Converting a schedule into what a target vendor can store, and saying what that costs.
+
+Each conversion is classed the way docs/migration.md's table classes it (after the conversion
+matrix in vendor-notes/migration.md §5): ``exact`` (the target pages the same people in every
+interval), ``lossy`` (it does except for the listed losses), or ``refused`` with a reason code and
+a sentence. The check is not a promise: :func:`check` renders source and converted schedule over
+the horizon with :mod:`syncd.migrate.schedule` and lists every interval they disagree on, so a
+conversion bug shows up as a difference, never as a silent wrong page.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from syncd.migrate.schedule import (
+    Difference,
+    Override,
+    Rotation,
+    Schedule,
+    Window,
+    active,
+    boundaries,
+    diff,
+    normalize,
+    render,
+    subtract,
+    week_windows,
+    windows_from_week,
+)
+
+
+class Conversion(enum.Enum):
+    EXACT = "exact"
+    LOSSY = "lossy"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an object cannot be converted; ``code`` is stable for scripts, ``sentence`` for
+    people (it says what to change in the source to make it convertible)."""
+
+    code: str
+    sentence: str
+
+
+@dataclass(frozen=True, slots=True)
+class TargetModel:
+    """What a vendor's schedule API can express (vendor-notes/migration.md §4)."""
+
+    vendor: str
+    precedence: bool  # higher rotations hide lower ones (PagerDuty) or all page at once
+    alternating_handovers: bool  # several turn lengths in one rotation (incident.io)
+    turn_unit: timedelta  # turn lengths must be whole multiples of this
+    window_unit: timedelta  # window edges are kept to this precision
+    nobody_slot: bool  # a "nobody" place in the turn order
+    per_rotation_overrides: bool  # overrides name a rotation (incident.io) or the schedule
+    dated_rotations: bool  # a rotation may start or end on a future date (PagerDuty layers)
+
+
+PAGERDUTY = TargetModel(
+    vendor="pagerduty", precedence=True, alternating_handovers=False,
+    turn_unit=timedelta(seconds=1), window_unit=timedelta(seconds=1), nobody_slot=False,
+    per_rotation_overrides=False, dated_rotations=True,
+)
+INCIDENTIO = TargetModel(
+    vendor="incidentio", precedence=False, alternating_handovers=True,
+    turn_unit=timedelta(hours=1), window_unit=timedelta(minutes=1), nobody_slot=True,
+    per_rotation_overrides=True, dated_rotations=False,
+)
+TARGETS = {m.vendor: m for m in (PAGERDUTY, INCIDENTIO)}
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleConversion:
+    source: Schedule
+    klass: Conversion
+    target: Schedule | None = None
+    losses: tuple[str, ...] = ()
+    refusal: Refusal | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+def refuse(source: Schedule, code: str, sentence: str) -> ScheduleConversion:
+    return ScheduleConversion(source, Conversion.REFUSED, refusal=Refusal(code, sentence))
+
+
+def convert(source: Schedule, target: TargetModel, *, now: datetime) -> ScheduleConversion:
+    """The source schedule as the target vendor would store it from ``now`` on, or why it
+    cannot be. Layers that ended before ``now`` are left out (they page nobody any more), and a
+    start date in the past is only a phase, which the rotation's anchor already keeps."""
+    ended = [r.name for r in source.rotations if r.end is not None and r.end <= now]
+    live = tuple(
+        replace(r, start=None) if r.start is not None and r.start <= now else r
+        for r in source.rotations if r.end is None or r.end > now
+    )
+    source = replace(source, rotations=live)
+    for rot in source.rotations:
+        if not target.dated_rotations and (rot.start is not None or rot.end is not None):
+            return refuse(source, "rotation_dates_unsupported",
+                          f"rotation {rot.name!r} starts or ends on a future date, which "
+                          f"{target.vendor}'s schedule API cannot express; migrate after "
+                          "that date or remove the date in the source")
+        for turn in rot.handovers:
+            if turn % target.turn_unit:
+                return refuse(source, "turn_not_whole_hours" if target.turn_unit
+                              == timedelta(hours=1) else "turn_length_unsupported",
+                              f"rotation {rot.name!r} hands over every {turn}, and "
+                              f"{target.vendor} only takes turns in whole "
+                              f"{_unit(target.turn_unit)}; change the turn length in the source")
+        if len(set(rot.handovers)) > 1 and not target.alternating_handovers:
+            return refuse(source, "alternating_handovers",
+                          f"rotation {rot.name!r} alternates turn lengths "
+                          f"({', '.join(str(h) for h in rot.handovers)}); {target.vendor} "
+                          "has one turn length per layer")
+        if None in rot.users and not target.nobody_slot:
+            return refuse(source, "nobody_slot_unsupported",
+                          f"rotation {rot.name!r} has a 'nobody' place in its turn order, "
+                          f"which {target.vendor} cannot express")
+    losses: list[str] = []
+    rotations = [_single_handover(r) for r in source.rotations]
+    if source.precedence and not target.precedence:
+        flattened = _flatten(source, rotations)
+        if isinstance(flattened, ScheduleConversion):
+            return flattened
+        rotations, dropped = flattened
+        notes = tuple(f"layer {name!r} is hidden by higher layers at all times; not created"
+                      for name in dropped)
+    elif not source.precedence and target.precedence:
+        overlap = _overlap(rotations)
+        if overlap:
+            return refuse(source, "concurrent_oncall_into_single_schedule",
+                          f"rotations {overlap[0]!r} and {overlap[1]!r} are on call at the "
+                          f"same time; {target.vendor} pages one person per schedule (split "
+                          "the source into one schedule per rotation, or make their working "
+                          "hours disjoint)")
+        notes = ()
+    else:
+        notes = ()
+    notes += tuple(f"layer {name!r} ended before now; not migrated" for name in ended)
+    rotations, rounded = _round_windows(rotations, target.window_unit)
+    if rounded:
+        losses.append(f"window edges rounded to whole {_unit(target.window_unit)}: "
+                      + ", ".join(rounded))
+    overrides = _overrides(source, rotations, target, losses)
+    converted = Schedule(
+        id=source.id, name=source.name, time_zone=source.time_zone,
+        rotations=tuple(rotations), precedence=target.precedence, overrides=tuple(overrides),
+        team=source.team,
+    )
+    klass = Conversion.LOSSY if losses else Conversion.EXACT
+    return ScheduleConversion(source, klass, converted, tuple(losses), notes=notes)
+
+
+def check(conversion: ScheduleConversion, since: datetime, until: datetime
+          ) -> list[Difference]:
+    """Render source and converted schedule over the horizon; every interval they disagree."""
+    if conversion.target is None:
+        return []
+    return diff(render(conversion.source, since, until),
+                render(conversion.target, since, until))
+
+
+def _unit(unit: timedelta) -> str:
+    if unit >= timedelta(hours=1):
+        return "hours"
+    if unit >= timedelta(minutes=1):
+        return "minutes"
+    return "seconds"
+
+
+def _single_handover(rot: Rotation) -> Rotation:
+    """One repeated turn length is one handover (``(24h, 24h)`` == ``(24h,)``)."""
+    if len(set(rot.handovers)) == 1 and len(rot.handovers) > 1:
+        return replace(rot, handovers=rot.handovers[:1])
+    return rot
+
+
+def _flatten(source: Schedule, rotations: list[Rotation]
+             ) -> tuple[list[Rotation], list[str]] | ScheduleConversion:
+    """Precedence -> concurrent rotations: a lower layer keeps only the hours no higher layer
+    covers (vendor-notes/migration.md §5 R6). Exact only while every higher layer always has
+    someone on call in its windows and its dates do not cut the horizon."""
+    out: list[Rotation] = []
+    dropped: list[str] = []
+    for i, rot in enumerate(rotations):
+        higher = rotations[i + 1:]
+        for h in higher:
+            if h.end is not None or h.start is not None:
+                return refuse(source, "layer_dates_with_precedence",
+                              f"layer {h.name!r} starts or ends on a date and hides layer "
+                              f"{rot.name!r} only from then on; the target has no layer "
+                              "precedence to express that (end the layer in the source or "
+                              "migrate after its end)")
+        holes = normalize(iv for h in higher for iv in week_windows(h))
+        kept = subtract(week_windows(rot), holes)
+        if not kept:
+            dropped.append(rot.name)
+            continue
+        if kept == week_windows(rot):
+            out.append(rot)
+        else:
+            out.append(replace(rot, windows=tuple(windows_from_week(kept))))
+    return out, dropped
+
+
+def _overlap(rotations: list[Rotation]) -> tuple[str, str] | None:
+    for i, a in enumerate(rotations):
+        for b in rotations[i + 1:]:
+            if subtract(week_windows(a), subtract(week_windows(a), week_windows(b))):
+                return a.name, b.name
+    return None
+
+
+def _round_windows(rotations: list[Rotation], unit: timedelta
+                   ) -> tuple[list[Rotation], list[str]]:
+    out: list[Rotation] = []
+    rounded: list[str] = []
+    for rot in rotations:
+        windows: list[Window] = []
+        for w in rot.windows:
+            start = w.start.replace(second=0) if unit >= timedelta(minutes=1) else w.start
+            duration = (w.duration // unit) * unit
+            if (start, duration) != (w.start, w.duration):
+                rounded.append(rot.name)
+            if duration > timedelta(0):
+                windows.append(Window(w.weekday, start, duration))
+        out.append(replace(rot, windows=tuple(windows)))
+    return out, sorted(set(rounded))
+
+
+def _overrides(source: Schedule, rotations: list[Rotation], target: TargetModel,
+               losses: list[str]) -> list[Override]:
+    """Overrides in the target's form. Whole-schedule overrides onto per-rotation targets go to
+    the rotation active at that time (after flattening at most one is)."""
+    out: list[Override] = []
+    for o in source.overrides:
+        if target.per_rotation_overrides and o.rotation_id is None:
+            pieces = _split_by_rotation(source, rotations, o)
+            covered = sum((p.end - p.start for p in pieces), timedelta(0))
+            if covered < o.end - o.start:
+                losses.append(f"override {o.start.isoformat()}..{o.end.isoformat()} for "
+                              f"{o.user}: {o.end - o.start - covered} of it falls outside "
+                              "every rotation's hours, where the target has no rotation to "
+                              "put it on")
+            out.extend(pieces)
+        elif not target.per_rotation_overrides and o.rotation_id is not None:
+            out.append(replace(o, rotation_id=None))
+        else:
+            out.append(o)
+    return out
+
+
+def _split_by_rotation(source: Schedule, rotations: list[Rotation], o: Override
+                       ) -> list[Override]:
+    shadow = replace(source, rotations=tuple(rotations), overrides=())
+    points = boundaries(shadow, o.start, o.end)
+    pieces: list[Override] = []
+    for a, b in itertools.pairwise(points):
+        owner = next((r for r in reversed(rotations) if active(r, a, shadow.zone)), None)
+        if owner is None or b <= a:
+            continue
+        if pieces and pieces[-1].rotation_id == owner.id and pieces[-1].end == a:
+            pieces[-1] = replace(pieces[-1], end=b)
+        else:
+            pieces.append(Override(a, b, o.user, owner.id, o.id))
+    return pieces
