@@ -1,0 +1,107 @@
+"""A vendor-neutral escalation policy and its conversion, step by step.
+
+PagerDuty escalation policies and incident.io escalation paths both page levels in order, each
+level after a delay, and both loop a number of times (PagerDuty ``num_loops`` 0..9, incident.io
+a repeat node); vendor-notes/migration.md §5 R16-R20. What does not carry over is named per step
+rather than dropped: incident.io's conditional branches (working hours, priority) have no
+PagerDuty form, and PagerDuty counts delays in whole minutes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Literal
+
+from syncd.migrate.convert import Conversion, Refusal, TargetModel
+
+PAGERDUTY_MAX_LOOPS = 9  # PagerDuty REST spec, EscalationPolicy.num_loops maximum
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    kind: Literal["user", "schedule"]
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """Page ``targets``; if nobody acknowledges within ``delay``, go to the next level."""
+
+    targets: tuple[Target, ...]
+    delay: timedelta
+    conditional: bool = False  # reached only under a condition (incident.io if/else branch)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    id: str
+    name: str
+    levels: tuple[Level, ...]
+    repeats: int = 0  # how many times the whole policy runs again after the last level
+    team: str | None = None
+
+    def schedules(self) -> set[str]:
+        return {t.id for lvl in self.levels for t in lvl.targets if t.kind == "schedule"}
+
+    def users(self) -> set[str]:
+        return {t.id for lvl in self.levels for t in lvl.targets if t.kind == "user"}
+
+
+@dataclass(frozen=True, slots=True)
+class StepConversion:
+    level: int  # 1-based, as the vendors number them
+    klass: Conversion
+    loss: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConversion:
+    source: Policy
+    klass: Conversion
+    target: Policy | None = None
+    steps: tuple[StepConversion, ...] = ()
+    losses: tuple[str, ...] = ()
+    refusal: Refusal | None = None
+
+
+def convert_policy(source: Policy, target: TargetModel, *,
+                   schedules: Mapping[str, str], users: Mapping[str, str]) -> PolicyConversion:
+    """``schedules``/``users`` map source ids to target ids (people by matched email first).
+    The caller refuses the policy before this when a dependency was refused or unmatched, so
+    the root cause is named once, on the object that has it."""
+    if not source.levels:
+        return PolicyConversion(source, Conversion.REFUSED, refusal=Refusal(
+            "empty_policy", f"escalation policy {source.name!r} has no levels to page"))
+    steps: list[StepConversion] = []
+    levels: list[Level] = []
+    losses: list[str] = []
+    for number, level in enumerate(source.levels, start=1):
+        if level.conditional and target.vendor == "pagerduty":
+            return PolicyConversion(source, Conversion.REFUSED, refusal=Refusal(
+                "conditional_branch_unsupported",
+                f"level {number} of {source.name!r} is reached only under a condition "
+                "(working hours or priority), which PagerDuty escalation rules cannot express"))
+        loss = None
+        delay = level.delay
+        if target.vendor == "pagerduty" and delay % timedelta(minutes=1):
+            delay = timedelta(minutes=math.ceil(delay / timedelta(minutes=1)))
+            loss = f"delay {level.delay} rounded up to {delay} (PagerDuty counts whole minutes)"
+        targets = tuple(
+            Target(t.kind, (schedules if t.kind == "schedule" else users)[t.id])
+            for t in level.targets
+        )
+        levels.append(replace(level, targets=targets, delay=delay))
+        steps.append(StepConversion(number, Conversion.LOSSY if loss else Conversion.EXACT,
+                                    loss))
+        if loss:
+            losses.append(f"level {number}: {loss}")
+    repeats = source.repeats
+    if target.vendor == "pagerduty" and repeats > PAGERDUTY_MAX_LOOPS:
+        losses.append(f"repeats {repeats} capped at PagerDuty's maximum {PAGERDUTY_MAX_LOOPS}")
+        repeats = PAGERDUTY_MAX_LOOPS
+    converted = replace(source, levels=tuple(levels), repeats=repeats)
+    return PolicyConversion(source, Conversion.LOSSY if losses else Conversion.EXACT,
+                            converted, tuple(steps), tuple(losses))

@@ -1,0 +1,116 @@
+"""The migration plan: people matching, verbs, refusals with root causes, policy steps."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from test_migrate_schedule import NOW, hard_case
+
+from syncd.migrate.convert import INCIDENTIO, PAGERDUTY, Conversion
+from syncd.migrate.plan import POLICY, SCHEDULE, Known, People, Verb, build, fingerprint
+from syncd.migrate.policy import Level, Policy, Target
+
+HORIZON = timedelta(days=28)
+SOURCE_DIR = {"alice": "Alice@Example.com ", "bob": "bob@example.com",
+              "carol": "carol@example.com", "dave": "dave@example.com",
+              "erin": "erin@example.com"}
+TARGET_DIR = {"U1": "alice@example.com", "U2": "BOB@example.com", "U3": "carol@example.com",
+              "U4": "dave@example.com", "U5": "erin@example.com"}
+
+
+def policy(*schedules: str, delay: timedelta = timedelta(minutes=30), **kw: object) -> Policy:
+    levels = [Level((Target("schedule", s),), delay) for s in schedules]
+    levels.append(Level((Target("user", "erin"),), timedelta(minutes=15)))
+    return Policy(id=str(kw.get("id", "PEP1")), name="Primary EP", repeats=2,
+                  levels=tuple(levels))
+
+
+def people(target_dir: dict[str, str | None] = TARGET_DIR) -> People:  # type: ignore[assignment]
+    return People.match({}, "pd", SOURCE_DIR, "ii", target_dir)
+
+
+def test_people_match_by_email_ignoring_case_and_spaces_and_config_exceptions() -> None:
+    p = people()
+    assert p.mapping == {"alice": "U1", "bob": "U2", "carol": "U3", "dave": "U4", "erin": "U5"}
+    exceptions = {"ii": {"U9": "erin@example.com"}}
+    p2 = People.match(exceptions, "pd", {"erin": "erin@example.com"}, "ii",
+                      {"U9": "e.smith@corp.example"})
+    assert p2.mapping == {"erin": "U9"}
+
+
+def test_plan_creates_then_is_unchanged_then_updates_in_place() -> None:
+    kw = dict(source="pd", target="ii", model=INCIDENTIO, schedules=[hard_case()],
+              policies=[policy("PSCHED1")], people=people(), now=NOW, horizon=HORIZON)
+    first = build(known={}, **kw)
+    sched = first.item(SCHEDULE, "PSCHED1")
+    assert sched is not None and sched.verb == Verb.CREATE
+    assert sched.conversion == Conversion.EXACT and sched.differences == []
+    assert sched.verified_by == "syncd model"
+    pol = first.item(POLICY, "PEP1")
+    assert pol is not None and pol.verb == Verb.CREATE and pol.depends_on == ("schedule:PSCHED1",)
+    known = {(i.kind, i.source_id): Known(f"T-{i.source_id}", i.fingerprint or "")
+             for i in first.items}
+    again = build(known=known, **kw)
+    assert again.summary() == {"create": 0, "update": 0, "unchanged": 2, "refused": 0}
+    edited = hard_case()
+    rot = edited.rotations[0]
+    edited = replace(edited, rotations=(replace(rot, users=(*rot.users, "erin")),
+                                        edited.rotations[1]))
+    changed = build(known=known, **{**kw, "schedules": [edited]})
+    item = changed.item(SCHEDULE, "PSCHED1")
+    assert item is not None and item.verb == Verb.UPDATE and item.target_id == "T-PSCHED1"
+
+
+def test_a_missing_person_is_listed_and_the_dependent_policy_names_the_root_cause() -> None:
+    target_dir = {k: v for k, v in TARGET_DIR.items() if k != "U4"}  # dave is not in the target
+    plan = build(source="pd", target="ii", model=INCIDENTIO, schedules=[hard_case()],
+                 policies=[policy("PSCHED1")], people=people(target_dir), known={}, now=NOW,
+                 horizon=HORIZON)
+    sched = plan.item(SCHEDULE, "PSCHED1")
+    assert sched is not None and sched.verb == Verb.REFUSED
+    assert sched.refusal is not None and sched.refusal.code == "unmatched_people"
+    assert "dave@example.com" in sched.refusal.sentence
+    pol = plan.item(POLICY, "PEP1")
+    assert pol is not None and pol.refusal is not None
+    assert pol.refusal.code == "depends_on_refused"
+    assert "Primary" in pol.refusal.sentence and "dave" not in pol.refusal.sentence
+    assert [u.as_dict() for u in plan.unmatched] == [
+        {"user_id": "dave", "email": "dave@example.com", "referenced_by": ["schedule:PSCHED1"]}]
+    assert plan.as_dict()["summary"]["refused"] == 2
+
+
+def test_a_policy_over_an_unselected_unmigrated_schedule_is_refused() -> None:
+    plan = build(source="pd", target="ii", model=INCIDENTIO, schedules=[],
+                 policies=[policy("POTHER")], people=people(), known={}, now=NOW,
+                 horizon=HORIZON)
+    (item,) = plan.items
+    assert item.refusal is not None and item.refusal.code == "depends_on_refused"
+    assert "POTHER" in item.refusal.sentence
+
+
+def test_policy_delays_round_up_to_minutes_for_pagerduty_as_a_named_loss() -> None:
+    pol = policy("PSCHED1", delay=timedelta(seconds=90))
+    plan = build(source="ii", target="pd", model=PAGERDUTY, schedules=[], policies=[pol],
+                 people=people(), known={("schedule", "PSCHED1"): Known("P1", "x")}, now=NOW,
+                 horizon=HORIZON)
+    (item,) = plan.items
+    assert item.conversion == Conversion.LOSSY
+    assert item.steps[0] == {"level": 1, "conversion": "lossy",
+                             "loss": "delay 0:01:30 rounded up to 0:02:00 (PagerDuty counts "
+                                     "whole minutes)"}
+    assert item.steps[1]["conversion"] == "exact"
+
+
+def test_conditional_levels_are_refused_for_pagerduty() -> None:
+    pol = Policy(id="EP", name="hours", levels=(
+        Level((Target("user", "erin"),), timedelta(minutes=5), conditional=True),))
+    plan = build(source="ii", target="pd", model=PAGERDUTY, schedules=[], policies=[pol],
+                 people=people(), known={}, now=NOW, horizon=HORIZON)
+    (item,) = plan.items
+    assert item.refusal is not None and item.refusal.code == "conditional_branch_unsupported"
+
+
+def test_fingerprint_is_stable_and_sensitive() -> None:
+    assert fingerprint(hard_case()) == fingerprint(hard_case())
+    assert fingerprint(policy("A")) != fingerprint(policy("B"))
