@@ -93,10 +93,17 @@ class Budget:
         if not 0 < fraction <= 1:
             raise ValueError("budget_fraction must be in (0, 1]")
         self.fraction = fraction
+        self.scale = scale
         self.limits = dict(limits)
+        self._clock = clock
         self._buckets = {
             name: Bucket(limit, fraction * scale, clock) for name, limit in limits.items()
         }
+
+    def sibling(self, limits: Mapping[str, Limit]) -> Budget:
+        """A budget for another host of the same account with its own documented limit
+        (PagerDuty's Events API): same fraction, clock and scale, its own buckets."""
+        return Budget(limits, self.fraction, self._clock, scale=self.scale)
 
     def buckets_for(self, endpoint: str) -> list[Bucket]:
         names = [ACCOUNT, endpoint] if endpoint != ACCOUNT else [ACCOUNT]

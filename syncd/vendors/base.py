@@ -13,8 +13,10 @@ Exceptions are split by what the caller must do, the way httpx splits its own::
 Every error names the account and the endpoint (method + route template), never a credential.
 
 A client declares, as class data (apprise style), its vendor name, its ``Settings`` model, its
-``capabilities``, the documented rate ``limits`` and the largest batch per action, so the engine and
-``syncd status`` can reason about a vendor without calling it.
+``capabilities``, the documented rate ``limits`` and the largest batch per action, and answers
+``limits_for(settings)`` / ``capabilities_for(settings)`` where settings change them, so the engine
+and ``syncd status`` can reason about a vendor without building or calling it.
+:class:`syncd.vendors.client.ClientBase` is the shared half every client builds on.
 """
 
 from __future__ import annotations
@@ -215,6 +217,18 @@ class VendorClient(Protocol):
 
     account: str
     budget: Budget
+
+    @classmethod
+    def limits_for(cls, settings: Any) -> Mapping[str, Limit]:
+        """The documented limits of an account with ``settings``: what its budget is built
+        from (they can depend on settings, e.g. Splunk On-Call's ``rate_limit_table``)."""
+        ...
+
+    @classmethod
+    def capabilities_for(cls, settings: Any) -> Capability:
+        """What syncd may do in an account with ``settings`` (incident.io's ``model``); a
+        built client's ``capabilities`` is this."""
+        ...
 
     def poll(self, cursor: str | None, *, full: bool = False) -> AsyncIterator[Page]:
         """Changes since ``cursor`` (cheapest mechanism), or every open incident when ``full``

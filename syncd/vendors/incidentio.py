@@ -54,15 +54,14 @@ from pydantic import Field, model_validator
 
 from syncd import metrics
 from syncd.model import Incident, NewIncident, OnCall, Severity, State
-from syncd.ratelimit import ACCOUNT, Budget, Limit
+from syncd.ratelimit import Budget, Limit
 from syncd.secrets import Secret
-from syncd.vendors._http import VendorHTTP, require, retry_after_seconds, short_body
+from syncd.vendors._http import require, retry_after_seconds, short_body
 from syncd.vendors.base import (
     AccountSettings,
     Action,
     AuthError,
     Capability,
-    MalformedResponse,
     NotFound,
     Outcome,
     Page,
@@ -74,6 +73,8 @@ from syncd.vendors.base import (
     TransientError,
     VendorError,
 )
+from syncd.vendors.client import ClientBase, stamp
+from syncd.vendors.client import parse_time as _time
 
 OPEN = ("triage", "live", "paused")
 RESOLVED = ("learning", "closed", "declined", "canceled", "merged")
@@ -97,15 +98,8 @@ INCIDENT_CAPABILITIES = BASE_CAPABILITIES | Capability.SEVERITY_READ | Capabilit
 ALERT_CAPABILITIES = BASE_CAPABILITIES  # alerts have no severity (notes 7, 9.1)
 
 
-def _time(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"timestamp is {type(value).__name__}")
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
-
-
 def _stamp(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return stamp(dt, "us")
 
 
 def _marker_of(source_url: Any, description: Any) -> str | None:
@@ -171,12 +165,12 @@ class IncidentIOSettings(AccountSettings):
         return self
 
 
-class IncidentIOClient:
+class IncidentIOClient(ClientBase):
     """One incident.io organisation (one API key) as a syncd account."""
 
     vendor: ClassVar[str] = "incidentio"
     Settings: ClassVar[type[IncidentIOSettings]] = IncidentIOSettings
-    # The default (incident) model's; each instance sets its own from ``settings.model``.
+    # The default (incident) model's; ``capabilities_for`` answers per ``settings.model``.
     capabilities: ClassVar[Capability] = INCIDENT_CAPABILITIES
     limits: ClassVar[Mapping[str, Limit]] = {
         "*": Limit(1200, 60.0, burst=1200),
@@ -193,6 +187,22 @@ class IncidentIOClient:
         "Major": Severity.SEV2,
         "Minor": Severity.SEV3,
     }
+    settings: IncidentIOSettings
+
+    @classmethod
+    def limits_for(cls, settings: IncidentIOSettings) -> dict[str, Limit]:
+        per_min = settings.rate_limit_per_minute
+        return {**cls.limits, "*": Limit(per_min, 60.0, burst=per_min)}
+
+    @classmethod
+    def capabilities_for(cls, settings: IncidentIOSettings) -> Capability:
+        return ALERT_CAPABILITIES if settings.model == "alert" else INCIDENT_CAPABILITIES
+
+    @classmethod
+    def batch_size_for(cls, settings: IncidentIOSettings) -> Mapping[Action, int]:
+        if settings.model == "alert":  # alerts have no severity to set
+            return {a: n for a, n in cls.batch_size.items() if a is not Action.SET_SEVERITY}
+        return cls.batch_size
 
     def __init__(
         self,
@@ -205,32 +215,17 @@ class IncidentIOClient:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.account = account
-        self.settings = settings
-        per_min = settings.rate_limit_per_minute
-        self.limits = {"*": Limit(per_min, 60.0, burst=per_min),
-                       "POST /v2/escalations": Limit(60, 60.0),
-                       INTAKE_ENDPOINT: Limit(120, 60.0)}
-        self.budget = budget or Budget(self.limits, settings.budget_fraction)
+        super().__init__(account, settings, transport=transport, budget=budget,
+                         backoff_base=backoff_base, sleep=sleep, clock=clock)
         self.alert_model = settings.model == "alert"
-        # Per instance: the engine reads ``client.capabilities`` from the client it built.
-        self.capabilities = ALERT_CAPABILITIES if self.alert_model else INCIDENT_CAPABILITIES
-        if self.alert_model:
-            self.batch_size = {Action.ACKNOWLEDGE: ESC_FILTER_IDS, Action.RESOLVE: 1}
-        self._clock = clock
-        self._sleep = sleep
         self._severities: list[dict[str, Any]] | None = None
         self._statuses: list[dict[str, Any]] | None = None
-        self._emails: dict[str, str] = {}
-        self._users_loaded = False
         self._dedup: dict[str, str] = {}
-        self.http = VendorHTTP(
-            account=account, base_url=settings.base_url, budget=self.budget,
-            headers={"authorization": f"Bearer {settings.api_key.get_secret_value()}",
-                     "accept": "application/json"},
-            timeout=settings.timeout, max_retries=settings.max_retries,
-            classify=self._classify, transport=transport, backoff_base=backoff_base, sleep=sleep,
-            bucket_for=lambda endpoint: endpoint if endpoint in self.limits else ACCOUNT,
+        self.http = self._session(
+            settings.base_url,
+            {"authorization": f"Bearer {settings.api_key.get_secret_value()}",
+             "accept": "application/json"},
+            classify=self._classify,
         )
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes,
@@ -310,10 +305,6 @@ class IncidentIOClient:
                 if wait is not None:
                     return wait
         return 1.0
-
-    def _malformed(self, endpoint: str, what: str) -> MalformedResponse:
-        metrics.MALFORMED.labels(self.account, endpoint).inc()
-        return MalformedResponse(what, account=self.account, endpoint=endpoint)
 
     def _check_failure(self, data: Any, endpoint: str) -> None:
         """A 2xx carrying the error envelope is a failure, not data."""
@@ -1050,28 +1041,26 @@ class IncidentIOClient:
             self._emails[uid] = email
         return self._emails[uid]
 
-    async def user_emails(self) -> dict[str, str]:
-        """user id -> email of every active user (``GET /v2/users``, page_size up to 10000, §5),
-        read once and cached: the directory on-call matching looks people up in."""
-        if not self._users_loaded:
-            endpoint = "GET /v2/users"
-            after: str | None = None
-            for _ in range(MAX_PAGES):
-                params: dict[str, Any] = {"page_size": 10000}
-                if after:
-                    params["after"] = after
-                data = await self.http.json("GET", "/v2/users", params=params)
-                for user in require(data, "users", list, endpoint=endpoint,
-                                    account=self.account):
-                    if isinstance(user, dict) and isinstance(user.get("id"), str) \
-                            and isinstance(user.get("email"), str):
-                        self._emails[user["id"]] = user["email"]
-                meta = data.get("pagination_meta")
-                after = meta.get("after") if isinstance(meta, dict) else None
-                if not after:
-                    break
-            self._users_loaded = True
-        return dict(self._emails)
+    async def _read_directory(self) -> dict[str, str]:
+        """user id -> email of every active user (``GET /v2/users``, page_size up to 10000,
+        notes 5)."""
+        endpoint = "GET /v2/users"
+        found: dict[str, str] = {}
+        after: str | None = None
+        for _ in range(MAX_PAGES):
+            params: dict[str, Any] = {"page_size": 10000}
+            if after:
+                params["after"] = after
+            data = await self.http.json("GET", "/v2/users", params=params)
+            for user in require(data, "users", list, endpoint=endpoint, account=self.account):
+                if isinstance(user, dict) and isinstance(user.get("id"), str) \
+                        and isinstance(user.get("email"), str):
+                    found[user["id"]] = user["email"]
+            meta = data.get("pagination_meta")
+            after = meta.get("after") if isinstance(meta, dict) else None
+            if not after:
+                break
+        return found
 
     async def create_override(self, schedule_id: str, user_email: str, start: datetime,
                               end: datetime) -> str:

@@ -47,7 +47,7 @@ from syncd import metrics
 from syncd.model import Incident, NewIncident, OnCall, Severity, State
 from syncd.ratelimit import Budget, Limit
 from syncd.secrets import Secret
-from syncd.vendors._http import VendorHTTP, parse_json, require
+from syncd.vendors._http import parse_json, require
 from syncd.vendors.base import (
     AccountSettings,
     Action,
@@ -65,6 +65,9 @@ from syncd.vendors.base import (
     TransientError,
     VendorError,
 )
+from syncd.vendors.client import ClientBase
+from syncd.vendors.client import optional_time as _time
+from syncd.vendors.client import stamp as _stamp
 
 log = structlog.get_logger(__name__)
 
@@ -79,19 +82,8 @@ FROM_CODES = {2016, 1008, 1028}  # missing, unknown or malformed From (notes §1
 EVENT_SEVERITY = {Severity.SEV1: "critical", Severity.SEV2: "error", Severity.SEV3: "warning",
                   Severity.SEV4: "info", Severity.SEV5: "info"}
 ACCEPT = "application/vnd.pagerduty+json;version=2"
-
-
-def _time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"timestamp is {type(value).__name__}")
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def _stamp(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+# The Events API has its own per-integration limit of 120 events per minute (notes §7).
+EVENTS_LIMITS = {"*": Limit(120, 60.0)}
 
 
 class PagerDutySettings(AccountSettings):
@@ -121,7 +113,7 @@ class PagerDutySettings(AccountSettings):
         "/webhooks/ACCOUNT trigger an immediate poll")
 
 
-class PagerDutyClient:
+class PagerDutyClient(ClientBase):
     """One PagerDuty account as a syncd account."""
 
     vendor: ClassVar[str] = "pagerduty"
@@ -143,6 +135,8 @@ class PagerDutyClient:
         "P5": Severity.SEV5, "high": Severity.SEV2, "low": Severity.SEV4,
     }
 
+    settings: PagerDutySettings
+
     def __init__(
         self,
         account: str,
@@ -154,29 +148,18 @@ class PagerDutyClient:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.account = account
-        self.settings = settings
-        self.budget = budget or Budget(self.limits, settings.budget_fraction)
-        self.severity_map = {**self.default_severity_map, **settings.severity_map}
-        self._clock = clock
+        super().__init__(account, settings, transport=transport, budget=budget,
+                         backoff_base=backoff_base, sleep=sleep, clock=clock)
         self._priorities: list[tuple[str, str]] | None = None  # (id, name), most severe first
-        self._emails: dict[str, str] = {}
-        self._users_loaded = False
         key = settings.token.get_secret_value()
         auth = f"Token token={key}" if settings.token_type == "token" else f"Bearer {key}"
-        common: dict[str, Any] = dict(
-            account=account, timeout=settings.timeout, max_retries=settings.max_retries,
-            classify=self._classify, transport=transport, backoff_base=backoff_base, sleep=sleep,
-        )
-        self.http = VendorHTTP(base_url=settings.base_url, budget=self.budget,
-                               headers={"Authorization": auth, "Accept": ACCEPT}, **common)
+        self.http = self._session(settings.base_url, {"Authorization": auth, "Accept": ACCEPT},
+                                  classify=self._classify)
         # The Events API takes no auth header (the routing key is in the body) and has its own
-        # per-integration limit of 120 events per minute (notes §7).
-        self.events = VendorHTTP(
-            base_url=settings.events_url or settings.base_url,
-            budget=Budget({"*": Limit(120, 60.0)}, settings.budget_fraction),
-            headers={"Accept": "application/json"}, **common,
-        )
+        # budget (EVENTS_LIMITS), scaled like the account's.
+        self.events = self._session(settings.events_url or settings.base_url,
+                                    {"Accept": "application/json"}, classify=self._classify,
+                                    budget=self.budget.sibling(EVENTS_LIMITS))
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
         """A v3 webhook delivery signed with our subscription secret.
@@ -233,10 +216,6 @@ class PagerDutyClient:
         if status < 500 and error is not None:
             return PermanentError(text, status=status)
         return None
-
-    def _malformed(self, endpoint: str, what: str) -> MalformedResponse:
-        metrics.MALFORMED.labels(self.account, endpoint).inc()
-        return MalformedResponse(what, account=self.account, endpoint=endpoint)
 
     async def _get(self, route: str, params: Any = None, **path: Any) -> dict[str, Any]:
         endpoint = f"GET {route}"
@@ -760,7 +739,7 @@ class PagerDutyClient:
                                 entry.end), entry)
         missing = {o.user_id for o in out.values() if o.user_email is None}
         if missing:
-            await self._load_emails()
+            await self._directory(refresh=True)
         return [o if o.user_email else OnCall(o.schedule_id, o.level, o.user_id,
                                               self._emails.get(o.user_id), o.start, o.end,
                                               o.schedule_name, o.team)
@@ -786,21 +765,15 @@ class PagerDutyClient:
                       _time(raw.get("start")), _time(raw.get("end")),
                       schedule_name=name if isinstance(name, str) else None)
 
-    async def _load_emails(self) -> None:
+    async def _read_directory(self) -> dict[str, str]:
+        """user id -> email of every user in the account (``GET /users``)."""
+        found = {}
         async for items, _env in self._pages("/users", "users", {}):
             for raw in items:
                 if isinstance(raw, dict) and isinstance(raw.get("id"), str) \
                         and isinstance(raw.get("email"), str):
-                    self._emails[raw["id"]] = raw["email"]
-        self._users_loaded = True
-
-    async def user_emails(self) -> dict[str, str]:
-        """user id -> email of every user in the account (``GET /users`` once, then cached):
-        the directory on-call matching looks people up in, so someone not on call within the
-        horizon is still found (and an override can be pushed for them)."""
-        if not self._users_loaded:
-            await self._load_emails()
-        return dict(self._emails)
+                    found[raw["id"]] = raw["email"]
+        return found
 
     async def create_override(self, schedule_id: str, user_email: str, start: datetime,
                               end: datetime) -> str:

@@ -29,13 +29,12 @@ from syncd import metrics
 from syncd.model import Incident, NewIncident, OnCall, Severity, State
 from syncd.ratelimit import Budget, Limit
 from syncd.secrets import Secret
-from syncd.vendors._http import VendorHTTP, require, short_body
+from syncd.vendors._http import require, short_body
 from syncd.vendors.base import (
     AccountSettings,
     Action,
     AuthError,
     Capability,
-    MalformedResponse,
     Outcome,
     Page,
     PermanentError,
@@ -44,6 +43,8 @@ from syncd.vendors.base import (
     Skipped,
     VendorError,
 )
+from syncd.vendors.client import ClientBase, stamp
+from syncd.vendors.client import optional_time as _time
 
 STATES = {"NACK": State.TRIGGERED, "ACK": State.ACKNOWLEDGED, "RES": State.RESOLVED}
 SEVERITY_VALUES = ("sev1", "sev2", "sev3")
@@ -57,18 +58,8 @@ def marker_title(new: NewIncident) -> str:
     return f"{new.title} [syncd:{new.marker}]"
 
 
-def _time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"timestamp is {type(value).__name__}")
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
-
-
 def _stamp(dt: datetime) -> str:
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return stamp(dt, "ms")
 
 
 class SpikeSettings(AccountSettings):
@@ -104,7 +95,7 @@ class SpikeSettings(AccountSettings):
     )
 
 
-class SpikeClient:
+class SpikeClient(ClientBase):
     """One Spike.sh team as a syncd account."""
 
     vendor: ClassVar[str] = "spike"
@@ -119,7 +110,8 @@ class SpikeClient:
         | Capability.ONCALL_READ
         | Capability.OVERRIDE_WRITE
     )
-    # Spike documents no API rate limit (notes B8): 50/min is our conservative assumption.
+    # Spike documents no API rate limit (notes B8): 50/min is our conservative assumption
+    # (the default of ``rate_limit_per_minute``).
     limits: ClassVar[Mapping[str, Limit]] = {"*": Limit(50, 60.0)}
     batch_size: ClassVar[Mapping[Action, int]] = {
         Action.ACKNOWLEDGE: 100,
@@ -137,6 +129,12 @@ class SpikeClient:
         "p4": Severity.SEV4,
         "p5": Severity.SEV5,
     }
+    settings: SpikeSettings
+
+    @classmethod
+    def limits_for(cls, settings: SpikeSettings) -> dict[str, Limit]:
+        """The assumed account-wide limit, ``rate_limit_per_minute``."""
+        return {"*": Limit(settings.rate_limit_per_minute, 60.0)}
 
     def __init__(
         self,
@@ -149,29 +147,17 @@ class SpikeClient:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.account = account
-        self.settings = settings
-        self.limits = {"*": Limit(settings.rate_limit_per_minute, 60.0)}
-        self.budget = budget or Budget(self.limits, settings.budget_fraction)
-        self.severity_map = {**self.default_severity_map, **settings.severity_map}
-        self._clock = clock
-        self._emails: dict[str, str] | None = None
+        super().__init__(account, settings, transport=transport, budget=budget,
+                         backoff_base=backoff_base, sleep=sleep, clock=clock)
         headers = {
             "x-api-key": settings.api_key.get_secret_value(),
             "x-team-id": settings.team_id,
             "accept": "application/json",
         }
-        common: dict[str, Any] = dict(
-            account=account, budget=self.budget, timeout=settings.timeout,
-            max_retries=settings.max_retries, classify=self._classify, transport=transport,
-            backoff_base=backoff_base, sleep=sleep,
-        )
-        self.http = VendorHTTP(base_url=settings.base_url, headers=headers, **common)
+        self.http = self._session(settings.base_url, headers, classify=self._classify)
         # The webhook host takes no API key: the token in the path is the credential.
-        self.hooks = VendorHTTP(
-            base_url=settings.hooks_url or settings.base_url,
-            headers={"accept": "application/json"}, **common,
-        )
+        self.hooks = self._session(settings.hooks_url or settings.base_url,
+                                   {"accept": "application/json"}, classify=self._classify)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -189,10 +175,6 @@ class SpikeClient:
             return AuthError(f"authentication failed: {text}" if text else
                              "authentication failed", status=response.status_code)
         return None
-
-    def _malformed(self, endpoint: str, what: str) -> MalformedResponse:
-        metrics.MALFORMED.labels(self.account, endpoint).inc()
-        return MalformedResponse(what, account=self.account, endpoint=endpoint)
 
     # ------------------------------------------------------------------ parsing
 
@@ -502,20 +484,17 @@ class SpikeClient:
 
     # ------------------------------------------------------------------ on-call
 
-    async def user_emails(self) -> dict[str, str]:
-        """user -> email of everyone in the account (read once, then cached): the directory
-        on-call matching looks people up in."""
-        if self._emails is None:
-            endpoint = "GET /orgs/members"
-            data = await self.http.json("GET", "/orgs/members")
-            members = data if isinstance(data, list) else require(
-                data, "members", list, endpoint=endpoint, account=self.account)
-            self._emails = {
-                m["_id"]: m["email"] for m in members
-                if isinstance(m, dict) and isinstance(m.get("_id"), str)
-                and isinstance(m.get("email"), str)
-            }
-        return self._emails
+    async def _read_directory(self) -> dict[str, str]:
+        """member _id -> email of everyone in the account (``GET /orgs/members``)."""
+        endpoint = "GET /orgs/members"
+        data = await self.http.json("GET", "/orgs/members")
+        members = data if isinstance(data, list) else require(
+            data, "members", list, endpoint=endpoint, account=self.account)
+        return {
+            m["_id"]: m["email"] for m in members
+            if isinstance(m, dict) and isinstance(m.get("_id"), str)
+            and isinstance(m.get("email"), str)
+        }
 
     async def oncall(self, since: datetime, until: datetime) -> list[OnCall]:
         """Shifts per schedule in [since, until): GET /on-calls then /on-calls/{id}?from=."""
@@ -557,7 +536,7 @@ class SpikeClient:
                     continue
                 email = user.get("email") if isinstance(user, dict) else None
                 if not isinstance(email, str):
-                    email = (await self.user_emails()).get(uid)
+                    email = (await self._directory()).get(uid)
                 if out and out[-1].user_id == uid and out[-1].end == start:
                     prev = out.pop()
                     start = prev.start or start
@@ -570,7 +549,7 @@ class SpikeClient:
 
     async def create_override(self, schedule_id: str, user_email: str, start: datetime,
                               end: datetime) -> str:
-        users = await self.user_emails()
+        users = await self._directory()
         uid = next((u for u, e in users.items() if e.lower() == user_email.lower()), None)
         if uid is None:
             raise PermanentError(f"no Spike user with email {user_email}", account=self.account,

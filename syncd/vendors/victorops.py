@@ -42,7 +42,7 @@ from syncd import metrics
 from syncd.model import Incident, NewIncident, OnCall, Severity, State
 from syncd.ratelimit import ACCOUNT, Budget, Limit
 from syncd.secrets import Secret
-from syncd.vendors._http import VendorHTTP, require
+from syncd.vendors._http import require
 from syncd.vendors.base import (
     AccountSettings,
     Action,
@@ -60,6 +60,7 @@ from syncd.vendors.base import (
     TransientError,
     VendorError,
 )
+from syncd.vendors.client import ClientBase, parse_time, stamp
 
 log = structlog.get_logger(__name__)
 
@@ -139,7 +140,7 @@ class VictorOpsSettings(AccountSettings):
     message: str = Field("synced by syncd", description="message attached to ack/resolve")
 
 
-class VictorOpsClient:
+class VictorOpsClient(ClientBase):
     """One Splunk On-Call org."""
 
     vendor: ClassVar[str] = "victorops"
@@ -154,6 +155,12 @@ class VictorOpsClient:
     default_severity_map: ClassVar[Mapping[str, Severity]] = {
         "CRITICAL": Severity.SEV1, "WARNING": Severity.SEV2, "INFO": Severity.SEV3,
     }
+    settings: VictorOpsSettings
+
+    @classmethod
+    def limits_for(cls, settings: VictorOpsSettings) -> dict[str, Limit]:
+        """The per-endpoint table the account is held to (``rate_limit_table``, A7)."""
+        return limit_table(settings.rate_limit_table)
 
     def __init__(
         self,
@@ -167,33 +174,20 @@ class VictorOpsClient:
         forbidden_backoff: float = 60.0,
         created_visibility_wait: float = 1.0,
     ) -> None:
-        self.account = account
-        self.settings = settings
-        self.limits = limit_table(settings.rate_limit_table)
-        self.budget = budget or Budget(self.limits, settings.budget_fraction)
-        self.severity_map = {**self.default_severity_map, **settings.severity_map}
+        super().__init__(account, settings, transport=transport, budget=budget,
+                         backoff_base=backoff_base, sleep=sleep)
         self._forbidden_backoff = forbidden_backoff
         self._forbidden: set[str] = set()
-        self._sleep = sleep
         self._visibility_wait = created_visibility_wait
-        self._emails: dict[str, str] | None = None
         self._policy_teams: dict[str, str] | None = None
-        common = {"account": account, "budget": self.budget, "timeout": settings.timeout,
-                  "max_retries": settings.max_retries, "transport": transport,
-                  "sleep": sleep, "backoff_base": backoff_base}
-        self.http = VendorHTTP(
-            base_url=settings.base_url,
-            headers={"X-VO-Api-Id": settings.api_id.get_secret_value(),
-                     "X-VO-Api-Key": settings.api_key.get_secret_value(),
-                     "Accept": "application/json"},
+        self.http = self._session(
+            settings.base_url,
+            {"X-VO-Api-Id": settings.api_id.get_secret_value(),
+             "X-VO-Api-Key": settings.api_key.get_secret_value(),
+             "Accept": "application/json"},
             classify=self._classify,
-            bucket_for=lambda endpoint: endpoint if endpoint in self.limits else ACCOUNT,
-            **common,  # type: ignore[arg-type]
         )
-        self.alerts = VendorHTTP(
-            base_url=self._alert_base(), headers={"Accept": "application/json"},
-            **common,  # type: ignore[arg-type]
-        )
+        self.alerts = self._session(self._alert_base(), {"Accept": "application/json"})
 
     def _alert_base(self) -> str:
         if self.settings.alert_url:
@@ -226,10 +220,6 @@ class VictorOpsClient:
             "403: rate limit or authentication failure; backing off once",
             retry_after=self._forbidden_backoff, status=403,
         )
-
-    def _malformed(self, endpoint: str, what: str) -> MalformedResponse:
-        metrics.MALFORMED.labels(self.account, endpoint).inc()
-        return MalformedResponse(what, account=self.account, endpoint=endpoint)
 
     # ------------------------------------------------------------------ parsing
 
@@ -508,19 +498,16 @@ class VictorOpsClient:
 
     # ------------------------------------------------------------------ on-call
 
-    async def user_emails(self) -> dict[str, str]:
-        """user -> email of everyone in the account (read once, then cached): the directory
-        on-call matching looks people up in."""
-        if self._emails is None:
-            endpoint = f"GET {USERS}"
-            data = await self.http.json("GET", USERS)
-            users = require(data, "users", list, endpoint=endpoint, account=self.account)
-            self._emails = {
-                u["username"]: u["email"] for u in users
-                if isinstance(u, dict) and isinstance(u.get("username"), str)
-                and isinstance(u.get("email"), str)
-            }
-        return self._emails
+    async def _read_directory(self) -> dict[str, str]:
+        """username -> email of everyone in the org (``GET /api-public/v2/user``)."""
+        endpoint = f"GET {USERS}"
+        data = await self.http.json("GET", USERS)
+        users = require(data, "users", list, endpoint=endpoint, account=self.account)
+        return {
+            u["username"]: u["email"] for u in users
+            if isinstance(u, dict) and isinstance(u.get("username"), str)
+            and isinstance(u.get("email"), str)
+        }
 
     async def oncall(self, since: datetime, until: datetime) -> list[OnCall]:
         """Per escalation policy and step (level = step + 1): rotation rolls from the v2 team
@@ -528,7 +515,7 @@ class VictorOpsClient:
         endpoint = f"GET {ONCALL_CURRENT}"
         current = await self.http.json("GET", ONCALL_CURRENT)
         teams = require(current, "teamsOnCall", list, endpoint=endpoint, account=self.account)
-        emails = await self.user_emails()
+        emails = await self._directory()
         now = datetime.now(UTC)
         skip = min(90, max(0, math.floor((since - now) / timedelta(days=1))))
         forward = min(30, max(1, math.ceil((until - now) / timedelta(days=1)) - skip))
@@ -562,7 +549,7 @@ class VictorOpsClient:
                 try:
                     overrides.append((_username(ov["origOnCallUser"]),
                                       _username(ov["overrideOnCallUser"]),
-                                      _need_time(ov["start"]), _need_time(ov["end"])))
+                                      parse_time(ov["start"]), parse_time(ov["end"])))
                 except (KeyError, TypeError, ValueError):
                     raise self._malformed(endpoint, "unparseable override") from None
             for item in sched.get("schedule") or []:
@@ -570,7 +557,7 @@ class VictorOpsClient:
                 for roll in rolls:
                     try:
                         user = _username(roll["onCallUser"])
-                        start, end = _need_time(roll["start"]), _need_time(roll["end"])
+                        start, end = parse_time(roll["start"]), parse_time(roll["end"])
                     except (KeyError, TypeError, ValueError):
                         raise self._malformed(endpoint, "unparseable roll") from None
                     for who, s, e in _apply_overrides(user, start, end, overrides):
@@ -608,7 +595,7 @@ class VictorOpsClient:
         ("" when the user is already the one on call throughout)."""
         if end <= start:
             raise PermanentError("override end must be after start", account=self.account)
-        emails = await self.user_emails()
+        emails = await self._directory()
         username = next((u for u, e in emails.items() if e.lower() == user_email.lower()), None)
         if username is None:
             raise NotFound(f"no Splunk On-Call user with email {user_email!r}",
@@ -630,7 +617,7 @@ class VictorOpsClient:
                 for roll in item.get("rolls") or []:
                     try:
                         who = _username(roll["onCallUser"])
-                        s, e = _need_time(roll["start"]), _need_time(roll["end"])
+                        s, e = parse_time(roll["start"]), parse_time(roll["end"])
                     except (KeyError, TypeError, ValueError):
                         raise self._malformed(f"GET {TEAM_SCHEDULE}", "unparseable roll"
                                               ) from None
@@ -640,7 +627,7 @@ class VictorOpsClient:
         for orig in originals:
             created = await self.http.json("POST", OVERRIDES, json={
                 "username": orig, "timezone": "Etc/UTC",
-                "start": _iso(start), "end": _iso(end)})
+                "start": stamp(start), "end": stamp(end)})
             sched = require(created, "schedule", dict, endpoint=f"POST {OVERRIDES}",
                             account=self.account)
             pid = require(sched, "publicId", str, endpoint=f"POST {OVERRIDES}",
@@ -674,22 +661,10 @@ def _time(value: Any, name: str, endpoint: str) -> datetime | None:
     if not isinstance(value, str):
         raise MalformedResponse(f"{name} is not a string", endpoint=endpoint)
     try:
-        return _need_time(value)
+        return parse_time(value)
     except ValueError:
         raise MalformedResponse(f"{name} {value[:40]!r} is not a timestamp",
                                 endpoint=endpoint) from None
-
-
-def _need_time(value: Any) -> datetime:
-    """ISO 8601, including the spec's ``yyyy-MM-dd'T'HH:mm:ssZ`` (Z or +0000)."""
-    if not isinstance(value, str):
-        raise ValueError("not a string")
-    dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _username(obj: Any) -> str:
