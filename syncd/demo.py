@@ -122,8 +122,9 @@ async def play(daemon: Daemon, running: dict[str, Running], story: Story,
         await act(first, ALERTS[0][0], "acknowledge")
         story.steps.append(f"a person acknowledged {ALERTS[0][0]!r} in {first}")
         await anyio.sleep(pause)
+        settings = daemon.config.accounts
         writable = [a for a in accounts
-                    if vendors.load(daemon.config.accounts[a].vendor).capabilities
+                    if vendors.load(settings[a].vendor).capabilities_for(settings[a])
                     & Capability.SEVERITY_WRITE]
         if writable:
             await act(writable[0], ALERTS[0][0], "severity", severity="sev3")

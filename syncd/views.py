@@ -19,9 +19,9 @@ from syncd.vendors.base import Action, Capability
 
 
 def capabilities(cfg: Config) -> dict[str, Capability]:
-    """Per account, from a configured client (capabilities can depend on settings, e.g.
-    incident.io's account model); building a client makes no request."""
-    return {name: vendors.load(a.vendor)(name, a).capabilities for name, a in cfg.accounts.items()}
+    """Per account, from its settings (they can change them, e.g. incident.io's account
+    model); no client is built."""
+    return {name: vendors.load(a.vendor).capabilities_for(a) for name, a in cfg.accounts.items()}
 
 
 def gaps(cfg: Config) -> list[str]:

@@ -80,14 +80,11 @@ class Engine:
         clients: dict[str, VendorClient] = {}
         for name, settings in config.accounts.items():
             factory = vendors.load(settings.vendor)
-            client = factory(name, settings, transport=transports.get(name))
-            if budget_scale != 1.0:
-                # The limits can depend on settings (Splunk On-Call's table), so read them from
-                # a configured client, then build the real one around the scaled budget.
-                budget = Budget(client.budget.limits, settings.budget_fraction,
-                                scale=budget_scale)
-                client = factory(name, settings, transport=transports.get(name), budget=budget)
-            clients[name] = client
+            # The limits can depend on settings (Splunk On-Call's table): the class answers.
+            budget = Budget(factory.limits_for(settings), settings.budget_fraction,
+                            scale=budget_scale)
+            clients[name] = factory(name, settings, transport=transports.get(name),
+                                    budget=budget)
         return cls(config, ledger, clients)
 
     async def poll(self, account: str, *, full: bool | None = None) -> PollResult:
