@@ -20,20 +20,11 @@ there is none: a capability gap, never faked with status moves); resolve = edit 
 rank. incident.io has no batch endpoints, so every batch is one record (acks: one lookup for
 up to 25 incidents, then one respond per escalation).
 
-The "alert" model (``model = "alert"``, for incident.io On-call paging, notes 9.2): a syncd
-record is an incident.io ALERT plus the escalations it triggered.
-
-- alert ``resolved`` -> resolved; ``firing`` with an escalation that is ``acked`` or has an
-  ``acked`` event -> acknowledged; otherwise (escalation triggered, or none) -> triggered.
-- keys: ``dedup`` = the alert's deduplication_key; ``marker`` when syncd created it (the
-  marker URL in ``source_url``, else ``[syncd:...]`` in the description).
-- Alerts have no severity (SEVERITY_READ/WRITE are absent from this model's capabilities).
-- Change feed: ``GET /v2/alerts?updated_at[gte]`` plus escalations by ``updated_at`` (an ack does
-  not bump the alert); full resync = every firing alert.
-- Writes: ack = respond on the alert's open escalations (as above); resolve = ``POST
-  /v2/alerts/{id}/actions/resolve`` (idempotent), then cancel escalations still paging.
-- Create: a ``firing`` event on the configured HTTP source with ``deduplication_key`` = the
-  marker, then ``GET /v2/alerts?deduplication_key[is]=<marker>`` (also ``find_created``).
+The "alert" model (``model = "alert"``, for incident.io On-call paging) reads a syncd record as
+an incident.io alert plus its escalations: :mod:`syncd.vendors.incidentio_alert`. The client
+here holds what both models share (HTTP, errors, escalation reads and acks, the poll loop,
+on-call, the user directory, webhooks); :class:`IncidentModel` and
+:class:`~syncd.vendors.incidentio_alert.AlertModel` say what a record is.
 """
 
 from __future__ import annotations
@@ -70,7 +61,6 @@ from syncd.vendors.base import (
     PushResult,
     RateLimited,
     Skipped,
-    TransientError,
     VendorError,
 )
 from syncd.vendors.client import ClientBase, stamp
@@ -85,12 +75,8 @@ WEBHOOK_TOLERANCE = 5 * 60  # seconds; Svix's WEBHOOK_TOLERANCE_IN_SECONDS (note
 MARKER_URL = "https://syncd.invalid/marker/{marker}"
 MAX_PAGES = 10_000
 ESC_FILTER_IDS = 25  # incidents per escalations lookup (our choice: keeps URLs short)
-ALERT_PAGE = 50  # GET /v2/alerts: page_size is required, at most 50 (notes 3)
 INTAKE = "/v2/alert_events/http/{alert_source_config_id}"
 INTAKE_ENDPOINT = f"POST {INTAKE}"
-# Intake is asynchronous (202 "accepted for processing", notes 7): look for the new alert this
-# many times, waiting these seconds in between, before leaving it to the next attempt (ours).
-CREATE_LOOKUPS = (0.0, 0.5, 1.0, 2.0)
 
 BASE_CAPABILITIES = (Capability.ACK | Capability.RESOLVE | Capability.CREATE
                      | Capability.ONCALL_READ | Capability.OVERRIDE_WRITE)
@@ -100,18 +86,6 @@ ALERT_CAPABILITIES = BASE_CAPABILITIES  # alerts have no severity (notes 7, 9.1)
 
 def _stamp(dt: datetime) -> str:
     return stamp(dt, "us")
-
-
-def _marker_of(source_url: Any, description: Any) -> str | None:
-    """syncd's creation marker on an alert: the marker URL in ``source_url``, else the
-    ``[syncd:...]`` tag in the description."""
-    prefix = MARKER_URL.format(marker="")
-    if isinstance(source_url, str) and source_url.startswith(prefix):
-        marker = source_url[len(prefix):]
-        if MARKER.fullmatch(f"[syncd:{marker}]"):
-            return marker
-    found = MARKER.search(description) if isinstance(description, str) else None
-    return found.group(1) if found else None
 
 
 class IncidentIOSettings(AccountSettings):
@@ -163,6 +137,66 @@ class IncidentIOSettings(AccountSettings):
             if extra:
                 raise ValueError(f'{", ".join(extra)} only apply with model = "alert"')
         return self
+
+
+class RecordModel:
+    """What a syncd record is in an incident.io account (``settings.model``): how records are
+    read, found again from changed escalations, written besides acks, and created. The client
+    holds one and does everything else itself."""
+
+    kind: ClassVar[str]  # "incident" or "alert": the escalations' related_<kind>s, messages
+
+    def __init__(self, client: IncidentIOClient) -> None:
+        self.client = client
+        self.http = client.http
+        self.settings = client.settings
+        self.account = client.account
+
+    def pages(self, since: datetime | None) -> AsyncIterator[Page]:
+        """Records changed since ``since`` (every open one when None), one Page per page."""
+        raise NotImplementedError
+
+    async def related(self, escalations: list[dict[str, Any]], seen: set[str]) -> Page | None:
+        """The records of changed escalations that ``seen`` lacks (acks need not bump them)."""
+        raise NotImplementedError
+
+    async def resolved(self, external_id: str) -> bool:
+        raise NotImplementedError
+
+    async def write(self, action: Action, p: Push) -> PushResult:
+        """Any action but an acknowledgement (acks are escalation responds, shared)."""
+        raise NotImplementedError
+
+    async def create(self, new: NewIncident) -> Incident:
+        raise NotImplementedError
+
+    async def find_created(self, marker: str) -> Incident | None:
+        raise NotImplementedError
+
+    async def _build(self, raws: list[Any], endpoint: str
+                     ) -> tuple[list[Incident], list[Skipped]]:
+        """One page of raw records as records, with what the model reads besides them."""
+        raise NotImplementedError
+
+    def _parse_all(self, raws: list[Any], endpoint: str, parse: Callable[[Any], Incident]
+                   ) -> tuple[list[Incident], list[Skipped]]:
+        """Every raw record parsed; one that cannot be trusted is counted and skipped."""
+        incidents, skipped = [], []
+        for raw in raws:
+            try:
+                incidents.append(parse(raw))
+            except (ValueError, TypeError, KeyError) as exc:
+                rid = raw.get("id") if isinstance(raw, dict) else None
+                metrics.MALFORMED.labels(self.account, endpoint).inc()
+                skipped.append(Skipped(endpoint, str(exc), rid if isinstance(rid, str) else None))
+        return incidents, skipped
+
+    async def _one(self, raw: dict[str, Any], endpoint: str) -> Incident:
+        incidents, skipped = await self._build([raw], endpoint)
+        if not incidents:
+            raise self.client._malformed(endpoint,
+                                         skipped[0].reason if skipped else f"bad {self.kind}")
+        return incidents[0]
 
 
 class IncidentIOClient(ClientBase):
@@ -217,16 +251,21 @@ class IncidentIOClient(ClientBase):
     ) -> None:
         super().__init__(account, settings, transport=transport, budget=budget,
                          backoff_base=backoff_base, sleep=sleep, clock=clock)
-        self.alert_model = settings.model == "alert"
         self._severities: list[dict[str, Any]] | None = None
         self._statuses: list[dict[str, Any]] | None = None
-        self._dedup: dict[str, str] = {}
         self.http = self._session(
             settings.base_url,
             {"authorization": f"Bearer {settings.api_key.get_secret_value()}",
              "accept": "application/json"},
             classify=self._classify,
         )
+        self.records: RecordModel
+        if settings.model == "alert":
+            from syncd.vendors.incidentio_alert import AlertModel  # imports this module
+
+            self.records = AlertModel(self)
+        else:
+            self.records = IncidentModel(self)
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes,
                        now: float | None = None) -> bool:
@@ -368,45 +407,6 @@ class IncidentIOClient(ClientBase):
             return exact[0]
         return min(mapped, key=lambda m: (abs(m[1].level - target.level), -m[1].level))[0]
 
-    # ------------------------------------------------------------------ parsing
-
-    def _incident(self, raw: Any, ranked: list[dict[str, Any]], acked: set[str]) -> Incident:
-        if not isinstance(raw, dict):
-            raise TypeError(f"incident is {type(raw).__name__}, not an object")
-        iid = raw.get("id")
-        if not isinstance(iid, str) or not iid:
-            raise ValueError("missing id")
-        name = raw.get("name")
-        if not isinstance(name, str):
-            raise ValueError("missing name")
-        status = raw.get("incident_status")
-        category = status.get("category") if isinstance(status, dict) else None
-        category = ALIASES.get(category, category) if isinstance(category, str) else None
-        if category in RESOLVED:
-            state = State.RESOLVED
-        elif category in OPEN:
-            live_ack = self.settings.ack_from_live and category == "live"
-            state = State.ACKNOWLEDGED if (iid in acked or live_ack) else State.TRIGGERED
-        else:
-            raise ValueError(f"unknown status category {category!r}")
-        sev = raw.get("severity")
-        severity = self._canonical_severity(sev, ranked) if isinstance(sev, dict) else None
-        keys: dict[str, str] = {}
-        if iid in self._dedup:
-            keys["dedup"] = self._dedup[iid]
-        summary = raw.get("summary")
-        found = MARKER.search(summary) if isinstance(summary, str) else None
-        if found:
-            keys["marker"] = found.group(1)
-        reference = raw.get("reference")
-        permalink = raw.get("permalink")
-        return Incident(
-            external_id=iid, state=state, title=name, severity=severity, keys=keys,
-            created_at=_time(raw.get("created_at")), updated_at=_time(raw.get("updated_at")),
-            url=permalink if isinstance(permalink, str) else None,
-            number=reference if isinstance(reference, str) else None,
-        )
-
     async def _list(self, route: str, key: str, params: dict[str, Any]
                     ) -> AsyncIterator[list[Any]]:
         """Every page of a cursor-paged list: stop on no ``after`` or an empty page."""
@@ -456,46 +456,6 @@ class IncidentIOClient(ClientBase):
                             ackable.setdefault(rid, []).append(esc["id"])
         return acked, ackable
 
-    async def _dedup_keys(self, incident_ids: Sequence[str]) -> None:
-        """Alert dedup keys via GET /v2/incident_alerts; a found key never changes (cached)."""
-        endpoint = "GET /v2/incident_alerts"
-        for iid in incident_ids:
-            if iid in self._dedup:
-                continue
-            async for items in self._list("/v2/incident_alerts", "incident_alerts",
-                                          {"incident_id": iid, "page_size": 50}):
-                for row in items:
-                    alert = row.get("alert") if isinstance(row, dict) else None
-                    key = alert.get("deduplication_key") if isinstance(alert, dict) else None
-                    if isinstance(key, str) and key:
-                        self._dedup.setdefault(iid, key)
-                    else:
-                        metrics.MALFORMED.labels(self.account, endpoint).inc()
-                if iid in self._dedup:
-                    break
-
-    async def _build(self, raws: list[Any], endpoint: str) -> tuple[list[Incident], list[Skipped]]:
-        """Parse one page, enriching open incidents with ack state and dedup keys."""
-        ranked = await self.severities()
-        ids = [r["id"] for r in raws if isinstance(r, dict) and isinstance(r.get("id"), str)]
-        open_ids = []
-        for r in raws:
-            status = r.get("incident_status") if isinstance(r, dict) else None
-            cat = status.get("category") if isinstance(status, dict) else None
-            if isinstance(r, dict) and r.get("id") in ids and ALIASES.get(cat, cat) in OPEN:
-                open_ids.append(r["id"])
-        acked, _ = await self._acked(open_ids) if open_ids else (set(), {})
-        await self._dedup_keys(ids)
-        incidents, skipped = [], []
-        for raw in raws:
-            try:
-                incidents.append(self._incident(raw, ranked, acked))
-            except (ValueError, TypeError, KeyError) as exc:
-                rid = raw.get("id") if isinstance(raw, dict) else None
-                metrics.MALFORMED.labels(self.account, endpoint).inc()
-                skipped.append(Skipped(endpoint, str(exc), rid if isinstance(rid, str) else None))
-        return incidents, skipped
-
     # ------------------------------------------------------------------ poll
 
     async def poll(self, cursor: str | None, *, full: bool = False) -> AsyncIterator[Page]:
@@ -512,8 +472,7 @@ class IncidentIOClient(ClientBase):
         newest: datetime | None = None
         pending: Page | None = None
         seen: set[str] = set()
-        feed = self._alert_pages(since) if self.alert_model else self._incident_pages(since)
-        async for page in feed:
+        async for page in self.records.pages(since):
             for inc in page.incidents:
                 seen.add(inc.external_id)
                 if inc.updated_at and (newest is None or inc.updated_at > newest):
@@ -526,28 +485,11 @@ class IncidentIOClient(ClientBase):
             changed, esc_newest = await self._changed_escalations(since)
             if esc_newest is not None:
                 newest = esc_newest if newest is None else max(newest, esc_newest)
-            if self.alert_model:
-                extra = self._related_alerts(changed, seen)
-                if extra:
-                    incidents, skipped = await self._build_alerts(
-                        extra, "GET /v2/escalations")
-                    if pending is not None:
-                        yield pending
-                    pending = Page(incidents=incidents, skipped=skipped)
-            else:
-                raws = []
-                for rid in self._related_incidents(changed, seen):
-                    try:
-                        data = await self.http.json("GET", "/v2/incidents/{id}",
-                                                    path={"id": rid})
-                    except NotFound:
-                        continue
-                    raws.append(data.get("incident") if isinstance(data, dict) else data)
-                if raws:
-                    incidents, skipped = await self._build(raws, "GET /v2/incidents/{id}")
-                    if pending is not None:
-                        yield pending
-                    pending = Page(incidents=incidents, skipped=skipped)
+            page = await self.records.related(changed, seen)
+            if page is not None:
+                if pending is not None:
+                    yield pending
+                pending = page
         edge = min(started, newest) if newest else started
         next_since = edge - timedelta(seconds=self.settings.change_overlap)
         if since is not None and next_since < since:
@@ -555,25 +497,10 @@ class IncidentIOClient(ClientBase):
         if pending is None:
             pending = Page()
         state: dict[str, Any] = {"v": 1, "since": _stamp(next_since)}
-        if self.alert_model:
-            state["model"] = "alert"
+        if self.settings.model != "incident":
+            state["model"] = self.settings.model
         pending.cursor = json.dumps(state)
         yield pending
-
-    async def _incident_pages(self, since: datetime | None) -> AsyncIterator[Page]:
-        """Incidents changed since ``since`` (all open ones when None), one Page per page."""
-        endpoint = "GET /v2/incidents"
-        if since is None:
-            params: dict[str, Any] = {"status_category[one_of]": list(OPEN),
-                                      "page_size": self.settings.page_size}
-        else:
-            params = {"updated_at[gte]": since.date().isoformat(),
-                      "page_size": self.settings.page_size}
-        async for items in self._list("/v2/incidents", "incidents", params):
-            if since is not None:
-                items = [r for r in items if not self._older(r, since)]
-            incidents, skipped = await self._build(items, endpoint)
-            yield Page(incidents=incidents, skipped=skipped)
 
     async def _changed_escalations(self, since: datetime
                                    ) -> tuple[list[dict[str, Any]], datetime | None]:
@@ -597,21 +524,11 @@ class IncidentIOClient(ClientBase):
         return changed, newest
 
     @staticmethod
-    def _related_incidents(escalations: list[dict[str, Any]], seen: set[str]) -> list[str]:
-        extra: list[str] = []
-        for esc in escalations:
-            for rel in esc.get("related_incidents") or []:
-                rid = rel.get("id") if isinstance(rel, dict) else None
-                if isinstance(rid, str) and rid not in seen and rid not in extra:
-                    extra.append(rid)
-        return extra
-
-    @staticmethod
     def _older(raw: Any, since: datetime) -> bool:
         try:
             return _time(raw.get("updated_at")) <= since
         except (ValueError, AttributeError):
-            return False  # keep it: _incident reports it as skipped
+            return False  # keep it: the model's parser reports it as skipped
 
     # ------------------------------------------------------------------ push
 
@@ -626,23 +543,14 @@ class IncidentIOClient(ClientBase):
             batch = list(pushes[i:i + size])
             if action is Action.ACKNOWLEDGE:
                 results.extend(await self._ack(batch))
-            elif self.alert_model:
-                for p in batch:
-                    results.append(await self._resolve_alert(p))
             else:
                 for p in batch:
-                    results.append(await self._edit(action, p))
+                    results.append(await self.records.write(action, p))
         return results
-
-    async def _show(self, iid: str) -> dict[str, Any]:
-        endpoint = "GET /v2/incidents/{id}"
-        data = await self.http.json("GET", "/v2/incidents/{id}", path={"id": iid})
-        self._check_failure(data, endpoint)
-        return require(data, "incident", dict, endpoint=endpoint, account=self.account)
 
     async def _ack(self, batch: list[Push]) -> list[PushResult]:
         ids = list(dict.fromkeys(p.external_id for p in batch))
-        acked, ackable = await self._acked(ids, "alert" if self.alert_model else "incident")
+        acked, ackable = await self._acked(ids, self.records.kind)
         out = []
         for p in batch:
             eid = p.external_id
@@ -652,14 +560,14 @@ class IncidentIOClient(ClientBase):
                     out.append(PushResult(eid, Outcome.ALREADY))
                     continue
                 try:
-                    resolved = await self._resolved(eid)
+                    resolved = await self.records.resolved(eid)
                 except NotFound as exc:
                     out.append(PushResult(eid, Outcome.REFUSED, exc.message))
                     continue
                 if resolved:
                     # Never move a resolved record backwards with a late ack.
-                    what = "alert" if self.alert_model else "incident"
-                    out.append(PushResult(eid, Outcome.ALREADY, f"{what} already resolved"))
+                    out.append(PushResult(eid, Outcome.ALREADY,
+                                          f"{self.records.kind} already resolved"))
                 else:
                     out.append(PushResult(eid, Outcome.REFUSED,
                                           "no open escalation to acknowledge (capability gap)"))
@@ -679,302 +587,13 @@ class IncidentIOClient(ClientBase):
             out.append(PushResult(eid, outcome, message))
         return out
 
-    async def _resolved(self, eid: str) -> bool:
-        if self.alert_model:
-            return (await self._show_alert(eid)).get("status") == "resolved"
-        cat = ((await self._show(eid)).get("incident_status") or {}).get("category")
-        return ALIASES.get(cat, cat) in RESOLVED
-
-    async def _resolve_target(self) -> str:
-        wanted = self.settings.resolve_status
-        for status in await self.statuses():
-            if status["category"] == wanted:
-                return status["id"]
-        raise PermanentError(f"no {wanted} status in this organisation", account=self.account,
-                             endpoint="GET /v1/incident_statuses")
-
-    async def _edit(self, action: Action, p: Push) -> PushResult:
-        endpoint = "POST /v2/incidents/{id}/actions/edit"
-        edit: dict[str, Any] = {}
-        if action is Action.RESOLVE:
-            edit["incident_status_id"] = await self._resolve_target()
-        else:
-            if p.severity is None:
-                return PushResult(p.external_id, Outcome.REFUSED,
-                                  "incident.io severity cannot be cleared through the API")
-            edit["severity_id"] = await self._severity_id(p.severity)
-        body = {"incident": edit, "notify_incident_channel": self.settings.notify_incident_channel}
-        try:
-            data = await self.http.json("POST", "/v2/incidents/{id}/actions/edit",
-                                        path={"id": p.external_id}, json=body, idempotent=True)
-        except NotFound as exc:
-            return PushResult(p.external_id, Outcome.REFUSED, exc.message)
-        except PermanentError as exc:
-            if action is Action.RESOLVE and exc.status == 422:
-                # e.g. closed -> learning is a reopen-like move: check whether it is resolved.
-                raw = await self._show(p.external_id)
-                cat = (raw.get("incident_status") or {}).get("category")
-                if ALIASES.get(cat, cat) in RESOLVED:
-                    return PushResult(p.external_id, Outcome.ALREADY,
-                                      incident=await self._one(raw, endpoint))
-            return PushResult(p.external_id, Outcome.REFUSED, exc.message)
-        self._check_failure(data, endpoint)
-        raw = require(data, "incident", dict, endpoint=endpoint, account=self.account)
-        return PushResult(p.external_id, Outcome.DONE, incident=await self._one(raw, endpoint))
-
-    async def _one(self, raw: dict[str, Any], endpoint: str) -> Incident:
-        incidents, skipped = await self._build([raw], endpoint)
-        if not incidents:
-            raise self._malformed(endpoint, skipped[0].reason if skipped else "bad incident")
-        return incidents[0]
-
     # ------------------------------------------------------------------ create
 
     async def create(self, new: NewIncident) -> Incident:
-        """POST /v2/incidents with an idempotency key from the marker (a repeat returns the
-        first incident), the marker in the summary, and an attachment to find it by.
-        In the alert model: a firing alert event (see :meth:`_create_alert`)."""
-        if self.alert_model:
-            return await self._create_alert(new)
-        endpoint = "POST /v2/incidents"
-        payload: dict[str, Any] = {
-            "idempotency_key": f"syncd-{new.marker}",
-            "visibility": self.settings.visibility,
-            "mode": "standard",
-            "name": new.title,
-            "summary": f"{new.details}\n\n[syncd:{new.marker}]".strip(),
-            "severity_id": await self._severity_id(new.severity or Severity.SEV5),
-        }
-        data = await self.http.json("POST", "/v2/incidents", json=payload, idempotent=True)
-        self._check_failure(data, endpoint)
-        raw = require(data, "incident", dict, endpoint=endpoint, account=self.account)
-        created = await self._one(raw, endpoint)
-        if await self._attachment(new.marker) is None:
-            await self.http.json("POST", "/v1/incident_attachments", json={
-                "incident_id": created.external_id,
-                "resource": {"resource_type": "arbitrary_url",
-                             "url": MARKER_URL.format(marker=new.marker),
-                             "title": "Mirrored by syncd"}})
-        if new.state is State.RESOLVED:
-            result = await self.push(Action.RESOLVE, [Push(created.external_id, Action.RESOLVE,
-                                                           new.marker)])
-            if result and result[0].incident is not None:
-                created = result[0].incident
-        return created
-
-    async def _attachment(self, marker: str) -> str | None:
-        endpoint = "GET /v1/incident_attachments"
-        data = await self.http.json("GET", "/v1/incident_attachments", params={
-            "resource_type": "arbitrary_url", "external_id": MARKER_URL.format(marker=marker)})
-        self._check_failure(data, endpoint)
-        rows = require(data, "incident_attachments", list, endpoint=endpoint,
-                       account=self.account)
-        for row in rows:
-            if isinstance(row, dict) and isinstance(row.get("incident_id"), str):
-                return row["incident_id"]
-        return None
+        return await self.records.create(new)
 
     async def find_created(self, marker: str) -> Incident | None:
-        if self.alert_model:
-            raw = await self._find_alert(marker)
-            return None if raw is None else await self._one_alert(raw, "GET /v2/alerts")
-        iid = await self._attachment(marker)
-        if iid is None:
-            return None
-        try:
-            raw = await self._show(iid)
-        except NotFound:
-            return None
-        return await self._one(raw, "GET /v2/incidents/{id}")
-
-    # ------------------------------------------------------------------ alert model
-
-    def _source_ok(self, raw: dict[str, Any]) -> bool:
-        wanted = self.settings.alert_sources
-        return not wanted or raw.get("alert_source_id") in wanted
-
-    def _alert(self, raw: Any, acked: set[str]) -> Incident:
-        """An AlertV2 (or AlertSlimV2: same fields but attributes) as a syncd record."""
-        if not isinstance(raw, dict):
-            raise TypeError(f"alert is {type(raw).__name__}, not an object")
-        aid = raw.get("id")
-        if not isinstance(aid, str) or not aid:
-            raise ValueError("missing id")
-        title = raw.get("title")
-        if not isinstance(title, str):
-            raise ValueError("missing title")
-        status = raw.get("status")
-        if status == "resolved":
-            state = State.RESOLVED
-        elif status == "firing":
-            state = State.ACKNOWLEDGED if aid in acked else State.TRIGGERED
-        else:
-            raise ValueError(f"unknown alert status {status!r}")
-        keys: dict[str, str] = {}
-        dedup = raw.get("deduplication_key")
-        if isinstance(dedup, str) and dedup:
-            keys["dedup"] = dedup
-        marker = _marker_of(raw.get("source_url"), raw.get("description"))
-        if marker:
-            keys["marker"] = marker
-        return Incident(
-            external_id=aid, state=state, title=title, severity=None, keys=keys,
-            created_at=_time(raw.get("created_at")), updated_at=_time(raw.get("updated_at")),
-        )
-
-    async def _build_alerts(self, raws: list[Any], endpoint: str
-                            ) -> tuple[list[Incident], list[Skipped]]:
-        """Parse alerts, with the ack state of the firing ones from their escalations."""
-        firing = [r["id"] for r in raws if isinstance(r, dict) and isinstance(r.get("id"), str)
-                  and r.get("status") == "firing"]
-        acked, _ = await self._acked(firing, "alert") if firing else (set(), {})
-        incidents, skipped = [], []
-        for raw in raws:
-            try:
-                incidents.append(self._alert(raw, acked))
-            except (ValueError, TypeError, KeyError) as exc:
-                rid = raw.get("id") if isinstance(raw, dict) else None
-                metrics.MALFORMED.labels(self.account, endpoint).inc()
-                skipped.append(Skipped(endpoint, str(exc), rid if isinstance(rid, str) else None))
-        return incidents, skipped
-
-    async def _one_alert(self, raw: dict[str, Any], endpoint: str) -> Incident:
-        incidents, skipped = await self._build_alerts([raw], endpoint)
-        if not incidents:
-            raise self._malformed(endpoint, skipped[0].reason if skipped else "bad alert")
-        return incidents[0]
-
-    async def _alert_pages(self, since: datetime | None) -> AsyncIterator[Page]:
-        """Alerts changed since ``since`` (every firing one when None), one Page per page."""
-        endpoint = "GET /v2/alerts"
-        params: dict[str, Any] = {"page_size": ALERT_PAGE}
-        if self.settings.alert_sources:
-            params["alert_source[one_of]"] = list(self.settings.alert_sources)
-        if since is None:
-            params["status[one_of]"] = ["firing"]
-        else:
-            params["updated_at[gte]"] = since.date().isoformat()
-        async for items in self._list("/v2/alerts", "alerts", params):
-            if since is not None:
-                items = [r for r in items if not self._older(r, since)]
-            incidents, skipped = await self._build_alerts(items, endpoint)
-            yield Page(incidents=incidents, skipped=skipped)
-
-    def _related_alerts(self, escalations: list[dict[str, Any]], seen: set[str]
-                        ) -> list[dict[str, Any]]:
-        """The alerts (AlertSlimV2, enough to build a record) of changed escalations."""
-        extra: dict[str, dict[str, Any]] = {}
-        for esc in escalations:
-            for rel in esc.get("related_alerts") or []:
-                rid = rel.get("id") if isinstance(rel, dict) else None
-                if (isinstance(rid, str) and rid not in seen and rid not in extra
-                        and self._source_ok(rel)):
-                    extra[rid] = rel
-        return list(extra.values())
-
-    async def _show_alert(self, aid: str) -> dict[str, Any]:
-        endpoint = "GET /v2/alerts/{id}"
-        data = await self.http.json("GET", "/v2/alerts/{id}", path={"id": aid})
-        self._check_failure(data, endpoint)
-        return require(data, "alert", dict, endpoint=endpoint, account=self.account)
-
-    async def _resolve_alert(self, p: Push) -> PushResult:
-        """POST /v2/alerts/{id}/actions/resolve: targets this alert by id, answers with it
-        synchronously and is a documented no-op on a resolved alert (notes 7). The alert event
-        ``status: "resolved"`` would need the source secret, answers only "accepted" and
-        resolves whichever alert is firing under the key, so it is not used for this."""
-        endpoint = "POST /v2/alerts/{id}/actions/resolve"
-        try:
-            data = await self.http.json("POST", "/v2/alerts/{id}/actions/resolve",
-                                        path={"id": p.external_id}, idempotent=True)
-        except PermanentError as exc:  # 404 (or private), 422 externally resolved sources
-            return PushResult(p.external_id, Outcome.REFUSED, exc.message)
-        self._check_failure(data, endpoint)
-        raw = require(data, "alert", dict, endpoint=endpoint, account=self.account)
-        message = await self._cancel_escalations(p.external_id)
-        return PushResult(p.external_id, Outcome.DONE, message,
-                          incident=await self._one_alert(raw, endpoint))
-
-    async def _cancel_escalations(self, aid: str) -> str:
-        """Cancel escalations still paging for a resolved alert: routes do it themselves with
-        ``auto_cancel_escalations``; otherwise they would keep paging (notes 7, 9.2). Best
-        effort: the resolve already happened, so a refusal is reported, not raised."""
-        _, ackable = await self._acked([aid], "alert")
-        problems = []
-        for esc_id in ackable.get(aid, []):
-            try:
-                # Cancelling a cancelled escalation is a no-op (notes 6): safe to retry.
-                await self.http.request("POST", "/v2/escalations/{id}/actions/cancel",
-                                        path={"id": esc_id}, idempotent=True)
-            except (PermanentError, AuthError) as exc:
-                problems.append(f"escalation {esc_id} not cancelled: {exc.message}")
-        return "; ".join(problems)
-
-    async def _find_alert(self, marker: str) -> dict[str, Any] | None:
-        """The alert syncd created with ``marker`` as its deduplication key: ours (marker read
-        back) first, then on our source, firing before resolved, newest first."""
-        endpoint = "GET /v2/alerts"
-        source = self.settings.alert_source_config_id
-        found: list[dict[str, Any]] = []
-        async for items in self._list("/v2/alerts", "alerts", {
-                "deduplication_key[is]": marker, "page_size": ALERT_PAGE}):
-            for raw in items:
-                if (isinstance(raw, dict) and isinstance(raw.get("id"), str)
-                        and raw.get("deduplication_key") == marker):
-                    found.append(raw)
-                else:
-                    metrics.MALFORMED.labels(self.account, endpoint).inc()
-        if not found:
-            return None
-
-        def rank(raw: dict[str, Any]) -> tuple[bool, bool, bool, str]:
-            mine = _marker_of(raw.get("source_url"), raw.get("description")) == marker
-            created = raw.get("created_at")
-            return (mine, raw.get("alert_source_id") == source, raw.get("status") == "firing",
-                    created if isinstance(created, str) else "")
-        return max(found, key=rank)
-
-    async def _create_alert(self, new: NewIncident) -> Incident:
-        """A ``firing`` event on the configured HTTP source, ``deduplication_key`` = the marker:
-        while that alert fires a repeat creates nothing (notes 7), so a retry is safe. Intake
-        is asynchronous, so the alert is then looked up by its key; when it does not show up
-        in time this raises TransientError and the retry finds it (``find_created``) instead
-        of creating a second one."""
-        settings = self.settings
-        assert settings.alert_source_config_id and settings.alert_source_token  # validated
-        existing = await self._find_alert(new.marker)
-        if existing is None:
-            metadata: dict[str, Any] = {"syncd_marker": new.marker}
-            if new.severity is not None:
-                metadata["severity"] = new.severity.value  # for routes that map it
-            body = {
-                "title": new.title, "status": "firing", "deduplication_key": new.marker,
-                "description": f"{new.details}\n\n[syncd:{new.marker}]".strip(),
-                "source_url": MARKER_URL.format(marker=new.marker), "metadata": metadata,
-            }
-            token = settings.alert_source_token.get_secret_value()
-            data = await self.http.json(
-                "POST", INTAKE, path={"alert_source_config_id": settings.alert_source_config_id},
-                json=body, headers={"authorization": f"Bearer {token}"}, idempotent=True)
-            self._check_failure(data, INTAKE_ENDPOINT)
-            if not isinstance(data, dict) or data.get("status") != "success":
-                raise self._malformed(INTAKE_ENDPOINT, f"event not accepted: {str(data)[:200]}")
-            for delay in CREATE_LOOKUPS:
-                if delay:
-                    await self._sleep(delay)
-                existing = await self._find_alert(new.marker)
-                if existing is not None:
-                    break
-            else:
-                raise TransientError("alert event accepted but the alert is not listed yet",
-                                     account=self.account, endpoint="GET /v2/alerts")
-        created = await self._one_alert(existing, "GET /v2/alerts")
-        if new.state is State.RESOLVED and created.state is not State.RESOLVED:
-            result = await self._resolve_alert(Push(created.external_id, Action.RESOLVE,
-                                                    new.marker))
-            if result.incident is not None:
-                created = result.incident
-        return created
+        return await self.records.find_created(marker)
 
     # ------------------------------------------------------------------ on-call
 
@@ -1085,3 +704,218 @@ class IncidentIOClient(ClientBase):
         if not isinstance(oid, str) or not oid:
             raise self._malformed(endpoint, "answer carries no override id")
         return oid
+
+
+class IncidentModel(RecordModel):
+    """The default model: a syncd record is an incident.io incident, acknowledged through its
+    escalations (the reading at the top of this module)."""
+
+    kind = "incident"
+
+    def __init__(self, client: IncidentIOClient) -> None:
+        super().__init__(client)
+        self._dedup: dict[str, str] = {}  # incident id -> its alert's dedup key, never changes
+
+    def _parse(self, raw: Any, ranked: list[dict[str, Any]], acked: set[str]) -> Incident:
+        if not isinstance(raw, dict):
+            raise TypeError(f"incident is {type(raw).__name__}, not an object")
+        iid = raw.get("id")
+        if not isinstance(iid, str) or not iid:
+            raise ValueError("missing id")
+        name = raw.get("name")
+        if not isinstance(name, str):
+            raise ValueError("missing name")
+        status = raw.get("incident_status")
+        category = status.get("category") if isinstance(status, dict) else None
+        category = ALIASES.get(category, category) if isinstance(category, str) else None
+        if category in RESOLVED:
+            state = State.RESOLVED
+        elif category in OPEN:
+            live_ack = self.settings.ack_from_live and category == "live"
+            state = State.ACKNOWLEDGED if (iid in acked or live_ack) else State.TRIGGERED
+        else:
+            raise ValueError(f"unknown status category {category!r}")
+        sev = raw.get("severity")
+        severity = self.client._canonical_severity(sev, ranked) if isinstance(sev, dict) else None
+        keys: dict[str, str] = {}
+        if iid in self._dedup:
+            keys["dedup"] = self._dedup[iid]
+        summary = raw.get("summary")
+        found = MARKER.search(summary) if isinstance(summary, str) else None
+        if found:
+            keys["marker"] = found.group(1)
+        reference = raw.get("reference")
+        permalink = raw.get("permalink")
+        return Incident(
+            external_id=iid, state=state, title=name, severity=severity, keys=keys,
+            created_at=_time(raw.get("created_at")), updated_at=_time(raw.get("updated_at")),
+            url=permalink if isinstance(permalink, str) else None,
+            number=reference if isinstance(reference, str) else None,
+        )
+
+    async def _dedup_keys(self, incident_ids: Sequence[str]) -> None:
+        """Alert dedup keys via GET /v2/incident_alerts; a found key never changes (cached)."""
+        endpoint = "GET /v2/incident_alerts"
+        for iid in incident_ids:
+            if iid in self._dedup:
+                continue
+            async for items in self.client._list("/v2/incident_alerts", "incident_alerts",
+                                          {"incident_id": iid, "page_size": 50}):
+                for row in items:
+                    alert = row.get("alert") if isinstance(row, dict) else None
+                    key = alert.get("deduplication_key") if isinstance(alert, dict) else None
+                    if isinstance(key, str) and key:
+                        self._dedup.setdefault(iid, key)
+                    else:
+                        metrics.MALFORMED.labels(self.account, endpoint).inc()
+                if iid in self._dedup:
+                    break
+
+    async def _build(self, raws: list[Any], endpoint: str) -> tuple[list[Incident], list[Skipped]]:
+        """Parse one page, enriching open incidents with ack state and dedup keys."""
+        ranked = await self.client.severities()
+        ids = [r["id"] for r in raws if isinstance(r, dict) and isinstance(r.get("id"), str)]
+        open_ids = []
+        for r in raws:
+            status = r.get("incident_status") if isinstance(r, dict) else None
+            cat = status.get("category") if isinstance(status, dict) else None
+            if isinstance(r, dict) and r.get("id") in ids and ALIASES.get(cat, cat) in OPEN:
+                open_ids.append(r["id"])
+        acked, _ = await self.client._acked(open_ids) if open_ids else (set(), {})
+        await self._dedup_keys(ids)
+        return self._parse_all(raws, endpoint, lambda raw: self._parse(raw, ranked, acked))
+
+    async def pages(self, since: datetime | None) -> AsyncIterator[Page]:
+        """Incidents changed since ``since`` (all open ones when None), one Page per page."""
+        endpoint = "GET /v2/incidents"
+        if since is None:
+            params: dict[str, Any] = {"status_category[one_of]": list(OPEN),
+                                      "page_size": self.settings.page_size}
+        else:
+            params = {"updated_at[gte]": since.date().isoformat(),
+                      "page_size": self.settings.page_size}
+        async for items in self.client._list("/v2/incidents", "incidents", params):
+            if since is not None:
+                items = [r for r in items if not self.client._older(r, since)]
+            incidents, skipped = await self._build(items, endpoint)
+            yield Page(incidents=incidents, skipped=skipped)
+
+    async def related(self, escalations: list[dict[str, Any]], seen: set[str]) -> Page | None:
+        """The incidents of changed escalations not read yet (read one by one: escalations
+        carry only their ids), or None when there are none."""
+        ids: list[str] = []
+        for esc in escalations:
+            for rel in esc.get("related_incidents") or []:
+                rid = rel.get("id") if isinstance(rel, dict) else None
+                if isinstance(rid, str) and rid not in seen and rid not in ids:
+                    ids.append(rid)
+        raws = []
+        for rid in ids:
+            try:
+                data = await self.http.json("GET", "/v2/incidents/{id}", path={"id": rid})
+            except NotFound:
+                continue
+            raws.append(data.get("incident") if isinstance(data, dict) else data)
+        if not raws:
+            return None
+        incidents, skipped = await self._build(raws, "GET /v2/incidents/{id}")
+        return Page(incidents=incidents, skipped=skipped)
+
+    async def _show(self, iid: str) -> dict[str, Any]:
+        endpoint = "GET /v2/incidents/{id}"
+        data = await self.http.json("GET", "/v2/incidents/{id}", path={"id": iid})
+        self.client._check_failure(data, endpoint)
+        return require(data, "incident", dict, endpoint=endpoint, account=self.account)
+
+    async def resolved(self, eid: str) -> bool:
+        cat = ((await self._show(eid)).get("incident_status") or {}).get("category")
+        return ALIASES.get(cat, cat) in RESOLVED
+
+    async def _resolve_target(self) -> str:
+        wanted = self.settings.resolve_status
+        for status in await self.client.statuses():
+            if status["category"] == wanted:
+                return status["id"]
+        raise PermanentError(f"no {wanted} status in this organisation", account=self.account,
+                             endpoint="GET /v1/incident_statuses")
+
+    async def write(self, action: Action, p: Push) -> PushResult:
+        """Resolve or set severity: ``POST /v2/incidents/{id}/actions/edit``."""
+        endpoint = "POST /v2/incidents/{id}/actions/edit"
+        edit: dict[str, Any] = {}
+        if action is Action.RESOLVE:
+            edit["incident_status_id"] = await self._resolve_target()
+        else:
+            if p.severity is None:
+                return PushResult(p.external_id, Outcome.REFUSED,
+                                  "incident.io severity cannot be cleared through the API")
+            edit["severity_id"] = await self.client._severity_id(p.severity)
+        body = {"incident": edit, "notify_incident_channel": self.settings.notify_incident_channel}
+        try:
+            data = await self.http.json("POST", "/v2/incidents/{id}/actions/edit",
+                                        path={"id": p.external_id}, json=body, idempotent=True)
+        except NotFound as exc:
+            return PushResult(p.external_id, Outcome.REFUSED, exc.message)
+        except PermanentError as exc:
+            if action is Action.RESOLVE and exc.status == 422:
+                # e.g. closed -> learning is a reopen-like move: check whether it is resolved.
+                raw = await self._show(p.external_id)
+                cat = (raw.get("incident_status") or {}).get("category")
+                if ALIASES.get(cat, cat) in RESOLVED:
+                    return PushResult(p.external_id, Outcome.ALREADY,
+                                      incident=await self._one(raw, endpoint))
+            return PushResult(p.external_id, Outcome.REFUSED, exc.message)
+        self.client._check_failure(data, endpoint)
+        raw = require(data, "incident", dict, endpoint=endpoint, account=self.account)
+        return PushResult(p.external_id, Outcome.DONE, incident=await self._one(raw, endpoint))
+
+    async def create(self, new: NewIncident) -> Incident:
+        """POST /v2/incidents with an idempotency key from the marker (a repeat returns the
+        first incident), the marker in the summary, and an attachment to find it by."""
+        endpoint = "POST /v2/incidents"
+        payload: dict[str, Any] = {
+            "idempotency_key": f"syncd-{new.marker}",
+            "visibility": self.settings.visibility,
+            "mode": "standard",
+            "name": new.title,
+            "summary": f"{new.details}\n\n[syncd:{new.marker}]".strip(),
+            "severity_id": await self.client._severity_id(new.severity or Severity.SEV5),
+        }
+        data = await self.http.json("POST", "/v2/incidents", json=payload, idempotent=True)
+        self.client._check_failure(data, endpoint)
+        raw = require(data, "incident", dict, endpoint=endpoint, account=self.account)
+        created = await self._one(raw, endpoint)
+        if await self._attachment(new.marker) is None:
+            await self.http.json("POST", "/v1/incident_attachments", json={
+                "incident_id": created.external_id,
+                "resource": {"resource_type": "arbitrary_url",
+                             "url": MARKER_URL.format(marker=new.marker),
+                             "title": "Mirrored by syncd"}})
+        if new.state is State.RESOLVED:
+            result = await self.write(Action.RESOLVE, Push(created.external_id, Action.RESOLVE,
+                                                           new.marker))
+            if result.incident is not None:
+                created = result.incident
+        return created
+
+    async def _attachment(self, marker: str) -> str | None:
+        endpoint = "GET /v1/incident_attachments"
+        data = await self.http.json("GET", "/v1/incident_attachments", params={
+            "resource_type": "arbitrary_url", "external_id": MARKER_URL.format(marker=marker)})
+        self.client._check_failure(data, endpoint)
+        rows = require(data, "incident_attachments", list, endpoint=endpoint,
+                       account=self.account)
+        for row in rows:
+            if isinstance(row, dict) and isinstance(row.get("incident_id"), str):
+                return row["incident_id"]
+        return None
+
+    async def find_created(self, marker: str) -> Incident | None:
+        iid = await self._attachment(marker)
+        if iid is None:
+            return None
+        try:
+            raw = await self._show(iid)
+        except NotFound:
+            return None
+        return await self._one(raw, "GET /v2/incidents/{id}")
