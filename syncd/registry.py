@@ -2,6 +2,8 @@
 
 Vendor clients and simulators are both registered this way (apprise registers its plugins by
 name too): config and the CLI name a vendor, and only that vendor's module is imported.
+:data:`VENDORS` is the one place a vendor is named: its client lives in
+``syncd/vendors/<name>.py`` and its simulator in ``syncd/simulators/<name>.py``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from importlib import import_module
 from typing import Any
+
+# vendor name (``vendor = "..."`` in config) -> (client class, simulator class)
+VENDORS: dict[str, tuple[str, str]] = {
+    "pagerduty": ("PagerDutyClient", "PagerDutySimulator"),
+    "victorops": ("VictorOpsClient", "VictorOpsSimulator"),
+    "incidentio": ("IncidentIOClient", "IncidentIOSimulator"),
+    "spike": ("SpikeClient", "SpikeSimulator"),
+}
+
+
+def targets(package: str, which: int) -> dict[str, str]:
+    """``name -> "package.name:Class"`` for the clients (0) or the simulators (1)."""
+    return {name: f"{package}.{name}:{classes[which]}" for name, classes in VENDORS.items()}
 
 
 class Registry:

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from syncd.registry import Registry
+from syncd.registry import Registry, targets
 
 if TYPE_CHECKING:
     from syncd.simulators.base import Simulator
 
-SIMULATORS = {
-    "pagerduty": "syncd.simulators.pagerduty:PagerDutySimulator",
-    "victorops": "syncd.simulators.victorops:VictorOpsSimulator",
-    "incidentio": "syncd.simulators.incidentio:IncidentIOSimulator",
-    "spike": "syncd.simulators.spike:SpikeSimulator",
-}
+SIMULATORS = targets("syncd.simulators", 1)
 _registry = Registry("simulator", SIMULATORS)
 available = _registry.available
 

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from syncd.registry import Registry
+from syncd.registry import Registry, targets
 
 if TYPE_CHECKING:
     from syncd.vendors.base import VendorClient
 
-VENDORS = {
-    "pagerduty": "syncd.vendors.pagerduty:PagerDutyClient",
-    "victorops": "syncd.vendors.victorops:VictorOpsClient",
-    "incidentio": "syncd.vendors.incidentio:IncidentIOClient",
-    "spike": "syncd.vendors.spike:SpikeClient",
-}
+VENDORS = targets("syncd.vendors", 0)
 _registry = Registry("vendor client", VENDORS)
 available = _registry.available
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from syncd import config, vendors, views
+from syncd import config, registry, simulators, vendors, views
 from syncd.engine import Engine
 from syncd.ledger import Ledger
 from syncd.ratelimit import ACCOUNT
@@ -169,3 +169,11 @@ def test_views_read_capabilities_without_building_clients(cfg: config.Config,
     assert caps["pd"] & Capability.SEVERITY_WRITE
     assert any("io (incidentio) cannot set severity" in gap for gap in views.gaps(cfg))
     assert built == []
+
+
+def test_one_registry_line_names_a_vendor_client_and_simulator() -> None:
+    assert list(vendors.VENDORS) == list(simulators.SIMULATORS) == list(registry.VENDORS)
+    for name in registry.VENDORS:
+        assert vendors.load(name).vendor == name
+        assert vendors.load(name).Settings.model_fields["vendor"].annotation.__args__ == (name,)
+        assert simulators.load(name).__module__ == f"syncd.simulators.{name}"
