@@ -1,4 +1,5 @@
-"""The vendor-neutral vocabulary every other module speaks: states, severities, incidents, on-call.
+"""The vendor-neutral vocabulary every other module speaks: states, severities, fields, actions,
+capabilities, creation markers, incidents, on-call.
 
 No I/O lives here. Vendor clients translate their JSON into these types; the ledger stores them;
 the engine compares them. Keeping them small and immutable is what lets the reconciler be a pure
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +68,108 @@ class Severity(enum.Enum):
             return cls(text)
         except ValueError:
             raise ValueError(f"unknown severity {value!r}: expected sev1..sev5") from None
+
+
+STATE, SEVERITY = "state", "severity"
+FIELDS = (STATE, SEVERITY)
+"""The fields a sync group keeps in agreement (the ``agreed`` rows and ``[sync.fields]`` keys)."""
+
+
+class Capability(enum.Flag):
+    """What a vendor lets syncd do. The engine never attempts an action its target lacks."""
+
+    NONE = 0
+    ACK = enum.auto()
+    UNACK = enum.auto()
+    RESOLVE = enum.auto()
+    REOPEN = enum.auto()
+    SEVERITY_READ = enum.auto()
+    SEVERITY_WRITE = enum.auto()
+    CREATE = enum.auto()
+    ONCALL_READ = enum.auto()
+    OVERRIDE_WRITE = enum.auto()
+
+
+class Action(enum.Enum):
+    """An outbox action: a write the dispatcher owes one vendor record (``CREATE``: one account,
+    which has no record yet). The value is what the outbox row stores."""
+
+    ACKNOWLEDGE = "acknowledge"
+    UNACKNOWLEDGE = "unacknowledge"
+    RESOLVE = "resolve"
+    REOPEN = "reopen"
+    SET_SEVERITY = "severity"
+    CREATE = "create"
+
+    @property
+    def capability(self) -> Capability:
+        return _ACTION_CAPABILITY[self]
+
+    @property
+    def field(self) -> str | None:
+        """The synced field this action writes; pending actions of one field supersede each
+        other. None for ``CREATE``, which writes a whole incident."""
+        return _ACTION_FIELD.get(self)
+
+    @property
+    def state(self) -> State | None:
+        """The state a confirmed state action leaves the record in. None for ``REOPEN`` (the
+        record goes back to whatever the link agreed: triggered or acknowledged) and for
+        actions that do not move the state."""
+        return _ACTION_STATE.get(self)
+
+
+_ACTION_CAPABILITY = {
+    Action.ACKNOWLEDGE: Capability.ACK,
+    Action.UNACKNOWLEDGE: Capability.UNACK,
+    Action.RESOLVE: Capability.RESOLVE,
+    Action.REOPEN: Capability.REOPEN,
+    Action.SET_SEVERITY: Capability.SEVERITY_WRITE,
+    Action.CREATE: Capability.CREATE,
+}
+_ACTION_FIELD = {
+    Action.ACKNOWLEDGE: STATE,
+    Action.UNACKNOWLEDGE: STATE,
+    Action.RESOLVE: STATE,
+    Action.REOPEN: STATE,
+    Action.SET_SEVERITY: SEVERITY,
+}
+_ACTION_STATE = {
+    Action.ACKNOWLEDGE: State.ACKNOWLEDGED,
+    Action.UNACKNOWLEDGE: State.TRIGGERED,
+    Action.RESOLVE: State.RESOLVED,
+}
+
+
+def state_action(have: State, want: State) -> Action | None:
+    """The single vendor action that takes a record from ``have`` to ``want``."""
+    if want == have:
+        return None
+    if want > have:
+        return Action.RESOLVE if want == State.RESOLVED else Action.ACKNOWLEDGE
+    if have == State.RESOLVED:
+        return Action.REOPEN
+    return Action.UNACKNOWLEDGE
+
+
+_MARKER = re.compile(r"syncd-(?P<group>[\w.-]+?)-(?P<link>\d+)\b")
+
+
+def marker_for(group: str, link_id: int) -> str:
+    """The creation marker a mirror writes into incidents it creates, found again after a crash
+    (deterministic: derived from the link, so a retried create finds its first attempt)."""
+    return f"syncd-{group}-{link_id}"
+
+
+def parse_marker(keys: Mapping[str, str]) -> tuple[str, int] | None:
+    """(group, link id) from an incident's ``marker`` or ``dedup`` key, if it carries one."""
+    for key in ("marker", "dedup"):
+        value = keys.get(key)
+        if value:
+            m = _MARKER.search(value)
+            if m:
+                return m.group("group"), int(m.group("link"))
+    return None
 
 
 def _frozen(mapping: Mapping[str, str] | None) -> Mapping[str, str]:

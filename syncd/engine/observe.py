@@ -8,7 +8,6 @@ at all: a crash can lose neither the change nor the push it owes.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,29 +27,10 @@ from syncd.engine.reconciler import (
 )
 from syncd.ledger import PENDING, Agreed, Link, Outbox, Record, Tx
 from syncd.ledger.store import STATE_ACTIONS
-from syncd.model import Incident, Severity, State
-from syncd.vendors.base import Capability
+from syncd.model import Capability, Incident, Severity, State, marker_for, parse_marker
 
 SAME_OCCURRENCE_SLACK = timedelta(seconds=60)
 """Clock skew allowed between vendors when deciding whether an incident predates a resolve."""
-
-MARKER = re.compile(r"syncd-(?P<group>[\w.-]+?)-(?P<link>\d+)\b")
-
-
-def marker_for(group: str, link_id: int) -> str:
-    """The creation marker a mirror writes into incidents it creates, found again after a crash."""
-    return f"syncd-{group}-{link_id}"
-
-
-def parse_marker(incident_keys: Mapping[str, str]) -> tuple[str, int] | None:
-    for key in ("marker", "dedup"):
-        value = incident_keys.get(key)
-        if value:
-            m = MARKER.search(value)
-            if m:
-                return m.group("group"), int(m.group("link"))
-    return None
-
 
 @dataclass(frozen=True)
 class GroupContext:

@@ -27,11 +27,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from syncd.model import Severity, State
-from syncd.vendors.base import Action, Capability
+from syncd.model import (
+    FIELDS,
+    SEVERITY,
+    STATE,
+    Action,
+    Capability,
+    Severity,
+    State,
+    state_action,
+)
 
-STATE, SEVERITY = "state", "severity"
-FIELDS = (STATE, SEVERITY)
+__all__ = [
+    "FIELDS", "SEVERITY", "STATE", "AgreedValue", "Change", "Decision", "Member", "Note",
+    "Planned", "Policy", "reconcile", "state_action",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,14 +237,3 @@ def _plan(name: str, member: Member, target: AgreedValue, decision: Decision) ->
         return
     decision.actions.append(Planned(member.account, member.record_id, action, target.value,
                                     target.source))
-
-
-def state_action(have: State, want: State) -> Action | None:
-    """The single vendor action that takes a record from ``have`` to ``want``."""
-    if want == have:
-        return None
-    if want > have:
-        return Action.RESOLVE if want == State.RESOLVED else Action.ACKNOWLEDGE
-    if have == State.RESOLVED:
-        return Action.REOPEN
-    return Action.UNACKNOWLEDGE

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from syncd.model import Incident, NewIncident, OnCall, Severity
+from syncd.model import Action, Capability, Incident, NewIncident, OnCall, Severity
 from syncd.ratelimit import Budget, Limit
 
 # --------------------------------------------------------------------------- errors
@@ -88,43 +88,9 @@ class MalformedResponse(VendorError):
 
 # --------------------------------------------------------------------------- capabilities
 
-
-class Capability(enum.Flag):
-    """What a vendor lets syncd do. The engine never attempts an action its target lacks."""
-
-    NONE = 0
-    ACK = enum.auto()
-    UNACK = enum.auto()
-    RESOLVE = enum.auto()
-    REOPEN = enum.auto()
-    SEVERITY_READ = enum.auto()
-    SEVERITY_WRITE = enum.auto()
-    CREATE = enum.auto()
-    ONCALL_READ = enum.auto()
-    OVERRIDE_WRITE = enum.auto()
-
-
-class Action(enum.Enum):
-    """An outbox action the dispatcher can push to one vendor record."""
-
-    ACKNOWLEDGE = "acknowledge"
-    UNACKNOWLEDGE = "unacknowledge"
-    RESOLVE = "resolve"
-    REOPEN = "reopen"
-    SET_SEVERITY = "severity"
-
-    @property
-    def capability(self) -> Capability:
-        return _ACTION_CAPABILITY[self]
-
-
-_ACTION_CAPABILITY = {
-    Action.ACKNOWLEDGE: Capability.ACK,
-    Action.UNACKNOWLEDGE: Capability.UNACK,
-    Action.RESOLVE: Capability.RESOLVE,
-    Action.REOPEN: Capability.REOPEN,
-    Action.SET_SEVERITY: Capability.SEVERITY_WRITE,
-}
+# Action and Capability are the engine's vocabulary and live in syncd.model; they are imported
+# above and stay importable from here, since every client declares its capabilities and batch
+# sizes with them.
 
 
 # --------------------------------------------------------------------------- values

@@ -102,7 +102,6 @@ def limit_table(name: str) -> dict[str, Limit]:
 
 
 _PHASES = {"UNACKED": State.TRIGGERED, "ACKED": State.ACKNOWLEDGED, "RESOLVED": State.RESOLVED}
-_TARGET = {Action.ACKNOWLEDGE: State.ACKNOWLEDGED, Action.RESOLVE: State.RESOLVED}
 _ROUTE = {Action.ACKNOWLEDGE: ACK, Action.RESOLVE: RESOLVE}
 BATCH = 100  # the spec sets no maximum for incidentNames; 100 keeps one request small
 
@@ -401,7 +400,8 @@ class VictorOpsClient(ClientBase):
             else:
                 refused[name] = str(row.get("message") or "cmdAccepted false")
         if refused:
-            results.update(await self._classify_refusals(_TARGET[action], refused))
+            assert action.state is not None  # batch_size holds acknowledge and resolve only
+            results.update(await self._classify_refusals(action.state, refused))
         return [results[n] for n in names]
 
     async def _classify_refusals(self, target: State, refused: dict[str, str]
