@@ -64,7 +64,7 @@ def seed(ledger: Ledger, records: int, links: int, now: datetime) -> dict[str, f
     t_records = time.monotonic() - t0
 
     def add_links(tx: Tx, first: int, last: int) -> None:
-        s = tx.s
+        s = tx.session
         s.execute(Link.__table__.insert(), [  # type: ignore[attr-defined]
             {"id": n + 1, "group_name": "main", "key": f"key-{n}", "origin": "correlate",
              "created_at": now} for n in range(first, last)])

@@ -271,13 +271,15 @@ def link_cmd(records: Annotated[list[str], typer.Argument(help="ACCOUNT:ID, two 
              group: Annotated[str | None, typer.Option(help="sync group")] = None) -> None:
     """Link records explicitly (they must have been polled)."""
     from syncd import views
+    from syncd.engine import links
 
     cfg = load_config(config)
     if len(records) < 2:
         raise fail("link needs at least two ACCOUNT:ID records")
     ledger = open_ledger(cfg)
     try:
-        link_id = ledger.call(views.link_records, cfg, _parse_refs(records), group)
+        link_id = ledger.call(links.link_records, cfg, views.capabilities(cfg),
+                              _parse_refs(records), group)
     except ValueError as exc:
         raise fail(str(exc)) from None
     finally:
@@ -290,12 +292,12 @@ def unlink(record: Annotated[str, typer.Argument(help="ACCOUNT:ID")],
            config: ConfigOpt = Path(DEFAULT_CONFIG),
            group: Annotated[str | None, typer.Option(help="sync group")] = None) -> None:
     """Take a record out of its link(s); it will not be re-correlated automatically."""
-    from syncd import views
+    from syncd.engine import links
 
     cfg = load_config(config)
     ledger = open_ledger(cfg)
     try:
-        count = ledger.call(views.unlink_record, _parse_refs([record])[0], group)
+        count = ledger.call(links.unlink_record, _parse_refs([record])[0], group)
     except ValueError as exc:
         raise fail(str(exc)) from None
     finally:

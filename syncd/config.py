@@ -19,7 +19,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from syncd import vendors
-from syncd.model import Severity
 from syncd.vendors.base import AccountSettings
 
 
@@ -179,9 +178,6 @@ class Config:
         if not path.is_absolute():
             path = self.path.parent / path
         return f"sqlite:///{path}"
-
-    def severity_overrides(self, account: str) -> Mapping[str, Severity]:
-        return self.accounts[account].severity_map
 
 
 _TOP_LEVEL = {"ledger", "status", "logging", "accounts", "sync", "oncall", "users"}

@@ -24,7 +24,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from syncd import metrics, sdnotify
 from syncd.config import Config
 from syncd.engine import Engine
-from syncd.ledger import Ledger, utcnow
+from syncd.ledger import Ledger, Status, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -156,8 +156,8 @@ class Daemon:
 
     async def _housekeeping(self) -> None:
         depth, oldest = await self.ledger.run(_outbox_stats)
-        for status in ("pending", "done", "parked", "superseded"):
-            metrics.OUTBOX_DEPTH.labels(status).set(depth.get(status, 0))
+        for status in Status:
+            metrics.OUTBOX_DEPTH.labels(status.value).set(depth.get(status.value, 0))
         metrics.OUTBOX_OLDEST.set((utcnow() - oldest).total_seconds() if oldest else 0)
         for name, client in self.engine.clients.items():
             for bucket, left in client.budget.snapshot().items():

@@ -1,21 +1,19 @@
-"""Operator views over the ledger (``syncd status``, ``links``, ``audit``, ``/status``) and the
-manual link/unlink operations. Each function takes a :class:`~syncd.ledger.Tx` so it runs in one
-read (or write) transaction; none calls a vendor.
+"""Operator views over the ledger (``syncd status``, ``links``, ``audit``, ``/status``): reads
+only. Each function takes a :class:`~syncd.ledger.Tx` so it runs in one read transaction; none
+calls a vendor. Manual link/unlink write, so they live with the rest of linking in
+:mod:`syncd.engine.links`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from syncd import vendors
 from syncd.config import Config
-from syncd.engine.observe import GroupContext, apply_changes
-from syncd.engine.reconciler import SEVERITY, STATE, Change
-from syncd.ledger import Tx, utcnow
+from syncd.ledger import Status, Tx, utcnow
 from syncd.ledger.store import _safe
-from syncd.vendors.base import Action, Capability
+from syncd.model import Action, Capability
 
 
 def capabilities(cfg: Config) -> dict[str, Capability]:
@@ -63,7 +61,7 @@ def status(tx: Tx, cfg: Config) -> dict[str, Any]:
         "ledger": _safe(cfg.ledger_url),
         "accounts": accounts,
         "counts": tx.counts(),
-        "outbox": {k: depth.get(k, 0) for k in ("pending", "done", "parked", "superseded")},
+        "outbox": {s.value: depth.get(s.value, 0) for s in Status},
         "oldest_pending_age_s": (utcnow() - oldest).total_seconds() if oldest else None,
         "parked": [
             {"id": r.id, "account": r.account, "action": r.action, "value": r.value,
@@ -131,67 +129,3 @@ def audit(tx: Tx, account: str | None, kind: str | None, link_id: int | None,
         for r in tx.audit_entries(limit=limit, account=account, kind=kind, link_id=link_id,
                                   since=since)
     ]
-
-
-def _group_for(cfg: Config, accounts: Sequence[str], name: str | None) -> GroupContext:
-    candidates = [g for g in cfg.sync if (name is None or g.name == name)
-                  and all(a in g.accounts for a in accounts)]
-    if not candidates:
-        raise ValueError(f"no sync group contains all of {', '.join(accounts)}"
-                         + (f" named {name!r}" if name else ""))
-    if len(candidates) > 1:
-        raise ValueError("several sync groups fit; choose one with --group")
-    return GroupContext.build(candidates[0], capabilities(cfg))
-
-
-def link_records(tx: Tx, cfg: Config, refs: Sequence[tuple[str, str]],
-                 group: str | None) -> int:
-    accounts = [a for a, _ in refs]
-    if len(set(accounts)) != len(accounts):
-        raise ValueError("a link holds one record per account")
-    ctx = _group_for(cfg, accounts, group)
-    records = []
-    for account, external_id in refs:
-        record = tx.record(account, external_id)
-        if record is None:
-            raise ValueError(f"{account}:{external_id} is not in the ledger (poll it first)")
-        records.append(record)
-    now = utcnow()
-    for record in records:
-        old = tx.link_of(ctx.group.name, record.id or 0)
-        if old is not None:
-            tx.remove_member(old.id or 0, record.id or 0)
-    link = tx.new_link(ctx.group.name, None, "manual")
-    changes = []
-    for record in records:
-        tx.add_member(link, record)
-        for name, value in ((STATE, record.state), (SEVERITY, record.severity)):
-            changes.append(Change(record.account, record.id or 0, name, None, value,
-                                  record.vendor_updated_at or now, joined=True))
-    apply_changes(tx, ctx, link, changes, now)
-    tx.audit("link", group_name=ctx.group.name, link_id=link.id,
-             detail="manual link: " + ", ".join(f"{a}:{i}" for a, i in refs), at=now)
-    return link.id or 0
-
-
-def unlink_record(tx: Tx, ref: tuple[str, str], group: str | None) -> int:
-    """Take a record out of its links. It gets a link of its own in each of those groups, so
-    the next poll does not correlate it straight back."""
-    account, external_id = ref
-    record = tx.record(account, external_id)
-    if record is None:
-        raise ValueError(f"{account}:{external_id} is not in the ledger")
-    count = 0
-    now = utcnow()
-    for member, link in tx.links_of_record(record.id or 0):
-        if group and link.group_name != group:
-            continue
-        tx.remove_member(member.link_id, record.id or 0)
-        solo = tx.new_link(link.group_name, None, "manual")
-        tx.add_member(solo, record)
-        for name, value in ((STATE, record.state), (SEVERITY, record.severity)):
-            tx.set_agreed(solo.id or 0, name, value, account, now)
-        tx.audit("unlink", group_name=link.group_name, link_id=link.id, account=account,
-                 external_id=external_id, detail=f"now alone in link {solo.id}", at=now)
-        count += 1
-    return count

@@ -17,7 +17,7 @@ import httpx
 from syncd import vendors
 from syncd.config import Config
 from syncd.engine.dispatcher import Dispatcher, DispatchResult
-from syncd.engine.observe import GroupContext
+from syncd.engine.links import GroupContext
 from syncd.engine.poller import Poller, PollResult
 from syncd.ledger import Ledger
 from syncd.ratelimit import Budget

@@ -15,21 +15,18 @@
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
 from syncd import metrics
-from syncd.engine.observe import GroupContext, apply_changes
-from syncd.engine.reconciler import SEVERITY, STATE, Change
-from syncd.ledger import DONE, PARKED, PENDING, Ledger, Outbox, Record, Tx, utcnow
-from syncd.model import Incident, NewIncident, Severity, State
+from syncd.engine.links import GroupContext, join_created
+from syncd.ledger import Ledger, Outbox, Record, Tx, outbox, records, utcnow
+from syncd.model import SEVERITY, STATE, Action, Incident, NewIncident, Severity, State
 from syncd.vendors.base import (
-    Action,
     AuthError,
     Outcome,
     PermanentError,
@@ -42,9 +39,6 @@ from syncd.vendors.base import (
 )
 
 log = structlog.get_logger(__name__)
-
-MAX_BACKOFF = 300.0
-MAX_ATTEMPTS = 50
 
 
 @dataclass
@@ -80,11 +74,10 @@ class Dispatcher:
             return result
         batches: dict[tuple[str, str | None], list[tuple[Outbox, Record]]] = defaultdict(list)
         for row, record in rows:
-            if row.action == "create":
+            if record is None:  # Action.CREATE: the record does not exist yet
                 if not await self._create(row, result):
                     return result
                 continue
-            assert record is not None
             key = (row.action, row.value if row.action == Action.SET_SEVERITY.value else None)
             batches[key].append((row, record))
         for (action_name, _value), items in batches.items():
@@ -114,8 +107,8 @@ class Dispatcher:
         try:
             answers = await self.client.push(action, pushes)
         except RateLimited as exc:
-            await self.ledger.run(_reschedule, [r.id for r, _ in chunk], exc.retry_after, str(exc),
-                                  False)
+            await self.ledger.run(self._reschedule, [r.id for r, _ in chunk], str(exc),
+                                  exc.retry_after, False)
             result.errors.append(str(exc))
             return False
         except AuthError as exc:
@@ -140,7 +133,7 @@ class Dispatcher:
             # is safe (idempotent), so reschedule with backoff. A transient failure ends this
             # round for the account: hammering a struggling vendor only makes it worse.
             ids = [r.id for r, _ in chunk]
-            await self.ledger.run(_reschedule, ids, None, str(exc), True)
+            await self.ledger.run(self._reschedule, ids, str(exc), None, True)
             result.retried += len(ids)
             result.errors.append(str(exc))
             metrics.PUSH_FAILURES.labels(self.account, action.value, type(exc).__name__).inc()
@@ -157,30 +150,25 @@ class Dispatcher:
         now = self.clock()
         done = parked = retried = 0
         rows = {r.id: r for r in tx.outbox_rows(r.id for r, _ in chunk)}
-        records = tx.records_by_ids(rec.id for _, rec in chunk if rec.id is not None)
+        known = tx.records_by_ids(rec.id for _, rec in chunk if rec.id is not None)
         for stale_row, stale_record in chunk:
             row = rows[stale_row.id]
-            record = records.get(stale_record.id or 0, stale_record)
+            record = known.get(stale_record.id or 0, stale_record)
             answer = answers.get(record.external_id)
             if answer is None:
                 answer = PushResult(record.external_id, Outcome.RETRY, "no result for record")
             metrics.PUSHES.labels(self.account, action.value, answer.outcome.value).inc()
             if answer.outcome in (Outcome.DONE, Outcome.ALREADY):
-                _confirm(record, action, row.value, answer.incident, now)
-                if row.status != PENDING:
+                records.confirm_push(record, action, row.value, answer.incident, now)
+                if not outbox.confirm(row, now):
                     continue  # superseded while in flight: the newer action still goes out
-                row.status = DONE
-                row.updated_at = now
-                row.attempts += 1
                 done += 1
                 metrics.PROPAGATION.observe(max(0.0, (now - row.caused_at).total_seconds()))
             elif answer.outcome == Outcome.REFUSED:
-                row.status = PARKED
-                row.last_error = answer.message[:500] or "refused by vendor"
-                row.updated_at = now
+                outbox.park(row, answer.message[:500] or "refused by vendor", now)
                 parked += 1
             else:
-                _backoff(row, now, answer.message or "retry")
+                outbox.back_off(row, answer.message or "retry", now)
                 retried += 1
             tx.audit("push", group_name=row.group_name, link_id=row.link_id,
                      account=self.account, external_id=record.external_id,
@@ -192,9 +180,7 @@ class Dispatcher:
     def _park(self, tx: Tx, ids: list[int], reason: str) -> None:
         now = self.clock()
         for row in tx.outbox_rows(ids):
-            row.status = PARKED
-            row.last_error = reason[:500]
-            row.updated_at = now
+            outbox.park(row, reason, now)
             tx.audit("park", group_name=row.group_name, link_id=row.link_id,
                      account=row.account, field=row.action, new=row.value,
                      outcome="parked", detail=reason[:300], at=now)
@@ -218,7 +204,7 @@ class Dispatcher:
                 ))
                 result.calls += 1
         except RateLimited as exc:
-            await self.ledger.run(_reschedule, [row.id], exc.retry_after, str(exc), False)
+            await self.ledger.run(self._reschedule, [row.id], str(exc), exc.retry_after, False)
             result.errors.append(str(exc))
             return False
         except AuthError as exc:
@@ -231,7 +217,7 @@ class Dispatcher:
             result.parked += 1
             return True
         except VendorError as exc:
-            await self.ledger.run(_reschedule, [row.id], None, str(exc), True)
+            await self.ledger.run(self._reschedule, [row.id], str(exc), None, True)
             result.errors.append(str(exc))
             result.retried += 1
             return True
@@ -242,43 +228,25 @@ class Dispatcher:
     def _created(self, tx: Tx, row_id: int, incident: Incident) -> None:
         now = self.clock()
         row = tx.outbox_rows([row_id])[0]
-        ctx = self.groups[row.group_name]
-        link = tx.link(row.link_id)
-        assert link is not None
-        record = tx.record(self.account, incident.external_id)
-        if record is None:
-            record = tx.add(Record(
-                account=self.account, external_id=incident.external_id, title=incident.title,
-                state=incident.state.value,
-                severity=incident.severity.value if incident.severity else None,
-                dedup=incident.keys.get("dedup"), marker=row.value,
-                keys_json="{}", number=incident.number, url=incident.url,
-                vendor_created_at=incident.created_at, vendor_updated_at=incident.updated_at,
-                first_seen_at=now, observed_at=now, pushed_at=now,
-                pushed_vendor_at=incident.updated_at,
-            ))
-        record.marker = row.value
-        if tx.link_of(row.group_name, record.id or 0) is None:
-            tx.add_member(link, record)
-            at = incident.updated_at or now
-            apply_changes(tx, ctx, link, [
-                Change(self.account, record.id or 0, STATE, None, record.state, at, joined=True),
-                Change(self.account, record.id or 0, SEVERITY, None, record.severity, at,
-                       joined=True),
-            ], now)
-        row.status = DONE
-        row.updated_at = now
-        row.attempts += 1
+        join_created(tx, self.groups[row.group_name], row.link_id, self.account, incident,
+                     row.value or "", now)
+        outbox.confirm(row, now)
         tx.audit("create", group_name=row.group_name, link_id=row.link_id,
                  account=self.account, external_id=incident.external_id, new=row.value,
                  cause=row.cause_account, outcome="done", at=now)
 
+    def _reschedule(self, tx: Tx, ids: list[int], error: str, after: float | None,
+                    count: bool) -> None:
+        now = self.clock()
+        for row in tx.outbox_rows(ids):
+            outbox.reschedule(row, error, now, after=after, count=count)
+
 
 def _due(tx: Tx, account: str, now: datetime, limit: int) -> list[tuple[Outbox, Record | None]]:
     rows = tx.due(account, now, limit)
-    records = tx.records_by_ids(r.record_id for r in rows if r.record_id is not None)
-    return [(r, records.get(r.record_id or -1)) for r in rows
-            if r.action == "create" or r.record_id in records]
+    found = tx.records_by_ids(r.record_id for r in rows if r.record_id is not None)
+    return [(r, found.get(r.record_id or -1)) for r in rows
+            if r.record_id is None or r.record_id in found]
 
 
 def _source_record(tx: Tx, link_id: int, exclude: str) -> tuple[str, str | None, str] | None:
@@ -292,54 +260,6 @@ def _source_record(tx: Tx, link_id: int, exclude: str) -> tuple[str, str | None,
     return None
 
 
-def _confirm(record: Record, action: Action, value: str | None,
-             incident: Incident | None, now: datetime) -> None:
-    """The vendor confirmed: the member's last known value becomes the pushed value.
-
-    Only the pushed value: if the vendor's answer shows something else (a person resolved it
-    meanwhile), the last known value stays old so the next poll sees that as a change instead of
-    the ledger silently absorbing it.
-    """
-    if action == Action.SET_SEVERITY:
-        if incident is None or incident.severity is None or incident.severity.value == value:
-            record.severity = value
-    else:
-        target = {Action.ACKNOWLEDGE: State.ACKNOWLEDGED.value,
-                  Action.RESOLVE: State.RESOLVED.value}.get(action, value)
-        if target and (incident is None or incident.state.value == target):
-            record.state = target
-    record.pushed_at = now
-    record.pushed_vendor_at = incident.updated_at if incident is not None else None
-
-
-def _backoff(row: Outbox, now: datetime, error: str) -> None:
-    row.attempts += 1
-    if row.attempts >= MAX_ATTEMPTS:
-        row.status = PARKED
-        row.last_error = f"gave up after {row.attempts} attempts: {error}"[:500]
-        row.updated_at = now
-        return
-    delay = random.uniform(0, min(MAX_BACKOFF, 1.0 * 2 ** min(row.attempts, 10)))
-    row.next_attempt_at = now + timedelta(seconds=max(0.5, delay))
-    row.last_error = error[:500]
-    row.updated_at = now
-
-
-def _reschedule(tx: Tx, ids: list[int], after: float | None, error: str, count: bool) -> None:
-    now = utcnow()
-    for row in tx.outbox_rows(ids):
-        if row.status != PENDING:
-            continue
-        if after is None:
-            _backoff(row, now, error)
-        else:
-            row.next_attempt_at = now + timedelta(seconds=after)
-            row.last_error = error[:500]
-            row.updated_at = now
-            if count:
-                row.attempts += 1
-
-
 def _note_error(tx: Tx, ids: list[int], error: str) -> None:
     for row in tx.outbox_rows(ids):
-        row.last_error = error[:500]
+        outbox.note_error(row, error)

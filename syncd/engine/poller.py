@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 import structlog
 
 from syncd import metrics
-from syncd.engine.observe import GroupContext, ObserveResult, observe
+from syncd.engine.links import GroupContext
+from syncd.engine.observe import ObserveResult, observe
 from syncd.ledger import Ledger, Tx, utcnow
 from syncd.vendors.base import AuthError, Page, VendorClient, VendorError
 

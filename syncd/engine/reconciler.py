@@ -19,6 +19,9 @@ Rules (DESIGN.md, "Sync semantics"):
   a member joins (for that member), so a member whose own changes are ignored (one-way fields,
   ignored regressions) is never pushed back, and the cost is O(changed records).
 - A member that already has the target value loses any pending push for that field.
+- A mirror link just opened names the accounts it has no record in (``missing``): each gets a
+  ``CREATE`` (or a gap note when its vendor cannot create incidents), caused by the change that
+  opened the link.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from syncd.model import (
 )
 
 __all__ = [
-    "FIELDS", "SEVERITY", "STATE", "AgreedValue", "Change", "Decision", "Member", "Note",
-    "Planned", "Policy", "reconcile", "state_action",
+    "FIELDS", "SEVERITY", "STATE", "AgreedValue", "Change", "Decision", "Member", "Missing",
+    "Note", "Planned", "Policy", "reconcile", "state_action",
 ]
 
 
@@ -52,6 +55,14 @@ class Member:
     severity: Severity | None
     capabilities: Capability
     pending: frozenset[str] = frozenset()  # fields with a pending outbox action
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """An account a mirror link has no record in yet and asks for a copy in."""
+
+    account: str
+    capabilities: Capability
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +98,15 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Planned:
+    """One outbox action. ``record_id`` None: a create in ``account``; ``at``: when its cause
+    happened, when that is not the agreed value's own time."""
+
     account: str
-    record_id: int
+    record_id: int | None
     action: Action
     value: str | None
     cause: str | None
+    at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +143,8 @@ def reconcile(
     changes: Sequence[Change],
     policy: Policy,
     now: datetime,
+    *,
+    missing: Sequence[Missing] = (),
 ) -> Decision:
     decision = Decision()
     by_record = {m.record_id: m for m in members}
@@ -153,7 +170,19 @@ def reconcile(
             for member in members:
                 if _value(member, name) == new_value and name in member.pending:
                     decision.cancel.append((member.record_id, name))
+    if missing and changes:
+        _plan_creates(missing, changes[0], decision)
     return decision
+
+
+def _plan_creates(missing: Sequence[Missing], cause: Change, decision: Decision) -> None:
+    for target in missing:
+        if not target.capabilities & Action.CREATE.capability:
+            decision.notes.append(Note("gap", target.account, "create", None, None,
+                                       "vendor cannot create incidents"))
+            continue
+        decision.actions.append(Planned(target.account, None, Action.CREATE, None,
+                                        cause.account, cause.at))
 
 
 def _apply(

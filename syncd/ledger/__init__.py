@@ -1,18 +1,12 @@
-"""The ledger: SQLModel tables, schema migrations and the queries the engine needs."""
+"""The ledger: SQLModel tables, schema migrations, the queries the engine needs, and the state
+machines of its rows (:mod:`.outbox` for outbox actions, :mod:`.records` for records)."""
 
-from syncd.ledger.store import (
-    DONE,
-    PARKED,
-    PENDING,
-    SUPERSEDED,
-    Ledger,
-    LedgerError,
-    Tx,
-    utcnow,
-)
+from syncd.ledger import outbox, records
+from syncd.ledger.outbox import Status
+from syncd.ledger.store import Ledger, LedgerError, Tx, utcnow
 from syncd.ledger.tables import Agreed, Audit, Link, LinkMember, OnCallSnapshot, Outbox, Record
 
 __all__ = [
-    "DONE", "PARKED", "PENDING", "SUPERSEDED", "Agreed", "Audit", "Ledger", "LedgerError",
-    "Link", "LinkMember", "OnCallSnapshot", "Outbox", "Record", "Tx", "utcnow",
+    "Agreed", "Audit", "Ledger", "LedgerError", "Link", "LinkMember", "OnCallSnapshot", "Outbox",
+    "Record", "Status", "Tx", "outbox", "records", "utcnow",
 ]

@@ -40,7 +40,7 @@ class PushedOverride:
 
 def last_polled(tx: Tx, account: str) -> datetime | None:
     """When the account's newest on-call poll was stored (every entry of one poll shares it)."""
-    return tx.s.exec(
+    return tx.session.exec(
         select(func.max(OnCallSnapshot.last_seen)).where(OnCallSnapshot.account == account)
     ).first()
 
@@ -49,7 +49,7 @@ def polled_entries(tx: Tx, account: str, schedule_id: str, level: int, polled: d
                    start: datetime, end: datetime) -> list[OnCallSnapshot]:
     """Entries of the poll stored at ``polled`` that overlap [start, end). A schedule the poll
     did not mention has none: it was empty then, not unchanged."""
-    return list(tx.s.exec(
+    return list(tx.session.exec(
         select(OnCallSnapshot).where(
             OnCallSnapshot.account == account,
             OnCallSnapshot.schedule_id == schedule_id,
@@ -68,7 +68,7 @@ def people(tx: Tx, account: str, since: datetime | None = None) -> list[tuple[st
         OnCallSnapshot.account == account).distinct()
     if since is not None:
         query = query.where(OnCallSnapshot.last_seen >= since)
-    return [(uid, email) for uid, email in tx.s.exec(query)]
+    return [(uid, email) for uid, email in tx.session.exec(query)]
 
 
 def push_key(account: str, schedule_id: str, level: int, user_email: str, start: datetime,
@@ -94,7 +94,7 @@ def record_push(tx: Tx, *, mapping: str, account: str, schedule_id: str, level: 
 def pushed_overrides(tx: Tx, since: datetime) -> list[PushedOverride]:
     """The latest outcome of every override push recorded since ``since`` (uses the audit
     time index; pushes older than the longest horizon cannot cover a window ahead)."""
-    rows = tx.s.exec(
+    rows = tx.session.exec(
         select(Audit).where(Audit.kind == "oncall", Audit.field == OVERRIDE_FIELD,
                             Audit.at >= since).order_by(col(Audit.id))
     )

@@ -8,7 +8,6 @@ fighting over the file lock.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -23,6 +22,7 @@ from sqlalchemy import Engine, create_engine, event, func, inspect, text
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
+from syncd.ledger import outbox
 from syncd.ledger.migrations import MIGRATIONS, SCHEMA_VERSION, statements
 from syncd.ledger.tables import (
     Account,
@@ -40,8 +40,6 @@ from syncd.ledger.tables import (
 P = ParamSpec("P")
 T = TypeVar("T")
 
-PENDING, DONE, PARKED, SUPERSEDED = "pending", "done", "parked", "superseded"
-STATE_ACTIONS = ("acknowledge", "unacknowledge", "resolve", "reopen")
 
 
 class LedgerError(Exception):
@@ -208,32 +206,32 @@ class Tx:
     vendor- or SQL-specific to callers beyond SQLAlchemy errors on a broken database."""
 
     def __init__(self, session: Session) -> None:
-        self.s = session
+        self.session = session
 
     # ----------------------------------------------------------------- accounts and cursors
 
     def ensure_account(self, name: str, vendor: str) -> None:
-        if self.s.get(Account, name) is None:
-            self.s.add(Account(name=name, vendor=vendor, created_at=utcnow()))
-            self.s.flush()
+        if self.session.get(Account, name) is None:
+            self.session.add(Account(name=name, vendor=vendor, created_at=utcnow()))
+            self.session.flush()
 
     def accounts(self) -> list[Account]:
-        return list(self.s.exec(select(Account).order_by(Account.name)))
+        return list(self.session.exec(select(Account).order_by(Account.name)))
 
     def cursor(self, account: str) -> PollCursor:
-        row = self.s.get(PollCursor, account)
+        row = self.session.get(PollCursor, account)
         if row is None:
             row = PollCursor(account=account)
-            self.s.add(row)
+            self.session.add(row)
         return row
 
     def cursors(self) -> list[PollCursor]:
-        return list(self.s.exec(select(PollCursor).order_by(PollCursor.account)))
+        return list(self.session.exec(select(PollCursor).order_by(PollCursor.account)))
 
     # ----------------------------------------------------------------- records
 
     def record(self, account: str, external_id: str) -> Record | None:
-        return self.s.exec(
+        return self.session.exec(
             select(Record).where(Record.account == account, Record.external_id == external_id)
         ).first()
 
@@ -241,60 +239,48 @@ class Tx:
         """Records of one account by external id, in one query (a poll page)."""
         if not external_ids:
             return {}
-        rows = self.s.exec(select(Record).where(
+        rows = self.session.exec(select(Record).where(
             Record.account == account, col(Record.external_id).in_(list(set(external_ids)))))
         return {r.external_id: r for r in rows}
-
-    def record_by_id(self, record_id: int) -> Record | None:
-        return self.s.get(Record, record_id)
 
     def records_by_ids(self, ids: Iterable[int]) -> dict[int, Record]:
         ids = list(ids)
         if not ids:
             return {}
-        rows = self.s.exec(select(Record).where(col(Record.id).in_(ids)))
+        rows = self.session.exec(select(Record).where(col(Record.id).in_(ids)))
         return {r.id: r for r in rows if r.id is not None}
 
-    def record_by_marker(self, account: str, marker: str) -> Record | None:
-        return self.s.exec(
-            select(Record).where(Record.account == account, Record.marker == marker)
-        ).first()
-
     def add(self, row: Any) -> Any:
-        self.s.add(row)
-        self.s.flush()
+        self.session.add(row)
+        self.session.flush()
         return row
 
     def bulk_records(self, rows: Sequence[dict[str, Any]]) -> None:
         """Fast insert for seeding benchmarks; rows are Record column dicts."""
-        self.s.execute(Record.__table__.insert(), list(rows))  # type: ignore[attr-defined]
-
-    @staticmethod
-    def keys_of(record: Record) -> dict[str, str]:
-        return json.loads(record.keys_json or "{}")
+        self.session.execute(Record.__table__.insert(), list(rows))  # type: ignore[attr-defined]
 
     # ----------------------------------------------------------------- links
 
     def link_by_key(self, group: str, key: str) -> Link | None:
         """The newest link for a correlation key (an alert that fired again has several)."""
-        return self.s.exec(
+        return self.session.exec(
             select(Link).where(Link.group_name == group, Link.key == key)
             .order_by(col(Link.id).desc())
         ).first()
 
     def link(self, link_id: int) -> Link | None:
-        return self.s.get(Link, link_id)
+        return self.session.get(Link, link_id)
 
     def link_of(self, group: str, record_id: int) -> Link | None:
-        member = self.s.exec(
+        member = self.session.exec(
             select(LinkMember).where(
                 LinkMember.group_name == group, LinkMember.record_id == record_id
             )
         ).first()
-        return None if member is None else self.s.get(Link, member.link_id)
+        return None if member is None else self.session.get(Link, member.link_id)
 
     def links_of_record(self, record_id: int) -> list[tuple[LinkMember, Link]]:
-        rows = self.s.exec(
+        rows = self.session.exec(
             select(LinkMember, Link)
             .join(Link, col(Link.id) == LinkMember.link_id)
             .where(LinkMember.record_id == record_id)
@@ -308,29 +294,24 @@ class Tx:
         assert link.id is not None and record.id is not None
         member = LinkMember(link_id=link.id, record_id=record.id, group_name=link.group_name,
                             account=record.account)
-        self.s.add(member)  # autoflushed before the next query reads link members
+        self.session.add(member)  # autoflushed before the next query reads link members
         return member
 
     def remove_member(self, link_id: int, record_id: int) -> bool:
-        member = self.s.exec(
+        member = self.session.exec(
             select(LinkMember).where(
                 LinkMember.link_id == link_id, LinkMember.record_id == record_id
             )
         ).first()
         if member is None:
             return False
-        self.s.delete(member)
-        for row in self.s.exec(
-            select(Outbox).where(Outbox.link_id == link_id, Outbox.record_id == record_id,
-                                 Outbox.status == PENDING)
-        ):
-            row.status = SUPERSEDED
-            row.last_error = "unlinked"
-        self.s.flush()
+        self.session.delete(member)
+        outbox.withdraw(self, link_id, record_id, "unlinked", utcnow())
+        self.session.flush()
         return True
 
     def members(self, link_id: int) -> list[tuple[LinkMember, Record]]:
-        rows = self.s.exec(
+        rows = self.session.exec(
             select(LinkMember, Record)
             .join(Record, col(Record.id) == LinkMember.record_id)
             .where(LinkMember.link_id == link_id)
@@ -347,109 +328,74 @@ class Tx:
             query = query.join(
                 Agreed, (col(Agreed.link_id) == Link.id) & (Agreed.field == "state")
             ).where(Agreed.value != "resolved")
-        return list(self.s.exec(query))
+        return list(self.session.exec(query))
 
     # ----------------------------------------------------------------- agreed values
 
     def agreed(self, link_id: int) -> dict[str, Agreed]:
-        rows = self.s.exec(select(Agreed).where(Agreed.link_id == link_id))
+        rows = self.session.exec(select(Agreed).where(Agreed.link_id == link_id))
         return {r.field: r for r in rows}
 
     def set_agreed(self, link_id: int, field: str, value: str | None, source: str | None,
                    at: datetime, *, known: Mapping[str, Agreed] | None = None) -> None:
         """``known``: the link's rows as :meth:`agreed` returned them in this transaction,
         which saves a lookup per field on the hot path."""
-        row = known.get(field) if known is not None else self.s.get(Agreed, (link_id, field))
+        row = known.get(field) if known is not None else self.session.get(Agreed, (link_id, field))
         if row is None:
-            self.s.add(Agreed(link_id=link_id, field=field, value=value,
+            self.session.add(Agreed(link_id=link_id, field=field, value=value,
                               source_account=source, changed_at=at))
         else:
             row.value, row.source_account, row.changed_at = value, source, at
 
-    # ----------------------------------------------------------------- outbox
-
-    def pending_for(self, record_id: int) -> list[Outbox]:
-        return list(self.s.exec(
-            select(Outbox).where(Outbox.record_id == record_id, Outbox.status == PENDING)
-        ))
-
-    def pending_for_records(self, record_ids: Iterable[int]) -> dict[int, list[Outbox]]:
-        """Pending actions of several records in one query (a link's members)."""
-        ids = list(record_ids)
-        out: dict[int, list[Outbox]] = {i: [] for i in ids}
-        if ids:
-            for row in self.s.exec(select(Outbox).where(
-                    col(Outbox.record_id).in_(ids), Outbox.status == PENDING)):
-                out[row.record_id or 0].append(row)
-        return out
-
-    def enqueue(self, row: Outbox) -> Outbox:
-        """Insert an action, superseding pending ones for the same record and field: an ack
-        followed by a resolve before either was pushed becomes one resolve."""
-        if row.record_id is not None:
-            same_field = STATE_ACTIONS if row.action in STATE_ACTIONS else (row.action,)
-            for old in self.pending_for(row.record_id):
-                if old.action in same_field:
-                    old.status = SUPERSEDED
-                    old.updated_at = utcnow()
-                    old.last_error = f"superseded by {row.action}"
-        self.s.add(row)  # no flush: nothing needs its id before the transaction commits
-        return row
-
-    def pending_create(self, link_id: int, account: str) -> Outbox | None:
-        return self.s.exec(
-            select(Outbox).where(
-                Outbox.link_id == link_id, Outbox.account == account, Outbox.action == "create",
-                col(Outbox.status).in_([PENDING, DONE]),
-            )
-        ).first()
+    # ----------------------------------------------------------------- outbox (reads; the
+    # status changes are syncd.ledger.outbox's)
 
     def due(self, account: str, now: datetime, limit: int = 1000) -> list[Outbox]:
-        return list(self.s.exec(
+        return list(self.session.exec(
             select(Outbox)
-            .where(Outbox.account == account, Outbox.status == PENDING,
+            .where(Outbox.account == account, Outbox.status == outbox.Status.PENDING,
                    Outbox.next_attempt_at <= now)
             .order_by(col(Outbox.id))
             .limit(limit)
         ))
 
     def next_due_at(self, account: str) -> datetime | None:
-        return self.s.exec(
+        return self.session.exec(
             select(func.min(Outbox.next_attempt_at)).where(
-                Outbox.account == account, Outbox.status == PENDING
+                Outbox.account == account, Outbox.status == outbox.Status.PENDING
             )
         ).first()
 
     def outbox_rows(self, ids: Iterable[int]) -> list[Outbox]:
         ids = list(ids)
-        return list(self.s.exec(select(Outbox).where(col(Outbox.id).in_(ids)))) if ids else []
+        return list(self.session.exec(select(Outbox).where(col(Outbox.id).in_(ids)))) if ids else []
 
     def outbox_depth(self) -> dict[str, int]:
-        rows = self.s.exec(select(Outbox.status, func.count()).group_by(Outbox.status))
+        rows = self.session.exec(select(Outbox.status, func.count()).group_by(Outbox.status))
         return dict(rows.all())
 
     def oldest_pending(self) -> datetime | None:
-        return self.s.exec(
-            select(func.min(Outbox.created_at)).where(Outbox.status == PENDING)
+        return self.session.exec(
+            select(func.min(Outbox.created_at)).where(Outbox.status == outbox.Status.PENDING)
         ).first()
 
-    def outbox_for_link(self, link_id: int, statuses: Sequence[str] = (PENDING, PARKED)
-                        ) -> list[Outbox]:
-        return list(self.s.exec(
+    def outbox_for_link(self, link_id: int, statuses: Sequence[str] = (
+            outbox.Status.PENDING, outbox.Status.PARKED)) -> list[Outbox]:
+        return list(self.session.exec(
             select(Outbox).where(Outbox.link_id == link_id, col(Outbox.status).in_(statuses))
             .order_by(col(Outbox.id))
         ))
 
     def parked(self, limit: int = 50) -> list[Outbox]:
-        return list(self.s.exec(
-            select(Outbox).where(Outbox.status == PARKED)
+        return list(self.session.exec(
+            select(Outbox).where(Outbox.status == outbox.Status.PARKED)
             .order_by(col(Outbox.id).desc()).limit(limit)
         ))
 
     # ----------------------------------------------------------------- audit
 
     def audit(self, kind: str, **fields: Any) -> None:
-        self.s.add(Audit(at=fields.pop("at", None) or utcnow(), kind=kind, **fields))
+        self.session.add(Audit(at=fields.pop("at", None) or utcnow(), kind=kind, **fields))
 
     def audit_entries(self, *, limit: int = 100, account: str | None = None,
                       kind: str | None = None, link_id: int | None = None,
@@ -463,17 +409,17 @@ class Tx:
             query = query.where(Audit.link_id == link_id)
         if since is not None:
             query = query.where(Audit.at >= since)
-        return list(self.s.exec(query))
+        return list(self.session.exec(query))
 
     # ----------------------------------------------------------------- counts for status
 
     def probe_write(self) -> None:
         """Take the write lock with a no-op update: proves the ledger is writable right now."""
-        self.s.execute(text("UPDATE meta SET value = value WHERE key = 'schema_version'"))
+        self.session.execute(text("UPDATE meta SET value = value WHERE key = 'schema_version'"))
 
     def counts(self) -> dict[str, int]:
         def n(model: Any) -> int:
-            return int(self.s.exec(select(func.count()).select_from(model)).one())
+            return int(self.session.exec(select(func.count()).select_from(model)).one())
 
         return {"records": n(Record), "links": n(Link), "audit": n(Audit)}
 
@@ -492,7 +438,7 @@ class Tx:
         """
         new = 0
         for e in entries:
-            rows = list(self.s.exec(
+            rows = list(self.session.exec(
                 select(OnCallSnapshot).where(
                     OnCallSnapshot.account == account,
                     OnCallSnapshot.schedule_id == e["schedule_id"],
@@ -506,18 +452,19 @@ class Tx:
                 if row is not None and row.end is not None and e["end"] is not None:
                     row.end = max(row.end, e["end"])
             if row is None:
-                self.s.add(OnCallSnapshot(account=account, first_seen=now, last_seen=now, **e))
+                self.session.add(
+                    OnCallSnapshot(account=account, first_seen=now, last_seen=now, **e))
                 new += 1
             else:
                 row.last_seen = now
                 row.user_email = e.get("user_email") or row.user_email
-        self.s.flush()
+        self.session.flush()
         return new
 
     def oncall_at(self, account: str, schedule_id: str, level: int, at: datetime
                   ) -> list[OnCallSnapshot]:
         """Entries covering ``at`` from the latest poll that knew about that moment."""
-        rows = list(self.s.exec(
+        rows = list(self.session.exec(
             select(OnCallSnapshot).where(
                 OnCallSnapshot.account == account,
                 OnCallSnapshot.schedule_id == schedule_id,

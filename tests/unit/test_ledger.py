@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-from syncd.ledger import Ledger, LedgerError, Outbox, Record, utcnow
+from syncd.ledger import Ledger, LedgerError, utcnow
 from syncd.ledger.migrations import MIGRATIONS, SCHEMA_VERSION, statements
 
 
@@ -135,27 +135,6 @@ def test_foreign_database_is_refused(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE stuff (x INTEGER)")
     with pytest.raises(LedgerError, match="not a syncd ledger"):
         Ledger.open(url(path))
-
-
-def test_enqueue_coalesces_ack_then_resolve(tmp_path: Path) -> None:
-    ledger = Ledger.open(url(tmp_path / "l.db"))
-    now = utcnow()
-
-    def work(tx):  # type: ignore[no-untyped-def]
-        rec = tx.add(Record(account="vo", external_id="7", state="triggered",
-                            first_seen_at=now, observed_at=now))
-        link = tx.new_link("g", "k", "correlate")
-        for i, action in enumerate(("acknowledge", "severity", "resolve")):
-            tx.enqueue(Outbox(group_name="g", link_id=link.id, record_id=rec.id, account="vo",
-                              action=action, value=None, idempotency_key=f"k{i}",
-                              next_attempt_at=now, caused_at=now, created_at=now,
-                              updated_at=now))
-        return [(r.action, r.status) for r in tx.outbox_for_link(link.id, ("pending",
-                                                                           "superseded"))]
-
-    rows = ledger.call(work)
-    assert rows == [("acknowledge", "superseded"), ("severity", "pending"),
-                    ("resolve", "pending")]
 
 
 def test_oncall_history_does_not_grow_with_window_cuts(tmp_path: Path) -> None:

@@ -1,0 +1,168 @@
+"""The outbox state machine: the only code that moves an outbox row between statuses.
+
+A row is a write owed to one vendor record (or a create owed to one account)::
+
+    pending ──confirm──────────> done
+       │  ├──park / refused───> parked      (a person must look; never retried)
+       │  ├──supersede────────> superseded  (a newer action for the same field, the member
+       │  │                                  already has the value, or it left the link)
+       │  └──back_off / reschedule: stays pending, later ``next_attempt_at``
+       └──back_off past MAX_ATTEMPTS ──> parked
+
+Every verb runs inside the caller's transaction (a :class:`~syncd.ledger.Tx`), so the row's new
+status commits together with whatever caused it (the observation, the vendor's confirmation).
+The engine decides *which* verb applies; only this module writes the columns.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlmodel import col, select
+
+from syncd.ledger.tables import Outbox
+from syncd.model import Action
+
+if TYPE_CHECKING:
+    from syncd.ledger.store import Tx
+
+MAX_BACKOFF = 300.0
+"""Longest pause between two attempts of one row, seconds (full jitter below it)."""
+MAX_ATTEMPTS = 50
+"""Attempts after which a row that keeps failing transiently is parked."""
+
+
+class Status(enum.StrEnum):
+    """An outbox row's status, as stored in ``outbox.status``."""
+
+    PENDING = "pending"
+    DONE = "done"
+    PARKED = "parked"
+    SUPERSEDED = "superseded"
+
+
+# --------------------------------------------------------------------------- creating rows
+
+
+def enqueue(tx: Tx, *, group: str, link_id: int, record_id: int | None, account: str,
+            action: Action, value: str | None, key: str, cause: str | None,
+            caused_at: datetime, now: datetime) -> Outbox:
+    """Owe ``action`` to a record (``record_id`` None: a create owed to ``account``).
+
+    Pending actions for the same record and field are superseded: an ack followed by a resolve
+    before either was pushed becomes one resolve. ``key`` is the idempotency key the vendor sees
+    on every attempt.
+    """
+    if record_id is not None and action.field is not None:
+        supersede(tx, record_id, action.field, f"superseded by {action.value}", now)
+    row = Outbox(group_name=group, link_id=link_id, record_id=record_id, account=account,
+                 action=action.value, value=value, idempotency_key=key,
+                 status=Status.PENDING, next_attempt_at=now, cause_account=cause,
+                 caused_at=caused_at, created_at=now, updated_at=now)
+    tx.session.add(row)  # no flush: nothing needs its id before the transaction commits
+    return row
+
+
+# --------------------------------------------------------------------------- pending rows
+
+
+def pending_for(tx: Tx, record_id: int) -> list[Outbox]:
+    return list(tx.session.exec(
+        select(Outbox).where(Outbox.record_id == record_id, Outbox.status == Status.PENDING)
+    ))
+
+
+def pending_fields(tx: Tx, record_ids: Iterable[int]) -> dict[int, frozenset[str]]:
+    """Per record, the fields it has a pending action for (one query for a link's members)."""
+    ids = list(record_ids)
+    out: dict[int, set[str]] = {i: set() for i in ids}
+    if ids:
+        for row in tx.session.exec(select(Outbox).where(
+                col(Outbox.record_id).in_(ids), Outbox.status == Status.PENDING)):
+            name = Action(row.action).field
+            if name is not None:
+                out[row.record_id or 0].add(name)
+    return {i: frozenset(names) for i, names in out.items()}
+
+
+def supersede(tx: Tx, record_id: int, field: str, reason: str, now: datetime) -> int:
+    """Cancel the record's pending actions for ``field``; returns how many."""
+    count = 0
+    for row in pending_for(tx, record_id):
+        if Action(row.action).field == field:
+            _supersede(row, reason, now)
+            count += 1
+    return count
+
+
+def withdraw(tx: Tx, link_id: int, record_id: int, reason: str, now: datetime) -> None:
+    """Cancel everything still owed to a record on behalf of a link it is leaving."""
+    for row in tx.session.exec(select(Outbox).where(
+            Outbox.link_id == link_id, Outbox.record_id == record_id,
+            Outbox.status == Status.PENDING)):
+        _supersede(row, reason, now)
+
+
+def _supersede(row: Outbox, reason: str, now: datetime) -> None:
+    row.status = Status.SUPERSEDED
+    row.last_error = reason
+    row.updated_at = now
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def confirm(row: Outbox, now: datetime) -> bool:
+    """The vendor confirmed the write. False when the row was superseded while in flight (it
+    stays superseded: the newer action still goes out)."""
+    if row.status != Status.PENDING:
+        return False
+    row.status = Status.DONE
+    row.updated_at = now
+    row.attempts += 1
+    return True
+
+
+def park(row: Outbox, reason: str, now: datetime) -> None:
+    """The vendor refused for good: keep the row, with the reason, for a person to look at."""
+    row.status = Status.PARKED
+    row.last_error = reason[:500]
+    row.updated_at = now
+
+
+def back_off(row: Outbox, error: str, now: datetime) -> None:
+    """A transient failure: try again after an exponential delay with full jitter, or park
+    once :data:`MAX_ATTEMPTS` is reached."""
+    row.attempts += 1
+    if row.attempts >= MAX_ATTEMPTS:
+        park(row, f"gave up after {row.attempts} attempts: {error}", now)
+        return
+    delay = random.uniform(0, min(MAX_BACKOFF, 1.0 * 2 ** min(row.attempts, 10)))
+    row.next_attempt_at = now + timedelta(seconds=max(0.5, delay))
+    row.last_error = error[:500]
+    row.updated_at = now
+
+
+def reschedule(row: Outbox, error: str, now: datetime, *, after: float | None,
+               count: bool) -> None:
+    """Try a still-pending row again: after ``after`` seconds (a vendor's rate-limit reset),
+    or with :func:`back_off` when the vendor gave no time. ``count``: the attempt counts."""
+    if row.status != Status.PENDING:
+        return
+    if after is None:
+        back_off(row, error, now)
+        return
+    row.next_attempt_at = now + timedelta(seconds=after)
+    row.last_error = error[:500]
+    row.updated_at = now
+    if count:
+        row.attempts += 1
+
+
+def note_error(row: Outbox, error: str) -> None:
+    """Say why a row is still pending (credentials rejected) without rescheduling it."""
+    row.last_error = error[:500]
