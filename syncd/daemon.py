@@ -24,6 +24,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from syncd import metrics, sdnotify
 from syncd.config import Config
 from syncd.engine import Engine
+from syncd.engine.cadence import Cadence
 from syncd.ledger import Ledger, Status, utcnow
 
 log = structlog.get_logger(__name__)
@@ -88,13 +89,13 @@ class Daemon:
         return job
 
     def schedule(self) -> None:
-        for name, settings in self.config.accounts.items():
-            interval = settings.poll_interval
+        for name in self.config.accounts:
+            cadence = Cadence.of(self.config, name)
             self.scheduler.add_job(
                 self._guard(f"poll:{name}", lambda n=name: self._poll(n)),
-                "interval", seconds=interval, jitter=max(0.1, interval * 0.1),
+                "interval", seconds=cadence.poll_interval, jitter=cadence.jitter,
                 id=f"poll:{name}", max_instances=1, coalesce=True,
-                misfire_grace_time=max(1, int(interval)), next_run_time=utcnow(),
+                misfire_grace_time=cadence.misfire_grace, next_run_time=utcnow(),
             )
             self.scheduler.add_job(
                 self._guard(f"dispatch:{name}", lambda n=name: self._dispatch(n)),
@@ -123,7 +124,7 @@ class Daemon:
             return  # rejected credentials do not fix themselves; do not hammer the vendor
         result = await self.engine.poll(account)
         self.health.poll_errors[account] = result.error
-        self.health.auth_failed[account] = bool(result.error and "AuthError" in result.error)
+        self.health.auth_failed[account] = result.auth_failed
         if self.health.auth_failed[account]:
             self._auth_failed_at[account] = utcnow()
         else:

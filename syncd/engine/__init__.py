@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import anyio
 import httpx
 
 from syncd import vendors
 from syncd.config import Config
+from syncd.engine.cadence import Cadence
 from syncd.engine.dispatcher import Dispatcher, DispatchResult
 from syncd.engine.links import GroupContext
 from syncd.engine.poller import Poller, PollResult
@@ -52,7 +52,7 @@ class Engine:
             name: Poller(
                 name, client, ledger, list(self.groups.values()),
                 full_every=config.accounts[name].full_resync_interval,
-                grace=timedelta(seconds=max(30.0, 2 * config.accounts[name].poll_interval)),
+                grace=Cadence.of(config, name).echo_grace,
             )
             for name, client in self.clients.items()
         }

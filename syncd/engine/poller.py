@@ -35,6 +35,7 @@ class PollResult:
     actions: int = 0
     skipped: int = 0
     error: str | None = None
+    auth_failed: bool = False  # the vendor rejected the credentials: retrying will not help
 
 
 class Poller:
@@ -73,11 +74,12 @@ class Poller:
         except VendorError as exc:
             result.ok = False
             result.error = f"{type(exc).__name__}: {exc}"
+            result.auth_failed = isinstance(exc, AuthError)
             metrics.POLL_FAILURES.labels(self.account, type(exc).__name__).inc()
             await self.ledger.run(_record_failure, self.account, result.error)
             if not self.failing:
                 log.error("poll.failing", account=self.account, error=result.error,
-                          auth=isinstance(exc, AuthError))
+                          auth=result.auth_failed)
             self.failing = True
             return result
         await self.ledger.run(_record_success, self.account, full)

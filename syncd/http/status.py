@@ -13,7 +13,6 @@ and the ledger URL has its password removed) and no write operation.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -24,6 +23,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from syncd import __version__, views
+from syncd.engine.cadence import Cadence
 from syncd.ledger import utcnow
 from syncd.metrics import WEBHOOKS
 
@@ -46,14 +46,14 @@ def build_app(daemon: Daemon) -> Starlette:
         except Exception as exc:  # any database failure means not ready
             problems.append(f"ledger not writable: {type(exc).__name__}")
         now = utcnow()
-        for name, settings in cfg.accounts.items():
-            limit = cfg.status.stale_after or 3 * settings.poll_interval + 5
+        for name in cfg.accounts:
+            limit = Cadence.of(cfg, name).stale_after
             last = daemon.health.last_poll.get(name)
             if daemon.health.auth_failed.get(name):
                 problems.append(f"{name}: authentication failed")
             elif last is None:
                 problems.append(f"{name}: no successful poll yet")
-            elif now - last > timedelta(seconds=limit):
+            elif now - last > limit:
                 problems.append(f"{name}: last successful poll {(now - last).seconds}s ago")
         if daemon.health.stopping:
             problems.append("stopping")

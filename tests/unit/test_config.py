@@ -175,3 +175,21 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def test_every_duration_follows_from_poll_interval(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from syncd.engine.cadence import Cadence
+
+    text = GOOD.replace('vendor = "victorops"', 'vendor = "victorops"\npoll_interval = 60')
+    cfg = config.load(write(tmp_path, text))
+    slow, fast = Cadence.of(cfg, "vo"), Cadence.of(cfg, "sp")
+    assert (slow.poll_interval, fast.poll_interval) == (60, 30)
+    assert (slow.echo_grace, fast.echo_grace) == (timedelta(seconds=120), timedelta(seconds=60))
+    assert (slow.stale_after, fast.stale_after) == (timedelta(seconds=185),
+                                                    timedelta(seconds=95))
+    assert (slow.jitter, slow.misfire_grace) == (6.0, 60)
+    assert Cadence(0.3).echo_grace == timedelta(seconds=30)
+    cfg = config.load(write(tmp_path, "[status]\nstale_after = 10\n" + GOOD))
+    assert Cadence.of(cfg, "vo").stale_after == timedelta(seconds=10)
