@@ -373,51 +373,33 @@ def oncall(
         raise fail("--repair and --dry-run act on now and the future, not on a past --at")
     ledger = open_ledger(cfg)
 
-    async def go() -> dict[str, Any]:
-        if past:
-            assert when is not None
-            drifts = ledger.call(oncall_mod.history, cfg, when)
-            return {"at": when, "source": "history", "polls": [], "drifts": drifts,
-                    "repairs": []}
-        engine = Engine.from_config(cfg, ledger)
-        service = oncall_mod.OnCallService(cfg, ledger, engine.clients)
+    async def go() -> oncall_mod.OnCallReport:
+        engine = None if past else Engine.from_config(cfg, ledger)
+        service = oncall_mod.OnCallService(cfg, ledger, engine.clients if engine else {},
+                                           engine.dispatchers if engine else None)
         try:
-            if when is not None:
-                drifts, polls = await service.schedule_view(when)
-                source = "schedule"
-            else:
-                polls = await service.poll_all()
-                drifts = await service.evaluate()
-                source = "poll"
-            repairs = []
-            if repair or dry_run:
-                repairs = await service.repair(drifts, dry_run=dry_run or when is not None)
-                pushed = {r.account for r in repairs if r.status == "done"}
-                if pushed and when is None:
-                    polls += await service.poll_all(pushed)
-                    drifts = await service.evaluate()
-            return {"at": when or drifts[0].start if drifts else when, "source": source,
-                    "polls": polls, "drifts": drifts, "repairs": repairs}
+            return await service.check(when, repair=repair, dry_run=dry_run)
         finally:
-            await engine.aclose()
+            if engine is not None:
+                await engine.aclose()
 
     result = anyio.run(go)
     ledger.dispose()
     by_name = {m.name: m for m in cfg.oncall}
     data = {
-        "at": result["at"] or datetime.now(UTC), "source": result["source"],
-        "polls": [p.as_dict() for p in result["polls"]],
+        "at": result.at or datetime.now(UTC), "source": result.source,
+        "polls": [p.as_dict() for p in result.polls],
         "mappings": [
             {**d.as_dict(), "leader": by_name[d.mapping].leader,
              "repair": by_name[d.mapping].repair,
              "members": [{"account": m.account, "vendor": cfg.accounts[m.account].vendor,
                           "schedule": m.schedule, "level": m.level,
                           "label": oncall_mod.label(m)} for m in by_name[d.mapping].members]}
-            for d in result["drifts"]
+            for d in result.drifts
         ],
-        "repairs": [r.as_dict() for r in result["repairs"]],
+        "repairs": [r.as_dict() for r in result.repairs],
     }
-    failed = [p for p in result["polls"] if not p.ok]
+    failed = [p for p in result.polls if not p.ok]
     if json_out:
         emit(data)
         raise typer.Exit(1 if failed else 0)

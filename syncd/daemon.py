@@ -104,7 +104,8 @@ class Daemon:
             )
         from syncd.engine.oncall import OnCallService
 
-        self.oncall = OnCallService(self.config, self.ledger, self.engine.clients)
+        self.oncall = OnCallService(self.config, self.ledger, self.engine.clients,
+                                    self.engine.dispatchers)
         for name in self.oncall.clients:
             every = self.config.accounts[name].oncall_interval
             self.scheduler.add_job(

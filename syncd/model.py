@@ -92,7 +92,8 @@ class Capability(enum.Flag):
 
 class Action(enum.Enum):
     """An outbox action: a write the dispatcher owes one vendor record (``CREATE``: one account,
-    which has no record yet). The value is what the outbox row stores."""
+    which has no record yet; ``OVERRIDE``: one on-call schedule). The value is what the outbox
+    row stores."""
 
     ACKNOWLEDGE = "acknowledge"
     UNACKNOWLEDGE = "unacknowledge"
@@ -100,6 +101,7 @@ class Action(enum.Enum):
     REOPEN = "reopen"
     SET_SEVERITY = "severity"
     CREATE = "create"
+    OVERRIDE = "override"  # an on-call override owed to a follower's schedule
 
     @property
     def capability(self) -> Capability:
@@ -108,7 +110,7 @@ class Action(enum.Enum):
     @property
     def field(self) -> str | None:
         """The synced field this action writes; pending actions of one field supersede each
-        other. None for ``CREATE``, which writes a whole incident."""
+        other. None for ``CREATE`` and ``OVERRIDE``, which write no synced field."""
         return _ACTION_FIELD.get(self)
 
     @property
@@ -126,6 +128,7 @@ _ACTION_CAPABILITY = {
     Action.REOPEN: Capability.REOPEN,
     Action.SET_SEVERITY: Capability.SEVERITY_WRITE,
     Action.CREATE: Capability.CREATE,
+    Action.OVERRIDE: Capability.OVERRIDE_WRITE,
 }
 _ACTION_FIELD = {
     Action.ACKNOWLEDGE: STATE,

@@ -6,6 +6,9 @@
 - Transient failures (5xx, timeouts, malformed answers) are retried with exponential backoff and
   full jitter; a rate limit reschedules at the vendor's reset time; permanent refusals are parked
   with their reason; an authentication failure leaves everything pending and stops this round.
+- On-call overrides (``Action.OVERRIDE``) are pushed one at a time by :meth:`push_override`,
+  right after the on-call service owed them; they are never retried, since a second override
+  could stack on the first (see :mod:`syncd.ledger.oncall`).
 - A crash between the vendor call and the commit leaves the action pending: it is pushed again,
   and the vendor answers "already" (acks and resolves are idempotent; clients never move a state
   backwards), so nothing is lost and nothing takes effect twice. Creates look for their marker
@@ -25,6 +28,7 @@ import structlog
 from syncd import metrics
 from syncd.engine.links import GroupContext, join_created
 from syncd.ledger import Ledger, Outbox, Record, Tx, outbox, records, utcnow
+from syncd.ledger import oncall as oncall_store
 from syncd.model import SEVERITY, STATE, Action, Incident, NewIncident, Severity, State
 from syncd.vendors.base import (
     AuthError,
@@ -224,6 +228,29 @@ class Dispatcher:
         await self.ledger.run(self._created, row.id, incident)
         result.done += 1
         return True
+
+    async def push_override(self, row: Outbox) -> tuple[str, str | None, str]:
+        """Push one owed on-call override and store its outcome. Returns (outcome, vendor id,
+        reason) with outcome done, no-op, deferred, refused or unknown."""
+        assert row.id is not None
+        o = oncall_store.override_of(row)
+        vendor_id: str | None = None
+        try:
+            vendor_id = await self.client.create_override(o.schedule_id, o.user_email, o.start,
+                                                          o.end)
+            outcome, reason = ("done", "") if vendor_id else (
+                "no-op", "the vendor created nothing: the person already holds the rotation "
+                "there, so another override is in the way; remove it by hand")
+        except (RateLimited, AuthError) as exc:
+            outcome, reason = "deferred", f"{type(exc).__name__}: {exc}"
+        except PermanentError as exc:
+            outcome, reason = "refused", f"{type(exc).__name__}: {exc}"
+        except VendorError as exc:
+            outcome, reason = "unknown", (f"{type(exc).__name__}: {exc} (not retried: the "
+                                          "override may exist)")
+        await self.ledger.run(oncall_store.settle_override, row.id, outcome, vendor_id or None,
+                              reason, self.clock())
+        return outcome, vendor_id or None, reason
 
     def _created(self, tx: Tx, row_id: int, incident: Incident) -> None:
         now = self.clock()

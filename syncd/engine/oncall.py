@@ -4,8 +4,10 @@ Follow the data: ``client.oncall(now, now + horizon)`` -> on-call snapshots in t
 (:func:`poll`) -> per ``[[oncall]]`` mapping, the members' entries over the horizon ->
 :func:`compute_drift` (pure: the intervals in which the mapped schedules would page different
 people, or nobody) -> :func:`plan_repairs` (pure: one override per drift window and follower,
-unless one already pushed covers it) -> :func:`execute` (``create_override`` on the follower,
-audited, remembered so it is never pushed twice).
+unless one already owed or pushed covers it) -> :func:`execute` (an outbox row per override,
+committed before the dispatcher calls ``create_override`` on the follower, so it is never
+pushed twice). :class:`OnCallService` runs this for the daemon's on-call jobs and for
+``syncd oncall`` alike.
 
 People are matched across vendors by email, with ``[users.ACCOUNT]`` entries ("vendor user id or
 email" = "email") taking precedence. A person one vendor has on call who never appears in another
@@ -25,22 +27,18 @@ import structlog
 
 from syncd import metrics
 from syncd.config import Config, OnCallMapping, OnCallMember
+from syncd.engine.dispatcher import Dispatcher
 from syncd.ledger import Ledger, Tx, utcnow
 from syncd.ledger import oncall as store
-from syncd.model import OnCall
-from syncd.vendors.base import (
-    AuthError,
-    Capability,
-    PermanentError,
-    RateLimited,
-    VendorClient,
-    VendorError,
-)
+from syncd.model import Capability, OnCall
+from syncd.vendors.base import AuthError, VendorClient, VendorError
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_HORIZON_DAYS = 7.0
 REPAIRS_PER_RUN = 4  # per follower account and run: Splunk On-Call allows few override calls
+STUCK_AFTER = timedelta(minutes=15)
+"""An override still pending this long was sent by a process that stopped mid-call."""
 NOBODY, DIFFERENT = "nobody", "different"
 
 Users = Mapping[str, Mapping[str, str]]  # account -> vendor user id or email -> email
@@ -404,15 +402,31 @@ def history(tx: Tx, config: Config, at: datetime) -> list[MappingDrift]:
     return out
 
 
-class OnCallService:
-    """On-call polling, drift and repair for one config, over the engine's clients."""
+@dataclass
+class OnCallReport:
+    """What ``syncd oncall`` shows: where the comparison came from (``poll``, ``history`` or
+    ``schedule``), the polls made, the drift per mapping and the repairs."""
 
-    def __init__(self, config: Config, ledger: Ledger,
-                 clients: Mapping[str, VendorClient]) -> None:
+    at: datetime | None
+    source: str
+    polls: list[OnCallPoll]
+    drifts: list[MappingDrift]
+    repairs: list[Repair]
+
+
+class OnCallService:
+    """On-call polling, drift and repair for one config, over the engine's clients; overrides
+    are pushed by the accounts' dispatchers (the engine's, or ones built over ``clients``)."""
+
+    def __init__(self, config: Config, ledger: Ledger, clients: Mapping[str, VendorClient],
+                 dispatchers: Mapping[str, Dispatcher] | None = None) -> None:
         self.config = config
         self.ledger = ledger
         self.clients = {n: c for n, c in clients.items()
                         if c.capabilities & Capability.ONCALL_READ}
+        given = dispatchers or {}
+        self.dispatchers = {n: given.get(n) or Dispatcher(n, c, ledger, {})
+                            for n, c in self.clients.items()}
         self._failing: set[str] = set()
         self._known: dict[str, list[tuple[str, str | None]]] = {}
         self._open: dict[str, dict[tuple[Any, ...], Window]] = {}
@@ -478,6 +492,7 @@ class OnCallService:
     async def plan(self, drifts: Sequence[MappingDrift]) -> list[Repair]:
         def read(tx: Tx) -> tuple[dict[str, Directory], list[store.PushedOverride]]:
             now = utcnow()
+            store.expire_overrides(tx, now - STUCK_AFTER)
             dirs = _directories(tx, self.config, self.config.accounts, now, self._known)
             return dirs, store.pushed_overrides(tx, store.horizon_start(now))
 
@@ -488,8 +503,43 @@ class OnCallService:
 
     async def repair(self, drifts: Sequence[MappingDrift], *, dry_run: bool = False
                      ) -> list[Repair]:
-        return await execute(self.ledger, self.clients, await self.plan(drifts),
+        return await execute(self.ledger, self.dispatchers, await self.plan(drifts),
                              dry_run=dry_run)
+
+    async def _repair_and_confirm(self, drifts: list[MappingDrift], *, dry_run: bool = False,
+                                  mappings: Sequence[str] | None = None
+                                  ) -> tuple[list[Repair], list[OnCallPoll], list[MappingDrift]]:
+        """Repair, then re-poll the followers that took an override so the fix is confirmed at
+        once; returns the repairs, those polls and the drift after them."""
+        repairs = await self.repair(drifts, dry_run=dry_run)
+        pushed = {r.account for r in repairs if r.status == "done"}
+        if not pushed:
+            return repairs, [], drifts
+        polls = await self.poll_all(pushed)
+        return repairs, polls, await self.evaluate(mappings=mappings)
+
+    async def check(self, at: datetime | None = None, *, repair: bool = False,
+                    dry_run: bool = False) -> OnCallReport:
+        """``syncd oncall``. Without ``at``: poll every account and compare from now. A past
+        ``at`` is answered from snapshot history (no vendor calls, no repair); a future one from
+        the vendors' schedule views (nothing stored, repair dry-run only)."""
+        if at is not None and at <= utcnow():
+            drifts = await self.ledger.run(history, self.config, at)
+            return OnCallReport(at, "history", [], drifts, [])
+        if at is not None:
+            drifts, polls = await self.schedule_view(at)
+            source = "schedule"
+        else:
+            polls = await self.poll_all()
+            drifts = await self.evaluate()
+            source = "poll"
+        repairs: list[Repair] = []
+        if repair or dry_run:
+            repairs, more, drifts = await self._repair_and_confirm(
+                drifts, dry_run=dry_run or at is not None)
+            polls += more
+        return OnCallReport(at or (drifts[0].start if drifts else None), source, polls, drifts,
+                            repairs)
 
     async def tick(self, account: str) -> None:
         """The daemon's on-call job for one account: poll, then re-check (and, where opted in,
@@ -504,10 +554,9 @@ class OnCallService:
         drifts = await self.evaluate(mappings=names)
         self.report(drifts)
         if any(m.repair == "override" for m in self.config.oncall if m.name in names):
-            done = [r for r in await self.repair(drifts) if r.status == "done"]
-            if done:
-                await self.poll_all({r.account for r in done})
-                self.report(await self.evaluate(mappings=names))
+            _repairs, polls, after = await self._repair_and_confirm(drifts, mappings=names)
+            if polls:
+                self.report(after)
 
     def report(self, drifts: Sequence[MappingDrift]) -> None:
         """Metric and ``oncall.drift`` events; a window is known by its end and people, since
@@ -531,16 +580,17 @@ class OnCallService:
             self._open[d.mapping] = now
 
 
-async def execute(ledger: Ledger, clients: Mapping[str, VendorClient],
+async def execute(ledger: Ledger, dispatchers: Mapping[str, Dispatcher],
                   repairs: Sequence[Repair], *, dry_run: bool = False) -> list[Repair]:
     """Push planned overrides, at most :data:`REPAIRS_PER_RUN` per account per run.
 
-    A ``pending`` audit entry is committed before each vendor call, so a crash mid-call leaves
-    a record that stops a second push. A transient failure is ``unknown`` and not retried (the
-    override may exist; Spike.sh would stack a second one); a rate limit or auth failure is
-    ``deferred`` (nothing was created; the next run tries again); a refusal is ``refused``.
-    A vendor that answers "nothing to do" (Splunk On-Call when the person already holds the
-    rotation and another override is in the way) is ``no-op``: recorded, not retried.
+    Each is an outbox row committed before the vendor call (unless an override owed or pushed
+    meanwhile covers it: ``already``), then pushed by the account's dispatcher, which stores the
+    outcome: ``done``; ``no-op`` (the vendor created nothing, e.g. Splunk On-Call when the
+    person already holds the rotation and another override is in the way: recorded, not
+    retried); ``refused``; ``unknown`` (a transient failure: not retried, since the override may
+    exist and Spike.sh would stack a second); ``deferred`` (rate limited or an auth failure:
+    nothing was created, the next run plans afresh).
     """
     out: list[Repair] = []
     sent: dict[str, int] = {}
@@ -555,22 +605,13 @@ async def execute(ledger: Ledger, clients: Mapping[str, VendorClient],
             out.append(r.but(status="deferred", reason="per-run override budget used"))
             continue
         sent[r.account] = sent.get(r.account, 0) + 1
-        assert r.user_email is not None
-        await ledger.run(_record, r, "pending", None, None)
-        try:
-            vendor_id = await clients[r.account].create_override(
-                r.schedule_id, r.user_email, r.start, r.end)
-            done = r.but(status="done", vendor_id=vendor_id) if vendor_id else r.but(
-                status="no-op", reason="the vendor created nothing: the person already holds "
-                "the rotation there, so another override is in the way; remove it by hand")
-        except (RateLimited, AuthError) as exc:
-            done = r.but(status="deferred", reason=f"{type(exc).__name__}: {exc}")
-        except PermanentError as exc:
-            done = r.but(status="refused", reason=f"{type(exc).__name__}: {exc}")
-        except VendorError as exc:
-            done = r.but(status="unknown", reason=f"{type(exc).__name__}: {exc} (not retried: "
-                         "the override may exist)")
-        await ledger.run(_record, done, done.status, done.vendor_id, done.reason or None)
+        row = await ledger.run(_owe, r)
+        if row is None:
+            out.append(r.but(status="already", reason="an override pushed meanwhile covers "
+                             "this window"))
+            continue
+        outcome, vendor_id, reason = await dispatchers[r.account].push_override(row)
+        done = r.but(status=outcome, vendor_id=vendor_id, reason=reason)
         log.info("oncall.repair", mapping=r.mapping, account=r.account, schedule=r.schedule_id,
                  user=r.user_email, start=r.start.isoformat(), end=r.end.isoformat(),
                  outcome=done.status, reason=done.reason or None)
@@ -578,9 +619,14 @@ async def execute(ledger: Ledger, clients: Mapping[str, VendorClient],
     return out
 
 
-def _record(tx: Tx, r: Repair, outcome: str, vendor_id: str | None, error: str | None) -> None:
+def _owe(tx: Tx, r: Repair) -> Any:
+    """The outbox row for a planned repair, or None when an override owed or pushed since it
+    was planned covers it (two runs planning the same window at once)."""
     assert r.user_email is not None
-    store.record_push(tx, mapping=r.mapping, account=r.account, schedule_id=r.schedule_id,
-                      level=r.level, user_email=r.user_email, start=r.start, end=r.end,
-                      outcome=outcome, replaces=",".join(r.replaces), vendor_id=vendor_id,
-                      error=error, at=utcnow())
+    now = utcnow()
+    if any(_covering(p, r) for p in store.pushed_overrides(tx, store.horizon_start(now))):
+        return None
+    return store.owe_override(tx, mapping=r.mapping, account=r.account,
+                              schedule_id=r.schedule_id, level=r.level, user_email=r.user_email,
+                              start=r.start, end=r.end, replaces=",".join(r.replaces),
+                              cause=None, now=now)

@@ -125,6 +125,41 @@ MIGRATIONS: list[str] = [
     CREATE INDEX ix_oncall_account_schedule ON oncall_snapshot (account, schedule_id, level);
     CREATE INDEX ix_oncall_span ON oncall_snapshot (start, "end");
     """,
+    # 3: on-call overrides go through the outbox: a row owes no link (link_id nullable) and
+    # keeps what the vendor answered (result: the override's id). SQLite cannot relax NOT NULL
+    # in place, so the table is rebuilt with its rows.
+    """
+    CREATE TABLE outbox_v3 (
+        id INTEGER PRIMARY KEY,
+        group_name VARCHAR NOT NULL,
+        link_id INTEGER REFERENCES link (id),
+        record_id INTEGER REFERENCES record (id),
+        account VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,
+        value VARCHAR,
+        idempotency_key VARCHAR NOT NULL UNIQUE,
+        status VARCHAR NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TIMESTAMP NOT NULL,
+        last_error VARCHAR,
+        result VARCHAR,
+        cause_account VARCHAR,
+        caused_at TIMESTAMP NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        updated_at TIMESTAMP NOT NULL
+    );
+    INSERT INTO outbox_v3 (id, group_name, link_id, record_id, account, action, value,
+        idempotency_key, status, attempts, next_attempt_at, last_error, cause_account, caused_at,
+        created_at, updated_at)
+    SELECT id, group_name, link_id, record_id, account, action, value, idempotency_key, status,
+        attempts, next_attempt_at, last_error, cause_account, caused_at, created_at, updated_at
+    FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v3 RENAME TO outbox;
+    CREATE INDEX ix_outbox_due ON outbox (account, status, next_attempt_at);
+    CREATE INDEX ix_outbox_record ON outbox (record_id, status);
+    CREATE INDEX ix_outbox_action ON outbox (action, created_at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

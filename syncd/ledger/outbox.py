@@ -6,8 +6,14 @@ A row is a write owed to one vendor record (or a create owed to one account)::
        │  ├──park / refused───> parked      (a person must look; never retried)
        │  ├──supersede────────> superseded  (a newer action for the same field, the member
        │  │                                  already has the value, or it left the link)
+       │  ├──unknown──────────> unknown     (sent, answer lost: never sent again)
        │  └──back_off / reschedule: stays pending, later ``next_attempt_at``
        └──back_off past MAX_ATTEMPTS ──> parked
+
+On-call overrides use the same rows (``Action.OVERRIDE``, no link, no record): ``done``,
+``parked`` (refused), ``unknown`` (a transient failure after sending, or a crash mid-call: the
+override may exist, and pushing it again could stack a second one) or ``superseded`` (deferred:
+nothing was sent, the next run plans afresh).
 
 Every verb runs inside the caller's transaction (a :class:`~syncd.ledger.Tx`), so the row's new
 status commits together with whatever caused it (the observation, the vendor's confirmation).
@@ -43,12 +49,13 @@ class Status(enum.StrEnum):
     DONE = "done"
     PARKED = "parked"
     SUPERSEDED = "superseded"
+    UNKNOWN = "unknown"
 
 
 # --------------------------------------------------------------------------- creating rows
 
 
-def enqueue(tx: Tx, *, group: str, link_id: int, record_id: int | None, account: str,
+def enqueue(tx: Tx, *, group: str, link_id: int | None, record_id: int | None, account: str,
             action: Action, value: str | None, key: str, cause: str | None,
             caused_at: datetime, now: datetime) -> Outbox:
     """Owe ``action`` to a record (``record_id`` None: a create owed to ``account``).
@@ -116,15 +123,33 @@ def _supersede(row: Outbox, reason: str, now: datetime) -> None:
 # --------------------------------------------------------------------------- outcomes
 
 
-def confirm(row: Outbox, now: datetime) -> bool:
-    """The vendor confirmed the write. False when the row was superseded while in flight (it
-    stays superseded: the newer action still goes out)."""
+def confirm(row: Outbox, now: datetime, *, result: str | None = None,
+            note: str | None = None) -> bool:
+    """The vendor confirmed the write (``result``: what it answered worth keeping, ``note``:
+    what a person should know). False when the row was superseded while in flight (it stays
+    superseded: the newer action still goes out)."""
     if row.status != Status.PENDING:
         return False
     row.status = Status.DONE
     row.updated_at = now
     row.attempts += 1
+    row.result = result
+    if note is not None:
+        row.last_error = note[:500]
     return True
+
+
+def defer(row: Outbox, reason: str, now: datetime) -> None:
+    """Nothing was sent (rate limit, credentials): drop the row; the next run plans afresh."""
+    row.attempts += 1
+    _supersede(row, reason[:500], now)
+
+
+def unknown(row: Outbox, reason: str, now: datetime) -> None:
+    """Sent, but whether it took effect is unknown: never sent again, a person must look."""
+    row.status = Status.UNKNOWN
+    row.last_error = reason[:500]
+    row.updated_at = now
 
 
 def park(row: Outbox, reason: str, now: datetime) -> None:

@@ -36,6 +36,7 @@ from syncd.ledger.tables import (
     PollCursor,
     Record,
 )
+from syncd.model import Action
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -351,10 +352,12 @@ class Tx:
     # status changes are syncd.ledger.outbox's)
 
     def due(self, account: str, now: datetime, limit: int = 1000) -> list[Outbox]:
+        """Rows the dispatcher's rounds push. On-call overrides are not among them: the on-call
+        service pushes each one right after owing it (see syncd.engine.oncall)."""
         return list(self.session.exec(
             select(Outbox)
             .where(Outbox.account == account, Outbox.status == outbox.Status.PENDING,
-                   Outbox.next_attempt_at <= now)
+                   Outbox.next_attempt_at <= now, Outbox.action != Action.OVERRIDE.value)
             .order_by(col(Outbox.id))
             .limit(limit)
         ))
@@ -362,8 +365,8 @@ class Tx:
     def next_due_at(self, account: str) -> datetime | None:
         return self.session.exec(
             select(func.min(Outbox.next_attempt_at)).where(
-                Outbox.account == account, Outbox.status == outbox.Status.PENDING
-            )
+                Outbox.account == account, Outbox.status == outbox.Status.PENDING,
+                Outbox.action != Action.OVERRIDE.value)
         ).first()
 
     def outbox_rows(self, ids: Iterable[int]) -> list[Outbox]:

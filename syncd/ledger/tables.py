@@ -104,21 +104,23 @@ class Agreed(SQLModel, table=True):
 
 
 class Outbox(SQLModel, table=True):
-    """A write owed to one vendor record (or a create owed to an account)."""
+    """A write owed to one vendor record (or a create owed to an account, or an on-call
+    override owed to a schedule). Statuses: :class:`syncd.ledger.outbox.Status`."""
 
     __tablename__ = "outbox"
     id: int | None = Field(default=None, primary_key=True)
-    group_name: str
-    link_id: int
-    record_id: int | None = None  # None for "create"
+    group_name: str  # the sync group, or the on-call mapping of an override
+    link_id: int | None = None  # None for an override
+    record_id: int | None = None  # None for a create or an override
     account: str
     action: str
     value: str | None = None
     idempotency_key: str
-    status: str = "pending"  # pending | done | parked | superseded
+    status: str = "pending"
     attempts: int = 0
     next_attempt_at: datetime = ts()
     last_error: str | None = None
+    result: str | None = None  # what the vendor answered that is worth keeping (override id)
     cause_account: str | None = None
     caused_at: datetime = ts()
     created_at: datetime = ts()

@@ -63,6 +63,15 @@ async def oncall_world(tmp_path: Path, vendors: dict[str, str],
     return w
 
 
+async def leader_b_world(tmp_path: Path, vendor: str, sched: str) -> World:
+    """Two accounts of one vendor mapped on the same schedule; "b" leads, "a" is repaired."""
+    return await oncall_world(tmp_path, {"a": vendor, "b": vendor},
+                              [{"name": "primary", "leader": "b", "repair": "override",
+                                "horizon_days": 3, "members": [
+                                    {"account": "a", "schedule": sched},
+                                    {"account": "b", "schedule": sched}]}])
+
+
 def service(w: World) -> OnCallService:
     return OnCallService(w.config, w.ledger, w.engine.clients)
 
@@ -90,11 +99,7 @@ async def test_agreeing_then_injected_override_is_drift_with_its_exact_window_re
     twice (not even for the stale drift)."""
     sched = schedule_of(vendor)
     a, b = f"a:{sched}:1", f"b:{sched}:1"
-    w = await oncall_world(tmp_path, {"a": vendor, "b": vendor},
-                           [{"name": "primary", "leader": "b", "repair": "override",
-                             "horizon_days": 3, "members": [
-                                 {"account": "a", "schedule": sched},
-                                 {"account": "b", "schedule": sched}]}])
+    w = await leader_b_world(tmp_path, vendor, sched)
     try:
         svc = service(w)
         assert all(p.ok for p in await svc.poll_all())
@@ -423,3 +428,53 @@ def test_label_names_account_schedule_and_level() -> None:
     from syncd.config import OnCallMember
 
     assert label(OnCallMember(account="a", schedule="s", level=2)) == "a:s:2"
+
+
+async def test_override_owed_before_a_crash_is_never_pushed_again(tmp_path: Path) -> None:
+    """Repairs are outbox rows committed before the vendor call. A row left pending by a crash
+    mid-call covers its window (the override may exist), the incident dispatcher never pushes
+    it, and a stale one is declared unknown; a repair that went through is a done row that
+    keeps the vendor's override id."""
+    from syncd.engine import oncall as oncall_mod
+    from syncd.ledger import Status, utcnow
+    from syncd.ledger import oncall as store
+
+    vendor = "spike"
+    sched = schedule_of(vendor)
+    w = await leader_b_world(tmp_path, vendor, sched)
+    try:
+        svc = service(w)
+        start, end = quiet_window()
+        current = on_call(await w.engine.clients["b"].oncall(start, end), sched, start)
+        other = next(e for e in ("alice@example.com", "bob@example.com", "carol@example.com")
+                     if e != current)
+        await w.engine.clients["b"].create_override(sched, other, start, end)
+        await svc.poll_all()
+        [d] = await svc.evaluate()
+        [planned] = await svc.plan([d])
+        assert planned.status == "planned"
+
+        # The crash: the row is committed, the vendor call never answered.
+        row = w.ledger.call(oncall_mod._owe, planned)
+        writes = w.sims["a"].writes()
+        assert [r.status for r in await svc.repair([d])] == ["already"]
+        await w.engine.dispatch("a")
+        assert w.sims["a"].writes() == writes
+        assert w.ledger.call(lambda tx: tx.outbox_rows([row.id])[0].status) == Status.PENDING
+
+        later = utcnow() + oncall_mod.STUCK_AFTER
+        assert w.ledger.call(store.expire_overrides, later) == 1
+        assert w.ledger.call(lambda tx: tx.outbox_rows([row.id])[0].status) == Status.UNKNOWN
+        assert [r.status for r in await svc.repair([d])] == ["already"]
+        assert w.sims["a"].writes() == writes
+
+        # Without the crash: the row is done and remembers the override's id.
+        w.ledger.call(lambda tx: tx.session.delete(tx.outbox_rows([row.id])[0]))
+        [done] = await svc.repair([d])
+        assert done.status == "done" and done.vendor_id
+        pushed = w.ledger.call(lambda tx: store.pushed_overrides(tx, store.horizon_start(
+            utcnow())))
+        assert [(p.outcome, p.vendor_id, p.start, p.end) for p in pushed] == [
+            ("done", done.vendor_id, start, end)]
+    finally:
+        await w.close()

@@ -56,6 +56,43 @@ def test_ledger_from_older_release_is_migrated_in_place(tmp_path: Path) -> None:
     assert n == 0
 
 
+def test_outbox_rows_survive_the_migration_that_frees_link_id(tmp_path: Path) -> None:
+    """Release 2's outbox required a link; overrides (schema 3) owe none. Pending rows of an
+    old ledger come through the table rebuild intact and still go out."""
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as conn:
+        for script in MIGRATIONS[:2]:
+            for stmt in statements(script):
+                conn.execute(stmt)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+        conn.execute("INSERT INTO link (id, group_name, origin, created_at) "
+                     "VALUES (1, 'g', 'correlate', '2026-01-01 00:00:00')")
+        conn.execute("INSERT INTO record (id, account, external_id, state, first_seen_at, "
+                     "observed_at) VALUES (5, 'vo', '7', 'triggered', '2026-01-01 00:00:00', "
+                     "'2026-01-01 00:00:00')")
+        conn.execute(
+            "INSERT INTO outbox (group_name, link_id, record_id, account, action, "
+            "idempotency_key, status, attempts, next_attempt_at, caused_at, created_at, "
+            "updated_at) VALUES ('g', 1, 5, 'vo', 'acknowledge', 'k1', 'pending', 2, "
+            "'2026-01-01 00:00:00', '2026-01-01 00:00:00', '2026-01-01 00:00:00', "
+            "'2026-01-01 00:00:00')")
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute("INSERT INTO outbox (group_name, account, action, idempotency_key, "
+                         "next_attempt_at, caused_at, created_at, updated_at) VALUES "
+                         "('m', 'vo', 'override', 'k2', 0, 0, 0, 0)")
+    ledger = Ledger.open(url(path))
+    assert ledger.schema_version() == SCHEMA_VERSION
+    due = ledger.call(lambda tx: [(r.link_id, r.record_id, r.action, r.attempts, r.result)
+                                  for r in tx.due("vo", utcnow())])
+    assert due == [(1, 5, "acknowledge", 2, None)]
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO outbox (group_name, account, action, idempotency_key, "
+                     "next_attempt_at, caused_at, created_at, updated_at) VALUES "
+                     "('m', 'vo', 'override', 'k2', 0, 0, 0, 0)")
+        indexes = {r[1] for r in conn.execute("PRAGMA index_list(outbox)")}
+    assert {"ix_outbox_due", "ix_outbox_record", "ix_outbox_action"} <= indexes
+
+
 def test_ledger_from_newer_release_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     Ledger.open(url(path)).dispose()

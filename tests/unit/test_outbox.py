@@ -144,3 +144,34 @@ def test_confirmed_push_moves_the_last_known_value_only_to_what_was_pushed(
     assert ledger.call(push, Action.ACKNOWLEDGE, None) == "acknowledged"
     rec: Record | None = ledger.call(lambda tx: tx.record("vo", "7"))
     assert rec is not None and rec.pushed_at == T0 and rec.pushed_vendor_at is None
+
+
+def test_override_rows_end_done_refused_unknown_or_deferred(tmp_path: Path) -> None:
+    from syncd.ledger import oncall as store
+
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    outcomes = ("done", "no-op", "refused", "unknown", "deferred")
+
+    def owe(tx: Tx, hour: int) -> int:
+        row = store.owe_override(
+            tx, mapping="m", account="vo", schedule_id="pol", level=1, user_email="a@x",
+            start=T0 + timedelta(hours=hour), end=T0 + timedelta(hours=hour + 1), replaces="b@x",
+            cause=None, now=T0)
+        assert row.id is not None
+        return row.id
+
+    ids = [ledger.call(owe, h) for h in range(len(outcomes) + 1)]
+    assert ledger.call(lambda tx: tx.due("vo", T0 + timedelta(days=1))) == []
+    for row_id, outcome in zip(ids, outcomes, strict=False):
+        vendor_id = "OV1" if outcome == "done" else None
+        ledger.call(store.settle_override, row_id, outcome, vendor_id, "why", T0)
+    assert ledger.call(store.expire_overrides, T0 + timedelta(minutes=1)) == 1
+    ledger.call(store.settle_override, ids[-1], "done", "late", "", T0)  # the word stands
+    pushed = ledger.call(lambda tx: store.pushed_overrides(tx, T0 - timedelta(days=1)))
+    assert [(p.outcome, p.vendor_id) for p in pushed] == [
+        ("done", "OV1"), ("no-op", None), ("refused", None), ("unknown", None),
+        ("deferred", None), ("unknown", None)]
+    rows = ledger.call(lambda tx: [r.status for r in tx.outbox_rows(ids)])
+    assert rows == ["done", "done", "parked", "unknown", "superseded", "unknown"]
+    audit = ledger.call(lambda tx: [a.outcome for a in tx.audit_entries(kind="oncall")])
+    assert audit.count("pending") == len(ids) and audit.count("done") == 1
