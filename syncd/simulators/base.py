@@ -33,10 +33,10 @@ import json
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 import httpx
@@ -45,6 +45,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from syncd.simulators.validation import Operation, Problem
 
 SIM_PREFIX = "/_sim"
 
@@ -146,6 +149,9 @@ class Simulator:
     """Base class. Subclasses set ``vendor`` and implement the hooks below."""
 
     vendor: ClassVar[str] = ""
+    operations: ClassVar[Mapping[str, Operation]] = {}
+    """What each implemented operation accepts, keyed ``"METHOD /route/{template}"``: checked
+    by :meth:`validate` before the handler runs (see syncd/simulators/validation.py)."""
 
     def __init__(self, *, seed: int = 0, rate_limits: bool = True) -> None:
         self.clock = SimClock()
@@ -203,7 +209,27 @@ class Simulator:
         """The vendor's own rate-limit answer (status, headers, body)."""
         raise NotImplementedError
 
+    def invalid(self, problems: list[Problem]) -> Response:
+        """The vendor's answer to a request that fails its operation's schema."""
+        raise NotImplementedError
+
+    @classmethod
+    def account_table(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``[accounts.NAME]`` config keys for one of this simulator's describe() lines."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ helpers for subclasses
+
+    async def validate(self, request: Request) -> Response | None:
+        """Check the request against its operation (body and query); the vendor's error
+        response when it fails, None when it passes or the operation declares nothing."""
+        route = request.scope.get("sim.route") or self.route_template(request.scope)
+        op = self.operations.get(f"{request.method} {route}")
+        if op is None:
+            return None
+        raw = await request.body() if op.body is not None else None
+        problems = op.check(request.query_params, raw)
+        return self.invalid(problems) if problems else None
 
     def limit(self, key: str, bucket: str, limit: float, window: float) -> float | None:
         """Sliding-window check honouring the rate-limit override; None means allowed."""
@@ -366,6 +392,7 @@ class _SimMiddleware:
             await self.app(scope, receive, send)
             return
         route = sim.route_template(scope) or "(unmatched)"
+        scope["sim.route"] = route
         method = scope["method"]
         status_box = [0]
 

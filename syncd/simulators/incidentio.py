@@ -38,7 +38,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -46,6 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from syncd.simulators.base import Simulator, parse_time
+from syncd.simulators.validation import Body, DateTime, Operation, Problem, Query, Text
 
 DEFAULT_API_KEY = "inc_sim_5f1c0a7d2b9e4c8a6d3f0e1b7a2c9d4e8f6a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e"
 VIEWER_API_KEY = "inc_sim_viewer_00000000000000000000000000000000000000000000000000000001"
@@ -84,6 +85,155 @@ ESCALATION_CREATE_PER_MIN = 60.0
 ALERT_EVENTS_PER_MIN = 120.0
 ENTRY_PAGE_SPAN = timedelta(days=7)  # ours: schedule entries are paged a week at a time
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+# What each operation accepts (openapi.json request schemas, notes 4..6, 11). Documented fields the
+# simulator does not model (custom fields, role assignments, timestamps, Slack overrides,
+# retrospective options, call_url) are refused as "not simulated: FIELD".
+RESOURCE_TYPES = Literal[
+    "pager_duty_incident", "opsgenie_alert", "datadog_monitor_alert", "github_pull_request",
+    "gitlab_merge_request", "sentry_issue", "jira_issue", "jsm_alert",
+    "atlassian_statuspage_incident", "zendesk_ticket", "google_calendar_event",
+    "outlook_calendar_event", "slack_file", "salesforce_case", "pylon_issue", "arbitrary_url",
+    "scrubbed", "statuspage_incident"]
+
+
+class CreateIncidentBody(Body):
+    idempotency_key: Text
+    visibility: Literal["public", "private"]
+    name: str | None = None
+    summary: str | None = None
+    severity_id: str | None = None
+    incident_status_id: str | None = None
+    incident_type_id: str | None = None
+    mode: Literal["standard", "retrospective", "test", "tutorial"] | None = None
+
+
+class IncidentEdit(Body):
+    name: str | None = None
+    summary: str | None = None
+    severity_id: str | None = None
+    incident_status_id: str | None = None
+
+
+class EditIncidentBody(Body):
+    incident: IncidentEdit
+    notify_incident_channel: bool
+
+
+class AttachmentResource(Body):
+    resource_type: RESOURCE_TYPES
+    external_id: str | None = None
+    url: str | None = None
+    title: str | None = None
+    emoji: str | None = None
+
+
+class CreateAttachmentBody(Body):
+    incident_id: Text
+    resource: AttachmentResource
+
+
+class CreateEscalationBody(Body):
+    idempotency_key: Text
+    title: Text
+    description: str | None = None
+    escalation_path_id: str | None = None
+    user_ids: list[str] | None = None
+    incident_id: str | None = None
+
+
+class SnoozeDetails(Body):
+    snooze_until: DateTime
+    reason: str | None = None
+
+
+class RespondBody(Body):
+    response: Literal["ack", "nack", "snooze"]
+    snooze_details: SnoozeDetails | None = None
+
+
+class UserRef(Body):
+    id: str | None = None
+    email: str | None = None
+    slack_user_id: str | None = None
+
+
+class UpdateOverrideBody(Body):
+    rotation_id: Text
+    layer_id: Text
+    start_at: DateTime
+    end_at: DateTime
+    user: UserRef
+
+
+class CreateOverrideBody(UpdateOverrideBody):
+    schedule_id: Text
+
+
+class Paged(Query):
+    page_size: int | None = None
+    after: str | None = None
+
+
+class IncidentsQuery(Paged):
+    sort_by: Literal["created_at_newest_first", "created_at_oldest_first"] | None = None
+    filter_mode: Literal["all", "any"] | None = None
+
+
+class UsersQuery(Paged):
+    email: str | None = None
+    slack_user_id: str | None = None
+    include_inactive: bool | None = None
+
+
+class AttachmentsQuery(Query):
+    incident_id: str | None = None
+    external_id: str | None = None
+    resource_type: RESOURCE_TYPES | None = None
+
+
+class UpdatesQuery(Paged):
+    incident_id: str | None = None
+
+
+class IncidentAlertsQuery(Paged):
+    alert_id: str | None = None
+    incident_id: str | None = None
+
+
+class EntriesQuery(Query):
+    schedule_id: str | None = None
+    entry_window_start: DateTime | None = None
+    entry_window_end: DateTime | None = None
+
+
+class OverridesQuery(Paged):
+    schedule_id: str | None = None
+    rotation_id: str | None = None
+    layer_id: str | None = None
+
+
+OPERATIONS: dict[str, Operation] = {
+    "GET /v2/incidents": Operation(query=IncidentsQuery),
+    "POST /v2/incidents": Operation(body=CreateIncidentBody),
+    "POST /v2/incidents/{id}/actions/edit": Operation(body=EditIncidentBody),
+    "GET /v2/incident_updates": Operation(query=UpdatesQuery),
+    "GET /v1/incident_attachments": Operation(query=AttachmentsQuery),
+    "POST /v1/incident_attachments": Operation(body=CreateAttachmentBody),
+    "GET /v2/escalations": Operation(query=Paged),
+    "POST /v2/escalations": Operation(body=CreateEscalationBody),
+    "POST /v2/escalations/{escalation_id}/actions/respond": Operation(body=RespondBody),
+    "GET /v2/escalation_paths": Operation(query=Paged),
+    "GET /v2/alerts": Operation(query=Paged),
+    "GET /v2/incident_alerts": Operation(query=IncidentAlertsQuery),
+    "GET /v2/users": Operation(query=UsersQuery),
+    "GET /v2/schedules": Operation(query=Paged),
+    "GET /v2/schedule_entries": Operation(query=EntriesQuery),
+    "GET /v2/schedule_overrides": Operation(query=OverridesQuery),
+    "POST /v2/schedule_overrides": Operation(body=CreateOverrideBody),
+    "PUT /v2/schedule_overrides/{id}": Operation(body=UpdateOverrideBody),
+}
 
 
 def ulid(kind: str, n: int) -> str:
@@ -257,6 +407,7 @@ class IncidentIOSimulator(Simulator):
     """An incident.io organisation: incidents, escalations, alerts, schedules, one alert source."""
 
     vendor = "incidentio"
+    operations = OPERATIONS
 
     def __init__(self, *, seed: int = 0, rate_limits: bool = True, severity_required: bool = True,
                  auto_decline: bool = True, auto_cancel_escalations: bool = True) -> None:
@@ -827,6 +978,24 @@ class IncidentIOSimulator(Simulator):
                 "status": status, "request_id": self._request_id(), "errors": [item], **extra}
         return JSONResponse(body, status_code=status, headers=headers)
 
+    def invalid(self, problems: list[Problem]) -> Response:
+        """The documented envelope (notes 2): 400 for a body that is not a JSON object or a
+        field the simulator does not model, else 422 ``validation_error`` with one entry per
+        field (``is_required`` / ``invalid_value``) and its ``source.field``."""
+        status = 400 if any(p.kind in ("json", "not_simulated") for p in problems) else 422
+        codes = {"json": "invalid_json", "missing": "is_required",
+                 "not_simulated": "not_simulated"}
+        errors = []
+        for p in problems:
+            item: dict[str, Any] = {"code": codes.get(p.kind, "invalid_value"),
+                                    "message": p.message}
+            if p.field:
+                item["source"] = {"field": p.field}
+            errors.append(item)
+        return JSONResponse({"type": ApiError.TYPES[status], "status": status,
+                             "request_id": self._request_id(), "errors": errors},
+                            status_code=status)
+
     def _request_id(self) -> str:
         h = f"{self.random.getrandbits(128):032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -878,7 +1047,7 @@ class IncidentIOSimulator(Simulator):
                 return self.error(403, "missing_required_scope",
                                   f"This API key is missing the required scope: {scope}")
             try:
-                response = await handler(request, key)
+                response = await self.validate(request) or await handler(request, key)
             except ApiError as exc:
                 response = self.error(exc.status, exc.code, exc.message, field=exc.field)
             if remaining is not None:
@@ -1175,9 +1344,11 @@ class IncidentIOSimulator(Simulator):
                 self.statuses[status_id].category != "triage"):
             raise ApiError(422, "is_required", "A severity is required to open an incident",
                            field="severity_id")
-        mode = body.get("mode", "standard")
-        if mode not in ("standard", "retrospective", "test", "tutorial"):
-            raise ApiError(422, "invalid_value", "unknown mode", field="mode")
+        mode = body.get("mode") or "standard"
+        if body.get("incident_type_id") not in (None, ulid("Y", 1)):
+            # The organisation has one incident type, the default (incident_type_json).
+            raise ApiError(422, "invalid_value", "Incident type not found",
+                           field="incident_type_id")
         name = body.get("name")
         if name is not None and not isinstance(name, str):
             raise ApiError(422, "invalid_value", "name must be a string", field="name")

@@ -34,13 +34,24 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from syncd.simulators.base import Simulator, iso, parse_time
+from syncd.simulators.validation import (
+    Body,
+    DateTime,
+    Operation,
+    Problem,
+    Query,
+    Ref,
+    Text,
+    TimeZone,
+    UtcZone,
+)
 
 API = "https://api.pagerduty.com"
 WEB = "https://syncd-sim.pagerduty.com"
@@ -76,6 +87,209 @@ FROM_MISSING = ('You must specify a user\'s email address in the "From" header t
 OPEN = ("triggered", "acknowledged")
 OVERVIEW_TYPES = {"trigger_log_entry", "acknowledge_log_entry", "unacknowledge_log_entry",
                   "resolve_log_entry", "escalate_log_entry"}
+
+
+# ---------------------------------------------------------------------------------------------
+# What each operation accepts (rest-openapiv3.json request schemas, notes §5). Fields a model does
+# not declare are refused as "not simulated: FIELD" (incident_type, conference_bridge, service
+# moves); the read-only decorations of reference objects are tolerated.
+# ---------------------------------------------------------------------------------------------
+
+
+
+
+class UserRef(Ref):
+    id: str
+    type: Literal["user_reference"]
+
+
+class ServiceRef(Ref):
+    id: str
+    type: Literal["service_reference"]
+
+
+class PolicyRef(Ref):
+    id: str
+    type: Literal["escalation_policy_reference"]
+
+
+class PriorityRef(Ref):
+    id: str
+    type: Literal["priority", "priority_reference"]
+
+
+class Assignment(Body):
+    assignee: UserRef
+
+
+class IncidentChange(Body):
+    """One incident in PUT /incidents/{id} or bulk PUT /incidents (notes §5.3, §5.4)."""
+
+    type: Literal["incident", "incident_reference"]
+    id: str | None = None  # the reference's own id; PUT /incidents/{id} checks it matches
+    status: Literal["triggered", "acknowledged", "resolved"] | None = None
+    resolution: str | None = None
+    title: str | None = None
+    priority: PriorityRef | str | None = None  # a reference, a name, or null to clear it
+    escalation_level: int | None = None
+    assignments: list[Assignment] | None = None
+    escalation_policy: PolicyRef | None = None
+    urgency: Literal["high", "low"] | None = None
+
+
+class UpdateIncident(Body):
+    incident: IncidentChange
+
+
+class BulkChange(IncidentChange):
+    id: str  # type: ignore[assignment]  # required in the bulk form
+
+
+class BulkUpdate(Body):
+    incidents: list[BulkChange]
+
+
+class IncidentBody(Body):
+    type: Literal["incident_body"] | None = None
+    details: str  # "string only" (notes §5.5)
+
+
+class NewIncidentItem(Body):
+    type: Literal["incident"]
+    title: Text
+    service: ServiceRef
+    priority: PriorityRef | None = None
+    urgency: Literal["high", "low"] | None = None
+    body: IncidentBody | None = None
+    incident_key: str | None = None
+    assignments: list[Assignment] | None = None
+    escalation_policy: PolicyRef | None = None
+
+
+class CreateIncident(Body):
+    incident: NewIncidentItem
+
+
+class OverrideItem(Body):
+    start: str  # a bad date is a per-override 400 inside the multi-status answer (notes §5.9)
+    end: str
+    user: UserRef
+    time_zone: TimeZone | None = None
+
+
+class CreateOverrides(Body):
+    overrides: list[OverrideItem] | None = None
+    override: OverrideItem | None = None  # the deprecated single form
+
+
+class Paged(Query):
+    limit: int | None = None
+    offset: int | None = None
+    total: bool | None = None
+
+
+class IncidentsQuery(Paged):
+    date_range: Literal["all"] | None = None
+    incident_key: str | None = None
+    service_ids: list[str] = []
+    team_ids: list[str] = []
+    user_ids: list[str] = []
+    urgencies: list[Literal["high", "low"]] = []
+    statuses: list[Literal["triggered", "acknowledged", "resolved"]] = []
+    sort_by: list[str] = []
+    include: list[Literal["acknowledgers", "agents", "assignees", "conference_bridge",
+                          "escalation_policies", "first_trigger_log_entries", "priorities",
+                          "services", "teams", "users"]] = []
+    time_zone: UtcZone | None = None
+    since: DateTime | None = None
+    until: DateTime | None = None
+
+
+class IncidentQuery(Query):
+    include: list[Literal["acknowledgers", "agents", "assignees", "conference_bridge",
+                          "custom_fields", "escalation_policies", "first_trigger_log_entries",
+                          "priorities", "services", "teams", "users"]] = []
+
+
+class LogQuery(Paged):
+    time_zone: UtcZone | None = None
+    since: DateTime | None = None
+    until: DateTime | None = None
+    is_overview: bool | None = None
+    include: list[Literal["incidents", "services", "channels", "teams"]] = []
+
+
+class UsersQuery(Paged):
+    query: str | None = None
+    include: list[Literal["contact_methods", "notification_rules", "teams", "subdomains"]] = []
+
+
+class UserQuery(Query):
+    include: list[Literal["contact_methods", "notification_rules", "teams", "subdomains",
+                          "calendar_urls"]] = []
+
+
+class ServicesQuery(Paged):
+    query: str | None = None
+    name: str | None = None
+    team_ids: list[str] = []
+    time_zone: UtcZone | None = None
+    sort_by: Literal["name", "name:asc", "name:desc"] | None = None
+    include: list[Literal["escalation_policies", "teams", "integrations",
+                          "auto_pause_notifications_parameters"]] = []
+
+
+class PoliciesQuery(Paged):
+    query: str | None = None
+    user_ids: list[str] = []
+    team_ids: list[str] = []
+    include: list[Literal["services", "teams", "targets",
+                          "escalation_rule_assignment_strategies"]] = []
+    sort_by: Literal["name", "name:asc", "name:desc"] | None = None
+
+
+class SchedulesQuery(Paged):
+    query: str | None = None
+    time_zone: UtcZone | None = None
+
+
+class OverridesQuery(Query):
+    since: DateTime | None = None
+    until: DateTime | None = None
+    editable: bool | None = None
+    overflow: bool | None = None
+
+
+class OncallsQuery(Paged):
+    time_zone: UtcZone | None = None
+    include: list[Literal["escalation_policies", "users", "schedules"]] = []
+    user_ids: list[str] = []
+    escalation_policy_ids: list[str] = []
+    schedule_ids: list[str] = []
+    since: DateTime | None = None
+    until: DateTime | None = None
+    earliest: bool | None = None
+
+
+OPERATIONS: dict[str, Operation] = {
+    "GET /incidents": Operation(query=IncidentsQuery),
+    "POST /incidents": Operation(body=CreateIncident),
+    "PUT /incidents": Operation(body=BulkUpdate, query=Paged),
+    "GET /incidents/{id}": Operation(query=IncidentQuery),
+    "PUT /incidents/{id}": Operation(body=UpdateIncident),
+    "GET /incidents/{id}/log_entries": Operation(query=LogQuery),
+    "GET /log_entries": Operation(query=LogQuery),
+    "GET /priorities": Operation(query=Paged),
+    "GET /users": Operation(query=UsersQuery),
+    "GET /users/me": Operation(query=UserQuery),
+    "GET /users/{id}": Operation(query=UserQuery),
+    "GET /services": Operation(query=ServicesQuery),
+    "GET /escalation_policies": Operation(query=PoliciesQuery),
+    "GET /schedules": Operation(query=SchedulesQuery),
+    "GET /schedules/{id}/overrides": Operation(query=OverridesQuery),
+    "POST /schedules/{id}/overrides": Operation(body=CreateOverrides),
+    "GET /oncalls": Operation(query=OncallsQuery),
+}
 
 
 def pd_error(status: int, code: int, message: str, errors: list[str] | None = None,
@@ -257,6 +471,7 @@ class PagerDutySimulator(Simulator):
     """One PagerDuty account: two services, three schedules, two escalation policies."""
 
     vendor = "pagerduty"
+    operations = OPERATIONS
 
     def __init__(self, *, seed: int = 0, rate_limits: bool = True,
                  ack_timeout: int | None = 1800, auto_resolve_timeout: int | None = 14400,
@@ -371,12 +586,14 @@ class PagerDutySimulator(Simulator):
                       agent: tuple[str, str], channel: dict[str, Any], at: datetime | None = None,
                       priority_id: str | None = None, routing_key: str | None = None,
                       details: str | None = None, log: bool = True,
-                      assignees: list[str] | None = None) -> PDIncident:
+                      assignees: list[str] | None = None, ep_id: str | None = None
+                      ) -> PDIncident:
         now = at or self.clock.now()
         number = next(self.number_seq)
         inc = PDIncident(
             id=_pid("Q", number * 7919 + 104729), number=number, title=title,
-            service_id=service.id, ep_id=service.ep_id, status="triggered", urgency=urgency,
+            service_id=service.id, ep_id=ep_id or service.ep_id, status="triggered",
+            urgency=urgency,
             created_at=now, updated_at=now, incident_key=key, priority_id=priority_id,
             routing_key=routing_key, last_status_change_at=now, last_change_by=agent,
             details=details,
@@ -692,6 +909,13 @@ class PagerDutySimulator(Simulator):
             "ratelimit-remaining": "0",
             "ratelimit-reset": str(reset)})
 
+    def invalid(self, problems: list[Problem]) -> Response:
+        """PagerDuty's 400: 2003 Missing Arguments when only required fields are missing, else
+        2001 Invalid Input Provided, each problem in ``errors`` (notes §3)."""
+        if all(p.kind == "missing" for p in problems):
+            return pd_error(400, 2003, "Missing Arguments", [p.message for p in problems])
+        return pd_error(400, 2001, "Invalid Input Provided", [p.message for p in problems])
+
     def _auth(self, request: Request) -> str | Response:
         header = request.headers.get("authorization", "")
         token = None
@@ -716,7 +940,7 @@ class PagerDutySimulator(Simulator):
             if wait is not None:
                 return self.rate_limited(request, wait)
             try:
-                response = await handler(request)
+                response = await self.validate(request) or await handler(request)
             except BadRequest as exc:
                 response = exc.response
             response.headers.update(self._limit_headers(token))
@@ -1022,9 +1246,9 @@ class PagerDutySimulator(Simulator):
             return JSONResponse({"incident": self.incident_json(inc)})
         user = self._from(request)
         body = await self._json(request)
-        item = body.get("incident")
-        if not isinstance(item, dict):
-            raise bad(2001, "Invalid Input Provided", "incident must be an object")
+        item = body["incident"]
+        if item.get("id") not in (None, inc.id, str(inc.number)):
+            raise bad(2001, "Invalid Input Provided", "incident.id does not match the path")
         self._check_update(inc, item)
         self._apply_update(inc, item, user)
         return JSONResponse({"incident": self.incident_json(inc)})
@@ -1096,6 +1320,53 @@ class PagerDutySimulator(Simulator):
                 raise bad(2001, "Invalid Input Provided", "escalation_level is out of range")
         if "title" in item and (not isinstance(item["title"], str) or not item["title"]):
             raise bad(2001, "Invalid Input Provided", "title must be a non-empty string")
+        users, policy = self._assignees_of(item), self._policy_of(item)
+        if (users or policy) and inc.status == "resolved" and status in (None, "resolved"):
+            raise bad(2001, "Invalid Input Provided",
+                      f"Incident {inc.id} is resolved and cannot be reassigned")
+
+    def _assignees_of(self, item: dict[str, Any]) -> list[str] | None:
+        """``assignments[{assignee}]`` as user ids (None when absent); ``assignments`` and
+        ``escalation_policy`` exclude each other (notes §5.3, §5.5)."""
+        refs = item.get("assignments")
+        if refs is None:
+            return None
+        if item.get("escalation_policy") is not None:
+            raise bad(2001, "Invalid Input Provided",
+                      "assignments and escalation_policy cannot both be given")
+        ids = [a["assignee"]["id"] for a in refs]
+        if not ids or any(i not in self.users for i in ids):
+            raise bad(2001, "Invalid Input Provided", "assignments must reference users")
+        return list(dict.fromkeys(ids))
+
+    def _policy_of(self, item: dict[str, Any]) -> str | None:
+        ref = item.get("escalation_policy")
+        if ref is None:
+            return None
+        if ref["id"] not in self.policies:
+            raise bad(2001, "Invalid Input Provided",
+                      "escalation_policy must reference an escalation policy")
+        return str(ref["id"])
+
+    def _reassign(self, inc: PDIncident, users: list[str] | None, policy: str | None,
+                  agent: tuple[str, str], channel: dict[str, Any], *, keep_ack: bool) -> None:
+        """Reassign an open incident to users or to another escalation policy (level 1). A
+        reassigned acknowledged incident is triggered again for its new assignees (PagerDuty
+        KB "Reassign an incident"; ours where the notes are silent), unless the same request
+        acknowledges it."""
+        now = self.clock.now()
+        if inc.status == "acknowledged" and not keep_ack:
+            self._set_status(inc, "triggered", agent, channel)
+        if policy is not None:
+            inc.ep_id, inc.escalation_level = policy, 1
+            inc.assignees = [(now, u) for u in self._level_users(policy, 1, now)]
+            inc.assigned_via = "escalation_policy"
+            self._log(inc, "escalate_log_entry", agent, channel)
+        elif users is not None:
+            inc.assignees = [(now, u) for u in users]
+            inc.assigned_via = "direct_assignment"
+            self._log(inc, "assign_log_entry", agent, channel,
+                      assignees=[self.users[u].ref() for u in users])
 
     def _apply_update(self, inc: PDIncident, item: dict[str, Any], user: User) -> None:
         agent, channel = ("user", user.id), {"type": "api"}
@@ -1122,6 +1393,11 @@ class PagerDutySimulator(Simulator):
                     self._set_status(inc, "acknowledged", agent, channel)
             elif status == "acknowledged":
                 self._set_status(inc, "acknowledged", agent, channel)
+        users, policy = self._assignees_of(item), self._policy_of(item)
+        if (users or policy) and inc.status != "resolved":
+            self._reassign(inc, users, policy, agent, channel,
+                           keep_ack=status == "acknowledged")
+            changed = True
         if "escalation_level" in item and inc.status != "resolved":
             inc.escalation_level = item["escalation_level"]
             inc.assignees = [(now, u) for u in self._level_users(
@@ -1133,45 +1409,30 @@ class PagerDutySimulator(Simulator):
             self._touch()
 
     async def _create(self, request: Request) -> Response:
+        """POST /incidents (notes §5.5); the body's types are already checked."""
         user = self._from(request)
-        body = await self._json(request)
-        item = body.get("incident")
-        if not isinstance(item, dict) or item.get("type") != "incident":
-            raise bad(2003, "Missing Arguments", "incident with type 'incident' is required")
-        title = item.get("title")
-        service_ref = item.get("service")
-        if not isinstance(title, str) or not title:
-            raise bad(2003, "Missing Arguments", "title is required")
-        if not isinstance(service_ref, dict) or service_ref.get("id") not in self.services:
+        item = (await self._json(request))["incident"]
+        service = self.services.get(item["service"]["id"])
+        if service is None:
             raise bad(2001, "Invalid Input Provided", "service must reference a service")
-        service = self.services[service_ref["id"]]
-        if item.get("assignments") and item.get("escalation_policy"):
-            raise bad(2001, "Invalid Input Provided",
-                      "assignments and escalation_policy cannot both be given")
+        users, policy = self._assignees_of(item), self._policy_of(item)
         key = item.get("incident_key")
-        if key is not None and (not isinstance(key, str) or not key):
-            raise bad(2001, "Invalid Input Provided", "incident_key must be a string")
+        if key is not None and not key:
+            raise bad(2001, "Invalid Input Provided", "incident_key must not be empty")
         if key and (service.id, key) in self.open_key:
             # DD 15-Incident-Creation-API: an open incident with this key on the service.
             raise bad(2001, "Invalid Input Provided", "Open incident with matching dedup key "
                       "already exists on this service")
-        urgency = item.get("urgency", "high")
-        if urgency not in ("high", "low"):
-            raise bad(2001, "Invalid Input Provided", "urgency must be high or low")
+        urgency = item.get("urgency") or "high"
         priority = self._priority_for(item["priority"]) if item.get("priority") else None
-        details = item.get("body", {}).get("details") if isinstance(item.get("body"), dict) \
-            else None
-        inc = self._new_incident(service, title, key=key, urgency=urgency,
+        details = (item.get("body") or {}).get("details")
+        inc = self._new_incident(service, item["title"], key=key, urgency=urgency,
                                  agent=("user", user.id), channel={"type": "api"},
-                                 priority_id=priority, details=details)
-        assignments = item.get("assignments")
-        if isinstance(assignments, list) and assignments:
-            ids = [a.get("assignee", {}).get("id") for a in assignments if isinstance(a, dict)]
-            if not ids or any(i not in self.users for i in ids):
-                raise bad(2001, "Invalid Input Provided", "assignments must reference users")
-            inc.assignees = [(inc.created_at, i) for i in ids]
+                                 priority_id=priority, details=details, ep_id=policy,
+                                 assignees=users)
+        if users:
             inc.assigned_via = "direct_assignment"
-            if ids == [user.id]:  # assigning yourself acknowledges, without notifying (DD)
+            if users == [user.id]:  # assigning yourself acknowledges, without notifying (DD)
                 self._set_status(inc, "acknowledged", ("user", user.id), {"type": "api"})
         return JSONResponse({"incident": self.incident_json(inc)}, status_code=201)
 
@@ -1243,8 +1504,21 @@ class PagerDutySimulator(Simulator):
                 "alert_creation": "create_alerts_and_incidents",
                 "incident_urgency_rule": {"type": "constant", "urgency": "high"}}
 
+    def _named(self, request: Request, items: list[Any]) -> list[Any]:
+        """``query`` (name substring), ``name`` (exact), ``team_ids[]`` and ``sort_by`` name
+        ordering, as GET /services and /escalation_policies apply them."""
+        q = request.query_params
+        text, exact = (q.get("query") or "").lower(), q.get("name")
+        teams = set(self._list_param(request, "team_ids"))
+        out = [x for x in items if text in x.name.lower() and exact in (None, x.name)
+               and (not teams or x.team_id in teams)]
+        if q.get("sort_by"):
+            out.sort(key=lambda x: x.name.lower(), reverse=q["sort_by"] == "name:desc")
+        return out
+
     async def r_services(self, request: Request) -> Response:
-        return self._page("services", list(self.services.values()), request, self._service_json)
+        return self._page("services", self._named(request, list(self.services.values())),
+                          request, self._service_json)
 
     def _policy_json(self, ep: EscalationPolicy) -> dict[str, Any]:
         rules = []
@@ -1260,8 +1534,8 @@ class PagerDutySimulator(Simulator):
                            "summary": self.teams[ep.team_id]}]}
 
     async def r_policies(self, request: Request) -> Response:
-        return self._page("escalation_policies", list(self.policies.values()), request,
-                          self._policy_json)
+        return self._page("escalation_policies", self._named(
+            request, list(self.policies.values())), request, self._policy_json)
 
     async def r_schedules(self, request: Request) -> Response:
         def render(s: Schedule) -> dict[str, Any]:

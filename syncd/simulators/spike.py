@@ -54,13 +54,23 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from syncd.simulators.base import Simulator, parse_time
+from syncd.simulators.validation import (
+    Body,
+    DateTime,
+    Operation,
+    Problem,
+    Query,
+    Text,
+    TimeZone,
+)
 
 DEFAULT_API_KEY = "spike-sim-api-key-0000000000000001"
 TEAM_ID = "65a1f0c2e4b0a1b2c3d4e5f6"
@@ -81,6 +91,84 @@ DUPLICATE_THRESHOLD = 20  # same title 20+ times in 60 s ... [SP-KB]
 DUPLICATE_WINDOW = 60.0
 DUPLICATE_SUPPRESS = 60.0  # ... is suppressed for 1 minute
 SHIFT_HORIZON = timedelta(days=7)
+
+
+# What each operation accepts ([SP-S] spike-openapi-v1.1.0.yml, [SP-AE] for what it lacks).
+Priority = Literal["p1", "p2", "p3", "p4", "p5"]
+Sev = Literal["sev1", "sev2", "sev3"]
+
+
+class CreateIncident(Body):
+    title: Text
+    escalation: Text
+    integration: Text
+    metadata: str | dict[str, Any] | None = None  # a string in [SP-S], an object in [SP-AE]
+    priority: Priority | None = None
+    severity: Sev | None = None
+
+
+class Ids(Body):
+    ids: list[str]
+
+
+class SetPriority(Ids):
+    priority: Priority
+
+
+class SetSeverity(Ids):
+    severity: Sev
+
+
+class Sharing(Body):
+    publicSharing: bool
+
+
+class AddOverride(Body):
+    user: Text
+    start: DateTime
+    end: DateTime
+    desc: str | None = None
+    timezone: TimeZone | None = None  # times carry their offset
+
+
+class Paging(Query):
+    page: int | None = None
+    perPage: int | None = None
+
+
+class OccurrencesQuery(Paging):
+    start: DateTime | None = None
+    end: DateTime | None = None
+    status: str | None = None
+
+
+class FromQuery(Query):
+    from_: DateTime | None = Field(None, alias="from")
+
+
+class WindowQuery(FromQuery):
+    to: DateTime | None = None
+
+
+OPERATIONS: dict[str, Operation] = {
+    "GET /incidents": Operation(query=Paging),
+    "GET /incidents/triggered": Operation(query=Paging),
+    "GET /incidents/acknowledged": Operation(query=Paging),
+    "GET /incidents/all-occurrences": Operation(query=OccurrencesQuery),
+    "POST /incidents/create": Operation(body=CreateIncident),
+    "POST /incidents/acknowledge": Operation(body=Ids),
+    "POST /incidents/unacknowledge": Operation(body=Ids),
+    "POST /incidents/resolve": Operation(body=Ids),
+    "POST /incidents/escalate": Operation(body=Ids),
+    "POST /incidents/priority": Operation(body=SetPriority),
+    "POST /incidents/severity": Operation(body=SetSeverity),
+    "DELETE /incidents/priority/remove": Operation(body=Ids),
+    "DELETE /incidents/severity/remove": Operation(body=Ids),
+    "PATCH /incidents/{counterId}/public-sharing": Operation(body=Sharing),
+    "GET /on-calls/{oncallId}": Operation(query=FromQuery),
+    "GET /oncalls/{oncall_id}/overrides": Operation(query=WindowQuery),
+    "POST /on-calls/{oncall_id}/overrides/add": Operation(body=AddOverride),
+}
 
 
 def stamp(dt: datetime | None) -> str | None:
@@ -255,6 +343,7 @@ class SpikeSimulator(Simulator):
     """Spike.sh API + webhook intake for one organisation with one seeded team (SRE)."""
 
     vendor = "spike"
+    operations = OPERATIONS
 
     def __init__(
         self,
@@ -564,8 +653,10 @@ class SpikeSimulator(Simulator):
     def _incident_json(self, inc: SpikeIncident) -> dict[str, Any]:
         return inc.to_json(self.escalations.get(inc.integration.escalation, ""))
 
-    def _auth(self, request: Request, *, team: str = "required") -> Response | TeamStore | None:
-        """Check headers; returns an error Response, the team's store, or None (no team)."""
+    async def _auth(self, request: Request, *, team: str = "required"
+                    ) -> Response | TeamStore | None:
+        """Check headers, then the operation's schema; returns an error Response, the team's
+        store, or None (no team)."""
         key = request.headers.get("x-api-key")
         if not key or key != self.api_key:
             return spike_error(401, "Invalid or missing API key", "Unauthorized")
@@ -576,11 +667,15 @@ class SpikeSimulator(Simulator):
         if not team_id:
             if team == "required":
                 return spike_error(400, "x-team-id header is required", "Bad Request")
-            return None
+            return await self.validate(request)
         store = self.stores.get(team_id)
         if store is None:
             return spike_error(401, "You do not have access to this team", "Unauthorized")
-        return store
+        return await self.validate(request) or store
+
+    def invalid(self, problems: list[Problem]) -> Response:
+        """Spike's documented 400 ``Error{message, error}`` [SP-D, SP-AE]."""
+        return spike_error(400, "; ".join(p.message for p in problems), "Bad Request")
 
     async def _json_body(self, request: Request) -> dict[str, Any] | Response:
         raw = await request.body()
@@ -655,25 +750,25 @@ class SpikeSimulator(Simulator):
         ]
 
     async def r_members(self, request: Request) -> Response:
-        auth = self._auth(request, team="none")
+        auth = await self._auth(request, team="none")
         if isinstance(auth, Response):
             return auth
         return JSONResponse({"members": [u.to_json() for u in self.users.values()]})
 
     async def r_users(self, request: Request) -> Response:
-        auth = self._auth(request)
+        auth = await self._auth(request)
         if isinstance(auth, Response):
             return auth
         return JSONResponse({"users": [u.to_json() for u in self.users.values()]})
 
     async def r_teams(self, request: Request) -> Response:
-        auth = self._auth(request, team="none")
+        auth = await self._auth(request, team="none")
         if isinstance(auth, Response):
             return auth
         return JSONResponse({"teams": list(self.teams.values())})
 
     async def r_escalations(self, request: Request) -> Response:
-        auth = self._auth(request)
+        auth = await self._auth(request)
         if isinstance(auth, Response):
             return auth
         items = [{"_id": k, "name": v} for k, v in self.escalations.items()
@@ -681,7 +776,7 @@ class SpikeSimulator(Simulator):
         return JSONResponse({"escalations": items})
 
     async def r_integrations(self, request: Request) -> Response:
-        auth = self._auth(request)
+        auth = await self._auth(request)
         if isinstance(auth, Response):
             return auth
         items = [
@@ -693,7 +788,7 @@ class SpikeSimulator(Simulator):
         return JSONResponse({"integrations": items})
 
     async def r_incidents(self, request: Request) -> Response:
-        store = self._auth(request)
+        store = await self._auth(request)
         if isinstance(store, Response):
             return store
         paging = self._paging(request)
@@ -709,7 +804,7 @@ class SpikeSimulator(Simulator):
                           totalOpenIncidents=open_total)
 
     async def r_open_list(self, request: Request) -> Response:
-        store = self._auth(request)
+        store = await self._auth(request)
         if isinstance(store, Response):
             return store
         paging = self._paging(request)
@@ -722,7 +817,7 @@ class SpikeSimulator(Simulator):
         return self._page(items, len(bucket), page, per_page)
 
     async def r_occurrences(self, request: Request) -> Response:
-        store = self._auth(request)
+        store = await self._auth(request)
         if isinstance(store, Response):
             return store
         q = request.query_params
@@ -759,7 +854,7 @@ class SpikeSimulator(Simulator):
                           per_page)
 
     async def r_incident(self, request: Request) -> Response:
-        store = self._auth(request)
+        store = await self._auth(request)
         if isinstance(store, Response):
             return store
         inc = store.by_counter.get(request.path_params["counterId"])
@@ -768,7 +863,7 @@ class SpikeSimulator(Simulator):
         return JSONResponse(self._incident_json(inc))
 
     async def r_activity(self, request: Request) -> Response:
-        store = self._auth(request)
+        store = await self._auth(request)
         if isinstance(store, Response):
             return store
         inc = store.by_counter.get(request.path_params["counter_id"])
@@ -777,7 +872,7 @@ class SpikeSimulator(Simulator):
         return JSONResponse({"activityLog": list(inc.history)})
 
     async def r_sharing(self, request: Request) -> Response:
-        store = self._auth(request)
+        store = await self._auth(request)
         if isinstance(store, Response):
             return store
         body = await self._json_body(request)
@@ -793,7 +888,7 @@ class SpikeSimulator(Simulator):
                              "publicSharing": inc.public_sharing})
 
     async def r_create(self, request: Request) -> Response:
-        store = self._auth(request)
+        store = await self._auth(request)
         if isinstance(store, Response):
             return store
         body = await self._json_body(request)
@@ -821,7 +916,7 @@ class SpikeSimulator(Simulator):
         return JSONResponse({"message": "Incident created", "incident": self._incident_json(inc)})
 
     async def r_action(self, request: Request) -> Response:
-        store = self._auth(request)
+        store = await self._auth(request)
         if isinstance(store, Response):
             return store
         body = await self._json_body(request)
@@ -929,7 +1024,7 @@ class SpikeSimulator(Simulator):
         return out
 
     async def r_oncalls(self, request: Request) -> Response:
-        store = self._auth(request)
+        store = await self._auth(request)
         if isinstance(store, Response):
             return store
         return JSONResponse({"oncalls": [
@@ -938,7 +1033,7 @@ class SpikeSimulator(Simulator):
         ]})
 
     async def r_oncall(self, request: Request) -> Response:
-        store = self._auth(request)
+        store = await self._auth(request)
         if isinstance(store, Response):
             return store
         sched = self._schedule(request, "oncallId", store)
@@ -959,13 +1054,13 @@ class SpikeSimulator(Simulator):
         })
 
     async def r_active(self, request: Request) -> Response:
-        store = self._auth(request)
+        store = await self._auth(request)
         if isinstance(store, Response):
             return store
         return JSONResponse({"shifts": self._active(store)})
 
     async def r_am_i(self, request: Request) -> Response:
-        store = self._auth(request)
+        store = await self._auth(request)
         if isinstance(store, Response):
             return store
         user = request.query_params.get("id")
@@ -977,7 +1072,7 @@ class SpikeSimulator(Simulator):
         return JSONResponse({"isOnCall": bool(shifts), "shifts": shifts})
 
     async def r_overrides(self, request: Request) -> Response:
-        store = self._auth(request, team="optional")
+        store = await self._auth(request, team="optional")
         if isinstance(store, Response):
             return store
         sched = self._schedule(request, "oncall_id", store)
@@ -994,7 +1089,7 @@ class SpikeSimulator(Simulator):
         return JSONResponse({"overrides": items})
 
     async def r_override_add(self, request: Request) -> Response:
-        store = self._auth(request, team="optional")
+        store = await self._auth(request, team="optional")
         if isinstance(store, Response):
             return store
         sched = self._schedule(request, "oncall_id", store)
@@ -1023,7 +1118,7 @@ class SpikeSimulator(Simulator):
             self.users)})
 
     async def r_override_remove(self, request: Request) -> Response:
-        store = self._auth(request, team="optional")
+        store = await self._auth(request, team="optional")
         if isinstance(store, Response):
             return store
         sched = self._schedule(request, "oncall_id", store)

@@ -26,13 +26,15 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
+from pydantic import AfterValidator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from syncd.simulators.base import Simulator, iso, parse_time
+from syncd.simulators.validation import Body, DateTime, Operation, Problem, Query, Text
 
 V1 = "/api-public/v1"
 V2 = "/api-public/v2"
@@ -99,6 +101,107 @@ SEVERITY_OF_STATE = {"CRITICAL": "sev1", "WARNING": "sev2", "INFO": "sev3"}  # A
 ANCHOR = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)  # rotations hand off relative to this Monday
 
 
+# What each operation accepts (victorops-api-v1.yaml request schemas, notes A2..A5).
+
+
+def _single_responder(value: bool) -> bool:
+    if value:
+        raise ValueError("not simulated: isMultiResponder (every incident is single-responder)")
+    return value
+
+
+class Target(Body):
+    type: Literal["User", "EscalationPolicy"]
+    slug: Text
+
+
+class CreateIncident(Body):
+    summary: Text
+    details: Text
+    userName: Text
+    targets: list[Target]
+    isMultiResponder: Annotated[bool, AfterValidator(_single_responder)] | None = None
+
+
+class AckResolve(Body):
+    userName: Text
+    incidentNames: list[str]
+    message: str | None = None
+
+
+class ByUser(Body):
+    userName: Text
+    message: str | None = None
+
+
+class Reroute(Body):
+    incidentNumber: str
+    targets: list[Target]
+    addTargets: bool | None = None
+
+
+class Reroutes(Body):
+    userName: Text
+    reroutes: list[Reroute]
+
+
+class TakeOnCall(Body):
+    fromUser: Text
+    toUser: Text
+
+
+class NewOverride(Body):
+    username: Text
+    timezone: str | None = None
+    start: DateTime
+    end: DateTime
+
+
+class Assign(Body):
+    policy: Text
+    username: str | None = None
+
+
+class ReportingQuery(Query):
+    offset: int | None = None
+    limit: int | None = None
+    entityId: str | None = None
+    incidentNumber: str | None = None
+    startedAfter: DateTime | None = None
+    startedBefore: DateTime | None = None
+    host: str | None = None
+    service: str | None = None
+    currentPhase: str | None = None
+    routingKey: str | None = None
+
+
+class ScheduleQuery(Query):
+    daysForward: int | None = None
+    daysSkip: int | None = None
+    step: int | None = None
+
+
+class UsersQuery(Query):
+    email: str | None = None
+
+
+OPERATIONS: dict[str, Operation] = {
+    f"POST {V1}/incidents": Operation(body=CreateIncident),
+    f"PATCH {V1}/incidents/ack": Operation(body=AckResolve),
+    f"PATCH {V1}/incidents/resolve": Operation(body=AckResolve),
+    f"PATCH {V1}/incidents/byUser/ack": Operation(body=ByUser),
+    f"PATCH {V1}/incidents/byUser/resolve": Operation(body=ByUser),
+    f"POST {V1}/incidents/reroute": Operation(body=Reroutes),
+    f"GET {REPORTING}": Operation(query=ReportingQuery),
+    f"GET {V2}/team/{{team}}/oncall/schedule": Operation(query=ScheduleQuery),
+    f"GET {V2}/user/{{user}}/oncall/schedule": Operation(query=ScheduleQuery),
+    f"PATCH {V1}/policies/{{policy}}/oncall/user": Operation(body=TakeOnCall),
+    f"POST {V1}/overrides": Operation(body=NewOverride),
+    f"PUT {V1}/overrides/{{publicId}}/assignments/{{policySlug}}": Operation(body=Assign),
+    f"GET {V2}/user": Operation(query=UsersQuery),
+}
+
+
 @dataclass(slots=True)
 class _Incident:
     number: int
@@ -136,6 +239,7 @@ class VictorOpsSimulator(Simulator):
     """One Splunk On-Call org with two teams, rotations, policies and routing keys."""
 
     vendor: ClassVar[str] = "victorops"
+    operations = OPERATIONS
 
     API_ID = "vo-sim-api-id"
     API_KEY = "vo-sim-api-key-0001"
@@ -551,8 +655,8 @@ class VictorOpsSimulator(Simulator):
                                 headers={"Retry-After": str(max(1, round(retry_after)))})
         return _forbidden()
 
-    def _gate(self, request: Request) -> Response | None:
-        """Auth, read-only keys and the per-endpoint limit, in the vendor's order."""
+    async def _gate(self, request: Request) -> Response | None:
+        """Auth, read-only keys, the per-endpoint limit, then the operation's schema."""
         api_id = request.headers.get("x-vo-api-id")
         api_key = request.headers.get("x-vo-api-key")
         if not api_id or not api_key:
@@ -569,7 +673,11 @@ class VictorOpsSimulator(Simulator):
             wait = self.limit(api_id, endpoint, per_minute, 60.0)
             if wait is not None:
                 return self.rate_limited(request, wait)
-        return None
+        return await self.validate(request)
+
+    def invalid(self, problems: list[Problem]) -> Response:
+        """The public API's 400 ``{message}`` (spec ``responses``), all problems in one line."""
+        return _bad("; ".join(p.message for p in problems))
 
     async def _json_body(self, request: Request) -> Any:
         raw = await request.body()
@@ -581,7 +689,7 @@ class VictorOpsSimulator(Simulator):
     # ------------------------------------------------------------------ incident routes
 
     async def _incidents(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         if request.method == "GET":
             self._prune_recent()
@@ -617,7 +725,7 @@ class VictorOpsSimulator(Simulator):
         return JSONResponse({"incidentNumber": str(inc.number)})
 
     async def _incident(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         raw = request.path_params["incidentNumber"]
         if not raw.isdigit():
@@ -628,7 +736,7 @@ class VictorOpsSimulator(Simulator):
         return JSONResponse(self._render(inc))
 
     async def _ack_resolve(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         body = await self._json_body(request)
         if not isinstance(body, dict):
@@ -646,7 +754,7 @@ class VictorOpsSimulator(Simulator):
         return JSONResponse({"results": results})
 
     async def _by_user(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         body = await self._json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("userName"), str):
@@ -661,7 +769,7 @@ class VictorOpsSimulator(Simulator):
         return JSONResponse({"results": results})
 
     async def _reroute(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         body = await self._json_body(request)
         if (not isinstance(body, dict) or not isinstance(body.get("userName"), str)
@@ -704,7 +812,7 @@ class VictorOpsSimulator(Simulator):
         return JSONResponse({"statuses": statuses})
 
     async def _reporting(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         q = request.query_params
         try:
@@ -759,7 +867,7 @@ class VictorOpsSimulator(Simulator):
     # ------------------------------------------------------------------ on-call routes
 
     async def _oncall_current(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         now = self.clock.now()
         teams = []
@@ -831,7 +939,7 @@ class VictorOpsSimulator(Simulator):
                 "schedules": schedules}
 
     async def _team_schedule(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         team = request.path_params["team"]
         if team not in self.teams:
@@ -842,7 +950,7 @@ class VictorOpsSimulator(Simulator):
         return JSONResponse(self._team_schedule_body(team, *window))
 
     async def _user_schedule(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         user = request.path_params["user"]
         if user not in self.users:
@@ -855,7 +963,7 @@ class VictorOpsSimulator(Simulator):
         return JSONResponse({"teamSchedules": teams})
 
     async def _take(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         policy = request.path_params["policy"]
         body = await self._json_body(request)
@@ -899,7 +1007,7 @@ class VictorOpsSimulator(Simulator):
         return out
 
     async def _overrides(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         if request.method == "GET":
             return JSONResponse({"overrides": [self._override_json(p) for p in self.overrides],
@@ -927,7 +1035,7 @@ class VictorOpsSimulator(Simulator):
                              "_selfUrl": f"{V1}/overrides/{pid}"})
 
     async def _override(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         pid = request.path_params["publicId"]
         if pid not in self.overrides:
@@ -939,7 +1047,7 @@ class VictorOpsSimulator(Simulator):
                              "_selfUrl": f"{V1}/overrides/{pid}"})
 
     async def _assignments(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         pid = request.path_params["publicId"]
         if pid not in self.overrides:
@@ -948,7 +1056,7 @@ class VictorOpsSimulator(Simulator):
                              for p in self.overrides[pid]["assignments"]])
 
     async def _assignment(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         pid, policy = request.path_params["publicId"], request.path_params["policySlug"]
         if pid not in self.overrides or policy not in self.policies:
@@ -977,13 +1085,13 @@ class VictorOpsSimulator(Simulator):
         return {**self.users[name], "_selfUrl": f"{V1}/user/{name}"}
 
     async def _users_v1(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         return JSONResponse({"users": [self._user_json(u) for u in self.users],
                              "_selfUrl": f"{V1}/user"})
 
     async def _users_v2(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         email = request.query_params.get("email")
         users = [self._user_json(u) for u, d in self.users.items()
@@ -991,7 +1099,7 @@ class VictorOpsSimulator(Simulator):
         return JSONResponse({"users": users})
 
     async def _teams(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         return JSONResponse([
             {"_selfUrl": f"{V1}/team/{s}", "_membersUrl": f"{V1}/team/{s}/members",
@@ -1002,7 +1110,7 @@ class VictorOpsSimulator(Simulator):
         ])
 
     async def _members(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         slug = request.path_params["team"]
         if slug not in self.teams:
@@ -1014,7 +1122,7 @@ class VictorOpsSimulator(Simulator):
                              "_teamUrl": f"{V1}/team/{slug}", "members": members})
 
     async def _policies(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         return JSONResponse({"policies": [
             {"policy": {"name": p["name"], "slug": s, "_selfUrl": f"{V1}/policies/{s}"},
@@ -1023,7 +1131,7 @@ class VictorOpsSimulator(Simulator):
         ]})
 
     async def _routing_keys(self, request: Request) -> Response:
-        if (denied := self._gate(request)) is not None:
+        if (denied := await self._gate(request)) is not None:
             return denied
         keys = [
             {"routingKey": k, "isDefault": k == self.default_routing_key, "targets": [

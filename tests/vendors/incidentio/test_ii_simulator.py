@@ -228,8 +228,9 @@ async def test_overrides_never_overlap_and_apply_to_entries(
     assert [e["user"]["email"] for e in entries["final"]] == ["erin@example.com",
                                                               "dave@example.com"]
     oid = second.json()["override"]["id"]
+    layer = {k: v for k, v in base.items() if k != "schedule_id"}  # PUT's body has none
     r = await http.put(f"/v2/schedule_overrides/{oid}", json={
-        **base, "start_at": iso(now), "end_at": iso(now + timedelta(hours=6)),
+        **layer, "start_at": iso(now), "end_at": iso(now + timedelta(hours=6)),
         "user": {"email": "erin@example.com"}})
     assert r.status_code == 422  # the user cannot change
     assert (await http.delete(f"/v2/schedule_overrides/{oid}")).status_code == 204
