@@ -14,7 +14,7 @@ Rules the models follow:
 - Bodies are strict: no coercion (``"5"`` is not an integer, ``5`` is not a string id).
 - A body field the simulator does not model is refused as ``not simulated: FIELD`` (extra fields
   are forbidden), so a client never believes an ignored field took effect. Reference objects
-  (``{id, type, summary, self, html_url}``) tolerate their read-only decorations.
+  (``{id, type, summary, self, html_url}``) accept their read-only decorations.
 - Query strings are parsed the way web frameworks read them (``"true"`` is a boolean, ``"25"``
   an integer); enums and booleans are checked, unknown parameters are ignored like the vendors
   ignore them. ``name[]`` and repeated keys become lists.
@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from syncd.simulators.base import parse_time
 
@@ -53,10 +53,13 @@ class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-class Ref(BaseModel):
-    """A reference object: strict types; read-only decorations (summary, self, ...) tolerated."""
+class Ref(Body):
+    """A reference object (``{id, type}``): its read-only decorations, which clients echo back
+    from earlier answers, are accepted; anything else is refused like in any body."""
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    summary: str | None = None
+    self_: str | None = Field(None, alias="self")
+    html_url: str | None = None
 
 
 class Query(BaseModel):
