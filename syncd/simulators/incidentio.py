@@ -46,6 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from syncd.simulators.base import Simulator, parse_time
+from syncd.simulators.oncall import Layer, final
 from syncd.simulators.validation import Body, DateTime, Operation, Problem, Query, Text
 
 DEFAULT_API_KEY = "inc_sim_5f1c0a7d2b9e4c8a6d3f0e1b7a2c9d4e8f6a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e"
@@ -54,7 +55,6 @@ ALERT_SOURCE_ID = "01HSIMALERTSRC0000000000001"
 ALERT_SOURCE_TOKEN = "sim-alert-source-token-0001"
 ORG_SLUG = "sim-org"
 SLACK_TEAM_ID = "T02SIM0000"
-ROTATION_EPOCH = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC handover
 
 ALL_SCOPES = frozenset({
     "incidents.view", "incidents.create", "incidents.update_status", "incidents.update_severity",
@@ -392,15 +392,11 @@ class Schedule:
     created: datetime
 
     @property
-    def span(self) -> timedelta:
+    def layer(self) -> Layer:
+        """The rotation as a shared on-call layer (handovers from the common epoch)."""
         unit = {"hourly": timedelta(hours=1), "daily": timedelta(days=1),
                 "weekly": timedelta(weeks=1)}[self.interval_type]
-        return unit * self.interval
-
-    def shift_at(self, at: datetime) -> tuple[str, datetime, datetime]:
-        index = (at - ROTATION_EPOCH) // self.span
-        start = ROTATION_EPOCH + index * self.span
-        return self.users[index % len(self.users)], start, start + self.span
+        return Layer(tuple(self.users), unit * self.interval)
 
 
 class IncidentIOSimulator(Simulator):
@@ -686,8 +682,8 @@ class IncidentIOSimulator(Simulator):
             "permalink": f"https://app.incident.io/{ORG_SLUG}/on-call/schedules/{s.id}",
             "created_at": ts(s.created), "updated_at": ts(s.created),
             "config": {"rotations": [{
-                "id": s.rotation_id, "name": "Rotation", "effective_from": ts(ROTATION_EPOCH),
-                "handover_start_at": ts(ROTATION_EPOCH),
+                "id": s.rotation_id, "name": "Rotation", "effective_from": ts(s.layer.start),
+                "handover_start_at": ts(s.layer.start),
                 "handovers": [{"interval_type": s.interval_type, "interval": s.interval}],
                 "layers": [{"id": s.layer_id, "name": "Layer 1"}],
                 "users": [self.users[u].slim() for u in s.users],
@@ -714,33 +710,16 @@ class IncidentIOSimulator(Simulator):
 
     def scheduled_entries(self, s: Schedule, start: datetime, end: datetime
                           ) -> list[tuple[str, datetime, datetime]]:
-        out = []
-        t = start
-        while t < end:
-            user, a, b = s.shift_at(t)
-            out.append((user, max(a, start), min(b, end)))
-            t = b
-        return out
+        return [(user, max(a, start), min(b, end)) for user, a, b in s.layer.turns(start, end)]
 
     def final_segments(self, s: Schedule, start: datetime, end: datetime
                        ) -> list[tuple[str, datetime, datetime, str | None]]:
-        """(user, start, end, override id or None) with overrides on the layer applied."""
-        overrides = [o for o in self.overrides.values()
-                     if o.schedule_id == s.id and o.end > start and o.start < end]
-        cuts = {start, end}
-        for _u, _a, b in self.scheduled_entries(s, start, end):
-            cuts.add(b)
-        for o in overrides:
-            cuts.update(t for t in (o.start, o.end) if start < t < end)
-        out: list[tuple[str, datetime, datetime, str | None]] = []
-        for a, b in itertools.pairwise(sorted(cuts)):
-            over = next((o for o in overrides if o.start <= a < o.end), None)
-            who, oid = (over.user_id, over.id) if over else (s.shift_at(a)[0], None)
-            if out and out[-1][0] == who and out[-1][3] == oid and out[-1][2] == a:
-                out[-1] = (who, out[-1][1], b, oid)
-            else:
-                out.append((who, a, b, oid))
-        return out
+        """(user, start, end, override id or None) with overrides on the layer applied (they
+        never overlap on one layer, notes 5)."""
+        spans = final([s.layer], (o for o in self.overrides.values() if o.schedule_id == s.id),
+                      start, end, user_of=lambda o: o.user_id, rank=lambda o: o.created)
+        return [(sp.user, sp.start, sp.end, sp.override.id if sp.override else None)
+                for sp in spans if sp.user is not None]
 
     def _entry(self, s: Schedule, user: str, a: datetime, b: datetime, oid: str | None
                ) -> dict[str, Any]:

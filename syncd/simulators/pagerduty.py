@@ -33,7 +33,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from starlette.requests import Request
@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from syncd.simulators.base import Simulator, iso, parse_time
+from syncd.simulators.oncall import Layer, Span, final
 from syncd.simulators.validation import (
     Body,
     DateTime,
@@ -77,7 +78,6 @@ EVENTS_RATE_LIMIT = 120  # per minute per routing key (notes §7)
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000
 BULK_MAX = 250
-ROTATION_EPOCH = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 MONTH = timedelta(days=30)
 MAX_RANGE = timedelta(days=183)
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -369,12 +369,17 @@ class Override:
     seq: int
 
 
+def _pd_joinable(prev: Span, nxt: Span) -> bool:
+    """PagerDuty's final schedule joins one user's adjacent spans except at a rotation handover
+    that no override covers (each turn is its own entry, notes §5.9)."""
+    return prev.user == nxt.user and not (nxt.override is None and nxt.handover)
+
+
 @dataclass(slots=True)
 class Schedule:
     id: str
     name: str
-    users: list[str]
-    turn: timedelta
+    layers: list[Layer]
     team_id: str
     overrides: list[Override] = field(default_factory=list)
 
@@ -382,35 +387,22 @@ class Schedule:
         return {"id": self.id, "type": "schedule_reference", "summary": self.name,
                 "self": f"{API}/schedules/{self.id}", "html_url": f"{WEB}/schedules/{self.id}"}
 
-    def rotation(self, at: datetime) -> tuple[str, datetime, datetime]:
-        index = math.floor((at - ROTATION_EPOCH) / self.turn)
-        start = ROTATION_EPOCH + index * self.turn
-        return self.users[index % len(self.users)], start, start + self.turn
+    @property
+    def users(self) -> list[str]:
+        return list(dict.fromkeys(u for layer in self.layers for u in layer.users))
 
     def entries(self, since: datetime, until: datetime) -> list[tuple[str, datetime, datetime]]:
-        """Final-schedule shifts overlapping [since, until): the rotation with overrides on top,
+        """Final-schedule shifts overlapping [since, until): the layers with overrides on top,
         the latest created override winning (notes §5.9). Shifts keep their real bounds, so a
         shift that began before ``since`` reports its true start, as /oncalls does."""
-        lo = min([self.rotation(since)[1], *(o.start for o in self.overrides
-                                             if o.start <= since < o.end)])
-        hi = max([self.rotation(until)[2], *(o.end for o in self.overrides
-                                             if o.start < until <= o.end)])
-        cuts = {lo, hi}
-        t = lo
-        while t < hi:
-            t = self.rotation(t)[2]
-            cuts.add(min(t, hi))
-        cuts.update(edge for o in self.overrides for edge in (o.start, o.end) if lo < edge < hi)
-        merged: list[tuple[str, datetime, datetime]] = []
-        for a, b in itertools.pairwise(sorted(cuts)):
-            covering = [o for o in self.overrides if o.start <= a < o.end]
-            who = max(covering, key=lambda o: o.seq).user_id if covering else self.rotation(a)[0]
-            rotation_cut = not covering and self.rotation(a)[1] == a
-            if merged and merged[-1][0] == who and merged[-1][2] == a and not rotation_cut:
-                merged[-1] = (who, merged[-1][1], b)
-            else:
-                merged.append((who, a, b))
-        return [m for m in merged if m[1] < until and m[2] > since]
+        lo = min([*(layer.shift_at(since)[1] for layer in self.layers),
+                  *(o.start for o in self.overrides if o.start <= since < o.end)])
+        hi = max([*(layer.shift_at(until)[2] for layer in self.layers),
+                  *(o.end for o in self.overrides if o.start < until <= o.end)])
+        spans = final(self.layers, self.overrides, lo, hi, user_of=lambda o: o.user_id,
+                      rank=lambda o: o.seq, joinable=_pd_joinable)
+        return [(s.user, s.start, s.end) for s in spans
+                if s.user is not None and s.start < until and s.end > since]
 
 
 @dataclass(slots=True)
@@ -506,12 +498,12 @@ class PagerDutySimulator(Simulator):
         self.priority_by_id = {p[0]: p for p in self.priorities}
         self.schedules = {
             s.id: s for s in [
-                Schedule(SCHED_PRIMARY, "SRE primary", ["PUSR001", "PUSR002", "PUSR003"],
-                         timedelta(days=1), TEAM_SRE),
-                Schedule(SCHED_SECONDARY, "SRE secondary", ["PUSR004", "PUSR005"],
-                         timedelta(days=7), TEAM_SRE),
-                Schedule(SCHED_DBA, "Database on-call", ["PUSR004", "PUSR005", "PUSR006"],
-                         timedelta(hours=12), TEAM_DB),
+                Schedule(SCHED_PRIMARY, "SRE primary", [Layer(
+                    ("PUSR001", "PUSR002", "PUSR003"), timedelta(days=1))], TEAM_SRE),
+                Schedule(SCHED_SECONDARY, "SRE secondary", [Layer(
+                    ("PUSR004", "PUSR005"), timedelta(days=7))], TEAM_SRE),
+                Schedule(SCHED_DBA, "Database on-call", [Layer(
+                    ("PUSR004", "PUSR005", "PUSR006"), timedelta(hours=12))], TEAM_DB),
             ]
         }
         self.policies = {
@@ -622,7 +614,9 @@ class PagerDutySimulator(Simulator):
             if kind == "user":
                 out.append(tid)
             else:
-                out.append(self.schedules[tid].entries(at, at + timedelta(seconds=1))[0][0])
+                # A schedule with nobody on call (a restricted layer's gap) pages no one.
+                out += [who for who, _s, _e in self.schedules[tid].entries(
+                    at, at + timedelta(seconds=1))][:1]
         return out
 
     def _timer(self, due: datetime, kind: str, inc: PDIncident) -> None:
@@ -1540,7 +1534,7 @@ class PagerDutySimulator(Simulator):
     async def r_schedules(self, request: Request) -> Response:
         def render(s: Schedule) -> dict[str, Any]:
             return {**s.ref(), "type": "schedule", "name": s.name, "time_zone": "Etc/UTC",
-                    "description": f"{s.turn} rotation",
+                    "description": f"{s.layers[0].turn} rotation",
                     "users": [self.users[u].ref() for u in s.users],
                     "escalation_policies": [ep.ref() for ep in self.policies.values()
                                             if any(t == ("schedule", s.id)

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import itertools
 import json
 import math
 from collections import deque
@@ -62,6 +61,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from syncd.simulators.base import Simulator, parse_time
+from syncd.simulators.oncall import EPOCH, Layer, Span, final
 from syncd.simulators.validation import (
     Body,
     DateTime,
@@ -79,7 +79,6 @@ WEBHOOK_TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 ESCALATION_ID = "65a1f0c2e4b0a1b2c3d4e600"
 SERVICE_ID = "65a1f0c2e4b0a1b2c3d4e610"
 ORG_ID = "65a1f0c2e4b0a1b2c3d4e5f0"
-ROTATION_EPOCH = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC handover
 
 STATUSES = ("NACK", "ACK", "RES")
 PRIORITIES = ("p1", "p2", "p3", "p4", "p5")
@@ -229,49 +228,29 @@ class Override:
         }
 
 
+def _spike_joinable(prev: Span, nxt: Span) -> bool:
+    """One user's adjacent spans join unless one is an override and the other is not."""
+    return prev.user == nxt.user and (prev.override is None) == (nxt.override is None)
+
+
 @dataclass
 class Schedule:
     id: str
     name: str
-    users: list[str]
-    rotation_hours: int
+    layers: list[Layer]
     overrides: list[Override] = field(default_factory=list)
     description: str = ""
 
     def layer_id(self) -> str:
         return self.id[:-4] + "aa" + self.id[-2:]
 
-    def rotation_user(self, at: datetime) -> tuple[str, datetime, datetime]:
-        span = timedelta(hours=self.rotation_hours)
-        index = math.floor((at - ROTATION_EPOCH) / span)
-        start = ROTATION_EPOCH + index * span
-        return self.users[index % len(self.users)], start, start + span
-
     def shifts(self, start: datetime, end: datetime) -> list[tuple[str, datetime, datetime, bool]]:
-        """(user, start, end, is_override) covering [start, end), overrides applied."""
-        cuts = {start, end}
-        t = start
-        while t < end:
-            _u, _s, e = self.rotation_user(t)
-            cuts.add(min(e, end))
-            t = e
-        for o in self.overrides:
-            for edge in (o.start, o.end):
-                if start < edge < end:
-                    cuts.add(edge)
-        points = sorted(cuts)
-        out: list[tuple[str, datetime, datetime, bool]] = []
-        for a, b in itertools.pairwise(points):
-            covering = [o for o in self.overrides if o.start <= a < o.end]
-            if covering:
-                who, is_override = max(covering, key=lambda o: o.created).user, True
-            else:
-                who, is_override = self.rotation_user(a)[0], False
-            if out and out[-1][0] == who and out[-1][3] == is_override and out[-1][2] == a:
-                out[-1] = (who, out[-1][1], b, is_override)
-            else:
-                out.append((who, a, b, is_override))
-        return out
+        """(user, start, end, is_override) covering [start, end); the most recent override wins
+        where overrides overlap [SP-KB]."""
+        spans = final(self.layers, self.overrides, start, end, user_of=lambda o: o.user,
+                      rank=lambda o: o.created, joinable=_spike_joinable)
+        return [(s.user, s.start, s.end, s.override is not None) for s in spans
+                if s.user is not None]
 
 
 @dataclass
@@ -392,9 +371,11 @@ class SpikeSimulator(Simulator):
         self.schedules = {
             s.id: s
             for s in [
-                Schedule(_oid(20), "SRE primary", [_oid(1), _oid(2), _oid(3)], 24,
+                Schedule(_oid(20), "SRE primary", [Layer(
+                    (_oid(1), _oid(2), _oid(3)), timedelta(hours=24))],
                          description="Daily handover at 09:00 UTC"),
-                Schedule(_oid(21), "SRE secondary", [_oid(4), _oid(5)], 24 * 7,
+                Schedule(_oid(21), "SRE secondary", [Layer(
+                    (_oid(4), _oid(5)), timedelta(hours=24 * 7))],
                          description="Weekly backup rotation"),
             ]
         }
@@ -993,11 +974,11 @@ class SpikeSimulator(Simulator):
             "layers": [{
                 "_id": sched.layer_id(),
                 "name": "Layer 1",
-                "users": [self.users[u].to_json() for u in sched.users],
-                "rotation": {"length": sched.rotation_hours, "unit": "hours"},
-                "start": stamp(ROTATION_EPOCH),
-            }],
-            "createdAt": stamp(ROTATION_EPOCH - timedelta(days=30)),
+                "users": [self.users[u].to_json() for u in layer.users],
+                "rotation": {"length": int(layer.turn / timedelta(hours=1)), "unit": "hours"},
+                "start": stamp(layer.start),
+            } for layer in sched.layers[:1]],
+            "createdAt": stamp(EPOCH - timedelta(days=30)),
         }
 
     def _shift_json(self, sched: Schedule, who: str, a: datetime, b: datetime,

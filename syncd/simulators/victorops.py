@@ -25,7 +25,7 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator
@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from syncd.simulators.base import Simulator, iso, parse_time
+from syncd.simulators.oncall import Layer
 from syncd.simulators.validation import Body, DateTime, Operation, Problem, Query, Text
 
 V1 = "/api-public/v1"
@@ -98,7 +99,6 @@ MESSAGE_TYPES = ("CRITICAL", "WARNING", "INFO", "ACKNOWLEDGEMENT", "RECOVERY")
 PHASES = {"UNACKED": "triggered", "ACKED": "acknowledged", "RESOLVED": "resolved"}
 REPORTING_PHASES = {"triggered": "UNACKED", "acknowledged": "ACKED", "resolved": "RESOLVED"}
 SEVERITY_OF_STATE = {"CRITICAL": "sev1", "WARNING": "sev2", "INFO": "sev3"}  # A8
-ANCHOR = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)  # rotations hand off relative to this Monday
 
 
 # What each operation accepts (victorops-api-v1.yaml request schemas, notes A2..A5).
@@ -231,8 +231,11 @@ class _Rotation:
     slug: str
     label: str
     shift_name: str
-    users: list[str]
-    shift: timedelta
+    layer: Layer
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        return self.layer.users
 
 
 class VictorOpsSimulator(Simulator):
@@ -293,16 +296,17 @@ class VictorOpsSimulator(Simulator):
         }
         self.rotations: dict[str, _Rotation] = {
             "rtg-pl4tf0rm0prim01": _Rotation("rtg-pl4tf0rm0prim01", "Platform primary",
-                                             "weekly", ["alice", "bob", "carol"],
-                                             timedelta(days=7)),
+                                             "weekly", Layer(
+                                                 ("alice", "bob", "carol"), timedelta(days=7))),
             "rtg-pl4tf0rm0seco02": _Rotation("rtg-pl4tf0rm0seco02", "Platform secondary",
-                                             "weekly", ["bob", "carol", "alice"],
-                                             timedelta(days=7)),
+                                             "weekly", Layer(
+                                                 ("bob", "carol", "alice"), timedelta(days=7))),
             "rtg-d4t4b4se0dail03": _Rotation("rtg-d4t4b4se0dail03", "Database daily",
-                                             "daily", ["dave", "erin", "frank"],
-                                             timedelta(days=1)),
+                                             "daily", Layer(
+                                                 ("dave", "erin", "frank"), timedelta(days=1))),
             "rtg-d4t4b4se0back04": _Rotation("rtg-d4t4b4se0back04", "Database backup",
-                                             "12h", ["frank", "dave"], timedelta(hours=12)),
+                                             "12h", Layer(
+                                                 ("frank", "dave"), timedelta(hours=12))),
         }
         self.policies: dict[str, dict[str, Any]] = {
             "pol-pl4tf0rm0000prim": {"name": "Platform on-call", "team": "team-pl4tf0rm00000001",
@@ -348,9 +352,7 @@ class VictorOpsSimulator(Simulator):
     # ------------------------------------------------------------------ on-call model
 
     def _rotation_user(self, rtg: _Rotation, at: datetime) -> tuple[str, datetime, datetime]:
-        index = int((at - ANCHOR) // rtg.shift)
-        start = ANCHOR + index * rtg.shift
-        return rtg.users[index % len(rtg.users)], start, start + rtg.shift
+        return rtg.layer.shift_at(at)
 
     def _policy_overrides(self, policy: str) -> list[dict[str, Any]]:
         """Scheduled override assignments and take-on-call entries for one policy."""
