@@ -8,26 +8,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from syncd.simulators import load
+
 
 def account_table(vendor: str, desc: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``[accounts.NAME]`` keys for a simulator's describe() line."""
-    creds = desc["credentials"]
-    base = {"vendor": vendor, "base_url": desc["base_url"]}
-    if vendor == "victorops":
-        return {**base, "api_id": creds["api_id"], "api_key": creds["api_key"],
-                "rest_api_key": creds["rest_api_key"], "rate_limit_table": "2020"}
-    if vendor == "spike":
-        intake = desc["intake"]
-        return {**base, "api_key": creds["api_key"], "team_id": creds["team_id"],
-                "escalation_id": intake["escalation_id"],
-                "integration_token": intake["integration_token"],
-                "webhook_token": intake["webhook_token"]}
-    if vendor == "pagerduty":
-        return {**base, **{k: v for k, v in creds.items()
-                           if k in ("token", "from_email", "service_id")}}
-    if vendor == "incidentio":
-        return {**base, "api_key": creds["api_key"]}
-    raise ValueError(f"unknown vendor {vendor!r}")
+    """The ``[accounts.NAME]`` keys for a simulator's describe() line; each simulator class
+    knows its own (``Simulator.account_table``)."""
+    return load(vendor).account_table(desc)
 
 
 def toml_value(value: Any) -> str:

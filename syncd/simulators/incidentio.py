@@ -35,7 +35,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -477,6 +477,12 @@ class IncidentIOSimulator(Simulator):
 
     def _next(self, kind: str) -> str:
         return ulid(kind, 10_000 + next(self._ids))
+
+    @classmethod
+    def account_table(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
+        """Config keys for one of this simulator's describe() lines (docs/vendors/incidentio.md)."""
+        return {"vendor": cls.vendor, "base_url": desc["base_url"],
+                "api_key": desc["credentials"]["api_key"]}
 
     def describe(self, base_url: str) -> dict[str, Any]:
         return {

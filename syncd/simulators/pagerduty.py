@@ -31,7 +31,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -534,6 +534,13 @@ class PagerDutySimulator(Simulator):
         self.override_seq = itertools.count(1)
         self.version = 0
         self._list_cache: dict[Any, tuple[int, list[str]]] = {}
+
+    @classmethod
+    def account_table(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
+        """Config keys for one of this simulator's describe() lines (docs/vendors/pagerduty.md)."""
+        creds = desc["credentials"]
+        return {"vendor": cls.vendor, "base_url": desc["base_url"],
+                **{k: creds[k] for k in ("token", "from_email", "service_id") if k in creds}}
 
     def describe(self, base_url: str) -> dict[str, Any]:
         return {

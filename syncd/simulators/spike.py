@@ -50,7 +50,7 @@ import heapq
 import json
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -385,6 +385,16 @@ class SpikeSimulator(Simulator):
         self.ack_heap: list[tuple[datetime, int, str, int]] = []
         self.flood: dict[tuple[str, str], deque[float]] = {}
         self.flood_until: dict[tuple[str, str], float] = {}
+
+    @classmethod
+    def account_table(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
+        """Config keys for one of this simulator's describe() lines (docs/vendors/spike.md)."""
+        creds, intake = desc["credentials"], desc["intake"]
+        return {"vendor": cls.vendor, "base_url": desc["base_url"],
+                "api_key": creds["api_key"], "team_id": creds["team_id"],
+                "escalation_id": intake["escalation_id"],
+                "integration_token": intake["integration_token"],
+                "webhook_token": intake["webhook_token"]}
 
     def describe(self, base_url: str) -> dict[str, Any]:
         return {

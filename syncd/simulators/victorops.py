@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
@@ -322,6 +322,14 @@ class VictorOpsSimulator(Simulator):
         self.default_routing_key = "default"
         self.overrides: dict[str, dict[str, Any]] = {}
         self.takes: list[dict[str, Any]] = []
+
+    @classmethod
+    def account_table(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
+        """Config keys for one of this simulator's describe() lines (docs/vendors/victorops.md)."""
+        creds = desc["credentials"]
+        return {"vendor": cls.vendor, "base_url": desc["base_url"], "api_id": creds["api_id"],
+                "api_key": creds["api_key"], "rest_api_key": creds["rest_api_key"],
+                "rate_limit_table": "2020"}
 
     def describe(self, base_url: str) -> dict[str, Any]:
         base = base_url.rstrip("/")
