@@ -229,7 +229,9 @@ class Simulator:
             return None
         raw = await request.body() if op.body is not None else None
         problems = op.check(request.query_params, raw)
-        return self.invalid(problems) if problems else None
+        if not problems:
+            return None
+        return op.answer(problems) if op.answer else self.invalid(problems)
 
     def limit(self, key: str, bucket: str, limit: float, window: float) -> float | None:
         """Sliding-window check honouring the rate-limit override; None means allowed."""

@@ -364,6 +364,9 @@ class IncidentIOAlerts(IncidentIOBase):
             wait = self.limit(source, "alert_events", ALERT_EVENTS_PER_MIN, 60.0)
             if wait is not None:
                 return self.rate_limited(request, wait)
+        refused = await self.validate(request)
+        if refused is not None:
+            return refused
         try:
             body = await self._json_body(request)
             return JSONResponse(self.intake(body, source), status_code=202)

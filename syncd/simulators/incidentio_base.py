@@ -185,7 +185,19 @@ class OverridesQuery(Paged):
     layer_id: str | None = None
 
 
+class AlertEventBody(Body):
+    """An HTTP alert source event (notes 7)."""
+
+    title: Text
+    status: Literal["firing", "resolved"]
+    deduplication_key: str | None = None
+    description: str | None = None
+    source_url: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
 OPERATIONS: dict[str, Operation] = {
+    "POST /v2/alert_events/http/{alert_source_config_id}": Operation(body=AlertEventBody),
     "GET /v2/incidents": Operation(query=IncidentsQuery),
     "POST /v2/incidents": Operation(body=CreateIncidentBody),
     "POST /v2/incidents/{id}/actions/edit": Operation(body=EditIncidentBody),

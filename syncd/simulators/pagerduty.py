@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -271,7 +272,53 @@ class OncallsQuery(Paged):
     earliest: bool | None = None
 
 
+class EventPayload(Body):
+    summary: Text
+    source: Text
+    severity: Literal["critical", "error", "warning", "info"]
+    timestamp: DateTime | None = None
+    component: str | None = None
+    group: str | None = None
+    class_: str | None = Field(None, alias="class")
+    custom_details: dict[str, Any] | None = None
+
+
+class EventLink(Body):
+    href: str
+    text: str | None = None
+
+
+class EventImage(Body):
+    src: str
+    href: str | None = None
+    alt: str | None = None
+
+
+class Event(Body):
+    """An Events API v2 event (events-v2-openapiv3.json ``/enqueue``, notes §7)."""
+
+    routing_key: str
+    event_action: Literal["trigger", "acknowledge", "resolve"]
+    dedup_key: str | None = None
+    payload: EventPayload | None = None
+    client: str | None = None
+    client_url: str | None = None
+    links: list[EventLink] | None = None
+    images: list[EventImage] | None = None
+
+
+def _event_refused(problems: list[Problem]) -> Response:
+    """The Events API's own 400 (notes §7), not the REST error object."""
+    if any(p.kind == "json" for p in problems):
+        return JSONResponse({"status": "Unrecognized object",
+                             "message": "Event object format is unrecognized",
+                             "errors": ["JSON parse error"]}, status_code=400)
+    return JSONResponse({"status": "invalid event", "message": "Event object is invalid",
+                         "errors": [p.message for p in problems]}, status_code=400)
+
+
 OPERATIONS: dict[str, Operation] = {
+    "POST /v2/enqueue": Operation(body=Event, answer=_event_refused),
     "GET /incidents": Operation(query=IncidentsQuery),
     "POST /incidents": Operation(body=CreateIncident),
     "PUT /incidents": Operation(body=BulkUpdate, query=Paged),
@@ -898,6 +945,9 @@ class PagerDutySimulator(Simulator):
                 return JSONResponse({"status": "throttle event",
                                      "message": "Request Limit Exceeded", "errors": []},
                                     status_code=429)
+        refused = await self.validate(request)
+        if refused is not None:
+            return refused
         status, body = self._enqueue(event)
         return JSONResponse(body, status_code=status)
 

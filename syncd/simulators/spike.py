@@ -65,6 +65,7 @@ from syncd.simulators.oncall import EPOCH, Layer, Span, final
 from syncd.simulators.validation import (
     Body,
     DateTime,
+    Intake,
     Operation,
     Problem,
     Query,
@@ -149,7 +150,20 @@ class WindowQuery(FromQuery):
     to: DateTime | None = None
 
 
+class PushEvent(Intake):
+    """A webhook event [SP-KB integrating-with-webhooks]: the fields Spike reads typed, the rest
+    of the payload kept as the incident's metadata."""
+
+    title: Text
+    status: str | None = None
+    severity: Sev | None = None
+    priority: Priority | None = None
+
+
 OPERATIONS: dict[str, Operation] = {
+    # The webhook's one documented failure answer is 500 {} (module docstring).
+    "POST /{token}/push-events": Operation(
+        body=PushEvent, answer=lambda _problems: JSONResponse({}, status_code=500)),
     "GET /incidents": Operation(query=Paging),
     "GET /incidents/triggered": Operation(query=Paging),
     "GET /incidents/acknowledged": Operation(query=Paging),
@@ -956,6 +970,11 @@ class SpikeSimulator(Simulator):
         })
 
     async def r_push_events(self, request: Request) -> Response:
+        if request.path_params["token"] not in self.integrations:
+            return JSONResponse({}, status_code=500)
+        refused = await self.validate(request)
+        if refused is not None:
+            return refused
         raw = await request.body()
         try:
             payload = json.loads(raw) if raw else None

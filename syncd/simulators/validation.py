@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import Response
 
 from syncd.simulators.base import parse_time
 
@@ -113,13 +114,23 @@ Text = Annotated[str, AfterValidator(_nonempty)]
 """A required non-empty string."""
 
 
+class Intake(BaseModel):
+    """An alert intake's body (webhook, REST endpoint): documented fields typed strictly, any
+    other field kept, as these intakes store whatever the monitoring tool sends."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """What one operation accepts. ``body_required``: a missing or empty body is a problem."""
+    """What one operation accepts. ``body_required``: a missing or empty body is a problem.
+    ``answer``: the refusal of an intake whose failures look unlike the vendor's API errors
+    (None: the simulator's ``invalid``)."""
 
     body: type[BaseModel] | None = None
     query: type[Query] | None = None
     body_required: bool = True
+    answer: Callable[[list[Problem]], Response] | None = None
 
     def check(self, query: Any, raw: bytes | None) -> list[Problem]:
         problems: list[Problem] = []

@@ -35,7 +35,15 @@ from starlette.routing import BaseRoute, Route
 
 from syncd.simulators.base import Simulator, iso, parse_time
 from syncd.simulators.oncall import Layer
-from syncd.simulators.validation import Body, DateTime, Operation, Problem, Query, Text
+from syncd.simulators.validation import (
+    Body,
+    DateTime,
+    Intake,
+    Operation,
+    Problem,
+    Query,
+    Text,
+)
 
 V1 = "/api-public/v1"
 V2 = "/api-public/v2"
@@ -185,7 +193,28 @@ class UsersQuery(Query):
     email: str | None = None
 
 
+class RestAlert(Intake):
+    """A REST endpoint alert (A6): the documented fields typed, any other field kept on the
+    alert as the vendor does. A missing or unknown message_type is ingest's own failure."""
+
+    message_type: str | None = None
+    entity_id: str | None = None
+    entity_display_name: str | None = None
+    state_message: str | None = None
+    monitoring_tool: str | None = None
+    host_name: str | None = None
+    ack_author: str | None = None
+    ack_msg: str | None = None
+    state_start_time: int | None = None
+
+
+def _rest_refused(problems: list[Problem]) -> Response:
+    return JSONResponse({"result": "failure",
+                         "message": "; ".join(p.message for p in problems)}, status_code=400)
+
+
 OPERATIONS: dict[str, Operation] = {
+    f"POST {REST_ALERT}": Operation(body=RestAlert, answer=_rest_refused),
     f"POST {V1}/incidents": Operation(body=CreateIncident),
     f"PATCH {V1}/incidents/ack": Operation(body=AckResolve),
     f"PATCH {V1}/incidents/resolve": Operation(body=AckResolve),
@@ -868,10 +897,10 @@ class VictorOpsSimulator(Simulator):
         if request.path_params["api_key"] != self.REST_KEY:
             return JSONResponse({"result": "failure", "message": "Invalid API key"},
                                 status_code=403)
+        refused = await self.validate(request)
+        if refused is not None:
+            return refused
         body = await self._json_body(request)
-        if not isinstance(body, dict):
-            return JSONResponse({"result": "failure", "message": "Invalid JSON body"},
-                                status_code=400)
         return JSONResponse(self.ingest(request.path_params["routing_key"], body))
 
     # ------------------------------------------------------------------ on-call routes

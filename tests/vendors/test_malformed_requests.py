@@ -368,5 +368,76 @@ async def test_every_operation_with_a_body_has_a_malformed_case(vendor: str) -> 
         method, path, _body = write(ids)
         scope = {"type": "http", "method": method, "path": path, "root_path": ""}
         covered.add(f"{method} {sim.route_template(scope)}")
+    for name, case in INTAKES.items():
+        if name.startswith(vendor):
+            path = case.path.split("?")[0]
+            scope = {"type": "http", "method": "POST", "path": path, "root_path": ""}
+            covered.add(f"POST {sim.route_template(scope)}")
     declared = {key for key, op in sim.operations.items() if op.body is not None}
     assert declared <= covered, declared - covered
+
+
+# ------------------------------------------------------------------ alert intakes
+
+@dataclass(frozen=True)
+class IntakeCase:
+    make: Callable[[], Simulator]
+    path: str
+    body: Json
+    refused: Callable[[httpx.Response], bool]
+    keeps_unknown: bool  # the intake stores whatever fields the monitoring tool sends
+    free_form: tuple[str, ...] = ()  # what is documented as any JSON ("x." = inside x)
+
+
+INTAKES = {
+    "pagerduty-events": IntakeCase(
+        PAGERDUTY.make, "/v2/enqueue",
+        {"routing_key": pd.ROUTING_KEY, "event_action": "trigger", "dedup_key": "ev-1",
+         "client": "prom", "links": [{"href": "https://x", "text": "x"}],
+         "payload": {"summary": "disk", "source": "db1", "severity": "critical",
+                     "class": "disk", "custom_details": {"free": "form"}}},
+        lambda r: r.status_code == 400 and r.json()["status"] == "invalid event"
+        and isinstance(r.json()["errors"], list), keeps_unknown=False,
+        free_form=("payload.custom_details.",)),
+    "victorops-rest": IntakeCase(
+        VICTOROPS.make, f"/integrations/generic/20131114/alert/{vo.VictorOpsSimulator.REST_KEY}/x",
+        {"message_type": "CRITICAL", "entity_id": "e-1", "entity_display_name": "disk",
+         "host_name": "db1", "state_start_time": 1700000000},
+        lambda r: r.status_code == 400 and r.json()["result"] == "failure", keeps_unknown=True),
+    "incidentio-alert-events": IntakeCase(
+        INCIDENTIO.make,
+        f"/v2/alert_events/http/{ii.ALERT_SOURCE_ID}?token={ii.ALERT_SOURCE_TOKEN}",
+        {"title": "disk", "status": "firing", "deduplication_key": "k-1", "description": "d",
+         "source_url": "https://x", "metadata": {"severity": "sev1"}},
+        lambda r: r.status_code in (400, 422) and INCIDENTIO.shape(r), keeps_unknown=False,
+        free_form=("metadata.",)),
+    # Spike's webhook documents one failure answer, 500 with an empty object.
+    "spike-push-events": IntakeCase(
+        SPIKE.make, f"/{sp.WEBHOOK_TOKEN}/push-events",
+        {"title": "disk", "body": "details", "severity": "sev1", "priority": "p1"},
+        lambda r: r.status_code == 500 and r.json() == {}, keeps_unknown=True,
+        free_form=("body",)),
+}
+
+
+@pytest.mark.parametrize("name", list(INTAKES))
+async def test_malformed_alert_intake_events_are_refused_and_change_nothing(name: str) -> None:
+    case = INTAKES[name]
+    sim = case.make()
+    async with sim.client() as http:
+        before = snapshot(sim)
+        for label, bad in wrong_types(case.body):
+            if label.split("=")[0].startswith(case.free_form) and case.free_form:
+                continue  # free-form fields: any JSON is allowed
+            r = await http.post(case.path, json=bad)
+            assert case.refused(r), (label, r.status_code, r.text)
+            assert snapshot(sim) == before, f"{label} changed the simulator's state"
+        for label, bad in unknown_fields(case.body):
+            if any(label.startswith(f.rstrip(".")) for f in case.free_form):
+                continue
+            r = await http.post(case.path, json=bad)
+            assert (r.status_code < 300) == case.keeps_unknown, (label, r.text)
+            if not case.keeps_unknown:
+                assert "not simulated: " in r.text and snapshot(sim) == before, label
+        r = await http.post(case.path, json=case.body)
+        assert r.status_code < 300, r.text
