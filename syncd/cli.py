@@ -462,3 +462,9 @@ def _ago(when: datetime | None) -> str:
 
 def main() -> None:
     app()
+
+
+# Last, because the subcommand module reuses this module's helpers.
+from syncd.cli_migrate import app as _migrate_app  # noqa: E402
+
+app.add_typer(_migrate_app, name="migrate")

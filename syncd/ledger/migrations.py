@@ -160,6 +160,22 @@ MIGRATIONS: list[str] = [
     CREATE INDEX ix_outbox_record ON outbox (record_id, status);
     CREATE INDEX ix_outbox_action ON outbox (action, created_at);
     """,
+    # 4: objects syncd migrate created in a target account, keyed by their source object.
+    """
+    CREATE TABLE migrated (
+        id INTEGER PRIMARY KEY,
+        source_account VARCHAR NOT NULL,
+        target_account VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        source_id VARCHAR NOT NULL,
+        target_id VARCHAR,
+        marker VARCHAR NOT NULL,
+        fingerprint VARCHAR,
+        created_at TIMESTAMP NOT NULL,
+        updated_at TIMESTAMP NOT NULL,
+        UNIQUE (source_account, target_account, kind, source_id)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -171,3 +171,21 @@ class OnCallSnapshot(SQLModel, table=True):
     schedule_name: str | None = None
     first_seen: datetime = ts()
     last_seen: datetime = ts()
+
+
+class Migrated(SQLModel, table=True):
+    """One object ``syncd migrate apply`` created in a target account (or is creating: a row
+    with no ``target_id`` is an intent written before the create call, so a crash in between
+    finds the object by ``marker`` instead of creating it twice)."""
+
+    __tablename__ = "migrated"
+    id: int | None = Field(default=None, primary_key=True)
+    source_account: str
+    target_account: str
+    kind: str
+    source_id: str
+    target_id: str | None = None
+    marker: str
+    fingerprint: str | None = None
+    created_at: datetime = ts()
+    updated_at: datetime = ts()
