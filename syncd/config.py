@@ -254,6 +254,10 @@ def loads(text: str, path: Path) -> Config:
             )
         except ValidationError as exc:
             _report_validation(exc, loc, report)
+            continue
+        weak = _weak_webhook_secret(accounts[name])
+        if weak:
+            report([*loc, "webhook_secret"], weak)
 
     groups: list[SyncGroup] = []
     raw_sync = data.get("sync", [])
@@ -320,6 +324,28 @@ def loads(text: str, path: Path) -> Config:
         users=users,
         warnings=tuple(f"{path}: {w}" for w in warnings),
     )
+
+
+MIN_WEBHOOK_SECRET = 16
+"""Characters a webhook secret needs at least (after a Svix ``whsec_`` prefix): the webhook
+route is reachable by strangers, and an HMAC with an empty or guessable key authenticates
+nothing. The secrets vendors generate are far longer."""
+
+
+def _weak_webhook_secret(settings: AccountSettings) -> str | None:
+    """Why this account's ``webhook_secret`` authenticates nothing, or None when it is fine.
+    The message never contains the secret."""
+    secret = getattr(settings, "webhook_secret", None)
+    if secret is None:
+        return None
+    value = secret.get_secret_value().removeprefix("whsec_")
+    if not value.strip():
+        return "is empty: an empty key lets anyone sign deliveries (remove the key to " \
+            "disable webhooks)"
+    if len(value) < MIN_WEBHOOK_SECRET:
+        return (f"is too short ({len(value)} characters; at least {MIN_WEBHOOK_SECRET}): use "
+                "the secret the vendor generated for the webhook subscription")
+    return None
 
 
 def _report_validation(exc: ValidationError, prefix: list[Any], report: Any) -> None:

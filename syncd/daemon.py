@@ -13,7 +13,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -34,6 +34,11 @@ COALESCE_PUSHES = 0.25
 AUTH_BACKOFF = 300.0
 """Seconds between polls of an account whose credentials were rejected (/readyz says so)."""
 STOP_GRACE = 8.0
+HINT_SPACING = 2.0
+"""At most one webhook-triggered poll per account per this many seconds, however many arrive."""
+HINT_HEADROOM = 0.5
+"""Webhook hints are honoured only while the account's budget is at least this full: a flood of
+valid deliveries must never spend the tokens pushes need (the regular poll schedule goes on)."""
 
 
 @dataclass
@@ -57,6 +62,9 @@ class Daemon:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._dispatch_locks: dict[str, anyio.Lock] = {}
         self._auth_failed_at: dict[str, datetime] = {}
+        self._hinted_at: dict[str, datetime] = {}
+        self._polling: set[str] = set()
+        self._rehint: set[str] = set()
         self._stop = anyio.Event()
 
     @classmethod
@@ -123,7 +131,14 @@ class Daemon:
         failed_at = self._auth_failed_at.get(account)
         if failed_at is not None and (utcnow() - failed_at).total_seconds() < AUTH_BACKOFF:
             return  # rejected credentials do not fix themselves; do not hammer the vendor
-        result = await self.engine.poll(account)
+        self._polling.add(account)
+        try:
+            result = await self.engine.poll(account)
+        finally:
+            self._polling.discard(account)
+            if account in self._rehint:  # a hint came while this poll was already reading
+                self._rehint.discard(account)
+                self.poll_soon(account)
         self.health.poll_errors[account] = result.error
         self.health.auth_failed[account] = result.auth_failed
         if self.health.auth_failed[account]:
@@ -138,11 +153,30 @@ class Daemon:
             await anyio.sleep(COALESCE_PUSHES)
             await self._dispatch_all()
 
-    def poll_soon(self, account: str) -> None:
-        """Run this account's poll job now (a webhook said something changed there)."""
+    def poll_soon(self, account: str) -> str:
+        """A verified webhook says something changed at ``account``: poll it soon, at most once
+        per :data:`HINT_SPACING` seconds however many deliveries arrive, and only while its
+        budget has :data:`HINT_HEADROOM` to spare. Returns what happened, for the metric:
+        ``scheduled``, ``coalesced`` (a poll already due soon enough will see the change) or
+        ``deferred`` (the regular schedule will)."""
         job = self.scheduler.get_job(f"poll:{account}")
-        if job is not None:
-            job.modify(next_run_time=utcnow())
+        client = self.engine.clients.get(account)
+        if job is None or client is None or self.health.stopping:
+            return "deferred"
+        if client.budget.headroom() < HINT_HEADROOM:
+            return "deferred"
+        if account in self._polling:
+            # The running poll may already have read past this change; one more after it.
+            self._rehint.add(account)
+            return "coalesced"
+        now = utcnow()
+        last = self._hinted_at.get(account)
+        due = now if last is None else max(now, last + timedelta(seconds=HINT_SPACING))
+        if job.next_run_time is not None and job.next_run_time <= due:
+            return "coalesced"
+        job.modify(next_run_time=due)
+        self._hinted_at[account] = due
+        return "scheduled"
 
     async def _dispatch_all(self) -> None:
         async with anyio.create_task_group() as tg:

@@ -62,3 +62,9 @@ WEBHOOKS = Counter(
     "syncd_webhooks_total", "Vendor webhook deliveries, by verification outcome.",
     ["account", "outcome"],
 )
+WEBHOOK_HINTS = Counter(
+    "syncd_webhook_hints_total",
+    "What verified webhook deliveries did to their account's poll: scheduled it, were coalesced "
+    "into one already due, or were deferred to the regular schedule to keep budget for pushes.",
+    ["account", "outcome"],
+)

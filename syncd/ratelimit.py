@@ -139,6 +139,13 @@ class Budget:
         for bucket in self.buckets_for(endpoint)[-1:]:
             bucket.pause(seconds)
 
+    def headroom(self) -> float:
+        """Share of the account bucket still available (1.0 full, 0.0 empty or paused): what
+        optional reads (webhook-triggered polls) look at before spending tokens pushes need."""
+        bucket = self._buckets.get(ACCOUNT)
+        buckets = [bucket] if bucket is not None else list(self._buckets.values())
+        return min((b.remaining() / b.capacity for b in buckets), default=1.0)
+
     def snapshot(self) -> dict[str, float]:
         """Tokens left per bucket, for ``syncd status`` and the budget gauge."""
         return {name: b.remaining() for name, b in self._buckets.items()}

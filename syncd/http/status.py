@@ -5,7 +5,8 @@ and the ledger URL has its password removed) and no write operation.
 
 - ``/healthz``: the process is alive and its event loop answers.
 - ``POST /webhooks/ACCOUNT``: a vendor webhook (PagerDuty v3, incident.io/Svix), verified
-  against the account's ``webhook_secret`` and taken as a hint to poll that account now.
+  against the account's ``webhook_secret`` and taken as a hint to poll that account soon
+  (:mod:`syncd.http.intake` bounds what a stranger can make it spend).
 - ``/readyz``: the ledger is writable and every account polled successfully recently (within
   ``stale_after``, default three poll intervals). 503 with the reasons otherwise, so a load
   balancer or a systemd ExecStartPost check can tell "up" from "doing its job".
@@ -24,14 +25,11 @@ from starlette.routing import Route
 
 from syncd import __version__, views
 from syncd.engine.cadence import Cadence
+from syncd.http.intake import WebhookIntake
 from syncd.ledger import utcnow
-from syncd.metrics import WEBHOOKS
 
 if TYPE_CHECKING:
     from syncd.daemon import Daemon
-
-MAX_WEBHOOK_BYTES = 256 * 1024  # PagerDuty drops deliveries over 256 KB anyway (notes §6)
-
 
 def build_app(daemon: Daemon) -> Starlette:
     cfg = daemon.config
@@ -73,31 +71,20 @@ def build_app(daemon: Daemon) -> Starlette:
         }
         return JSONResponse(_jsonable(data))
 
-    async def webhook(request: Request) -> Response:
-        """A vendor's webhook as a hint: verify its signature, then poll that account now.
-        The payload itself is never trusted as state (incident.io does not even promise
-        order); the poll reads the truth through the API."""
-        account = request.path_params["account"]
-        client = daemon.engine.clients.get(account)
-        verify = getattr(client, "verify_webhook", None)
-        if verify is None:
-            return JSONResponse({"error": "no webhooks for this account"}, status_code=404)
-        body = await request.body()
-        if len(body) > MAX_WEBHOOK_BYTES:
-            return JSONResponse({"error": "payload too large"}, status_code=413)
-        if not verify(request.headers, body):
-            WEBHOOKS.labels(account, "rejected").inc()
-            return JSONResponse({"error": "signature does not verify"}, status_code=401)
-        WEBHOOKS.labels(account, "accepted").inc()
-        daemon.poll_soon(account)
-        return JSONResponse({"accepted": True}, status_code=202)
+    verifiers = {
+        name: client.verify_webhook  # type: ignore[attr-defined]
+        for name, client in daemon.engine.clients.items()
+        if getattr(cfg.accounts[name], "webhook_secret", None) is not None
+        and hasattr(client, "verify_webhook")
+    }
+    webhook = WebhookIntake(verifiers, daemon.poll_soon)
 
     return Starlette(routes=[
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/status", status),
-        Route("/webhooks/{account}", webhook, methods=["POST"]),
+        Route("/webhooks/{account}", webhook.handle, methods=["POST"]),
     ])
 
 

@@ -166,15 +166,21 @@ class PagerDutyClient(ClientBase):
 
         ``X-PagerDuty-Signature: v1=<hex>[,v1=<hex>...]`` is HMAC-SHA256 of the raw body; any
         signature may match (secret rotation), compared in constant time (notes §6,
-        developer-docs ``docs/webhooks/04-Signatures.md``)."""
+        developer-docs ``docs/webhooks/04-Signatures.md``). The header comes from anyone who can
+        reach the port, so it is compared as bytes: a non-ASCII, empty or oversized value is a
+        mismatch, never an exception."""
         if self.settings.webhook_secret is None:
             return False
         key = self.settings.webhook_secret.get_secret_value().encode()
-        expected = hmac.new(key, body, hashlib.sha256).hexdigest()
-        header = headers.get("x-pagerduty-signature", "")
+        if not key:
+            return False
+        expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
+        header = headers.get("x-pagerduty-signature") or ""
+        # Rotation sends two signatures; more than eight is padding and is not looked at.
+        candidates = [p.strip() for p in header.split(",")[:8]]
         return any(
-            hmac.compare_digest(part.strip()[3:], expected)
-            for part in header.split(",") if part.strip().startswith("v1=")
+            hmac.compare_digest(part[3:].encode("utf-8", "replace"), expected)
+            for part in candidates if part.startswith("v1=")
         )
 
     async def aclose(self) -> None:

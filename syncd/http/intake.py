@@ -1,0 +1,170 @@
+"""Webhook intake: the one route of the status server that strangers are meant to reach.
+
+Everything here assumes the caller is hostile until a signature says otherwise, and bounds what
+a caller can make syncd spend before that point:
+
+- memory: a body is refused on its ``Content-Length`` and, when chunked, reading stops at
+  :data:`MAX_WEBHOOK_BYTES` (413); at most :data:`MAX_CONCURRENT` deliveries are read at once
+  (503 beyond, which both vendors retry), each within :data:`BODY_TIMEOUT` (408);
+- information: an unknown account, an account without a webhook secret and a bad signature get
+  the same 401 and the same body, after the same HMAC work, so the port does not tell which
+  accounts exist;
+- vendor calls: a verified delivery is only a hint (the daemon coalesces hints per account and
+  never lets them eat the budget pushes need, see :meth:`syncd.daemon.Daemon.poll_soon`), and a
+  delivery seen before (a vendor's retry, or a replay: PagerDuty v3 signatures carry no
+  timestamp) is answered 202 and ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import anyio
+import structlog
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from syncd.metrics import WEBHOOK_HINTS, WEBHOOKS
+
+log = structlog.get_logger(__name__)
+
+MAX_WEBHOOK_BYTES = 256 * 1024  # PagerDuty drops deliveries over 256 KB anyway (notes §6)
+MAX_CONCURRENT = 16
+"""Deliveries read and verified at once; 16 x 256 KB bounds the memory intake can take."""
+BODY_TIMEOUT = 10.0
+"""Seconds a delivery's body may take to arrive (PagerDuty wants an answer within 5 s)."""
+REPLAY_TTL = 15 * 60.0
+"""Seconds a verified delivery is remembered: longer than Svix's 5-minute timestamp tolerance."""
+REPLAY_MAX = 10_000
+"""Remembered deliveries at most (32-byte digests: well under a megabyte)."""
+UNKNOWN = "(unknown)"
+"""Metric label for deliveries to a name that is no webhook account: never the caller's text,
+which would let anyone grow the metric's label set without bound."""
+
+_REFUSED = {"error": "signature does not verify"}
+
+
+class Verifier(Protocol):
+    def __call__(self, headers: Mapping[str, str], body: bytes) -> bool: ...
+
+
+class ReplayCache:
+    """Digests of recently accepted deliveries, oldest first, bounded in size and age."""
+
+    def __init__(self, ttl: float = REPLAY_TTL, size: int = REPLAY_MAX,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._clock = clock
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+
+    def first_time(self, key: bytes) -> bool:
+        """True the first time ``key`` is offered within ``ttl``; remembers it."""
+        now = self._clock()
+        while self._seen:
+            oldest, at = next(iter(self._seen.items()))
+            if now - at < self.ttl and len(self._seen) < self.size:
+                break
+            del self._seen[oldest]
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True
+
+
+class WebhookIntake:
+    """``POST /webhooks/ACCOUNT``: bounded reading, uniform refusal, dedup, then a poll hint.
+
+    ``verifiers`` maps each account with a webhook secret to its client's ``verify_webhook``;
+    ``hint`` is called with the account of every new verified delivery and returns the outcome
+    label it counts under (``scheduled``, ``coalesced``, ``deferred``)."""
+
+    def __init__(self, verifiers: Mapping[str, Verifier], hint: Callable[[str], str]) -> None:
+        self.verifiers = dict(verifiers)
+        self.hint = hint
+        self.replays = ReplayCache()
+        self._inflight = 0
+        self._decoy = os.urandom(32)
+
+    async def handle(self, request: Request) -> Response:
+        account = request.path_params["account"]
+        label = account if account in self.verifiers else UNKNOWN
+        if self._inflight >= MAX_CONCURRENT:
+            WEBHOOKS.labels(label, "busy").inc()
+            return JSONResponse({"error": "busy, retry later"}, status_code=503,
+                                headers={"Retry-After": "1"})
+        self._inflight += 1
+        try:
+            body = await _read_capped(request)
+        finally:
+            self._inflight -= 1
+        if isinstance(body, Response):
+            WEBHOOKS.labels(label, "refused").inc()
+            return body
+        if not self._verify(account, request, body):
+            WEBHOOKS.labels(label, "rejected").inc()
+            return JSONResponse(_REFUSED, status_code=401)
+        if not self.replays.first_time(_digest(account, body)):
+            WEBHOOKS.labels(label, "duplicate").inc()
+            return JSONResponse({"accepted": True}, status_code=202)
+        WEBHOOKS.labels(label, "accepted").inc()
+        WEBHOOK_HINTS.labels(label, self.hint(account)).inc()
+        return JSONResponse({"accepted": True}, status_code=202)
+
+    def _verify(self, account: str, request: Request, body: bytes) -> bool:
+        verify = self.verifiers.get(account)
+        if verify is None:
+            # The same HMAC work as a real check, so timing does not tell the names apart.
+            hmac.new(self._decoy, body, hashlib.sha256).digest()
+            return False
+        try:
+            return bool(verify(request.headers, body))
+        except Exception as exc:  # a verifier bug must be a refusal, never a 500
+            log.warning("webhook.verify_error", account=account, error=type(exc).__name__)
+            return False
+
+
+def _digest(account: str, body: bytes) -> bytes:
+    """What makes a delivery the same delivery: its account and its (signed) body. Headers are
+    left out on purpose: PagerDuty signs only the body, so an unsigned header (``X-Webhook-Id``)
+    would let a replayer dress an old delivery up as a new one. Svix retries carry the same
+    body too, so they are caught as well."""
+    return hashlib.sha256(account.encode() + b"\0" + body).digest()
+
+
+async def _read_capped(request: Request) -> bytes | Response:
+    """The body, or the response that refuses it: 400 for a nonsense Content-Length, 413 past
+    :data:`MAX_WEBHOOK_BYTES` (before reading, when the length is declared), 408 when it does
+    not arrive within :data:`BODY_TIMEOUT`."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            return JSONResponse({"error": "bad Content-Length"}, status_code=400)
+        if int(declared) > MAX_WEBHOOK_BYTES:
+            return _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    with anyio.move_on_after(BODY_TIMEOUT) as scope:
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_WEBHOOK_BYTES:
+                    return _too_large()
+                chunks.append(chunk)
+        except ClientDisconnect:
+            return JSONResponse({"error": "client went away"}, status_code=400)
+    if scope.cancelled_caught:
+        return JSONResponse({"error": "body too slow"}, status_code=408)
+    return b"".join(chunks)
+
+
+def _too_large() -> Response:
+    # Connection: close, so the rest of an oversized body is never read.
+    return JSONResponse({"error": "payload too large"}, status_code=413,
+                        headers={"Connection": "close"})
