@@ -16,6 +16,7 @@ from typing import Any, Literal
 import structlog
 
 from syncd import secrets
+from syncd.logthrottle import RepeatThrottle
 
 REDACTED = "[REDACTED]"
 
@@ -50,8 +51,11 @@ def configure(
     level: str = "info",
     fmt: Literal["auto", "json", "console"] = "auto",
     stream: Any = None,
+    throttle: RepeatThrottle | None = None,
 ) -> None:
-    """Configure structlog and the stdlib root logger (uvicorn, apscheduler) the same way."""
+    """Configure structlog and the stdlib root logger (uvicorn, apscheduler) the same way.
+    Repeated warnings and errors are collapsed by ``throttle`` (a fresh one by default)."""
+    throttle = throttle or RepeatThrottle()
     stream = stream or sys.stdout
     fmt = os.environ.get("SYNCD_LOG_FORMAT", fmt)  # type: ignore[assignment]
     use_json = fmt == "json" or (fmt == "auto" and not _isatty(stream))
@@ -70,7 +74,7 @@ def configure(
         tail = [redact_secrets, structlog.dev.ConsoleRenderer(colors=_isatty(stream))]
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[*shared, *tail],
+        processors=[*shared, throttle.processor, *tail],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
@@ -84,6 +88,7 @@ def configure(
             ]
         )
     )
+    handler.addFilter(throttle.filter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING) if numeric < logging.WARNING else numeric)

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from syncd import __version__, views
 from syncd.engine.cadence import Cadence
+from syncd.http import guard
 from syncd.http.intake import WebhookIntake
 from syncd.ledger import utcnow
 
@@ -99,10 +100,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def server(daemon: Daemon) -> uvicorn.Server:
+    """The status server, bounded by :mod:`syncd.http.guard` so that strangers on the port
+    cannot take the descriptors, memory or time that syncing needs."""
     host, _, port = daemon.config.status.listen.rpartition(":")
+    cap = guard.connection_cap()
     config = uvicorn.Config(
         build_app(daemon), host=host.strip("[]"), port=int(port), log_level="warning",
-        access_log=False, lifespan="off",
+        access_log=False, lifespan="off", ws="none",
+        http=guard.GuardedH11Protocol.capped(cap), backlog=guard.BACKLOG,
+        timeout_keep_alive=int(guard.KEEP_ALIVE),
+        h11_max_incomplete_event_size=guard.MAX_HEAD_BYTES,
     )
     srv = uvicorn.Server(config)
     srv.install_signal_handlers = lambda: None  # type: ignore[method-assign]

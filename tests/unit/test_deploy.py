@@ -96,6 +96,20 @@ def test_unit_has_the_required_settings() -> None:
     assert "PrivateNetwork" not in settings
 
 
+def test_unit_reserves_descriptors_for_vendor_traffic() -> None:
+    """1024 descriptors (systemd's default soft limit) once ran out under 1,100 idle connections
+    to the status port; the unit raises the limit itself because its syscall filter (~@resources)
+    forbids the daemon's own setrlimit."""
+    from syncd.http.guard import MAX_CONNECTIONS, connection_cap
+
+    settings = _unit_settings(UNIT.read_text())
+    assert "@resources" in " ".join(settings["SystemCallFilter"])
+    (value,) = settings["LimitNOFILE"]
+    soft = int(value.split(":")[0])
+    assert soft >= 8192
+    assert connection_cap(soft) == MAX_CONNECTIONS <= soft // 16
+
+
 def test_unit_verifies(tmp_path: Path) -> None:
     analyze, _ = _systemd_analyze()
     unit = _syncd_unit(tmp_path)
