@@ -8,6 +8,9 @@ connections does not take the descriptors vendor traffic needs.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,10 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import Headers
-from test_webhooks import II_SECRET, PD_SECRET, free_port
+from test_webhooks import II_SECRET, PD_SECRET, free_port, pd_headers
 from world import World
 
+from syncd import config as config_mod
 from syncd.daemon import Daemon
+from syncd.http import intake
 from syncd.http.status import build_app
 
 HEADER_NAMES = [
@@ -172,4 +177,225 @@ def test_fuzzed_deliveries_never_reach_a_500(tmp_path: Path) -> None:
         assert status in {400, 401, 404, 413}
 
     check()
+    anyio.run(w.close)
+
+
+# --- 18.2: bodies are bounded before they are read ---------------------------------------------
+
+
+def raw_exchange(port: int, head: bytes, body_chunks: list[bytes] | None = None,
+                 timeout: float = 10) -> tuple[bytes, int]:
+    """Send a request head (and body chunks while the server keeps reading); return the
+    response and how many body bytes went out before the server answered or closed."""
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head)
+        sock.setblocking(False)
+        answer = b""
+        for chunk in body_chunks or []:
+            with contextlib.suppress(BlockingIOError):
+                answer += sock.recv(65536)
+            if answer:
+                break
+            try:
+                sock.sendall(chunk)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            except OSError:  # reset or broken pipe: the server stopped reading
+                break
+            sent += len(chunk)
+        sock.settimeout(timeout)
+        try:
+            while b"\r\n\r\n" not in answer:
+                more = sock.recv(65536)
+                if not more:
+                    break
+                answer += more
+        except OSError:
+            pass
+    return answer, sent
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+
+
+async def test_bodies_are_refused_on_length_and_cut_off_when_chunked(tmp_path: Path) -> None:
+    w = hooked_world(tmp_path, status=True)
+    daemon = Daemon(w.config, w.ledger, w.engine)
+    port: int = w.port  # type: ignore[attr-defined]
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        await wait_for_port(port)
+        head = (b"POST /webhooks/pd HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n"
+                b"X-PagerDuty-Signature: v1=00\r\n\r\n")
+        seen["declared"] = await anyio.to_thread.run_sync(raw_exchange, port, head)
+        chunk = b"%x\r\n%s\r\n" % (64 * 1024, b"x" * 64 * 1024)
+        head = b"POST /webhooks/ii HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        seen["chunked"] = await anyio.to_thread.run_sync(
+            raw_exchange, port, head, [chunk] * 800)  # 50 MB if nobody stopped it
+        head = (b"POST /webhooks/nobody HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n")
+        seen["unknown"] = await anyio.to_thread.run_sync(raw_exchange, port, head)
+        head = (b"POST /webhooks/ii HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                b"webhook-id: msg_\xff\r\nwebhook-timestamp: 1\xb2\r\n"
+                b"webhook-signature: v1,\xe9\xe9\r\n\r\n{}")
+        seen["non_ascii"] = await anyio.to_thread.run_sync(raw_exchange, port, head)
+
+    await run_daemon(daemon, scenario)
+    answer, sent = seen["declared"]
+    assert status_of(answer) == 413 and sent == 0  # refused on the header alone
+    answer, sent = seen["chunked"]
+    assert status_of(answer) == 413
+    assert sent < 8 * 1024 * 1024  # the server stopped reading long before 50 MB
+    assert status_of(seen["unknown"][0]) == 413  # the same for names that are no account
+    assert status_of(seen["non_ascii"][0]) == 401
+
+
+async def test_concurrent_deliveries_are_bounded(tmp_path: Path) -> None:
+    """Slow senders hold at most MAX_CONCURRENT reading slots; the next delivery is told to come
+    back (503, which both vendors retry), and slots free up when the senders go."""
+    w = hooked_world(tmp_path, status=True)
+    daemon = Daemon(w.config, w.ledger, w.engine)
+    port: int = w.port  # type: ignore[attr-defined]
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        await wait_for_port(port)
+        slow = []
+        for _ in range(intake.MAX_CONCURRENT):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"POST /webhooks/pd HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+                         b"{")  # and the rest never comes
+            slow.append(sock)
+        await anyio.sleep(0.5)
+        body = json.dumps({"event": {"id": "busy"}}).encode()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            busy = await http.post("/webhooks/pd", content=body, headers=pd_headers(body))
+            seen["busy"] = (busy.status_code, busy.headers.get("retry-after"))
+            for sock in slow:
+                sock.close()
+            await anyio.sleep(0.5)
+            seen["after"] = (await http.post("/webhooks/pd", content=body,
+                                             headers=pd_headers(body))).status_code
+
+    await run_daemon(daemon, scenario)
+    assert seen["busy"] == (503, "1")
+    assert seen["after"] == 202
+
+
+# --- 18.3: a flood of valid deliveries is not vendor load --------------------------------------
+
+
+async def test_a_flood_of_signed_deliveries_keeps_vendor_calls_bounded(tmp_path: Path) -> None:
+    """1,000 distinct signed deliveries and 300 replays of one: a handful of polls, not one per
+    delivery; replays change nothing; an ack made meanwhile still reaches the other vendor."""
+    w = hooked_world(tmp_path)
+    w.alert("flood")  # seen and linked by the polls at start; the next regular poll is 1 h off
+    daemon = Daemon(w.config, w.ledger, w.engine)
+    app = build_app(daemon)
+    seen: dict[str, Any] = {}
+
+    async def deliver(body: bytes) -> int:
+        raw = [(k.lower().encode(), v.encode()) for k, v in pd_headers(body).items()]
+        return await asgi_post(app, "/webhooks/pd", raw, body)
+
+    async def scenario() -> None:
+        for _ in range(100):
+            await anyio.sleep(0.1)
+            if w.ledger.call(lambda tx: tx.record("vo", w.incident("vo", "flood")["id"])):
+                break
+        await anyio.sleep(0.5)
+        pd = w.sims["pd"]
+        gets = pd.call_count(method="GET")
+        replayed = json.dumps({"event": {"id": "captured"}}).encode()
+        codes: list[int] = [await deliver(replayed)]
+        w.act("pd", "flood", "acknowledge")
+        started = time.monotonic()
+        for i in range(1000):  # spread over about 5 s, so the scheduler runs in between
+            codes.append(await deliver(json.dumps({"event": {"id": f"ev-{i}"}}).encode()))
+            if i % 3 == 0 and i < 900:
+                codes.append(await deliver(replayed))
+            if i % 10 == 9:
+                await anyio.sleep(0.05)
+        await anyio.sleep(0.5)
+        seen["elapsed"] = time.monotonic() - started
+        seen["gets"] = pd.call_count(method="GET") - gets
+        seen["codes"] = codes
+        for _ in range(100):
+            if w.incident("vo", "flood")["state"] == "acknowledged":
+                break
+            await anyio.sleep(0.1)
+        seen["vo_state"] = w.incident("vo", "flood")["state"]
+
+    await run_daemon(daemon, scenario)
+    codes = seen["codes"]
+    assert len(codes) == 1301 and set(codes) == {202}
+    # One hint-triggered poll per HINT_SPACING at most (plus the one in flight at each end);
+    # a PagerDuty poll is a few GETs. Without coalescing every delivery re-armed the poll.
+    polls_allowed = seen["elapsed"] / 2.0 + 2
+    assert seen["gets"] <= 4 * polls_allowed, (seen["gets"], seen["elapsed"])
+    assert seen["vo_state"] == "acknowledged"
+
+
+async def test_replays_and_low_budget_do_not_poll(tmp_path: Path) -> None:
+    """A replayed delivery is accepted (so a vendor's retry stops) but polls nothing; a valid
+    new delivery while the budget is under half does not poll either: pushes keep the tokens
+    (the regular schedule polls it)."""
+    w = hooked_world(tmp_path)
+    daemon = Daemon(w.config, w.ledger, w.engine)
+    app = build_app(daemon)
+    seen: dict[str, Any] = {}
+
+    async def deliver(body: bytes) -> int:
+        raw = [(k.lower().encode(), v.encode()) for k, v in pd_headers(body).items()]
+        return await asgi_post(app, "/webhooks/pd", raw, body)
+
+    async def gets_after(body: bytes) -> tuple[int, int]:
+        before = w.sims["pd"].call_count(method="GET")
+        code = await deliver(body)
+        await anyio.sleep(3.0)  # past HINT_SPACING: a poll would have run by now
+        return code, w.sims["pd"].call_count(method="GET") - before
+
+    async def scenario() -> None:
+        await anyio.sleep(1.0)  # the polls at start are done
+        body = json.dumps({"event": {"id": "once"}}).encode()
+        seen["first"] = await gets_after(body)
+        seen["replay"] = await gets_after(body)
+        (bucket,) = w.engine.clients["pd"].budget.buckets_for("*")
+        while bucket.remaining() > 0.3 * bucket.capacity:  # tokens left, but under half
+            bucket.take()
+        seen["starved"] = await gets_after(json.dumps({"event": {"id": "new"}}).encode())
+
+    await run_daemon(daemon, scenario)
+    assert seen["first"][0] == 202 and seen["first"][1] > 0
+    assert seen["replay"] == (202, 0)
+    assert seen["starved"] == (202, 0)
+
+
+# --- 20.4: no empty secrets, no account enumeration --------------------------------------------
+
+
+@pytest.mark.parametrize(("secret", "needle"), [
+    ("", "is empty"),
+    ("   ", "is empty"),
+    ("short-secret", "is too short (12 characters; at least 16)"),
+    ("whsec_c2hvcnQ=", "is too short (8 characters; at least 16)"),
+])
+def test_empty_or_short_webhook_secrets_are_refused(tmp_path: Path, secret: str,
+                                                    needle: str) -> None:
+    w = hooked_world(tmp_path)
+    text = w.config_path.read_text()
+    lines = text.splitlines()
+    number = next(i for i, line in enumerate(lines, 1)
+                  if line.startswith("webhook_secret") and PD_SECRET in line)
+    w.config_path.write_text(text.replace(json.dumps(PD_SECRET), json.dumps(secret)))
+    with pytest.raises(config_mod.ConfigError) as info:
+        config_mod.load(w.config_path)
+    assert info.value.lines == [f"{w.config_path}:{number}: accounts.pd.webhook_secret: {needle}"
+                                + info.value.lines[0].split(needle, 1)[1]]
+    assert len(info.value.lines) == 1 and "\n" not in info.value.lines[0]
+    if secret.strip():
+        assert secret.removeprefix("whsec_") not in info.value.lines[0]
     anyio.run(w.close)
