@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import resource
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,11 +28,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import Headers
 from test_webhooks import II_SECRET, PD_SECRET, free_port, pd_headers
-from world import World
+from world import World, render, threaded_sims
 
 from syncd import config as config_mod
 from syncd.daemon import Daemon
-from syncd.http import intake
+from syncd.http import guard, intake
 from syncd.http.status import build_app
 
 HEADER_NAMES = [
@@ -64,6 +69,19 @@ async def run_daemon(daemon: Daemon, scenario: Callable[[], Awaitable[None]],
 
     with anyio.fail_after(limit):
         await daemon.run(extra=lambda tg: tg.start_soon(body))
+
+
+async def with_status_port(tmp_path: Path,
+                           scenario: Callable[[int], Awaitable[None]]) -> None:
+    """A daemon with its status server on a free loopback port, running ``scenario(port)``."""
+    w = hooked_world(tmp_path, status=True)
+    port: int = w.port  # type: ignore[attr-defined]
+
+    async def go() -> None:
+        await wait_for_port(port)
+        await scenario(port)
+
+    await run_daemon(Daemon(w.config, w.ledger, w.engine), go)
 
 
 async def wait_for_port(port: int) -> None:
@@ -222,13 +240,9 @@ def status_of(answer: bytes) -> int:
 
 
 async def test_bodies_are_refused_on_length_and_cut_off_when_chunked(tmp_path: Path) -> None:
-    w = hooked_world(tmp_path, status=True)
-    daemon = Daemon(w.config, w.ledger, w.engine)
-    port: int = w.port  # type: ignore[attr-defined]
     seen: dict[str, Any] = {}
 
-    async def scenario() -> None:
-        await wait_for_port(port)
+    async def scenario(port: int) -> None:
         head = (b"POST /webhooks/pd HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n"
                 b"X-PagerDuty-Signature: v1=00\r\n\r\n")
         seen["declared"] = await anyio.to_thread.run_sync(raw_exchange, port, head)
@@ -243,7 +257,7 @@ async def test_bodies_are_refused_on_length_and_cut_off_when_chunked(tmp_path: P
                 b"webhook-signature: v1,\xe9\xe9\r\n\r\n{}")
         seen["non_ascii"] = await anyio.to_thread.run_sync(raw_exchange, port, head)
 
-    await run_daemon(daemon, scenario)
+    await with_status_port(tmp_path, scenario)
     answer, sent = seen["declared"]
     assert status_of(answer) == 413 and sent == 0  # refused on the header alone
     answer, sent = seen["chunked"]
@@ -256,13 +270,9 @@ async def test_bodies_are_refused_on_length_and_cut_off_when_chunked(tmp_path: P
 async def test_concurrent_deliveries_are_bounded(tmp_path: Path) -> None:
     """Slow senders hold at most MAX_CONCURRENT reading slots; the next delivery is told to come
     back (503, which both vendors retry), and slots free up when the senders go."""
-    w = hooked_world(tmp_path, status=True)
-    daemon = Daemon(w.config, w.ledger, w.engine)
-    port: int = w.port  # type: ignore[attr-defined]
     seen: dict[str, Any] = {}
 
-    async def scenario() -> None:
-        await wait_for_port(port)
+    async def scenario(port: int) -> None:
         slow = []
         for _ in range(intake.MAX_CONCURRENT):
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -280,7 +290,7 @@ async def test_concurrent_deliveries_are_bounded(tmp_path: Path) -> None:
             seen["after"] = (await http.post("/webhooks/pd", content=body,
                                              headers=pd_headers(body))).status_code
 
-    await run_daemon(daemon, scenario)
+    await with_status_port(tmp_path, scenario)
     assert seen["busy"] == (503, "1")
     assert seen["after"] == 202
 
@@ -399,3 +409,130 @@ def test_empty_or_short_webhook_secrets_are_refused(tmp_path: Path, secret: str,
     if secret.strip():
         assert secret.removeprefix("whsec_") not in info.value.lines[0]
     anyio.run(w.close)
+
+
+# --- 20.2: the status port cannot starve syncing -----------------------------------------------
+
+
+def still_open(socks: list[socket.socket]) -> int:
+    """How many of ``socks`` the server has not closed (a read would block, not EOF/reset)."""
+    count = 0
+    for sock in socks:
+        sock.setblocking(False)
+        try:
+            if sock.recv(1):
+                count += 1
+        except BlockingIOError:
+            count += 1
+        except OSError:
+            pass
+    return count
+
+
+async def test_idle_connections_are_capped_evicted_and_timed_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the cap a newcomer evicts the oldest idle connection (so a probe still gets in), and a
+    connection that never completes its request head is closed after IDLE_TIMEOUT."""
+    monkeypatch.setattr(guard, "MAX_CONNECTIONS", 8)
+    monkeypatch.setattr(guard, "IDLE_TIMEOUT", 1.0)
+    seen: dict[str, Any] = {}
+
+    async def scenario(port: int) -> None:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(30)]
+        partial = socket.create_connection(("127.0.0.1", port), timeout=5)
+        partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finished
+        await anyio.sleep(0.3)
+        seen["held"] = still_open([*idle, partial])
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            seen["probe"] = (await http.get("/healthz")).status_code
+        await anyio.sleep(1.8)
+        seen["after_timeout"] = still_open([*idle, partial])
+        for sock in [*idle, partial]:
+            sock.close()
+
+    await with_status_port(tmp_path, scenario)
+    assert seen["held"] <= 8
+    assert seen["probe"] == 200
+    assert seen["after_timeout"] == 0
+
+
+def _limit_descriptors() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+@pytest.mark.slow
+def test_idle_connection_flood_leaves_polls_pushes_and_readyz_working(tmp_path: Path) -> None:
+    """The reported outage: a daemon limited to 1024 descriptors (soft and hard, so it cannot
+    raise them), 1,100 idle connections to its status port. Vendor polls and pushes go on,
+    /readyz answers, and the log stays small."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1400:
+        if hard != resource.RLIM_INFINITY and hard < 1400:
+            pytest.skip(f"this test needs 1,400 descriptors of its own (hard limit {hard})")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1400, hard))
+    running, tables = threaded_sims({"vo": "victorops", "sp": "spike"}, poll_interval=0.5)
+    port = free_port()
+    config = tmp_path / "syncd.toml"
+    config.write_text(render(tables, [{"name": "g", "accounts": list(running)}],
+                             tmp_path / "ledger.db").replace(
+        "[status]\nenabled = false", f'[status]\nenabled = true\nlisten = "127.0.0.1:{port}"'))
+    log = tmp_path / "daemon.log"
+    proc = subprocess.Popen([sys.executable, "-m", "syncd", "run", "-c", str(config)],
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "SYNCD_LOG_FORMAT": "json"},
+                            preexec_fn=_limit_descriptors)
+    idle: list[socket.socket] = []
+    vo, sp = running["vo"].sim, running["sp"].sim
+
+    def readyz() -> int:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code
+        except httpx.TransportError:
+            return 0
+
+    def wait(check: Callable[[], bool], limit: float = 30) -> bool:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if check():
+                return True
+            time.sleep(0.2)
+        return False
+
+    try:
+        assert wait(lambda: readyz() == 200), log.read_text()[-3000:]
+        for _ in range(1100):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            except OSError:
+                break
+        assert len(idle) == 1100
+        flood_log_at = log.stat().st_size
+        for key in ("after-flood-1", "after-flood-2"):
+            vo.alert(dedup=key, title=key, severity="sev1")
+            sp.alert(dedup=key, title=key, severity="sev1")
+        assert readyz() == 200  # a probe gets through the crowd
+        assert wait(lambda: sum(i["dedup"].startswith("after-flood")
+                                for i in sp.canonical_incidents()) == 2)
+        for inc in sp.canonical_incidents():
+            if inc["dedup"].startswith("after-flood"):
+                sp.act(inc["id"], "acknowledge")
+        # Polls see the acks at sp, pushes carry them to vo, all while the sockets are held.
+        assert wait(lambda: all(i["state"] == "acknowledged" for i in vo.canonical_incidents()
+                                if i["dedup"].startswith("after-flood")), limit=20)
+        assert readyz() == 200
+        text = log.read_text()
+        assert "out of system resource" not in text
+        assert "ConnectError" not in text[flood_log_at:]
+        assert len(text) - flood_log_at < 200_000
+    finally:
+        for sock in idle:
+            sock.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            for r in running.values():
+                r.stop()
+    assert proc.returncode == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from world import World, account_table, render
+from world import World, account_table, render, threaded_sims
 
 from syncd import simulators
 from syncd.daemon import Daemon
@@ -97,18 +97,8 @@ def test_run_refuses_an_invalid_config(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigterm_during_a_push_burst_exits_cleanly_and_loses_nothing(tmp_path: Path) -> None:
     vendors = {"vo": "victorops", "sp": "spike"}
-    running = {}
-    tables = {}
-    for account, vendor in vendors.items():
-        sim = simulators.load(vendor)()
-        sim.rate_scale = 100.0
-        sim.faults.latency = 0.05  # slow vendors keep pushes in flight when SIGTERM lands
-        running[account] = start_in_thread(sim)
-        table = account_table(vendor, sim.describe(running[account].base_url))
-        table.update({"poll_interval": 0.3, "budget_fraction": 1.0})
-        if vendor == "spike":
-            table["rate_limit_per_minute"] = 6000
-        tables[account] = table
+    # Slow vendors (50 ms a call) keep pushes in flight when SIGTERM lands.
+    running, tables = threaded_sims(vendors, poll_interval=0.3, latency=0.05)
     config = tmp_path / "syncd.toml"
     config.write_text(render(tables, [{"name": "g", "accounts": list(vendors)}],
                              tmp_path / "ledger.db"))

@@ -117,3 +117,24 @@ class World:
 
     def writes(self) -> int:
         return sum(s.writes() for s in self.sims.values())
+
+
+def threaded_sims(vendors: dict[str, str], poll_interval: float, latency: float = 0.0
+                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Simulators served on loopback from threads, for a daemon run as a subprocess: the
+    running servers by account, and the ``[accounts.NAME]`` tables that point at them."""
+    from syncd.simulators.server import start_in_thread
+
+    running: dict[str, Any] = {}
+    tables: dict[str, dict[str, Any]] = {}
+    for account, vendor in vendors.items():
+        sim = simulators.load(vendor)()
+        sim.rate_scale = 100.0
+        sim.faults.latency = latency
+        running[account] = start_in_thread(sim)
+        table = account_table(vendor, sim.describe(running[account].base_url))
+        table.update({"poll_interval": poll_interval, "budget_fraction": 1.0})
+        if vendor == "spike":
+            table["rate_limit_per_minute"] = 6000
+        tables[account] = table
+    return running, tables
