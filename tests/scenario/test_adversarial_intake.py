@@ -536,3 +536,17 @@ def test_idle_connection_flood_leaves_polls_pushes_and_readyz_working(tmp_path: 
             for r in running.values():
                 r.stop()
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(("limits", "expected"), [
+    ((1024, 4096), "4096 256"),  # raised to the hard limit; the status server gets 256
+    ((1024, 1024), "1024 256"),  # cannot be raised (as under the unit's syscall filter)
+    ((200, 200), "200 50"),  # a quarter of what there is
+])
+def test_descriptors_are_reserved_at_start(limits: tuple[int, int], expected: str) -> None:
+    code = ("import resource; from syncd.http.guard import reserve_descriptors, connection_cap; "
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, {limits}); "
+            "soft, _ = reserve_descriptors(); print(soft, connection_cap(soft))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == expected
