@@ -408,6 +408,10 @@ def test_empty_or_short_webhook_secrets_are_refused(tmp_path: Path, secret: str,
     assert len(info.value.lines) == 1 and "\n" not in info.value.lines[0]
     if secret.strip():
         assert secret.removeprefix("whsec_") not in info.value.lines[0]
+    proc = subprocess.run([sys.executable, "-m", "syncd", "check-config", "-c",
+                           str(w.config_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"syncd: {info.value.lines[0]}"
     anyio.run(w.close)
 
 
