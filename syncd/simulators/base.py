@@ -13,6 +13,8 @@ to any of them:
 ``GET /_sim/calls`` / ``DELETE``            call counters per (method, route template, status)
 ``POST /_sim/faults`` / ``DELETE``          error_rate, error_status, latency, hang_rate,
                                             drop_rate, outage_seconds, rate_limit_rate, routes
+                                            (GET also shows ``network_latency``, the fixed
+                                            delay of ``syncd sim --latency-ms``)
 ``POST /_sim/rate-limits``                  ``{"scale": k}`` multiplies limits, or
                                             ``{"enabled": false}`` (fast tests)
 ``POST /_sim/clock`` ``{"advance": s}``     move simulated time (ack timeouts, rotations)
@@ -158,6 +160,9 @@ class Simulator:
         self.random = random.Random(seed)
         self.seed = seed
         self.faults = Faults()
+        # A fixed delay before every vendor call (``syncd sim --latency-ms``): a WAN round
+        # trip on purpose. Unlike ``faults.latency`` it survives /_sim/reset and fault clears.
+        self.network_latency = 0.0
         self.calls: Counter[tuple[str, str, int]] = Counter()
         self.rate_limits_enabled = rate_limits
         self.rate_scale = 1.0
@@ -328,7 +333,8 @@ class Simulator:
                 self.faults.outage_until = self.clock.monotonic() + outage
         f = self.faults
         return JSONResponse({**f.__dict__, "outage_remaining": max(
-            0.0, f.outage_until - self.clock.monotonic())})
+            0.0, f.outage_until - self.clock.monotonic()),
+            "network_latency": self.network_latency})
 
     async def _c_rate_limits(self, request: Request) -> Response:
         body = await self._body(request)
@@ -405,6 +411,8 @@ class _SimMiddleware:
 
         f = sim.faults
         try:
+            if sim.network_latency:
+                await anyio.sleep(sim.network_latency)
             if f.applies(route):
                 if f.latency:
                     await anyio.sleep(f.latency)

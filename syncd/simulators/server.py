@@ -14,8 +14,16 @@ from syncd.simulators.base import Simulator
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A listening TCP socket whose accepted connections have Nagle's algorithm off.
+
+    asyncio turns TCP_NODELAY on only for sockets whose ``proto`` is IPPROTO_TCP, and an
+    accepted socket copies the listener's; a ``proto`` of 0 left Nagle on, so every keep-alive
+    request after the first waited ~40 ms for the client's delayed ACK (h11 writes headers and
+    body separately). Linux also copies TCP_NODELAY itself from the listener to accepted sockets.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(128)
     sock.set_inheritable(True)

@@ -1,0 +1,27 @@
+"""Simulators served over loopback: the connections they accept have Nagle's algorithm off, so a
+keep-alive round trip does not wait for the client's delayed ACK (no duration is asserted)."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+
+from syncd import simulators
+from syncd.simulators.server import start_in_thread
+
+
+def test_accepted_connection_has_tcp_nodelay() -> None:
+    running = start_in_thread(simulators.load("pagerduty")())
+    try:
+        with httpx.Client(timeout=10) as http:
+            for _ in range(2):  # the second request reuses the kept-alive connection
+                assert http.get(f"{running.base_url}/_sim/incidents").status_code == 200
+            connections = list(running.server.server_state.connections)
+            assert connections, "the keep-alive connection should still be open"
+            for protocol in connections:
+                sock = protocol.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        running.stop()
+
