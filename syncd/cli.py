@@ -307,19 +307,43 @@ def unlink(record: Annotated[str, typer.Argument(help="ACCOUNT:ID")],
 
 @app.command()
 def sim(
-    vendor: Annotated[str, typer.Argument(help="pagerduty, victorops, incidentio or spike")],
+    vendor: Annotated[str | None, typer.Argument(
+        help="pagerduty, victorops, incidentio or spike; or all: every simulator "
+        "config/demo.toml names, on its ports, with the settings it expects")] = None,
+    all_sims: Annotated[bool, typer.Option("--all", help="same as VENDOR = all")] = False,
     port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0 = any free port)")] = 0,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     seed_incidents: Annotated[int, typer.Option(help="incidents to seed")] = 0,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    latency_ms: Annotated[float, typer.Option(
+        "--latency-ms", min=0, help="delay every vendor API call this long (a WAN round trip "
+        "on purpose; survives /_sim/reset)")] = 0.0,
     certfile: Annotated[Path | None, typer.Option(help="serve HTTPS with this certificate")]
     = None,
     keyfile: Annotated[Path | None, typer.Option(help="private key for --certfile")] = None,
+    keep_ledger: Annotated[bool, typer.Option(
+        help="with all: keep the demo ledger of an earlier run instead of starting clean")]
+    = False,
 ) -> None:
-    """Serve a vendor simulator; prints one JSON line with its credentials once listening."""
+    """Serve a vendor simulator; prints one JSON line with its credentials once listening
+    (``all``: one line per simulator, then how to try syncd against them on stderr)."""
     from syncd import simulators
     from syncd.simulators.server import serve_forever
 
+    if all_sims or vendor == "all":
+        if vendor not in (None, "all") or port or host != "127.0.0.1" or certfile or keyfile:
+            raise fail("all serves every demo simulator on the ports config/demo.toml names: "
+                       "no VENDOR, --port, --host or TLS options with it")
+        from syncd import demo as demo_mod
+
+        try:
+            demo_mod.serve_all(latency=latency_ms / 1000, seed=seed,
+                               seed_incidents=seed_incidents, keep_ledger=keep_ledger)
+        except demo_mod.SimError as exc:
+            raise fail(str(exc)) from None
+        return
+    if vendor is None:
+        raise fail("name a VENDOR (pagerduty, victorops, incidentio, spike) or all")
     try:
         cls = simulators.load(vendor)
     except (ValueError, ModuleNotFoundError) as exc:
@@ -327,6 +351,7 @@ def sim(
     if (certfile is None) != (keyfile is None):
         raise fail("--certfile and --keyfile go together")
     instance = cls(seed=seed)
+    instance.network_latency = latency_ms / 1000
     if seed_incidents:
         instance.seed_incidents(seed_incidents)
     serve_forever(instance, host, port, certfile=str(certfile) if certfile else None,
