@@ -467,7 +467,7 @@ def serve_all(*, latency: float = 0.0, seed: int = 0, seed_incidents: int = 0,
                                f"{exc.strerror or exc} (another syncd sim running?)") from None
         for account, run in running.items():
             print(json.dumps({**run.describe(), "account": account}), flush=True)
-        _say(_fresh_ledger(ledger, keep_ledger))
+        _say(fresh_ledger(ledger, keep_ledger))
         shown = _shown(path)
         _say(f"try: syncd once -c {shown}; syncd links -c {shown}; syncd oncall -c {shown}; "
              f"syncd run -c {shown} (status on {cfg.status.listen})")
@@ -494,7 +494,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _fresh_ledger(ledger: Path, keep: bool) -> str:
+def fresh_ledger(ledger: Path, keep: bool) -> str:
     """Start the demo ledger clean (fresh simulators), or keep it; say which."""
     ledger.parent.mkdir(parents=True, exist_ok=True)
     if not ledger.exists():

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from syncd.demo import _fresh_ledger
+from syncd.demo import fresh_ledger
 
 pytestmark = pytest.mark.slow
 
@@ -134,14 +134,14 @@ def test_sim_all_serves_what_demo_toml_expects_and_once_syncs_an_ack(
         assert run.wait(timeout=20) == 0
 
 
-def test_fresh_ledger_starts_clean_unless_kept(tmp_path: Path) -> None:
+def testfresh_ledger_starts_clean_unless_kept(tmp_path: Path) -> None:
     ledger = tmp_path / "state" / "demo.db"
-    assert "(new)" in _fresh_ledger(ledger, keep=False)
+    assert "(new)" in fresh_ledger(ledger, keep=False)
     assert ledger.parent.is_dir()
     ledger.write_bytes(b"SQLite format 3\x00" + b"\x00" * 84)
     Path(f"{ledger}-wal").write_bytes(b"")
-    assert "kept" in _fresh_ledger(ledger, keep=True) and ledger.exists()
-    assert "started clean" in _fresh_ledger(ledger, keep=False)
+    assert "kept" in fresh_ledger(ledger, keep=True) and ledger.exists()
+    assert "started clean" in fresh_ledger(ledger, keep=False)
     assert not ledger.exists() and not Path(f"{ledger}-wal").exists()
 
 
