@@ -59,13 +59,19 @@ class Restriction:
 
 @dataclass(frozen=True, slots=True)
 class Layer:
-    """A rotation: ``users`` take turns of ``turn`` from ``start`` (wall clock in ``zone``)."""
+    """A rotation: ``users`` take turns of ``turn`` from ``start`` (wall clock in ``zone``).
+
+    ``start`` only fixes the phase (PagerDuty's ``rotation_virtual_start``, which may lie before
+    the layer exists); ``begins``/``ends`` bound when the layer puts anyone on call at all
+    (PagerDuty's layer ``start`` and ``end``; None = unbounded)."""
 
     users: tuple[str, ...]
     turn: timedelta
     start: datetime = EPOCH
     zone: str = "UTC"
     restrictions: tuple[Restriction, ...] = ()
+    begins: datetime | None = None
+    ends: datetime | None = None
 
     def shift_at(self, at: datetime) -> tuple[str, datetime, datetime]:
         """(user, handover, next handover) of the rotation turn holding ``at``."""
@@ -86,6 +92,9 @@ class Layer:
 
     def on_call(self, at: datetime) -> tuple[str, datetime] | None:
         """(user, start of their turn) when the layer has someone on call at ``at``."""
+        if (self.begins is not None and at < self.begins) or \
+                (self.ends is not None and at >= self.ends):
+            return None
         user, start, _end = self.shift_at(at)
         if self.restrictions and not any(
                 a <= at < b for r in self.restrictions
@@ -94,8 +103,9 @@ class Layer:
         return user, start
 
     def edges(self, since: datetime, until: datetime) -> set[datetime]:
-        """Every handover and restriction edge strictly inside (since, until)."""
+        """Every handover, restriction and begin/end edge strictly inside (since, until)."""
         out = {b for _u, _a, b in self.turns(since, until)}
+        out.update(t for t in (self.begins, self.ends) if t is not None)
         zone = ZoneInfo(self.zone)
         for r in self.restrictions:
             for a, b in r.windows(since, until, zone):

@@ -33,8 +33,9 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import Field
 from starlette.requests import Request
@@ -42,7 +43,28 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from syncd.simulators.base import Simulator, iso, parse_time
-from syncd.simulators.oncall import Layer, Span, final
+from syncd.simulators.oncall import EPOCH, Restriction
+from syncd.simulators.pagerduty_schedules import (
+    API,
+    WEB,
+    EscalationPolicy,
+    Override,
+    PolicyQuery,
+    PolicyWrite,
+    PreviewQuery,
+    Schedule,
+    ScheduleBody,
+    ScheduleLayer,
+    ScheduleQuery,
+    SchedulesQuery,
+    ScheduleWrite,
+    clip,
+    coverage,
+    parse_layers,
+    render_range,
+    restriction_json,
+    stamp_in,
+)
 from syncd.simulators.validation import (
     Body,
     DateTime,
@@ -54,9 +76,6 @@ from syncd.simulators.validation import (
     TimeZone,
     UtcZone,
 )
-
-API = "https://api.pagerduty.com"
-WEB = "https://syncd-sim.pagerduty.com"
 
 TOKEN = "pdsim_u+syncd_api_key_0001"
 READ_ONLY_TOKEN = "pdsim_readonly_key_0002"
@@ -71,6 +90,9 @@ EP_DBA = "PEPDBA1"
 SCHED_PRIMARY = "PSCHED1"
 SCHED_SECONDARY = "PSCHED2"
 SCHED_DBA = "PSCHED3"
+SCHED_BUSINESS = "PSCHNY1"
+SCHED_HALF_DAY = "PSCH12H"
+EP_PLATFORM = "PEPPLT1"
 TEAM_SRE = "PTEAMSR"
 TEAM_DB = "PTEAMDB"
 
@@ -249,11 +271,6 @@ class PoliciesQuery(Paged):
     sort_by: Literal["name", "name:asc", "name:desc"] | None = None
 
 
-class SchedulesQuery(Paged):
-    query: str | None = None
-    time_zone: UtcZone | None = None
-
-
 class OverridesQuery(Query):
     since: DateTime | None = None
     until: DateTime | None = None
@@ -333,6 +350,13 @@ OPERATIONS: dict[str, Operation] = {
     "GET /services": Operation(query=ServicesQuery),
     "GET /escalation_policies": Operation(query=PoliciesQuery),
     "GET /schedules": Operation(query=SchedulesQuery),
+    "POST /schedules": Operation(body=ScheduleWrite),
+    "GET /schedules/{id}": Operation(query=ScheduleQuery),
+    "PUT /schedules/{id}": Operation(body=ScheduleWrite),
+    "POST /schedules/preview": Operation(body=ScheduleWrite, query=PreviewQuery),
+    "POST /escalation_policies": Operation(body=PolicyWrite),
+    "GET /escalation_policies/{id}": Operation(query=PolicyQuery),
+    "PUT /escalation_policies/{id}": Operation(body=PolicyWrite),
     "GET /schedules/{id}/overrides": Operation(query=OverridesQuery),
     "POST /schedules/{id}/overrides": Operation(body=CreateOverrides),
     "GET /oncalls": Operation(query=OncallsQuery),
@@ -408,64 +432,6 @@ class Service:
 
 
 @dataclass(slots=True)
-class Override:
-    id: str
-    user_id: str
-    start: datetime
-    end: datetime
-    seq: int
-
-
-def _pd_joinable(prev: Span, nxt: Span) -> bool:
-    """PagerDuty's final schedule joins one user's adjacent spans except at a rotation handover
-    that no override covers (each turn is its own entry, notes §5.9)."""
-    return prev.user == nxt.user and not (nxt.override is None and nxt.handover)
-
-
-@dataclass(slots=True)
-class Schedule:
-    id: str
-    name: str
-    layers: list[Layer]
-    team_id: str
-    overrides: list[Override] = field(default_factory=list)
-
-    def ref(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "schedule_reference", "summary": self.name,
-                "self": f"{API}/schedules/{self.id}", "html_url": f"{WEB}/schedules/{self.id}"}
-
-    @property
-    def users(self) -> list[str]:
-        return list(dict.fromkeys(u for layer in self.layers for u in layer.users))
-
-    def entries(self, since: datetime, until: datetime) -> list[tuple[str, datetime, datetime]]:
-        """Final-schedule shifts overlapping [since, until): the layers with overrides on top,
-        the latest created override winning (notes §5.9). Shifts keep their real bounds, so a
-        shift that began before ``since`` reports its true start, as /oncalls does."""
-        lo = min([*(layer.shift_at(since)[1] for layer in self.layers),
-                  *(o.start for o in self.overrides if o.start <= since < o.end)])
-        hi = max([*(layer.shift_at(until)[2] for layer in self.layers),
-                  *(o.end for o in self.overrides if o.start < until <= o.end)])
-        spans = final(self.layers, self.overrides, lo, hi, user_of=lambda o: o.user_id,
-                      rank=lambda o: o.seq, joinable=_pd_joinable)
-        return [(s.user, s.start, s.end) for s in spans
-                if s.user is not None and s.start < until and s.end > since]
-
-
-@dataclass(slots=True)
-class EscalationPolicy:
-    id: str
-    name: str
-    team_id: str
-    levels: list[list[tuple[str, str]]]  # per level: (kind "user"|"schedule", id)
-
-    def ref(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "escalation_policy_reference", "summary": self.name,
-                "self": f"{API}/escalation_policies/{self.id}",
-                "html_url": f"{WEB}/escalation_policies/{self.id}"}
-
-
-@dataclass(slots=True)
 class LogEntry:
     id: str
     type: str
@@ -506,6 +472,35 @@ class PDIncident:
     alert_severity: str | None = None
 
 
+def _rotation(sid: str, name: str, users: tuple[str, ...], turn: timedelta,
+              team: str) -> Schedule:
+    """A one-layer UTC rotation handing over at :data:`EPOCH` (docs/oncall.md)."""
+    return Schedule(sid, name, [ScheduleLayer(f"{sid}L1", "Layer 1", EPOCH, users, EPOCH,
+                                              int(turn.total_seconds()))], team,
+                    description=f"{turn} rotation")
+
+
+def _hard_cases() -> list[Schedule]:
+    """The schedules migration must get right (issue 13): two layers in a DST zone where the
+    higher one, a daily rotation, is restricted to weekdays 09:00-17:00 and hides a weekly
+    rotation below it; and 12-hour turns in another DST zone."""
+    ny, london = "America/New_York", "Europe/London"
+    monday_ny = datetime(2024, 1, 1, 9, tzinfo=ZoneInfo(ny))  # a Monday, 09:00 local
+    weekdays = tuple(Restriction(time(9), timedelta(hours=8), day) for day in range(5))
+    business = Schedule(SCHED_BUSINESS, "Platform business hours", [
+        ScheduleLayer(f"{SCHED_BUSINESS}L1", "Weekly", monday_ny,
+                      ("PUSR002", "PUSR003", "PUSR004"), monday_ny, 7 * 86_400),
+        ScheduleLayer(f"{SCHED_BUSINESS}L2", "Business hours", monday_ny,
+                      ("PUSR001", "PUSR005"), monday_ny, 86_400, weekdays),
+    ], TEAM_SRE, time_zone=ny, description="Weekly cover; weekday business hours on top")
+    eight_london = datetime(2024, 1, 1, 8, tzinfo=ZoneInfo(london))
+    half_day = Schedule(SCHED_HALF_DAY, "Follow the sun", [
+        ScheduleLayer(f"{SCHED_HALF_DAY}L1", "12 hours", eight_london,
+                      ("PUSR006", "PUSR002"), eight_london, 12 * 3600),
+    ], TEAM_SRE, time_zone=london, description="12-hour turns at 08:00 and 20:00 London")
+    return [business, half_day]
+
+
 class PagerDutySimulator(Simulator):
     """One PagerDuty account: two services, three schedules, two escalation policies."""
 
@@ -543,22 +538,27 @@ class PagerDutySimulator(Simulator):
             ("PPRIO05", "P5", "Informational"),
         ]
         self.priority_by_id = {p[0]: p for p in self.priorities}
-        self.schedules = {
-            s.id: s for s in [
-                Schedule(SCHED_PRIMARY, "SRE primary", [Layer(
-                    ("PUSR001", "PUSR002", "PUSR003"), timedelta(days=1))], TEAM_SRE),
-                Schedule(SCHED_SECONDARY, "SRE secondary", [Layer(
-                    ("PUSR004", "PUSR005"), timedelta(days=7))], TEAM_SRE),
-                Schedule(SCHED_DBA, "Database on-call", [Layer(
-                    ("PUSR004", "PUSR005", "PUSR006"), timedelta(hours=12))], TEAM_DB),
-            ]
-        }
+        now = self.clock.now()
+        self.schedules = {s.id: s for s in [
+            _rotation(SCHED_PRIMARY, "SRE primary", ("PUSR001", "PUSR002", "PUSR003"),
+                      timedelta(days=1), TEAM_SRE),
+            _rotation(SCHED_SECONDARY, "SRE secondary", ("PUSR004", "PUSR005"),
+                      timedelta(days=7), TEAM_SRE),
+            _rotation(SCHED_DBA, "Database on-call", ("PUSR004", "PUSR005", "PUSR006"),
+                      timedelta(hours=12), TEAM_DB),
+            *_hard_cases(),
+        ]}
         self.policies = {
             EP_SRE: EscalationPolicy(EP_SRE, "SRE escalation", TEAM_SRE, [
                 [("schedule", SCHED_PRIMARY)], [("schedule", SCHED_SECONDARY)],
                 [("user", "PUSR006")]]),
             EP_DBA: EscalationPolicy(EP_DBA, "Database escalation", TEAM_DB, [
                 [("schedule", SCHED_DBA)], [("user", "PUSR001")]]),
+            # The migration hard case: three levels, looping twice (issue 13).
+            EP_PLATFORM: EscalationPolicy(EP_PLATFORM, "Platform escalation", TEAM_SRE, [
+                [("schedule", SCHED_BUSINESS)], [("schedule", SCHED_HALF_DAY)],
+                [("user", "PUSR006")]], delays=[15, 20, 10], num_loops=2,
+                description="Platform: business hours, then follow-the-sun, then Frank"),
         }
         self.services = {
             SERVICE_WEB: Service(SERVICE_WEB, "Web", EP_SRE, TEAM_SRE, self.ack_timeout, None,
@@ -579,6 +579,8 @@ class PagerDutySimulator(Simulator):
         self.seq = itertools.count(1)
         self.number_seq = itertools.count(1)
         self.override_seq = itertools.count(1)
+        self.object_seq = itertools.count(1)  # schedules, layers, policies created by clients
+        self._seed_override(now)
         self.version = 0
         self._list_cache: dict[Any, tuple[int, list[str]]] = {}
 
@@ -1187,8 +1189,11 @@ class PagerDutySimulator(Simulator):
             Route("/users/me", r(self.r_me), methods=["GET"]),
             Route("/users/{id}", r(self.r_user), methods=["GET"]),
             Route("/services", r(self.r_services), methods=["GET"]),
-            Route("/escalation_policies", r(self.r_policies), methods=["GET"]),
-            Route("/schedules", r(self.r_schedules), methods=["GET"]),
+            Route("/escalation_policies", r(self.r_policies), methods=["GET", "POST"]),
+            Route("/escalation_policies/{id}", r(self.r_policy), methods=["GET", "PUT"]),
+            Route("/schedules", r(self.r_schedules), methods=["GET", "POST"]),
+            Route("/schedules/preview", r(self.r_preview), methods=["POST"]),
+            Route("/schedules/{id}", r(self.r_schedule), methods=["GET", "PUT"]),
             Route("/schedules/{id}/overrides", r(self.r_overrides), methods=["GET", "POST"]),
             Route("/oncalls", r(self.r_oncalls), methods=["GET"]),
             Route("/v2/enqueue", self.r_enqueue, methods=["POST"]),
@@ -1576,29 +1581,186 @@ class PagerDutySimulator(Simulator):
         for level, targets in enumerate(ep.levels, 1):
             refs = [self.users[t].ref() if kind == "user" else self.schedules[t].ref()
                     for kind, t in targets]
-            rules.append({"id": f"{ep.id}R{level}", "escalation_delay_in_minutes": 30,
-                          "targets": refs})
-        return {**ep.ref(), "type": "escalation_policy", "name": ep.name, "num_loops": 0,
+            rules.append({"id": f"{ep.id}R{level}",
+                          "escalation_delay_in_minutes": ep.delay(level), "targets": refs})
+        return {**ep.ref(), "type": "escalation_policy", "name": ep.name,
+                "description": ep.description, "num_loops": ep.num_loops,
+                "on_call_handoff_notifications": "if_has_services",
                 "escalation_rules": rules,
                 "services": [s.ref() for s in self.services.values() if s.ep_id == ep.id],
-                "teams": [{"id": ep.team_id, "type": "team_reference",
-                           "summary": self.teams[ep.team_id]}]}
+                "teams": self._team_refs(ep.team_id)}
+
+    def _team_refs(self, team_id: str | None) -> list[dict[str, Any]]:
+        if team_id is None:
+            return []
+        return [{"id": team_id, "type": "team_reference", "summary": self.teams[team_id],
+                 "self": f"{API}/teams/{team_id}", "html_url": f"{WEB}/teams/{team_id}"}]
+
+    def _team_of(self, teams: list[Any]) -> str | None:
+        for ref in teams:
+            if ref.id not in self.teams:
+                raise bad(2001, "Invalid Input Provided", f"teams: no team {ref.id}")
+        return teams[0].id if teams else None
 
     async def r_policies(self, request: Request) -> Response:
+        if request.method == "POST":
+            body = PolicyWrite.model_validate(await self._json(request)).escalation_policy
+            ep = EscalationPolicy(_pid("PE", next(self.object_seq)), body.name, None, [])
+            self._apply_policy(ep, body)
+            self.policies[ep.id] = ep
+            return JSONResponse({"escalation_policy": self._policy_json(ep)}, status_code=201)
         return self._page("escalation_policies", self._named(
             request, list(self.policies.values())), request, self._policy_json)
 
+    async def r_policy(self, request: Request) -> Response:
+        ep = self.policies.get(request.path_params["id"])
+        if ep is None:
+            return pd_error(404, 2100, "Not Found")
+        if request.method == "PUT":
+            body = PolicyWrite.model_validate(await self._json(request)).escalation_policy
+            self._apply_policy(ep, body)
+        return JSONResponse({"escalation_policy": self._policy_json(ep)})
+
+    def _apply_policy(self, ep: EscalationPolicy, body: Any) -> None:
+        """Check every target exists, then replace the policy's definition in place."""
+        levels: list[list[tuple[str, str]]] = []
+        problems = []
+        for n, rule in enumerate(body.escalation_rules):
+            targets = []
+            for t in rule.targets:
+                kind = "user" if t.type.startswith("user") else "schedule"
+                known = self.users if kind == "user" else self.schedules
+                if t.id not in known:
+                    problems.append(f"escalation_rules[{n}]: no {kind} {t.id}")
+                targets.append((kind, t.id))
+            levels.append(targets)
+        team = self._team_of(body.teams)
+        if problems:
+            raise bad(2001, "Invalid Input Provided", *problems)
+        ep.name, ep.team_id, ep.levels, ep.num_loops = body.name, team, levels, body.num_loops
+        ep.delays = [r.escalation_delay_in_minutes for r in body.escalation_rules]
+        ep.description = body.description if body.description is not None else ep.description
+
+    # schedules ------------------------------------------------------------------
+
+    def _schedule_json(self, s: Schedule, *, zone_name: str | None = None,
+                       window: tuple[datetime, datetime] | None = None, overflow: bool = False,
+                       layers: bool = True, final: bool = True) -> dict[str, Any]:
+        """A schedule as GET /schedules/{id} answers: layers highest first (migration.md
+        §1.7), times and restrictions in the request's zone, entries when a range is given."""
+        zone, own = ZoneInfo(zone_name or s.time_zone), ZoneInfo(s.time_zone)
+        today = self.clock.now().astimezone(own).date()
+        out: dict[str, Any] = {
+            **(s.ref() if s.id else {}), "type": "schedule", "name": s.name,
+            "time_zone": s.time_zone, "description": s.description,
+            "users": [self.users[u].ref() for u in s.users],
+            "escalation_policies": [ep.ref() for ep in self.policies.values()
+                                    if any(t == ("schedule", s.id)
+                                           for lvl in ep.levels for t in lvl)],
+            "teams": self._team_refs(s.team_id)}
+
+        def entries(spans: list[Any], name: str | None = None) -> dict[str, Any]:
+            if window is None:
+                return {"name": name} if name else {}
+            shown = clip(spans, *window, overflow)
+            body: dict[str, Any] = {"name": name} if name else {}
+            body["rendered_schedule_entries"] = [
+                {"start": stamp_in(e.start, zone), "end": stamp_in(e.end, zone),
+                 "user": self.users[e.user].ref()} for e in shown]
+            body["rendered_coverage_percentage"] = coverage(shown, *window)
+            return body
+
+        if layers:
+            out["schedule_layers"] = [{
+                "id": layer.id, "name": layer.name, "start": stamp_in(layer.start, zone),
+                "end": stamp_in(layer.end, zone),
+                "users": [{"user": self.users[u].ref()} for u in layer.users],
+                "restrictions": [restriction_json(r, own, zone, today)
+                                 for r in layer.restrictions],
+                "rotation_virtual_start": stamp_in(layer.virtual_start, zone),
+                "rotation_turn_length_seconds": layer.turn_seconds,
+                **entries(s.spans(*window, layers=[layer.rotation(s.time_zone)], overrides=[])
+                          if window else [])}
+                for layer in reversed(s.layers)]
+        if final:
+            out["overrides_subschedule"] = entries(
+                s.spans(*window, layers=[]) if window else [], "Overrides")
+            out["final_schedule"] = entries(s.spans(*window) if window else [],
+                                            "Final Schedule")
+        return out
+
+    def _window(self, request: Request) -> tuple[datetime, datetime] | None:
+        q = request.query_params
+        window = render_range(q.get("since"), q.get("until"))
+        if window is not None and window[1] <= window[0]:
+            raise bad(2001, "Invalid Input Provided", "until must be after since")
+        return window
+
+    def _definition(self, body: ScheduleBody, existing: list[ScheduleLayer]
+                    ) -> list[ScheduleLayer]:
+        try:
+            return parse_layers(body, set(self.users),
+                                lambda: _pid("PL", next(self.object_seq)), existing,
+                                self.clock.now())
+        except ValueError as exc:
+            raise bad(2001, "Invalid Input Provided", *exc.args[0]) from None
+
     async def r_schedules(self, request: Request) -> Response:
+        if request.method == "POST":
+            body = ScheduleWrite.model_validate(await self._json(request)).schedule
+            team = self._team_of(body.teams)
+            sched = Schedule(_pid("PS", next(self.object_seq)), body.name or "New Schedule",
+                             self._definition(body, []), team, time_zone=body.time_zone,
+                             description=body.description or "")
+            self.schedules[sched.id] = sched
+            return JSONResponse({"schedule": self._schedule_json(sched)}, status_code=201)
+        include = self._list_param(request, "include")
+        window = self._window(request)
+        zone = request.query_params.get("time_zone") or "Etc/UTC"  # the account's zone
+
         def render(s: Schedule) -> dict[str, Any]:
-            return {**s.ref(), "type": "schedule", "name": s.name, "time_zone": "Etc/UTC",
-                    "description": f"{s.layers[0].turn} rotation",
-                    "users": [self.users[u].ref() for u in s.users],
-                    "escalation_policies": [ep.ref() for ep in self.policies.values()
-                                            if any(t == ("schedule", s.id)
-                                                   for lvl in ep.levels for t in lvl)],
-                    "teams": [{"id": s.team_id, "type": "team_reference",
-                               "summary": self.teams[s.team_id]}]}
-        return self._page("schedules", list(self.schedules.values()), request, render)
+            # The list never carries final_schedule (PagerDuty/api-schema#430, migration.md
+            # §3); layers only on request, in the request's (default: the account's) zone.
+            return self._schedule_json(s, zone_name=zone, window=window,
+                                       layers="schedule_layers" in include, final=False)
+        return self._page("schedules", self._named(request, list(self.schedules.values())),
+                          request, render)
+
+    async def r_schedule(self, request: Request) -> Response:
+        sched = self.schedules.get(request.path_params["id"])
+        if sched is None:
+            return pd_error(404, 2100, "Not Found")
+        if request.method == "PUT":
+            body = ScheduleWrite.model_validate(await self._json(request)).schedule
+            team = self._team_of(body.teams) if body.teams else sched.team_id
+            sched.layers = self._definition(body, sched.layers)
+            sched.time_zone, sched.team_id = body.time_zone, team
+            sched.name = body.name or sched.name
+            if body.description is not None:
+                sched.description = body.description
+            return JSONResponse({"schedule": self._schedule_json(sched)})
+        q = request.query_params
+        return JSONResponse({"schedule": self._schedule_json(
+            sched, zone_name=q.get("time_zone"), window=self._window(request),
+            overflow=_bool(q.get("overflow")))})
+
+    async def r_preview(self, request: Request) -> Response:
+        """Render a posted definition without saving it (createSchedulePreview)."""
+        body = ScheduleWrite.model_validate(await self._json(request)).schedule
+        self._team_of(body.teams)
+        sched = Schedule("", body.name or "Preview", self._definition(body, []), None,
+                         time_zone=body.time_zone, description=body.description or "")
+        now = self.clock.now()
+        window = self._window(request) or (now, now + timedelta(weeks=2))
+        return JSONResponse({"schedule": self._schedule_json(
+            sched, window=window, overflow=_bool(request.query_params.get("overflow")))})
+
+    def _seed_override(self, now: datetime) -> None:
+        """Tomorrow 12:00-20:00 UTC, Frank covers the business-hours schedule."""
+        start = (now + timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
+        n = next(self.override_seq)
+        self.schedules[SCHED_BUSINESS].overrides.append(
+            Override(_pid("QO", n), "PUSR006", start, start + timedelta(hours=8), n))
 
     # overrides and on-call -----------------------------------------------------
 
