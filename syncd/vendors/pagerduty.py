@@ -24,6 +24,8 @@ the full account.
 - **On-call** (notes §5.7): ``GET /oncalls`` with users included, per schedule (or escalation
   policy for direct user targets) and escalation level; overrides via
   ``POST /schedules/{id}/overrides``.
+- **Migration** (:mod:`syncd.vendors.pagerduty_schedules`): schedules and escalation policies
+  read, previewed and written in place for ``syncd migrate``.
 - No un-acknowledge: the REST API has none (only the service's ack timeout does it).
 """
 
@@ -68,6 +70,7 @@ from syncd.vendors.base import (
 from syncd.vendors.client import ClientBase
 from syncd.vendors.client import optional_time as _time
 from syncd.vendors.client import stamp as _stamp
+from syncd.vendors.pagerduty_schedules import PagerDutySchedules
 
 log = structlog.get_logger(__name__)
 
@@ -113,8 +116,9 @@ class PagerDutySettings(AccountSettings):
         "/webhooks/ACCOUNT trigger an immediate poll")
 
 
-class PagerDutyClient(ClientBase):
-    """One PagerDuty account as a syncd account."""
+class PagerDutyClient(PagerDutySchedules, ClientBase):
+    """One PagerDuty account as a syncd account; also a migration source and target
+    (:mod:`syncd.vendors.pagerduty_schedules`)."""
 
     vendor: ClassVar[str] = "pagerduty"
     Settings: ClassVar[type[PagerDutySettings]] = PagerDutySettings
