@@ -1605,8 +1605,9 @@ class PagerDutySimulator(Simulator):
     async def r_policies(self, request: Request) -> Response:
         if request.method == "POST":
             body = PolicyWrite.model_validate(await self._json(request)).escalation_policy
-            ep = EscalationPolicy(_pid("PE", next(self.object_seq)), body.name, None, [])
+            ep = EscalationPolicy("", body.name, None, [])
             self._apply_policy(ep, body)
+            ep.id = _pid("PE", next(self.object_seq))  # once the body is accepted
             self.policies[ep.id] = ep
             return JSONResponse({"escalation_policy": self._policy_json(ep)}, status_code=201)
         return self._page("escalation_policies", self._named(
@@ -1709,8 +1710,9 @@ class PagerDutySimulator(Simulator):
         if request.method == "POST":
             body = ScheduleWrite.model_validate(await self._json(request)).schedule
             team = self._team_of(body.teams)
+            layers = self._definition(body, [])
             sched = Schedule(_pid("PS", next(self.object_seq)), body.name or "New Schedule",
-                             self._definition(body, []), team, time_zone=body.time_zone,
+                             layers, team, time_zone=body.time_zone,
                              description=body.description or "")
             self.schedules[sched.id] = sched
             return JSONResponse({"schedule": self._schedule_json(sched)}, status_code=201)

@@ -21,7 +21,7 @@ offset, which is why a reader must ask in the schedule's own zone (the peers' DS
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -311,11 +311,12 @@ def parse_layers(body: ScheduleBody, known_users: set[str], new_id: Any,
                 time.fromisoformat(r.start_time_of_day), timedelta(seconds=r.duration_seconds),
                 (r.start_day_of_week - 1) if weekly and r.start_day_of_week else None))
         out.append(ScheduleLayer(
-            raw.id or new_id(), raw.name or f"Layer {n + 1}", start,
+            raw.id or "", raw.name or f"Layer {n + 1}", start,
             tuple(u.user.id for u in raw.users), virtual, raw.rotation_turn_length_seconds,
             tuple(restrictions), end))
     if problems:
         raise ValueError(problems)
+    out = [replace(layer, id=layer.id or new_id()) for layer in out]  # ids once all is valid
     sent = {layer.id for layer in out}
     # PagerDuty never removes a layer (salto-io/salto pagerduty-adapter
     # schedule_layers_removal.ts): one left out of a PUT is ended now and kept, lowest first.

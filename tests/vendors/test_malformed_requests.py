@@ -135,6 +135,23 @@ def _pd_change(**fields: Any) -> Callable[[dict[str, Any]], Write]:
 PD_USER = {"id": "PUSR002", "type": "user_reference"}
 PD_NEW = {"type": "incident", "title": "made by hand",
           "service": {"id": pd.SERVICE_WEB, "type": "service_reference"}}
+PD_SCHEDULE = {"schedule": {
+    "type": "schedule", "name": "by hand", "time_zone": "America/New_York",
+    "description": "made by hand", "teams": [{"id": pd.TEAM_SRE, "type": "team_reference"}],
+    "schedule_layers": [{
+        "name": "day", "start": "2026-01-05T09:00:00-05:00", "end": None,
+        "rotation_virtual_start": "2026-01-05T09:00:00-05:00",
+        "rotation_turn_length_seconds": 86400, "users": [{"user": PD_USER}],
+        "restrictions": [{"type": "weekly_restriction", "start_time_of_day": "09:00:00",
+                          "duration_seconds": 28800, "start_day_of_week": 1},
+                         {"type": "daily_restriction", "start_time_of_day": "20:00:00",
+                          "duration_seconds": 3600}]}]}}
+PD_POLICY = {"escalation_policy": {
+    "type": "escalation_policy", "name": "by hand", "description": "made by hand",
+    "num_loops": 2, "on_call_handoff_notifications": "always",
+    "teams": [{"id": pd.TEAM_SRE, "type": "team_reference"}],
+    "escalation_rules": [{"escalation_delay_in_minutes": 10, "targets": [
+        PD_USER, {"id": pd.SCHED_PRIMARY, "type": "schedule_reference"}]}]}}
 PAGERDUTY = Vendor(
     make=lambda: pd.PagerDutySimulator(seed=1, rate_limits=False),
     headers={"Authorization": f"Token token={pd.TOKEN}", "From": pd.FROM_EMAIL},
@@ -162,6 +179,12 @@ PAGERDUTY = Vendor(
         "override": lambda ids: ("POST", f"/schedules/{pd.SCHED_PRIMARY}/overrides", {
             "overrides": [{"start": ids["start"], "end": ids["end"], "user": PD_USER,
                            "time_zone": "UTC"}]}),
+        "schedule-create": lambda ids: ("POST", "/schedules", PD_SCHEDULE),
+        "schedule-update": lambda ids: ("PUT", f"/schedules/{pd.SCHED_BUSINESS}", PD_SCHEDULE),
+        "schedule-preview": lambda ids: ("POST", "/schedules/preview", PD_SCHEDULE),
+        "policy-create": lambda ids: ("POST", "/escalation_policies", PD_POLICY),
+        "policy-update": lambda ids: ("PUT", f"/escalation_policies/{pd.EP_PLATFORM}",
+                                      PD_POLICY),
     },
     shape=_pd_shape,
 )

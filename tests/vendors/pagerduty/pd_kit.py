@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,11 @@ from openapi_core.testing import MockRequest, MockResponse
 from syncd.model import NewIncident, Severity
 from syncd.simulators.base import Simulator
 from syncd.simulators.pagerduty import (
+    EP_PLATFORM,
     FROM_EMAIL,
     ROUTING_KEY,
+    SCHED_BUSINESS,
+    SCHED_HALF_DAY,
     SCHED_PRIMARY,
     TOKEN,
     PagerDutySimulator,
@@ -48,6 +52,8 @@ NULLABLE = {
     # DD 06-Types: non-required fields may be null; the spec's own examples have null here.
     ("Priority", "html_url"), ("Service", "auto_resolve_timeout"),
     ("Service", "acknowledgement_timeout"),
+    # The spec's own ScheduleLayer.end description: "If `null`, the layer does not end".
+    ("ScheduleLayer", "end"),
 }
 LOG_ENTRY_ONEOF = (
     "vendor-notes §10: the log entry oneOf matches nothing (overlapping Channel alternatives; "
@@ -69,6 +75,14 @@ STATUS_REMAP = {
     # invalid statuses produce one with the standard error object; checked against PUT
     # /incidents' 400.
     ("put", "/incidents/{id}", 400): 400,
+}
+CHECKED_AS = {
+    # Answers the spec does not list for an operation, checked against a sibling operation's
+    # identical error response: PUT /incidents/{id} against PUT /incidents (see STATUS_REMAP);
+    # PUT /escalation_policies/{id} lists no 400, yet invalid input (num_loops out of range, an
+    # unknown target) gets the standard error object, as POST /escalation_policies declares.
+    ("put", "/incidents/{id}", 400): ("put", "/incidents"),
+    ("put", "/escalation_policies/{id}", 400): ("post", "/escalation_policies"),
 }
 EVENTS_ERRORS = (
     "vendor-notes §7: the Events spec's 400/429 responses have a $ref string as description and "
@@ -143,9 +157,8 @@ def check(spec: tuple[dict[str, Any], OpenAPI, OpenAPI], sim: Simulator,
                                headers=dict(request.headers), data=body)
     if body is not None and status < 300:
         api.validate_request(mock_request)
-    check_path = "/incidents" if (method, template, status) == (
-        "put", "/incidents/{id}", 400) else template
-    check_request = MockRequest("https://api.pagerduty.com", method, check_path,
+    check_method, check_path = CHECKED_AS.get((method, template, status), (method, template))
+    check_request = MockRequest("https://api.pagerduty.com", check_method, check_path,
                                 path_pattern=check_path, view_args=view_args,
                                 headers=dict(request.headers), data=body)
     api.validate_response(check_request, MockResponse(
@@ -175,6 +188,7 @@ async def exercise(sim: Simulator, rec: Recorder) -> None:
     now = sim.clock.now()
     await client.oncall(now, now + timedelta(days=1))
     await client.create_override(SCHED_PRIMARY, "bob@example.com", now, now + timedelta(hours=1))
+    await exercise_migration(client, now)
     sim.seed_incidents(260)
     await client.push(Action.ACKNOWLEDGE, [Push(i, Action.ACKNOWLEDGE, "x") for i in list(
         sim.open_ids)[:3]])
@@ -193,6 +207,21 @@ async def exercise(sim: Simulator, rec: Recorder) -> None:
         await raw.get(f"/schedules/{SCHED_PRIMARY}/overrides",
                       params={"since": "2024-01-01", "until": "2099-01-01"})
         await raw.get("/incidents/NOPE")  # 404
+        await raw.get("/schedules", params={"include[]": "schedule_layers", "query": "SRE"})
+        await raw.get(f"/schedules/{SCHED_PRIMARY}")  # no range: no entries
+        await raw.get(f"/schedules/{SCHED_BUSINESS}", params={
+            "since": "2026-10-30T00:00:00Z", "overflow": "true", "time_zone": "UTC"})
+        await raw.get("/schedules/PNOPE")  # 404
+        await raw.get("/escalation_policies/PNOPE")  # 404
+        await raw.post("/schedules", json={"schedule": {  # 400: turn length not positive
+            "type": "schedule", "time_zone": "UTC", "schedule_layers": [{
+                "start": "2026-01-01T00:00:00Z", "rotation_virtual_start": "2026-01-01T00:00:00Z",
+                "rotation_turn_length_seconds": 0,
+                "users": [{"user": {"id": "PUSR001", "type": "user_reference"}}]}]}})
+        await raw.put(f"/escalation_policies/{EP_PLATFORM}", json={"escalation_policy": {
+            "type": "escalation_policy", "name": "x", "num_loops": 10, "escalation_rules": [
+                {"escalation_delay_in_minutes": 5,
+                 "targets": [{"id": "PUSR001", "type": "user_reference"}]}]}})  # 400
         await raw.get("/incidents", params={"limit": 100, "offset": 9950})  # 400 code 2002
         await raw.get("/incidents", headers={"Authorization": "Token token=nope"})  # 401
         await raw.put("/incidents", json={"incidents": [
@@ -209,6 +238,21 @@ async def exercise(sim: Simulator, rec: Recorder) -> None:
         await raw.get("/priorities")
         await raw.get("/priorities")  # 429
         sim.rate_scale = 1.0
+
+
+async def exercise_migration(client: PagerDutyClient, now: datetime) -> None:
+    """Every schedule and escalation policy operation the migration client makes."""
+    schedules = await client.read_schedules([SCHED_BUSINESS, SCHED_HALF_DAY])
+    await client.rendered(SCHED_BUSINESS, now, now + timedelta(days=28))
+    await client.preview(schedules[0], now, now + timedelta(days=28))
+    new = await client.create_schedule(replace(schedules[0], overrides=()), "syncd-kit-1")
+    await client.update_schedule(new, replace(schedules[1], overrides=()), "syncd-kit-1")
+    await client.sync_overrides(new, schedules[0].overrides)
+    await client.find_schedule("syncd-kit-1")
+    policies = await client.read_policies([EP_PLATFORM])
+    ep = await client.create_policy(policies[0], "syncd-kit-2")
+    await client.update_policy(ep, policies[0], "syncd-kit-2")
+    await client.read_policies()
 
 
 async def page_ids(http: httpx.AsyncClient, size: int) -> list[list[str]]:
@@ -240,6 +284,11 @@ KIT = ContractKit(
         "POST /incidents 400", "PUT /incidents/{id} 400", "GET /incidents 400",
         "GET /incidents 401", "PUT /incidents 413", "GET /priorities 429",
         "GET /incidents/{id} 404", "POST /schedules/{id}/overrides 201",
+        "POST /schedules 201", "POST /schedules 400", "PUT /schedules/{id} 200",
+        "GET /schedules/{id} 200", "GET /schedules/{id} 404", "POST /schedules/preview 200",
+        "POST /escalation_policies 201", "PUT /escalation_policies/{id} 200",
+        "PUT /escalation_policies/{id} 400", "GET /escalation_policies/{id} 200",
+        "GET /escalation_policies/{id} 404",
     },
     wrong_body=("GET", "/priorities", 200, {"priorities": [{"id": 5}], "limit": "x"}),
     list_path="/incidents",
