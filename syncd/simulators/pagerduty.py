@@ -16,7 +16,10 @@ unchanged. What it holds clients to:
 - Events API v2 at ``POST /v2/enqueue`` on the same app (the real one is
   events.pagerduty.com): dedup per routing key, acks/resolves only through the routing key that
   triggered (notes §7), 120 events per minute per routing key;
-- its own timers: acknowledgement timeout (acknowledged -> triggered) and auto-resolve (§5.6).
+- its own timers: acknowledgement timeout (acknowledged -> triggered) and auto-resolve (§5.6);
+- schedules and escalation policies stored as definitions (any IANA zone, layers, restrictions,
+  overrides) and rendered on demand: create/update/show/preview with PagerDuty's checks
+  (:mod:`syncd.simulators.pagerduty_schedules`).
 
 Every state change, whoever makes it (API, a person via ``/_sim``, a timer, an event), appends
 the log entry PagerDuty would record, with its agent and channel.
