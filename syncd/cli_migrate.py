@@ -102,7 +102,7 @@ def apply_cmd(source: FromOpt, target: ToOpt, config: ConfigOpt = Path(DEFAULT_C
         emit({"plan": result.as_dict(), "applied": [a.as_dict() for a in applied]})
         return
     for a in applied:
-        out.print(f"{a.action:9} {a.kind} {a.source_id} ({a.name}) -> {a.target_id or '-'}"
+        print(f"{a.action:9} {a.kind} {a.source_id} ({a.name}) -> {a.target_id or '-'}"
                   + (f", {a.overrides_created} override(s)" if a.overrides_created else ""))
 
 
@@ -133,13 +133,13 @@ def verify_cmd(source: FromOpt, target: ToOpt, config: ConfigOpt = Path(DEFAULT_
         out.print(table)
         for v in verified:
             for d in v.differences:
-                out.print(f"  {v.kind} {v.source_id} level {v.level or '-'}: "
+                print(f"  {v.kind} {v.source_id} level {v.level or '-'}: "
                           f"{d.start.isoformat()} .. {d.end.isoformat()}: source pages "
                           f"{sorted(d.source) or 'nobody'}, target pages "
                           f"{sorted(d.target) or 'nobody'}")
         if not verified:
-            out.print("nothing migrated yet: run syncd migrate apply first")
-        out.print("\n# dual-run configuration" + (f" (written to {write_config})"
+            print("nothing migrated yet: run syncd migrate apply first")
+        print("\n# dual-run configuration" + (f" (written to {write_config})"
                                                   if write_config else "") + ":\n" + snippet)
     raise typer.Exit(0 if differing == 0 and verified else 1)
 
@@ -162,7 +162,7 @@ def _show_plan(result: Plan) -> None:
                       item.conversion.value, "\n".join(details) or "-")
     out.print(table)
     for u in result.unmatched:
-        out.print(f"missing in {result.target}: {u.email or u.user_id} "
+        print(f"missing in {result.target}: {u.email or u.user_id} "
                   f"(used by {', '.join(u.referenced_by)})")
     summary = ", ".join(f"{n} {verb}" for verb, n in result.summary().items() if n)
-    out.print(f"plan: {summary or 'nothing selected'}")
+    print(f"plan: {summary or 'nothing selected'}")

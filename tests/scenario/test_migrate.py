@@ -1,0 +1,226 @@
+"""syncd migrate end to end on the simulators: plan, apply, verify, re-run, edit, crash.
+
+The simulators render their schedules from the stored definitions, so verify compares two
+vendors' own renderings, not syncd's model with itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from world import World, render, threaded_sims
+
+from syncd import config as config_mod
+from syncd.ledger import Ledger, utcnow
+from syncd.ledger import migrated as store
+from syncd.migrate import service
+from syncd.migrate.convert import Conversion
+from syncd.migrate.plan import POLICY, SCHEDULE, Verb
+
+NY, HALF_DAY, POLICY_ID = "PSCHNY1", "PSCH12H", "PEPPLT1"
+SCHEDULE_WRITES = ("/schedules", "/schedules/{id}", "/schedules/{id}/overrides",
+                   "/escalation_policies", "/escalation_policies/{id}")
+
+
+def writes(sim: object) -> int:
+    return sum(sim.call_count(method=m, route=r)  # type: ignore[attr-defined]
+               for m in ("POST", "PUT") for r in SCHEDULE_WRITES)
+
+
+def pair_of(w: World, source: str, target: str) -> service.Pair:
+    return service.open_pair(w.config, w.ledger, source, target,
+                             transports={a: s.transport() for a, s in w.sims.items()})
+
+
+async def closed(pair: service.Pair) -> None:
+    await pair.source_client.aclose()
+    await pair.target_client.aclose()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path, {"pd": "pagerduty", "pd2": "pagerduty"}, [])
+
+
+SELECTION = service.Selection(policies=(POLICY_ID,))
+HORIZON = timedelta(days=28)
+
+
+async def test_plan_apply_verify_rerun_and_edit_in_place(world: World) -> None:
+    target = world.sims["pd2"]
+    pair = pair_of(world, "pd", "pd2")
+    try:
+        now = utcnow()
+        plan = await service.plan(pair, SELECTION, now=now, horizon=HORIZON)
+        kinds = {(i.kind, i.source_id): i for i in plan.items}
+        assert set(kinds) >= {(POLICY, POLICY_ID), (SCHEDULE, NY)}  # the policy's schedules
+        for item in plan.items:
+            assert item.verb == Verb.CREATE, item.as_dict()
+            assert item.conversion == Conversion.EXACT, item.as_dict()
+            if item.kind == SCHEDULE:
+                assert item.verified_by == "target preview"
+                assert item.differences == [], item.as_dict()
+        assert plan.as_dict()["summary"]["create"] == len(plan.items)
+
+        before = writes(target)
+        applied = await service.apply(pair, plan, now=now)
+        assert {a.action for a in applied} == {"created"}
+        assert writes(target) > before
+        ids = {(a.kind, a.source_id): a.target_id for a in applied}
+
+        checked = await service.verify(pair, now=utcnow(), days=28)
+        assert checked and all(v.differences == [] for v in checked), [
+            v.as_dict() for v in checked if v.differences]
+        assert {v.level for v in checked if v.kind == POLICY} == {1, 2, 3}
+        config = service.dual_run_config(pair, checked)
+        assert f'schedule = "{ids[(SCHEDULE, NY)]}"' in config
+
+        # A second apply changes nothing.
+        again = await service.plan(pair, SELECTION, now=utcnow(), horizon=HORIZON)
+        assert again.summary()["unchanged"] == len(again.items), again.as_dict()
+        quiet = writes(target)
+        await service.apply(pair, again, now=utcnow())
+        assert writes(target) == quiet
+
+        # An edit in the source (a new member in a layer) updates in place.
+        (sched,) = await pair.reader.read_schedules([NY])
+        rot = sched.rotations[0]
+        edited = replace(sched, rotations=(replace(rot, users=(*rot.users, "PUSR005")),
+                                           *sched.rotations[1:]))
+        await pair.source_client.update_schedule(NY, edited, "edited by a person")
+        changed = await service.plan(pair, SELECTION, now=utcnow(), horizon=HORIZON)
+        item = changed.item(SCHEDULE, NY)
+        assert item is not None and item.verb == Verb.UPDATE
+        result = await service.apply(pair, changed, now=utcnow())
+        updated = {(a.kind, a.source_id): (a.action, a.target_id) for a in result}
+        assert updated[(SCHEDULE, NY)] == ("updated", ids[(SCHEDULE, NY)])
+        checked = await service.verify(pair, now=utcnow(), days=28)
+        assert all(v.differences == [] for v in checked)
+    finally:
+        await closed(pair)
+        await world.close()
+
+
+async def test_verify_reaches_a_daylight_saving_change_and_catches_a_drifted_target(
+        world: World) -> None:
+    pair = pair_of(world, "pd", "pd2")
+    try:
+        plan = await service.plan(pair, service.Selection(schedules=(NY,)), now=utcnow(),
+                                  horizon=HORIZON)
+        (applied,) = await service.apply(pair, plan, now=utcnow())
+        long = await service.verify(pair, now=utcnow(), days=120)  # a DST change is in reach
+        assert long[0].differences == []
+        # Someone edits the migrated schedule in the target: verify lists the difference.
+        (target_sched,) = await pair.writer.read_schedules([applied.target_id])  # type: ignore[union-attr]
+        rot = target_sched.rotations[0]
+        await pair.target_client.update_schedule(  # type: ignore[attr-defined]
+            applied.target_id, replace(target_sched, rotations=(
+                replace(rot, users=tuple(reversed(rot.users))), *target_sched.rotations[1:])),
+            service.marker("pd", SCHEDULE, NY))
+        drifted = await service.verify(pair, now=utcnow(), days=28)
+        assert drifted[0].differences
+    finally:
+        await closed(pair)
+        await world.close()
+
+
+async def test_a_create_whose_commit_was_lost_is_resumed_not_repeated(world: World) -> None:
+    """The crash window: the vendor created the schedule, the ledger never heard back."""
+    target = world.sims["pd2"]
+    pair = pair_of(world, "pd", "pd2")
+    try:
+        plan = await service.plan(pair, service.Selection(schedules=(NY,)), now=utcnow(),
+                                  horizon=HORIZON)
+        (item,) = plan.items
+        mark = service.marker("pd", SCHEDULE, NY)
+        world.ledger.call(store.intend, "pd", "pd2", SCHEDULE, NY, mark, utcnow())
+        made = await pair.target_client.create_schedule(item.converted, mark)  # type: ignore[attr-defined]
+        count = len(target.schedules)
+        (applied,) = await service.apply(pair, plan, now=utcnow())
+        assert (applied.action, applied.target_id) == ("resumed", made)
+        assert len(target.schedules) == count
+    finally:
+        await closed(pair)
+        await world.close()
+
+
+async def test_missing_people_are_listed_and_nothing_is_written(world: World) -> None:
+    world.config = replace(world.config, users={"pd2": {"PUSR002": "nobody@else.example"}})
+    pair = pair_of(world, "pd", "pd2")
+    try:
+        plan = await service.plan(pair, SELECTION, now=utcnow(), horizon=HORIZON)
+        assert plan.unmatched, plan.as_dict()
+        refused = [i for i in plan.items if i.verb == Verb.REFUSED]
+        assert refused and any(i.refusal and i.refusal.code == "unmatched_people"
+                               for i in refused)
+    finally:
+        await closed(pair)
+        await world.close()
+
+
+async def test_a_target_without_a_schedule_api_refuses_with_no_documented_api(
+        tmp_path: Path) -> None:
+    world = World(tmp_path, {"pd": "pagerduty", "sp": "spike"}, [])
+    pair = pair_of(world, "pd", "sp")
+    try:
+        plan = await service.plan(pair, SELECTION, now=utcnow(), horizon=HORIZON)
+        assert plan.items and all(i.refusal and i.refusal.code == "no_documented_api"
+                                  for i in plan.items)
+        with pytest.raises(service.MigrateError):
+            await service.plan(pair_of(world, "sp", "pd"), SELECTION, now=utcnow(),
+                               horizon=HORIZON)
+    finally:
+        await closed(pair)
+        await world.close()
+
+
+@pytest.mark.slow
+def test_kill9_mid_apply_then_apply_again_creates_no_duplicate(tmp_path: Path) -> None:
+    running, tables = threaded_sims({"pd": "pagerduty", "pd2": "pagerduty"}, 1.0)
+    target = running["pd2"].sim
+    try:
+        config = tmp_path / "syncd.toml"
+        config.write_text(render(tables, [], tmp_path / "ledger.db"))
+        cmd = [sys.executable, "-m", "syncd", "migrate", "apply", "-c", str(config),
+               "--from", "pd", "--to", "pd2", "--escalation-policy", POLICY_ID, "--yes",
+               "--json"]
+        env = {**os.environ, "SYNCD_LOG_FORMAT": "json"}
+        target.faults.latency = 0.4  # slow target: the kill lands between calls
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 60
+        while target.call_count(method="POST", route="/schedules") < 1:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        target.faults.latency = 0.0
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        applied = json.loads(done.stdout)["applied"]
+        assert {a["action"] for a in applied} <= {"created", "resumed", "unchanged"}
+        cfg = config_mod.load(config)
+        ledger = Ledger.open(cfg.ledger_url)
+        mappings = ledger.call(store.mappings, "pd", "pd2")
+        ledger.dispose()
+        assert all(m.target_id for m in mappings)
+        markers = [s.description for s in target.schedules.values()
+                   if "syncd-migrate-" in (s.description or "")]
+        assert len(markers) == len(set(markers)) == sum(m.kind == SCHEDULE for m in mappings)
+        policies = [p for p in target.policies.values()
+                    if "syncd-migrate-" in (p.description or "")]
+        assert len(policies) == 1
+        verify = subprocess.run([*cmd[:4], "verify", *cmd[5:11], "--json"],
+                                capture_output=True, text=True, env=env, timeout=120)
+        assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr
+    finally:
+        for r in running.values():
+            r.stop()
