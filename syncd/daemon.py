@@ -23,7 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd import metrics, sdnotify
 from syncd.config import Config
-from syncd.engine import Engine
+from syncd.engine import Engine, isolated
 from syncd.engine.cadence import Cadence
 from syncd.ledger import Ledger, Status, utcnow
 
@@ -49,6 +49,7 @@ class Health:
     last_poll: dict[str, datetime] = field(default_factory=dict)
     poll_errors: dict[str, str | None] = field(default_factory=dict)
     auth_failed: dict[str, bool] = field(default_factory=dict)
+    auth_problem: dict[str, str] = field(default_factory=dict)  # what /readyz says about it
     stopping: bool = False
 
 
@@ -127,10 +128,15 @@ class Daemon:
             id="housekeeping", max_instances=1, coalesce=True, next_run_time=utcnow(),
         )
 
-    async def _poll(self, account: str) -> None:
+    def _blocked(self, account: str) -> bool:
+        """Rejected credentials and a failed TLS verification do not fix themselves: neither
+        polls nor pushes of that account go out again before AUTH_BACKOFF has passed."""
         failed_at = self._auth_failed_at.get(account)
-        if failed_at is not None and (utcnow() - failed_at).total_seconds() < AUTH_BACKOFF:
-            return  # rejected credentials do not fix themselves; do not hammer the vendor
+        return failed_at is not None and (utcnow() - failed_at).total_seconds() < AUTH_BACKOFF
+
+    async def _poll(self, account: str) -> None:
+        if self._blocked(account):
+            return  # do not hammer the vendor (or a host that fails TLS verification)
         self._polling.add(account)
         try:
             result = await self.engine.poll(account)
@@ -141,6 +147,7 @@ class Daemon:
                 self.poll_soon(account)
         self.health.poll_errors[account] = result.error
         self.health.auth_failed[account] = result.auth_failed
+        self.health.auth_problem[account] = result.auth_problem or ""
         if self.health.auth_failed[account]:
             self._auth_failed_at[account] = utcnow()
         else:
@@ -181,11 +188,11 @@ class Daemon:
     async def _dispatch_all(self) -> None:
         async with anyio.create_task_group() as tg:
             for name in self.engine.clients:
-                tg.start_soon(self._dispatch, name)
+                tg.start_soon(isolated, name, "dispatch", lambda n=name: self._dispatch(n))
 
     async def _dispatch(self, account: str) -> None:
         lock = self._dispatch_locks.setdefault(account, anyio.Lock())
-        if lock.locked():
+        if lock.locked() or self._blocked(account):
             return  # a dispatch of this account is already running; it will see the work
         async with lock:
             await self.engine.dispatch(account)

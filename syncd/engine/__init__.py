@@ -7,11 +7,13 @@ Follow the data: vendor client -> :mod:`.poller` -> :mod:`.observe` (ledger + :m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import anyio
 import httpx
+import structlog
 
 from syncd import vendors
 from syncd.config import Config
@@ -23,7 +25,10 @@ from syncd.ledger import Ledger
 from syncd.ratelimit import Budget
 from syncd.vendors.base import VendorClient
 
-__all__ = ["CycleResult", "Engine"]
+__all__ = ["CycleResult", "Engine", "isolated"]
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -101,14 +106,18 @@ class Engine:
 
         async def dispatch_all() -> None:
             async def one(name: str) -> None:
-                result.dispatches.append(await self.dispatch(name))
+                outcome = await isolated(name, "dispatch", lambda: self.dispatch(name))
+                result.dispatches.append(outcome if isinstance(outcome, DispatchResult)
+                                         else DispatchResult(name, errors=[outcome]))
 
             async with anyio.create_task_group() as tg:
                 for name in self.clients:
                     tg.start_soon(one, name)
 
         async def poll_one(name: str) -> None:
-            result.polls.append(await self.poll(name, full=full))
+            outcome = await isolated(name, "poll", lambda: self.poll(name, full=full))
+            result.polls.append(outcome if isinstance(outcome, PollResult)
+                                else PollResult(name, ok=False, full=bool(full), error=outcome))
 
         await dispatch_all()
         async with anyio.create_task_group() as tg:
@@ -120,3 +129,16 @@ class Engine:
     async def aclose(self) -> None:
         for client in self.clients.values():
             await client.aclose()
+
+
+async def isolated(account: str, job: str, fn: Callable[[], Awaitable[T]]) -> T | str:
+    """Run one account's job so that an unexpected exception stays with that account.
+
+    Accounts share task groups (a cycle, the daemon's dispatch round); an exception escaping one
+    account's task would cancel every other account's poll or push. It is logged with its
+    traceback and returned as the error text instead; cancellation still propagates."""
+    try:
+        return await fn()
+    except Exception as exc:
+        log.exception("account.job_failed", account=account, job=job)
+        return f"{type(exc).__name__}: unexpected failure in {job} of {account}: {exc}"[:500]

@@ -41,6 +41,7 @@ from syncd.vendors.base import (
     VendorClient,
     VendorError,
 )
+from syncd.vendors.guard import vendor_answer
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +110,8 @@ class Dispatcher:
         result.calls += 1
         result.pushed += len(pushes)
         try:
-            answers = await self.client.push(action, pushes)
+            with vendor_answer(self.account, f"push {action.value}"):
+                answers = await self.client.push(action, pushes)
         except RateLimited as exc:
             await self.ledger.run(self._reschedule, [r.id for r, _ in chunk], str(exc),
                                   exc.retry_after, False)
@@ -198,15 +200,17 @@ class Dispatcher:
             return True
         agreed_state, agreed_sev, title = source
         try:
-            incident = await self.client.find_created(marker)
-            result.calls += 1
-            if incident is None:
-                incident = await self.client.create(NewIncident(
-                    marker=marker, title=title, state=State(agreed_state),
-                    severity=Severity(agreed_sev) if agreed_sev else None,
-                    details=f"Mirrored by syncd (group {row.group_name}, link {row.link_id}).",
-                ))
+            with vendor_answer(self.account, "create"):
+                incident = await self.client.find_created(marker)
                 result.calls += 1
+                if incident is None:
+                    incident = await self.client.create(NewIncident(
+                        marker=marker, title=title, state=State(agreed_state),
+                        severity=Severity(agreed_sev) if agreed_sev else None,
+                        details=f"Mirrored by syncd (group {row.group_name}, "
+                                f"link {row.link_id}).",
+                    ))
+                    result.calls += 1
         except RateLimited as exc:
             await self.ledger.run(self._reschedule, [row.id], str(exc), exc.retry_after, False)
             result.errors.append(str(exc))
@@ -236,8 +240,9 @@ class Dispatcher:
         o = oncall_store.override_of(row)
         vendor_id: str | None = None
         try:
-            vendor_id = await self.client.create_override(o.schedule_id, o.user_email, o.start,
-                                                          o.end)
+            with vendor_answer(self.account, "create_override"):
+                vendor_id = await self.client.create_override(o.schedule_id, o.user_email,
+                                                              o.start, o.end)
             outcome, reason = ("done", "") if vendor_id else (
                 "no-op", "the vendor created nothing: the person already holds the rotation "
                 "there, so another override is in the way; remove it by hand")

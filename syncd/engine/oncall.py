@@ -32,6 +32,7 @@ from syncd.ledger import Ledger, Tx, utcnow
 from syncd.ledger import oncall as store
 from syncd.model import Capability, OnCall
 from syncd.vendors.base import AuthError, VendorClient, VendorError
+from syncd.vendors.guard import vendor_answer
 
 log = structlog.get_logger(__name__)
 
@@ -356,7 +357,8 @@ async def _user_list(client: VendorClient) -> list[tuple[str, str | None]] | Non
     "never seen on call there", which can name someone who simply was not on call in the
     horizon; a client that cannot list users returns an empty directory."""
     try:
-        found = await client.user_emails()
+        with vendor_answer(client.account, "user_emails"):
+            found = await client.user_emails()
     except (VendorError, AttributeError):
         return None
     return [(str(k), v if isinstance(v, str) else None) for k, v in found.items()] or None
@@ -437,7 +439,8 @@ class OnCallService:
         now = now or utcnow()
         try:
             until = now + horizon(self.config, account)
-            entries = await client.oncall(now, until)
+            with vendor_answer(account, "oncall"):
+                entries = await client.oncall(now, until)
         except VendorError as exc:
             error = f"{type(exc).__name__}: {exc}"
             if account not in self._failing:

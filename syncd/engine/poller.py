@@ -19,7 +19,8 @@ from syncd import metrics
 from syncd.engine.links import GroupContext
 from syncd.engine.observe import ObserveResult, observe
 from syncd.ledger import Ledger, Tx, utcnow
-from syncd.vendors.base import AuthError, Page, VendorClient, VendorError
+from syncd.vendors.base import AuthError, Page, TLSError, VendorClient, VendorError
+from syncd.vendors.guard import guarded_pages
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +36,9 @@ class PollResult:
     actions: int = 0
     skipped: int = 0
     error: str | None = None
-    auth_failed: bool = False  # the vendor rejected the credentials: retrying will not help
+    auth_failed: bool = False  # credentials rejected or TLS verification failed: retrying
+    # will not help; ``auth_problem`` is what /readyz tells the operator meanwhile
+    auth_problem: str | None = None
 
 
 class Poller:
@@ -60,7 +63,8 @@ class Poller:
             )
         result = PollResult(self.account, ok=True, full=full)
         try:
-            async for page in self.client.poll(None if full else cursor, full=full):
+            pages = self.client.poll(None if full else cursor, full=full)
+            async for page in guarded_pages(self.account, pages):
                 outcome = await self.ledger.run(self._commit, page, full)
                 result.pages += 1
                 result.observed += len(page.incidents)
@@ -75,6 +79,10 @@ class Poller:
             result.ok = False
             result.error = f"{type(exc).__name__}: {exc}"
             result.auth_failed = isinstance(exc, AuthError)
+            if isinstance(exc, TLSError):
+                result.auth_problem = exc.message  # "TLS verification failed for HOST: ..."
+            elif result.auth_failed:
+                result.auth_problem = "authentication failed"
             metrics.POLL_FAILURES.labels(self.account, type(exc).__name__).inc()
             await self.ledger.run(_record_failure, self.account, result.error)
             if not self.failing:

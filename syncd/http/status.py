@@ -49,7 +49,8 @@ def build_app(daemon: Daemon) -> Starlette:
             limit = Cadence.of(cfg, name).stale_after
             last = daemon.health.last_poll.get(name)
             if daemon.health.auth_failed.get(name):
-                problems.append(f"{name}: authentication failed")
+                problem = daemon.health.auth_problem.get(name) or "authentication failed"
+                problems.append(f"{name}: {problem}")
             elif last is None:
                 problems.append(f"{name}: no successful poll yet")
             elif now - last > limit:

@@ -8,7 +8,12 @@ all of them, so that a retry storm or a leaked key is fixed in one place:
   request is safe to repeat (reads, idempotent writes, or a rate-limit answer, which means the
   vendor did not act);
 - a rate-limit answer pauses the budget bucket for the vendor's reset time and is retried after it;
-- every answer is turned into a typed :mod:`syncd.vendors.base` error or parsed JSON;
+- every answer is turned into a typed :mod:`syncd.vendors.base` error or parsed JSON, including
+  answers that lie about themselves: a body that does not decode as its ``Content-Encoding``
+  says, JSON nested too deeply to parse, or a body larger than :data:`MAX_RESPONSE_BYTES`
+  (read as a stream and abandoned past the cap) are all :class:`MalformedResponse`;
+- a TLS verification failure is a :class:`TLSError` that names the host, never a retried
+  "connection failed";
 - errors and logs carry the route template ("GET /incidents/{id}"), never headers or credentials.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
@@ -33,11 +39,18 @@ from syncd.vendors.base import (
     NotFound,
     PermanentError,
     RateLimited,
+    TLSError,
     TransientError,
     VendorError,
 )
 
 log = structlog.get_logger(__name__)
+
+MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+"""The largest vendor answer syncd reads, after decoding (10 MiB). The largest legitimate page
+is far smaller (a page of 100 PagerDuty incidents is about 200 KB); a bigger answer is refused as
+MalformedResponse as soon as it passes the cap, before it can take the daemon's memory (a 30 MB
+answer once took the daemon to 264 MB)."""
 
 Classifier = Callable[[httpx.Response, str], VendorError | None]
 """Vendor hook: turn a response into an error (or None to accept it). Runs before the default."""
@@ -106,8 +119,10 @@ class VendorHTTP:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        max_body: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.account = account
+        self.max_body = max_body
         self.budget = budget
         self.timeout = timeout
         self.max_retries = max_retries
@@ -164,22 +179,21 @@ class VendorHTTP:
                 # httpx times each phase; this bounds the whole exchange, which also covers
                 # transports that enforce no timeouts at all (in-process ASGI).
                 with anyio.fail_after(self.timeout * 2):
-                    response = await self.client.request(
-                        method, url, params=params, json=json, headers=headers
+                    response = await self._exchange(
+                        method, url, endpoint, params=params, json=json, headers=headers
                     )
-                    await response.aread()
             except (httpx.TimeoutException, TimeoutError) as exc:
                 error: VendorError = TransientError(
                     f"timed out ({type(exc).__name__})", account=self.account, endpoint=endpoint
                 )
                 metrics.VENDOR_REQUESTS.labels(self.account, endpoint, "timeout").inc()
             except httpx.TransportError as exc:
-                error = TransientError(
-                    f"connection failed ({type(exc).__name__})",
-                    account=self.account,
-                    endpoint=endpoint,
-                )
-                metrics.VENDOR_REQUESTS.labels(self.account, endpoint, "error").inc()
+                error = self._transport_error(exc, endpoint)
+                outcome = "tls" if isinstance(error, TLSError) else "error"
+                metrics.VENDOR_REQUESTS.labels(self.account, endpoint, outcome).inc()
+            except MalformedResponse as exc:
+                error = exc
+                metrics.VENDOR_REQUESTS.labels(self.account, endpoint, "malformed").inc()
             else:
                 metrics.VENDOR_REQUESTS.labels(
                     self.account, endpoint, str(response.status_code)
@@ -220,6 +234,29 @@ class VendorHTTP:
             attempt += 1
             await self._sleep(delay)
 
+    async def _exchange(self, method: str, url: str, endpoint: str, **kw: Any
+                        ) -> httpx.Response:
+        """Send one request and read its body as a stream, at most :data:`MAX_RESPONSE_BYTES`."""
+        request = self.client.build_request(method, url, **kw)
+        response = await self.client.send(request, stream=True)
+        try:
+            await read_capped(response, self.max_body, endpoint=endpoint, account=self.account)
+        finally:
+            await response.aclose()
+        return response
+
+    def _transport_error(self, exc: httpx.TransportError, endpoint: str) -> VendorError:
+        """A failed certificate check is a TLSError naming the host (a configuration problem,
+        not retried); anything else on the wire is transient."""
+        failure = _cert_failure(exc)
+        if failure is not None:
+            host = self.client.base_url.host or "the vendor"
+            reason = failure.verify_message or failure.reason or str(failure)
+            return TLSError(f"TLS verification failed for {host}: {reason}",
+                            account=self.account, endpoint=endpoint)
+        return TransientError(f"connection failed ({type(exc).__name__})",
+                              account=self.account, endpoint=endpoint)
+
     async def json(self, method: str, route: str, **kw: Any) -> Any:
         """Like :meth:`request`, and parse the body as JSON (MalformedResponse when it is not)."""
         response = await self.request(method, route, **kw)
@@ -232,13 +269,60 @@ def parse_json(response: httpx.Response, endpoint: str, account: str) -> Any:
     kind = response.headers.get("content-type", "")
     try:
         return jsonlib.loads(response.content)
+    except RecursionError:
+        raise malformed("JSON nested too deeply to parse", account=account, endpoint=endpoint,
+                        status=response.status_code) from None
     except (ValueError, UnicodeDecodeError):
         what = "an HTML page" if "html" in kind else "invalid JSON"
-        metrics.MALFORMED.labels(account, endpoint).inc()
-        raise MalformedResponse(
-            f"expected JSON, got {what}", account=account, endpoint=endpoint,
-            status=response.status_code,
-        ) from None
+        raise malformed(f"expected JSON, got {what}", account=account, endpoint=endpoint,
+                        status=response.status_code) from None
+
+
+def malformed(message: str, *, account: str, endpoint: str,
+              status: int | None = None) -> MalformedResponse:
+    """A MalformedResponse, counted in ``syncd_malformed_responses_total`` as it is made."""
+    metrics.MALFORMED.labels(account, endpoint).inc()
+    return MalformedResponse(message, account=account, endpoint=endpoint, status=status)
+
+
+async def read_capped(response: httpx.Response, limit: int, *, endpoint: str,
+                      account: str) -> None:
+    """Read a streamed body into ``response`` (as ``aread`` would), decoded, refusing it as
+    MalformedResponse past ``limit`` bytes or when it does not decode as its
+    ``Content-Encoding`` says. Counting decoded bytes also stops a compression bomb."""
+    status = response.status_code
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise malformed(f"response of {int(declared)} bytes is over the {limit}-byte cap",
+                        account=account, endpoint=endpoint, status=status)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise malformed(f"response is over the {limit}-byte cap; not read further",
+                                account=account, endpoint=endpoint, status=status)
+            chunks.append(chunk)
+    except httpx.DecodingError:
+        encoding = response.headers.get("content-encoding", "")
+        raise malformed(f"body does not decode as its Content-Encoding ({encoding}) says",
+                        account=account, endpoint=endpoint, status=status) from None
+    # What ``Response.aread`` stores; ``.content``/``.text`` work as after a normal read.
+    response._content = b"".join(chunks)
+
+
+def _cert_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate-verification error behind an httpx connection error, if that is what
+    it was (httpx and httpcore chain the ssl error as the cause)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def require(obj: Any, key: str, kind: type | tuple[type, ...], *, endpoint: str,

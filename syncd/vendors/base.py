@@ -6,6 +6,8 @@ Exceptions are split by what the caller must do, the way httpx splits its own::
     ├── TransientError         retry with backoff (5xx, timeouts, dropped connections)
     │   └── RateLimited        wait ``retry_after`` seconds, then retry
     ├── AuthError              stop this account and tell the operator (401, 403 not rate limit)
+    │   └── TLSError           the vendor's certificate failed verification: a config problem,
+    │                          not a network blip, so it is handled like rejected credentials
     ├── PermanentError         park the action with its reason (400, 404, 422, invalid transition)
     │   └── NotFound
     └── MalformedResponse      the vendor answered something we cannot parse; log, count, skip
@@ -72,6 +74,13 @@ class RateLimited(TransientError):
 
 class AuthError(VendorError):
     """Credentials missing, wrong or lacking a permission; retrying will not help."""
+
+
+class TLSError(AuthError):
+    """TLS verification of the vendor failed (untrusted or wrong certificate, wrong host).
+
+    Permanent until the configuration (base_url, trust store) changes: retrying the handshake
+    cannot fix it, so polls back off like an authentication failure and /readyz names it."""
 
 
 class PermanentError(VendorError):
