@@ -12,7 +12,9 @@ to any of them:
 ``POST /_sim/seed`` ``{"incidents": N}``    add N incidents quickly (benchmarks, up to 100k)
 ``GET /_sim/calls`` / ``DELETE``            call counters per (method, route template, status)
 ``POST /_sim/faults`` / ``DELETE``          error_rate, error_status, latency, hang_rate,
-                                            drop_rate, outage_seconds, rate_limit_rate, routes
+                                            drop_rate, outage_seconds, rate_limit_rate, routes;
+                                            answers that lie: false_gzip_rate, deep_json_rate,
+                                            oversize_rate (oversize_bytes), wrong_types_rate
                                             (GET also shows ``network_latency``, the fixed
                                             delay of ``syncd sim --latency-ms``)
 ``POST /_sim/rate-limits``                  ``{"scale": k}`` multiplies limits, or
@@ -23,6 +25,14 @@ to any of them:
                                             unacknowledge, reopen, severity
 ``POST /_sim/alerts``                       fire/resolve an alert through the vendor's intake
 ==========================================  =================================================
+
+Answer faults keep the vendor's status and route but spoil the body the way broken proxies and
+misbehaving vendors do: ``false_gzip`` labels the real answer ``Content-Encoding: gzip`` (it is
+not), ``deep_json`` answers 200 with JSON nested ``deep_json_depth`` levels, ``oversize`` sends
+the real answer behind ``oversize_bytes`` of JSON whitespace (valid, just huge, streamed without
+a Content-Length), ``wrong_types`` keeps the envelope and the record ids and turns every other
+field of every record into another JSON type (a number where a list was, a list where an object
+was).
 
 Dropped connections raise :class:`httpx.RemoteProtocolError` inside the app: under uvicorn that
 aborts the half-sent response (the client sees the connection die), and in-process through
@@ -85,10 +95,30 @@ class Faults:
     drop_rate: float = 0.0
     outage_until: float = 0.0
     rate_limit_rate: float = 0.0
+    false_gzip_rate: float = 0.0
+    deep_json_rate: float = 0.0
+    deep_json_depth: int = 100_000
+    oversize_rate: float = 0.0
+    oversize_bytes: int = 32 * 1024 * 1024
+    wrong_types_rate: float = 0.0
     routes: list[str] = field(default_factory=list)
 
     def applies(self, route: str) -> bool:
         return not self.routes or any(r in route for r in self.routes)
+
+    def answer_fault(self, rng: random.Random) -> str | None:
+        """Which lie (if any) to tell in this answer; no draw at all when none is configured,
+        so seeded runs without answer faults see the same random sequence as before."""
+        rates = (("false_gzip", self.false_gzip_rate), ("deep_json", self.deep_json_rate),
+                 ("oversize", self.oversize_rate), ("wrong_types", self.wrong_types_rate))
+        if not any(rate for _, rate in rates):
+            return None
+        roll = rng.random()
+        for name, rate in rates:
+            if roll < rate:
+                return name
+            roll -= rate
+        return None
 
 
 class WindowLimiter:
@@ -439,9 +469,96 @@ class _SimMiddleware:
                     response = sim.rate_limited(Request(scope, receive), 5.0)
                     await response(scope, receive, counting_send)
                     return
+                lie = f.answer_fault(sim.random)
+                if lie == "deep_json":
+                    depth = max(1, f.deep_json_depth)
+                    await Response(b"[" * depth + b"]" * depth, media_type="application/json")(
+                        scope, receive, counting_send)
+                    return
+                if lie is not None:
+                    await self.app(scope, receive, _LyingSend(counting_send, lie, f))
+                    return
             await self.app(scope, receive, counting_send)
         finally:
             sim.calls[(method, route, status_box[0])] += 1
+
+
+class _LyingSend:
+    """An ASGI ``send`` that spoils the vendor's answer on its way out (see the module doc)."""
+
+    def __init__(self, send: Send, lie: str, faults: Faults) -> None:
+        self.send = send
+        self.lie = lie
+        self.faults = faults
+        self.start: dict[str, Any] | None = None
+        self.body: list[bytes] = []
+
+    async def __call__(self, message: Any) -> None:
+        if message["type"] == "http.response.start":
+            self.start = dict(message)
+            return
+        if message["type"] != "http.response.body" or self.start is None:
+            await self.send(message)
+            return
+        self.body.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = b"".join(self.body)
+        headers = [(k, v) for k, v in self.start.get("headers", [])
+                   if k.lower() != b"content-length"]
+        if self.lie == "false_gzip":
+            headers = [(k, v) for k, v in headers if k.lower() != b"content-encoding"]
+            headers.append((b"content-encoding", b"gzip"))
+        elif self.lie == "wrong_types":
+            body = _wrong_types_body(body)
+        if self.lie == "oversize":
+            await self.send({**self.start, "headers": headers})  # chunked: no Content-Length
+            chunk = b" " * 65536
+            for _ in range(max(0, self.faults.oversize_bytes) // len(chunk) + 1):
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await self.send({"type": "http.response.body", "body": body})
+            return
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.send({**self.start, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+
+_KEPT_IDS = frozenset({"id", "incidentNumber", "incident_number"})
+"""Record ids stay as they were, so a client gets past "which record is this" into the fields."""
+
+
+def _wrong_types_body(body: bytes) -> bytes:
+    """The envelope kept (its lists and objects), every field but the id of every record in it
+    turned into another JSON type; a body that is not JSON goes out unchanged."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+
+    def other(value: Any) -> Any:
+        if isinstance(value, str):
+            return {"unexpected": "object"}
+        if isinstance(value, dict):
+            return ["unexpected", "list"]
+        if isinstance(value, list) or value is None:
+            return 12345
+        return "unexpected"  # numbers and booleans
+
+    def record(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return other(value)
+        return {k: v if k in _KEPT_IDS else other(v) for k, v in value.items()}
+
+    def records(value: Any) -> Any:
+        if isinstance(value, list):
+            return [record(v) for v in value]
+        return record(value) if isinstance(value, dict) else value
+
+    if isinstance(data, dict):
+        data = {k: records(v) for k, v in data.items()}
+    elif isinstance(data, list):
+        data = records(data)
+    return json.dumps(data).encode()
 
 
 def _html_error(status: int, text: str) -> Response:

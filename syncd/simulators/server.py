@@ -54,10 +54,13 @@ class Running:
         return self.sim.describe(self.base_url)
 
 
-def start_in_thread(sim: Simulator, host: str = "127.0.0.1", port: int = 0) -> Running:
-    """Serve ``sim`` on ``host:port`` (0 = a free port) and return once it accepts connections."""
+def start_in_thread(sim: Simulator, host: str = "127.0.0.1", port: int = 0, *,
+                    certfile: str | None = None, keyfile: str | None = None) -> Running:
+    """Serve ``sim`` on ``host:port`` (0 = a free port) and return once it accepts connections;
+    over HTTPS with ``certfile``/``keyfile``."""
     sock = _bind(host, port)
-    server = uvicorn.Server(config(sim, sock))
+    tls = {"ssl_certfile": certfile, "ssl_keyfile": keyfile} if certfile else {}
+    server = uvicorn.Server(config(sim, sock, **tls))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"sim-{sim.vendor}", daemon=True
     )
@@ -68,7 +71,8 @@ def start_in_thread(sim: Simulator, host: str = "127.0.0.1", port: int = 0) -> R
             raise RuntimeError(f"simulator {sim.vendor} did not start on {host}:{port}")
         time.sleep(0.01)
     real_port = sock.getsockname()[1]
-    return Running(sim, f"http://{host}:{real_port}", server, thread)
+    scheme = "https" if certfile else "http"
+    return Running(sim, f"{scheme}://{host}:{real_port}", server, thread)
 
 
 def serve_forever(sim: Simulator, host: str, port: int, *, certfile: str | None = None,
