@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from syncd.engine.links import GroupContext, joined_changes, link_for, reconcile_link
 from syncd.engine.reconciler import Change
-from syncd.ledger import Record, Tx, records
+from syncd.ledger import Record, Tx, outbox, records
 from syncd.model import Incident, State
 
 __all__ = ["GroupContext", "ObserveResult", "observe"]
@@ -55,6 +55,9 @@ def observe(
             if found is None:
                 continue
             changes = found
+            # What the vendor refused or postponed may work now (issue 20.5: an escalation
+            # that appeared late makes a parked incident.io ack possible).
+            outbox.retry_on_change(tx, rec.id or 0, now)
             for name, old, new in changes:
                 tx.audit("observed", account=account, external_id=rec.external_id,
                          field=name, old=old, new=new, cause=account, at=now)

@@ -3,7 +3,8 @@
 A row is a write owed to one vendor record (or a create owed to one account)::
 
     pending ──confirm──────────> done
-       │  ├──park / refused───> parked      (a person must look; never retried)
+       │  ├──park / refused───> parked      (a person must look; retried only when
+       │  │                                  the record changes at the vendor: retry_on_change)
        │  ├──supersede────────> superseded  (a newer action for the same field, the member
        │  │                                  already has the value, or it left the link)
        │  ├──unknown──────────> unknown     (sent, answer lost: never sent again)
@@ -40,6 +41,8 @@ MAX_BACKOFF = 300.0
 """Longest pause between two attempts of one row, seconds (full jitter below it)."""
 MAX_ATTEMPTS = 50
 """Attempts after which a row that keeps failing transiently is parked."""
+RETRY_ON_CHANGE_LIMIT = 20
+"""Attempts after which a parked row is no longer revived by changes of its record."""
 
 
 class Status(enum.StrEnum):
@@ -118,6 +121,41 @@ def _supersede(row: Outbox, reason: str, now: datetime) -> None:
     row.status = Status.SUPERSEDED
     row.last_error = reason
     row.updated_at = now
+
+
+def retry_on_change(tx: Tx, record_id: int, now: datetime) -> int:
+    """The record changed at its vendor: the latest action per field goes again now if it was
+    parked or is backing off. Only the latest: an older parked value must never overwrite a
+    newer one that was pushed or replaced it since.
+
+    A refusal can depend on the record's state at the vendor (incident.io had created no
+    escalation to acknowledge yet), so a change there earns a parked action one more try: once
+    per change, never a loop, and not after RETRY_ON_CHANGE_LIMIT attempts."""
+    rows = tx.session.exec(
+        select(Outbox).where(Outbox.record_id == record_id)
+        .order_by(col(Outbox.id).desc()).limit(20)  # the latest per field is among them
+    ).all()
+    seen: set[str] = set()
+    retried = 0
+    for row in rows:
+        name = Action(row.action).field
+        if name is None or name in seen:
+            continue
+        seen.add(name)
+        if row.status == Status.PENDING and row.next_attempt_at > now:
+            row.next_attempt_at = now
+            retried += 1
+        if row.status != Status.PARKED or row.attempts >= RETRY_ON_CHANGE_LIMIT:
+            continue
+        row.status = Status.PENDING
+        row.next_attempt_at = row.updated_at = now
+        row.attempts += 1
+        row.last_error = f"retrying: the record changed at the vendor ({row.last_error})"[:500]
+        tx.audit("unpark", group_name=row.group_name, link_id=row.link_id, account=row.account,
+                 field=row.action, new=row.value, outcome="pending",
+                 detail="the record changed at the vendor", at=now)
+        retried += 1
+    return retried
 
 
 # --------------------------------------------------------------------------- outcomes

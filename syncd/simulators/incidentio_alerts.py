@@ -1,16 +1,23 @@
 """incident.io simulator, part 2: the alert model. The HTTP alert source (dedup by
 ``deduplication_key`` among firing alerts, notes 7), alerts, the escalations where acknowledgement
 lives (respond ack/snooze, cancel, snoozes waking on the sim clock, notes 6, 9) and escalation
-paths. Incidents, on-call and plumbing come from :mod:`syncd.simulators.incidentio_base`."""
+paths. Incidents, on-call and plumbing come from :mod:`syncd.simulators.incidentio_base`.
+
+Late escalations: incident.io creates escalations asynchronously after an alert is routed
+(notes 6, 7). With ``escalation_delay`` seconds (constructor, or ``POST /_sim/escalation-delay
+{"seconds": N}``) the escalation of a new alert appears that much later on the sim clock (ours:
+0 by default, i.e. at once), unless the alert resolved meanwhile."""
 
 
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from syncd.simulators.base import parse_time
 from syncd.simulators.incidentio_base import (
@@ -152,9 +159,42 @@ class IncidentIOAlerts(IncidentIOBase):
         inc.alert_ids.append(alert.id)
         alert.incident_id = inc.id
         alert.incident_alert_id = self._next("B")
-        self._escalate(title=title, description=body.get("description") or "", incident=inc,
-                       alert=alert, creator=actor, path_id=self.path_id)
+        if self.escalation_delay > 0:
+            due = now + timedelta(seconds=self.escalation_delay)
+            self.late_escalations.append((due, alert.id))
+        else:
+            self._escalate_alert(alert)
         return alert
+
+    def _escalate_alert(self, alert: Alert) -> None:
+        """The route's escalation through the path, for a firing alert and its incident."""
+        inc = self.incidents[alert.incident_id] if alert.incident_id else None
+        self._escalate(title=alert.title, description=alert.description or "", incident=inc,
+                       alert=alert, creator={"alert": {"id": alert.id, "title": alert.title}},
+                       path_id=self.path_id)
+
+    def _late_escalations(self) -> None:
+        """Create the escalations whose delay has passed on the sim clock."""
+        now = self.clock.now()
+        due = [aid for when, aid in self.late_escalations if when <= now]
+        if not due:
+            return
+        self.late_escalations = [(w, a) for w, a in self.late_escalations if w > now]
+        for aid in due:
+            alert = self.alerts.get(aid)
+            if alert is not None and alert.status == "firing":
+                self._escalate_alert(alert)
+
+    def _control_routes(self) -> list[Route]:
+        return [*super()._control_routes(),
+                Route("/_sim/escalation-delay", self._c_escalation_delay, methods=["POST"])]
+
+    async def _c_escalation_delay(self, request: Request) -> Response:
+        seconds = float((await self._body(request)).get("seconds", 0))
+        if not 0 <= seconds <= 86400:
+            return JSONResponse({"error": "seconds must be 0..86400"}, status_code=400)
+        self.escalation_delay = seconds
+        return JSONResponse({"escalation_delay": seconds})
 
     def _resolve_alert(self, alert: Alert) -> None:
         now = self.clock.now()
@@ -177,7 +217,9 @@ class IncidentIOAlerts(IncidentIOBase):
                                     message="Declined: all alerts resolved")
 
     def tick(self) -> None:
-        """Snoozed escalations trigger again when their snooze ends."""
+        """Late escalations appear; snoozed ones trigger again when their snooze ends."""
+        if self.late_escalations:
+            self._late_escalations()
         if not self.snoozed:
             return
         now = self.clock.now()

@@ -389,8 +389,10 @@ class IncidentIOBase(Simulator):
     operations = OPERATIONS
 
     def __init__(self, *, seed: int = 0, rate_limits: bool = True, severity_required: bool = True,
-                 auto_decline: bool = True, auto_cancel_escalations: bool = True) -> None:
+                 auto_decline: bool = True, auto_cancel_escalations: bool = True,
+                 escalation_delay: float = 0.0) -> None:
         self.severity_required = severity_required
+        self.escalation_delay = escalation_delay  # see incidentio_alerts._late_escalations
         self.auto_decline = auto_decline
         self.auto_cancel_escalations = auto_cancel_escalations
         super().__init__(seed=seed, rate_limits=rate_limits)
@@ -455,6 +457,7 @@ class IncidentIOBase(Simulator):
         self.updates_by_incident: dict[str, list[dict[str, Any]]] = {}
         self.attachments: list[dict[str, Any]] = []
         self.next_number = 1
+        self.late_escalations: list[tuple[datetime, str]] = []  # (due, alert id)
 
     def _next(self, kind: str) -> str:
         return ulid(kind, 10_000 + next(self._ids))

@@ -14,8 +14,11 @@ for acks that need not bump the incident (notes 9.2); the ack state of changed o
 comes from ``GET /v2/escalations?incident[one_of]=...`` and the dedup key from
 ``GET /v2/incident_alerts`` (cached). A full resync reads every triage/live/paused incident.
 
-Writes: ack = ``respond {"response": "ack"}`` on each open related escalation (REFUSED when
-there is none: a capability gap, never faked with status moves); resolve = edit to the first
+Writes: ack = ``respond {"response": "ack"}`` on each open related escalation. With none,
+incident.io may simply not have created it yet (escalations are created asynchronously after an
+alert or incident is declared): within :data:`ESCALATION_GRACE` of the record's creation the ack
+is retried (RETRY); after that it is a capability gap (REFUSED, parked), never faked with status
+moves; see :func:`escalation_may_still_come`. resolve = edit to the first
 ``closed`` (or, by setting, ``learning``) status; severity = edit ``severity_id`` chosen by
 rank. incident.io has no batch endpoints, so every batch is one record (acks: one lookup for
 up to 25 incidents, then one respond per escalation).
@@ -30,6 +33,7 @@ on-call, the user directory, webhooks); :class:`IncidentModel` and
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -77,6 +81,51 @@ MAX_PAGES = 10_000
 ESC_FILTER_IDS = 25  # incidents per escalations lookup (our choice: keeps URLs short)
 INTAKE = "/v2/alert_events/http/{alert_source_config_id}"
 INTAKE_ENDPOINT = f"POST {INTAKE}"
+
+ESCALATION_GRACE = timedelta(minutes=5)
+"""How long after an incident or alert is created syncd waits for incident.io to create its
+escalation before an ack with nothing to acknowledge counts as a capability gap. incident.io
+creates escalations asynchronously after the alert route or an escalation path runs (notes 6, 7),
+normally within seconds; five minutes covers a slow or delayed path without leaving a real gap
+(an incident with no escalation path at all) retrying for long."""
+
+
+def escalation_may_still_come(created_at: datetime | None, now: datetime) -> bool:
+    """The one rule for "no open escalation": True = not found *yet* (retry with backoff),
+    False = a capability gap (park). The window is bounded by the record's creation time at
+    incident.io (a record without one is not given a window). A parked ack is retried anyway
+    when a later poll shows the record changed at the vendor (an escalation appeared), see
+    ``syncd.ledger.outbox.retry_on_change``."""
+    return created_at is not None and now - created_at < ESCALATION_GRACE
+
+
+def created_of(raw: dict[str, Any]) -> datetime | None:
+    try:
+        return _time(raw.get("created_at"))
+    except ValueError:
+        return None
+
+
+def _note_newest(newest: dict[str, datetime], rid: str, value: Any) -> None:
+    try:
+        when = _time(value)
+    except ValueError:  # still proof that an escalation exists
+        newest.setdefault(rid, datetime.min.replace(tzinfo=UTC))
+        return
+    if rid not in newest or when > newest[rid]:
+        newest[rid] = when
+
+
+def with_escalations(inc: Incident, esc_changed: Mapping[str, datetime]) -> Incident:
+    """The record's ``updated_at`` includes its escalations' changes: a syncd record is the
+    incident (or alert) *and* its escalations, and creating or acking an escalation need not
+    bump the incident (notes 9.2). So an escalation that appears late is a change the engine
+    sees, and retries an ack it had to park or postpone."""
+    when = esc_changed.get(inc.external_id)
+    if when is None or (inc.updated_at is not None and inc.updated_at >= when):
+        return inc
+    return dataclasses.replace(inc, updated_at=when)
+
 
 BASE_CAPABILITIES = (Capability.ACK | Capability.RESOLVE | Capability.CREATE
                      | Capability.ONCALL_READ | Capability.OVERRIDE_WRITE)
@@ -160,7 +209,8 @@ class RecordModel:
         """The records of changed escalations that ``seen`` lacks (acks need not bump them)."""
         raise NotImplementedError
 
-    async def resolved(self, external_id: str) -> bool:
+    async def resolved_and_created(self, external_id: str) -> tuple[bool, datetime | None]:
+        """Whether the record is resolved, and when incident.io created it (one read)."""
         raise NotImplementedError
 
     async def write(self, action: Action, p: Push) -> PushResult:
@@ -185,7 +235,7 @@ class RecordModel:
         for raw in raws:
             try:
                 incidents.append(parse(raw))
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 rid = raw.get("id") if isinstance(raw, dict) else None
                 metrics.MALFORMED.labels(self.account, endpoint).inc()
                 skipped.append(Skipped(endpoint, str(exc), rid if isinstance(rid, str) else None))
@@ -432,10 +482,11 @@ class IncidentIOClient(ClientBase):
             after = nxt
         raise self._malformed(endpoint, f"more than {MAX_PAGES} pages")
 
-    async def _acked(self, incident_ids: Sequence[str], by: str = "incident"
+    async def _acked(self, incident_ids: Sequence[str], by: str = "incident",
+                     newest: dict[str, datetime] | None = None
                      ) -> tuple[set[str], dict[str, list[str]]]:
         """Which incidents (``by="alert"``: alerts) have an acked escalation, and each one's
-        still-ackable escalations."""
+        still-ackable escalations; ``newest`` collects each one's latest escalation change."""
         acked: set[str] = set()
         ackable: dict[str, list[str]] = {}
         endpoint = "GET /v2/escalations"
@@ -455,6 +506,8 @@ class IncidentIOClient(ClientBase):
                     for rid in related:
                         if rid not in chunk:
                             continue
+                        if newest is not None:
+                            _note_newest(newest, rid, esc.get("updated_at"))
                         if was_acked:
                             acked.add(rid)
                         if esc.get("status") in ESC_ACKABLE:
@@ -555,7 +608,8 @@ class IncidentIOClient(ClientBase):
 
     async def _ack(self, batch: list[Push]) -> list[PushResult]:
         ids = list(dict.fromkeys(p.external_id for p in batch))
-        acked, ackable = await self._acked(ids, self.records.kind)
+        escalated: dict[str, datetime] = {}
+        acked, ackable = await self._acked(ids, self.records.kind, escalated)
         out = []
         for p in batch:
             eid = p.external_id
@@ -565,17 +619,9 @@ class IncidentIOClient(ClientBase):
                     out.append(PushResult(eid, Outcome.ALREADY))
                     continue
                 try:
-                    resolved = await self.records.resolved(eid)
+                    out.append(await self._nothing_to_ack(eid, escalated=eid in escalated))
                 except NotFound as exc:
                     out.append(PushResult(eid, Outcome.REFUSED, exc.message))
-                    continue
-                if resolved:
-                    # Never move a resolved record backwards with a late ack.
-                    out.append(PushResult(eid, Outcome.ALREADY,
-                                          f"{self.records.kind} already resolved"))
-                else:
-                    out.append(PushResult(eid, Outcome.REFUSED,
-                                          "no open escalation to acknowledge (capability gap)"))
                 continue
             outcome, message = Outcome.DONE, ""
             for esc_id in targets:
@@ -591,6 +637,21 @@ class IncidentIOClient(ClientBase):
                 outcome = Outcome.ALREADY
             out.append(PushResult(eid, outcome, message))
         return out
+
+    async def _nothing_to_ack(self, eid: str, *, escalated: bool) -> PushResult:
+        """An ack for a record without an open escalation: already resolved, not yet
+        escalated (retry), or a capability gap (refused): its escalations all ended
+        (``escalated``), or none came within :func:`escalation_may_still_come`'s window."""
+        what = self.records.kind
+        resolved, created = await self.records.resolved_and_created(eid)
+        if resolved:
+            # Never move a resolved record backwards with a late ack.
+            return PushResult(eid, Outcome.ALREADY, f"{what} already resolved")
+        if not escalated and escalation_may_still_come(created, self._clock()):
+            return PushResult(eid, Outcome.RETRY, f"no escalation for this {what} yet "
+                              "(incident.io creates them asynchronously); retrying")
+        return PushResult(eid, Outcome.REFUSED,
+                          "no open escalation to acknowledge (capability gap)")
 
     # ------------------------------------------------------------------ create
 
@@ -786,9 +847,12 @@ class IncidentModel(RecordModel):
             cat = status.get("category") if isinstance(status, dict) else None
             if isinstance(r, dict) and r.get("id") in ids and ALIASES.get(cat, cat) in OPEN:
                 open_ids.append(r["id"])
-        acked, _ = await self.client._acked(open_ids) if open_ids else (set(), {})
+        esc_changed: dict[str, datetime] = {}
+        acked, _ = (await self.client._acked(open_ids, newest=esc_changed) if open_ids
+                    else (set(), {}))
         await self._dedup_keys(ids)
-        return self._parse_all(raws, endpoint, lambda raw: self._parse(raw, ranked, acked))
+        return self._parse_all(raws, endpoint, lambda raw: with_escalations(
+            self._parse(raw, ranked, acked), esc_changed))
 
     async def pages(self, since: datetime | None) -> AsyncIterator[Page]:
         """Incidents changed since ``since`` (all open ones when None), one Page per page."""
@@ -832,9 +896,11 @@ class IncidentModel(RecordModel):
         self.client._check_failure(data, endpoint)
         return require(data, "incident", dict, endpoint=endpoint, account=self.account)
 
-    async def resolved(self, eid: str) -> bool:
-        cat = ((await self._show(eid)).get("incident_status") or {}).get("category")
-        return ALIASES.get(cat, cat) in RESOLVED
+    async def resolved_and_created(self, eid: str) -> tuple[bool, datetime | None]:
+        raw = await self._show(eid)
+        status = raw.get("incident_status")
+        cat = status.get("category") if isinstance(status, dict) else None
+        return ALIASES.get(cat, cat) in RESOLVED, created_of(raw)
 
     async def _resolve_target(self) -> str:
         wanted = self.settings.resolve_status

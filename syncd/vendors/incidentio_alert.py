@@ -39,7 +39,15 @@ from syncd.vendors.base import (
     TransientError,
 )
 from syncd.vendors.client import parse_time as _time
-from syncd.vendors.incidentio import INTAKE, INTAKE_ENDPOINT, MARKER, MARKER_URL, RecordModel
+from syncd.vendors.incidentio import (
+    INTAKE,
+    INTAKE_ENDPOINT,
+    MARKER,
+    MARKER_URL,
+    RecordModel,
+    created_of,
+    with_escalations,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -105,8 +113,11 @@ class AlertModel(RecordModel):
         """Parse alerts, with the ack state of the firing ones from their escalations."""
         firing = [r["id"] for r in raws if isinstance(r, dict) and isinstance(r.get("id"), str)
                   and r.get("status") == "firing"]
-        acked, _ = await self.client._acked(firing, "alert") if firing else (set(), {})
-        return self._parse_all(raws, endpoint, lambda raw: self._parse(raw, acked))
+        esc_changed: dict[str, datetime] = {}
+        acked, _ = (await self.client._acked(firing, "alert", esc_changed) if firing
+                    else (set(), {}))
+        return self._parse_all(raws, endpoint, lambda raw: with_escalations(
+            self._parse(raw, acked), esc_changed))
 
     # ------------------------------------------------------------------ poll
 
@@ -149,8 +160,9 @@ class AlertModel(RecordModel):
         self.client._check_failure(data, endpoint)
         return require(data, "alert", dict, endpoint=endpoint, account=self.account)
 
-    async def resolved(self, aid: str) -> bool:
-        return (await self._show(aid)).get("status") == "resolved"
+    async def resolved_and_created(self, aid: str) -> tuple[bool, datetime | None]:
+        raw = await self._show(aid)
+        return raw.get("status") == "resolved", created_of(raw)
 
     async def write(self, action: Action, p: Push) -> PushResult:
         """Resolve: the only write besides acks (``batch_size`` has no severity here)."""

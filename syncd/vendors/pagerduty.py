@@ -316,7 +316,7 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         for raw in raws:
             try:
                 good.append(self._incident(raw))
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 metrics.MALFORMED.labels(self.account, endpoint).inc()
                 rid = raw.get("id") if isinstance(raw, dict) else None
                 skipped.append(Skipped(endpoint, str(exc), rid if isinstance(rid, str) else None))
@@ -740,7 +740,7 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
             for raw in items:
                 try:
                     entry = self._oncall(raw)
-                except (ValueError, TypeError, KeyError) as exc:
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
                     metrics.MALFORMED.labels(self.account, endpoint).inc()
                     log.warning("pagerduty.oncall_skipped", account=self.account,
                                 reason=str(exc))

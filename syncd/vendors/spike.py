@@ -257,7 +257,7 @@ class SpikeClient(ClientBase):
             for raw in items:
                 try:
                     inc = self._incident(raw)
-                except (ValueError, TypeError, KeyError) as exc:
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
                     rid = raw.get("counterId") if isinstance(raw, dict) else None
                     metrics.MALFORMED.labels(self.account, endpoint).inc()
                     skipped.append(Skipped(endpoint, str(exc), str(rid) if rid else None))
@@ -441,7 +441,7 @@ class SpikeClient(ClientBase):
             raw = data.get("incident", data) if isinstance(data, dict) else data
             try:
                 created = self._incident(raw)
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 raise self._malformed(endpoint, f"created incident unreadable: {exc}") from None
         else:
             if s.webhook_token is None:

@@ -25,6 +25,7 @@ from syncd.engine import Engine
 from syncd.simulators.server import Running, start_in_thread
 from syncd.vendors._http import MAX_RESPONSE_BYTES
 from syncd.vendors.base import Action
+from syncd.vendors.incidentio import ESCALATION_GRACE
 
 LIES = ["false_gzip", "deep_json", "oversize", "wrong_types"]
 EXPECTED = {
@@ -229,5 +230,64 @@ async def test_tls_verification_failure_is_named_and_backs_off(
             ready = await http.get("/readyz")
         assert ready.status_code == 503
         assert f"x: {problem}" in ready.json()["problems"]
+    finally:
+        await w.close()
+
+
+# --------------------------------------------------------------------------- 20.5: late escalations
+
+
+def outbox(w: World) -> dict[str, int]:
+    return w.ledger.call(lambda tx: tx.outbox_depth())
+
+
+async def test_an_ack_before_incidentio_escalates_waits_for_the_escalation(
+        tmp_path: Path) -> None:
+    """Acked in PagerDuty while incident.io has not created the escalation yet (it does so
+    asynchronously): the ack is retried, not parked, and lands once the escalation exists."""
+    w = correlate(tmp_path, {"pd": "pagerduty", "ii": "incidentio"})
+    try:
+        async with httpx.AsyncClient(transport=w.sims["ii"].transport(),
+                                     base_url="http://ii.sim.test") as control:
+            assert (await control.post("/_sim/escalation-delay", json={"seconds": 20})).is_success
+        w.alert("race")
+        await w.cycle()
+        w.act("pd", "race", "acknowledge")
+        await w.cycle()
+        assert w.incident("ii", "race")["state"] == "triggered"
+        assert outbox(w).get("parked", 0) == 0 and outbox(w).get("pending") == 1
+        (row,) = w.ledger.call(lambda tx: tx.outbox_for_link(1))
+        assert "yet" in (row.last_error or "")
+        w.sims["ii"].clock.advance(21)  # incident.io gets round to the escalation
+        await w.settle()
+        assert w.incident("ii", "race")["state"] == "acknowledged"
+        assert outbox(w).get("parked", 0) == 0 and not outbox(w).get("pending")
+    finally:
+        await w.close()
+
+
+async def test_a_parked_ack_is_retried_when_the_escalation_finally_appears(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the waiting window the ack is parked as a capability gap; when a later poll shows
+    the record changed (the escalation came after all), the parked ack goes out."""
+    w = correlate(tmp_path, {"pd": "pagerduty", "ii": "incidentio"})
+    try:
+        sim = w.sims["ii"]
+        sim.escalation_delay = 600
+        monkeypatch.setattr(w.engine.clients["ii"], "_clock", sim.clock.now)
+        w.alert("slow")
+        await w.cycle()
+        w.act("pd", "slow", "acknowledge")
+        sim.clock.advance(ESCALATION_GRACE.total_seconds() + 1)
+        await w.cycle()
+        assert outbox(w).get("parked") == 1
+        (row,) = w.ledger.call(lambda tx: tx.outbox_for_link(1))
+        assert "capability gap" in (row.last_error or "")
+        sim.clock.advance(600)
+        await w.settle()
+        assert w.incident("ii", "slow")["state"] == "acknowledged"
+        assert outbox(w).get("parked", 0) == 0 and not outbox(w).get("pending")
+        unparked = w.ledger.call(lambda tx: tx.audit_entries(kind="unpark"))
+        assert [(u.account, u.field) for u in unparked] == [("ii", "acknowledge")]
     finally:
         await w.close()

@@ -24,7 +24,7 @@ from syncd.vendors.base import (
     RateLimited,
     TransientError,
 )
-from syncd.vendors.incidentio import IncidentIOClient
+from syncd.vendors.incidentio import ESCALATION_GRACE, IncidentIOClient
 
 
 async def drain(client: IncidentIOClient, cursor: str | None = None, *, full: bool = False
@@ -120,7 +120,11 @@ async def test_refusals_and_no_backwards_moves(sim: IncidentIOSimulator) -> None
         sim.alert(dedup="x", title="x")
         plain, paged = [i["id"] for i in sim.canonical_incidents()]
         res = await learning.push(Action.ACKNOWLEDGE, [push(plain, Action.ACKNOWLEDGE)])
-        assert res[0].outcome is Outcome.REFUSED and "escalation" in res[0].message
+        # incident.io creates escalations asynchronously: a young incident may get one yet
+        assert res[0].outcome is Outcome.RETRY and "yet" in res[0].message
+        sim.clock.advance(ESCALATION_GRACE.total_seconds() + 1)
+        res = await learning.push(Action.ACKNOWLEDGE, [push(plain, Action.ACKNOWLEDGE)])
+        assert res[0].outcome is Outcome.REFUSED and "capability gap" in res[0].message
         sim.act(paged, "resolve")  # closed
         res = await learning.push(Action.ACKNOWLEDGE, [push(paged, Action.ACKNOWLEDGE)])
         assert res[0].outcome is Outcome.ALREADY  # a late ack never reopens
