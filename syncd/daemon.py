@@ -193,7 +193,7 @@ class Daemon:
     async def _dispatch(self, account: str) -> None:
         lock = self._dispatch_locks.setdefault(account, anyio.Lock())
         if lock.locked() or self._blocked(account):
-            return  # a dispatch of this account is already running; it will see the work
+            return  # already running (it will see the work), or credentials/TLS refused
         async with lock:
             await self.engine.dispatch(account)
 

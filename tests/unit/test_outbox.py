@@ -175,3 +175,25 @@ def test_override_rows_end_done_refused_unknown_or_deferred(tmp_path: Path) -> N
     assert rows == ["done", "done", "parked", "unknown", "superseded", "unknown"]
     audit = ledger.call(lambda tx: [a.outcome for a in tx.audit_entries(kind="oncall")])
     assert audit.count("pending") == len(ids) and audit.count("done") == 1
+
+
+def test_a_change_at_the_vendor_retries_only_the_latest_parked_action(tmp_path: Path) -> None:
+    """A parked severity that a newer, pushed severity replaced must never go out again; the
+    parked ack (the latest state action) goes back to pending, once."""
+    ledger, link_id, rid = ledger_with_record(tmp_path)
+
+    def seed(tx: Tx) -> None:
+        old = owe(tx, link_id, rid, Action.SET_SEVERITY, "s1", "sev1")
+        outbox.park(old, "refused", T0)
+        new = owe(tx, link_id, rid, Action.SET_SEVERITY, "s2", "sev2")
+        outbox.confirm(new, T0)
+        outbox.park(owe(tx, link_id, rid, Action.ACKNOWLEDGE, "a"), "no escalation", T0)
+
+    ledger.call(seed)
+    later = T0 + timedelta(minutes=1)
+    assert ledger.call(lambda tx: outbox.retry_on_change(tx, rid, later)) == 1
+    assert statuses(ledger, link_id) == [("severity", "parked"), ("severity", "done"),
+                                         ("acknowledge", "pending")]
+    unparked = ledger.call(lambda tx: [(a.account, a.field) for a in tx.audit_entries(
+        kind="unpark")])
+    assert unparked == [("vo", "acknowledge")]
