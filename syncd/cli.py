@@ -10,7 +10,8 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,7 +23,7 @@ from rich.table import Table
 
 from syncd import __version__, logs
 from syncd import config as config_mod
-from syncd.ledger import Ledger, LedgerError
+from syncd.ledger import Ledger, LedgerError, ledger_error_in
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -58,11 +59,37 @@ def load_config(path: Path) -> config_mod.Config:
     return cfg
 
 
-def open_ledger(cfg: config_mod.Config) -> Ledger:
+def open_ledger(cfg: config_mod.Config, *, exclusive: bool = False) -> Ledger:
+    """``exclusive``: this command syncs (pushes), so it takes the ledger's lock and is refused
+    while a daemon or another syncing command holds it. Read-only commands never take it."""
     try:
-        return Ledger.open(cfg.ledger_url, busy_timeout=cfg.ledger.busy_timeout)
+        return Ledger.open(cfg.ledger_url, busy_timeout=cfg.ledger.busy_timeout,
+                           exclusive=exclusive)
     except LedgerError as exc:
         raise fail(str(exc)) from None
+
+
+@contextmanager
+def using_ledger(cfg: config_mod.Config, *, exclusive: bool = False) -> Iterator[Ledger]:
+    """The ledger for one command, disposed (and its lock released) however the command ends;
+    a ledger failure on the way (disk full, locked, damaged) is one line and exit 1."""
+    with disposing(open_ledger(cfg, exclusive=exclusive)) as ledger:
+        yield ledger
+
+
+@contextmanager
+def disposing(ledger: Ledger) -> Iterator[Ledger]:
+    """Dispose of ``ledger`` (releasing its lock) however the block ends; a ledger failure in
+    it is one line and exit 1."""
+    try:
+        yield ledger
+    except Exception as exc:
+        error = ledger_error_in(exc)
+        if error is None:
+            raise
+        raise fail(str(error), 1) from None
+    finally:
+        ledger.dispose()
 
 
 def emit(data: Any) -> None:
@@ -121,17 +148,16 @@ def once(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
     from syncd.engine import Engine
 
     cfg = load_config(config)
-    ledger = open_ledger(cfg)
+    with using_ledger(cfg, exclusive=True) as ledger:
 
-    async def go() -> Any:
-        engine = Engine.from_config(cfg, ledger)
-        try:
-            return await engine.cycle(full=True if full else None)
-        finally:
-            await engine.aclose()
+        async def go() -> Any:
+            engine = Engine.from_config(cfg, ledger)
+            try:
+                return await engine.cycle(full=True if full else None)
+            finally:
+                await engine.aclose()
 
-    result = anyio.run(go)
-    ledger.dispose()
+        result = anyio.run(go)
     data = {
         "ok": result.ok,
         "polls": [p.__dict__ for p in result.polls],
@@ -174,9 +200,8 @@ def status(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False) 
     from syncd import views
 
     cfg = load_config(config)
-    ledger = open_ledger(cfg)
-    data = ledger.call(views.status, cfg)
-    ledger.dispose()
+    with using_ledger(cfg) as ledger:
+        data = ledger.call(views.status, cfg)
     if json_out:
         emit(data)
         return
@@ -208,9 +233,8 @@ def links(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
     from syncd import views
 
     cfg = load_config(config)
-    ledger = open_ledger(cfg)
-    data = ledger.call(views.links, group, limit, open_only)
-    ledger.dispose()
+    with using_ledger(cfg) as ledger:
+        data = ledger.call(views.links, group, limit, open_only)
     if json_out:
         emit({"links": data})
         return
@@ -249,9 +273,8 @@ def audit(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
         except ValueError:
             raise fail(f"--since {since!r} is not an ISO 8601 time") from None
         when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    ledger = open_ledger(cfg)
-    rows = ledger.call(views.audit, account, kind, link, when, limit)
-    ledger.dispose()
+    with using_ledger(cfg) as ledger:
+        rows = ledger.call(views.audit, account, kind, link, when, limit)
     if json_out:
         emit({"audit": rows})
         return
@@ -276,14 +299,12 @@ def link_cmd(records: Annotated[list[str], typer.Argument(help="ACCOUNT:ID, two 
     cfg = load_config(config)
     if len(records) < 2:
         raise fail("link needs at least two ACCOUNT:ID records")
-    ledger = open_ledger(cfg)
-    try:
-        link_id = ledger.call(links.link_records, cfg, views.capabilities(cfg),
-                              _parse_refs(records), group)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        ledger.dispose()
+    with using_ledger(cfg) as ledger:
+        try:
+            link_id = ledger.call(links.link_records, cfg, views.capabilities(cfg),
+                                  _parse_refs(records), group)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
     print(f"linked as link {link_id}")
 
 
@@ -295,13 +316,11 @@ def unlink(record: Annotated[str, typer.Argument(help="ACCOUNT:ID")],
     from syncd.engine import links
 
     cfg = load_config(config)
-    ledger = open_ledger(cfg)
-    try:
-        count = ledger.call(links.unlink_record, _parse_refs([record])[0], group)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        ledger.dispose()
+    with using_ledger(cfg) as ledger:
+        try:
+            count = ledger.call(links.unlink_record, _parse_refs([record])[0], group)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
     print(f"removed from {count} link(s)")
 
 
@@ -396,7 +415,9 @@ def oncall(
     past = when is not None and when <= datetime.now(UTC)
     if past and (repair or dry_run):
         raise fail("--repair and --dry-run act on now and the future, not on a past --at")
-    ledger = open_ledger(cfg)
+    # Only a repair that pushes syncs; looking (and --dry-run) works next to a running daemon.
+    pushes = repair and not dry_run and when is None
+    ledger = open_ledger(cfg, exclusive=pushes)
 
     async def go() -> oncall_mod.OnCallReport:
         engine = None if past else Engine.from_config(cfg, ledger)
@@ -408,8 +429,8 @@ def oncall(
             if engine is not None:
                 await engine.aclose()
 
-    result = anyio.run(go)
-    ledger.dispose()
+    with disposing(ledger):
+        result = anyio.run(go)
     by_name = {m.name: m for m in cfg.oncall}
     data = {
         "at": result.at or datetime.now(UTC), "source": result.source,

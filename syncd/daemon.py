@@ -25,7 +25,7 @@ from syncd import metrics, sdnotify
 from syncd.config import Config
 from syncd.engine import Engine, isolated
 from syncd.engine.cadence import Cadence
-from syncd.ledger import Ledger, Status, utcnow
+from syncd.ledger import Ledger, Status, ledger_error_in, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -71,14 +71,23 @@ class Daemon:
     @classmethod
     def build(cls, config: Config, *,
               transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> Daemon:
-        ledger = Ledger.open(config.ledger_url, busy_timeout=config.ledger.busy_timeout)
+        # The lock is held until shutdown disposes of the ledger: a second daemon (or `once`)
+        # on this ledger is refused instead of pushing every change a second time.
+        ledger = Ledger.open(config.ledger_url, busy_timeout=config.ledger.busy_timeout,
+                             exclusive=True)
         return cls(config, ledger, Engine.from_config(config, ledger, transports=transports))
 
     def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-        """Wrap a job so shutdown can wait for it and one failure never kills the scheduler."""
+        """Wrap a job so shutdown can wait for it and one failure never kills the scheduler.
+
+        While the ledger cannot be written (disk full, locked elsewhere) only housekeeping runs:
+        a poll could not record what it read, and a push could not record that it was made.
+        Housekeeping's transaction is what notices the ledger writable again."""
 
         async def job() -> None:
             if self.health.stopping:
+                return
+            if self.ledger.failure is not None and name != "housekeeping":
                 return
             task = asyncio.current_task()
             assert task is not None
@@ -90,8 +99,10 @@ class Daemon:
                     raise
                 # Abandoned at shutdown: whatever it had not committed stays in the outbox.
                 log.info("job.abandoned", job=name)
-            except Exception:
-                log.exception("job.failed", job=name)
+            except Exception as exc:
+                if ledger_error_in(exc) is None:
+                    log.exception("job.failed", job=name)
+                # else: the ledger logged it once (ledger.write_failed); /readyz names it
             finally:
                 self._inflight.discard(task)
 

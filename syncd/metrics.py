@@ -68,3 +68,12 @@ WEBHOOK_HINTS = Counter(
     "into one already due, or were deferred to the regular schedule to keep budget for pushes.",
     ["account", "outcome"],
 )
+LEDGER_WRITABLE = Gauge(
+    "syncd_ledger_writable",
+    "1 while the ledger accepts writes; 0 while they fail (disk full, locked by another process).",
+)
+LEDGER_WRITE_FAILURES = Counter(
+    "syncd_ledger_write_failures_total",
+    "Ledger transactions that failed for an outside reason and were rolled back.",
+    ["reason"],
+)

@@ -7,9 +7,10 @@ and the ledger URL has its password removed) and no write operation.
 - ``POST /webhooks/ACCOUNT``: a vendor webhook (PagerDuty v3, incident.io/Svix), verified
   against the account's ``webhook_secret`` and taken as a hint to poll that account soon
   (:mod:`syncd.http.intake` bounds what a stranger can make it spend).
-- ``/readyz``: the ledger is writable and every account polled successfully recently (within
-  ``stale_after``, default three poll intervals). 503 with the reasons otherwise, so a load
-  balancer or a systemd ExecStartPost check can tell "up" from "doing its job".
+- ``/readyz``: the ledger is writable (else the reason: ``disk full``, ``locked``, ...) and every
+  account polled successfully recently (within ``stale_after``, default three poll intervals).
+  503 with the reasons otherwise, so a load balancer or a systemd ExecStartPost check can tell
+  "up" from "doing its job".
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from syncd import __version__, views
 from syncd.engine.cadence import Cadence
 from syncd.http import guard
 from syncd.http.intake import WebhookIntake
-from syncd.ledger import utcnow
+from syncd.ledger import LedgerError, LedgerWriteError, utcnow
 
 if TYPE_CHECKING:
     from syncd.daemon import Daemon
@@ -40,10 +41,16 @@ def build_app(daemon: Daemon) -> Starlette:
 
     async def readyz(request: Request) -> Response:
         problems = []
-        try:
-            await daemon.ledger.run(lambda tx: tx.probe_write())
-        except Exception as exc:  # any database failure means not ready
-            problems.append(f"ledger not writable: {type(exc).__name__}")
+        if daemon.ledger.failure is not None:
+            # Known already: no probe to queue behind jobs waiting on a locked ledger.
+            problems.append(f"ledger not writable: {daemon.ledger.failure}")
+        else:
+            try:
+                await daemon.ledger.run(lambda tx: tx.probe_write())
+            except LedgerWriteError as exc:
+                problems.append(f"ledger not writable: {exc.reason}")
+            except Exception as exc:  # any database failure means not ready
+                problems.append(f"ledger not writable: {type(exc).__name__}")
         now = utcnow()
         for name in cfg.accounts:
             limit = Cadence.of(cfg, name).stale_after
@@ -65,7 +72,10 @@ def build_app(daemon: Daemon) -> Starlette:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def status(request: Request) -> Response:
-        data = await daemon.ledger.run(views.status, cfg)
+        try:
+            data = await daemon.ledger.run(views.status, cfg)
+        except LedgerError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
         data["version"] = __version__
         data["started_at"] = daemon.health.started_at
         data["budgets"] = {

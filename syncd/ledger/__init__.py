@@ -2,11 +2,19 @@
 machines of its rows (:mod:`.outbox` for outbox actions, :mod:`.records` for records)."""
 
 from syncd.ledger import outbox, records
+from syncd.ledger.errors import (
+    LedgerBusy,
+    LedgerDamaged,
+    LedgerError,
+    LedgerWriteError,
+    ledger_error_in,
+)
 from syncd.ledger.outbox import Status
-from syncd.ledger.store import Ledger, LedgerError, Tx, utcnow
+from syncd.ledger.store import Ledger, Tx, utcnow
 from syncd.ledger.tables import Agreed, Audit, Link, LinkMember, OnCallSnapshot, Outbox, Record
 
 __all__ = [
-    "Agreed", "Audit", "Ledger", "LedgerError", "Link", "LinkMember", "OnCallSnapshot", "Outbox",
-    "Record", "Status", "Tx", "outbox", "records", "utcnow",
+    "Agreed", "Audit", "Ledger", "LedgerBusy", "LedgerDamaged", "LedgerError", "LedgerWriteError",
+    "Link", "LinkMember", "OnCallSnapshot", "Outbox", "Record", "Status", "Tx", "ledger_error_in",
+    "outbox", "records", "utcnow",
 ]

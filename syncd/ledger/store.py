@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,11 +19,15 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import Engine, create_engine, event, func, inspect, text
-from sqlalchemy.exc import OperationalError
+import structlog
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, text
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session, col, select
 
+from syncd import metrics
 from syncd.ledger import outbox
+from syncd.ledger.errors import LedgerDamaged, LedgerError, LedgerWriteError
+from syncd.ledger.lock import LedgerLock
 from syncd.ledger.migrations import MIGRATIONS, SCHEMA_VERSION, statements
 from syncd.ledger.tables import (
     Account,
@@ -42,9 +47,20 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+RECOVERY = "restore it from a backup or start a new ledger (docs/security.md, Ledger file)"
 
-class LedgerError(Exception):
-    """The ledger cannot be opened or used; the message says what to do."""
+WRITE_FAILURES = (
+    ("database or disk is full", "disk full"),
+    ("database is locked", "locked"),
+    ("database table is locked", "locked"),
+    ("disk i/o error", "I/O error"),
+    ("readonly database", "read-only"),
+)
+"""SQLite's messages for failures that come from outside syncd, and the short reason each is
+reported under (log event, ``/readyz``, metric label)."""
+
+log = structlog.get_logger(__name__)
 
 
 def utcnow() -> datetime:
@@ -52,29 +68,65 @@ def utcnow() -> datetime:
 
 
 class Ledger:
-    """One ledger database. Open with :meth:`open`, which creates or migrates the schema."""
+    """One ledger database. Open with :meth:`open`, which checks the file, then creates or
+    migrates the schema.
 
-    def __init__(self, engine: Engine, url: str) -> None:
+    ``failure`` is the reason the last transaction failed for an outside cause (``"disk full"``,
+    ``"locked"``, ...) until a write succeeds again; it is logged once when it starts
+    (``ledger.write_failed``) and once when it ends (``ledger.recovered``), not on every cycle.
+    """
+
+    def __init__(self, engine: Engine, url: str, lock: LedgerLock | None = None) -> None:
         self.engine = engine
         self.url = url
+        self.lock = lock
+        self.failure: str | None = None
+        self._failure_lock = threading.Lock()
+        self._page_cap: int | None = None
+        self._page_cap_used = False
         self._limiter = anyio.CapacityLimiter(1)
 
     @classmethod
-    def open(cls, url: str, *, busy_timeout: float = 5.0, migrate: bool = True) -> Ledger:
+    def open(cls, url: str, *, busy_timeout: float = 5.0, migrate: bool = True,
+             exclusive: bool = False) -> Ledger:
+        """``exclusive``: take the ledger's lock for as long as this object lives (the daemon,
+        ``once``, a repairing ``oncall``); raises :class:`LedgerBusy` naming the holder."""
+        lock = None
+        created = False
         if url.startswith("sqlite:///"):
             path = Path(url[len("sqlite:///") :])
             _check_sqlite_path(path)
+            if exclusive:
+                lock = LedgerLock(path)
+                lock.acquire(str(path))
+            try:
+                created = not _check_sqlite_file(path, busy_timeout)
+            except BaseException:
+                if lock is not None:
+                    lock.release()
+                raise
             engine = create_engine(
                 url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
             )
             _sqlite_pragmas(engine, busy_timeout)
         else:
             engine = create_engine(url, pool_pre_ping=True)
-        ledger = cls(engine, url)
+        ledger = cls(engine, url, lock)
         try:
             ledger._prepare(migrate)
         except OperationalError as exc:
+            ledger.dispose()
             raise LedgerError(f"cannot open ledger {_safe(url)}: {exc.orig}") from None
+        except DatabaseError as exc:
+            ledger.dispose()
+            raise LedgerDamaged(
+                f"ledger {_safe(url)} is damaged ({exc.orig}); {RECOVERY}") from None
+        except BaseException:
+            ledger.dispose()
+            raise
+        if created:
+            log.info("ledger.created", ledger=_safe(url))
+        metrics.LEDGER_WRITABLE.set(1)
         return ledger
 
     def _prepare(self, migrate: bool) -> None:
@@ -85,10 +137,20 @@ class Ledger:
                 row = conn.execute(
                     text("SELECT value FROM meta WHERE key = 'schema_version'")
                 ).first()
-                version = int(row[0]) if row else 0
+                if row is None and tables - {"meta"}:
+                    raise LedgerDamaged(
+                        f"ledger {_safe(self.url)} is damaged: it has syncd tables but no schema "
+                        f"version row in its meta table; {RECOVERY}")
+                try:
+                    version = int(row[0]) if row else 0
+                except ValueError:
+                    raise LedgerDamaged(
+                        f"ledger {_safe(self.url)} is damaged: its schema version "
+                        f"{str(row[0])[:20]!r} is not a number; {RECOVERY}") from None
             elif tables:
-                raise LedgerError(
-                    f"{_safe(self.url)} is not a syncd ledger (it has tables but no meta table)"
+                raise LedgerDamaged(
+                    f"{_safe(self.url)} is not a syncd ledger (it has tables but no meta table); "
+                    "syncd leaves it untouched: point [ledger] at another file"
                 )
             if version > SCHEMA_VERSION:
                 raise LedgerError(
@@ -96,30 +158,48 @@ class Ledger:
                     f"syncd; this release understands up to {SCHEMA_VERSION}. Upgrade syncd "
                     "(downgrading the ledger would lose state)."
                 )
-            if version == SCHEMA_VERSION:
-                return
-            if not migrate:
-                raise LedgerError(f"ledger {_safe(self.url)} needs migration to {SCHEMA_VERSION}")
-            for number in range(version + 1, SCHEMA_VERSION + 1):
-                for stmt in statements(MIGRATIONS[number - 1]):
-                    conn.execute(text(stmt))
-            conn.execute(
-                text(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', :v) "
-                    "ON CONFLICT (key) DO UPDATE SET value = :v"
-                ),
-                {"v": str(SCHEMA_VERSION)},
-            )
+            if version < SCHEMA_VERSION:
+                if not migrate:
+                    raise LedgerError(
+                        f"ledger {_safe(self.url)} needs migration to {SCHEMA_VERSION}")
+                for number in range(version + 1, SCHEMA_VERSION + 1):
+                    for stmt in statements(MIGRATIONS[number - 1]):
+                        conn.execute(text(stmt))
+                conn.execute(
+                    text(
+                        "INSERT INTO meta (key, value) VALUES ('schema_version', :v) "
+                        "ON CONFLICT (key) DO UPDATE SET value = :v"
+                    ),
+                    {"v": str(SCHEMA_VERSION)},
+                )
+            missing = _missing_schema(conn)
+            if missing:
+                raise LedgerDamaged(
+                    f"ledger {_safe(self.url)} is damaged: {', '.join(missing[:5])} "
+                    f"missing from schema version {SCHEMA_VERSION}; {RECOVERY}")
 
     def schema_version(self) -> int:
         with Session(self.engine) as session:
             row = session.get(Meta, "schema_version")
             return int(row.value) if row else 0
 
+    def cap_growth(self, pages: int | None) -> None:
+        """Fault-injection seam for tests where no small filesystem can be mounted: SQLite's own
+        ``max_page_count`` makes any write that grows the database fail with the genuine
+        "database or disk is full" error, as a full disk would. ``None`` lifts the cap."""
+        self._page_cap = pages
+        self._page_cap_used = True
+
+    def page_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA page_count").scalar_one())
+
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         with Session(self.engine, expire_on_commit=False) as session:
             tx = Tx(session)
+            if self._page_cap_used:  # the cap is per connection: set (or lift) it on each
+                session.execute(text(f"PRAGMA max_page_count = {self._page_cap or 2**31}"))
             try:
                 yield tx
                 session.commit()
@@ -128,16 +208,59 @@ class Ledger:
                 raise
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(tx, *args)`` in one transaction, synchronously (CLI and tests)."""
-        with self.transaction() as tx:
-            return fn(tx, *args)
+        """Run ``fn(tx, *args)`` in one transaction, synchronously (CLI and tests).
+
+        A failure from outside (disk full, the write lock held elsewhere) rolls the whole
+        transaction back, so a poll page's cursor stays where it was and the page is read
+        again later; it raises :class:`LedgerWriteError` with a short reason instead of a
+        driver traceback."""
+        try:
+            with self.transaction() as tx:
+                result = fn(tx, *args)
+        except (OperationalError, sqlite3.OperationalError) as exc:
+            raise self._write_failed(exc) from None
+        if self.failure is not None:
+            self._check_recovered()
+        return result
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(tx, *args)`` in one transaction on a worker thread."""
         return await anyio.to_thread.run_sync(self.call, fn, *args, limiter=self._limiter)
 
+    def _write_failed(self, exc: Exception) -> Exception:
+        """Note a failed transaction; returns the exception to raise."""
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        reason = write_failure_reason(detail)
+        if reason is None:
+            return exc  # a bug or a damaged file, not a state: the traceback is wanted
+        metrics.LEDGER_WRITE_FAILURES.labels(reason).inc()
+        with self._failure_lock:
+            changed, self.failure = self.failure != reason, reason
+        if changed:
+            metrics.LEDGER_WRITABLE.set(0)
+            log.error("ledger.write_failed", reason=reason, detail=detail,
+                      ledger=_safe(self.url))
+        return LedgerWriteError(reason, detail)
+
+    def _check_recovered(self) -> None:
+        """A transaction succeeded while failing: a read may pass while writes still cannot
+        (a full disk), so only a real write proves recovery."""
+        try:
+            with self.transaction() as tx:
+                tx.probe_write()
+        except (OperationalError, sqlite3.OperationalError) as exc:
+            self._write_failed(exc)
+            return
+        with self._failure_lock:
+            was, self.failure = self.failure, None
+        if was is not None:
+            metrics.LEDGER_WRITABLE.set(1)
+            log.info("ledger.recovered", reason=was, ledger=_safe(self.url))
+
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.lock is not None:
+            self.lock.release()
 
     def size_bytes(self) -> int | None:
         if not self.url.startswith("sqlite:///"):
@@ -175,6 +298,77 @@ def _check_sqlite_path(path: Path) -> None:
             )
     elif not os.access(directory, os.W_OK):
         raise LedgerError(f"ledger directory {directory} is not writable by this user")
+
+
+def write_failure_reason(message: str) -> str | None:
+    """The short reason for an SQLite error message that comes from outside syncd, else None."""
+    lowered = message.lower()
+    return next((reason for text_, reason in WRITE_FAILURES if text_ in lowered), None)
+
+
+def _check_sqlite_file(path: Path, busy_timeout: float) -> bool:
+    """Whether ``path`` holds a ledger to open; raises :class:`LedgerDamaged` for a file that
+    is empty, not SQLite, or that SQLite finds damaged. Never writes to the file.
+
+    An existing 0-byte file is refused rather than initialised: it is what a truncated ledger
+    looks like, and starting afresh there would silently drop its cursors and pending pushes.
+    """
+    if not path.exists():
+        return False
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise LedgerError(f"cannot read ledger file {path}: {exc.strerror}") from None
+    if not header:
+        raise LedgerDamaged(
+            f"ledger file {path} is empty (0 bytes) and syncd will not initialise an existing "
+            "file; restore it from a backup, or delete it to start a new ledger")
+    if header != SQLITE_MAGIC:
+        raise LedgerDamaged(
+            f"ledger file {path} is not an SQLite database (damaged header, or another kind of "
+            "file); syncd leaves it untouched: restore it from a backup or point [ledger] at "
+            "a new file")
+    try:
+        conn = sqlite3.connect(path, timeout=busy_timeout)
+        try:
+            rows = conn.execute("PRAGMA quick_check(3)").fetchall()
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        raise LedgerError(f"cannot open ledger {path}: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise LedgerDamaged(f"ledger file {path} is damaged ({exc}); {RECOVERY}") from None
+    problems = [str(r[0]) for r in rows if r and r[0] != "ok"]
+    if problems:
+        first = problems[0].splitlines()[0][:150]
+        raise LedgerDamaged(
+            f"ledger file {path} is damaged (SQLite quick_check: {first}); {RECOVERY}")
+    if tables and "meta" not in tables:
+        # Checked here, before the engine's first connection switches the file to WAL.
+        raise LedgerDamaged(
+            f"{path} is not a syncd ledger (it has tables but no meta table); syncd leaves it "
+            "untouched: point [ledger] at another file")
+    return True
+
+
+def _missing_schema(conn: Connection) -> list[str]:
+    """Tables and columns the queries need that the database lacks (a dropped table or column:
+    the schema version row says current, the file says otherwise)."""
+    inspector = inspect(conn)
+    present = set(inspector.get_table_names())
+    missing: list[str] = []
+    for model in (Meta, Account, Record, Link, LinkMember, Agreed, Outbox, Audit, PollCursor,
+                  OnCallSnapshot):
+        table = model.__table__  # type: ignore[attr-defined]
+        if table.name not in present:
+            missing.append(f"table {table.name}")
+            continue
+        columns = {c["name"] for c in inspector.get_columns(table.name)}
+        missing += [f"column {table.name}.{c.name}" for c in table.columns if c.name not in columns]
+    return missing
 
 
 def _sqlite_pragmas(engine: Engine, busy_timeout: float) -> None:
