@@ -60,6 +60,9 @@ WRITE_FAILURES = (
 """SQLite's messages for failures that come from outside syncd, and the short reason each is
 reported under (log event, ``/readyz``, metric label)."""
 
+SPACE_PROBE_BYTES = 512 * 1024
+"""Room a write must find before a ledger that failed with "disk full" counts as writable."""
+
 log = structlog.get_logger(__name__)
 
 
@@ -243,11 +246,20 @@ class Ledger:
         return LedgerWriteError(reason, detail)
 
     def _check_recovered(self) -> None:
-        """A transaction succeeded while failing: a read may pass while writes still cannot
-        (a full disk), so only a real write proves recovery."""
+        """A transaction succeeded while failing. On a full disk reads still pass, and so do
+        small writes that fit in space SQLite already holds, while a poll page does not: only a
+        write that needs room proves recovery (committed, so its pages really reach the WAL),
+        else the state would flap on every cycle."""
+        sqlite = self.url.startswith("sqlite:")
         try:
             with self.transaction() as tx:
-                tx.probe_write()
+                if sqlite:
+                    tx.probe_space(SPACE_PROBE_BYTES)
+                else:
+                    tx.probe_write()
+            if sqlite:
+                with self.transaction() as tx:
+                    tx.probe_space(None)
         except (OperationalError, sqlite3.OperationalError) as exc:
             self._write_failed(exc)
             return
@@ -613,6 +625,15 @@ class Tx:
     def probe_write(self) -> None:
         """Take the write lock with a no-op update: proves the ledger is writable right now."""
         self.session.execute(text("UPDATE meta SET value = value WHERE key = 'schema_version'"))
+
+    def probe_space(self, size: int | None) -> None:
+        """Store ``size`` bytes under a meta key (SQLite), or remove them (``None``)."""
+        if size is None:
+            self.session.execute(text("DELETE FROM meta WHERE key = 'space_probe'"))
+        else:
+            self.session.execute(text("INSERT INTO meta (key, value) VALUES ('space_probe', "
+                                "zeroblob(:n)) ON CONFLICT (key) DO UPDATE SET value = "
+                                "zeroblob(:n)"), {"n": size})
 
     def counts(self) -> dict[str, int]:
         def n(model: Any) -> int:

@@ -8,7 +8,9 @@ and never with state lost: syncd refuses, reports, waits, and carries on when th
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,10 +19,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import anyio
+import anyio.abc
+import httpx
 import pytest
-from world import account_table, render
+from structlog.testing import capture_logs
+from world import World, account_table, render
 
 from syncd import simulators
+from syncd.daemon import Daemon
 from syncd.ledger import Ledger, LedgerBusy, LedgerDamaged, utcnow
 from syncd.ledger.lock import lock_path
 from syncd.simulators.server import Running, start_in_thread
@@ -69,6 +76,12 @@ def spike_config(tmp_path: Path, extra: str = "") -> Iterator[tuple[Path, Path, 
         yield config, ledger, running
     finally:
         running.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
@@ -204,3 +217,206 @@ def test_damaged_ledger_stops_run_and_status_with_one_line(tmp_path: Path) -> No
                 assert proc.returncode == 2, (kind, command, proc.stderr)
                 assert expected in one_line(proc.stderr), (kind, command)
             assert path.read_bytes() == before, kind
+
+
+# ----------------------------------------------------------------------------- write failures
+
+HOLD_WRITE_LOCK = (
+    "import sqlite3, sys\n"
+    "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "conn.execute('BEGIN IMMEDIATE')\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def hold_write_lock(ledger: Path) -> Callable[[], None]:
+    """Another process takes SQLite's write lock on ``ledger``; returns how to release it."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, str(ledger)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+
+    def release() -> None:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    return release
+
+
+@contextmanager
+def small_disk(tmp_path: Path) -> Iterator[Path | None]:
+    """A 16 MB tmpfs when this test runs as root and may mount one, else None."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        yield None
+        return
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        yield None
+        return
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill the filesystem to the last block; returns the file to delete to give space back."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as f:
+        for chunk in (1 << 20, 1 << 12, 1 << 9):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError:
+                pass
+    return filler
+
+
+def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Read the ledger beside the daemon (WAL readers need no lock, and no disk space)."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+async def _ledger_outage(tmp: Path, fault: str, way: str) -> None:
+    """A running daemon meets a ledger it cannot write; once the cause is gone it carries on
+    where it stopped, and everything that happened at the vendors meanwhile gets through."""
+    w = World(tmp, {"vo": "victorops", "sp": "spike"},
+              [{"name": "g", "accounts": ["vo", "sp"]}], poll_interval=0.3)
+    port = free_port()
+    text = w.config_path.read_text().replace(
+        "[status]\nenabled = false", f'[status]\nenabled = true\nlisten = "127.0.0.1:{port}"')
+    w.config_path.write_text(text.replace("[ledger]\n", "[ledger]\nbusy_timeout = 0.3\n", 1))
+    await w.restart()
+    ledger = tmp / "ledger.db"
+    w.alert("before")
+    daemon = Daemon(w.config, w.ledger, w.engine)
+    reason = "locked" if fault == "locked" else "disk full"
+    seen: dict[str, object] = {}
+
+    async def readyz(http: httpx.AsyncClient, ready: bool) -> dict[str, object]:
+        last: object = None
+        with anyio.move_on_after(60):
+            while True:
+                r = await http.get("/readyz")
+                last = r.json()
+                if (r.status_code == 200) == ready and (
+                        ready or f"ledger not writable: {reason}" in r.json()["problems"]):
+                    return dict(r.json())
+                await anyio.sleep(0.1)
+        raise AssertionError(f"/readyz never became {'ready' if ready else reason}: {last}")
+
+    async def scenario(_tg: object) -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            with anyio.fail_after(30):
+                while True:
+                    try:
+                        await http.get("/healthz")
+                        break
+                    except httpx.ConnectError:
+                        await anyio.sleep(0.05)
+            await readyz(http, True)
+            stop: Callable[[], None]
+            if fault == "locked":
+                stop = hold_write_lock(ledger)
+            elif way == "tmpfs":
+                filler = fill(tmp)
+                stop = filler.unlink
+            else:
+                w.ledger.cap_growth(w.ledger.page_count())
+
+                def stop() -> None:
+                    w.ledger.cap_growth(None)
+            try:
+                w.act("sp", "before", "acknowledge")
+                for i in range(40):  # rows that need new pages, not only rewritten ones
+                    w.alert(f"during-{i}", title=f"during-{i} " + "x" * 1000)
+                seen["down"] = await readyz(http, False)
+                cursors = rows(ledger, "SELECT account, cursor, last_success_at FROM poll_cursor")
+                await anyio.sleep(1.5)
+                assert rows(ledger, "SELECT account, cursor, last_success_at FROM poll_cursor"
+                            ) == cursors  # not advanced: the failed pages are read again later
+                assert rows(ledger, "SELECT count(*) FROM record WHERE title LIKE 'during-%'"
+                            ) == [(0,)]
+                assert w.incident("vo", "before")["state"] == "triggered"
+                seen["metrics_down"] = (await http.get("/metrics")).text
+            finally:
+                stop()
+            await readyz(http, True)
+            with anyio.fail_after(60):
+                while True:
+                    during = rows(ledger, "SELECT count(*) FROM record WHERE title LIKE 'during-%'")
+                    if during == [(80,)] and w.incident("vo", "before")["state"] == "acknowledged":
+                        break
+                    await anyio.sleep(0.1)
+            seen["metrics_up"] = (await http.get("/metrics")).text
+        daemon.stop()
+
+    def extra(tg: anyio.abc.TaskGroup) -> None:
+        tg.start_soon(scenario, tg)
+
+    try:
+        with capture_logs() as logs, anyio.fail_after(180):
+            await daemon.run(extra=extra)
+    finally:
+        await w.close()
+    failed = [e for e in logs if e["event"] == "ledger.write_failed"]
+    assert [e["reason"] for e in failed] == [reason], failed
+    assert [e["reason"] for e in logs if e["event"] == "ledger.recovered"] == [reason]
+    assert not [e for e in logs if e["event"] == "job.failed"]
+    assert "syncd_ledger_writable 0.0" in str(seen["metrics_down"])
+    assert f'syncd_ledger_write_failures_total{{reason="{reason}"}}' in str(seen["metrics_down"])
+    assert "syncd_ledger_writable 1.0" in str(seen["metrics_up"])
+    for incident in w.sims["vo"].canonical_incidents() + w.sims["sp"].canonical_incidents():
+        assert len(w.incidents("vo", incident["dedup"])) == 1  # nothing created twice
+
+
+@pytest.mark.slow
+async def test_sqlite_write_lock_held_elsewhere_is_a_state_not_a_traceback(
+        tmp_path: Path) -> None:
+    """Another process holds SQLite's write lock past the busy timeout (issue 18.4)."""
+    await _ledger_outage(tmp_path, "locked", "process")
+
+
+@pytest.mark.slow
+async def test_full_disk_is_a_state_not_a_traceback(tmp_path: Path) -> None:
+    """The ledger's filesystem fills up (issue 18.4): a real 16 MB tmpfs filled to the last
+    block when root may mount one, else the ledger's seam (SQLite's max_page_count, which
+    raises the same "database or disk is full"). The test's output names the way that ran."""
+    with small_disk(tmp_path) as disk:
+        way = "seam" if disk is None else "tmpfs"
+        print(f"full disk by {way}")
+        await _ledger_outage(disk or tmp_path / "disk", "disk full", way)
+
+
+async def test_full_disk_by_seam_is_a_state_not_a_traceback(tmp_path: Path) -> None:
+    """The same through the seam wherever the tests run, root or not."""
+    await _ledger_outage(tmp_path, "disk full", "seam")
+
+
+@pytest.mark.slow
+def test_commands_meet_a_locked_ledger_with_one_line(tmp_path: Path) -> None:
+    """`once` and the views, while another process holds SQLite's write lock past the busy
+    timeout: one line naming the ledger, and the next run after the lock is gone works."""
+    with spike_config(tmp_path) as (config, ledger, running):
+        config.write_text(config.read_text().replace("[ledger]\n",
+                                                     "[ledger]\nbusy_timeout = 0.2\n", 1))
+        running.sim.alert(dedup="a", title="a", severity="sev1")
+        assert syncd("status", "-c", str(config)).returncode == 0  # creates the ledger
+        release = hold_write_lock(ledger)
+        try:
+            for argv in (["once"], ["status"], ["links"]):
+                proc = syncd(*argv, "-c", str(config))
+                assert proc.returncode == 2, (argv, proc.stderr)
+                assert one_line(proc.stderr) == (
+                    f"syncd: cannot open ledger sqlite:///{ledger}: database is locked"), argv
+        finally:
+            release()
+        proc = syncd("once", "-c", str(config))
+        assert proc.returncode == 0, proc.stderr
