@@ -32,12 +32,23 @@ class LedgerLock:
     def __init__(self, ledger_path: Path) -> None:
         self.path = lock_path(ledger_path)
         self._fd: int | None = None
+        self._writable = False
 
     def acquire(self, what: str) -> None:
         """Take the lock or raise :class:`LedgerBusy` at once (never wait: a second daemon must
         fail loudly, not queue up behind the first). ``what`` names the ledger in messages."""
+        writable = True
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except PermissionError:
+            # Left by another user (root running `syncd once` by hand): flock needs no write
+            # access, only the pid cannot be recorded.
+            writable = False
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise LedgerBusy(f"cannot open the lock file {self.path} of ledger {what}: "
+                                 f"{exc.strerror}") from None
         except OSError as exc:
             raise LedgerBusy(f"cannot open the lock file {self.path} of ledger {what}: "
                              f"{exc.strerror}") from None
@@ -50,9 +61,10 @@ class LedgerLock:
                 f"ledger {what} is in use by another syncd ({holder}, holding {self.path}); "
                 "stop it first: only one process may sync a ledger at a time"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd, self._writable = fd, writable
 
     @property
     def held(self) -> bool:
@@ -63,7 +75,8 @@ class LedgerLock:
             return
         fd, self._fd = self._fd, None
         try:
-            os.ftruncate(fd, 0)  # no stale pid for the next reader
+            if self._writable:
+                os.ftruncate(fd, 0)  # no stale pid for the next reader
         finally:
             os.close(fd)  # closing the last descriptor drops the flock
 

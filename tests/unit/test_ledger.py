@@ -161,6 +161,32 @@ def test_inaccessible_directory_is_a_clear_error() -> None:
     assert proc.stdout.strip() == f"ledger directory {base}/sub is not accessible by this user"
 
 
+def test_lock_file_left_by_another_user_still_locks() -> None:
+    """Root ran `syncd once` by hand and left a root-owned lock file: the syncd user's daemon
+    must still lock (flock needs no write access) and a second one must still be refused."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to leave a lock file another user cannot write")
+    base = Path(tempfile.mkdtemp(prefix="syncd-lock-"))
+    base.chmod(0o777)
+    (base / "l.db.lock").write_text("")
+    (base / "l.db.lock").chmod(0o644)
+    code = (
+        "import os\n"
+        "from syncd.ledger import Ledger, LedgerBusy\n"
+        f"first = Ledger.open('sqlite:///{base}/l.db', exclusive=True)\n"
+        "try:\n"
+        f"    Ledger.open('sqlite:///{base}/l.db', exclusive=True)\n"
+        "except LedgerBusy as exc:\n"
+        "    print(exc)\n"
+    )
+    argv = _as_nobody([sys.executable, "-c", code])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    shutil.rmtree(base)
+    assert proc.returncode == 0, proc.stderr
+    assert "in use by another syncd (pid unknown" in proc.stdout
+
+
 def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="does not exist"):
         Ledger.open(url(tmp_path / "missing" / "l.db"))
