@@ -117,6 +117,16 @@ def _as_nobody(argv: list[str]) -> list[str]:
     return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
 
 
+def _open_as_nobody(base: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (which imports syncd) as nobody when root, then remove ``base``."""
+    argv = _as_nobody([sys.executable, "-c", code])
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                              cwd=Path(__file__).resolve().parents[2])
+    finally:
+        shutil.rmtree(base)
+
+
 def test_read_only_directory_is_a_clear_error() -> None:
     """The daemon runs as an unprivileged user; root ignores directory permissions, so when the
     tests run as root the check runs in a child process that drops to nobody (setpriv)."""
@@ -134,10 +144,7 @@ def test_read_only_directory_is_a_clear_error() -> None:
         "    print(exc)\n"
         "    sys.exit(3)\n"
     )
-    argv = _as_nobody([sys.executable, "-c", code])
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).resolve().parents[2])
-    shutil.rmtree(base)
+    proc = _open_as_nobody(base, code)
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout.strip() == f"ledger directory {ro} is not writable by this user"
 
@@ -152,10 +159,7 @@ def test_inaccessible_directory_is_a_clear_error() -> None:
         "except LedgerError as exc:\n"
         "    print(exc)\n"
     )
-    argv = _as_nobody([sys.executable, "-c", code])
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).resolve().parents[2])
-    shutil.rmtree(base)
+    proc = _open_as_nobody(base, code)
     if os.geteuid() != 0:
         pytest.skip("needs root to create a directory another user cannot enter")
     assert proc.stdout.strip() == f"ledger directory {base}/sub is not accessible by this user"
@@ -170,19 +174,15 @@ def test_lock_file_left_by_another_user_still_locks() -> None:
     base.chmod(0o777)
     (base / "l.db.lock").write_text("")
     (base / "l.db.lock").chmod(0o644)
-    code = (
-        "import os\n"
+    url = f"sqlite:///{base}/l.db"
+    proc = _open_as_nobody(base, (
         "from syncd.ledger import Ledger, LedgerBusy\n"
-        f"first = Ledger.open('sqlite:///{base}/l.db', exclusive=True)\n"
+        f"first = Ledger.open('{url}', exclusive=True)\n"
         "try:\n"
-        f"    Ledger.open('sqlite:///{base}/l.db', exclusive=True)\n"
+        f"    Ledger.open('{url}', exclusive=True)\n"
         "except LedgerBusy as exc:\n"
         "    print(exc)\n"
-    )
-    argv = _as_nobody([sys.executable, "-c", code])
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).resolve().parents[2])
-    shutil.rmtree(base)
+    ))
     assert proc.returncode == 0, proc.stderr
     assert "in use by another syncd (pid unknown" in proc.stdout
 
