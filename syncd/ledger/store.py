@@ -22,7 +22,7 @@ import anyio.to_thread
 import structlog
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, text
 from sqlalchemy.exc import DatabaseError, OperationalError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from syncd import metrics
 from syncd.ledger import outbox
@@ -372,9 +372,7 @@ def _missing_schema(conn: Connection) -> list[str]:
     inspector = inspect(conn)
     present = set(inspector.get_table_names())
     missing: list[str] = []
-    for model in (Meta, Account, Record, Link, LinkMember, Agreed, Outbox, Audit, PollCursor,
-                  OnCallSnapshot):
-        table = model.__table__  # type: ignore[attr-defined]
+    for table in SQLModel.metadata.sorted_tables:  # every table model the queries use
         if table.name not in present:
             missing.append(f"table {table.name}")
             continue
