@@ -38,22 +38,19 @@ paths) and this module (incident, catalogue, attachment, user and schedule handl
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from syncd.simulators.base import parse_time
 from syncd.simulators.incidentio_alerts import IncidentIOAlerts
 from syncd.simulators.incidentio_base import (
     ALERT_SOURCE_ID,
     ALERT_SOURCE_TOKEN,
     DEFAULT_API_KEY,
     DEFAULT_MODES,
-    ENTRY_PAGE_SPAN,
     ESC_OPEN,
     ESCALATION_CREATE_PER_MIN,
     FILTER_ALIASES,
@@ -64,8 +61,6 @@ from syncd.simulators.incidentio_base import (
     ApiKey,
     Escalation,
     IIncident,
-    Override,
-    Schedule,
     Status,
     User,
     ts,
@@ -198,7 +193,9 @@ class IncidentIOSimulator(IncidentIOAlerts):
             "escalations.respond")
         add("/v2/escalations/{id}/actions/cancel", "POST", self.h_cancel, "escalations.cancel")
         add("/v2/escalation_paths", "GET", self.h_list_paths, "escalation_paths.view")
+        add("/v2/escalation_paths", "POST", self.h_create_path, "escalation_paths.create")
         add("/v2/escalation_paths/{id}", "GET", self.h_show_path, "escalation_paths.view")
+        add("/v2/escalation_paths/{id}", "PUT", self.h_update_path, "escalation_paths.update")
         add("/v2/alerts", "GET", self.h_list_alerts, "alerts.view")
         add("/v2/alerts/{id}", "GET", self.h_show_alert, "alerts.view")
         add("/v2/alerts/{id}/actions/resolve", "POST", self.h_resolve_alert, "alerts.resolve")
@@ -206,7 +203,11 @@ class IncidentIOSimulator(IncidentIOAlerts):
         add("/v2/users", "GET", self.h_list_users, "users.view")
         add("/v2/users/{id}", "GET", self.h_show_user, "users.view")
         add("/v2/schedules", "GET", self.h_list_schedules, "schedules.view")
+        add("/v2/schedules", "POST", self.h_create_schedule, "schedules.create")
         add("/v2/schedules/{id}", "GET", self.h_show_schedule, "schedules.view")
+        add("/v2/schedules/{id}", "PUT", self.h_update_schedule, "schedules.update")
+        add("/v2/schedules/{id}/actions/preview_entries", "POST", self.h_preview,
+            "schedules.view")
         add("/v2/schedule_entries", "GET", self.h_entries, "schedules.view")
         add("/v2/schedule_overrides", "GET", self.h_list_overrides, "schedules.view")
         add("/v2/schedule_overrides", "POST", self.h_create_override,
@@ -481,151 +482,6 @@ class IncidentIOSimulator(IncidentIOAlerts):
         if u is None:
             raise ApiError(404, "not_found", "User not found")
         return JSONResponse({"user": u.full()})
-
-    async def h_list_schedules(self, request: Request, key: ApiKey) -> Response:
-        size = self.page_size(request, "schedules")
-        rows = list(self.schedules.values())
-        return self.page(request, "schedules", rows, size, lambda s: s.id, self.schedule_json,
-                         total=True)
-
-    def _schedule(self, sid: str | None, *, status: int = 404) -> Schedule:
-        s = self.schedules.get(sid or "")
-        if s is None:
-            raise ApiError(status, "not_found", "Schedule not found", field="schedule_id")
-        return s
-
-    async def h_show_schedule(self, request: Request, key: ApiKey) -> Response:
-        return JSONResponse({"schedule": self.schedule_json(
-            self._schedule(request.path_params["id"]))})
-
-    async def h_entries(self, request: Request, key: ApiKey) -> Response:
-        q = request.query_params
-        if not q.get("schedule_id"):
-            raise ApiError(422, "is_required", "schedule_id is required", field="schedule_id")
-        s = self._schedule(q.get("schedule_id"))
-        now = self.clock.now()
-        try:
-            start = parse_time(q["entry_window_start"]) if q.get("entry_window_start") else now
-            end = (parse_time(q["entry_window_end"]) if q.get("entry_window_end")
-                   else start + ENTRY_PAGE_SPAN)
-        except ValueError:
-            raise ApiError(422, "invalid_value", "entry window must be RFC 3339 times") from None
-        if end <= start:
-            raise ApiError(422, "invalid_value", "entry_window_end must be after the start",
-                           field="entry_window_end")
-        page_end = min(end, start + ENTRY_PAGE_SPAN)
-        scheduled = [self._entry(s, u, a, b, None)
-                     for u, a, b in self.scheduled_entries(s, start, page_end)]
-        overrides = [self._entry(s, o.user_id, max(o.start, start), min(o.end, page_end), o.id)
-                     for o in sorted(self.overrides.values(), key=lambda o: o.start)
-                     if o.schedule_id == s.id and o.end > start and o.start < page_end]
-        body: dict[str, Any] = {"schedule_entries": {
-            "scheduled": scheduled, "overrides": overrides,
-            "final": self.final_entries(s, start, page_end)}}
-        if page_end < end:
-            after = ts(page_end)
-            body["pagination_meta"] = {"after": after, "after_url": (
-                f"/v2/schedule_entries?{urlencode({'schedule_id': s.id, 'entry_window_start': after, 'entry_window_end': ts(end)})}")}  # noqa: E501
-        return JSONResponse(body)
-
-    async def h_list_overrides(self, request: Request, key: ApiKey) -> Response:
-        q = request.query_params
-        size = self.page_size(request, "schedule_overrides")
-        if not q.get("schedule_id"):
-            raise ApiError(422, "is_required", "schedule_id is required", field="schedule_id")
-        s = self._schedule(q.get("schedule_id"))
-        rows = sorted((o for o in self.overrides.values() if o.schedule_id == s.id
-                       and (not q.get("rotation_id") or o.rotation_id == q["rotation_id"])
-                       and (not q.get("layer_id") or o.layer_id == q["layer_id"])),
-                      key=lambda o: o.start)
-        return self.page(request, "overrides", rows, size, lambda o: o.id, self.override_json)
-
-    def _override_fields(self, body: dict[str, Any], schedule: Schedule
-                         ) -> tuple[str, datetime, datetime]:
-        for name in ("rotation_id", "layer_id", "start_at", "end_at", "user"):
-            if body.get(name) in (None, ""):
-                raise ApiError(422, "is_required", f"{name} is required", field=name)
-        if body["rotation_id"] != schedule.rotation_id:
-            raise ApiError(422, "invalid_value", "Rotation not found on this schedule",
-                           field="rotation_id")
-        if body["layer_id"] != schedule.layer_id:
-            raise ApiError(422, "invalid_value", "Layer not found on this rotation",
-                           field="layer_id")
-        ref = body["user"]
-        user = None
-        if isinstance(ref, dict):
-            user = next((u for u in self.users.values()
-                         if ref.get("id") == u.id or (ref.get("email") or "").lower() == u.email
-                         or ref.get("slack_user_id") == u.slack_user_id), None)
-        if user is None:
-            raise ApiError(422, "invalid_value", "User not found", field="user")
-        try:
-            start, end = parse_time(str(body["start_at"])), parse_time(str(body["end_at"]))
-        except ValueError:
-            raise ApiError(422, "invalid_value", "start_at/end_at must be RFC 3339 times"
-                           ) from None
-        if end <= start:
-            raise ApiError(422, "invalid_value", "end_at must be after start_at", field="end_at")
-        return user.id, start, end
-
-    def _carve(self, keep: Override) -> None:
-        """Overrides on one layer never overlap: neighbours covered by ``keep`` are deleted,
-        and their leftover time is recreated as new overrides with new ids (notes 5)."""
-        now = self.clock.now()
-        for o in list(self.overrides.values()):
-            if o.id == keep.id or o.layer_id != keep.layer_id:
-                continue
-            if o.end <= keep.start or o.start >= keep.end:
-                continue
-            del self.overrides[o.id]
-            for a, b in ((o.start, keep.start), (keep.end, o.end)):
-                if a < b:
-                    piece = Override(self._next("V"), o.schedule_id, o.rotation_id, o.layer_id,
-                                     o.user_id, a, b, now, now)
-                    self.overrides[piece.id] = piece
-
-    async def h_create_override(self, request: Request, key: ApiKey) -> Response:
-        body = await self._json_body(request)
-        s = self._schedule(body.get("schedule_id"), status=422)
-        uid, start, end = self._override_fields(body, s)
-        now = self.clock.now()
-        o = Override(self._next("V"), s.id, s.rotation_id, s.layer_id, uid, start, end, now, now)
-        self.overrides[o.id] = o
-        self._carve(o)
-        return JSONResponse({"override": self.override_json(o)}, status_code=201)
-
-    def _override(self, oid: str) -> Override:
-        o = self.overrides.get(oid)
-        if o is None:
-            raise ApiError(404, "not_found", "Override not found")
-        return o
-
-    async def h_show_override(self, request: Request, key: ApiKey) -> Response:
-        return JSONResponse({"override": self.override_json(
-            self._override(request.path_params["id"]))})
-
-    async def h_update_override(self, request: Request, key: ApiKey) -> Response:
-        o = self._override(request.path_params["id"])
-        body = await self._json_body(request)
-        uid, start, end = self._override_fields(body, self.schedules[o.schedule_id])
-        if uid != o.user_id:
-            raise ApiError(422, "invalid_value", "An override's user cannot be changed: delete "
-                           "it and create a new one", field="user")
-        o.start, o.end, o.updated = start, end, self.clock.now()
-        self._carve(o)
-        return JSONResponse({"override": self.override_json(o)})
-
-    async def h_delete_override(self, request: Request, key: ApiKey) -> Response:
-        oid = request.path_params["id"]
-        if oid not in self.overrides and not self._was_override(oid):
-            raise ApiError(404, "not_found", "Override not found")
-        self.overrides.pop(oid, None)
-        return Response(status_code=204)
-
-    @staticmethod
-    def _was_override(oid: str) -> bool:
-        # Deletes are idempotent (notes 5): any id this sim could have issued counts.
-        return oid.startswith("01HV") and len(oid) == 26
 
 
 __all__ = [

@@ -1,7 +1,8 @@
 """incident.io simulator, part 2: the alert model. The HTTP alert source (dedup by
 ``deduplication_key`` among firing alerts, notes 7), alerts, the escalations where acknowledgement
 lives (respond ack/snooze, cancel, snoozes waking on the sim clock, notes 6, 9) and escalation
-paths. Incidents, on-call and plumbing come from :mod:`syncd.simulators.incidentio_base`.
+paths. Incidents and plumbing come from :mod:`syncd.simulators.incidentio_base`, schedules and
+escalation paths from :mod:`syncd.simulators.incidentio_oncall`.
 
 Late escalations: incident.io creates escalations asynchronously after an alert is routed
 (notes 6, 7). With ``escalation_delay`` seconds (constructor, or ``POST /_sim/escalation-delay
@@ -30,14 +31,14 @@ from syncd.simulators.incidentio_base import (
     ApiKey,
     Escalation,
     IIncident,
-    IncidentIOBase,
     User,
     ts,
     ulid,
 )
+from syncd.simulators.incidentio_oncall import IncidentIOOnCall
 
 
-class IncidentIOAlerts(IncidentIOBase):
+class IncidentIOAlerts(IncidentIOOnCall):
     """Alerts, escalations and escalation paths on top of the organisation's records."""
 
     def alert_slim(self, a: Alert) -> dict[str, Any]:
@@ -66,20 +67,6 @@ class IncidentIOAlerts(IncidentIOBase):
         if e.path_id:
             out["escalation_path_id"] = e.path_id
         return out
-
-    def path_json(self) -> dict[str, Any]:
-        primary = next(iter(self.schedules.values()))
-        now = self.clock.now()
-        on_call = self.on_call_users(primary, now)
-        return {
-            "id": self.path_id, "name": "Primary escalation", "kind": "standalone",
-            "team_ids": [],
-            "path": [{"id": "01HSIMNODE0000000000000001", "type": "level", "level": {
-                "targets": [{"type": "schedule", "id": primary.id, "urgency": "high",
-                             "schedule_mode": "currently_on_call"}],
-                "time_to_ack_seconds": 300, "ack_mode": "all"}}],
-            "current_responders": [self.users[u].slim() for u in on_call],
-        }
 
     def _escalate(self, *, title: str, description: str, incident: IIncident | None,
                   alert: Alert | None, creator: dict[str, Any], idempotency_key: str | None = None,
@@ -316,7 +303,7 @@ class IncidentIOAlerts(IncidentIOBase):
         if (path is None) == (users is None):
             raise ApiError(422, "invalid_value",
                            "Provide exactly one of escalation_path_id or user_ids")
-        if path is not None and path != self.path_id:
+        if path is not None and path not in self.paths:
             raise ApiError(422, "invalid_value", "Escalation path not found",
                            field="escalation_path_id")
         if users is not None and (not isinstance(users, list) or not users
@@ -373,16 +360,6 @@ class IncidentIOAlerts(IncidentIOBase):
         if esc.status != "cancelled":
             self._esc_event(esc, "cancelled", "cancelled")
         return Response(status_code=200)
-
-    async def h_list_paths(self, request: Request, key: ApiKey) -> Response:
-        size = self.page_size(request, "escalation_paths")
-        return JSONResponse({"escalation_paths": [self.path_json()][:size],
-                             "pagination_meta": {"page_size": size}})
-
-    async def h_show_path(self, request: Request, key: ApiKey) -> Response:
-        if request.path_params["id"] != self.path_id:
-            raise ApiError(404, "not_found", "Escalation path not found")
-        return JSONResponse({"escalation_path": self.path_json()})
 
     async def h_alert_event(self, request: Request) -> Response:
         source = request.path_params["alert_source_config_id"]

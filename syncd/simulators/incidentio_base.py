@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from syncd.simulators.base import Simulator, parse_time
-from syncd.simulators.oncall import Layer, final
 from syncd.simulators.validation import Body, DateTime, Operation, Problem, Query, Text
 
 DEFAULT_API_KEY = "inc_sim_5f1c0a7d2b9e4c8a6d3f0e1b7a2c9d4e8f6a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e"
@@ -32,6 +31,8 @@ ALL_SCOPES = frozenset({
     "incidents.update_name", "incidents.update_summary", "severities.view",
     "incident_statuses.view", "incident_types.view", "users.view", "schedules.view",
     "schedule_overrides.create", "schedule_overrides.update", "schedule_overrides.destroy",
+    "schedules.create", "schedules.update", "escalation_paths.create",
+    "escalation_paths.update",
     "escalations.view", "escalations.create", "escalations.respond", "escalations.cancel",
     "escalation_paths.view", "alerts.view", "alerts.resolve", "attachments.view",
     "attachments.create", "post_incident_flow_opt_out",
@@ -130,18 +131,6 @@ class UserRef(Body):
     slack_user_id: str | None = None
 
 
-class UpdateOverrideBody(Body):
-    rotation_id: Text
-    layer_id: Text
-    start_at: DateTime
-    end_at: DateTime
-    user: UserRef
-
-
-class CreateOverrideBody(UpdateOverrideBody):
-    schedule_id: Text
-
-
 class Paged(Query):
     page_size: int | None = None
     after: str | None = None
@@ -173,18 +162,6 @@ class IncidentAlertsQuery(Paged):
     incident_id: str | None = None
 
 
-class EntriesQuery(Query):
-    schedule_id: str | None = None
-    entry_window_start: DateTime | None = None
-    entry_window_end: DateTime | None = None
-
-
-class OverridesQuery(Paged):
-    schedule_id: str | None = None
-    rotation_id: str | None = None
-    layer_id: str | None = None
-
-
 class AlertEventBody(Body):
     """An HTTP alert source event (notes 7)."""
 
@@ -207,15 +184,9 @@ OPERATIONS: dict[str, Operation] = {
     "GET /v2/escalations": Operation(query=Paged),
     "POST /v2/escalations": Operation(body=CreateEscalationBody),
     "POST /v2/escalations/{escalation_id}/actions/respond": Operation(body=RespondBody),
-    "GET /v2/escalation_paths": Operation(query=Paged),
     "GET /v2/alerts": Operation(query=Paged),
     "GET /v2/incident_alerts": Operation(query=IncidentAlertsQuery),
     "GET /v2/users": Operation(query=UsersQuery),
-    "GET /v2/schedules": Operation(query=Paged),
-    "GET /v2/schedule_entries": Operation(query=EntriesQuery),
-    "GET /v2/schedule_overrides": Operation(query=OverridesQuery),
-    "POST /v2/schedule_overrides": Operation(body=CreateOverrideBody),
-    "PUT /v2/schedule_overrides/{id}": Operation(body=UpdateOverrideBody),
 }
 
 
@@ -363,25 +334,6 @@ class Override:
     updated: datetime
 
 
-@dataclass
-class Schedule:
-    id: str
-    name: str
-    rotation_id: str
-    layer_id: str
-    users: list[str]
-    interval_type: str  # hourly | daily | weekly
-    interval: int
-    created: datetime
-
-    @property
-    def layer(self) -> Layer:
-        """The rotation as a shared on-call layer (handovers from the common epoch)."""
-        unit = {"hourly": timedelta(hours=1), "daily": timedelta(days=1),
-                "weekly": timedelta(weeks=1)}[self.interval_type]
-        return Layer(tuple(self.users), unit * self.interval)
-
-
 class IncidentIOBase(Simulator):
     """State and shared behaviour; the alert model and the HTTP handlers build on it."""
 
@@ -416,7 +368,6 @@ class IncidentIOBase(Simulator):
         for n, (name, email, role) in enumerate(people, 1):
             u = User(ulid("U", n), name, email, f"U0SIM{n:04d}", role)
             self.users[u.id] = u
-        uid = list(self.users)
         self.severities = [
             SeverityDef(ulid("S", 1), "Minor", 0, "Issues with **low impact**."),
             SeverityDef(ulid("S", 2), "Major", 1, "Issues causing **significant impact**."),
@@ -432,16 +383,6 @@ class IncidentIOBase(Simulator):
             ulid("T", n): Status(ulid("T", n), name, cat, rank, f"{name} (default status)")
             for n, (name, cat, rank) in enumerate(defaults, 1)
         }
-        self.schedules = {
-            s.id: s for s in (
-                Schedule(ulid("C", 1), "Primary on-call", ulid("O", 1), ulid("L", 1),
-                         uid[1:4], "daily", 1, self.created_at),
-                Schedule(ulid("C", 2), "Secondary on-call", ulid("O", 2), ulid("L", 2),
-                         uid[3:5], "weekly", 1, self.created_at),
-            )
-        }
-        self.path_id = ulid("P", 1)
-        self.overrides: dict[str, Override] = {}
         self.incidents: dict[str, IIncident] = {}
         self.by_number: dict[int, str] = {}
         self.order: list[str] = []  # incident ids by seq (creation order)
@@ -607,58 +548,6 @@ class IncidentIOBase(Simulator):
                 "is_default": True, "private_incidents_only": False,
                 "create_in_triage": "optional", "created_at": ts(self.created_at),
                 "updated_at": ts(self.created_at)}
-
-    def override_json(self, o: Override) -> dict[str, Any]:
-        return {"id": o.id, "schedule_id": o.schedule_id, "rotation_id": o.rotation_id,
-                "layer_id": o.layer_id, "start_at": ts(o.start), "end_at": ts(o.end),
-                "user": self.users[o.user_id].slim(), "created_at": ts(o.created),
-                "updated_at": ts(o.updated)}
-
-    def schedule_json(self, s: Schedule) -> dict[str, Any]:
-        now = self.clock.now()
-        current = self.final_entries(s, now, now + timedelta(seconds=1))
-        return {
-            "id": s.id, "name": s.name, "timezone": "UTC", "team_ids": [], "annotations": {},
-            "permalink": f"https://app.incident.io/{ORG_SLUG}/on-call/schedules/{s.id}",
-            "created_at": ts(s.created), "updated_at": ts(s.created),
-            "config": {"rotations": [{
-                "id": s.rotation_id, "name": "Rotation", "effective_from": ts(s.layer.start),
-                "handover_start_at": ts(s.layer.start),
-                "handovers": [{"interval_type": s.interval_type, "interval": s.interval}],
-                "layers": [{"id": s.layer_id, "name": "Layer 1"}],
-                "users": [self.users[u].slim() for u in s.users],
-                "working_intervals": [],
-            }]},
-            "current_shifts": current,
-        }
-
-    def scheduled_entries(self, s: Schedule, start: datetime, end: datetime
-                          ) -> list[tuple[str, datetime, datetime]]:
-        return [(user, max(a, start), min(b, end)) for user, a, b in s.layer.turns(start, end)]
-
-    def final_segments(self, s: Schedule, start: datetime, end: datetime
-                       ) -> list[tuple[str, datetime, datetime, str | None]]:
-        """(user, start, end, override id or None) with overrides on the layer applied (they
-        never overlap on one layer, notes 5)."""
-        spans = final([s.layer], (o for o in self.overrides.values() if o.schedule_id == s.id),
-                      start, end, user_of=lambda o: o.user_id, rank=lambda o: o.created)
-        return [(sp.user, sp.start, sp.end, sp.override.id if sp.override else None)
-                for sp in spans if sp.user is not None]
-
-    def _entry(self, s: Schedule, user: str, a: datetime, b: datetime, oid: str | None
-               ) -> dict[str, Any]:
-        out: dict[str, Any] = {"start_at": ts(a), "end_at": ts(b),
-                               "user": self.users[user].slim(), "rotation_id": s.rotation_id,
-                               "fingerprint": f"{s.rotation_id}-{user}-{int(a.timestamp())}"}
-        if oid:
-            out["entry_id"] = oid
-        return out
-
-    def final_entries(self, s: Schedule, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        return [self._entry(s, u, a, b, o) for u, a, b, o in self.final_segments(s, start, end)]
-
-    def on_call_users(self, s: Schedule, at: datetime) -> list[str]:
-        return [u for u, _a, _b, _o in self.final_segments(s, at, at + timedelta(seconds=1))]
 
     def error(self, status: int, code: str, message: str, *, field: str | None = None,
               headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:

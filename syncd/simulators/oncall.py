@@ -63,7 +63,10 @@ class Layer:
 
     ``start`` only fixes the phase (PagerDuty's ``rotation_virtual_start``, which may lie before
     the layer exists); ``begins``/``ends`` bound when the layer puts anyone on call at all
-    (PagerDuty's layer ``start`` and ``end``; None = unbounded)."""
+    (PagerDuty's layer ``start`` and ``end``, incident.io's rotation versions
+    ``effective_from``; None = unbounded). ``cycle`` (incident.io ``handovers`` with several
+    entries) makes the turn lengths alternate in that order, repeating; it replaces ``turn``
+    when set."""
 
     users: tuple[str, ...]
     turn: timedelta
@@ -72,15 +75,25 @@ class Layer:
     restrictions: tuple[Restriction, ...] = ()
     begins: datetime | None = None
     ends: datetime | None = None
+    cycle: tuple[timedelta, ...] = ()
 
     def shift_at(self, at: datetime) -> tuple[str, datetime, datetime]:
         """(user, handover, next handover) of the rotation turn holding ``at``."""
         zone = ZoneInfo(self.zone)
         anchor = self.start.astimezone(zone).replace(tzinfo=None)
-        index = (at.astimezone(zone).replace(tzinfo=None) - anchor) // self.turn
-        local = anchor + index * self.turn
-        return (self.users[index % len(self.users)], _aware(local, zone),
-                _aware(local + self.turn, zone))
+        local = at.astimezone(zone).replace(tzinfo=None)
+        lengths = self.cycle or (self.turn,)
+        period = sum(lengths, timedelta(0))
+        rounds = (local - anchor) // period
+        begin = anchor + rounds * period
+        index = rounds * len(lengths)
+        for length in lengths:
+            if begin + length > local:
+                return (self.users[index % len(self.users)], _aware(begin, zone),
+                        _aware(begin + length, zone))
+            begin += length
+            index += 1
+        raise AssertionError("unreachable: a period covers every instant")
 
     def turns(self, since: datetime, until: datetime) -> Iterator[tuple[str, datetime, datetime]]:
         """Rotation turns overlapping [since, until), restrictions ignored, true bounds."""
@@ -90,10 +103,14 @@ class Layer:
             yield user, a, b
             t = b
 
+    def live(self, at: datetime) -> bool:
+        """Inside the version's bounds (always, for a rotation without versions)."""
+        return ((self.begins is None or at >= self.begins)
+                and (self.ends is None or at < self.ends))
+
     def on_call(self, at: datetime) -> tuple[str, datetime] | None:
         """(user, start of their turn) when the layer has someone on call at ``at``."""
-        if (self.begins is not None and at < self.begins) or \
-                (self.ends is not None and at >= self.ends):
+        if not self.live(at):
             return None
         user, start, _end = self.shift_at(at)
         if self.restrictions and not any(
@@ -103,7 +120,7 @@ class Layer:
         return user, start
 
     def edges(self, since: datetime, until: datetime) -> set[datetime]:
-        """Every handover, restriction and begin/end edge strictly inside (since, until)."""
+        """Every handover, restriction edge and begin/end bound strictly inside (since, until)."""
         out = {b for _u, _a, b in self.turns(since, until)}
         out.update(t for t in (self.begins, self.ends) if t is not None)
         zone = ZoneInfo(self.zone)

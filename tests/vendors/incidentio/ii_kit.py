@@ -153,6 +153,7 @@ async def exercise(sim: Simulator, rec: Recorder) -> None:
         await c.put(f"/v2/schedule_overrides/{oid}", json={
             k: v for k, v in body.items() if k != "schedule_id"})
         await c.delete(f"/v2/schedule_overrides/{oid}")
+        await schedules_and_paths(c, sim)
         await c.get("/v2/incidents/01HNOTFOUND000000000000000")
         await c.get("/v2/incidents", params={"page_size": 900})
         sim.faults.rate_limit_rate = 1.0
@@ -163,6 +164,55 @@ async def exercise(sim: Simulator, rec: Recorder) -> None:
         await anon.post(f"/v2/alert_events/http/{ALERT_SOURCE_ID}",
                         params={"token": ALERT_SOURCE_TOKEN},
                         json={"title": "t", "status": "firing", "deduplication_key": "k"})
+
+
+NY_ROTATION = {
+    "name": "Days", "users": [{"email": "bob@example.com"}, {"email": "carol@example.com"}],
+    "handover_start_at": "2026-10-05T13:00:00Z", "layers": [{"name": "Layer 1"}],
+    "handovers": [{"interval_type": "daily", "interval": 1}],
+    "working_intervals": [{"weekday": "monday", "start_time": "09:00", "end_time": "17:00"}],
+}
+
+
+async def schedules_and_paths(c: httpx.AsyncClient, sim: IncidentIOSimulator) -> None:
+    """The migration operations: schedule definitions, their preview, escalation paths."""
+    created = await c.post("/v2/schedules", json={"schedule": {
+        "name": "Contract", "timezone": "America/New_York", "annotations": {"k": "v"},
+        "config": {"rotations": [NY_ROTATION]}}})
+    sid = created.json()["schedule"]["id"]
+    rotation = created.json()["schedule"]["config"]["rotations"][0]
+    later = {**NY_ROTATION, "id": rotation["id"], "effective_from": "2026-12-07T14:00:00Z",
+             "layers": rotation["layers"], "users": [{"email": "dave@example.com"}]}
+    await c.put(f"/v2/schedules/{sid}", json={"schedule": {"name": "Contract 2", "config": {
+        "rotations": [{**NY_ROTATION, "id": rotation["id"], "layers": rotation["layers"]},
+                      later]}}})
+    await c.put(f"/v2/schedules/{sid}", json={"schedule": {"timezone": "Europe/London"}})
+    await c.get(f"/v2/schedules/{sid}")
+    await c.post(f"/v2/schedules/{sid}/actions/preview_entries", json={
+        "entry_window_start": "2026-10-26T00:00:00Z", "entry_window_end": "2027-06-01T00:00:00Z",
+        "schedule": {"config": {"rotations": [NY_ROTATION]}}})
+    await c.post("/v2/schedules", json={"schedule": {"name": "x", "timezone": "UTC",
+                                                     "config": {"rotations": []}}})
+    user = next(iter(sim.users))
+    made = await c.post("/v2/escalation_paths", json={"name": "Contract path", "path": [
+        {"id": "n1", "type": "level", "level": {
+            "targets": [{"type": "schedule", "id": sid, "urgency": "high",
+                         "schedule_mode": "currently_on_call"}], "time_to_ack_seconds": 60}},
+        {"id": "n2", "type": "if_else", "if_else": {
+            "conditions": [{"subject": "alert.priority", "operation": "one_of",
+                            "param_bindings": [{"array_value": [{"literal": "P1"}]}]}],
+            "then_path": [{"id": "n3", "type": "level", "level": {
+                "targets": [{"type": "user", "id": user, "urgency": "high"}]}}],
+            "else_path": []}},
+        {"id": "n4", "type": "repeat", "repeat": {"repeat_times": 2, "to_node": "n1"}}]})
+    pid = made.json()["escalation_path"]["id"]
+    await c.put(f"/v2/escalation_paths/{pid}", json={"name": "Contract path 2", "path": [
+        {"id": "n1", "type": "level", "level": {
+            "targets": [{"type": "user", "id": user, "urgency": "low"}]}}]})
+    await c.get("/v2/escalation_paths", params={"page_size": 1})
+    await c.get(f"/v2/escalation_paths/{pid}")
+    await c.post("/v2/escalation_paths", json={"name": "bad", "path": [
+        {"id": "r", "type": "repeat", "repeat": {"repeat_times": 1, "to_node": "nowhere"}}]})
 
 
 async def page_ids(http: httpx.AsyncClient, size: int) -> list[list[str]]:
