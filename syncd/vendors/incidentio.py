@@ -69,6 +69,7 @@ from syncd.vendors.base import (
 )
 from syncd.vendors.client import ClientBase, stamp
 from syncd.vendors.client import parse_time as _time
+from syncd.vendors.incidentio_schedules import ScheduleMigration
 
 OPEN = ("triage", "live", "paused")
 RESOLVED = ("learning", "closed", "declined", "canceled", "merged")
@@ -249,8 +250,9 @@ class RecordModel:
         return incidents[0]
 
 
-class IncidentIOClient(ClientBase):
-    """One incident.io organisation (one API key) as a syncd account."""
+class IncidentIOClient(ClientBase, ScheduleMigration):
+    """One incident.io organisation (one API key) as a syncd account, and a migration source
+    and target (:mod:`syncd.vendors.incidentio_schedules`)."""
 
     vendor: ClassVar[str] = "incidentio"
     Settings: ClassVar[type[IncidentIOSettings]] = IncidentIOSettings
@@ -677,25 +679,9 @@ class IncidentIOClient(ClientBase):
 
     async def _entries(self, sid: str, name: str | None, since: datetime, until: datetime
                        ) -> list[OnCall]:
-        endpoint = "GET /v2/schedule_entries"
         out: list[OnCall] = []
-        start = since
-        for _ in range(MAX_PAGES):
-            data = await self.http.json("GET", "/v2/schedule_entries", params={
-                "schedule_id": sid, "entry_window_start": _stamp(start),
-                "entry_window_end": _stamp(until)})
-            self._check_failure(data, endpoint)
-            entries = require(data, "schedule_entries", dict, endpoint=endpoint,
-                              account=self.account)
-            final = require(entries, "final", list, endpoint=endpoint, account=self.account)
-            for entry in final:
-                try:
-                    user = entry["user"]
-                    uid = user["id"]
-                    a, b = _time(entry["start_at"]), _time(entry["end_at"])
-                except (KeyError, TypeError, ValueError):
-                    metrics.MALFORMED.labels(self.account, endpoint).inc()
-                    continue
+        async for page in self._entry_pages(sid, since, until):
+            for uid, a, b, user in self._rows(page, "final"):
                 email = user.get("email") if isinstance(user.get("email"), str) else None
                 if email is None:
                     email = await self._email(uid)
@@ -703,15 +689,7 @@ class IncidentIOClient(ClientBase):
                     a = out.pop().start or a
                 out.append(OnCall(sid, 1, uid, email, max(a, since), min(b, until),
                                   schedule_name=name))
-            meta = data.get("pagination_meta")
-            after = meta.get("after") if isinstance(meta, dict) else None
-            if not isinstance(after, str) or not after:
-                return out
-            nxt = _time(after)
-            if nxt <= start:
-                return out
-            start = nxt
-        raise self._malformed(endpoint, f"more than {MAX_PAGES} pages")
+        return out
 
     async def _email(self, uid: str) -> str | None:
         if uid not in self._emails:
