@@ -505,7 +505,7 @@ class IncidentIOOnCall(IncidentIOBase):
     def _definition(self, body: ScheduleBody, current: Schedule | None) -> list[Rotation]:
         """The posted rotations, checked in full before any id is issued, so a refused
         request leaves the organisation exactly as it was."""
-        self._rotations(body, current, lambda kind: ulid("Z" + kind, 0))
+        self._rotations(body, current, _draft_ids())
         return self._rotations(body, current, self._next)
 
     def _rotations(self, body: ScheduleBody, current: Schedule | None,

@@ -1,0 +1,204 @@
+"""The incident.io client as a migration source and target, over ASGI against the simulator:
+what it reads renders (with syncd's model) exactly as incident.io renders it, across the
+2026-11-01 US DST change; what it writes reads back the same; writes are in place and once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from ii_helpers import HEADERS, make_client
+
+from syncd.migrate.api import ScheduleTarget
+from syncd.migrate.policy import Level, Policy, Target
+from syncd.migrate.schedule import Override, Rotation, Schedule, Window, render
+from syncd.simulators.incidentio import IncidentIOSimulator, ulid
+from syncd.simulators.incidentio_base import Override as SimOverride
+from syncd.vendors.base import PermanentError
+from syncd.vendors.incidentio import IncidentIOClient
+
+NY = ZoneInfo("America/New_York")
+START = datetime(2026, 10, 20, tzinfo=UTC)
+UNTIL = START + timedelta(days=28)  # spans 2026-11-01, when New York leaves daylight time
+
+
+@pytest.fixture
+def sim() -> IncidentIOSimulator:
+    """The seeded organisation plus an override on each New York rotation inside the window
+    (the seeded ones lie a few days after the real now)."""
+    s = IncidentIOSimulator(seed=1)
+    made = s.clock.now()
+    for n, (sid, at) in enumerate(((ulid("C", 3), datetime(2026, 10, 30, 15, tzinfo=UTC)),
+                                   (ulid("C", 4), datetime(2026, 11, 1, 11, tzinfo=UTC)))):
+        rid = s.schedules[sid].rotations[-1].id
+        o = SimOverride(ulid("V", 900 + n), sid, rid, s.schedules[sid].layer_ids(rid).pop(),
+                     list(s.users)[3], at, at + timedelta(hours=3), made, made)
+        s.overrides[o.id] = o
+    return s
+
+
+@pytest.fixture
+async def client(sim: IncidentIOSimulator) -> AsyncIterator[IncidentIOClient]:
+    """A client whose now is 2026-10-20: overrides ending after it are "future"."""
+    c = make_client(sim)
+    c._clock = lambda: START
+    yield c
+    await c.aclose()
+
+
+def users(sim: IncidentIOSimulator) -> list[str]:
+    return list(sim.users)
+
+
+def hard_case(sim: IncidentIOSimulator) -> Schedule:
+    """Alternating 24h/12h turns with a window over midnight, a weekly rotation, overrides."""
+    alice, bob, carol, dave = users(sim)[:4]
+    anchor = datetime(2026, 10, 5, 9, tzinfo=NY)
+    return Schedule("src", "Migrated", "America/New_York", (
+        Rotation("r1", "Alternating", (alice, bob, carol), anchor,
+                 (timedelta(hours=24), timedelta(hours=12)),
+                 (Window(4, time(22), timedelta(hours=5)), Window(1, time(9),
+                                                                  timedelta(hours=8)))),
+        Rotation("r2", "Weekly", (dave, alice), anchor, (timedelta(weeks=1),)),
+    ), precedence=False, overrides=(
+        Override(datetime(2026, 10, 30, 10, tzinfo=UTC), datetime(2026, 10, 30, 14, tzinfo=UTC),
+                 dave, "r2"),
+        Override(datetime(2026, 11, 3, 15, tzinfo=UTC), datetime(2026, 11, 3, 18, tzinfo=UTC),
+                 bob, "r1"),
+    ))
+
+
+def test_the_client_is_a_schedule_target(client: IncidentIOClient) -> None:
+    assert isinstance(client, ScheduleTarget)
+    assert client.schedule_model.vendor == "incidentio"
+
+
+async def test_seeded_hard_cases_render_like_incidentio_across_dst(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    read = await client.read_schedules([ulid("C", 3), ulid("C", 4)])
+    ny, twelve = read
+    assert ny.precedence is False and ny.time_zone == "America/New_York"
+    business = ny.rotations[1]
+    assert [w.weekday for w in business.windows] == [0, 1, 2, 3, 4]
+    assert business.windows[0].start == time(9) and business.windows[0].duration == timedelta(
+        hours=8)
+    assert twelve.rotations[0].handovers == (timedelta(hours=12),)
+    assert len(ny.overrides) == 2 and {o.rotation_id for o in ny.overrides} == {business.id}
+    assert len(twelve.overrides) == 2
+    for schedule in read:
+        ours = render(schedule, START, UNTIL)
+        theirs = await client.rendered(schedule.id, START, UNTIL)
+        assert ours == theirs, schedule.name
+    # The hand-off stays at 09:00 local: 13:00 UTC before the change, 14:00 after.
+    starts = {s.start for s in render(ny, START, UNTIL)}
+    assert datetime(2026, 10, 30, 13, tzinfo=UTC) in starts
+    assert datetime(2026, 11, 2, 14, tzinfo=UTC) in starts
+
+
+async def test_every_seeded_schedule_reads_and_renders_alike(
+        client: IncidentIOClient) -> None:
+    for schedule in await client.read_schedules():
+        assert render(schedule, START, UNTIL) == await client.rendered(schedule.id, START,
+                                                                       UNTIL)
+
+
+async def test_create_read_back_render_equal_and_preview_agrees(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    source = hard_case(sim)
+    preview = await client.preview(source, START, UNTIL)
+    assert preview == render(source, START, UNTIL)
+    long = await client.preview(source, START, START + timedelta(days=120))  # two windows
+    assert long == render(source, START, START + timedelta(days=120))
+    sid = await client.create_schedule(source, "syncd-migrate-test")
+    assert await client.sync_overrides(sid, source.overrides) == 2
+    back = (await client.read_schedules([sid]))[0]
+    assert back.time_zone == "America/New_York" and len(back.rotations) == 2
+    assert len(back.overrides) == 2
+    assert render(back, START, UNTIL) == render(source, START, UNTIL)
+    assert await client.rendered(sid, START, UNTIL) == render(source, START, UNTIL)
+
+
+async def test_update_in_place_find_by_marker_and_overrides_once(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    source = hard_case(sim)
+    sid = await client.create_schedule(source, "syncd-migrate-abc")
+    assert await client.find_schedule("syncd-migrate-abc") == sid
+    assert await client.find_schedule("syncd-migrate-other") is None
+    assert await client.sync_overrides(sid, source.overrides) == 2
+    assert await client.sync_overrides(sid, source.overrides) == 0
+    rotation_ids = [r.id for r in sim.schedules[sid].rotations]
+    erin = users(sim)[4]
+    edited = Schedule(source.id, source.name, source.time_zone, (
+        source.rotations[0],
+        Rotation("r2", "Weekly", (*source.rotations[1].users, erin),
+                 source.rotations[1].anchor, (timedelta(weeks=1),)),
+    ), precedence=False, overrides=source.overrides)
+    fresh = make_client(sim)  # another run: nothing cached from the create
+    try:
+        await fresh.update_schedule(sid, edited, "syncd-migrate-abc")
+        assert await fresh.sync_overrides(sid, edited.overrides) == 0  # kept their rotations
+    finally:
+        await fresh.aclose()
+    assert [r.id for r in sim.schedules[sid].rotations] == rotation_ids
+    back = (await client.read_schedules([sid]))[0]
+    assert erin in back.rotations[1].users
+    assert render(back, START, UNTIL) == render(edited, START, UNTIL)
+    assert await client.find_schedule("syncd-migrate-abc") == sid
+
+
+async def test_paths_read_write_and_find(sim: IncidentIOSimulator,
+                                         client: IncidentIOClient) -> None:
+    platform = (await client.read_policies([ulid("P", 2)]))[0]
+    assert platform.repeats == 2
+    assert [lvl.delay for lvl in platform.levels] == [timedelta(seconds=s)
+                                                      for s in (300, 600, 900)]
+    assert platform.levels[0].targets == (Target("schedule", ulid("C", 3)),)
+    assert platform.levels[2].targets == (Target("user", users(sim)[0]),)
+    assert not any(lvl.conditional for lvl in platform.levels)
+    policy = Policy("src", "Migrated path", (
+        Level((Target("schedule", ulid("C", 1)),), timedelta(minutes=5)),
+        Level((Target("user", users(sim)[1]),), timedelta(seconds=90)),
+    ), repeats=2)
+    pid = await client.create_policy(policy, "syncd-migrate-p1")
+    assert await client.find_policy("syncd-migrate-p1") == pid
+    assert await client.find_policy("syncd-migrate-p2") is None
+    back = (await client.read_policies([pid]))[0]
+    assert back.repeats == 2 and back.levels == policy.levels
+    await client.update_policy(pid, Policy("src", "Migrated path", policy.levels[:1], 0),
+                               "syncd-migrate-p1")
+    again = (await client.read_policies([pid]))[0]
+    assert again.repeats == 0 and len(again.levels) == 1 and again.id == pid
+    assert len(sim.paths) == 3
+    with pytest.raises(PermanentError):
+        await client.create_policy(Policy("x", "x", (Level((), timedelta(0), True),)), "m")
+
+
+async def test_if_else_levels_read_as_conditional(sim: IncidentIOSimulator,
+                                                  client: IncidentIOClient) -> None:
+    async with sim.client(headers=HEADERS) as http:
+        r = await http.post("/v2/escalation_paths", json={"name": "Branchy", "path": [
+            {"id": "a", "type": "level", "level": {"targets": [
+                {"type": "user", "id": users(sim)[0], "urgency": "high"}],
+                "time_to_ack_seconds": 60}},
+            {"id": "b", "type": "if_else", "if_else": {
+                "conditions": [{"subject": "alert.priority", "operation": "one_of",
+                                "param_bindings": [{"array_value": [{"literal": "P1"}]}]}],
+                "then_path": [{"id": "c", "type": "level", "level": {"targets": [
+                    {"type": "user", "id": users(sim)[1], "urgency": "high"}]}}],
+                "else_path": []}}]})
+    assert r.status_code == 201, r.text
+    read = (await client.read_policies([r.json()["escalation_path"]["id"]]))[0]
+    assert [lvl.conditional for lvl in read.levels] == [False, True]
+
+
+async def test_vendor_refusals_are_typed(sim: IncidentIOSimulator,
+                                         client: IncidentIOClient) -> None:
+    bad = Schedule("x", "x", "UTC", (Rotation("r", "r", ("01HUNOTAUSER0000000000000",),
+                                              START, (timedelta(days=1),)),))
+    with pytest.raises(PermanentError):
+        await client.create_schedule(bad, "m")
+    with pytest.raises(PermanentError):  # a turn that is not whole hours
+        await client.create_schedule(Schedule("x", "x", "UTC", (Rotation(
+            "r", "r", (users(sim)[0],), START, (timedelta(minutes=90),)),)), "m")
