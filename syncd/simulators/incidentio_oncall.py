@@ -296,7 +296,7 @@ def _layer(r: Rotation, zone: str, since: datetime | None, until: datetime | Non
         Restriction(_hhmm(a), _minutes(b) - _minutes(a), WEEKDAYS.index(day))
         for day, a, b in r.working)
     return Layer(tuple(r.users), cycle[0], r.handover_start, zone, restrictions,
-                 cycle if len(cycle) > 1 else (), since, until)
+                 begins=since, ends=until, cycle=cycle if len(cycle) > 1 else ())
 
 
 def _hhmm(text: str) -> time:
