@@ -66,9 +66,11 @@ PAGERDUTY = TargetModel(
     turn_unit=timedelta(seconds=1), window_unit=timedelta(seconds=1), nobody_slot=False,
     per_rotation_overrides=False, dated_rotations=True,
 )
+# incident.io's REST API documents no "nobody" slot (the NOBODY user belongs to its MCP tools,
+# vendor-notes/migration.md §5 R12), so the client never writes one.
 INCIDENTIO = TargetModel(
     vendor="incidentio", precedence=False, alternating_handovers=True,
-    turn_unit=timedelta(hours=1), window_unit=timedelta(minutes=1), nobody_slot=True,
+    turn_unit=timedelta(hours=1), window_unit=timedelta(minutes=1), nobody_slot=False,
     per_rotation_overrides=True, dated_rotations=False,
 )
 TARGETS = {m.vendor: m for m in (PAGERDUTY, INCIDENTIO)}

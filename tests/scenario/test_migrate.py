@@ -224,3 +224,58 @@ def test_kill9_mid_apply_then_apply_again_creates_no_duplicate(tmp_path: Path) -
     finally:
         for r in running.values():
             r.stop()
+
+
+CROSS = {"pd": "pagerduty", "ii": "incidentio"}
+# incident.io's seeded account has no Frank: the operator maps him to Erin explicitly.
+FRANK_IS_ERIN = {"pd": {"PUSR006": "erin@example.com"}}
+
+
+async def test_pagerduty_to_incidentio_hard_cases_migrate_exactly(tmp_path: Path) -> None:
+    world = World(tmp_path, CROSS, [])
+    world.config = replace(world.config, users=FRANK_IS_ERIN)
+    target = world.sims["ii"]
+    pair = pair_of(world, "pd", "ii")
+    try:
+        plan = await service.plan(pair, SELECTION, now=utcnow(), horizon=HORIZON)
+        items = {i.source_id: i for i in plan.items}
+        ny = items[NY]
+        assert (ny.verb, ny.conversion) == (Verb.CREATE, Conversion.EXACT), ny.as_dict()
+        assert ny.verified_by == "target preview" and ny.differences == []
+        assert items[POLICY_ID].verb == Verb.CREATE, items[POLICY_ID].as_dict()
+        applied = await service.apply(pair, plan, now=utcnow())
+        assert {a.action for a in applied} == {"created"}
+        checked = await service.verify(pair, now=utcnow(), days=28)
+        assert checked and all(not v.differences for v in checked), [
+            v.as_dict() for v in checked if v.differences]
+        again = await service.plan(pair, SELECTION, now=utcnow(), horizon=HORIZON)
+        assert again.summary()["unchanged"] == len(again.items)
+        quiet = target.writes()
+        await service.apply(pair, again, now=utcnow())
+        assert target.writes() == quiet  # a second apply writes nothing
+    finally:
+        await closed(pair)
+        await world.close()
+
+
+async def test_incidentio_to_pagerduty_converts_or_refuses_each_schedule(tmp_path: Path) -> None:
+    world = World(tmp_path, CROSS, [])
+    pair = pair_of(world, "ii", "pd")
+    try:
+        plan = await service.plan(pair, service.Selection(), now=utcnow(), horizon=HORIZON)
+        by_name = {i.name: i for i in plan.items}
+        platform = by_name["Platform (New York)"]
+        assert platform.refusal is not None
+        assert platform.refusal.code == "concurrent_oncall_into_single_schedule"
+        path = by_name["Platform escalation"]
+        assert path.refusal is not None and path.refusal.code == "depends_on_refused"
+        assert "Platform (New York)" in path.refusal.sentence
+        sun = by_name["Follow the sun (New York)"]
+        assert (sun.verb, sun.conversion, sun.differences) == (Verb.CREATE, Conversion.EXACT, [])
+        await service.apply(pair, plan, now=utcnow())
+        checked = await service.verify(pair, now=utcnow(), days=120)  # DST within reach
+        assert checked and all(not v.differences for v in checked), [
+            v.as_dict() for v in checked if v.differences]
+    finally:
+        await closed(pair)
+        await world.close()
