@@ -35,7 +35,18 @@ from syncd.migrate.schedule import (
 class Conversion(enum.Enum):
     EXACT = "exact"
     LOSSY = "lossy"
+    MATERIALIZED = "materialized"  # written out as overrides over the horizon
     REFUSED = "refused"
+
+
+MATERIALIZABLE = frozenset({
+    "turn_not_whole_hours", "turn_length_unsupported", "alternating_handovers",
+    "nobody_slot_unsupported", "layer_dates_with_precedence", "rotation_dates_unsupported",
+})
+"""Refusals whose rendered on-call the target can still page through overrides (one person
+at a time). Concurrent on-call is not among them: overrides would page one of the people."""
+
+MATERIALIZED_ROTATION = "materialized"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +166,46 @@ def convert(source: Schedule, target: TargetModel, *, now: datetime) -> Schedule
     )
     klass = Conversion.LOSSY if losses else Conversion.EXACT
     return ScheduleConversion(source, klass, converted, tuple(losses), notes=notes)
+
+
+def materialize(source: Schedule, target: TargetModel, refusal: Refusal, *, now: datetime,
+                horizon: timedelta) -> ScheduleConversion:
+    """The source's rendered on-call over the horizon as overrides on a one-person shell
+    schedule (vendor-notes/migration.md §5: "exact for the horizon, but it stops being a
+    rotation and needs a daemon to extend it"). The dual-run ``[[oncall]]`` mapping that
+    ``syncd migrate verify`` writes is what keeps it extended: the daemon repairs drift on the
+    target with overrides as time passes."""
+    placeholder = next(u for r in source.rotations for u in r.users if u is not None)
+    anchor = source.rotations[0].anchor
+    shell = Rotation(id=MATERIALIZED_ROTATION, name=f"{source.name} (materialized by syncd)",
+                     users=(placeholder,), anchor=anchor, handovers=(timedelta(days=7),))
+    overrides: list[Override] = []
+    nobody = crowded = timedelta(0)
+    for span in render(source, now, now + horizon):
+        if len(span.users) == 1:
+            overrides.append(Override(
+                span.start, span.end, next(iter(span.users)),
+                MATERIALIZED_ROTATION if target.per_rotation_overrides else None))
+        elif not span.users:
+            nobody += span.end - span.start
+        else:
+            crowded += span.end - span.start
+    losses: list[str] = []
+    if nobody:
+        losses.append(f"the source pages nobody for {nobody} of the next {horizon.days} days; "
+                      f"the materialized schedule pages {placeholder} then")
+    if crowded:
+        losses.append(f"the source pages several people at once for {crowded}; overrides page "
+                      "one person")
+    target_schedule = Schedule(
+        id=source.id, name=source.name, time_zone=source.time_zone, rotations=(shell,),
+        precedence=target.precedence, overrides=tuple(overrides), team=source.team)
+    notes = (f"materialized because {refusal.code}: {refusal.sentence}",
+             f"written out as {len(overrides)} override(s) for the next {horizon.days} days; "
+             "the dual-run [[oncall]] mapping (syncd migrate verify --write-config) keeps "
+             "them extended")
+    return ScheduleConversion(source, Conversion.MATERIALIZED, target_schedule, tuple(losses),
+                              notes=notes)
 
 
 def check(conversion: ScheduleConversion, since: datetime, until: datetime

@@ -21,12 +21,14 @@ from typing import Any
 
 from syncd.engine.oncall import Users, identify
 from syncd.migrate.convert import (
+    MATERIALIZABLE,
     Conversion,
     Refusal,
     ScheduleConversion,
     TargetModel,
     check,
     convert,
+    materialize,
 )
 from syncd.migrate.policy import Policy, PolicyConversion, convert_policy
 from syncd.migrate.schedule import Difference, Schedule
@@ -155,13 +157,15 @@ def fingerprint(obj: Schedule | Policy) -> str:
 
 def build(*, source: str, target: str, model: TargetModel, schedules: Sequence[Schedule],
           policies: Sequence[Policy], people: People, known: Mapping[tuple[str, str], Known],
-          now: datetime, horizon: timedelta) -> Plan:
+          now: datetime, horizon: timedelta, overrides: bool = False) -> Plan:
     """Decide every object. ``schedules``/``policies`` carry source user ids; the converted
-    definitions carry target user ids, so apply writes them as they are."""
+    definitions carry target user ids, so apply writes them as they are. ``overrides``: the
+    target can write overrides, so a schedule refused for its shape is materialized instead."""
     items: list[Item] = []
     referenced: dict[str, list[str]] = {}
     for sched in schedules:
-        items.append(_schedule_item(sched, model, people, known, now, horizon, referenced))
+        items.append(_schedule_item(sched, model, people, known, now, horizon, referenced,
+                                    overrides))
     by_schedule = {i.source_id: i for i in items}
     for pol in policies:
         items.append(_policy_item(pol, model, people, known, by_schedule, referenced))
@@ -172,7 +176,7 @@ def build(*, source: str, target: str, model: TargetModel, schedules: Sequence[S
 
 def _schedule_item(sched: Schedule, model: TargetModel, people: People,
                    known: Mapping[tuple[str, str], Known], now: datetime, horizon: timedelta,
-                   referenced: dict[str, list[str]]) -> Item:
+                   referenced: dict[str, list[str]], overrides: bool) -> Item:
     missing = sorted(u for u in sched.people() if u not in people.mapping)
     for uid in missing:
         referenced.setdefault(uid, []).append(f"{SCHEDULE}:{sched.id}")
@@ -181,7 +185,10 @@ def _schedule_item(sched: Schedule, model: TargetModel, people: People,
             "unmatched_people",
             f"{len(missing)} on-call people have no user in the target: "
             f"{_names(missing, people)}; create them there or map them in [users.ACCOUNT]"))
-    conv = convert(_translate(sched, people.mapping), model, now=now)
+    translated = _translate(sched, people.mapping)
+    conv = convert(translated, model, now=now)
+    if overrides and conv.refusal is not None and conv.refusal.code in MATERIALIZABLE:
+        conv = materialize(translated, model, conv.refusal, now=now, horizon=horizon)
     return _decide(SCHEDULE, sched, conv, known, now, horizon)
 
 
@@ -220,7 +227,9 @@ def _decide(kind: str, source: Schedule | Policy, conv: ScheduleConversion | Pol
     if conv.klass == Conversion.REFUSED or conv.target is None:
         assert conv.refusal is not None
         return _refused(kind, source, conv.refusal)
-    digest = fingerprint(conv.target)
+    # A materialized schedule's overrides move with the horizon: its definition is the shell.
+    digest = fingerprint(replace(conv.target, overrides=())
+                         if conv.klass == Conversion.MATERIALIZED else conv.target)
     before = known.get((kind, source.id))
     verb = (Verb.CREATE if before is None
             else Verb.UNCHANGED if before.fingerprint == digest else Verb.UPDATE)

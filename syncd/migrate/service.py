@@ -82,6 +82,13 @@ class Pair:
         return client
 
     @property
+    def target_overrides(self) -> bool:
+        """The target takes overrides: what materializing a schedule needs."""
+        settings = self.config.accounts[self.target]
+        return bool(type(self.target_client).capabilities_for(settings)
+                    & Capability.OVERRIDE_WRITE)
+
+    @property
     def writer(self) -> ScheduleTarget | None:
         client = self.target_client
         return client if isinstance(client, ScheduleTarget) else None
@@ -112,7 +119,7 @@ async def plan(pair: Pair, selection: Selection, *, now: datetime, horizon: time
         return _no_api(pair, schedules, policies, now, horizon)
     result = build(source=pair.source, target=pair.target, model=writer.schedule_model,
                    schedules=schedules, policies=policies, people=people, known=pair.known(),
-                   now=now, horizon=horizon)
+                   now=now, horizon=horizon, overrides=pair.target_overrides)
     for item in result.items:
         if item.kind == SCHEDULE and item.verb in (Verb.CREATE, Verb.UPDATE):
             await _verify_before_writing(pair, writer, item, now, horizon)
@@ -144,13 +151,10 @@ async def _read(reader: ScheduleSource, selection: Selection
 def _no_api(pair: Pair, schedules: Sequence[Schedule], policies: Sequence[Policy],
             now: datetime, horizon: timedelta) -> Plan:
     vendor = pair.config.accounts[pair.target].vendor
-    can_override = bool(
-        type(pair.target_client).capabilities_for(pair.config.accounts[pair.target])
-        & Capability.OVERRIDE_WRITE)
     offer = (" It can be materialized instead: map the schedule to an existing "
              f"{vendor} schedule with an [[oncall]] mapping and repair = \"override\", and "
              "the daemon writes the source's on-call there as overrides, kept extended."
-             if can_override else "")
+             if pair.target_overrides else "")
     items = [
         Item(kind, obj.id, obj.name, Verb.REFUSED, Conversion.REFUSED, refusal=Refusal(
             "no_documented_api",

@@ -279,3 +279,44 @@ async def test_incidentio_to_pagerduty_converts_or_refuses_each_schedule(tmp_pat
     finally:
         await closed(pair)
         await world.close()
+
+
+async def test_an_unconvertible_schedule_is_materialized_and_the_dual_run_config_loads(
+        tmp_path: Path) -> None:
+    """A PagerDuty 90-minute rotation has no incident.io form: it is written out as overrides,
+    verified, and the dual-run config verify writes is a valid config the daemon keeps it
+    extended with."""
+    from syncd.migrate.schedule import Rotation, Schedule
+
+    world = World(tmp_path, CROSS, [])
+    pair = pair_of(world, "pd", "ii")
+    try:
+        odd = Schedule(id="new", name="Ninety minutes", time_zone="Europe/Berlin", rotations=(
+            Rotation(id="l1", name="Layer 1", users=("PUSR001", "PUSR002", "PUSR003"),
+                     anchor=utcnow().replace(microsecond=0) - timedelta(days=3),
+                     handovers=(timedelta(minutes=90),)),))
+        source_id = await pair.source_client.create_schedule(  # type: ignore[attr-defined]
+            odd, "made by a person")
+        plan = await service.plan(pair, service.Selection(schedules=(source_id,)),
+                                  now=utcnow(), horizon=HORIZON)
+        (item,) = plan.items
+        assert (item.verb, item.conversion) == (Verb.CREATE, Conversion.MATERIALIZED), \
+            item.as_dict()
+        assert item.differences == [] and item.verified_by == "target preview"
+        (applied,) = await service.apply(pair, plan, now=utcnow())
+        assert applied.overrides_created > 400
+        checked = await service.verify(pair, now=utcnow(), days=27)
+        assert checked[0].differences == []
+        again = await service.plan(pair, service.Selection(schedules=(source_id,)),
+                                   now=utcnow(), horizon=HORIZON)
+        assert again.items[0].verb == Verb.UNCHANGED  # the shell is unchanged
+        snippet = service.dual_run_config(pair, checked)
+        text = world.config_path.read_text() + "\n" + snippet
+        dual = config_mod.loads(text, world.config_path)
+        (mapping,) = dual.oncall
+        assert mapping.leader == "pd" and mapping.repair == "override"
+        assert [m.schedule for m in mapping.members] == [source_id, applied.target_id]
+        assert dual.sync[0].accounts == ["pd", "ii"]
+    finally:
+        await closed(pair)
+        await world.close()

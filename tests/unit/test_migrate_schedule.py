@@ -199,3 +199,37 @@ def test_window_validation() -> None:
 
 def _fields(rot: Rotation) -> dict[str, object]:
     return {name: getattr(rot, name) for name in rot.__slots__}  # type: ignore[attr-defined]
+
+
+def ninety_minutes(windows: tuple[Window, ...] = ()) -> Schedule:
+    return Schedule(id="s", name="90 min", time_zone=NY, rotations=(Rotation(
+        id="r", name="odd", users=("a", "b", "c"), anchor=at(2026, 1, 1),
+        handovers=(timedelta(minutes=90),), windows=windows),))
+
+
+def test_an_unconvertible_rotation_is_materialized_as_overrides_over_the_horizon() -> None:
+    from syncd.migrate.convert import materialize
+
+    conv = convert(ninety_minutes(), INCIDENTIO, now=NOW)
+    assert conv.refusal is not None
+    mat = materialize(conv.source, INCIDENTIO, conv.refusal, now=NOW, horizon=28 * D)
+    assert mat.klass == Conversion.MATERIALIZED and mat.losses == ()
+    assert mat.target is not None and len(mat.target.rotations) == 1
+    assert len(mat.target.overrides) == 28 * 16  # one per 90-minute turn
+    assert all(o.rotation_id == "materialized" for o in mat.target.overrides)
+    assert check(mat, NOW, NOW + 28 * D) == []
+    assert "materialized because turn_not_whole_hours" in mat.notes[0]
+
+
+def test_materializing_names_what_overrides_cannot_page() -> None:
+    from syncd.migrate.convert import materialize
+
+    source = ninety_minutes(windows=tuple(Window(d, time(9), 8 * H) for d in range(5)))
+    conv = convert(source, PAGERDUTY, now=NOW)
+    assert conv.klass == Conversion.EXACT  # PagerDuty takes 90-minute turns as they are
+    refused = convert(source, INCIDENTIO, now=NOW)
+    assert refused.refusal is not None
+    mat = materialize(refused.source, PAGERDUTY, refused.refusal, now=NOW, horizon=7 * D)
+    assert mat.losses and "pages nobody" in mat.losses[0]
+    differences = check(mat, NOW, NOW + 7 * D)
+    assert differences and all(not d.source and d.target == {"a"} for d in differences)
