@@ -184,20 +184,24 @@ async def test_a_target_without_a_schedule_api_refuses_with_no_documented_api(
 
 
 @pytest.mark.slow
-def test_kill9_mid_apply_then_apply_again_creates_no_duplicate(tmp_path: Path) -> None:
-    running, tables = threaded_sims({"pd": "pagerduty", "pd2": "pagerduty"}, 1.0)
-    target = running["pd2"].sim
+@pytest.mark.parametrize("vendor", ["pagerduty", "incidentio"])
+def test_kill9_mid_apply_then_apply_again_creates_no_duplicate(tmp_path: Path,
+                                                               vendor: str) -> None:
+    running, tables = threaded_sims({"pd": "pagerduty", "to": vendor}, 1.0)
+    target = running["to"].sim
     try:
         config = tmp_path / "syncd.toml"
-        config.write_text(render(tables, [], tmp_path / "ledger.db"))
+        config.write_text(render(tables, [], tmp_path / "ledger.db")
+                          + '\n[users.pd]\nPUSR006 = "erin@example.com"\n')
         cmd = [sys.executable, "-m", "syncd", "migrate", "apply", "-c", str(config),
-               "--from", "pd", "--to", "pd2", "--escalation-policy", POLICY_ID, "--yes",
+               "--from", "pd", "--to", "to", "--escalation-policy", POLICY_ID, "--yes",
                "--json"]
         env = {**os.environ, "SYNCD_LOG_FORMAT": "json"}
         target.faults.latency = 0.4  # slow target: the kill lands between calls
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 60
-        while target.call_count(method="POST", route="/schedules") < 1:
+        route = "/schedules" if vendor == "pagerduty" else "/v2/schedules"
+        while target.call_count(method="POST", route=route) < 1:
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
@@ -209,15 +213,18 @@ def test_kill9_mid_apply_then_apply_again_creates_no_duplicate(tmp_path: Path) -
         assert {a["action"] for a in applied} <= {"created", "resumed", "unchanged"}
         cfg = config_mod.load(config)
         ledger = Ledger.open(cfg.ledger_url)
-        mappings = ledger.call(store.mappings, "pd", "pd2")
+        mappings = ledger.call(store.mappings, "pd", "to")
         ledger.dispose()
         assert all(m.target_id for m in mappings)
-        markers = [s.description for s in target.schedules.values()
-                   if "syncd-migrate-" in (s.description or "")]
-        assert len(markers) == len(set(markers)) == sum(m.kind == SCHEDULE for m in mappings)
-        policies = [p for p in target.policies.values()
-                    if "syncd-migrate-" in (p.description or "")]
-        assert len(policies) == 1
+        schedules = sum(m.kind == SCHEDULE for m in mappings)
+        created = target.call_count(method="POST", route=route, status=201)
+        if vendor == "pagerduty":
+            created = target.call_count(method="POST", route=route)
+        assert created == schedules  # one create per schedule across both runs
+        assert sum(m.kind == POLICY for m in mappings) == 1
+        policy_route = ("/escalation_policies" if vendor == "pagerduty"
+                        else "/v2/escalation_paths")
+        assert target.call_count(method="POST", route=policy_route) == 1
         verify = subprocess.run([*cmd[:4], "verify", *cmd[5:11], "--json"],
                                 capture_output=True, text=True, env=env, timeout=120)
         assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr
@@ -245,7 +252,8 @@ async def test_pagerduty_to_incidentio_hard_cases_migrate_exactly(tmp_path: Path
         assert items[POLICY_ID].verb == Verb.CREATE, items[POLICY_ID].as_dict()
         applied = await service.apply(pair, plan, now=utcnow())
         assert {a.action for a in applied} == {"created"}
-        checked = await service.verify(pair, now=utcnow(), days=28)
+        ids = {a.source_id: a.target_id for a in applied}
+        checked = await service.verify(pair, now=utcnow(), days=120)  # spans 2027-03-14 DST
         assert checked and all(not v.differences for v in checked), [
             v.as_dict() for v in checked if v.differences]
         again = await service.plan(pair, SELECTION, now=utcnow(), horizon=HORIZON)
@@ -253,6 +261,19 @@ async def test_pagerduty_to_incidentio_hard_cases_migrate_exactly(tmp_path: Path
         quiet = target.writes()
         await service.apply(pair, again, now=utcnow())
         assert target.writes() == quiet  # a second apply writes nothing
+
+        # A new member in a source layer: update in place, same incident.io schedule id.
+        (sched,) = await pair.reader.read_schedules([NY])
+        rot = sched.rotations[0]
+        await pair.source_client.update_schedule(NY, replace(sched, rotations=(  # type: ignore[attr-defined]
+            replace(rot, users=(*rot.users, "PUSR005")), *sched.rotations[1:])), "edited")
+        changed = await service.plan(pair, SELECTION, now=utcnow(), horizon=HORIZON)
+        item = changed.item(SCHEDULE, NY)
+        assert item is not None and item.verb == Verb.UPDATE and item.differences == []
+        result = {a.source_id: a for a in await service.apply(pair, changed, now=utcnow())}
+        assert (result[NY].action, result[NY].target_id) == ("updated", ids[NY])
+        checked = await service.verify(pair, now=utcnow(), days=28)
+        assert all(not v.differences for v in checked)
     finally:
         await closed(pair)
         await world.close()

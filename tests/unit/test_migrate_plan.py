@@ -114,3 +114,11 @@ def test_conditional_levels_are_refused_for_pagerduty() -> None:
 def test_fingerprint_is_stable_and_sensitive() -> None:
     assert fingerprint(hard_case()) == fingerprint(hard_case())
     assert fingerprint(policy("A")) != fingerprint(policy("B"))
+
+
+def test_an_empty_policy_is_refused() -> None:
+    plan = build(source="pd", target="ii", model=INCIDENTIO, schedules=[],
+                 policies=[Policy(id="EP", name="empty", levels=())], people=people(),
+                 known={}, now=NOW, horizon=HORIZON)
+    (item,) = plan.items
+    assert item.refusal is not None and item.refusal.code == "empty_policy"

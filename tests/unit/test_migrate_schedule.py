@@ -152,13 +152,32 @@ def test_nobody_slot_into_pagerduty_is_refused() -> None:
     assert conv.refusal is not None and conv.refusal.code == "nobody_slot_unsupported"
 
 
-def test_dated_layer_over_another_is_refused_for_incidentio() -> None:
+def test_dated_rotation_is_refused_for_incidentio() -> None:
     top = business_hours_daily()
     source = Schedule(id="s", name="dated", time_zone=NY, rotations=(
         weekly(("a", "b")), Rotation(**{**_fields(top), "end": SINCE + 3 * D})))
     conv = convert(source, INCIDENTIO, now=NOW)
-    assert conv.refusal is not None
-    assert conv.refusal.code in ("rotation_dates_unsupported", "layer_dates_with_precedence")
+    assert conv.refusal is not None and conv.refusal.code == "rotation_dates_unsupported"
+
+
+def test_dated_layer_with_precedence_is_refused_where_dates_exist_but_precedence_does_not(
+        ) -> None:
+    """A target with rotation dates but no precedence (a model, not a vendor we ship)."""
+    dated_concurrent = replace(INCIDENTIO, dated_rotations=True)
+    top = business_hours_daily()
+    source = Schedule(id="s", name="dated", time_zone=NY, rotations=(
+        weekly(("a", "b")), Rotation(**{**_fields(top), "end": SINCE + 3 * D})))
+    conv = convert(source, dated_concurrent, now=NOW)
+    assert conv.refusal is not None and conv.refusal.code == "layer_dates_with_precedence"
+
+
+def test_turn_length_below_the_target_unit_is_refused() -> None:
+    minutes_only = replace(PAGERDUTY, turn_unit=timedelta(minutes=1))
+    source = Schedule(id="s", name="odd", time_zone="UTC", rotations=(Rotation(
+        id="r", name="odd", users=("a",), anchor=at(2026, 1, 1),
+        handovers=(timedelta(seconds=3605),)),))
+    conv = convert(source, minutes_only, now=NOW)
+    assert conv.refusal is not None and conv.refusal.code == "turn_length_unsupported"
 
 
 def test_ended_layers_are_left_out_and_said() -> None:
