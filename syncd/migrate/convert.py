@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import itertools
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from syncd.migrate.schedule import (
     Difference,
@@ -40,13 +40,15 @@ class Conversion(enum.Enum):
 
 
 MATERIALIZABLE = frozenset({
-    "turn_not_whole_hours", "turn_length_unsupported", "alternating_handovers",
+    "definition_not_readable", "turn_not_whole_hours", "turn_length_unsupported",
+    "alternating_handovers",
     "nobody_slot_unsupported", "layer_dates_with_precedence", "rotation_dates_unsupported",
 })
 """Refusals whose rendered on-call the target can still page through overrides (one person
 at a time). Concurrent on-call is not among them: overrides would page one of the people."""
 
 MATERIALIZED_ROTATION = "materialized"
+MATERIALIZED_ANCHOR = datetime(2024, 1, 1, tzinfo=UTC)  # fixed: the shell's definition is stable
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,10 @@ def convert(source: Schedule, target: TargetModel, *, now: datetime) -> Schedule
         for r in source.rotations if r.end is None or r.end > now
     )
     source = replace(source, rotations=live)
+    if not source.rotations:
+        return refuse(source, "definition_not_readable",
+                      f"{source.name!r} is known only by who it has on call (the source's API "
+                      "documents no rotation definitions)")
     for rot in source.rotations:
         if not target.dated_rotations and (rot.start is not None or rot.end is not None):
             return refuse(source, "rotation_dates_unsupported",
@@ -175,8 +181,12 @@ def materialize(source: Schedule, target: TargetModel, refusal: Refusal, *, now:
     rotation and needs a daemon to extend it"). The dual-run ``[[oncall]]`` mapping that
     ``syncd migrate verify`` writes is what keeps it extended: the daemon repairs drift on the
     target with overrides as time passes."""
-    placeholder = next(u for r in source.rotations for u in r.users if u is not None)
-    anchor = source.rotations[0].anchor
+    placeholder = next(iter([u for r in source.rotations for u in r.users if u is not None]
+                            + [o.user for o in source.overrides]), None)
+    if placeholder is None:
+        return refuse(source, refusal.code, refusal.sentence + "; and nobody is on call in it "
+                      "to materialize")
+    anchor = source.rotations[0].anchor if source.rotations else MATERIALIZED_ANCHOR
     shell = Rotation(id=MATERIALIZED_ROTATION, name=f"{source.name} (materialized by syncd)",
                      users=(placeholder,), anchor=anchor, handovers=(timedelta(days=7),))
     overrides: list[Override] = []

@@ -36,6 +36,7 @@ from syncd.migrate.plan import (
     build,
 )
 from syncd.migrate.policy import Level, Policy, Target
+from syncd.migrate.rendered import RenderedSource
 from syncd.migrate.schedule import Difference, Schedule, Span, diff, render
 from syncd.model import Capability
 from syncd.vendors.base import VendorClient
@@ -69,17 +70,24 @@ class Pair:
     source_client: VendorClient
     target_client: VendorClient
     people: People | None = None
+    _reader: ScheduleSource | None = None
 
     @property
     def reader(self) -> ScheduleSource:
-        client = self.source_client
-        if not isinstance(client, ScheduleSource):
-            vendor = self.config.accounts[self.source].vendor
-            raise MigrateError(
-                f"{self.source} ({vendor}) has no documented API to read schedule and "
-                "escalation definitions; keep its on-call in step with an [[oncall]] mapping "
-                "and repair = \"override\" instead (docs/migration.md)")
-        return client
+        """The source's definitions, or only its rendered on-call where its API documents no
+        definitions (Splunk On-Call, Spike.sh): those schedules are then materialized."""
+        if self._reader is None:
+            client = self.source_client
+            if isinstance(client, ScheduleSource):
+                self._reader = client
+            elif type(client).capabilities_for(self.config.accounts[self.source]) \
+                    & Capability.ONCALL_READ:
+                self._reader = RenderedSource(client)
+            else:
+                vendor = self.config.accounts[self.source].vendor
+                raise MigrateError(f"{self.source} ({vendor}) exposes neither schedule "
+                                   "definitions nor on-call to migrate")
+        return self._reader
 
     @property
     def target_overrides(self) -> bool:

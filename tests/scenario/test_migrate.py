@@ -175,9 +175,8 @@ async def test_a_target_without_a_schedule_api_refuses_with_no_documented_api(
         plan = await service.plan(pair, SELECTION, now=utcnow(), horizon=HORIZON)
         assert plan.items and all(i.refusal and i.refusal.code == "no_documented_api"
                                   for i in plan.items)
-        with pytest.raises(service.MigrateError):
-            await service.plan(pair_of(world, "sp", "pd"), SELECTION, now=utcnow(),
-                               horizon=HORIZON)
+        schedule = next(i for i in plan.items if i.kind == SCHEDULE)
+        assert schedule.refusal and "[[oncall]]" in schedule.refusal.sentence  # the offer
     finally:
         await closed(pair)
         await world.close()
@@ -338,6 +337,34 @@ async def test_an_unconvertible_schedule_is_materialized_and_the_dual_run_config
         assert mapping.leader == "pd" and mapping.repair == "override"
         assert [m.schedule for m in mapping.members] == [source_id, applied.target_id]
         assert dual.sync[0].accounts == ["pd", "ii"]
+    finally:
+        await closed(pair)
+        await world.close()
+
+
+@pytest.mark.parametrize(("source", "vendor", "target", "target_vendor"), [
+    ("sp", "spike", "pd", "pagerduty"), ("vo", "victorops", "ii", "incidentio")])
+async def test_a_source_without_definitions_is_migrated_materialized(
+        tmp_path: Path, source: str, vendor: str, target: str, target_vendor: str) -> None:
+    """Splunk On-Call and Spike.sh document on-call, not rotations: their schedules are
+    written out as overrides, and both tools then page the same people."""
+    world = World(tmp_path, {source: vendor, target: target_vendor}, [])
+    world.config = replace(world.config, users={source: {"frank": "erin@example.com"}})
+    pair = pair_of(world, source, target)
+    try:
+        plan = await service.plan(pair, service.Selection(), now=utcnow(), horizon=HORIZON)
+        assert plan.items
+        for item in plan.items:
+            assert item.kind == SCHEDULE  # policies are not readable there
+            assert (item.verb, item.conversion) == (Verb.CREATE, Conversion.MATERIALIZED), \
+                item.as_dict()
+            assert item.losses == () and item.differences == [], item.as_dict()
+            assert any("definition_not_readable" in n for n in item.notes)
+        applied = await service.apply(pair, plan, now=utcnow())
+        assert all(a.action == "created" and a.overrides_created for a in applied)
+        checked = await service.verify(pair, now=utcnow(), days=27)
+        assert checked and all(not v.differences for v in checked), [
+            v.as_dict() for v in checked if v.differences]
     finally:
         await closed(pair)
         await world.close()
