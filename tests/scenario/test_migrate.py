@@ -252,6 +252,8 @@ async def test_pagerduty_to_incidentio_hard_cases_migrate_exactly(tmp_path: Path
         applied = await service.apply(pair, plan, now=utcnow())
         assert {a.action for a in applied} == {"created"}
         ids = {a.source_id: a.target_id for a in applied}
+        (created,) = await pair.writer.read_schedules([ids[NY]])  # type: ignore[union-attr]
+        assert created.time_zone == "America/New_York"  # the source's zone, not UTC
         checked = await service.verify(pair, now=utcnow(), days=120)  # spans 2027-03-14 DST
         assert checked and all(not v.differences for v in checked), [
             v.as_dict() for v in checked if v.differences]
@@ -365,6 +367,24 @@ async def test_a_source_without_definitions_is_migrated_materialized(
         checked = await service.verify(pair, now=utcnow(), days=27)
         assert checked and all(not v.differences for v in checked), [
             v.as_dict() for v in checked if v.differences]
+    finally:
+        await closed(pair)
+        await world.close()
+
+
+async def test_team_selection(world: World) -> None:
+    from syncd.simulators.pagerduty import TEAM_SRE
+
+    pair = pair_of(world, "pd", "pd2")
+    try:
+        team = await service.plan(pair, service.Selection(teams=(TEAM_SRE,)), now=utcnow(),
+                                  horizon=HORIZON)
+        everything = await service.plan(pair, service.Selection(), now=utcnow(),
+                                        horizon=HORIZON)
+        assert 0 < len(team.items) <= len(everything.items)
+        none = await service.plan(pair, service.Selection(teams=("PNOTEAM",)), now=utcnow(),
+                                  horizon=HORIZON)
+        assert none.items == []
     finally:
         await closed(pair)
         await world.close()
