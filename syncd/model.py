@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import Protocol, runtime_checkable
 
 
 @functools.total_ordering
@@ -238,3 +239,37 @@ class NewIncident:
     state: State = State.TRIGGERED
     severity: Severity | None = None
     details: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class KnownKey:
+    """A per-record fact a client looked up once: ``value`` None means "looked, there is none"
+    (an incident.io incident without an alert), ``checked_at`` says when (our clock)."""
+
+    value: str | None
+    checked_at: datetime
+
+
+@runtime_checkable
+class KeyCache(Protocol):
+    """Lookups a client need not repeat (incident.io: an incident's alert dedup key, or that it
+    has none), one account's. The engine hands each client one kept in the ledger, warmed at
+    start, so a restart does not look every open incident up again; a client without one
+    keeps a :class:`MemoryKeyCache`. Vendor-neutral: the client decides what a key means."""
+
+    def known(self, external_id: str) -> KnownKey | None: ...
+
+    async def remember(self, entries: Mapping[str, KnownKey]) -> None: ...
+
+
+class MemoryKeyCache:
+    """A :class:`KeyCache` that lasts as long as the process (clients built outside an engine)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, KnownKey] = {}
+
+    def known(self, external_id: str) -> KnownKey | None:
+        return self.entries.get(external_id)
+
+    async def remember(self, entries: Mapping[str, KnownKey]) -> None:
+        self.entries.update(entries)

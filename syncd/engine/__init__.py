@@ -22,6 +22,7 @@ from syncd.engine.dispatcher import Dispatcher, DispatchResult
 from syncd.engine.links import GroupContext
 from syncd.engine.poller import Poller, PollResult
 from syncd.ledger import Ledger
+from syncd.ledger.keycache import LedgerKeyCache
 from syncd.ratelimit import Budget
 from syncd.vendors.base import VendorClient
 
@@ -51,6 +52,10 @@ class Engine:
         self.config = config
         self.ledger = ledger
         self.clients = dict(clients)
+        for name, client in self.clients.items():
+            if getattr(client, "wants_key_cache", False):
+                # Warmed from the ledger now: a restart repeats none of the lookups.
+                client.key_cache = LedgerKeyCache(ledger, name)  # type: ignore[attr-defined]
         capabilities = {name: c.capabilities for name, c in self.clients.items()}
         self.groups = {g.name: GroupContext.build(g, capabilities) for g in config.sync}
         self.pollers = {

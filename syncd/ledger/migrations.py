@@ -176,6 +176,18 @@ MIGRATIONS: list[str] = [
         UNIQUE (source_account, target_account, kind, source_id)
     );
     """,
+    # 5: lookups a vendor client need not repeat, kept across restarts (incident.io alert
+    # dedup keys; value NULL = looked up, the incident has no alert).
+    """
+    CREATE TABLE known_key (
+        account VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        external_id VARCHAR NOT NULL,
+        value VARCHAR,
+        checked_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (account, kind, external_id)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

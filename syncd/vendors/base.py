@@ -31,7 +31,17 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from syncd.model import Action, Capability, Incident, NewIncident, OnCall, Severity
+from syncd.model import (  # noqa: F401  (KeyCache, KnownKey, MemoryKeyCache: clients' API)
+    Action,
+    Capability,
+    Incident,
+    KeyCache,
+    KnownKey,
+    MemoryKeyCache,
+    NewIncident,
+    OnCall,
+    Severity,
+)
 from syncd.ratelimit import Budget, Limit
 
 # --------------------------------------------------------------------------- errors

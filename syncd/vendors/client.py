@@ -21,7 +21,14 @@ from syncd import metrics
 from syncd.model import Severity
 from syncd.ratelimit import ACCOUNT, Budget, Limit
 from syncd.vendors._http import Classifier, VendorHTTP
-from syncd.vendors.base import AccountSettings, Action, Capability, MalformedResponse
+from syncd.vendors.base import (
+    AccountSettings,
+    Action,
+    Capability,
+    KeyCache,
+    MalformedResponse,
+    MemoryKeyCache,
+)
 
 _DIGITS = {"s": 0, "ms": 3, "us": 6}
 
@@ -67,6 +74,9 @@ class ClientBase:
     limits: ClassVar[Mapping[str, Limit]]
     batch_size: ClassVar[Mapping[Action, int]]
     default_severity_map: ClassVar[Mapping[str, Severity]] = {}
+    wants_key_cache: ClassVar[bool] = False
+    """True: the client remembers per-record lookups in :attr:`key_cache`, and the engine
+    replaces the in-memory one with one kept in the ledger (incident.io's alert dedup keys)."""
 
     @classmethod
     def limits_for(cls, settings: Any) -> dict[str, Limit]:
@@ -111,6 +121,7 @@ class ClientBase:
         self._clock = clock
         self._emails: dict[str, str] = {}  # the user directory, see _directory
         self._directory_loaded = False
+        self.key_cache: KeyCache = MemoryKeyCache()
 
     def _session(self, base_url: str, headers: Mapping[str, str], *,
                  classify: Classifier | None = None, budget: Budget | None = None

@@ -57,6 +57,7 @@ from syncd.vendors.base import (
     Action,
     AuthError,
     Capability,
+    KnownKey,
     NotFound,
     Outcome,
     Page,
@@ -274,6 +275,7 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
         "Minor": Severity.SEV3,
     }
     settings: IncidentIOSettings
+    wants_key_cache: ClassVar[bool] = True  # incidents' alert dedup keys, "no alert" too
 
     @classmethod
     def limits_for(cls, settings: IncidentIOSettings) -> dict[str, Limit]:
@@ -304,6 +306,8 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
         super().__init__(account, settings, transport=transport, budget=budget,
                          backoff_base=backoff_base, sleep=sleep, clock=clock)
         self._severities: list[dict[str, Any]] | None = None
+        self._seen: dict[str, str] = {}  # the cursor's: "[esc:]id" -> updated_at delivered
+        self._listed: dict[str, str] = {}  # the same, let through by this poll
         self._statuses: list[dict[str, Any]] | None = None
         self.http = self._session(
             settings.base_url,
@@ -519,69 +523,90 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
     # ------------------------------------------------------------------ poll
 
     async def poll(self, cursor: str | None, *, full: bool = False) -> AsyncIterator[Page]:
+        """Records changed since the cursor, then the records of changed escalations.
+
+        The cursor is ``{"since", "seen"}``: the feeds reach back ``change_overlap`` seconds
+        before ``since`` is advanced to (list lag, clock skew), and ``seen`` holds the
+        ``updated_at`` of every record and escalation already delivered inside that overlap,
+        so a record is delivered (and enriched with lookups) once per change, not once per
+        poll. ``since`` advances with our clock whether or not anything changed."""
         since: datetime | None = None
+        self._seen = {}
         if cursor and not full:
             try:
                 data = json.loads(cursor)
                 # A cursor written under the other model means a full read of this one.
                 if data.get("model", "incident") == self.settings.model:
                     since = _time(data["since"])
+                    seen = data.get("seen", {})
+                    if isinstance(seen, dict):
+                        self._seen = {k: v for k, v in seen.items() if isinstance(v, str)}
             except (ValueError, KeyError, TypeError, AttributeError):
                 since = None  # an unreadable cursor means a full read, never a crash
         started = self._clock()
-        newest: datetime | None = None
+        self._listed = {}
         pending: Page | None = None
         seen: set[str] = set()
         async for page in self.records.pages(since):
             for inc in page.incidents:
                 seen.add(inc.external_id)
-                if inc.updated_at and (newest is None or inc.updated_at > newest):
-                    newest = inc.updated_at
             if pending is not None:
                 yield pending
             pending = page
         if since is not None:
             # Acks live on escalations and need not bump the incident or alert: a second feed.
-            changed, esc_newest = await self._changed_escalations(since)
-            if esc_newest is not None:
-                newest = esc_newest if newest is None else max(newest, esc_newest)
+            changed = await self._changed_escalations(since)
             page = await self.records.related(changed, seen)
             if page is not None:
                 if pending is not None:
                     yield pending
                 pending = page
-        edge = min(started, newest) if newest else started
-        next_since = edge - timedelta(seconds=self.settings.change_overlap)
+        next_since = started - timedelta(seconds=self.settings.change_overlap)
         if since is not None and next_since < since:
             next_since = since
         if pending is None:
             pending = Page()
-        state: dict[str, Any] = {"v": 1, "since": _stamp(next_since)}
+        keep = {k: v for k, v in {**self._seen, **self._listed}.items()
+                if not self._older({"updated_at": v}, next_since)}
+        state: dict[str, Any] = {"v": 2, "since": _stamp(next_since), "seen": keep}
         if self.settings.model != "incident":
             state["model"] = self.settings.model
         pending.cursor = json.dumps(state)
         yield pending
 
-    async def _changed_escalations(self, since: datetime
-                                   ) -> tuple[list[dict[str, Any]], datetime | None]:
-        """Escalations whose ``updated_at`` is after ``since`` (the filter compares days)."""
+    def _fresh(self, items: list[Any], since: datetime | None, prefix: str = "") -> list[Any]:
+        """``items`` without those not changed since ``since`` or already delivered at this
+        ``updated_at`` (the cursor's ``seen``); remembers what it let through for the cursor.
+        An item without a usable id or timestamp passes: its parser reports it."""
+        out = []
+        for raw in items:
+            if since is not None and self._older(raw, since):
+                continue
+            rid = raw.get("id") if isinstance(raw, dict) else None
+            at = raw.get("updated_at") if isinstance(raw, dict) else None
+            if isinstance(rid, str) and isinstance(at, str):
+                if self._seen.get(prefix + rid) == at:
+                    continue
+                self._listed[prefix + rid] = at
+            out.append(raw)
+        return out
+
+    async def _changed_escalations(self, since: datetime) -> list[dict[str, Any]]:
+        """Escalations whose ``updated_at`` is after ``since`` (the filter compares days) and
+        that were not delivered at that ``updated_at`` already."""
         changed: list[dict[str, Any]] = []
-        newest: datetime | None = None
         esc_params = {"updated_at[gte]": since.date().isoformat(), "page_size": 50}
         async for items in self._list("/v2/escalations", "escalations", esc_params):
             for esc in items:
                 if not isinstance(esc, dict):
                     continue
                 try:
-                    when = _time(esc.get("updated_at"))
+                    _time(esc.get("updated_at"))
                 except ValueError:
                     metrics.MALFORMED.labels(self.account, "GET /v2/escalations").inc()
                     continue
-                if when <= since:
-                    continue
-                newest = when if newest is None else max(newest, when)
-                changed.append(esc)
-        return changed, newest
+                changed.extend(self._fresh([esc], since, "esc:"))
+        return changed
 
     @staticmethod
     def _older(raw: Any, since: datetime) -> bool:
@@ -756,9 +781,6 @@ class IncidentModel(RecordModel):
 
     kind = "incident"
 
-    def __init__(self, client: IncidentIOClient) -> None:
-        super().__init__(client)
-        self._dedup: dict[str, str] = {}  # incident id -> its alert's dedup key, never changes
 
     def _parse(self, raw: Any, ranked: list[dict[str, Any]], acked: set[str]) -> Incident:
         if not isinstance(raw, dict):
@@ -782,8 +804,9 @@ class IncidentModel(RecordModel):
         sev = raw.get("severity")
         severity = self.client._canonical_severity(sev, ranked) if isinstance(sev, dict) else None
         keys: dict[str, str] = {}
-        if iid in self._dedup:
-            keys["dedup"] = self._dedup[iid]
+        known = self.client.key_cache.known(iid)
+        if known is not None and known.value is not None:
+            keys["dedup"] = known.value
         summary = raw.get("summary")
         found = MARKER.search(summary) if isinstance(summary, str) else None
         if found:
@@ -797,23 +820,44 @@ class IncidentModel(RecordModel):
             number=reference if isinstance(reference, str) else None,
         )
 
-    async def _dedup_keys(self, incident_ids: Sequence[str]) -> None:
-        """Alert dedup keys via GET /v2/incident_alerts; a found key never changes (cached)."""
+    async def _dedup_keys(self, raws: Sequence[Any]) -> None:
+        """Alert dedup keys via GET /v2/incident_alerts, remembered in the client's key cache
+        (the ledger, across restarts): a found key never changes, and "no alert" is remembered
+        too, looked up again only once the incident has changed since (an alert may have been
+        attached to it). So a full resync of unchanged incidents costs no lookups."""
         endpoint = "GET /v2/incident_alerts"
-        for iid in incident_ids:
-            if iid in self._dedup:
+        cache = self.client.key_cache
+        found: dict[str, KnownKey] = {}
+        for raw in raws:
+            iid = raw.get("id") if isinstance(raw, dict) else None
+            if not isinstance(iid, str) or iid in found:
                 continue
+            known = cache.known(iid)
+            if known is not None and (known.value is not None
+                                      or not self._changed_since(raw, known.checked_at)):
+                continue
+            checked_at = self.client._clock()
+            key: str | None = None
             async for items in self.client._list("/v2/incident_alerts", "incident_alerts",
-                                          {"incident_id": iid, "page_size": 50}):
+                                                 {"incident_id": iid, "page_size": 50}):
                 for row in items:
                     alert = row.get("alert") if isinstance(row, dict) else None
-                    key = alert.get("deduplication_key") if isinstance(alert, dict) else None
-                    if isinstance(key, str) and key:
-                        self._dedup.setdefault(iid, key)
+                    value = alert.get("deduplication_key") if isinstance(alert, dict) else None
+                    if isinstance(value, str) and value:
+                        key = key or value
                     else:
                         metrics.MALFORMED.labels(self.account, endpoint).inc()
-                if iid in self._dedup:
+                if key is not None:
                     break
+            found[iid] = KnownKey(key, checked_at)
+        await cache.remember(found)
+
+    @staticmethod
+    def _changed_since(raw: dict[str, Any], when: datetime) -> bool:
+        try:
+            return _time(raw.get("updated_at")) > when
+        except ValueError:
+            return True
 
     async def _build(self, raws: list[Any], endpoint: str) -> tuple[list[Incident], list[Skipped]]:
         """Parse one page, enriching open incidents with ack state and dedup keys."""
@@ -828,7 +872,7 @@ class IncidentModel(RecordModel):
         esc_changed: dict[str, datetime] = {}
         acked, _ = (await self.client._acked(open_ids, newest=esc_changed) if open_ids
                     else (set(), {}))
-        await self._dedup_keys(ids)
+        await self._dedup_keys(raws)
         return self._parse_all(raws, endpoint, lambda raw: with_escalations(
             self._parse(raw, ranked, acked), esc_changed))
 
@@ -842,8 +886,7 @@ class IncidentModel(RecordModel):
             params = {"updated_at[gte]": since.date().isoformat(),
                       "page_size": self.settings.page_size}
         async for items in self.client._list("/v2/incidents", "incidents", params):
-            if since is not None:
-                items = [r for r in items if not self.client._older(r, since)]
+            items = self.client._fresh(items, since)
             incidents, skipped = await self._build(items, endpoint)
             yield Page(incidents=incidents, skipped=skipped)
 

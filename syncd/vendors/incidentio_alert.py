@@ -132,8 +132,7 @@ class AlertModel(RecordModel):
         else:
             params["updated_at[gte]"] = since.date().isoformat()
         async for items in self.client._list("/v2/alerts", "alerts", params):
-            if since is not None:
-                items = [r for r in items if not self.client._older(r, since)]
+            items = self.client._fresh(items, since)
             incidents, skipped = await self._build(items, endpoint)
             yield Page(incidents=incidents, skipped=skipped)
 
