@@ -89,7 +89,9 @@ def build_app(daemon: Daemon) -> Starlette:
         if getattr(cfg.accounts[name], "webhook_secret", None) is not None
         and hasattr(client, "verify_webhook")
     }
-    webhook = WebhookIntake(verifiers, daemon.poll_soon)
+    notes = {name: daemon.engine.clients[name].note_webhook  # type: ignore[attr-defined]
+             for name in verifiers if hasattr(daemon.engine.clients[name], "note_webhook")}
+    webhook = WebhookIntake(verifiers, daemon.poll_soon, notes)
 
     return Starlette(routes=[
         Route("/healthz", healthz),

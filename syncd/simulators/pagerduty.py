@@ -22,19 +22,27 @@ unchanged. What it holds clients to:
   (:mod:`syncd.simulators.pagerduty_schedules`).
 
 Every state change, whoever makes it (API, a person via ``/_sim``, a timer, an event), appends
-the log entry PagerDuty would record, with its agent and channel.
+the log entry PagerDuty would record, with its agent and channel. A priority change appends none:
+the LogEntry type enum has no priority type (notes §5.6, SPEC ``LogEntry.type``). Each change
+also emits the v3 webhook event PagerDuty would send (notes §6: ``incident.triggered``,
+``.acknowledged``, ``.unacknowledged``, ``.resolved``, ``.reopened``, ``.escalated``,
+``.reassigned``, ``.priority_updated``; urgency has no event type), kept in ``webhook_events``
+and handed to ``webhook_sink`` when a test or benchmark sets one (:meth:`webhook_event` builds
+the documented payload). Subscriptions over HTTP (``POST /webhook_subscriptions``) are not
+simulated.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
 import gc
 import heapq
 import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
@@ -111,6 +119,12 @@ SEVERITIES = ("critical", "error", "warning", "info")
 FROM_MISSING = ('You must specify a user\'s email address in the "From" header to perform '
                 "this action")
 OPEN = ("triggered", "acknowledged")
+WEBHOOK_EVENTS = {  # log entry type -> the v3 webhook event PagerDuty sends (notes §6)
+    "trigger_log_entry": "incident.triggered", "acknowledge_log_entry": "incident.acknowledged",
+    "unacknowledge_log_entry": "incident.unacknowledged",
+    "resolve_log_entry": "incident.resolved", "escalate_log_entry": "incident.escalated",
+    "assign_log_entry": "incident.reassigned",
+}
 OVERVIEW_TYPES = {"trigger_log_entry", "acknowledge_log_entry", "unacknowledge_log_entry",
                   "resolve_log_entry", "escalate_log_entry"}
 
@@ -578,6 +592,10 @@ class PagerDutySimulator(Simulator):
         self.logs: list[LogEntry] = []  # sorted by (at, id)
         self.log_times: list[float] = []
         self.log_by_id: dict[str, LogEntry] = {}
+        # (event type, incident id, at, agent) of the last v3 webhook events, newest last.
+        self.webhook_events: collections.deque[tuple[str, str, datetime, tuple[str, str]]] = \
+            collections.deque(maxlen=1000)
+        self.webhook_sink: Callable[[dict[str, Any]], None] | None = None
         self.timers: list[tuple[datetime, int, str, str, int]] = []
         self.seq = itertools.count(1)
         self.number_seq = itertools.count(1)
@@ -629,9 +647,39 @@ class PagerDutySimulator(Simulator):
             self.log_times.insert(i, stamp)
         self.log_by_id[entry.id] = entry
         inc.log_ids.append(entry.id)
+        event = WEBHOOK_EVENTS.get(kind)
+        if event is not None:
+            if kind == "trigger_log_entry" and inc.first_log is not None:
+                event = "incident.reopened"
+            self._emit(inc, event, agent, at)
         if kind == "trigger_log_entry" and inc.first_log is None:
             inc.first_log = entry.id
         return entry
+
+    def _emit(self, inc: PDIncident, event_type: str, agent: tuple[str, str],
+              at: datetime | None = None) -> None:
+        at = at or self.clock.now()
+        self.webhook_events.append((event_type, inc.id, at, agent))
+        if self.webhook_sink is not None:
+            self.webhook_sink(self.webhook_event(inc.id, event_type, at=at, agent=agent))
+
+    def webhook_event(self, incident_id: str, event_type: str, *, at: datetime | None = None,
+                      agent: tuple[str, str] | None = None) -> dict[str, Any]:
+        """The v3 delivery body for ``event_type`` on an incident as it is now (notes §6):
+        ``number`` and ``assignees`` where the REST incident has ``incident_number`` and
+        ``assignments``."""
+        inc = self._find(incident_id)
+        rest = self.incident_json(inc)
+        data = {k: rest[k] for k in ("id", "self", "html_url", "status", "incident_key",
+                                     "created_at", "title", "service", "escalation_policy",
+                                     "teams", "priority", "urgency", "resolve_reason")}
+        data.update({"type": "incident", "number": inc.number, "conference_bridge": None,
+                     "assignees": [self.users[u].ref() for _at, u in inc.assignees]})
+        who = self._agent_ref(agent) if agent and agent[0] == "user" else None
+        return {"event": {"id": f"{inc.id}-{len(inc.log_ids)}-{event_type}",
+                          "event_type": event_type, "resource_type": "incident",
+                          "occurred_at": iso(at or self.clock.now()), "agent": who,
+                          "client": None, "data": data}}
 
     def _new_incident(self, service: Service, title: str, *, key: str | None, urgency: str,
                       agent: tuple[str, str], channel: dict[str, Any], at: datetime | None = None,
@@ -850,8 +898,11 @@ class PagerDutySimulator(Simulator):
             match = [p for p in self.priorities if p[1] == name]
             if not match:
                 raise ValueError(f"no priority named {name!r}")
+            changed = inc.priority_id != match[0][0]
             inc.priority_id = match[0][0]
             inc.updated_at = self.clock.now()
+            if changed:  # no log entry: PagerDuty records none for priorities (notes §5.6)
+                self._emit(inc, "incident.priority_updated", agent)
             self._touch()
         elif action == "unacknowledge":
             raise ValueError("PagerDuty has no un-acknowledge action")
@@ -1434,8 +1485,11 @@ class PagerDutySimulator(Simulator):
         if "title" in item:
             inc.title, changed = item["title"], True
         if "priority" in item:
+            before = inc.priority_id
             inc.priority_id = None if item["priority"] is None else \
                 self._priority_for(item["priority"])
+            if inc.priority_id != before:  # no log entry (notes §5.6), a webhook event
+                self._emit(inc, "incident.priority_updated", agent)
             changed = True
         if "urgency" in item and item["urgency"] != inc.urgency:
             inc.urgency = item["urgency"]

@@ -5,9 +5,15 @@ the full account.
 
 - **Change feed** (notes §5.6): ``GET /log_entries?since=<cursor - overlap>&include[]=incidents``
   pages every log entry since the cursor; each carries the incident as it is now, so one feed
-  read yields the changed incidents. Entries are de-duplicated by id across the overlap. Priority
-  changes leave no log entry (the LogEntry type enum has none), so the periodic full resync is
-  what picks them up.
+  read yields the changed incidents. Entries are de-duplicated by id across the overlap.
+- **Priority changes** leave no log entry (the LogEntry type enum has none, notes §5.6), and
+  ``GET /incidents`` cannot sort or filter by update time (``sort_by`` takes only
+  incident_number, created_at, resolved_at, urgency; since/until filter creation, notes §5.1).
+  So each delta poll also reads ``sweep_pages`` page(s) of open incidents, newest first, walking
+  on by offset from poll to poll: with up to 100 open incidents every poll sees every priority
+  (2 calls per poll in all); with more, a change is seen within ceil(open/100) polls, or at
+  once when a v3 webhook (``incident.priority_updated``, notes §6) names the incident: its id
+  is read on the next poll (:meth:`note_webhook`). Urgency changes do leave a log entry.
 - **Full resync** (notes §5.1, §2): every open incident through
   ``date_range=all&statuses[]=triggered&statuses[]=acknowledged`` (never the default one-month
   window). Past 10 000 open incidents the offset cap bites, so the read splits into day-aligned
@@ -80,6 +86,7 @@ MARKER = re.compile(r"^syncd-[\w.-]+-\d+$")
 PAGE_MAX = 100  # notes §2
 OFFSET_CAP = 10_000  # notes §2: offset + limit <= 10000
 BULK_MAX = 250  # notes §5.3
+MAX_HINTED = 1000  # incident ids remembered from webhooks between polls (ours)
 MAX_WINDOW = timedelta(days=180)  # since/until may span at most 6 months (notes §5.1)
 FROM_CODES = {2016, 1008, 1028}  # missing, unknown or malformed From (notes §1)
 EVENT_SEVERITY = {Severity.SEV1: "critical", Severity.SEV2: "error", Severity.SEV3: "warning",
@@ -114,6 +121,10 @@ class PagerDutySettings(AccountSettings):
     webhook_secret: Secret | None = Field(
         None, description="v3 webhook subscription secret: signed deliveries to "
         "/webhooks/ACCOUNT trigger an immediate poll")
+    sweep_pages: int = Field(
+        1, ge=0, le=10, description="pages of open incidents each delta poll reads besides the "
+        "log entries, so priority changes (which leave no log entry) are seen within "
+        "ceil(open / (page_size * sweep_pages)) polls; 0 = only at full resyncs")
 
 
 class PagerDutyClient(PagerDutySchedules, ClientBase):
@@ -161,6 +172,7 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
                                   classify=self._classify)
         # The Events API takes no auth header (the routing key is in the body) and has its own
         # budget (EVENTS_LIMITS), scaled like the account's.
+        self._hinted: set[str] = set()  # incident ids webhooks named since the last poll
         self.events = self._session(settings.events_url or settings.base_url,
                                     {"Accept": "application/json"}, classify=self._classify,
                                     budget=self.budget.sibling(EVENTS_LIMITS))
@@ -186,6 +198,20 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
             hmac.compare_digest(part[3:].encode("utf-8", "replace"), expected)
             for part in candidates if part.startswith("v1=")
         )
+
+    def note_webhook(self, body: bytes) -> None:
+        """A verified v3 delivery names its incident (``event.data.id`` for ``incident.*``
+        events, notes §6): the next delta poll reads that incident, so a change the log feed
+        does not carry (a priority) is seen at once whatever the number of open incidents."""
+        try:
+            event = json.loads(body).get("event")
+            data = event.get("data") if event.get("resource_type") == "incident" else None
+            iid = data.get("id") if isinstance(data, dict) else None
+        except (ValueError, AttributeError):
+            return
+        if isinstance(iid, str) and iid.isalnum() and len(iid) <= 32 \
+                and len(self._hinted) < MAX_HINTED:
+            self._hinted.add(iid)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -340,7 +366,7 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         async for raws in self._open_incident_pages():
             incidents, skipped = self._parse_all(raws, endpoint)
             yield Page(incidents, None, skipped)
-        yield Page([], _dump_cursor(started, []))
+        yield Page([], _dump_cursor(started, [], 0))
 
     async def _open_incident_pages(self, *, window: tuple[datetime, datetime] | None = None
                                    ) -> AsyncIterator[list[Any]]:
@@ -441,9 +467,42 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
                 prev = latest.get(inc.external_id)
                 if prev is None or (inc.updated_at or newest) >= (prev.updated_at or newest):
                     latest[inc.external_id] = inc
+        sweep = state["sweep"]
+        for _ in range(self.settings.sweep_pages):
+            raws, sweep = await self._sweep(sweep)
+            self._merge(raws, latest, skipped, "GET /incidents", newest)
+        hinted, self._hinted = self._hinted, set()
+        for iid in sorted(hinted - set(latest)):
+            try:
+                body = await self._get("/incidents/{id}", id=iid)
+            except NotFound:
+                continue
+            self._merge([body.get("incident")], latest, skipped, "GET /incidents/{id}", newest)
         keep = newest - timedelta(seconds=self.settings.log_overlap)
-        cursor = _dump_cursor(newest, sorted(eid for at, eid in entries if at >= keep))
+        cursor = _dump_cursor(newest, sorted(eid for at, eid in entries if at >= keep), sweep)
         yield Page(list(latest.values()), cursor, skipped)
+
+    async def _sweep(self, offset: int) -> tuple[list[Any], int]:
+        """One page of open incidents, newest first, at ``offset``; and where the next page
+        starts (0 after the last: the walk starts over)."""
+        params = {"date_range": "all", "statuses[]": ["triggered", "acknowledged"],
+                  "sort_by": "created_at:desc", "limit": self.settings.page_size}
+        if offset + self.settings.page_size > OFFSET_CAP:
+            offset = 0
+        body = await self._get("/incidents", {**params, "offset": offset})
+        items = require(body, "incidents", list, endpoint="GET /incidents", account=self.account)
+        more = body.get("more") is True and bool(items)
+        return items, offset + len(items) if more else 0
+
+    def _merge(self, raws: Sequence[Any], latest: dict[str, Incident], skipped: list[Skipped],
+               endpoint: str, newest: datetime) -> None:
+        """Incidents read besides the log entries, kept where newer than the feed's copy."""
+        incidents, bad = self._parse_all(raws, endpoint)
+        skipped += bad
+        for inc in incidents:
+            prev = latest.get(inc.external_id)
+            if prev is None or (inc.updated_at or newest) >= (prev.updated_at or newest):
+                latest[inc.external_id] = inc
 
     # ------------------------------------------------------------------ writes
 
@@ -860,19 +919,22 @@ def _error_object(response: httpx.Response) -> tuple[int | None, str] | None:
 
 
 def _load_cursor(cursor: str | None) -> dict[str, Any] | None:
-    """The cursor is ``{"since": iso, "seen": [log entry ids]}``; anything else = resync."""
+    """The cursor is ``{"since": iso, "seen": [log entry ids], "sweep": offset}``; anything
+    else = resync (a cursor without ``sweep`` starts the walk over)."""
     if not cursor:
         return None
     try:
         data = json.loads(cursor)
         since = _time(data["since"])
         seen = data.get("seen", [])
+        sweep = data.get("sweep", 0)
         if since is None or not isinstance(seen, list):
             return None
-        return {"since": since, "seen": [s for s in seen if isinstance(s, str)]}
+        return {"since": since, "seen": [s for s in seen if isinstance(s, str)],
+                "sweep": sweep if isinstance(sweep, int) and sweep >= 0 else 0}
     except (ValueError, KeyError, TypeError):
         return None
 
 
-def _dump_cursor(since: datetime, seen: list[str]) -> str:
-    return json.dumps({"since": _stamp(since), "seen": seen})
+def _dump_cursor(since: datetime, seen: list[str], sweep: int) -> str:
+    return json.dumps({"since": _stamp(since), "seen": seen, "sweep": sweep})

@@ -97,8 +97,8 @@ async def test_full_poll_splits_windows_past_the_offset_cap(
     assert sim.call_count(route="/incidents", status=400) == 0
 
 
-async def test_feed_returns_changed_incidents_from_log_entries(
-        client: PagerDutyClient, sim: PagerDutySimulator) -> None:
+async def test_feed_returns_changed_incidents_from_log_entries(sim: PagerDutySimulator) -> None:
+    client = make_client(sim, sweep_pages=0)  # the log-entry feed alone
     a, b = fire(sim, "feed-a"), fire(sim, "feed-b")
     _, cursor = await collect(client, None)
     sim.calls.clear()
@@ -115,6 +115,67 @@ async def test_feed_returns_changed_incidents_from_log_entries(
     pages, cursor = await collect(client, cursor)
     assert [(i.external_id, i.state) for p in pages for i in p.incidents] == [
         (b, State.RESOLVED)]
+
+
+async def test_priority_change_leaves_no_log_entry_and_the_sweep_sees_it(
+        client: PagerDutyClient, sim: PagerDutySimulator) -> None:
+    """PagerDuty logs no priority change (notes §5.6): the log feed alone misses it, the one
+    page of open incidents each delta poll also reads sees it at the next poll."""
+    a = fire(sim, "prio-a")
+    fire(sim, "prio-b")
+    _, cursor = await collect(client, None)
+    logs_before = len(sim.logs)
+    sim.clock.advance(5)
+    sim.act(a, "severity", severity="sev1")
+    assert len(sim.logs) == logs_before  # the simulator logs nothing, like PagerDuty
+    sim.calls.clear()
+    pages, cursor = await collect(client, cursor)
+    seen = {i.external_id: i for p in pages for i in p.incidents}
+    assert seen[a].severity == Severity.SEV1
+    assert sim.call_count() == 2  # the log feed and one page of open incidents
+    feed_only = make_client(sim, sweep_pages=0)
+    sim.act(a, "severity", severity="sev3")
+    pages, _ = await collect(feed_only, cursor)
+    assert a not in {i.external_id for p in pages for i in p.incidents}
+    await feed_only.aclose()
+
+
+async def test_sweep_walks_the_open_incidents_page_by_page(
+        client: PagerDutyClient, sim: PagerDutySimulator) -> None:
+    ids = sim.seed_incidents(250)
+    _, cursor = await collect(client, None)
+    swept: set[str] = set()
+    for _ in range(3):  # ceil(250 / 100) polls cover every open incident
+        sim.calls.clear()
+        pages, cursor = await collect(client, cursor)
+        assert sim.call_count() == 2
+        swept |= {i.external_id for p in pages for i in p.incidents}
+    assert swept == set(ids)
+    assert json.loads(cursor)["sweep"] == 0  # the walk starts over
+
+
+async def test_webhook_named_incident_is_read_by_the_next_poll(sim: PagerDutySimulator) -> None:
+    """Past one page of open incidents, a verified ``incident.priority_updated`` delivery names
+    the incident and the next delta poll reads it (one GET), whatever the sweep position."""
+    client = make_client(sim, sweep_pages=0)
+    ids = sim.seed_incidents(150)
+    _, cursor = await collect(client, None)
+    target = ids[0]
+    sim.act(target, "severity", severity="sev1")
+    event = sim.webhook_event(target, "incident.priority_updated")
+    client.note_webhook(json.dumps(event).encode())
+    sim.calls.clear()
+    pages, cursor = await collect(client, cursor)
+    seen = {i.external_id: i for p in pages for i in p.incidents}
+    assert seen[target].severity == Severity.SEV1
+    assert sim.call_count(route="/incidents/{id}") == 1
+    client.note_webhook(b"not json")  # ignored, never raised
+    client.note_webhook(json.dumps({"event": {"resource_type": "service",
+                                              "data": {"id": "PX"}}}).encode())
+    sim.calls.clear()
+    await collect(client, cursor)
+    assert sim.call_count(route="/incidents/{id}") == 0
+    await client.aclose()
 
 
 async def test_feed_sees_timer_changes(client: PagerDutyClient, sim: PagerDutySimulator) -> None:
@@ -439,7 +500,7 @@ async def test_feed_entry_without_incident_is_skipped(sim: PagerDutySimulator) -
         data = json.loads(body)
         data["log_entries"][0]["incident"] = None
         return 200, "application/json", json.dumps(data).encode()
-    client = make_client(sim, corrupting(sim, "/log_entries", strip))
+    client = make_client(sim, corrupting(sim, "/log_entries", strip), sweep_pages=0)
     pages, _ = await collect(client, json.dumps({"since": "2024-01-01T00:00:00Z", "seen": []}))
     await client.aclose()
     assert pages[-1].incidents == [] and len(pages[-1].skipped) == 1
