@@ -5,9 +5,11 @@ The real daemon (APScheduler poll and dispatch jobs, poll mode, no webhooks) run
 against in-process simulators, one per vendor. N incidents exist in every tool (the same alert
 reached all of them, so syncd correlates them by dedup key). Then ``--changes`` times, at random
 moments spread over ``--duration`` seconds, a "person" acknowledges or resolves one incident in
-one random tool through the simulator's control surface (``POST /_sim/incidents/{id}/act``). A
-watcher samples every tool's canonical view every ``--sample`` seconds and records when each
-other tool first shows the change. Latency = shown - made, per (change, target tool).
+one random tool through the simulator's control surface (``POST /_sim/incidents/{id}/act``); a
+``--severity-share`` of the changes are PagerDuty priority changes instead (they leave no log
+entry at PagerDuty: the hard case for polling). A watcher samples every tool's canonical view
+every ``--sample`` seconds and records when each other tool first shows the change. Latency =
+shown - made, per (change, target tool); state and severity latency are reported apart.
 
 Time compression: the poll interval is ``--poll-interval`` (1 s); the simulators enforce their
 documented limits times ``--scale`` and syncd's budgets use the same scale, so a 1 s poll at
@@ -50,8 +52,8 @@ DEFAULT_POLL = 30.0  # the config default poll_interval, in documented seconds
 
 
 async def scenario(n_accounts: int, *, changes: int, duration: float, poll_interval: float,
-                   scale: float, sample: float, seed: int, settle_timeout: float = 60.0
-                   ) -> dict[str, Any]:
+                   scale: float, sample: float, seed: int, settle_timeout: float = 60.0,
+                   severity_share: float = 0.0) -> dict[str, Any]:
     """One run of the daemon; returns latency and call figures (efficiency uses the same)."""
     vendor_names = landed()[:n_accounts]
     rng = random.Random(seed)
@@ -87,6 +89,9 @@ async def scenario(n_accounts: int, *, changes: int, duration: float, poll_inter
             plan = sorted(rng.uniform(0, duration) for _ in range(changes))
             made: list[tuple[float, str, str, State]] = []  # (t, key, source, wanted)
             shown: dict[tuple[int, str], float] = {}
+            # PagerDuty priority changes (no log entry at PagerDuty): (t, key, wanted sevN).
+            sev_made: list[tuple[float, str, str]] = []
+            sev_shown: dict[tuple[int, str], float] = {}
             done, finished = anyio.Event(), anyio.Event()
 
             async def watch() -> None:
@@ -100,7 +105,16 @@ async def scenario(n_accounts: int, *, changes: int, duration: float, poll_inter
                             inc = views[target].get(key)
                             if inc is not None and not State(inc["state"]) < wanted:
                                 shown[(idx, target)] = now
-                    if done.is_set() and len(shown) == len(made) * (len(world.sims) - 1):
+                    for idx, (_t, key, wanted_sev) in enumerate(sev_made):
+                        for target in world.sims:
+                            if target == "pagerduty" or (idx, target) in sev_shown:
+                                continue
+                            inc = views[target].get(key)
+                            if inc is not None and inc.get("severity") == wanted_sev:
+                                sev_shown[(idx, target)] = now
+                    others = len(world.sims) - 1
+                    if done.is_set() and len(shown) == len(made) * others \
+                            and len(sev_shown) == len(sev_made) * others:
                         finished.set()
                         return
                     await anyio.sleep(sample)
@@ -112,6 +126,18 @@ async def scenario(n_accounts: int, *, changes: int, duration: float, poll_inter
                 start = time.monotonic()
                 for at, key in zip(plan, rng.sample(keys, len(keys)), strict=True):
                     await anyio.sleep(max(0.0, start + at - time.monotonic()))
+                    if "pagerduty" in world.sims and rng.random() < severity_share:
+                        pd_id = ids["pagerduty"][key]
+                        current = world.by_dedup("pagerduty")[key].get("severity")
+                        wanted_sev = rng.choice([v for v in ("sev1", "sev2", "sev3")
+                                                 if v != current])
+                        r = await clients["pagerduty"].post(
+                            f"/_sim/incidents/{pd_id}/act",
+                            json={"action": "severity", "severity": wanted_sev})
+                        r.raise_for_status()
+                        sev_made.append((time.monotonic(), key, wanted_sev))
+                        actions[("pagerduty", "severity")] += 1
+                        continue
                     source = rng.choice(list(world.sims))
                     action = rng.choice(["acknowledge", "resolve"])
                     r = await clients[source].post(f"/_sim/incidents/{ids[source][key]}/act",
@@ -133,6 +159,11 @@ async def scenario(n_accounts: int, *, changes: int, duration: float, poll_inter
                          for tgt in world.sims if tgt != made[i][2] and (i, tgt) in shown]
             results["latencies"] = latencies
             results["missing"] = len(made) * (len(world.sims) - 1) - len(latencies)
+            results["sev_latencies"] = [sev_shown[(i, tgt)] - sev_made[i][0]
+                                        for i in range(len(sev_made)) for tgt in world.sims
+                                        if tgt != "pagerduty" and (i, tgt) in sev_shown]
+            results["sev_missing"] = (len(sev_made) * (len(world.sims) - 1)
+                                      - len(results["sev_latencies"]))
             results["actions"] = actions
             results["calls"] = {a: call_split(s) for a, s in world.sims.items()}
             results["calls_by_route"] = {
@@ -148,6 +179,7 @@ async def scenario(n_accounts: int, *, changes: int, duration: float, poll_inter
         batch = {a: {act.value: n for act, n in c.batch_size.items()} for a, c in clients.items()}
 
     lat = results.pop("latencies")
+    sev = results.pop("sev_latencies")
     actions: Counter[tuple[str, str]] = results.pop("actions")
     # Lower bound on writes: every change needs the same action in each other tool, and one
     # vendor call carries at most batch_size[action] records.
@@ -164,6 +196,15 @@ async def scenario(n_accounts: int, *, changes: int, duration: float, poll_inter
         "timed_out": results["timed_out"],
         "p50_s": round(percentile(lat, 50), 3), "p95_s": round(percentile(lat, 95), 3),
         "p99_s": round(percentile(lat, 99), 3), "max_s": round(max(lat), 3) if lat else None,
+        "severity": {  # PagerDuty priority changes, reported apart from state changes
+            "changes": actions[("pagerduty", "severity")], "samples": len(sev),
+            "missing": results["sev_missing"],
+            "p50_s": round(percentile(sev, 50), 3) if sev else None,
+            "p95_s": round(percentile(sev, 95), 3) if sev else None,
+            "max_s": round(max(sev), 3) if sev else None,
+            "p50_over_interval": round(percentile(sev, 50) / poll_interval, 3) if sev else None,
+            "p95_over_interval": round(percentile(sev, 95) / poll_interval, 3) if sev else None,
+        },
         "poll_interval_s": poll_interval,
         "p50_over_interval": round(percentile(lat, 50) / poll_interval, 3),
         "p95_over_interval": round(percentile(lat, 95) / poll_interval, 3),
@@ -187,6 +228,8 @@ def parser() -> argparse.ArgumentParser:
                    help="rate-limit and budget scale (default: 30 s / poll interval)")
     p.add_argument("--sample", type=float, default=0.02, help="watcher sampling period")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--severity-share", type=float, default=0.25,
+                   help="share of changes that are PagerDuty priority changes (reported apart)")
     p.add_argument("--quick", action="store_true", help="40 changes over 10 s")
     return p
 
@@ -203,7 +246,8 @@ def main() -> None:
     for n in counts:
         run = anyio.run(lambda n=n: scenario(
             n, changes=args.changes, duration=args.duration, poll_interval=args.poll_interval,
-            scale=scale, sample=args.sample, seed=args.seed))
+            scale=scale, sample=args.sample, seed=args.seed,
+            severity_share=args.severity_share))
         run.pop("calls_by_route")
         run.pop("writes_lower_bound_by_target")
         runs.append(run)
@@ -213,6 +257,9 @@ def main() -> None:
     keys = ("accounts", "p50_s", "p95_s", "p99_s", "poll_interval_s", "p99_over_interval",
             "p50_over_interval", "p95_over_interval", "missing")
     emit({"bench": "propagation", **{k: main_run[k] for k in keys},
+          "state": {k: main_run[k] for k in ("p50_s", "p95_s", "p99_s", "p50_over_interval",
+                                             "p95_over_interval", "missing")},
+          "severity": main_run["severity"],
           "vendors_available": landed(), "runs": runs, "machine": machine()})
 
 
