@@ -45,7 +45,7 @@ from common import (
     quiet_logs,
 )
 
-from syncd.model import State
+from syncd.model import Capability, State
 from syncd.vendors.base import Action
 
 DEFAULT_POLL = 30.0  # the config default poll_interval, in documented seconds
@@ -92,6 +92,9 @@ async def scenario(n_accounts: int, *, changes: int, duration: float, poll_inter
             # PagerDuty priority changes (no log entry at PagerDuty): (t, key, wanted sevN).
             sev_made: list[tuple[float, str, str]] = []
             sev_shown: dict[tuple[int, str], float] = {}
+            # Only tools syncd can set a severity in (Splunk On-Call's is read-only).
+            sev_targets = [a for a, c in daemon.engine.clients.items() if a != "pagerduty"
+                           and Capability.SEVERITY_WRITE in c.capabilities]
             done, finished = anyio.Event(), anyio.Event()
 
             async def watch() -> None:
@@ -106,15 +109,15 @@ async def scenario(n_accounts: int, *, changes: int, duration: float, poll_inter
                             if inc is not None and not State(inc["state"]) < wanted:
                                 shown[(idx, target)] = now
                     for idx, (_t, key, wanted_sev) in enumerate(sev_made):
-                        for target in world.sims:
-                            if target == "pagerduty" or (idx, target) in sev_shown:
+                        for target in sev_targets:
+                            if (idx, target) in sev_shown:
                                 continue
                             inc = views[target].get(key)
                             if inc is not None and inc.get("severity") == wanted_sev:
                                 sev_shown[(idx, target)] = now
                     others = len(world.sims) - 1
                     if done.is_set() and len(shown) == len(made) * others \
-                            and len(sev_shown) == len(sev_made) * others:
+                            and len(sev_shown) == len(sev_made) * len(sev_targets):
                         finished.set()
                         return
                     await anyio.sleep(sample)
@@ -160,10 +163,11 @@ async def scenario(n_accounts: int, *, changes: int, duration: float, poll_inter
             results["latencies"] = latencies
             results["missing"] = len(made) * (len(world.sims) - 1) - len(latencies)
             results["sev_latencies"] = [sev_shown[(i, tgt)] - sev_made[i][0]
-                                        for i in range(len(sev_made)) for tgt in world.sims
-                                        if tgt != "pagerduty" and (i, tgt) in sev_shown]
-            results["sev_missing"] = (len(sev_made) * (len(world.sims) - 1)
-                                      - len(results["sev_latencies"]))
+                                        for i in range(len(sev_made)) for tgt in sev_targets
+                                        if (i, tgt) in sev_shown]
+            results["sev_missing"] = len(sev_made) * len(sev_targets) - len(
+                results["sev_latencies"])
+            results["sev_targets"] = sev_targets
             results["actions"] = actions
             results["calls"] = {a: call_split(s) for a, s in world.sims.items()}
             results["calls_by_route"] = {
@@ -197,7 +201,8 @@ async def scenario(n_accounts: int, *, changes: int, duration: float, poll_inter
         "p50_s": round(percentile(lat, 50), 3), "p95_s": round(percentile(lat, 95), 3),
         "p99_s": round(percentile(lat, 99), 3), "max_s": round(max(lat), 3) if lat else None,
         "severity": {  # PagerDuty priority changes, reported apart from state changes
-            "changes": actions[("pagerduty", "severity")], "samples": len(sev),
+            "changes": actions[("pagerduty", "severity")], "targets": results["sev_targets"],
+            "samples": len(sev),
             "missing": results["sev_missing"],
             "p50_s": round(percentile(sev, 50), 3) if sev else None,
             "p95_s": round(percentile(sev, 95), 3) if sev else None,
