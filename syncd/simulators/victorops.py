@@ -358,7 +358,8 @@ class VictorOpsSimulator(Simulator):
         creds = desc["credentials"]
         return {"vendor": cls.vendor, "base_url": desc["base_url"], "api_id": creds["api_id"],
                 "api_key": creds["api_key"], "rest_api_key": creds["rest_api_key"],
-                "rate_limit_table": "2020"}
+                # Budget for the table this simulator enforces: another one earns 403s.
+                "rate_limit_table": desc.get("options", {}).get("limit_table", "2018")}
 
     def describe(self, base_url: str) -> dict[str, Any]:
         base = base_url.rstrip("/")
