@@ -19,6 +19,11 @@ from dataclasses import dataclass
 import anyio
 
 ACCOUNT = "*"
+ROUND_TRIP = 1.0
+"""Seconds one vendor call is assumed to take at worst (WAN round trip plus the vendor's own
+time): what :meth:`Budget.parallel_calls` sizes the calls in flight by."""
+MAX_PARALLEL = 16
+"""Most calls one account keeps in flight, however large its budget."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +143,16 @@ class Budget:
         """Stop using ``endpoint`` (and, for the account bucket, everything) for ``seconds``."""
         for bucket in self.buckets_for(endpoint)[-1:]:
             bucket.pause(seconds)
+
+    def parallel_calls(self, round_trip: float = ROUND_TRIP, most: int = MAX_PARALLEL) -> int:
+        """How many calls to keep in flight so the account's rate is used even when each call
+        takes ``round_trip`` seconds: its bucket's rate times the round trip, between 1 and
+        ``most``. A budget of a few calls a minute stays one call at a time; the buckets, not
+        this number, keep the calls within the vendor's limits."""
+        bucket = self._buckets.get(ACCOUNT)
+        buckets = [bucket] if bucket is not None else list(self._buckets.values())
+        rate = min((b.rate for b in buckets), default=0.0)
+        return max(1, min(most, math.ceil(rate * round_trip)))
 
     def headroom(self) -> float:
         """Share of the account bucket still available (1.0 full, 0.0 empty or paused): what

@@ -1,6 +1,9 @@
 """Draining one account's outbox: batch, push, record what the vendor confirmed.
 
-- Due actions are grouped by (action, value) and sent in the vendor's largest batches.
+- Due actions are grouped by (action, value) and sent in the vendor's largest batches; a
+  group's batches go out several at a time (as many as the account's budget can feed while
+  each call waits for the vendor, :meth:`~syncd.ratelimit.Budget.parallel_calls`), groups one
+  after another, so a record's actions keep their order.
 - A confirmed push updates the member's *last known* value in the same transaction that marks the
   action done, so the next poll sees an echo, not a change.
 - Transient failures (5xx, timeouts, malformed answers) are retried with exponential backoff and
@@ -23,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import anyio
 import structlog
 
 from syncd import metrics
@@ -71,6 +75,8 @@ class Dispatcher:
         self.ledger = ledger
         self.groups = groups
         self.clock = clock
+        self.parallel = client.budget.parallel_calls()
+        """Vendor pushes in flight at once for this account, sized by its budget."""
 
     async def dispatch(self, *, limit: int = 5000) -> DispatchResult:
         result = DispatchResult(self.account)
@@ -86,13 +92,40 @@ class Dispatcher:
             key = (row.action, row.value if row.action == Action.SET_SEVERITY.value else None)
             batches[key].append((row, record))
         for (action_name, _value), items in batches.items():
-            action = Action(action_name)
-            size = max(1, self.client.batch_size.get(action, 1))
-            for start in range(0, len(items), size):
-                chunk = items[start : start + size]
-                if not await self._push(action, chunk, result):
-                    return result
+            if not await self._push_group(Action(action_name), items, result):
+                return result
         return result
+
+    def _chunks(self, action: Action, items: list[tuple[Outbox, Record]]
+                ) -> list[list[tuple[Outbox, Record]]]:
+        """One group's items in ``push`` calls: ``batch_size`` records per vendor write; where
+        one lookup serves several single-record writes (``push_size``), up to that many, but
+        spread over the calls in flight so a small burst is not one call after another."""
+        batch = max(1, self.client.batch_size.get(action, 1))
+        most = max(batch, self.client.push_size.get(action, batch))
+        size = max(batch, min(most, -(-len(items) // self.parallel)))
+        return [items[i:i + size] for i in range(0, len(items), size)]
+
+    async def _push_group(self, action: Action, items: list[tuple[Outbox, Record]],
+                          result: DispatchResult) -> bool:
+        """Push one group's chunks, up to :attr:`parallel` at a time, so a budget the vendor
+        takes 100-300 ms to answer each call of stays busy. Each row is in exactly one chunk,
+        so each is pushed once; once a chunk says stop (rate limit, credentials, vendor
+        trouble), no further chunk starts, the ones in flight finish and the rest stay
+        pending. Returns False when this account should stop for now."""
+        stop = False
+        slots = anyio.Semaphore(self.parallel)
+
+        async def one(chunk: list[tuple[Outbox, Record]]) -> None:
+            nonlocal stop
+            async with slots:
+                if not stop and not await self._push(action, chunk, result):
+                    stop = True
+
+        async with anyio.create_task_group() as tg:
+            for chunk in self._chunks(action, items):
+                tg.start_soon(one, chunk)
+        return not stop
 
     async def _push(self, action: Action, chunk: Sequence[tuple[Outbox, Record]],
                     result: DispatchResult) -> bool:

@@ -194,6 +194,10 @@ class Simulator:
         # trip on purpose. Unlike ``faults.latency`` it survives /_sim/reset and fault clears.
         self.network_latency = 0.0
         self.calls: Counter[tuple[str, str, int]] = Counter()
+        # Vendor calls being answered right now, and the most at once since the last clear:
+        # what shows whether a client keeps several requests in flight.
+        self.inflight = 0
+        self.peak_inflight = 0
         self.rate_limits_enabled = rate_limits
         self.rate_scale = 1.0
         self.window = WindowLimiter(self.clock)
@@ -340,6 +344,7 @@ class Simulator:
     async def _c_calls(self, request: Request) -> Response:
         if request.method == "DELETE":
             self.calls.clear()
+            self.peak_inflight = self.inflight
             return JSONResponse({"ok": True})
         rows = [
             {"method": m, "route": r, "status": s, "count": n}
@@ -440,6 +445,8 @@ class _SimMiddleware:
             await send(message)
 
         f = sim.faults
+        sim.inflight += 1
+        sim.peak_inflight = max(sim.peak_inflight, sim.inflight)
         try:
             if sim.network_latency:
                 await anyio.sleep(sim.network_latency)
@@ -480,6 +487,7 @@ class _SimMiddleware:
                     return
             await self.app(scope, receive, counting_send)
         finally:
+            sim.inflight -= 1
             sim.calls[(method, route, status_box[0])] += 1
 
 

@@ -198,6 +198,7 @@ class VendorClient(Protocol):
     capabilities: ClassVar[Capability]
     limits: ClassVar[Mapping[str, Limit]]
     batch_size: ClassVar[Mapping[Action, int]]
+    push_size: ClassVar[Mapping[Action, int]]
     default_severity_map: ClassVar[Mapping[str, Severity]]
 
     account: str
@@ -221,7 +222,9 @@ class VendorClient(Protocol):
         ...
 
     async def push(self, action: Action, pushes: Sequence[Push]) -> list[PushResult]:
-        """Apply one action to at most ``batch_size[action]`` records in one vendor call."""
+        """Apply one action to at most ``max(batch_size[action], push_size[action])`` records:
+        ``batch_size`` records per vendor write call, ``push_size`` records per ``push`` where
+        one lookup serves several writes (incident.io's escalations)."""
         ...
 
     async def create(self, new: NewIncident) -> Incident:

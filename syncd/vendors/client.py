@@ -73,6 +73,9 @@ class ClientBase:
     capabilities: ClassVar[Capability]
     limits: ClassVar[Mapping[str, Limit]]
     batch_size: ClassVar[Mapping[Action, int]]
+    push_size: ClassVar[Mapping[Action, int]] = {}
+    """Records per ``push`` call where more than ``batch_size`` (a lookup shared by several
+    single-record writes); absent means ``batch_size``."""
     default_severity_map: ClassVar[Mapping[str, Severity]] = {}
     wants_key_cache: ClassVar[bool] = False
     """True: the client remembers per-record lookups in :attr:`key_cache`, and the engine

@@ -20,8 +20,9 @@ alert or incident is declared): within :data:`ESCALATION_GRACE` of the record's 
 is retried (RETRY); after that it is a capability gap (REFUSED, parked), never faked with status
 moves; see :func:`escalation_may_still_come`. resolve = edit to the first
 ``closed`` (or, by setting, ``learning``) status; severity = edit ``severity_id`` chosen by
-rank. incident.io has no batch endpoints, so every batch is one record (acks: one lookup for
-up to 25 incidents, then one respond per escalation).
+rank. incident.io has no batch endpoints, so ``batch_size`` is 1 for every write (one respond
+per escalation, one edit per incident); ``push_size`` lets one ``push`` call carry up to 25
+acks so that one escalations lookup serves them all before their responds.
 
 The "alert" model (``model = "alert"``, for incident.io On-call paging) reads a syncd record as
 an incident.io alert plus its escalations: :mod:`syncd.vendors.incidentio_alert`. The client
@@ -264,11 +265,14 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
         "POST /v2/escalations": Limit(60, 60.0),
         INTAKE_ENDPOINT: Limit(120, 60.0),  # per alert source (notes 2, 7)
     }
+    # The real write granularity: one respond per escalation, one edit per incident.
     batch_size: ClassVar[Mapping[Action, int]] = {
-        Action.ACKNOWLEDGE: ESC_FILTER_IDS,
+        Action.ACKNOWLEDGE: 1,
         Action.RESOLVE: 1,
         Action.SET_SEVERITY: 1,
     }
+    # Acks handed to one ``push``: one escalations lookup for all of them, then their responds.
+    push_size: ClassVar[Mapping[Action, int]] = {Action.ACKNOWLEDGE: ESC_FILTER_IDS}
     default_severity_map: ClassVar[Mapping[str, Severity]] = {
         "Critical": Severity.SEV1,
         "Major": Severity.SEV2,
@@ -622,7 +626,7 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
             return []
         if action not in self.batch_size:
             raise PermanentError(f"incident.io cannot {action.value}", account=self.account)
-        size = self.batch_size[action]
+        size = max(self.batch_size[action], self.push_size.get(action, 1))
         results: list[PushResult] = []
         for i in range(0, len(pushes), size):
             batch = list(pushes[i:i + size])
