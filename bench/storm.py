@@ -17,6 +17,11 @@ bucket that limits them, minus the burst a full bucket starts with; the slowest 
 Rate-limited answers are counted by the simulators: HTTP 429, and Splunk On-Call's 403
 rate-limit answer (credentials are valid in this run, so every 403 is a rate limit).
 
+``--latency-ms`` delays every simulator answer that long (``Simulator.network_latency``, as
+``syncd sim --latency-ms``): real vendors are 100-300 ms away, and the budget must still bind.
+``cpu_s`` is this process's CPU time from the storm to convergence (syncd and the in-process
+simulators together).
+
 ``python bench/storm.py [--incidents 5000] [--quick]``; last stdout line is the JSON.
 """
 
@@ -39,21 +44,21 @@ from common import World, call_split, emit, landed, machine, quiet_logs
 from syncd.ratelimit import ACCOUNT, Budget
 from syncd.vendors.base import Action
 
-# The endpoint (budget bucket) and the records per call of the cheapest way each vendor's API
-# can acknowledge incidents. Batched vendors take the client's declared batch size.
+# The endpoint (budget bucket) of the cheapest way each vendor's API can acknowledge incidents;
+# the records per call are the client's declared batch size (incident.io: 1, one respond per
+# escalation).
 ACK_ENDPOINT = {
     "pagerduty": ACCOUNT,
     "victorops": "PATCH /api-public/v1/incidents/ack",
     "spike": ACCOUNT,
     "incidentio": ACCOUNT,  # respond is under the account limit (60/min is for creating)
 }
-PER_CALL_OVERRIDE = {"incidentio": 1}  # escalation respond acts on one escalation
 
 
 def best_case(engine: Any, target: str, vendor: str, incidents: int, scale: float
               ) -> dict[str, Any]:
     client = engine.clients[target]
-    per_call = PER_CALL_OVERRIDE.get(vendor, client.batch_size.get(Action.ACKNOWLEDGE, 1))
+    per_call = client.batch_size.get(Action.ACKNOWLEDGE, 1)
     calls = math.ceil(incidents / per_call)
     endpoint = ACK_ENDPOINT.get(vendor, ACCOUNT)
     if endpoint not in client.budget.limits:
@@ -61,12 +66,14 @@ def best_case(engine: Any, target: str, vendor: str, incidents: int, scale: floa
     # A fresh budget like the client's (same limits, fraction and scale), bucket full.
     budget = Budget(client.budget.limits, client.budget.fraction, scale=scale)
     return {"calls": calls, "per_call": per_call, "endpoint": endpoint,
+            "in_flight": engine.dispatchers[target].parallel,
             "seconds": budget.seconds_for(calls, endpoint),
             "documented_seconds": budget.seconds_for(calls, endpoint) * scale}
 
 
 async def storm(incidents: int, scale: float, poll_interval: float, limit_s: float,
-                sample: float, link_limit_s: float = 240.0) -> dict[str, Any]:
+                sample: float, link_limit_s: float = 240.0, latency: float = 0.0
+                ) -> dict[str, Any]:
     vendor_names = landed()
     source = "pagerduty" if "pagerduty" in vendor_names else vendor_names[0]
     targets = [v for v in vendor_names if v != source]
@@ -74,6 +81,8 @@ async def storm(incidents: int, scale: float, poll_interval: float, limit_s: flo
         world = World(Path(tmpdir), vendor_names, scale=scale, account_settings={
             "poll_interval": poll_interval, "full_resync_interval": 3600.0,
         })
+        for sim in world.sims.values():
+            sim.network_latency = latency
         keys = [f"storm-{i}" for i in range(incidents)]
         t_seed = time.monotonic()
         world.alert_everywhere(keys)
@@ -108,7 +117,7 @@ async def storm(incidents: int, scale: float, poll_interval: float, limit_s: flo
             for iid in source_ids:
                 sim.act(iid, "acknowledge")
             sim.rate_limits_enabled = was
-            start = time.monotonic()
+            start, cpu = time.monotonic(), time.process_time()
             converged: dict[str, float] = {}
             while len(converged) < len(targets):
                 for target in targets:
@@ -118,6 +127,7 @@ async def storm(incidents: int, scale: float, poll_interval: float, limit_s: flo
                     break
                 await anyio.sleep(sample)
             out["seconds"] = time.monotonic() - start
+            out["cpu_s"] = round(time.process_time() - cpu, 1)
             out["converged"] = {t: round(s, 2) for t, s in converged.items()}
             out["acked"] = {t: all_acked(t) for t in targets}
             out["calls"] = {a: call_split(s) for a, s in world.sims.items()}
@@ -139,7 +149,8 @@ async def storm(incidents: int, scale: float, poll_interval: float, limit_s: flo
     return {
         "bench": "storm", "incidents": incidents, "source": source, "targets": targets,
         "converged": all_done,
-        "seconds": round(out["seconds"], 2),
+        "seconds": round(out["seconds"], 2), "cpu_s": out["cpu_s"],
+        "latency_ms": round(latency * 1000),
         "seconds_at_budget": round(best, 2),
         "ratio_to_limit": round(out["seconds"] / best, 3) if best > 0 else None,
         "rate_limited_responses": limited,
@@ -163,6 +174,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=100.0,
                    help="give up on convergence after this many seconds (JSON says so)")
     p.add_argument("--sample", type=float, default=0.25, help="convergence check period")
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="delay every simulator answer this long (a WAN round trip)")
     p.add_argument("--quick", action="store_true", help="500 incidents")
     return p
 
@@ -174,7 +187,7 @@ def main() -> None:
         args.incidents = 500
     poll = args.poll_interval or 30.0 / args.scale
     figures = anyio.run(lambda: storm(args.incidents, args.scale, poll, args.timeout,
-                                      args.sample))
+                                      args.sample, latency=args.latency_ms / 1000))
     emit(figures)
 
 

@@ -1,8 +1,11 @@
 """The long-running service: scheduler, engine, status server, signals, sd_notify.
 
 APScheduler (3.x, ``AsyncIOScheduler``) runs one poll job per account at its ``poll_interval``
-with jitter, never two at once (``max_instances=1``) and coalescing missed runs; a dispatch job
-per account drains the outbox every second, and every poll kicks its dispatcher right away.
+with jitter, never two at once (``max_instances=1``) and coalescing missed runs. Pushes follow
+poll rounds: the last poll of a round to finish (no other poll running) dispatches every account
+once, so one push batch carries the changes of every source; a dispatch job per account drains
+what comes due between rounds (retries, backoffs) every second, but not while a round is landing
+(at most :data:`ROUND_WAIT` seconds).
 SIGTERM/SIGINT stop new work, let in-flight pushes finish (bounded), close the ledger and exit 0,
 well inside systemd's TimeoutStopSec.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,6 +35,10 @@ log = structlog.get_logger(__name__)
 
 DISPATCH_EVERY = 1.0
 COALESCE_PUSHES = 0.25
+"""Pause between a round's last poll and its pushes: a poll starting within it joins the round."""
+ROUND_WAIT = 2.0
+"""Longest a poll round holds back the per-second dispatch job: a slow poll never holds the
+other accounts' pushes for longer."""
 AUTH_BACKOFF = 300.0
 """Seconds between polls of an account whose credentials were rejected (/readyz says so)."""
 STOP_GRACE = 8.0
@@ -65,6 +73,8 @@ class Daemon:
         self._auth_failed_at: dict[str, datetime] = {}
         self._hinted_at: dict[str, datetime] = {}
         self._polling: set[str] = set()
+        self._round_opened: float | None = None  # monotonic start of the round now landing
+        self._push_owed = False  # a poll of the landing round produced actions
         self._rehint: set[str] = set()
         self._stop = anyio.Event()
 
@@ -118,7 +128,7 @@ class Daemon:
                 misfire_grace_time=cadence.misfire_grace, next_run_time=utcnow(),
             )
             self.scheduler.add_job(
-                self._guard(f"dispatch:{name}", lambda n=name: self._dispatch(n)),
+                self._guard(f"dispatch:{name}", lambda n=name: self._dispatch_due(n)),
                 "interval", seconds=DISPATCH_EVERY, id=f"dispatch:{name}", max_instances=1,
                 coalesce=True, misfire_grace_time=1,
             )
@@ -148,6 +158,8 @@ class Daemon:
     async def _poll(self, account: str) -> None:
         if self._blocked(account):
             return  # do not hammer the vendor (or a host that fails TLS verification)
+        if self._round_opened is None:
+            self._round_opened = time.monotonic()
         self._polling.add(account)
         try:
             result = await self.engine.poll(account)
@@ -166,10 +178,28 @@ class Daemon:
         if result.ok:
             self.health.last_poll[account] = utcnow()
         if result.actions:
-            # A short pause lets the other accounts' polls of this round land first, so one
-            # push batch carries changes from every source instead of one partial batch each.
+            self._push_owed = True
+        await self._close_round()
+
+    async def _close_round(self) -> None:
+        """The last poll of a round to finish pushes for every account, once: one push batch
+        carries the changes of every source instead of one partial batch per source poll."""
+        if self._polling:
+            return  # a poll of this round still running closes it
+        if self._push_owed:
             await anyio.sleep(COALESCE_PUSHES)
+            if self._polling:
+                return  # a poll started meanwhile: it joined the round and closes it
+        self._round_opened = None
+        if self._push_owed:
+            self._push_owed = False
             await self._dispatch_all()
+
+    def _round_landing(self) -> bool:
+        """A poll round is still landing (and has not held pushes back for :data:`ROUND_WAIT`
+        yet): the per-second dispatch job leaves its fresh actions to the round's dispatch."""
+        opened = self._round_opened
+        return opened is not None and time.monotonic() - opened < ROUND_WAIT
 
     def poll_soon(self, account: str) -> str:
         """A verified webhook says something changed at ``account``: poll it soon, at most once
@@ -200,6 +230,11 @@ class Daemon:
         async with anyio.create_task_group() as tg:
             for name in self.engine.clients:
                 tg.start_soon(isolated, name, "dispatch", lambda n=name: self._dispatch(n))
+
+    async def _dispatch_due(self, account: str) -> None:
+        """The per-second job: what came due between rounds (retries, backoffs)."""
+        if not self._round_landing():
+            await self._dispatch(account)
 
     async def _dispatch(self, account: str) -> None:
         lock = self._dispatch_locks.setdefault(account, anyio.Lock())

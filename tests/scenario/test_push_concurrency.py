@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 from world import World
 
+from syncd.daemon import Daemon
 from syncd.ratelimit import ACCOUNT, Budget, Limit
 
 RESPOND = "/v2/escalations/{escalation_id}/actions/respond"
@@ -75,3 +76,34 @@ def test_parallel_calls_follow_the_budget() -> None:
     assert Budget({ACCOUNT: Limit(50, 60.0)}, 0.5).parallel_calls() == 1
     assert Budget({ACCOUNT: Limit(1200, 60.0)}, 0.5).parallel_calls() == 10
     assert Budget({ACCOUNT: Limit(1200, 60.0)}, 1.0, scale=100).parallel_calls() == 16
+
+
+async def test_one_dispatch_per_poll_round(tmp_path: Path) -> None:
+    """Acks made at once in two sources reach a third tool in one batch call: the daemon's
+    poll jobs push when the round's last poll lands, not once per source poll. (Splunk
+    On-Call answers slowly here, so its poll lands well after PagerDuty's.)"""
+    w = World(tmp_path, {"pd": "pagerduty", "vo": "victorops", "sp": "spike"},
+              [{"name": "main", "accounts": ["pd", "vo", "sp"], "mode": "correlate"}],
+              account_extra={"sp": {"rate_limit_per_minute": 6000}})
+    try:
+        keys = [f"burst-{i}" for i in range(10)]
+        for key in keys:
+            w.alert(key)
+        await w.settle()
+        for key in keys[:5]:
+            w.act("pd", key, "acknowledge")
+        for key in keys[5:]:
+            w.act("vo", key, "acknowledge")
+        w.sims["vo"].network_latency = 0.6
+        for sim in w.sims.values():
+            sim.calls.clear()
+        daemon = Daemon(w.config, w.ledger, w.engine)
+        async with anyio.create_task_group() as tg:  # one poll round, as the scheduler runs it
+            for account in w.sims:
+                tg.start_soon(daemon._poll, account)
+        sp = w.sims["sp"]
+        assert all(w.incident("sp", k)["state"] == "acknowledged" for k in keys)
+        assert sp.writes() == 1  # one ack call for both sources' changes
+        assert w.sims["pd"].writes() == 1 and w.sims["vo"].writes() == 1
+    finally:
+        await w.close()
