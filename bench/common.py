@@ -120,16 +120,16 @@ def call_split(sim: Simulator) -> dict[str, int]:
     return {"reads": reads, "writes": writes, "rate_limited": limited}
 
 
-def rss_mb() -> float:
-    return _status_kb("VmRSS") / 1024
+def rss_mb(pid: int | str = "self") -> float:
+    return _status_kb("VmRSS", pid) / 1024
 
 
-def peak_rss_mb() -> float:
-    return _status_kb("VmHWM") / 1024
+def peak_rss_mb(pid: int | str = "self") -> float:
+    return _status_kb("VmHWM", pid) / 1024
 
 
-def _status_kb(key: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _status_kb(key: str, pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return float(line.split()[1])
     return math.nan

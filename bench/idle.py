@@ -10,7 +10,11 @@ full read (not measured: it happens once), the call counters are cleared and the
 
 Figures: vendor calls per poll per account (the target: O(1) pages, not O(open incidents)),
 CPU % of one core over the window at the compressed interval, the CPU seconds one poll cycle of
-all accounts costs, and that CPU % at the default 30 s poll interval; RSS at the end.
+all accounts costs, and that CPU % at the default 30 s poll interval. ``rss_mb`` is the memory
+of ``syncd run`` itself: after the measured window the same config runs as its own process
+(``python -m syncd run``, the console script's path, documented budgets) against the same
+simulators and ledger for ``--rss-window`` seconds of delta polls; ``bench_rss_mb`` is this
+process's (the in-process daemon plus the benchmark) at the end of the window.
 
 ``python bench/idle.py [--incidents 10000] [--quick]``; last stdout line is the JSON.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -72,8 +77,23 @@ def polls_done(account: str) -> float:
     return sum(metrics.POLLS.labels(account, kind)._value.get() for kind in ("full", "delta"))
 
 
+def daemon_rss(config: Path, seconds: float) -> tuple[float, float]:
+    """RSS and peak RSS (MB) of ``syncd run -c config`` after ``seconds`` of running."""
+    proc = subprocess.Popen([sys.executable, "-m", "syncd", "run", "-c", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(seconds)
+        if proc.poll() is not None:
+            raise RuntimeError(f"syncd run exited with {proc.returncode}")
+        return rss_mb(proc.pid), peak_rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 async def idle(incidents: int, poll_interval: float, scale: float, window: float,
-               vendor_names: list[str], limit_s: float) -> dict[str, Any]:
+               vendor_names: list[str], limit_s: float, rss_window: float = 20.0
+               ) -> dict[str, Any]:
     sims = start_sims(vendor_names, incidents)
     try:
         with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmpdir:
@@ -135,6 +155,7 @@ async def idle(incidents: int, poll_interval: float, scale: float, window: float
                 tg.start_soon(daemon.run)
                 tg.start_soon(drive)
             await http.aclose()
+            out["daemon_rss_mb"], out["daemon_peak_rss_mb"] = daemon_rss(path, rss_window)
     finally:
         for proc, _desc in sims.values():
             proc.terminate()
@@ -154,11 +175,13 @@ async def idle(incidents: int, poll_interval: float, scale: float, window: float
     return {
         "bench": "idle", "open_incidents": incidents,
         "calls_per_poll": max(p["calls_per_poll"] for p in per_account.values()),
-        "cpu_percent": round(cpu_percent, 1), "rss_mb": round(out["rss_mb"], 1),
+        "cpu_percent": round(cpu_percent, 1), "rss_mb": round(out["daemon_rss_mb"], 1),
+        "peak_rss_mb": round(out["daemon_peak_rss_mb"], 1),
+        "bench_rss_mb": round(out["rss_mb"], 1),
         "calls_per_poll_by_account": {a: p["calls_per_poll"] for a, p in per_account.items()},
         "cpu_s_per_poll_cycle": round(cpu_per_cycle, 3),
         "cpu_percent_at_default_interval": round(100 * cpu_per_cycle / DEFAULT_POLL, 2),
-        "peak_rss_mb": round(out["peak_rss_mb"], 1), "records": out["records"],
+        "bench_peak_rss_mb": round(out["peak_rss_mb"], 1), "records": out["records"],
         "accounts": list(per_account), "per_account": per_account,
         "poll_interval_s": poll_interval, "scale": scale, "window_s": round(out["wall_s"], 1),
         "first_full_poll_s": out["first_full_s"], "machine": machine(),
@@ -174,6 +197,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=20.0, help="measured seconds")
     p.add_argument("--vendors", nargs="+", default=None, help="default: every vendor available")
     p.add_argument("--timeout", type=float, default=240.0)
+    p.add_argument("--rss-window", type=float, default=20.0,
+                   help="seconds syncd run runs on its own before its RSS is read")
     p.add_argument("--quick", action="store_true", help="1,000 incidents, 8 s window")
     return p
 
@@ -186,7 +211,7 @@ def main() -> None:
     scale = args.scale or DEFAULT_POLL / args.poll_interval
     vendor_names = args.vendors or landed()
     figures = anyio.run(lambda: idle(args.incidents, args.poll_interval, scale, args.window,
-                                     vendor_names, args.timeout))
+                                     vendor_names, args.timeout, args.rss_window))
     emit(figures)
 
 

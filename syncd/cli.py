@@ -6,10 +6,7 @@ scripts. Errors are one line on stderr and a non-zero exit; secrets never appear
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -21,8 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from syncd import __version__, logs
+from syncd import __version__
 from syncd import config as config_mod
+from syncd.entry import DEFAULT_CONFIG, read_config, run_daemon, say_err
 from syncd.ledger import Ledger, LedgerError, ledger_error_in
 
 app = typer.Typer(
@@ -31,14 +29,8 @@ app = typer.Typer(
 )
 out = Console()
 
-DEFAULT_CONFIG = os.environ.get("SYNCD_CONFIG", "/etc/syncd/syncd.toml")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON output")]
-
-
-def say_err(message: str) -> None:
-    # Plain print, not rich: an error must stay one line whatever the terminal width.
-    print(f"syncd: {message}", file=sys.stderr, flush=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -47,15 +39,9 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def load_config(path: Path) -> config_mod.Config:
-    try:
-        cfg = config_mod.load(path)
-    except config_mod.ConfigError as exc:
-        for line in exc.lines:
-            say_err(line)
-        raise typer.Exit(2) from None
-    logs.configure(cfg.logging.level, cfg.logging.format, stream=sys.stderr)
-    for warning in cfg.warnings:
-        say_err(f"warning: {warning}")
+    cfg = read_config(path)
+    if cfg is None:
+        raise typer.Exit(2)
     return cfg
 
 
@@ -182,16 +168,7 @@ def once(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
 @app.command()
 def run(config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
-    from syncd import daemon
-
-    early = daemon.catch_early_signals()
-    cfg = load_config(config)
-    logs.configure(cfg.logging.level, cfg.logging.format)
-    try:
-        built = daemon.Daemon.build(cfg)
-    except LedgerError as exc:
-        raise fail(str(exc)) from None
-    anyio.run(functools.partial(built.run, early_signals=early))
+    raise typer.Exit(run_daemon(config))
 
 
 @app.command()
