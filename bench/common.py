@@ -58,6 +58,8 @@ class World:
         for name, sim in self.sims.items():
             url = (base_urls or {}).get(name) or SIM_URL.format(account=name)
             table = account_table(sim.vendor, sim.describe(url))
+            if "rate_limit_table" in table:  # Splunk On-Call: hold syncd to the table it uses
+                sim.limit_table = table["rate_limit_table"]
             table.update(account_settings or {})
             tables[name] = table
         groups = [{"name": "main", "accounts": list(self.sims), "mode": "correlate"}]

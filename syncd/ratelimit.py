@@ -144,21 +144,29 @@ class Budget:
         for bucket in self.buckets_for(endpoint)[-1:]:
             bucket.pause(seconds)
 
+    def _account_buckets(self) -> list[Bucket]:
+        """The account-wide bucket, or every bucket where the vendor documents none."""
+        bucket = self._buckets.get(ACCOUNT)
+        return [bucket] if bucket is not None else list(self._buckets.values())
+
     def parallel_calls(self, round_trip: float = ROUND_TRIP, most: int = MAX_PARALLEL) -> int:
         """How many calls to keep in flight so the account's rate is used even when each call
         takes ``round_trip`` seconds: its bucket's rate times the round trip, between 1 and
         ``most``. A budget of a few calls a minute stays one call at a time; the buckets, not
         this number, keep the calls within the vendor's limits."""
-        bucket = self._buckets.get(ACCOUNT)
-        buckets = [bucket] if bucket is not None else list(self._buckets.values())
+        buckets = self._account_buckets()
         rate = min((b.rate for b in buckets), default=0.0)
         return max(1, min(most, math.ceil(rate * round_trip)))
+
+    def available(self) -> float:
+        """Calls the account could make right now (the tokens of its account bucket)."""
+        buckets = self._account_buckets()
+        return min((b.remaining() for b in buckets), default=math.inf)
 
     def headroom(self) -> float:
         """Share of the account bucket still available (1.0 full, 0.0 empty or paused): what
         optional reads (webhook-triggered polls) look at before spending tokens pushes need."""
-        bucket = self._buckets.get(ACCOUNT)
-        buckets = [bucket] if bucket is not None else list(self._buckets.values())
+        buckets = self._account_buckets()
         return min((b.remaining() / b.capacity for b in buckets), default=1.0)
 
     def snapshot(self) -> dict[str, float]:

@@ -99,11 +99,14 @@ class Dispatcher:
     def _chunks(self, action: Action, items: list[tuple[Outbox, Record]]
                 ) -> list[list[tuple[Outbox, Record]]]:
         """One group's items in ``push`` calls: ``batch_size`` records per vendor write; where
-        one lookup serves several single-record writes (``push_size``), up to that many, but
-        spread over the calls in flight so a small burst is not one call after another."""
+        one lookup serves several single-record writes (``push_size``), up to that many. While
+        the budget has tokens to spare, a small burst is spread over the calls in flight
+        (more lookups, less waiting); once it binds, every lookup serves ``push_size``."""
         batch = max(1, self.client.batch_size.get(action, 1))
         most = max(batch, self.client.push_size.get(action, batch))
-        size = max(batch, min(most, -(-len(items) // self.parallel)))
+        size = most
+        if self.client.budget.available() >= 2 * len(items):
+            size = max(batch, min(most, -(-len(items) // self.parallel)))
         return [items[i:i + size] for i in range(0, len(items), size)]
 
     async def _push_group(self, action: Action, items: list[tuple[Outbox, Record]],
