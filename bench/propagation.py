@@ -128,24 +128,33 @@ async def scenario(n_accounts: int, *, changes: int, duration: float, poll_inter
                 clients = {a: s.client() for a, s in world.sims.items()}
                 start = time.monotonic()
                 for at, key in zip(plan, rng.sample(keys, len(keys)), strict=True):
-                    await anyio.sleep(max(0.0, start + at - time.monotonic()))
+                    if duration > 0:
+                        await anyio.sleep(max(0.0, start + at - time.monotonic()))
                     if "pagerduty" in world.sims and rng.random() < severity_share:
                         pd_id = ids["pagerduty"][key]
                         current = world.by_dedup("pagerduty")[key].get("severity")
                         wanted_sev = rng.choice([v for v in ("sev1", "sev2", "sev3")
                                                  if v != current])
-                        r = await clients["pagerduty"].post(
-                            f"/_sim/incidents/{pd_id}/act",
-                            json={"action": "severity", "severity": wanted_sev})
-                        r.raise_for_status()
+                        if duration <= 0:  # a burst is at once: see below
+                            world.sims["pagerduty"].act(pd_id, "severity", severity=wanted_sev)
+                        else:
+                            r = await clients["pagerduty"].post(
+                                f"/_sim/incidents/{pd_id}/act",
+                                json={"action": "severity", "severity": wanted_sev})
+                            r.raise_for_status()
                         sev_made.append((time.monotonic(), key, wanted_sev))
                         actions[("pagerduty", "severity")] += 1
                         continue
                     source = rng.choice(list(world.sims))
                     action = rng.choice(["acknowledge", "resolve"])
-                    r = await clients[source].post(f"/_sim/incidents/{ids[source][key]}/act",
-                                                   json={"action": action})
-                    r.raise_for_status()
+                    if duration <= 0:
+                        # A burst is at once (a bulk action in the UI): no request between
+                        # two changes, so no poll can fall between them either.
+                        world.sims[source].act(ids[source][key], action)
+                    else:
+                        r = await clients[source].post(
+                            f"/_sim/incidents/{ids[source][key]}/act", json={"action": action})
+                        r.raise_for_status()
                     made.append((time.monotonic(), key, source,
                                  State.ACKNOWLEDGED if action == "acknowledge"
                                  else State.RESOLVED))
