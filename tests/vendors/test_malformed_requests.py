@@ -34,7 +34,7 @@ UNKNOWN = "zz_unmodelled"
 # Attributes that change on every request whatever its outcome (clock, counters, limiter
 # windows, the request-id generator, caches) and are not account state.
 VOLATILE = {"clock", "random", "faults", "calls", "window", "tokens", "app", "_vendor_routes",
-            "_list_cache", "rate_limits_enabled", "rate_scale"}
+            "_list_cache", "rate_limits_enabled", "rate_scale", "inflight", "peak_inflight"}
 
 
 def snapshot(sim: Simulator) -> dict[str, str]:
