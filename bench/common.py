@@ -28,7 +28,7 @@ from syncd.simulators.base import Simulator
 from syncd.simulators.configs import account_table, render
 
 ORDER = ("pagerduty", "victorops", "incidentio", "spike")
-SIM_URL = "http://{account}.sim.test"
+SIM_URL = "http://{account}.sim.localhost"
 
 
 def landed() -> list[str]:

@@ -1,12 +1,16 @@
 """``syncd ...``: the daemon, one-shot cycles, operator views and the simulators.
 
 Text output is for people (rich tables on a terminal); ``--json`` output is a stable interface for
-scripts. Errors are one line on stderr and a non-zero exit; secrets never appear in either.
+scripts. Errors are one line on stderr and a non-zero exit; secrets never appear in either: every
+exit goes through :func:`syncd.secrets.redact` (and an unexpected crash prints a redacted
+traceback without local variables).
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,13 +22,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from syncd import __version__
+from syncd import __version__, secrets
 from syncd import config as config_mod
 from syncd.entry import DEFAULT_CONFIG, read_config, run_daemon, say_err
 from syncd.ledger import Ledger, LedgerError, ledger_error_in
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    # Locals hold resolved keys; main() prints crashes itself, redacted.
+    pretty_exceptions_enable=False, pretty_exceptions_show_locals=False,
     help="Keeps incidents and on-call state consistent across paging vendors.",
 )
 out = Console()
@@ -39,6 +45,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def load_config(path: Path) -> config_mod.Config:
+    """Load, validate and pre-build (clients, budgets, ledger URL, listen address) a config, so
+    a command never starts on a config that cannot run; problems are one line each."""
     cfg = read_config(path)
     if cfg is None:
         raise typer.Exit(2)
@@ -79,7 +87,7 @@ def disposing(ledger: Ledger) -> Iterator[Ledger]:
 
 
 def emit(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=_jsonable))
+    print(json.dumps(secrets.redact(data), indent=2, default=_jsonable))
 
 
 def _jsonable(value: Any) -> Any:
@@ -109,7 +117,7 @@ def check_config(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = F
     summary = {
         "ok": True,
         "config": str(cfg.path),
-        "ledger": cfg.ledger_url,
+        "ledger": secrets.safe_url(cfg.ledger_url),
         "accounts": {n: a.vendor for n, a in cfg.accounts.items()},
         "sync": [{"name": g.name, "mode": g.mode, "accounts": g.accounts} for g in cfg.sync],
         "oncall": [m.name for m in cfg.oncall],
@@ -118,7 +126,7 @@ def check_config(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = F
         emit(summary)
         return
     print(f"OK: {cfg.path}")
-    print(f"  ledger:   {cfg.ledger_url}")
+    print(f"  ledger:   {summary['ledger']}")
     for name, account in cfg.accounts.items():
         print(f"  account:  {name} ({account.vendor}, every {account.poll_interval:g}s)")
     for g in cfg.sync:
@@ -156,12 +164,13 @@ def once(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
     else:
         for p in result.polls:
             mark = "ok" if p.ok else f"FAILED: {p.error}"
-            print(f"poll {p.account}: {p.observed} seen, {p.changed} changed, "
-                  f"{p.actions} actions ({mark})")
+            print(secrets.redact(f"poll {p.account}: {p.observed} seen, {p.changed} changed, "
+                                 f"{p.actions} actions ({mark})"))
         for d in result.dispatches:
             if d.pushed or d.errors:
-                print(f"push {d.account}: {d.done} done, {d.parked} parked, {d.retried} retry"
-                      + (f" ({'; '.join(d.errors[:3])})" if d.errors else ""))
+                print(secrets.redact(
+                    f"push {d.account}: {d.done} done, {d.parked} parked, {d.retried} retry"
+                    + (f" ({'; '.join(d.errors[:3])})" if d.errors else "")))
     raise typer.Exit(0 if result.ok else 1)
 
 
@@ -409,7 +418,7 @@ def oncall(
     with disposing(ledger):
         result = anyio.run(go)
     by_name = {m.name: m for m in cfg.oncall}
-    data = {
+    data = secrets.redact({
         "at": result.at or datetime.now(UTC), "source": result.source,
         "polls": [p.as_dict() for p in result.polls],
         "mappings": [
@@ -421,7 +430,7 @@ def oncall(
             for d in result.drifts
         ],
         "repairs": [r.as_dict() for r in result.repairs],
-    }
+    })
     failed = [p for p in result.polls if not p.ok]
     if json_out:
         emit(data)
@@ -484,7 +493,12 @@ def _ago(when: datetime | None) -> str:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:  # a bug: say so, but never with a key in the traceback
+        text = "".join(traceback.format_exception(exc))
+        print(secrets.redact(text), file=sys.stderr, end="", flush=True)
+        sys.exit(1)
 
 
 # Last, because the subcommand module reuses this module's helpers.

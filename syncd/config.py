@@ -5,11 +5,19 @@ names the file, the line where the key stands (when it can be found), the key pa
 wrong, and all problems are reported at once (vdirsyncer style), so an operator fixes a config in
 one round trip. Account tables are validated by the vendor's own ``Settings`` model (declared on
 its client class), so vendor-specific keys are checked where they are defined.
+
+Types are strict (``true`` is not a number), numbers finite and bounded, strings free of control
+characters, URLs and emails checked (:mod:`syncd.configtypes`). :func:`preflight` then builds what
+``run`` builds (vendor clients, budgets, the ledger engine, the status listen address) without a
+network call or a write, so a config that passes ``check-config`` starts.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +25,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from syncd import vendors
+from syncd import secrets, vendors
+from syncd.configtypes import DAY, bounded, check_email, check_host, check_text
 from syncd.vendors.base import AccountSettings
 
 
@@ -31,28 +42,76 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        return check_text(value)
+
+
+PATH_MAX, NAME_MAX = 4095, 255  # Linux limits, in bytes
+
+
+def check_path(value: str) -> str:
+    """A file path the OS can open: not too long as a whole or per component."""
+    if not value:
+        raise ValueError("is empty")
+    if len(os.fsencode(value)) > PATH_MAX:
+        raise ValueError(f"is longer than {PATH_MAX} bytes")
+    if any(len(os.fsencode(part)) > NAME_MAX for part in value.split("/")):
+        raise ValueError(f"has a component longer than {NAME_MAX} bytes")
+    return value
 
 
 class LedgerConfig(_Strict):
     url: str | None = Field(None, description="SQLAlchemy URL; default sqlite file at `path`")
     path: str = Field("syncd.db", description="SQLite file, relative to the config file")
-    busy_timeout: float = Field(5.0, gt=0)
+    busy_timeout: float = bounded(5.0, 0.01, 600, "seconds a writer waits for the SQLite lock")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        secrets.register_url(value)  # its password is redacted everywhere from now on
+        try:
+            url = make_url(value)
+            url.get_dialect()
+        except (ArgumentError, ValueError):
+            raise ValueError("is not a database URL (e.g. sqlite:////var/lib/syncd/syncd.db)"
+                             ) from None
+        except NoSuchModuleError:
+            raise ValueError("names a database SQLAlchemy does not know") from None
+        if url.get_backend_name() == "sqlite" and url.database:
+            check_path(url.database)
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return check_path(value)
 
 
 class StatusConfig(_Strict):
     enabled: bool = True
     listen: str = Field("127.0.0.1:9797", description="host:port of the status server")
-    stale_after: float = Field(
-        0, ge=0, description="seconds without a poll before /readyz fails (0 = 3 poll intervals)"
-    )
+    stale_after: float = bounded(
+        0, 0, 7 * DAY, "seconds without a poll before /readyz fails (0 = 3 poll intervals)")
 
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if (not sep or not host or not port.isascii() or not port.isdigit()
+                or not 0 < int(port) < 65536):
             raise ValueError("expected host:port, e.g. 127.0.0.1:9797")
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            raise ValueError("an IPv6 address goes in brackets: [::1]:9797")
+        try:
+            check_host(host)
+        except ValueError as exc:
+            raise ValueError(f"expected host:port, e.g. 127.0.0.1:9797 ({exc})") from None
         return value
 
 
@@ -74,7 +133,7 @@ class SyncFields(_Strict):
     @field_validator("state", "severity")
     @classmethod
     def _direction(cls, value: str) -> str:
-        if not _DIRECTION.match(value):
+        if not _DIRECTION.fullmatch(value):
             raise ValueError('expected "both", "none" or "from:ACCOUNT[,ACCOUNT...]"')
         return value
 
@@ -111,7 +170,7 @@ class SyncGroup(_Strict):
     @field_validator("severity_policy")
     @classmethod
     def _policy(cls, value: str) -> str:
-        if value in ("latest", "highest") or re.match(r"^prefer:[\w.-]+$", value):
+        if value in ("latest", "highest") or re.fullmatch(r"prefer:[\w.-]+", value):
             return value
         raise ValueError('expected "latest", "highest" or "prefer:ACCOUNT"')
 
@@ -136,7 +195,7 @@ class SyncGroup(_Strict):
 class OnCallMember(_Strict):
     account: str
     schedule: str = Field(description="vendor schedule / policy / team id as the vendor names it")
-    level: int = Field(1, ge=1)
+    level: int = Field(1, ge=1, le=10)
 
 
 class OnCallMapping(_Strict):
@@ -169,6 +228,8 @@ class Config:
     oncall: Sequence[OnCallMapping]
     users: Mapping[str, Mapping[str, str]]
     warnings: Sequence[str] = field(default_factory=tuple)
+    text: str = field(default="", repr=False, compare=False)
+    """The source, for locating problems :func:`preflight` finds."""
 
     @property
     def ledger_url(self) -> str:
@@ -233,7 +294,7 @@ def loads(text: str, path: Path) -> Config:
         raw_accounts = {}
     for name, table in raw_accounts.items():
         loc = ["accounts", name]
-        if not re.match(r"^[\w.-]+$", name):
+        if not re.fullmatch(r"[\w.-]+", name):
             report(loc, "account names may contain letters, digits, '.', '_' and '-' only")
             continue
         if not isinstance(table, dict):
@@ -287,7 +348,11 @@ def loads(text: str, path: Path) -> Config:
         report(["sync"], f"two groups are named {dup!r}")
 
     mappings: list[OnCallMapping] = []
-    for i, table in enumerate(data.get("oncall", []) or []):
+    raw_oncall = data.get("oncall", [])
+    if not isinstance(raw_oncall, list):
+        report(["oncall"], "expected [[oncall]] array of tables")
+        raw_oncall = []
+    for i, table in enumerate(raw_oncall):
         try:
             mapping = OnCallMapping.model_validate(table)
         except ValidationError as exc:
@@ -300,15 +365,23 @@ def loads(text: str, path: Path) -> Config:
         mappings.append(mapping)
 
     users: dict[str, dict[str, str]] = {}
-    for account, table in (data.get("users", {}) or {}).items():
+    raw_users = data.get("users", {})
+    if not isinstance(raw_users, dict):
+        report(["users"], "expected a [users.ACCOUNT] table per account")
+        raw_users = {}
+    for account, table in raw_users.items():
         if account not in raw_accounts:
             report(["users", account], f"no [accounts.{account}] section")
         elif not isinstance(table, dict) or not all(
-            isinstance(v, str) and "@" in v for v in table.values()
+            isinstance(v, str) for v in table.values()
         ):
             report(["users", account], 'expected a table of "vendor user" = "email" pairs')
         else:
-            users[account] = dict(table)
+            bad = _bad_users(table)
+            if bad:
+                report(["users", account, bad[0]], bad[1])
+            else:
+                users[account] = dict(table)
 
     if problems:
         raise ConfigError(problems)
@@ -323,6 +396,7 @@ def loads(text: str, path: Path) -> Config:
         oncall=mappings,
         users=users,
         warnings=tuple(f"{path}: {w}" for w in warnings),
+        text=text,
     )
 
 
@@ -346,6 +420,63 @@ def _weak_webhook_secret(settings: AccountSettings) -> str | None:
         return (f"is too short ({len(value)} characters; at least {MIN_WEBHOOK_SECRET}): use "
                 "the secret the vendor generated for the webhook subscription")
     return None
+
+
+def _bad_users(table: Mapping[str, str]) -> tuple[str, str] | None:
+    """The first user entry that is not "vendor user" = "ASCII email", and what is wrong."""
+    for user, email in table.items():
+        try:
+            check_text(user)
+            check_text(email)
+            check_email(email)
+        except ValueError as exc:
+            return user, str(exc)
+    return None
+
+
+def preflight(cfg: Config) -> None:
+    """Build what ``syncd run`` builds from ``cfg``, without a network call or a write: every
+    vendor client (its HTTP sessions and budget), the ledger engine (its driver), the status
+    listen address. Raises ConfigError naming what would fail at start."""
+    from sqlalchemy import create_engine
+
+    locate = _Locator(cfg.text)
+    problems: list[str] = []
+
+    def report(loc: Sequence[Any], message: str) -> None:
+        line = locate(loc)
+        where = f"{cfg.path}:{line}" if line else str(cfg.path)
+        problems.append(secrets.redact(f"{where}: {'.'.join(map(str, loc))}: {message}"))
+
+    for name, settings in cfg.accounts.items():
+        try:
+            vendors.load(settings.vendor)(name, settings)
+        except Exception as exc:  # anything: check-config must answer in one line
+            report(["accounts", name],
+                   f"the client cannot be built: {type(exc).__name__}: {exc}")
+    try:
+        url = cfg.ledger_url
+        if url.startswith("sqlite:///"):
+            check_path(url[len("sqlite:///"):])
+        create_engine(url).dispose()  # loads the driver; connects to nothing
+    except (ValueError, ArgumentError, NoSuchModuleError, ImportError) as exc:
+        key = "url" if cfg.ledger.url else "path"
+        report(["ledger", key], f"the ledger cannot be opened: {type(exc).__name__}: {exc}")
+    if cfg.status.enabled:
+        host, _, port = cfg.status.listen.rpartition(":")
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass  # a host name: resolving it would be a network call; check_host vetted it
+        else:
+            try:  # what the bind resolves first; numeric, so no DNS
+                socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST)
+            except (OSError, UnicodeError) as exc:
+                report(["status", "listen"], f"cannot listen there: {exc}")
+    if problems:
+        raise ConfigError(problems)
 
 
 def _report_validation(exc: ValidationError, prefix: list[Any], report: Any) -> None:

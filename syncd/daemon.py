@@ -25,7 +25,7 @@ import httpx
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncd import metrics, sdnotify
+from syncd import metrics, sdnotify, secrets
 from syncd.config import Config
 from syncd.engine import Engine, isolated
 from syncd.engine.cadence import Cadence
@@ -293,7 +293,8 @@ class Daemon:
         self.schedule()
         self.scheduler.start()
         log.info("daemon.started", accounts=list(self.engine.clients),
-                 groups=[g.name for g in self.config.sync], ledger=self.ledger.url)
+                 groups=[g.name for g in self.config.sync],
+                 ledger=secrets.safe_url(self.ledger.url))
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals, early_signals)

@@ -29,18 +29,22 @@ NOT_IN_DAEMON = ("typer", "rich", "pygments")
 
 
 def say_err(message: str) -> None:
-    """One line on stderr, whatever the terminal width."""
-    print(f"syncd: {message}", file=sys.stderr, flush=True)
+    """One line on stderr, whatever the terminal width, with every secret redacted."""
+    from syncd import secrets
+
+    print(secrets.redact(f"syncd: {message}"), file=sys.stderr, flush=True)
 
 
 def read_config(path: Path) -> Config | None:
-    """The config at ``path`` with logging set up from it, or None after saying on stderr,
-    one line per problem, why it cannot be used."""
+    """The config at ``path``, validated and pre-built (clients, budgets, ledger URL, listen
+    address: what accepts also starts), with logging set up from it; or None after saying on
+    stderr, one line per problem, why it cannot be used."""
     from syncd import config as config_mod
     from syncd import logs
 
     try:
         cfg = config_mod.load(path)
+        config_mod.preflight(cfg)
     except config_mod.ConfigError as exc:
         for line in exc.lines:
             say_err(line)

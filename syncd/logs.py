@@ -2,49 +2,45 @@
 
 The redaction processor is the last line of defence for secrets: every value syncd resolved from
 the config is registered in :mod:`syncd.secrets`, and any occurrence of one in any event field
-(nested or not, in exception text too) is replaced before rendering.
+(nested or not, in exception text too) is replaced before rendering, in both formats. Tracebacks
+never show local variables. Third-party loggers (uvicorn, apscheduler) go through the same
+processors, so nothing reaches the output around them.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import structlog
 
 from syncd import secrets
 from syncd.logthrottle import RepeatThrottle
 
-REDACTED = "[REDACTED]"
-
-
-def _scrub(value: Any, known: frozenset[str]) -> Any:
-    if isinstance(value, str):
-        for secret in known:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-    if isinstance(value, dict):
-        return {k: _scrub(v, known) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_scrub(v, known) for v in value)
-    if isinstance(value, BaseException):
-        text = _scrub(f"{type(value).__name__}: {value}", known)
-        return text
-    return value
+REDACTED = secrets.REDACTED
 
 
 def redact_secrets(
     logger: Any, method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: replace every registered secret value wherever it appears."""
-    known = secrets.known()
-    if not known:
-        return event
-    return {key: _scrub(value, known) for key, value in event.items()}
+    """structlog processor: replace every registered secret value wherever it appears.
+
+    ``exc_info`` is left for the renderer: the console renderer formats it with
+    :func:`_plain_traceback`, which redacts the text it produces."""
+    return {key: value if key == "exc_info" else secrets.redact(value)
+            for key, value in event.items()}
+
+
+def _plain_traceback(sio: TextIO, exc_info: Any) -> None:
+    """Console exception formatter: a plain traceback, redacted, without local variables
+    (rich's default shows every frame's locals, which hold resolved keys redaction never sees)."""
+    buffer = io.StringIO()
+    structlog.dev.plain_traceback(buffer, exc_info)
+    sio.write(secrets.redact(buffer.getvalue()))
 
 
 def configure(
@@ -71,7 +67,8 @@ def configure(
             structlog.processors.JSONRenderer(),
         ]
     else:
-        tail = [redact_secrets, structlog.dev.ConsoleRenderer(colors=_isatty(stream))]
+        tail = [redact_secrets, structlog.dev.ConsoleRenderer(
+            colors=_isatty(stream), exception_formatter=_plain_traceback)]
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[*shared, throttle.processor, *tail],

@@ -6,18 +6,27 @@ people paste keys while trying things out, but they earn a warning: a key in a c
 in backups and diffs.
 
 Resolved values live in pydantic ``SecretStr`` (its repr is ``'**********'``) and are registered
-with :func:`register` so the log redaction processor can scrub them from any event.
+with :func:`register`. :func:`redact` is the one redaction function every exit uses: log events
+(both formats, tracebacks included), text written to the ledger from vendor answers, CLI output,
+``/status``, ``/metrics`` and exception messages. It knows every resolved secret (and the
+JSON-escaped and percent-encoded forms a vendor or proxy may echo) and every URL password.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import BeforeValidator, SecretStr, ValidationInfo
 
+REDACTED = "[REDACTED]"
 _KNOWN: set[str] = set()
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+T = TypeVar("T")
 
 
 class SecretError(ValueError):
@@ -25,13 +34,63 @@ class SecretError(ValueError):
 
 
 def register(value: str) -> None:
-    """Remember a secret value so the logging redactor removes it wherever it appears."""
+    """Remember a secret value so :func:`redact` removes it wherever it appears, also in the
+    escaped forms an echoing vendor or proxy produces (JSON strings, percent-encoding)."""
     if value and len(value) >= 4:
-        _KNOWN.add(value)
+        _KNOWN.update({value, json.dumps(value)[1:-1], quote(value, safe="")})
+
+
+def register_url(url: str) -> None:
+    """Remember the password of a URL's userinfo (``postgresql://user:PASSWORD@host/db``)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return
+    if password:
+        register(password)
+        register(unquote(password))
 
 
 def known() -> frozenset[str]:
     return frozenset(_KNOWN)
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its userinfo (user and password) replaced by ``***``, for display."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        netloc, slash, path = rest.partition("/")
+        if "@" in netloc:
+            return f"{scheme}://***@{netloc.rsplit('@', 1)[1]}{slash}{path}"
+    return url
+
+
+def redact(value: T) -> T:
+    """``value`` with every known secret and URL password replaced by ``[REDACTED]``/``***``.
+
+    Strings, and strings inside dicts, lists and tuples, are scrubbed; an exception becomes the
+    scrubbed text ``"Type: message"``; anything else is returned as it is. Longer secrets are
+    replaced first, so a secret that contains another is never half-replaced.
+    """
+    known = sorted(_KNOWN, key=len, reverse=True)
+    return _scrub(value, known)  # type: ignore[no-any-return]
+
+
+def _scrub(value: Any, known: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in known:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        if "://" in value:
+            value = _URL_PASSWORD.sub(r"\1***@", value)
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v, known) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub(v, known) for v in value)
+    if isinstance(value, BaseException):
+        return _scrub(f"{type(value).__name__}: {value}", known)
+    return value
 
 
 def resolve(ref: str, *, warnings: list[str] | None = None, where: str = "") -> str:
@@ -92,7 +151,11 @@ def _validate(value: Any, info: ValidationInfo) -> Any:
         raise SecretError("expected a string: env:NAME, file:PATH, credential:NAME or a literal")
     context = info.context or {}
     where = ".".join(str(p) for p in [*context.get("path", ()), info.field_name] if p)
-    return SecretStr(resolve(value, warnings=context.get("warnings"), where=where))
+    resolved = resolve(value, warnings=context.get("warnings"), where=where)
+    if not resolved.isascii() or not resolved.isprintable():
+        # It travels in HTTP headers, which carry neither; httpx would fail at the first call.
+        raise SecretError("the secret's value contains a control or non-ASCII character")
+    return SecretStr(resolved)
 
 
 Secret = Annotated[SecretStr, BeforeValidator(_validate)]

@@ -1,7 +1,9 @@
 """Operator views over the ledger (``syncd status``, ``links``, ``audit``, ``/status``): reads
 only. Each function takes a :class:`~syncd.ledger.Tx` so it runs in one read transaction; none
 calls a vendor. Manual link/unlink write, so they live with the rest of linking in
-:mod:`syncd.engine.links`.
+:mod:`syncd.engine.links`. What they return is redacted (:func:`syncd.secrets.redact`): it
+goes to the CLI, ``--json`` and ``/status``, and a ledger written by an older syncd may still hold
+a key a vendor echoed.
 """
 
 from __future__ import annotations
@@ -9,10 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from syncd import vendors
+from syncd import secrets, vendors
 from syncd.config import Config
 from syncd.ledger import Status, Tx, utcnow
-from syncd.ledger.store import _safe
 from syncd.model import Action, Capability
 
 
@@ -57,8 +58,8 @@ def status(tx: Tx, cfg: Config) -> dict[str, Any]:
         })
     depth = tx.outbox_depth()
     oldest = tx.oldest_pending()
-    return {
-        "ledger": _safe(cfg.ledger_url),
+    return secrets.redact({
+        "ledger": secrets.safe_url(cfg.ledger_url),
         "accounts": accounts,
         "counts": tx.counts(),
         "outbox": {s.value: depth.get(s.value, 0) for s in Status},
@@ -70,7 +71,7 @@ def status(tx: Tx, cfg: Config) -> dict[str, Any]:
         ],
         "gaps": gaps(cfg),
         "oncall": oncall(tx, cfg),
-    }
+    })
 
 
 def oncall(tx: Tx, cfg: Config) -> list[str]:
@@ -117,15 +118,15 @@ def links(tx: Tx, group: str | None, limit: int, open_only: bool) -> list[dict[s
                 for o in tx.outbox_for_link(link.id)
             ],
         })
-    return result
+    return secrets.redact(result)
 
 
 def audit(tx: Tx, account: str | None, kind: str | None, link_id: int | None,
           since: datetime | None, limit: int) -> list[dict[str, Any]]:
-    return [
+    return secrets.redact([
         {k: getattr(r, k) for k in ("id", "at", "kind", "group_name", "link_id", "account",
                                      "external_id", "field", "old", "new", "cause", "outcome",
                                      "detail")}
         for r in tx.audit_entries(limit=limit, account=account, kind=kind, link_id=link_id,
                                   since=since)
-    ]
+    ])

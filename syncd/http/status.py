@@ -1,7 +1,8 @@
 """The status server: ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus) and ``/status`` (JSON).
 
-It listens on loopback by default; it exposes no secret (``/status`` is built from the ledger views
-and the ledger URL has its password removed) and no write operation.
+It listens on loopback by default; it exposes no secret (``/status`` is built from the redacted
+ledger views, ``/metrics`` is redacted too, the ledger URL has its password removed) and no write
+operation. uvicorn logs through syncd's structlog configuration (redacted, in the chosen format).
 
 - ``/healthz``: the process is alive and its event loop answers.
 - ``POST /webhooks/ACCOUNT``: a vendor webhook (PagerDuty v3, incident.io/Svix), verified
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from syncd import __version__, views
+from syncd import __version__, secrets, views
 from syncd.engine.cadence import Cadence
 from syncd.http import guard
 from syncd.http.intake import WebhookIntake
@@ -69,7 +70,8 @@ def build_app(daemon: Daemon) -> Starlette:
         return JSONResponse({"ready": True})
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        text = secrets.redact(generate_latest().decode())
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     async def status(request: Request) -> Response:
         try:
@@ -123,6 +125,9 @@ def server(daemon: Daemon) -> uvicorn.Server:
         http=guard.GuardedH11Protocol.capped(cap), backlog=guard.BACKLOG,
         timeout_keep_alive=int(guard.KEEP_ALIVE),
         h11_max_incomplete_event_size=guard.MAX_HEAD_BYTES,
+        # No dictConfig of uvicorn's own: its loggers propagate to the root handler, so their
+        # lines (tracebacks too) are rendered and redacted like every other event.
+        log_config=None,
     )
     srv = uvicorn.Server(config)
     srv.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -9,9 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, event
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from syncd import secrets
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -189,3 +191,22 @@ class Migrated(SQLModel, table=True):
     fingerprint: str | None = None
     created_at: datetime = ts()
     updated_at: datetime = ts()
+
+
+_VENDOR_TEXT = {Outbox: ("last_error",), PollCursor: ("last_error",), Audit: ("detail",)}
+
+
+def _redact_row(mapper: Any, connection: Any, row: Any) -> None:
+    for name in _VENDOR_TEXT[type(row)]:
+        value = getattr(row, name)
+        if value is not None:
+            clean = secrets.redact(value)
+            if clean != value:
+                setattr(row, name, clean)
+
+
+# Text that can come from a vendor (error bodies, refusal messages) is redacted as it is written,
+# whoever writes it: a stored key would reach /status, `syncd status` and backups.
+for _table in _VENDOR_TEXT:
+    event.listen(_table, "before_insert", _redact_row)
+    event.listen(_table, "before_update", _redact_row)

@@ -297,7 +297,7 @@ class Simulator:
 
     def client(self, **kw: Any) -> httpx.AsyncClient:
         """An httpx client talking to this simulator in-process."""
-        kw.setdefault("base_url", "http://sim.test")
+        kw.setdefault("base_url", "http://sim.localhost")
         return httpx.AsyncClient(transport=self.transport(), **kw)
 
     # ------------------------------------------------------------------ control surface

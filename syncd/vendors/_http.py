@@ -32,7 +32,7 @@ import anyio
 import httpx
 import structlog
 
-from syncd import metrics
+from syncd import metrics, secrets
 from syncd.ratelimit import ACCOUNT, Budget
 from syncd.vendors.base import (
     AuthError,
@@ -93,12 +93,13 @@ def default_classify(response: httpx.Response, endpoint: str, account: str) -> V
 
 
 def short_body(response: httpx.Response, limit: int = 300) -> str:
-    """A log-safe excerpt of an error body (vendors do not echo credentials in error bodies)."""
+    """A log-safe excerpt of an error body. A proxy or WAF page may echo request headers, so
+    the body is redacted before it is cut (a cut could leave half a key)."""
     try:
         text = response.text
     except (UnicodeDecodeError, httpx.ResponseNotRead):
         return ""
-    text = " ".join(text.split())
+    text = secrets.redact(" ".join(text.split()))
     return text[:limit] + ("..." if len(text) > limit else "")
 
 

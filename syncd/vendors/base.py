@@ -12,7 +12,10 @@ Exceptions are split by what the caller must do, the way httpx splits its own::
     │   └── NotFound
     └── MalformedResponse      the vendor answered something we cannot parse; log, count, skip
 
-Every error names the account and the endpoint (method + route template), never a credential.
+Every error names the account and the endpoint (method + route template), never a credential:
+the message is passed through :func:`syncd.secrets.redact` when the error is made and when it is
+rendered, so vendor text that echoes a request header (a debugging proxy, a WAF page) loses the
+key before it can reach a log, the ledger, ``/status`` or the CLI.
 
 A client declares, as class data (apprise style), its vendor name, its ``Settings`` model, its
 ``capabilities``, the documented rate ``limits`` and the largest batch per action, and answers
@@ -27,10 +30,11 @@ import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
+<<<<<<< HEAD
 from syncd.model import (  # noqa: F401  (KeyCache, KnownKey, MemoryKeyCache: clients' API)
     Action,
     Capability,
@@ -42,6 +46,11 @@ from syncd.model import (  # noqa: F401  (KeyCache, KnownKey, MemoryKeyCache: cl
     OnCall,
     Severity,
 )
+=======
+from syncd import secrets
+from syncd.configtypes import DAY, Url, bounded, check_text
+from syncd.model import Action, Capability, Incident, NewIncident, OnCall, Severity
+>>>>>>> f3ce9f9 (Config that check-config accepts starts, and secrets are redacted at every exit)
 from syncd.ratelimit import Budget, Limit
 
 # --------------------------------------------------------------------------- errors
@@ -58,7 +67,7 @@ class VendorError(Exception):
         endpoint: str = "",
         status: int | None = None,
     ) -> None:
-        self.message = message
+        self.message = secrets.redact(message)
         self.account = account
         self.endpoint = endpoint
         self.status = status
@@ -67,7 +76,8 @@ class VendorError(Exception):
     def _render(self) -> str:
         where = " ".join(p for p in (self.account and f"[{self.account}]", self.endpoint) if p)
         code = f" (HTTP {self.status})" if self.status is not None else ""
-        return f"{where}: {self.message}{code}" if where else f"{self.message}{code}"
+        text = f"{where}: {self.message}{code}" if where else f"{self.message}{code}"
+        return secrets.redact(text)
 
 
 class TransientError(VendorError):
@@ -167,23 +177,30 @@ class Page:
 
 
 class AccountSettings(BaseModel):
-    """Keys every ``[accounts.NAME]`` table accepts; each vendor subclasses it with its own."""
+    """Keys every ``[accounts.NAME]`` table accepts; each vendor subclasses it with its own.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict types (``true`` is not a number, ``1`` is not a string), finite numbers within
+    documented bounds, no control characters in any string: what validates here runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     vendor: str
-    base_url: str
-    poll_interval: float = Field(30.0, gt=0, description="seconds between incident polls")
-    full_resync_interval: float = Field(
-        600.0, gt=0, description="seconds between full reads of open incidents"
-    )
-    oncall_interval: float = Field(300.0, gt=0, description="seconds between on-call polls")
-    budget_fraction: float = Field(0.5, gt=0, le=1, description="share of the vendor limit")
-    timeout: float = Field(15.0, gt=0, description="HTTP timeout per request, seconds")
+    base_url: Url
+    poll_interval: float = bounded(30.0, 0.01, DAY, "seconds between incident polls")
+    full_resync_interval: float = bounded(
+        600.0, 0.01, 7 * DAY, "seconds between full reads of open incidents")
+    oncall_interval: float = bounded(300.0, 0.01, DAY, "seconds between on-call polls")
+    budget_fraction: float = bounded(0.5, 0.01, 1, "share of the vendor limit")
+    timeout: float = bounded(15.0, 0.1, 300, "HTTP timeout per request, seconds")
     max_retries: int = Field(4, ge=0, le=20)
-    severity_map: dict[str, Severity] = Field(
+    severity_map: dict[str, Annotated[Severity, Strict(False)]] = Field(
         default_factory=dict, description="vendor severity value -> sev1..sev5 overrides"
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        return check_text(value)
 
 
 # --------------------------------------------------------------------------- protocol

@@ -49,6 +49,7 @@ import httpx
 from pydantic import Field, model_validator
 
 from syncd import metrics
+from syncd.configtypes import DAY, Url, bounded
 from syncd.model import Incident, NewIncident, OnCall, Severity, State
 from syncd.ratelimit import Budget, Limit
 from syncd.secrets import Secret
@@ -144,7 +145,7 @@ class IncidentIOSettings(AccountSettings):
     """``[accounts.NAME]`` keys for an incident.io organisation."""
 
     vendor: Literal["incidentio"]
-    base_url: str = "https://api.incident.io"
+    base_url: Url = "https://api.incident.io"
     api_key: Secret = Field(description="API key (Settings -> API keys), sent as Bearer")
     resolve_status: Literal["closed", "learning"] = Field(
         "closed", description="resolve to the first closed status (skips the post-incident "
@@ -157,10 +158,10 @@ class IncidentIOSettings(AccountSettings):
     visibility: Literal["public", "private"] = Field(
         "public", description="visibility of incidents syncd creates")
     page_size: int = Field(250, ge=1, le=250, description="page_size for GET /v2/incidents")
-    change_overlap: float = Field(
-        300.0, ge=0, description="seconds the change feed reaches back before the cursor")
-    rate_limit_per_minute: float = Field(
-        1200.0, gt=0, description="documented: a 1200 token bucket refilling 20/s per key")
+    change_overlap: float = bounded(
+        300.0, 0, DAY, "seconds the change feed reaches back before the cursor")
+    rate_limit_per_minute: float = bounded(
+        1200.0, 1, 12000, "documented: a 1200 token bucket refilling 20/s per key")
     model: Literal["incident", "alert"] = Field(
         "incident", description="what a syncd record is: an incident.io incident (acks from its "
         "escalations) or an alert and its escalations (incident.io On-call paging)")

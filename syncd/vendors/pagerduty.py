@@ -52,6 +52,7 @@ import structlog
 from pydantic import Field
 
 from syncd import metrics
+from syncd.configtypes import DAY, Email, Url, bounded
 from syncd.model import Incident, NewIncident, OnCall, Severity, State
 from syncd.ratelimit import Budget, Limit
 from syncd.secrets import Secret
@@ -100,24 +101,24 @@ class PagerDutySettings(AccountSettings):
     """``[accounts.NAME]`` keys for a PagerDuty account."""
 
     vendor: Literal["pagerduty"]
-    base_url: str = Field("https://api.pagerduty.com",
+    base_url: Url = Field("https://api.pagerduty.com",
                           description="REST API host; https://api.eu.pagerduty.com for EU")
     token: Secret = Field(description="REST API key (account or user key, or an OAuth token)")
     token_type: Literal["token", "bearer"] = Field(
         "token", description="'token' sends 'Token token=KEY'; 'bearer' sends 'Bearer KEY'")
-    from_email: str = Field(description="email of the PagerDuty user syncd acts as (From header)")
+    from_email: Email = Field(description="email of the PagerDuty user syncd acts as (From header)")
     service_id: str | None = Field(None, description="service mirrored incidents are created on")
     severity_field: Literal["priority", "urgency"] = Field(
         "priority", description="sync canonical severity with incident priority or urgency")
     create_via: Literal["rest", "events"] = Field(
         "rest", description="mirror creation through POST /incidents or the Events API v2")
-    events_url: str | None = Field(
+    events_url: Url | None = Field(
         None, description="Events API v2 host (https://events.pagerduty.com); default base_url")
     routing_key: Secret | None = Field(
         None, description="Events API v2 integration key, for create_via = 'events'")
     page_size: int = Field(PAGE_MAX, ge=1, le=PAGE_MAX, description="limit for list calls")
-    log_overlap: float = Field(
-        120.0, ge=0, description="seconds the log-entry feed reaches back before the cursor")
+    log_overlap: float = bounded(
+        120.0, 0, DAY, "seconds the log-entry feed reaches back before the cursor")
     webhook_secret: Secret | None = Field(
         None, description="v3 webhook subscription secret: signed deliveries to "
         "/webhooks/ACCOUNT trigger an immediate poll")

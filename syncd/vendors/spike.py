@@ -26,6 +26,7 @@ import httpx
 from pydantic import Field
 
 from syncd import metrics
+from syncd.configtypes import DAY, Url, bounded
 from syncd.model import Incident, NewIncident, OnCall, Severity, State
 from syncd.ratelimit import Budget, Limit
 from syncd.secrets import Secret
@@ -66,7 +67,7 @@ class SpikeSettings(AccountSettings):
     """``[accounts.NAME]`` keys for a Spike.sh team."""
 
     vendor: Literal["spike"]
-    base_url: str = "https://api.spike.sh"
+    base_url: Url = "https://api.spike.sh"
     api_key: Secret = Field(description="x-api-key from https://app.spike.sh/api (full access)")
     team_id: str = Field(description="x-team-id: the team _id every incident call is scoped to")
     severity_field: Literal["severity", "priority"] = Field(
@@ -80,19 +81,16 @@ class SpikeSettings(AccountSettings):
         None, description="integration token for /incidents/create"
     )
     webhook_token: Secret | None = Field(None, description="webhook integration token")
-    hooks_url: str | None = Field(
+    hooks_url: Url | None = Field(
         None, description="webhook host (https://hooks.spike.sh in production); default base_url"
     )
-    rate_limit_per_minute: float = Field(
-        50.0, gt=0, description="our assumed API limit: Spike publishes none"
-    )
+    rate_limit_per_minute: float = bounded(
+        50.0, 1, 6000, "our assumed API limit: Spike publishes none")
     page_size: int = Field(100, ge=1, le=PER_PAGE_MAX, description="perPage for list calls")
-    resolve_overlap: float = Field(
-        300.0, ge=0, description="seconds the resolve window reaches back before the cursor"
-    )
-    find_window: float = Field(
-        86400.0, gt=0, description="seconds find_created looks back among resolved incidents"
-    )
+    resolve_overlap: float = bounded(
+        300.0, 0, DAY, "seconds the resolve window reaches back before the cursor")
+    find_window: float = bounded(
+        86400.0, 60, 30 * DAY, "seconds find_created looks back among resolved incidents")
 
 
 class SpikeClient(ClientBase):

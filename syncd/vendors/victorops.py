@@ -39,6 +39,7 @@ import structlog
 from pydantic import Field
 
 from syncd import metrics
+from syncd.configtypes import Url
 from syncd.model import Incident, NewIncident, OnCall, Severity, State
 from syncd.ratelimit import ACCOUNT, Budget, Limit
 from syncd.secrets import Secret
@@ -110,7 +111,7 @@ class VictorOpsSettings(AccountSettings):
     """``[accounts.NAME]`` keys for a Splunk On-Call org."""
 
     vendor: Literal["victorops"]
-    base_url: str = Field("https://api.victorops.com", description="public API base (A1)")
+    base_url: Url = Field("https://api.victorops.com", description="public API base (A1)")
     api_id: Secret = Field(description="X-VO-Api-Id (Integrations > API)")
     api_key: Secret = Field(description="X-VO-Api-Key; a read-only key cannot ack/resolve")
     user_name: str = Field(
@@ -119,7 +120,7 @@ class VictorOpsSettings(AccountSettings):
     rest_api_key: Secret | None = Field(
         None, description="REST endpoint integration key; needed to create mirror incidents"
     )
-    alert_url: str | None = Field(
+    alert_url: Url | None = Field(
         None,
         description="REST endpoint base; default alert.victorops.com for the real API, "
         "else base_url (simulators serve both)",

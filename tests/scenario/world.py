@@ -21,7 +21,7 @@ from syncd.ledger import Ledger, utcnow
 from syncd.simulators.base import Simulator
 from syncd.simulators.configs import account_table, render, toml_value  # noqa: F401  (re-exported for scenario tests)
 
-SIM_URL = "http://{vendor}.sim.test"
+SIM_URL = "http://{vendor}.sim.localhost"
 LANDED = sorted(set(simulators.available()) & set(vendors.available()))
 """Vendors with both a simulator and a client in this build."""
 

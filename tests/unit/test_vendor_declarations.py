@@ -45,7 +45,7 @@ CASES = [(vendor, values) for vendor, variants in SETTINGS.items() for values in
 def settings_of(vendor: str, values: dict[str, Any]) -> AccountSettings:
     cls = vendors.load(vendor)
     return cls.Settings.model_validate(
-        {"vendor": vendor, "base_url": "http://sim.test", **values})
+        {"vendor": vendor, "base_url": "http://sim.localhost", **values})
 
 
 @pytest.mark.parametrize(("vendor", "values"), CASES)
@@ -84,21 +84,21 @@ path = "{ledger}"
 
 [accounts.pd]
 vendor = "pagerduty"
-base_url = "http://pd.sim.test"
+base_url = "http://pd.sim.localhost"
 token = "env:T_DECL_PD"
 from_email = "bot@example.com"
 budget_fraction = 0.5
 
 [accounts.vo]
 vendor = "victorops"
-base_url = "http://vo.sim.test"
+base_url = "http://vo.sim.localhost"
 api_id = "env:T_DECL_VO_ID"
 api_key = "env:T_DECL_VO_KEY"
 rate_limit_table = "2020"
 
 [accounts.io]
 vendor = "incidentio"
-base_url = "http://io.sim.test"
+base_url = "http://io.sim.localhost"
 api_key = "env:T_DECL_II"
 model = "alert"
 alert_source_config_id = "01SRC"

@@ -66,7 +66,7 @@ async def test_the_checker_rejects_a_wrong_body(kit: ContractKit, spec: Any) -> 
     """The validation can fail: a body that breaks the spec is refused by the kit's check."""
     method, path, status, body = kit.wrong_body
     sim = kit.make()
-    request = httpx.Request(method, f"http://sim.test{path}", headers=kit.headers)
+    request = httpx.Request(method, f"http://sim.localhost{path}", headers=kit.headers)
     response = httpx.Response(status, json=body, request=request)
     with pytest.raises(Exception):  # noqa: B017 - each validator raises its own error type
         kit.check(spec, sim, request, response)

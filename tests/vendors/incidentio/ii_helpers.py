@@ -16,7 +16,7 @@ HEADERS = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
 def settings(**over: Any) -> IncidentIOSettings:
     values: dict[str, Any] = {
         "vendor": "incidentio",
-        "base_url": "http://sim.test",
+        "base_url": "http://sim.localhost",
         "api_key": DEFAULT_API_KEY,
         "budget_fraction": 1.0,
         "max_retries": 3,

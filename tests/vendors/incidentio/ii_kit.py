@@ -104,7 +104,7 @@ async def exercise(sim: Simulator, rec: Recorder) -> None:
     alert = next(iter(sim.alerts))
     sched = next(iter(sim.schedules.values()))
     now = sim.clock.now()
-    async with httpx.AsyncClient(transport=rec, base_url="http://sim.test",
+    async with httpx.AsyncClient(transport=rec, base_url="http://sim.localhost",
                                  headers=HEADERS) as c:
         await c.get("/v1/identity")
         await c.get("/v1/severities")
@@ -159,7 +159,7 @@ async def exercise(sim: Simulator, rec: Recorder) -> None:
         sim.faults.rate_limit_rate = 1.0
         await c.get("/v1/severities")
         sim.faults.rate_limit_rate = 0.0
-    async with httpx.AsyncClient(transport=rec, base_url="http://sim.test") as anon:
+    async with httpx.AsyncClient(transport=rec, base_url="http://sim.localhost") as anon:
         await anon.get("/v2/incidents")
         await anon.post(f"/v2/alert_events/http/{ALERT_SOURCE_ID}",
                         params={"token": ALERT_SOURCE_TOKEN},

@@ -47,7 +47,7 @@ async def test_official_client_works_unchanged(official: Any) -> None:
     sim = IncidentIOSimulator(seed=4)
     for n in range(5):
         sim.alert(dedup=f"k{n}", title=f"alert {n}", severity="sev2")
-    base = "http://sim.test"
+    base = "http://sim.localhost"
     api = AuthenticatedClient(base_url=base, token=DEFAULT_API_KEY)
     api.set_async_httpx_client(httpx.AsyncClient(
         transport=sim.transport(), base_url=base,

@@ -21,7 +21,7 @@ def sim() -> PagerDutySimulator:
 @pytest.fixture
 async def api(sim: PagerDutySimulator) -> AsyncIterator[httpx.AsyncClient]:
     """A raw HTTP client holding the simulator's default key, as a script would use it."""
-    async with sim.client(base_url="http://pd.test", headers=PD_HEADERS) as client:
+    async with sim.client(base_url="http://pd.localhost", headers=PD_HEADERS) as client:
         yield client
 
 

@@ -168,9 +168,9 @@ def check(spec: tuple[dict[str, Any], OpenAPI, OpenAPI], sim: Simulator,
 
 async def exercise(sim: Simulator, rec: Recorder) -> None:
     assert isinstance(sim, PagerDutySimulator)
-    creds = sim.describe("http://pd.test")["credentials"]
+    creds = sim.describe("http://pd.localhost")["credentials"]
     settings = PagerDutyClient.Settings.model_validate({
-        "vendor": "pagerduty", "base_url": "http://pd.test", "token": creds["token"],
+        "vendor": "pagerduty", "base_url": "http://pd.localhost", "token": creds["token"],
         "from_email": FROM_EMAIL, "service_id": creds["service_id"],
         "routing_key": ROUTING_KEY})
     client = PagerDutyClient("pd", settings, transport=rec)
@@ -194,7 +194,7 @@ async def exercise(sim: Simulator, rec: Recorder) -> None:
         sim.open_ids)[:3]])
     await client.aclose()
 
-    async with httpx.AsyncClient(transport=rec, base_url="http://pd.test",
+    async with httpx.AsyncClient(transport=rec, base_url="http://pd.localhost",
                                  headers=HEADERS) as raw:
         await raw.get(f"/incidents/{a}")
         await raw.get(f"/incidents/{a}/log_entries", params={"is_overview": "true"})

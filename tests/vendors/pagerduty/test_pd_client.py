@@ -32,9 +32,9 @@ from syncd.vendors.pagerduty import PagerDutyClient, PagerDutySettings
 
 
 def settings_for(sim: PagerDutySimulator, **extra: Any) -> PagerDutySettings:
-    creds = sim.describe("http://pd.test")["credentials"]
+    creds = sim.describe("http://pd.localhost")["credentials"]
     return PagerDutySettings.model_validate({
-        "vendor": "pagerduty", "base_url": "http://pd.test", "token": creds["token"],
+        "vendor": "pagerduty", "base_url": "http://pd.localhost", "token": creds["token"],
         "from_email": creds["from_email"], "service_id": creds["service_id"],
         "budget_fraction": 1.0, "max_retries": 2, **extra})
 

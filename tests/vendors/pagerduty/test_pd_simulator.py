@@ -46,7 +46,7 @@ def incident_id(sim: PagerDutySimulator, dedup: str) -> str:
 
 
 async def test_auth_failures_use_the_error_envelope(sim: PagerDutySimulator) -> None:
-    async with sim.client(base_url="http://pd.test") as raw:
+    async with sim.client(base_url="http://pd.localhost") as raw:
         for headers in ({}, {"Authorization": "Token token=wrong"},
                         {"Authorization": "token=" + sim.token}, {"Authorization": "Token token="}):
             r = await raw.get("/incidents", headers=headers)
@@ -361,7 +361,7 @@ async def test_seed_is_fast_and_lists_stay_cheap(sim: PagerDutySimulator) -> Non
     started = time.monotonic()
     sim.seed_incidents(100_000)
     assert time.monotonic() - started < 5
-    async with sim.client(base_url="http://pd.test", headers={
+    async with sim.client(base_url="http://pd.localhost", headers={
             "Authorization": f"Token token={sim.token}"}) as api:
         started = time.monotonic()
         for offset in range(0, 2000, 100):

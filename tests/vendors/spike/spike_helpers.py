@@ -22,7 +22,7 @@ HEADERS = {"x-api-key": DEFAULT_API_KEY, "x-team-id": TEAM_ID}
 def settings(**over: Any) -> SpikeSettings:
     values: dict[str, Any] = {
         "vendor": "spike",
-        "base_url": "http://sim.test",
+        "base_url": "http://sim.localhost",
         "api_key": DEFAULT_API_KEY,
         "team_id": TEAM_ID,
         "escalation_id": ESCALATION_ID,

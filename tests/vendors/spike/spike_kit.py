@@ -134,7 +134,7 @@ async def exercise(sim: Simulator, rec: Recorder) -> None:
     await client.aclose()
 
     schedule = entries[0].schedule_id
-    async with httpx.AsyncClient(transport=rec, base_url="http://sim.test",
+    async with httpx.AsyncClient(transport=rec, base_url="http://sim.localhost",
                                  headers=HEADERS) as raw:
         span = {"from": now.isoformat(), "to": (now + timedelta(days=1)).isoformat()}
         calls: list[tuple[str, str, dict[str, Any]]] = [

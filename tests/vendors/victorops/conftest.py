@@ -72,7 +72,7 @@ async def make_client(sim: VictorOpsSimulator) -> AsyncIterator[Callable[..., Vi
     def make(*, app: Any = None, budget: Budget | None = None, sleep: Any = None,
              **settings: Any) -> VictorOpsClient:
         opts: dict[str, Any] = {
-            "vendor": "victorops", "base_url": "http://sim.test", "api_id": sim.API_ID,
+            "vendor": "victorops", "base_url": "http://sim.localhost", "api_id": sim.API_ID,
             "api_key": sim.API_KEY, "rest_api_key": sim.REST_KEY, "max_retries": 2,
         }
         opts.update(settings)

@@ -75,7 +75,7 @@ async def exercise(sim: Simulator, rec: Recorder) -> None:
     sim.seed_incidents(3, state="resolved")
     sim.act("2", "acknowledge")
     team, pol = "team-pl4tf0rm00000001", "pol-pl4tf0rm0000prim"
-    async with httpx.AsyncClient(transport=rec, base_url="http://sim.test",
+    async with httpx.AsyncClient(transport=rec, base_url="http://sim.localhost",
                                  headers=HEADERS) as c:
 
         async def call(method: str, url: str, **kw: Any) -> Any:
