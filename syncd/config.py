@@ -24,12 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from syncd import secrets, vendors
-from syncd.configtypes import DAY, bounded, check_email, check_host, check_text
+from syncd.configtypes import (
+    DAY,
+    StrictModel,
+    bounded,
+    check_email,
+    check_host,
+    check_text,
+)
 from syncd.vendors.base import AccountSettings
 
 
@@ -41,13 +48,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.lines))
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_control_characters(cls, value: Any) -> Any:
-        return check_text(value)
+_Strict = StrictModel
 
 
 PATH_MAX, NAME_MAX = 4095, 255  # Linux limits, in bytes
@@ -78,11 +79,11 @@ class LedgerConfig(_Strict):
         try:
             url = make_url(value)
             url.get_dialect()
+        except NoSuchModuleError:  # before ArgumentError, its base class
+            raise ValueError("names a database SQLAlchemy does not know") from None
         except (ArgumentError, ValueError):
             raise ValueError("is not a database URL (e.g. sqlite:////var/lib/syncd/syncd.db)"
                              ) from None
-        except NoSuchModuleError:
-            raise ValueError("names a database SQLAlchemy does not know") from None
         if url.get_backend_name() == "sqlite" and url.database:
             check_path(url.database)
         return value

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import typing
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 _EMAIL = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -36,6 +37,27 @@ def check_text(value: Any) -> Any:
         for item in value:
             check_text(item)
     return value
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys refused, strict types (``true`` is not a number,
+    ``1`` is not a string), finite numbers, no control characters in any string."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _holds_model(field.annotation):
+            return value  # the nested model checks its own fields, naming the exact key
+        return check_text(value)
+
+
+def _holds_model(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_holds_model(arg) for arg in typing.get_args(annotation))
 
 
 def check_email(value: str) -> str:

@@ -12,7 +12,8 @@ to any of them:
 ``POST /_sim/seed`` ``{"incidents": N}``    add N incidents quickly (benchmarks, up to 100k)
 ``GET /_sim/calls`` / ``DELETE``            call counters per (method, route template, status)
 ``POST /_sim/faults`` / ``DELETE``          error_rate, error_status, latency, hang_rate,
-                                            drop_rate, outage_seconds, rate_limit_rate, routes;
+                                            drop_rate, outage_seconds, rate_limit_rate,
+                                            echo_headers_rate, echo_status, routes;
                                             answers that lie: false_gzip_rate, deep_json_rate,
                                             oversize_rate (oversize_bytes), wrong_types_rate
                                             (GET also shows ``network_latency``, the fixed
@@ -101,6 +102,10 @@ class Faults:
     oversize_rate: float = 0.0
     oversize_bytes: int = 32 * 1024 * 1024
     wrong_types_rate: float = 0.0
+    echo_headers_rate: float = 0.0
+    """Answer ``echo_status`` with a page that echoes the request line and every request header,
+    credentials included, as a debugging proxy, a WAF or a wrong host does."""
+    echo_status: int = 400
     routes: list[str] = field(default_factory=list)
 
     def applies(self, route: str) -> bool:
@@ -476,6 +481,10 @@ class _SimMiddleware:
                     response = sim.rate_limited(Request(scope, receive), 5.0)
                     await response(scope, receive, counting_send)
                     return
+                roll -= f.rate_limit_rate
+                if roll >= 0 and roll < f.echo_headers_rate:
+                    await _echo_headers(f.echo_status, scope)(scope, receive, counting_send)
+                    return
                 lie = f.answer_fault(sim.random)
                 if lie == "deep_json":
                     depth = max(1, f.deep_json_depth)
@@ -573,6 +582,12 @@ def _html_error(status: int, text: str) -> Response:
     # Load balancers in front of real vendors answer 5xx with HTML, not the vendor's JSON.
     body = f"<html><head><title>{status} {text}</title></head><body>{text}</body></html>"
     return Response(body, status_code=status, media_type="text/html")
+
+
+def _echo_headers(status: int, scope: Scope) -> Response:
+    lines = [f"Bad request: {scope['method']} {scope['path']}", "Request headers:"]
+    lines += [f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in scope["headers"]]
+    return Response("\n".join(lines) + "\n", status_code=status, media_type="text/plain")
 
 
 def iso(dt: datetime | None) -> str | None:

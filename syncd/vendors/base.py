@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import Field, Strict
 
 <<<<<<< HEAD
 from syncd.model import (  # noqa: F401  (KeyCache, KnownKey, MemoryKeyCache: clients' API)
@@ -48,7 +48,7 @@ from syncd.model import (  # noqa: F401  (KeyCache, KnownKey, MemoryKeyCache: cl
 )
 =======
 from syncd import secrets
-from syncd.configtypes import DAY, Url, bounded, check_text
+from syncd.configtypes import DAY, StrictModel, Url, bounded
 from syncd.model import Action, Capability, Incident, NewIncident, OnCall, Severity
 >>>>>>> f3ce9f9 (Config that check-config accepts starts, and secrets are redacted at every exit)
 from syncd.ratelimit import Budget, Limit
@@ -176,13 +176,11 @@ class Page:
 # --------------------------------------------------------------------------- settings
 
 
-class AccountSettings(BaseModel):
+class AccountSettings(StrictModel):
     """Keys every ``[accounts.NAME]`` table accepts; each vendor subclasses it with its own.
 
     Strict types (``true`` is not a number, ``1`` is not a string), finite numbers within
     documented bounds, no control characters in any string: what validates here runs."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     vendor: str
     base_url: Url
@@ -196,11 +194,6 @@ class AccountSettings(BaseModel):
     severity_map: dict[str, Annotated[Severity, Strict(False)]] = Field(
         default_factory=dict, description="vendor severity value -> sev1..sev5 overrides"
     )
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_control_characters(cls, value: Any) -> Any:
-        return check_text(value)
 
 
 # --------------------------------------------------------------------------- protocol
