@@ -193,3 +193,68 @@ def test_every_duration_follows_from_poll_interval(tmp_path: Path) -> None:
     assert Cadence(0.3).echo_grace == timedelta(seconds=30)
     cfg = config.load(write(tmp_path, "[status]\nstale_after = 10\n" + GOOD))
     assert Cadence.of(cfg, "vo").stale_after == timedelta(seconds=10)
+
+
+PD = """
+[accounts.pd]
+vendor = "pagerduty"
+token = "env:SYNCD_PAGERDUTY_TOKEN"
+from_email = "syncd-bot@example.com"
+"""
+
+
+@pytest.mark.parametrize(("line", "key", "message"), [
+    ('from_email = "not-an-email"', "from_email", "expected an ASCII email address"),
+    ('from_email = "jörg@example.com"', "from_email", "expected an ASCII email address"),
+    ('base_url = "https://bot:hunter2@api.pagerduty.com"', "base_url", "must not carry "
+     "credentials"),
+    ('base_url = "api.pagerduty.com"', "base_url", "must start with https://"),
+    ('base_url = "http://api.pagerduty.com"', "base_url", "http:// is only allowed for a "
+     "loopback host"),
+    ("poll_interval = 0", "poll_interval", "greater than or equal to 0.01"),
+    ("poll_interval = inf", "poll_interval", "finite number"),
+    ("oncall_interval = 1e15", "oncall_interval", "less than or equal to 86400"),
+    ("budget_fraction = true", "budget_fraction", "valid number"),
+])
+def test_emails_urls_and_intervals_are_checked(tmp_path: Path, line: str, key: str,
+                                               message: str) -> None:
+    table = PD if key != "from_email" else PD.replace('from_email = "syncd-bot@example.com"\n', "")
+    text = GOOD + table + line + "\n"
+    lines = problems(tmp_path, text)
+    number = text.splitlines().index(line) + 1
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{tmp_path / 'syncd.toml'}:{number}: accounts.pd.{key}: ")
+    assert message in lines[0]
+    assert "hunter2" not in lines[0]
+
+
+def test_loopback_http_and_the_largest_intervals_are_fine(tmp_path: Path) -> None:
+    text = GOOD + PD + 'base_url = "http://127.0.0.1:8080"\npoll_interval = 86400\n'
+    cfg = config.load(write(tmp_path, text))
+    config.preflight(cfg)
+    assert cfg.accounts["pd"].poll_interval == 86400
+
+
+def test_oncall_and_users_of_the_wrong_shape(tmp_path: Path) -> None:
+    lines = problems(tmp_path, "oncall = 5\nusers = 5\n" + GOOD)
+    assert lines == [f"{tmp_path / 'syncd.toml'}:1: oncall: expected [[oncall]] array of tables",
+                     f"{tmp_path / 'syncd.toml'}:2: users: expected a [users.ACCOUNT] table per "
+                     "account"]
+
+
+def test_check_config_never_prints_a_ledger_password(tmp_path: Path) -> None:
+    """Without the PostgreSQL driver the URL cannot be built (one line); with it, the summary
+    shows the URL without its userinfo. Either way the password never appears."""
+    text = GOOD.replace('path = "ledger.db"',
+                        'url = "postgresql+psycopg://syncd:pg-pass-0815@db.invalid/syncd"')
+    path = write(tmp_path, text)
+    for extra in ([], ["--json"]):
+        proc = subprocess.run([sys.executable, "-m", "syncd", "check-config", "-c", str(path),
+                               *extra], capture_output=True, text=True, env=_env())
+        assert "pg-pass-0815" not in proc.stdout + proc.stderr
+        if proc.returncode == 2:
+            assert proc.stderr.count("\n") == 1 and "ledger.url: the ledger cannot be opened" \
+                in proc.stderr
+        else:
+            assert proc.returncode == 0 and "postgresql+psycopg://***@db.invalid/syncd" in (
+                proc.stdout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -66,4 +67,61 @@ def test_secret_is_redacted_from_every_log_event(monkeypatch: pytest.MonkeyPatch
     events = [json.loads(line) for line in text.splitlines()]
     assert events[0]["header"] == "Token token=[REDACTED]"
     assert "[REDACTED]" in events[1]["exception"]
+    structlog.reset_defaults()
+
+
+def test_redact_knows_escaped_forms_and_url_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNCD_T_ODD", 'odd/key"value+1')
+    secrets.resolve("env:SYNCD_T_ODD")
+    secrets.register_url("postgresql://syncd:pg%2Fpass-77@db.example/syncd")
+    text = secrets.redact({"body": ['{"h": "odd/key\\"value+1"}', "k=odd%2Fkey%22value%2B1",
+                                    "pg/pass-77", "mysql://root:other-pw@h/x"]})
+    assert text == {"body": ['{"h": "[REDACTED]"}', "k=[REDACTED]", "[REDACTED]",
+                             "mysql://root:***@h/x"]}
+    assert secrets.safe_url("postgresql://syncd:pw@db:5432/s") == "postgresql://***@db:5432/s"
+    assert secrets.safe_url("sqlite:////var/lib/syncd/ledger.db") == (
+        "sqlite:////var/lib/syncd/ledger.db")
+
+
+def test_vendor_error_text_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from syncd.vendors.base import PermanentError
+
+    monkeypatch.setenv("SYNCD_T_VENDOR", "vendor-key-4711")
+    secrets.resolve("env:SYNCD_T_VENDOR")
+    error = PermanentError("echo: Authorization: Token token=vendor-key-4711", account="pd",
+                           endpoint="PUT /incidents", status=400)
+    assert "vendor-key-4711" not in str(error) + error.message + repr(error.args)
+
+
+def test_console_tracebacks_are_redacted_and_show_no_locals(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNCD_T_CONSOLE", "console-key-31337")
+    key = secrets.resolve("env:SYNCD_T_CONSOLE")
+    local_copy = "local-only-" + key[::-1]  # in a frame's locals, never in any message
+    stream = io.StringIO()
+    logs.configure("info", "console", stream=stream)
+    try:
+        raise RuntimeError(f"request with {key} failed ({len(local_copy)})")
+    except RuntimeError:
+        structlog.get_logger("test").exception("failed")
+    structlog.reset_defaults()
+    text = stream.getvalue()
+    assert "Traceback" in text and "RuntimeError" in text and "[REDACTED]" in text
+    assert key not in text and local_copy not in text
+
+
+def test_stdlib_records_with_tracebacks_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn and apscheduler log through the stdlib; their tracebacks are redacted too."""
+    monkeypatch.setenv("SYNCD_T_STDLIB", "stdlib-key-2718")
+    secrets.resolve("env:SYNCD_T_STDLIB")
+    for fmt in ("json", "console"):
+        stream = io.StringIO()
+        logs.configure("info", fmt, stream=stream)  # type: ignore[arg-type]
+        try:
+            raise ValueError("header stdlib-key-2718")
+        except ValueError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        text = stream.getvalue()
+        assert "Exception in ASGI application" in text and "ValueError" in text
+        assert "stdlib-key-2718" not in text and "[REDACTED]" in text
     structlog.reset_defaults()
