@@ -56,6 +56,11 @@ def account_secrets(cfg: Config, account: str) -> list[str]:
             if isinstance(getattr(settings, name), SecretStr)]
 
 
+def ledger_files(directory: Path) -> bytes:
+    """The raw bytes of the ledger and its WAL, where a stored key would sit in clear."""
+    return b"".join(p.read_bytes() for p in sorted(directory.glob("ledger.db*")))
+
+
 def leaks(text: str, keys: list[str]) -> list[str]:
     return [key for key in keys if key in text]
 
@@ -102,7 +107,7 @@ async def test_echoed_credentials_reach_no_output(tmp_path: Path, vendor: str) -
         cli_out += result.stdout + result.stderr
     assert REDACTED in cli_out
 
-    ledger_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.db*"))
+    ledger_bytes = ledger_files(tmp_path)
     outputs = {"status": status_json, "metrics": metrics_text, "json log": json_log.getvalue(),
                "console log": console_log.getvalue(), "cli": cli_out,
                "ledger": ledger_bytes.decode("latin-1")}
