@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,6 +18,16 @@ def vendor_specs_dir() -> Path | None:
     configured = os.environ.get("SYNCD_VENDOR_SPECS")
     path = Path(configured) if configured else ROOT.parent / "shared" / "vendor-specs"
     return path if path.is_dir() else None
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Logging as it was before the test: the CLI (in-process through typer's CliRunner) and
+    tests configure logging onto streams that are closed once the test is over."""
+    handlers = logging.getLogger().handlers[:]
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers[:] = handlers
 
 
 @pytest.fixture(scope="session")

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
-import structlog
 from pydantic import SecretStr
 from typer.testing import CliRunner
 from world import LANDED, World
@@ -38,15 +35,6 @@ from syncd.simulators.configs import account_table, render
 from syncd.simulators.server import start_in_thread
 
 REDACTED = "[REDACTED]"
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The CLI configures logging onto CliRunner's streams, which close after each call."""
-    handlers = logging.getLogger().handlers[:]
-    yield
-    structlog.reset_defaults()
-    logging.getLogger().handlers[:] = handlers
 
 
 def account_secrets(cfg: Config, account: str) -> list[str]:
