@@ -89,6 +89,12 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING) if numeric < logging.WARNING else numeric)
+    # uvicorn's default dictConfig gives its loggers their own handler and stops propagation;
+    # a server started earlier in this process (a simulator) may have done so. Undo it, so the
+    # status server's lines and tracebacks come out here, redacted, in this format.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # "skipped: maximum number of running instances reached" is the coalescing we asked for.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
