@@ -38,9 +38,9 @@ DST_SINCE = datetime(2026, 10, 19, 4, tzinfo=UTC)
 
 
 def client_for(sim: PagerDutySimulator, app: Any = None) -> PagerDutyClient:
-    creds = sim.describe("http://pd.test")["credentials"]
+    creds = sim.describe("http://pd.localhost")["credentials"]
     settings = PagerDutySettings.model_validate({
-        "vendor": "pagerduty", "base_url": "http://pd.test", "token": creds["token"],
+        "vendor": "pagerduty", "base_url": "http://pd.localhost", "token": creds["token"],
         "from_email": creds["from_email"], "budget_fraction": 1.0, "max_retries": 1})
 
     async def sleep(seconds: float) -> None:
@@ -104,7 +104,7 @@ async def test_model_renders_what_pagerduty_pages_with_overrides_ahead(
     one overlapping another (the last created wins)."""
     change = next_us_dst_change(sim.clock.now())
     since = change - 14 * D
-    api = sim.client(base_url="http://pd.test", headers={
+    api = sim.client(base_url="http://pd.localhost", headers={
         "Authorization": f"Token token={sim.token}"})
     async with api:
         r = await api.post(f"/schedules/{SCHED_BUSINESS}/overrides", json={"overrides": [
@@ -124,7 +124,7 @@ async def test_a_utc_read_would_shift_restrictions(client: PagerDutyClient,
                                                    sim: PagerDutySimulator) -> None:
     """Why the client reads in the schedule's zone: the same schedule read with time_zone=UTC
     (as Grafana's migrator does) renders an hour off for half the year."""
-    async with sim.client(base_url="http://pd.test", headers={
+    async with sim.client(base_url="http://pd.localhost", headers={
             "Authorization": f"Token token={sim.token}"}) as api:
         utc = (await api.get(f"/schedules/{SCHED_BUSINESS}", params={"time_zone": "UTC"})
                ).json()["schedule"]
