@@ -107,7 +107,7 @@ async def test_an_oversized_answer_is_abandoned_over_real_http(tmp_path: Path) -
     engine = None
     try:
         w.config_path.write_text(w.config_path.read_text().replace(
-            "http://x.sim.test", running.base_url))
+            "http://x.sim.localhost", running.base_url))
         config = config_mod.load(w.config_path)
         engine = Engine.from_config(config, w.ledger, transports={
             "y": w.sims["y"].transport()}, budget_scale=100.0)
@@ -192,7 +192,7 @@ def untrusted_tls(tmp_path: Path) -> Iterator[tuple[World, Running]]:
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     running = start_in_thread(w.sims["x"], certfile=str(cert_file), keyfile=str(key_file))
     w.config_path.write_text(w.config_path.read_text().replace(
-        "http://x.sim.test", running.base_url))
+        "http://x.sim.localhost", running.base_url))
     w.config = config_mod.load(w.config_path)
     w.engine = Engine.from_config(w.config, w.ledger,
                                   transports={"y": w.sims["y"].transport()}, budget_scale=100.0)
@@ -226,7 +226,7 @@ async def test_tls_verification_failure_is_named_and_backs_off(
         from syncd.http.status import build_app
 
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(daemon)),
-                                     base_url="http://status.test") as http:
+                                     base_url="http://status.localhost") as http:
             ready = await http.get("/readyz")
         assert ready.status_code == 503
         assert f"x: {problem}" in ready.json()["problems"]
@@ -248,7 +248,7 @@ async def test_an_ack_before_incidentio_escalates_waits_for_the_escalation(
     w = correlate(tmp_path, {"pd": "pagerduty", "ii": "incidentio"})
     try:
         async with httpx.AsyncClient(transport=w.sims["ii"].transport(),
-                                     base_url="http://ii.sim.test") as control:
+                                     base_url="http://ii.sim.localhost") as control:
             assert (await control.post("/_sim/escalation-delay", json={"seconds": 20})).is_success
         w.alert("race")
         await w.cycle()
