@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -182,6 +183,7 @@ def test_accepted_edges_build_and_schedule(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     result = CliRunner().invoke(cli.app, ["check-config", "-c", str(path)])
     assert result.exit_code == 0, result.stderr
+    structlog.reset_defaults()  # the CLI logged to CliRunner's stream, closed by now
     cfg = config_mod.load(path)
     build_and_schedule(cfg)
 
