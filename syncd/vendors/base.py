@@ -34,7 +34,8 @@ from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import Field, Strict
 
-<<<<<<< HEAD
+from syncd import secrets
+from syncd.configtypes import DAY, StrictModel, Url, bounded
 from syncd.model import (  # noqa: F401  (KeyCache, KnownKey, MemoryKeyCache: clients' API)
     Action,
     Capability,
@@ -46,11 +47,6 @@ from syncd.model import (  # noqa: F401  (KeyCache, KnownKey, MemoryKeyCache: cl
     OnCall,
     Severity,
 )
-=======
-from syncd import secrets
-from syncd.configtypes import DAY, StrictModel, Url, bounded
-from syncd.model import Action, Capability, Incident, NewIncident, OnCall, Severity
->>>>>>> f3ce9f9 (Config that check-config accepts starts, and secrets are redacted at every exit)
 from syncd.ratelimit import Budget, Limit
 
 # --------------------------------------------------------------------------- errors
