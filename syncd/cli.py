@@ -58,7 +58,7 @@ def open_ledger(cfg: config_mod.Config, *, exclusive: bool = False) -> Ledger:
     while a daemon or another syncing command holds it. Read-only commands never take it."""
     try:
         return Ledger.open(cfg.ledger_url, busy_timeout=cfg.ledger.busy_timeout,
-                           exclusive=exclusive)
+                           exclusive=exclusive, password=cfg.ledger_password)
     except LedgerError as exc:
         raise fail(str(exc)) from None
 

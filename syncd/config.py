@@ -37,6 +37,7 @@ from syncd.configtypes import (
     check_host,
     check_text,
 )
+from syncd.secrets import Secret
 from syncd.vendors.base import AccountSettings
 
 
@@ -66,9 +67,15 @@ def check_path(value: str) -> str:
 
 
 class LedgerConfig(_Strict):
-    url: str | None = Field(None, description="SQLAlchemy URL; default sqlite file at `path`")
+    url: str | None = Field(
+        None, description="SQLAlchemy URL, e.g. postgresql+psycopg://syncd@db/syncd; default "
+        "a SQLite file at `path`")
     path: str = Field("syncd.db", description="SQLite file, relative to the config file")
     busy_timeout: float = bounded(5.0, 0.01, 600, "seconds a writer waits for the SQLite lock")
+    password: Secret | None = Field(
+        None, description="PostgreSQL password (env:, file:, credential:); overrides the URL's")
+    lease_ttl: float = bounded(15.0, 1, 600, "seconds a PostgreSQL leader's lease lasts "
+                               "unrenewed; a standby takes over within this plus about a second")
 
     @field_validator("url")
     @classmethod
@@ -231,6 +238,10 @@ class Config:
     warnings: Sequence[str] = field(default_factory=tuple)
     text: str = field(default="", repr=False, compare=False)
     """The source, for locating problems :func:`preflight` finds."""
+
+    @property
+    def ledger_password(self) -> str | None:
+        return self.ledger.password.get_secret_value() if self.ledger.password else None
 
     @property
     def ledger_url(self) -> str:

@@ -84,7 +84,7 @@ class Daemon:
         # The lock is held until shutdown disposes of the ledger: a second daemon (or `once`)
         # on this ledger is refused instead of pushing every change a second time.
         ledger = Ledger.open(config.ledger_url, busy_timeout=config.ledger.busy_timeout,
-                             exclusive=True)
+                             exclusive=True, password=config.ledger_password)
         return cls(config, ledger, Engine.from_config(config, ledger, transports=transports))
 
     def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:

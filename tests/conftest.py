@@ -4,13 +4,37 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
 
+sys.path.insert(0, str(Path(__file__).parent))  # pgserver, for every test package
+
+import pgserver
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pgserver.PgServer]:
+    """One real PostgreSQL server for the whole run (initdb + pg_ctl in a temporary
+    directory); tests take a database each (:func:`pg_url`). Without PostgreSQL binaries the
+    tests skip, except in CI ($CI set), which must run them."""
+    reason = pgserver.unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason + " (CI must run the PostgreSQL tests: run scripts/install as root)")
+        pytest.skip(reason)
+    yield pgserver.server()
+
+
+@pytest.fixture
+def pg_url(postgres: pgserver.PgServer) -> str:
+    """The URL of a new, empty PostgreSQL database (password in the URL)."""
+    return postgres.url(postgres.new_database())
 
 
 def vendor_specs_dir() -> Path | None:

@@ -67,6 +67,7 @@ def enqueue(tx: Tx, *, group: str, link_id: int | None, record_id: int | None, a
     before either was pushed becomes one resolve. ``key`` is the idempotency key the vendor sees
     on every attempt.
     """
+    tx.fence()
     if record_id is not None and action.field is not None:
         supersede(tx, record_id, action.field, f"superseded by {action.value}", now)
     row = Outbox(group_name=group, link_id=link_id, record_id=record_id, account=account,

@@ -4,13 +4,20 @@ Every unit of engine work (one poll page, one push batch) is one transaction: :m
 executes a synchronous function with a :class:`Tx` in a worker thread, so the event loop never
 blocks on the database, and SQLite writers are serialised through one capacity limiter instead of
 fighting over the file lock.
+
+A PostgreSQL ledger (``postgresql+psycopg://``, see :mod:`.postgres`) runs the same scripts and
+the same transactions, SERIALIZABLE, retried on a serialization failure; replicas sharing it
+elect a leader with :mod:`.lease`, and with a lease installed (:attr:`Ledger.fence`) every
+transaction of :meth:`Ledger.run` checks this process's fencing token before it commits.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,11 +28,11 @@ import anyio
 import anyio.to_thread
 import structlog
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, text
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel, col, select
 
 from syncd import metrics
-from syncd.ledger import outbox
+from syncd.ledger import outbox, postgres
 from syncd.ledger.errors import LedgerDamaged, LedgerError, LedgerWriteError
 from syncd.ledger.lock import LedgerLock
 from syncd.ledger.migrations import MIGRATIONS, SCHEMA_VERSION, statements
@@ -87,13 +94,17 @@ class Ledger:
         self._failure_lock = threading.Lock()
         self._page_cap: int | None = None
         self._page_cap_used = False
+        self.fence: Callable[[Tx], None] | None = None
+        """Set by a replica that holds a lease: checks its fencing token in a transaction."""
         self._limiter = anyio.CapacityLimiter(1)
+        self._lease_limiter = anyio.CapacityLimiter(1)
 
     @classmethod
     def open(cls, url: str, *, busy_timeout: float = 5.0, migrate: bool = True,
-             exclusive: bool = False) -> Ledger:
+             exclusive: bool = False, password: str | None = None) -> Ledger:
         """``exclusive``: take the ledger's lock for as long as this object lives (the daemon,
-        ``once``, a repairing ``oncall``); raises :class:`LedgerBusy` naming the holder."""
+        ``once``, a repairing ``oncall``); raises :class:`LedgerBusy` naming the holder.
+        ``password``: the resolved ``[ledger] password`` (PostgreSQL), overriding the URL's."""
         lock = None
         created = False
         if url.startswith("sqlite:///"):
@@ -112,6 +123,8 @@ class Ledger:
                 url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
             )
             _sqlite_pragmas(engine, busy_timeout)
+        elif postgres.is_postgres(url):
+            engine = postgres.engine(url, password)
         else:
             engine = create_engine(url, pool_pre_ping=True)
         ledger = cls(engine, url, lock)
@@ -132,8 +145,25 @@ class Ledger:
         metrics.LEDGER_WRITABLE.set(1)
         return ledger
 
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def _schema_transaction(self) -> Iterator[Connection]:
+        """The transaction that checks and migrates the schema. On PostgreSQL it holds the
+        migration lock and reads at READ COMMITTED, so a replica that waited for another's
+        migration sees the tables that one created."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="READ COMMITTED")
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    postgres.lock_migrations(conn)
+                yield conn
+
     def _prepare(self, migrate: bool) -> None:
-        with self.engine.begin() as conn:
+        with self._schema_transaction() as conn:
             tables = set(inspect(conn).get_table_names())
             version = 0
             if "meta" in tables:
@@ -166,7 +196,7 @@ class Ledger:
                     raise LedgerError(
                         f"ledger {_safe(self.url)} needs migration to {SCHEMA_VERSION}")
                 for number in range(version + 1, SCHEMA_VERSION + 1):
-                    for stmt in statements(MIGRATIONS[number - 1]):
+                    for stmt in statements(MIGRATIONS[number - 1], self.dialect):
                         conn.execute(text(stmt))
                 conn.execute(
                     text(
@@ -198,36 +228,53 @@ class Ledger:
             return int(conn.exec_driver_sql("PRAGMA page_count").scalar_one())
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, *, fenced: bool = True) -> Iterator[Tx]:
+        """One transaction. ``fenced`` (and a lease installed): it commits only if this
+        process's fencing token is still the lease's, checked inside it right before the
+        commit (or earlier, by :meth:`Tx.fence`)."""
         with Session(self.engine, expire_on_commit=False) as session:
-            tx = Tx(session)
+            tx = Tx(session, self.fence if fenced else None)
             if self._page_cap_used:  # the cap is per connection: set (or lift) it on each
                 session.execute(text(f"PRAGMA max_page_count = {self._page_cap or 2**31}"))
             try:
                 yield tx
+                tx.fence()
                 session.commit()
             except BaseException:
                 session.rollback()
                 raise
 
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
+    def call(self, fn: Callable[..., T], *args: Any, fenced: bool = True) -> T:
         """Run ``fn(tx, *args)`` in one transaction, synchronously (CLI and tests).
 
         A failure from outside (disk full, the write lock held elsewhere) rolls the whole
         transaction back, so a poll page's cursor stays where it was and the page is read
         again later; it raises :class:`LedgerWriteError` with a short reason instead of a
-        driver traceback."""
+        driver traceback. On PostgreSQL a serialization failure runs it again first: ``fn``
+        must touch nothing outside the transaction that a second run would repeat wrongly (see
+        :mod:`.postgres`)."""
         try:
-            with self.transaction() as tx:
-                result = fn(tx, *args)
+            result = self._serialized(fn, args, fenced)
         except (OperationalError, sqlite3.OperationalError) as exc:
             raise self._write_failed(exc) from None
         if self.failure is not None:
             self._check_recovered()
         return result
 
+    def _serialized(self, fn: Callable[..., T], args: tuple[Any, ...], fenced: bool) -> T:
+        for attempt in range(postgres.RETRIES):
+            try:
+                with self.transaction(fenced=fenced) as tx:
+                    return fn(tx, *args)
+            except DBAPIError as exc:
+                if not postgres.retryable(exc) or attempt == postgres.RETRIES - 1:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(tx, *args)`` in one transaction on a worker thread."""
+        """Run ``fn(tx, *args)`` in one transaction on a worker thread (fenced, when this
+        process holds a lease)."""
         return await anyio.to_thread.run_sync(self.call, fn, *args, limiter=self._limiter)
 
     def _write_failed(self, exc: Exception) -> Exception:
@@ -269,6 +316,17 @@ class Ledger:
             metrics.LEDGER_WRITABLE.set(1)
             log.info("ledger.recovered", reason=was, ledger=_safe(self.url))
 
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Like :meth:`run` without the fence: views and probes that a standby runs too."""
+        return await anyio.to_thread.run_sync(
+            lambda: self.call(fn, *args, fenced=False), limiter=self._limiter)
+
+    async def run_lease(self, fn: Callable[..., T], *args: Any) -> T:
+        """A lease transaction: unfenced, and on its own thread, so a renewal never queues
+        behind the engine's transactions."""
+        return await anyio.to_thread.run_sync(
+            lambda: self.call(fn, *args, fenced=False), limiter=self._lease_limiter)
+
     def dispose(self) -> None:
         self.engine.dispose()
         if self.lock is not None:
@@ -285,6 +343,8 @@ class Ledger:
 
 def _safe(url: str) -> str:
     """A URL without its password, for messages."""
+    if postgres.is_postgres(url):
+        return postgres.safe_url(url)
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
@@ -410,15 +470,27 @@ class Tx:
     """The engine's vocabulary over one transaction. Returns table objects; raises nothing
     vendor- or SQL-specific to callers beyond SQLAlchemy errors on a broken database."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, fence: Callable[[Tx], None] | None = None) -> None:
         self.session = session
+        self._fence = fence
+
+    def fence(self) -> None:
+        """Check this process's fencing token now, once per transaction (the lease row stays
+        locked FOR SHARE until the end of it); a no-op without a lease."""
+        if self._fence is not None:
+            fence, self._fence = self._fence, None
+            fence(self)
 
     # ----------------------------------------------------------------- accounts and cursors
 
     def ensure_account(self, name: str, vendor: str) -> None:
         if self.session.get(Account, name) is None:
-            self.session.add(Account(name=name, vendor=vendor, created_at=utcnow()))
-            self.session.flush()
+            # Replicas starting together may both insert: the second one's insert is a no-op.
+            try:
+                with self.session.begin_nested():
+                    self.session.add(Account(name=name, vendor=vendor, created_at=utcnow()))
+            except IntegrityError:
+                pass
 
     def accounts(self) -> list[Account]:
         return list(self.session.exec(select(Account).order_by(Account.name)))

@@ -193,6 +193,19 @@ class Migrated(SQLModel, table=True):
     updated_at: datetime = ts()
 
 
+class Lease(SQLModel, table=True):
+    """Who may sync now (see :mod:`syncd.ledger.lease`): one row per lease name, with the
+    holder, its expiry on the database's clock and the fencing token of the current term."""
+
+    __tablename__ = "lease"
+    name: str = Field(primary_key=True)
+    holder: str
+    token: int
+    expires_at: datetime = ts()
+    acquired_at: datetime = ts()
+    renewed_at: datetime = ts()
+
+
 _VENDOR_TEXT = {Outbox: ("last_error",), PollCursor: ("last_error",), Audit: ("detail",)}
 
 

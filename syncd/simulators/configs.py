@@ -30,9 +30,11 @@ def toml_value(value: Any) -> str:
 
 
 def render(tables: Mapping[str, Mapping[str, Any]], groups: Sequence[Mapping[str, Any]],
-           ledger_path: Path, extra: str = "") -> str:
-    """A whole config file: ledger, status server off, the accounts and the sync groups."""
-    lines = ["[ledger]", f"path = {toml_value(str(ledger_path))}", "",
+           ledger: Path | Mapping[str, Any], extra: str = "") -> str:
+    """A whole config file: ledger (a SQLite file, or the ``[ledger]`` keys), status server
+    off, the accounts and the sync groups."""
+    keys = {"path": str(ledger)} if isinstance(ledger, Path) else dict(ledger)
+    lines = ["[ledger]", *(f"{k} = {toml_value(v)}" for k, v in keys.items()), "",
              "[status]", "enabled = false", ""]
     for name, table in tables.items():
         lines.append(f"[accounts.{name}]")

@@ -12,6 +12,8 @@ from world import World
 from syncd.engine.dispatcher import Dispatcher
 from syncd.vendors.base import Action
 
+pytestmark = pytest.mark.usefixtures("any_ledger")
+
 
 def correlate(tmp_path: Path, vendors: dict[str, str], **kw: object) -> World:
     return World(tmp_path, vendors,

@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+import world
 from world import LANDED, account_table, render
 
 from syncd import simulators
 from syncd.model import State
 from syncd.simulators.server import Running, start_in_thread
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("any_ledger")]
 
 VENDORS = {"vo": "victorops", "sp": "spike"}
 if "pagerduty" in LANDED:
@@ -56,7 +57,7 @@ def test_kill_minus_nine_loses_nothing(tmp_path: Path) -> None:
         tables[account] = table
     config = tmp_path / "syncd.toml"
     config.write_text(render(tables, [{"name": "all", "accounts": list(VENDORS),
-                                       "mode": "correlate"}], tmp_path / "ledger.db"))
+                                       "mode": "correlate"}], world.LEDGER(tmp_path)))
     log = tmp_path / "daemon.log"
     expected = {k: State.TRIGGERED for k in KEYS}
     changes = 0

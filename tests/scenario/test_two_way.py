@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from world import LANDED, World
 
+pytestmark = pytest.mark.usefixtures("any_ledger")
+
 PAIRS = [("victorops", "spike")]
 if "pagerduty" in LANDED:
     PAIRS.insert(0, ("pagerduty", "victorops"))

@@ -7,7 +7,7 @@ exercise the real config loader too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,10 @@ from syncd.simulators.configs import account_table, render, toml_value  # noqa: 
 SIM_URL = "http://{vendor}.sim.localhost"
 LANDED = sorted(set(simulators.available()) & set(vendors.available()))
 """Vendors with both a simulator and a client in this build."""
+
+LEDGER: Callable[[Path], Path | dict[str, Any]] = lambda tmp: tmp / "ledger.db"  # noqa: E731
+"""The ``[ledger]`` of every new world: a SQLite file in its directory, unless the
+``any_ledger`` fixture (tests/scenario/conftest.py) points it at a PostgreSQL database."""
 
 
 @dataclass
@@ -50,13 +54,13 @@ class World:
                           "budget_fraction": 1.0})
             table.update(self.account_extra.get(account, {}))
             tables[account] = table
-        self.config_path.write_text(render(tables, self.groups, self.tmp / "ledger.db"))
+        self.config_path.write_text(render(tables, self.groups, LEDGER(self.tmp)))
         self.open()
 
     def open(self) -> None:
         """(Re)open config, ledger and engine, as a restarted daemon would."""
         self.config = config_mod.load(self.config_path)
-        self.ledger = Ledger.open(self.config.ledger_url)
+        self.ledger = Ledger.open(self.config.ledger_url, password=self.config.ledger_password)
         self.engine = Engine.from_config(
             self.config, self.ledger,
             transports={a: s.transport() for a, s in self.sims.items()}, budget_scale=100.0,
