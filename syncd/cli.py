@@ -208,6 +208,13 @@ def status(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False) 
         out.print(f"gap: {gap}", markup=False, highlight=False)
     for line in data.get("oncall", []):
         out.print(f"oncall: {line}", markup=False, highlight=False)
+    lease = data.get("lease")
+    if lease:
+        left = lease["expires_in_s"]
+        until = f"expires in {left:g}s" if left > 0 else f"expired {-left:g}s ago"
+        out.print(f"leader: {lease['holder']} (fencing token {lease['token']}), lease {until} "
+                  f"(at {lease['expires_at']:%Y-%m-%d %H:%M:%S} UTC)", markup=False,
+                  highlight=False)
 
 
 @app.command()

@@ -8,6 +8,10 @@ what comes due between rounds (retries, backoffs) every second, but not while a 
 (at most :data:`ROUND_WAIT` seconds).
 SIGTERM/SIGINT stop new work, let in-flight pushes finish (bounded), close the ledger and exit 0,
 well inside systemd's TimeoutStopSec.
+
+On a PostgreSQL ledger several replicas may run: :class:`~syncd.engine.leadership.Leadership`
+decides which one syncs. The others keep the same jobs scheduled, but each job returns at once
+unless this replica leads, and their status servers keep answering (``/readyz`` says standby).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from syncd import metrics, sdnotify, secrets
 from syncd.config import Config
 from syncd.engine import Engine, isolated
 from syncd.engine.cadence import Cadence
+from syncd.engine.leadership import Leadership, fenced_out, user_agent
 from syncd.ledger import Ledger, Status, ledger_error_in, utcnow
+from syncd.ledger.lease import Lease
 
 log = structlog.get_logger(__name__)
 
@@ -62,10 +68,14 @@ class Health:
 
 
 class Daemon:
-    def __init__(self, config: Config, ledger: Ledger, engine: Engine) -> None:
+    def __init__(self, config: Config, ledger: Ledger, engine: Engine,
+                 lease: Lease | None = None) -> None:
         self.config = config
         self.ledger = ledger
         self.engine = engine
+        self.leadership = None if lease is None else Leadership(lease, ledger, self._role_changed)
+        if lease is None:
+            metrics.LEADER.set(1)  # alone on its ledger: always the one that syncs
         self.health = Health()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -85,7 +95,26 @@ class Daemon:
         # on this ledger is refused instead of pushing every change a second time.
         ledger = Ledger.open(config.ledger_url, busy_timeout=config.ledger.busy_timeout,
                              exclusive=True, password=config.ledger_password)
-        return cls(config, ledger, Engine.from_config(config, ledger, transports=transports))
+        # A shared (PostgreSQL) ledger may have other replicas: sync only under the lease.
+        # SQLite needs none: one process per ledger file.
+        lease = Lease(config.ledger.lease_ttl) if ledger.dialect == "postgresql" else None
+        engine = Engine.from_config(config, ledger, transports=transports,
+                                    write_guard=lease.guard if lease else None,
+                                    agent=user_agent(lease.holder) if lease else None)
+        return cls(config, ledger, engine, lease)
+
+    @property
+    def leading(self) -> bool:
+        return self.leadership is None or self.leadership.leading
+
+    def _role_changed(self, leading: bool) -> None:
+        """A new leader starts with a poll of every account (and its dispatchers resume the
+        outbox where the last leader left it); a replica that stepped down just stops."""
+        if leading and self.scheduler.running:
+            for name in self.config.accounts:
+                job = self.scheduler.get_job(f"poll:{name}")
+                if job is not None:
+                    job.modify(next_run_time=utcnow())
 
     def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """Wrap a job so shutdown can wait for it and one failure never kills the scheduler.
@@ -99,6 +128,8 @@ class Daemon:
                 return
             if self.ledger.failure is not None and name != "housekeeping":
                 return
+            if not self.leading and name != "housekeeping":
+                return  # a standby: the leader does this
             task = asyncio.current_task()
             assert task is not None
             self._inflight.add(task)
@@ -110,7 +141,11 @@ class Daemon:
                 # Abandoned at shutdown: whatever it had not committed stays in the outbox.
                 log.info("job.abandoned", job=name)
             except Exception as exc:
-                if ledger_error_in(exc) is None:
+                lost = fenced_out(exc)
+                if lost is not None and self.leadership is not None:
+                    # Nothing of it landed: the new leader redoes it.
+                    self.leadership.stepped_down(str(lost))
+                elif ledger_error_in(exc) is None:
                     log.exception("job.failed", job=name)
                 # else: the ledger logged it once (ledger.write_failed); /readyz names it
             finally:
@@ -244,16 +279,17 @@ class Daemon:
             await self.engine.dispatch(account)
 
     async def _housekeeping(self) -> None:
-        depth, oldest = await self.ledger.run(_outbox_stats)
+        depth, oldest = await self.ledger.read(_outbox_stats)
         for status in Status:
             metrics.OUTBOX_DEPTH.labels(status.value).set(depth.get(status.value, 0))
         metrics.OUTBOX_OLDEST.set((utcnow() - oldest).total_seconds() if oldest else 0)
         for name, client in self.engine.clients.items():
             for bucket, left in client.budget.snapshot().items():
                 metrics.BUDGET_REMAINING.labels(name, bucket).set(left)
+        role = "" if self.leadership is None else f"{self.leadership.role}; "
         sdnotify.status(
-            f"{len(self.engine.clients)} accounts; outbox pending {depth.get('pending', 0)}, "
-            f"parked {depth.get('parked', 0)}"
+            f"{role}{len(self.engine.clients)} accounts; outbox pending "
+            f"{depth.get('pending', 0)}, parked {depth.get('parked', 0)}"
         )
 
     async def _watchdog(self) -> None:
@@ -294,11 +330,14 @@ class Daemon:
         self.scheduler.start()
         log.info("daemon.started", accounts=list(self.engine.clients),
                  groups=[g.name for g in self.config.sync],
-                 ledger=secrets.safe_url(self.ledger.url))
+                 ledger=secrets.safe_url(self.ledger.url),
+                 replica=self.leadership.lease.holder if self.leadership else None)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals, early_signals)
                 tg.start_soon(self._watchdog)
+                if self.leadership is not None:
+                    tg.start_soon(self.leadership.run)
                 if self.config.status.enabled:
                     tg.start_soon(self._status_server)
                 if extra is not None:
@@ -333,6 +372,8 @@ class Daemon:
                 if not task.done():
                     # An abandoned push stays pending in the outbox and is retried next start.
                     task.cancel()
+        if self.leadership is not None:
+            await self.leadership.resign()
         await self.engine.aclose()
         self.ledger.dispose()
         log.info("daemon.stopped")

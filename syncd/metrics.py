@@ -77,3 +77,7 @@ LEDGER_WRITE_FAILURES = Counter(
     "Ledger transactions that failed for an outside reason and were rolled back.",
     ["reason"],
 )
+LEADER = Gauge(
+    "syncd_leader",
+    "1 while this replica holds the lease and syncs (always 1 on a SQLite ledger); 0 on standby.",
+)

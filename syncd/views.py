@@ -71,7 +71,16 @@ def status(tx: Tx, cfg: Config) -> dict[str, Any]:
         ],
         "gaps": gaps(cfg),
         "oncall": oncall(tx, cfg),
+        "lease": _lease(tx),
     })
+
+
+def _lease(tx: Tx) -> dict[str, Any] | None:
+    """Who leads a shared ledger, and until when unless renewed (None: no replica has led)."""
+    from syncd.ledger.lease import current
+
+    term = current(tx)
+    return None if term is None else term.as_dict()
 
 
 def oncall(tx: Tx, cfg: Config) -> list[str]:

@@ -61,7 +61,7 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -80,7 +80,7 @@ class PgServer:
         assert found is not None
         base = Path(tempfile.mkdtemp(prefix="syncd-pg-"))
         base.chmod(0o755)
-        server = cls(found, base, _free_port(), itertools.count(1))
+        server = cls(found, base, free_port(), itertools.count(1))
         server._chown(base)
         pwfile = base / "pw"
         pwfile.write_text(PASSWORD + "\n")

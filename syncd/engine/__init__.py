@@ -19,6 +19,7 @@ from syncd import vendors
 from syncd.config import Config
 from syncd.engine.cadence import Cadence
 from syncd.engine.dispatcher import Dispatcher, DispatchResult
+from syncd.engine.leadership import GuardedTransport
 from syncd.engine.links import GroupContext
 from syncd.engine.poller import Poller, PollResult
 from syncd.ledger import Ledger
@@ -82,10 +83,14 @@ class Engine:
         *,
         transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
         budget_scale: float = 1.0,
+        write_guard: Callable[[], None] | None = None,
+        agent: str | None = None,
     ) -> Engine:
         """Build the vendor clients the config names. ``transports`` routes an account to an
         in-process simulator; ``budget_scale`` speeds budgets up together with a simulator's
-        rate-limit override (tests, demo, benchmarks)."""
+        rate-limit override (tests, demo, benchmarks); ``write_guard`` runs right before every
+        vendor write and raises to stop it (a replica's lease, see :mod:`.leadership`), and
+        ``agent`` is the User-Agent its requests carry."""
         transports = transports or {}
         clients: dict[str, VendorClient] = {}
         for name, settings in config.accounts.items():
@@ -93,8 +98,11 @@ class Engine:
             # The limits can depend on settings (Splunk On-Call's table): the class answers.
             budget = Budget(factory.limits_for(settings), settings.budget_fraction,
                             scale=budget_scale)
-            clients[name] = factory(name, settings, transport=transports.get(name),
-                                    budget=budget)
+            transport = transports.get(name)
+            if write_guard is not None:
+                transport = GuardedTransport(transport or httpx.AsyncHTTPTransport(),
+                                             write_guard, agent)
+            clients[name] = factory(name, settings, transport=transport, budget=budget)
         return cls(config, ledger, clients)
 
     async def poll(self, account: str, *, full: bool | None = None) -> PollResult:

@@ -12,6 +12,9 @@ operation. uvicorn logs through syncd's structlog configuration (redacted, in th
   account polled successfully recently (within ``stale_after``, default three poll intervals).
   503 with the reasons otherwise, so a load balancer or a systemd ExecStartPost check can tell
   "up" from "doing its job".
+  A standby replica (PostgreSQL ledger, another replica holds the lease) is ready when its
+  ledger is: 200 with ``"role": "standby"``, so a load balancer may still route webhooks to it
+  (they poll nothing there: the leader polls on its own schedule).
 """
 
 from __future__ import annotations
@@ -47,13 +50,20 @@ def build_app(daemon: Daemon) -> Starlette:
             problems.append(f"ledger not writable: {daemon.ledger.failure}")
         else:
             try:
-                await daemon.ledger.run(lambda tx: tx.probe_write())
+                await daemon.ledger.read(lambda tx: tx.probe_write())
             except LedgerWriteError as exc:
                 problems.append(f"ledger not writable: {exc.reason}")
             except Exception as exc:  # any database failure means not ready
                 problems.append(f"ledger not writable: {type(exc).__name__}")
+        role: dict[str, Any] = {}
+        if daemon.leadership is not None:
+            try:
+                role = await daemon.leadership.describe()
+            except Exception as exc:
+                role = {"role": daemon.leadership.role}
+                problems.append(f"lease unreadable: {type(exc).__name__}")
         now = utcnow()
-        for name in cfg.accounts:
+        for name in cfg.accounts if daemon.leading else ():
             limit = Cadence.of(cfg, name).stale_after
             last = daemon.health.last_poll.get(name)
             if daemon.health.auth_failed.get(name):
@@ -66,8 +76,9 @@ def build_app(daemon: Daemon) -> Starlette:
         if daemon.health.stopping:
             problems.append("stopping")
         if problems:
-            return JSONResponse({"ready": False, "problems": problems}, status_code=503)
-        return JSONResponse({"ready": True})
+            return JSONResponse(_jsonable({"ready": False, "problems": problems, **role}),
+                                status_code=503)
+        return JSONResponse(_jsonable({"ready": True, **role}))
 
     async def metrics(request: Request) -> Response:
         text = secrets.redact(generate_latest().decode())
@@ -75,9 +86,12 @@ def build_app(daemon: Daemon) -> Starlette:
 
     async def status(request: Request) -> Response:
         try:
-            data = await daemon.ledger.run(views.status, cfg)
+            data = await daemon.ledger.read(views.status, cfg)
         except LedgerError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
+        if daemon.leadership is not None:
+            data["role"] = daemon.leadership.role
+            data["replica"] = daemon.leadership.lease.holder
         data["version"] = __version__
         data["started_at"] = daemon.health.started_at
         data["budgets"] = {
@@ -93,7 +107,12 @@ def build_app(daemon: Daemon) -> Starlette:
     }
     notes = {name: daemon.engine.clients[name].note_webhook  # type: ignore[attr-defined]
              for name in verifiers if hasattr(daemon.engine.clients[name], "note_webhook")}
-    webhook = WebhookIntake(verifiers, daemon.poll_soon, notes)
+
+    def hint(account: str) -> str:
+        """A standby drops the hint (counted as ``standby``): the leader polls on its own."""
+        return daemon.poll_soon(account) if daemon.leading else "standby"
+
+    webhook = WebhookIntake(verifiers, hint, notes)
 
     return Starlette(routes=[
         Route("/healthz", healthz),

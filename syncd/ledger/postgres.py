@@ -38,6 +38,12 @@ RETRIES = 8
 CONNECT_TIMEOUT = 5
 """Seconds to wait for a connection: a ledger that is down must fail a job, not hang it."""
 MIGRATION_LOCK = 0x5359_4E43  # "SYNC": replicas starting together migrate one after the other
+IDLE_IN_TRANSACTION = 5.0
+"""Seconds the server lets a syncd session sit idle inside a transaction before ending it: a
+replica paused mid-transaction (SIGSTOP, a long GC) would otherwise keep its row locks, the
+lease row's among them, and no standby could take over until the pause ended."""
+LEASE_LOCK_TIMEOUT = 1.0
+"""Seconds a lease attempt waits for the lease row; the next attempt comes soon anyway."""
 
 
 def is_postgres(url: str) -> bool:
@@ -62,6 +68,8 @@ def engine(url: str, password: str | None = None) -> Engine:
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT,
             "application_name": "syncd",
+            "options": "-c idle_in_transaction_session_timeout="
+                       f"{int(IDLE_IN_TRANSACTION * 1000)}",
             # A dead peer (a partitioned leader's connection) must not hold row locks for the
             # kernel's default two hours.
             "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
@@ -95,3 +103,8 @@ def safe_url(url: str) -> str:
     except Exception:  # not a URL we can parse: show nothing that could be a secret
         return url.split("://", 1)[0] + "://***"
     return parsed.render_as_string(hide_password=True)
+
+
+def limit_lock_wait(conn: Any, seconds: float) -> None:
+    """Give up on a row lock after ``seconds`` in this transaction (SQLSTATE 55P03)."""
+    conn.execute(text(f"SET LOCAL lock_timeout = {int(seconds * 1000)}"))

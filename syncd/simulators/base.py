@@ -203,6 +203,8 @@ class Simulator:
         # what shows whether a client keeps several requests in flight.
         self.inflight = 0
         self.peak_inflight = 0
+        self.write_log: list[WriteEntry] = []
+        self.inflight_by_route: Counter[str] = Counter()  # route template -> being answered
         self.rate_limits_enabled = rate_limits
         self.rate_scale = 1.0
         self.window = WindowLimiter(self.clock)
@@ -423,6 +425,19 @@ class Simulator:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class WriteEntry:
+    """One write call as the vendor received it: wall time of arrival, route, answer and the
+    client's User-Agent (a syncd replica names itself there), so tests can tell who wrote
+    when."""
+
+    at: float
+    method: str
+    route: str
+    status: int
+    agent: str
+
+
 class _SimMiddleware:
     """Counts vendor calls by route template and applies injected faults before the vendor."""
 
@@ -443,6 +458,8 @@ class _SimMiddleware:
         scope["sim.route"] = route
         method = scope["method"]
         status_box = [0]
+        arrived = time.time()
+        sim.inflight_by_route[route] += 1
 
         async def counting_send(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -497,7 +514,12 @@ class _SimMiddleware:
             await self.app(scope, receive, counting_send)
         finally:
             sim.inflight -= 1
+            sim.inflight_by_route[route] -= 1
             sim.calls[(method, route, status_box[0])] += 1
+            if method != "GET":
+                agent = next((v.decode("latin-1") for k, v in scope.get("headers", ())
+                              if k == b"user-agent"), "")
+                sim.write_log.append(WriteEntry(arrived, method, route, status_box[0], agent))
 
 
 class _LyingSend:

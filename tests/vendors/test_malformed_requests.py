@@ -34,7 +34,8 @@ UNKNOWN = "zz_unmodelled"
 # Attributes that change on every request whatever its outcome (clock, counters, limiter
 # windows, the request-id generator, caches) and are not account state.
 VOLATILE = {"clock", "random", "faults", "calls", "window", "tokens", "app", "_vendor_routes",
-            "_list_cache", "rate_limits_enabled", "rate_scale", "inflight", "peak_inflight"}
+            "_list_cache", "rate_limits_enabled", "rate_scale", "inflight", "peak_inflight",
+            "inflight_by_route", "write_log"}
 
 
 def snapshot(sim: Simulator) -> dict[str, str]:

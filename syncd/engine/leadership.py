@@ -1,0 +1,151 @@
+"""Which replica syncs: the lease loop, the role it gives this process, and the guard on every
+vendor write (see :mod:`syncd.ledger.lease` for the lease and its fencing).
+
+The daemon runs :meth:`Leadership.run` beside its jobs. As leader it renews the lease every
+``ttl / 3``; as standby it tries to take it about every second and otherwise only serves its
+status server. Jobs ask :attr:`Leadership.leading` before doing anything, every ledger
+transaction of the engine checks the fencing token (the ledger's ``fence``), and
+:class:`GuardedTransport` refuses a vendor write the moment the lease is not held by this
+process's own clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+
+from syncd import __version__, metrics
+from syncd.ledger import Ledger
+from syncd.ledger.lease import Lease, LeaseLost, Term, current
+
+log = structlog.get_logger(__name__)
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """Wraps a vendor client's transport: a write (any method but GET/HEAD/OPTIONS) leaves
+    only if ``guard()`` passes right now, at the last moment before the request is sent (after
+    any rate-limit wait). A refused write raises :class:`LeaseLost`: nothing was sent, so the
+    outbox row stays pending for whoever leads."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, guard: Callable[[], None],
+                 agent: str | None = None) -> None:
+        self.inner = inner
+        self.guard = guard
+        self.agent = agent
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.agent:  # which replica made a call, in the vendor's own logs
+            request.headers["User-Agent"] = self.agent
+        if request.method not in READ_METHODS:
+            self.guard()
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def user_agent(holder: str) -> str:
+    return f"syncd/{__version__} (replica {holder})"
+
+
+class Leadership:
+    """This replica's role on a shared (PostgreSQL) ledger."""
+
+    def __init__(self, lease: Lease, ledger: Ledger,
+                 on_change: Callable[[bool], None] = lambda leading: None) -> None:
+        self.lease = lease
+        self.ledger = ledger
+        self.on_change = on_change
+        self.was_leading = False
+        self._failing = False
+        ledger.fence = lease.fence  # every engine transaction checks the token from now on
+        metrics.LEADER.set(0)
+
+    @property
+    def leading(self) -> bool:
+        return self.lease.held()
+
+    @property
+    def role(self) -> str:
+        return "leader" if self.leading else "standby"
+
+    async def run(self) -> None:
+        """Renew or try to take the lease until cancelled."""
+        while True:
+            await self.tick()
+            await anyio.sleep(self.lease.renew_every if self.leading
+                              else self.lease.standby_every)
+
+    async def tick(self) -> Term | None:
+        """One attempt; notices every change of role (also a lease that ran out locally
+        because the database could not be reached)."""
+        term: Term | None = None
+        try:
+            term = await self.lease.maintain(self.ledger)
+        except Exception as exc:
+            if not self._failing:
+                log.error("lease.unreachable", error=f"{type(exc).__name__}: {exc}"[:300],
+                          holder=self.lease.holder)
+            self._failing = True
+        else:
+            if self._failing:
+                log.info("lease.reachable", holder=self.lease.holder)
+            self._failing = False
+        self._note_role(term)
+        return term
+
+    def stepped_down(self, reason: str) -> None:
+        """A fenced transaction or a refused write showed the lease is gone."""
+        if self.lease.token is not None:
+            self.lease.lost()
+            log.warning("lease.fenced", holder=self.lease.holder, reason=reason[:300])
+        self._note_role(None)
+
+    def _note_role(self, term: Term | None) -> None:
+        leading = self.leading
+        if leading == self.was_leading:
+            return
+        self.was_leading = leading
+        metrics.LEADER.set(1 if leading else 0)
+        if leading:
+            log.info("lease.acquired", holder=self.lease.holder, token=self.lease.token,
+                     ttl=self.lease.ttl)
+        else:
+            log.warning("lease.lost", holder=self.lease.holder,
+                        leader=term.holder if term else None)
+        self.on_change(leading)
+
+    async def resign(self) -> None:
+        """Release the lease at a clean shutdown so a standby takes over at once."""
+        if self.lease.token is None:
+            return
+        try:
+            await self.ledger.run_lease(self.lease.release)
+        except Exception as exc:  # the TTL still ends the term
+            log.warning("lease.release_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        self.lease.lost()
+        metrics.LEADER.set(0)
+
+    async def describe(self) -> dict[str, Any]:
+        """Role and the stored lease, for /readyz, /status and the sd_notify status line."""
+        term = await self.ledger.read(current)
+        return {"role": self.role, "replica": self.lease.holder,
+                "lease": term.as_dict() if term else None}
+
+
+def fenced_out(exc: BaseException) -> LeaseLost | None:
+    """The :class:`LeaseLost` behind ``exc`` (raised directly, or inside an exception group)."""
+    if isinstance(exc, LeaseLost):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = fenced_out(inner)
+            if found is not None:
+                return found
+    return None

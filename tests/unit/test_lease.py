@@ -1,0 +1,133 @@
+"""The leader lease on a real PostgreSQL ledger: one holder at a time, takeover after expiry
+with a new fencing token, fenced transactions of an ex-leader rolled back, vendor writes refused
+once the lease is not held."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import httpx
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from syncd.engine.leadership import GuardedTransport, Leadership
+from syncd.ledger import Ledger, outbox, utcnow
+from syncd.ledger.lease import Lease, LeaseLost, current
+from syncd.model import Action
+
+
+def owe(tx, key: str) -> None:  # type: ignore[no-untyped-def]
+    """A fenced write: an outbox row (a create owed to account a)."""
+    link = tx.new_link("g", key, "manual")
+    outbox.enqueue(tx, group="g", link_id=link.id, record_id=None, account="a",
+                   action=Action.CREATE, value=key, key=key, cause=None, caused_at=utcnow(),
+                   now=utcnow())
+
+
+def keys(ledger: Ledger) -> list[str]:
+    return ledger.call(lambda tx: sorted(r.idempotency_key for r in tx.due("a", utcnow())),
+                       fenced=False)
+
+
+async def test_one_leader_then_takeover_with_a_new_token(pg_url: str) -> None:
+    first, second = Ledger.open(pg_url), Ledger.open(pg_url)
+    a, b = Lease(1.0, holder="a"), Lease(1.0, holder="b")
+    first.fence, second.fence = a.fence, b.fence
+    assert (await a.maintain(first)).holder == "a" and a.held() and a.token == 1
+    assert (await b.maintain(second)).holder == "a" and not b.held()
+    await first.run(owe, "by-a-1")
+    with pytest.raises(LeaseLost):  # a standby's engine transaction never commits
+        await second.run(owe, "by-b-0")
+    await anyio.sleep(1.1)  # a stops renewing (paused): its term runs out
+    assert not a.held()  # by its own clock first, so it writes to no vendor from now on
+    term = await b.maintain(second)
+    assert (term.holder, term.token) == ("b", 2) and b.held()
+    with pytest.raises(LeaseLost):  # a's late transaction is fenced and rolled back
+        await first.run(owe, "by-a-2")
+    await second.run(owe, "by-b-1")
+    assert keys(first) == ["by-a-1", "by-b-1"]
+    takeovers = first.call(lambda tx: [e.detail for e in tx.audit_entries(kind="lease")],
+                           fenced=False)
+    assert any("b token 2, taking over from a (token 1" in d for d in takeovers)
+    # a comes back: it sees b's term and stays standby
+    assert (await a.maintain(first)).holder == "b" and a.token is None
+    first.dispose()
+    second.dispose()
+
+
+async def test_release_hands_over_at_once(pg_url: str) -> None:
+    ledger = Ledger.open(pg_url)
+    a, b = Lease(30.0, holder="a"), Lease(30.0, holder="b")
+    await a.maintain(ledger)
+    await ledger.run_lease(a.release)
+    started = time.monotonic()
+    assert (await b.maintain(ledger)).holder == "b"
+    assert time.monotonic() - started < 5
+    term = ledger.call(current, fenced=False)
+    assert term is not None and term.holder == "b" and term.token == 2
+    ledger.dispose()
+
+
+async def test_a_replica_paused_inside_a_transaction_cannot_block_a_takeover(
+        pg_url: str) -> None:
+    """A leader paused (SIGSTOP) between the fence check and its commit holds the lease row
+    FOR SHARE: the server ends its session after IDLE_IN_TRANSACTION, the standby takes over,
+    and the paused transaction never lands."""
+    from syncd.ledger import postgres
+
+    first, second = Ledger.open(pg_url), Ledger.open(pg_url)
+    a, b = Lease(1.0, holder="a"), Lease(1.0, holder="b")
+    first.fence = a.fence
+    await a.maintain(first)
+
+    def paused(tx) -> None:  # type: ignore[no-untyped-def]
+        owe(tx, "late")
+        time.sleep(postgres.IDLE_IN_TRANSACTION + 1.5)
+
+    async def late() -> None:
+        with pytest.raises(Exception) as err:
+            await first.run(paused)
+        assert "idle-in-transaction" in str(err.value) or isinstance(err.value, LeaseLost)
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(late)
+        await anyio.sleep(0.3)
+        while True:
+            assert time.monotonic() - started < postgres.IDLE_IN_TRANSACTION + 5
+            try:
+                if (await b.maintain(second)).holder == "b":
+                    break
+            except OperationalError as exc:  # the paused one still holds the row
+                assert "lock timeout" in str(exc)
+            await anyio.sleep(0.2)
+    assert keys(second) == []
+    first.dispose()
+    second.dispose()
+
+
+async def test_vendor_writes_need_the_lease(pg_url: str) -> None:
+    sent: list[str] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        sent.append(scope["method"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    ledger = Ledger.open(pg_url)
+    lease = Lease(1.0, holder="a")
+    leadership = Leadership(lease, ledger)
+    transport = GuardedTransport(httpx.ASGITransport(app=app), lease.guard)
+    async with httpx.AsyncClient(transport=transport, base_url="http://v") as client:
+        with pytest.raises(LeaseLost):
+            await client.post("/ack")
+        assert (await client.get("/list")).status_code == 200  # reads are always fine
+        await leadership.tick()
+        assert leadership.leading
+        assert (await client.post("/ack")).status_code == 200
+        await anyio.sleep(1.0)  # not renewed (paused): refused by its own clock
+        with pytest.raises(LeaseLost):
+            await client.put("/resolve")
+    assert sent == ["GET", "POST"]
+    ledger.dispose()
