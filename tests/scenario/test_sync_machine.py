@@ -4,9 +4,12 @@ converged, nothing is duplicated and no loop is running."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
+import pgserver
+import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -119,4 +122,24 @@ Machine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestSyncMachine = Machine.TestCase
+
+
+class PostgresMachine(Machine):
+    """The same machine on a PostgreSQL ledger, a fresh database per example."""
+
+    async def _make(self) -> World:
+        pg = pgserver.server()
+        return World(Path(self.tmp.name), dict(VENDORS),
+                     [{"name": "m", "accounts": list(VENDORS), "mode": "correlate"}],
+                     account_extra={a: {"max_retries": 1} for a in VENDORS},
+                     ledger_config={"url": pg.url(pg.new_database("machine"))})
+
+
+PostgresMachine.TestCase.settings = settings(
+    max_examples=10, stateful_step_count=20, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestSyncMachinePostgres = pytest.mark.slow(pytest.mark.skipif(
+    pgserver.unavailable_reason() is not None and not os.environ.get("CI"),
+    reason=pgserver.unavailable_reason() or "")(PostgresMachine.TestCase))
 

@@ -37,6 +37,7 @@ class World:
     groups: list[dict[str, Any]]
     account_extra: dict[str, dict[str, Any]] = field(default_factory=dict)
     poll_interval: float = 1.0
+    ledger_config: Path | dict[str, Any] | None = None  # default: LEDGER(tmp)
     sims: dict[str, Simulator] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -54,7 +55,8 @@ class World:
                           "budget_fraction": 1.0})
             table.update(self.account_extra.get(account, {}))
             tables[account] = table
-        self.config_path.write_text(render(tables, self.groups, LEDGER(self.tmp)))
+        ledger = self.ledger_config if self.ledger_config is not None else LEDGER(self.tmp)
+        self.config_path.write_text(render(tables, self.groups, ledger))
         self.open()
 
     def open(self) -> None:
