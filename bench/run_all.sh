@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
-for bench in propagation efficiency storm idle ledger_scale; do
+for bench in propagation efficiency storm idle ledger_scale failover; do
     echo "# $bench" >&2
     "$PY" "bench/$bench.py" "$@" 2>>"${BENCH_LOG:-/dev/null}" | tail -n 1
 done
