@@ -145,11 +145,14 @@ def once(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
     with using_ledger(cfg, exclusive=True) as ledger:
 
         async def go() -> Any:
-            engine = Engine.from_config(cfg, ledger)
+            lease = await _lease_for_once(cfg, ledger)
+            engine = Engine.from_config(cfg, ledger, write_guard=lease.guard if lease else None)
             try:
                 return await engine.cycle(full=True if full else None)
             finally:
                 await engine.aclose()
+                if lease is not None:
+                    await ledger.run_lease(lease.release)
 
         result = anyio.run(go)
     data = {
@@ -178,6 +181,23 @@ def once(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
 def run(config: ConfigOpt = Path(DEFAULT_CONFIG)) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
     raise typer.Exit(run_daemon(config))
+
+
+async def _lease_for_once(cfg: config_mod.Config, ledger: Ledger) -> Any:
+    """On a shared (PostgreSQL) ledger ``once`` syncs only under the lease, like a replica:
+    refused while a daemon leads, so the two never push the same change twice."""
+    if ledger.dialect != "postgresql":
+        return None  # the file lock already made this the only syncing process
+    from syncd.ledger.lease import Lease
+
+    lease = Lease(cfg.ledger.lease_ttl)
+    term = await lease.maintain(ledger)
+    if term.holder != lease.holder:
+        raise fail(f"ledger {safe_url(cfg.ledger_url)} is led by {term.holder} (lease expires "
+                   f"in {(term.expires_at - term.now).total_seconds():.0f}s): a running replica "
+                   "syncs it; stop it first, or let it do the work", 1)
+    ledger.fence = lease.fence
+    return lease
 
 
 @app.command()

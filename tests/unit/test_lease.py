@@ -131,3 +131,25 @@ async def test_vendor_writes_need_the_lease(pg_url: str) -> None:
             await client.put("/resolve")
     assert sent == ["GET", "POST"]
     ledger.dispose()
+
+
+def test_once_is_refused_while_a_replica_leads(pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    ledger = Ledger.open(pg_url)
+    other = Lease(30.0, holder="node-b:42:abc")
+    other.token = ledger.call(other.attempt, fenced=False).token
+    config = tmp_path / "syncd.toml"
+    config.write_text(f'[ledger]\nurl = "{pg_url}"\n')
+    proc = subprocess.run([sys.executable, "-m", "syncd", "once", "-c", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "is led by node-b:42:abc" in proc.stderr
+    ledger.call(other.release, fenced=False)  # no leader: once takes the lease, gives it back
+    proc = subprocess.run([sys.executable, "-m", "syncd", "once", "-c", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    term = ledger.call(current, fenced=False)
+    assert term is not None and term.expired and term.token == 2
+    ledger.dispose()
