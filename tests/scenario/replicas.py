@@ -119,9 +119,18 @@ class Cluster:
             time.sleep(0.05)
         raise AssertionError(f"no new leader within {timeout}s")
 
-    def readyz(self, i: int) -> tuple[int, dict[str, Any]]:
-        r = httpx.get(f"http://127.0.0.1:{self.ports[i]}/readyz", timeout=5)
-        return r.status_code, r.json()
+    def readyz(self, i: int, timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
+        """/readyz of replica ``i``, waiting for its status server (a replica restarted a
+        moment ago may still be starting)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{self.ports[i]}/readyz", timeout=5)
+                return r.status_code, r.json()
+            except httpx.ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def metrics(self, i: int) -> str:
         return httpx.get(f"http://127.0.0.1:{self.ports[i]}/metrics", timeout=5).text
