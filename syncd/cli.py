@@ -193,9 +193,9 @@ async def _lease_for_once(cfg: config_mod.Config, ledger: Ledger) -> Any:
     lease = Lease(cfg.ledger.lease_ttl)
     term = await lease.maintain(ledger)
     if term.holder != lease.holder:
-        raise fail(f"ledger {safe_url(cfg.ledger_url)} is led by {term.holder} (lease expires "
-                   f"in {(term.expires_at - term.now).total_seconds():.0f}s): a running replica "
-                   "syncs it; stop it first, or let it do the work", 1)
+        raise fail(f"ledger {secrets.safe_url(cfg.ledger_url)} is led by {term.holder} "
+                   f"(lease expires in {(term.expires_at - term.now).total_seconds():.0f}s): "
+                   "a running replica syncs it; stop it first, or let it do the work", 1)
     ledger.fence = lease.fence
     return lease
 
