@@ -137,9 +137,6 @@ REFUSED = [
      "database URL"),
     ("ledger-url-unknown", with_key("[ledger]", "url", '"nosuchdb://host/x"'), "ledger.url",
      "does not know"),
-    ("ledger-url-password", with_key("[ledger]", "url",
-                                     '"postgresql+psycopg://syncd:pg-secret-pw@db.invalid/s"'),
-     "ledger.url", "ledger"),
     ("oncall-int", top_level("oncall = 5"), "oncall", "array of tables"),
     ("users-int", top_level("users = 5"), "users", "table"),
     ("secret-newline", with_key(PD, "token", '"tok-with\\nnewline"'), "accounts.pagerduty.token",
@@ -162,6 +159,17 @@ def test_refused_with_one_line(tmp_path: Path, text: str, key: str, fragment: st
     assert "Traceback" not in result.stdout + result.stderr
     for secret in ("hunter2pw", "pg-secret-pw", "tok-with", *ENV.values()):
         assert secret not in result.stdout + result.stderr
+
+
+def test_a_postgresql_url_is_accepted_and_its_password_never_shown(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.toml"
+    path.write_text(with_key("[ledger]", "url",
+                             '"postgresql+psycopg://syncd:pg-secret-pw@db.invalid/s"'))
+    for args in (["check-config", "-c", str(path)], ["check-config", "-c", str(path), "--json"]):
+        result = CliRunner().invoke(cli.app, args)
+        assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+        assert "pg-secret-pw" not in result.stdout + result.stderr
+        assert "db.invalid" not in result.stdout or "***" in result.stdout
 
 
 EDGES = [
