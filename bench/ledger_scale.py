@@ -13,16 +13,27 @@ poll page goes through:
 * ``inserts_per_s``: pages of 100 never-seen incidents (new records, each opening a link);
 * ``unchanged_per_s``: pages of 100 observations that change nothing (a full resync).
 
-``python bench/ledger_scale.py [--records 1000000 --links 300000] [--quick]``.
+Each figure has a ``raw_`` twin measured in the same run: the same pages through
+:mod:`raw_ledger`, the same work written against ``sqlite3`` by hand, on a copy of the seeded
+ledger; the ``*_ratio`` figures are syncd's cost over the raw cost (targets: reconcile and inserts
+<= 2.0, unchanged <= 1.5). The two sides run in alternating rounds (ledger first, then raw first,
+...) on fresh keys each round; figures are medians over the rounds. Pages are built before the
+clock starts. ``same_outcome`` checks that both sides wrote the same rows (counts of records,
+links, members, agreed values, pending actions, audit entries).
+
+``python bench/ledger_scale.py [--records 1000000 --links 300000 --rounds 3] [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit, machine, peak_rss_mb, quiet_logs, rss_mb
+from raw_ledger import RawLedger
 
 from syncd import vendors
 from syncd.config import SyncGroup
@@ -89,9 +101,75 @@ def incident(account: str, n: int, state: State, at: datetime) -> Incident:
                     updated_at=at, number=str(n))
 
 
-def run(records: int, links: int, changed: int, new: int, unchanged: int) -> dict[str, Any]:
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+class Side:
+    """One way of running the observe path: syncd's ledger, or the raw sqlite3 limit."""
+
+    def __init__(self, name: str, observe_page: Callable[[str, list[Incident], datetime], Any]
+                 ) -> None:
+        self.name = name
+        self.page = observe_page
+        self.reconcile_ms: list[float] = []
+        self.inserts: list[float] = []
+        self.unchanged: list[float] = []
+        self.actions: list[int] = []
+
+    def round(self, i: int, links: int, per_account: int, changed: int, new: int,
+              unchanged: int, base: datetime) -> None:
+        now = datetime.now(UTC)
+        # One reconcile pass: 100 linked pd records acknowledged, spread over the key space.
+        step = max(1, links // changed)
+        page = [incident("pd", n, State.ACKNOWLEDGED, now) for n in range(i, links, step)]
+        page = page[:changed]
+        t0 = time.perf_counter()
+        result = self.page("pd", page, now)
+        self.reconcile_ms.append((time.perf_counter() - t0) * 1000)
+        self.actions.append(result["actions"] if isinstance(result, dict) else result.actions)
+
+        # Observation inserts: never-seen incidents, pages of 100, one transaction each.
+        first = per_account + i * new
+        pages = [[incident("pd", n, State.TRIGGERED, now)
+                  for n in range(start, min(first + new, start + PAGE))]
+                 for start in range(first, first + new, PAGE)]
+        t0 = time.perf_counter()
+        for batch in pages:
+            self.page("pd", batch, now)
+        self.inserts.append(new / (time.perf_counter() - t0))
+
+        # Unchanged observations (a full resync of records we already know), pages of 100.
+        first = links + i * unchanged
+        pages = [[incident("vo", n, State.TRIGGERED, base)
+                  for n in range(start, min(first + unchanged, start + PAGE))]
+                 for start in range(first, first + unchanged, PAGE)]
+        t0 = time.perf_counter()
+        for batch in pages:
+            self.page("vo", batch, now)
+        self.unchanged.append(unchanged / (time.perf_counter() - t0))
+
+
+def outcome(conn: sqlite3.Connection) -> dict[str, int]:
+    """What both sides must have written alike (ids and random keys aside)."""
+    queries = {
+        "records": "SELECT count(*) FROM record",
+        "links": "SELECT count(*) FROM link",
+        "members": "SELECT count(*) FROM link_member",
+        "agreed_acknowledged": "SELECT count(*) FROM agreed WHERE value = 'acknowledged'",
+        "agreed": "SELECT count(*) FROM agreed",
+        "outbox_pending": "SELECT count(*) FROM outbox WHERE status = 'pending'",
+        "audit": "SELECT count(*) FROM audit",
+        "acked_records": "SELECT count(*) FROM record WHERE state = 'acknowledged'",
+    }
+    return {k: conn.execute(q).fetchone()[0] for k, q in queries.items()}
+
+
+def run(records: int, links: int, changed: int, new: int, unchanged: int,
+        rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmpdir:
-        ledger = Ledger.open(f"sqlite:///{tmpdir}/ledger.db")
+        path = f"{tmpdir}/ledger.db"
+        ledger = Ledger.open(f"sqlite:///{path}")
         for a in ACCOUNTS:
             ledger.call(lambda tx, a=a: tx.ensure_account(a, VENDOR[a]))
         capabilities = {a: vendors.load(VENDOR[a]).capabilities for a in ACCOUNTS}
@@ -101,49 +179,60 @@ def run(records: int, links: int, changed: int, new: int, unchanged: int) -> dic
         base = datetime.now(UTC) - timedelta(hours=1)
         seeded = seed(ledger, records, links, base)
         per_account = records // len(ACCOUNTS)
-        now = datetime.now(UTC)
 
-        # One reconcile pass: 100 linked pd records acknowledged, spread over the key space.
-        step = max(1, links // changed)
-        page = [incident("pd", n, State.ACKNOWLEDGED, now) for n in range(0, links, step)]
-        page = page[:changed]
-        t0 = time.monotonic()
-        result = ledger.call(lambda tx: observe(tx, "pd", page, [group], now, grace=grace))
-        reconcile_s = time.monotonic() - t0
-        pending = ledger.call(lambda tx: tx.outbox_depth()).get("pending", 0)
+        # The raw side starts from a copy of the seeded ledger: same rows, schema and indexes.
+        raw_path = f"{tmpdir}/raw.db"
+        with sqlite3.connect(path) as src, sqlite3.connect(raw_path) as dst:
+            src.backup(dst)
+        raw = RawLedger(raw_path, "main", ACCOUNTS, "dedup", capabilities, group.policy)
 
-        # Observation inserts: never-seen incidents, pages of 100, one transaction each.
-        t0 = time.monotonic()
-        for start in range(per_account, per_account + new, PAGE):
-            batch = [incident("pd", n, State.TRIGGERED, now)
-                     for n in range(start, min(per_account + new, start + PAGE))]
-            ledger.call(lambda tx, b=batch: observe(tx, "pd", b, [group], now, grace=grace))
-        insert_s = time.monotonic() - t0
-
-        # Unchanged observations (a full resync of linked records), pages of 100.
-        t0 = time.monotonic()
-        for start in range(links, links + unchanged, PAGE):
-            batch = [incident("vo", n, State.TRIGGERED, base)
-                     for n in range(start, min(links + unchanged, start + PAGE))]
-            ledger.call(lambda tx, b=batch: observe(tx, "vo", b, [group], now, grace=grace))
-        unchanged_s = time.monotonic() - t0
+        sides = {
+            "ledger": Side("ledger", lambda a, b, now: ledger.call(
+                lambda tx: observe(tx, a, b, [group], now, grace=grace))),
+            "raw": Side("raw", lambda a, b, now: raw.observe(a, b, now, grace)),
+        }
+        for i in range(rounds):
+            order = ("ledger", "raw") if i % 2 == 0 else ("raw", "ledger")
+            for name in order:
+                sides[name].round(i, links, per_account, changed, new, unchanged, base)
 
         counts = ledger.call(lambda tx: tx.counts())
         size = ledger.size_bytes() or 0
         ledger.dispose()
-    return {
+        raw.close()
+        with sqlite3.connect(path) as a, sqlite3.connect(raw_path) as b:
+            mine, theirs = outcome(a), outcome(b)
+    led, rw = sides["ledger"], sides["raw"]
+    figures = {
         "bench": "ledger", "records": counts["records"], "links": counts["links"],
-        "reconcile_100_ms": round(reconcile_s * 1000, 1),
-        "reconcile_changed": result.changed, "reconcile_actions": result.actions,
-        "outbox_pending_after": pending,
-        "inserts_per_s": round(new / insert_s, 1),
-        "unchanged_per_s": round(unchanged / unchanged_s, 1),
+        "rounds": rounds,
+        "reconcile_100_ms": round(_median(led.reconcile_ms), 1),
+        "raw_reconcile_100_ms": round(_median(rw.reconcile_ms), 1),
+        "inserts_per_s": round(_median(led.inserts), 1),
+        "raw_inserts_per_s": round(_median(rw.inserts), 1),
+        "unchanged_per_s": round(_median(led.unchanged), 1),
+        "raw_unchanged_per_s": round(_median(rw.unchanged), 1),
+    }
+    figures |= {
+        "reconcile_ratio": round(figures["reconcile_100_ms"] / figures["raw_reconcile_100_ms"],
+                                 2),
+        "inserts_ratio": round(figures["raw_inserts_per_s"] / figures["inserts_per_s"], 2),
+        "unchanged_ratio": round(figures["raw_unchanged_per_s"] / figures["unchanged_per_s"],
+                                 2),
+        "reconcile_actions": led.actions[0], "raw_reconcile_actions": rw.actions[0],
+        "same_outcome": mine == theirs,
+        "outcome": mine if mine == theirs else {"ledger": mine, "raw": theirs},
+        "runs": {s.name: {"reconcile_100_ms": [round(x, 1) for x in s.reconcile_ms],
+                          "inserts_per_s": [round(x) for x in s.inserts],
+                          "unchanged_per_s": [round(x) for x in s.unchanged]}
+                 for s in (led, rw)},
         "rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1),
         "ledger_mb": round(size / 2**20, 1),
         "seed_records_s": round(seeded["records_s"], 1),
         "seed_links_s": round(seeded["links_s"], 1),
         "machine": machine(),
     }
+    return figures
 
 
 def parser() -> argparse.ArgumentParser:
@@ -154,7 +243,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--new", type=int, default=5_000, help="new observations for the rate")
     p.add_argument("--unchanged", type=int, default=5_000,
                    help="unchanged observations for the rate")
-    p.add_argument("--quick", action="store_true", help="100,000 records, 30,000 links")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating ledger/raw rounds; figures are their medians")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 100,000 records, 30,000 links, one round")
     return p
 
 
@@ -163,9 +255,10 @@ def main() -> None:
     quiet_logs()
     if args.quick:
         args.records, args.links, args.new, args.unchanged = 100_000, 30_000, 1000, 1000
-    if args.links > args.records // len(ACCOUNTS):
-        raise SystemExit("--links cannot exceed records per account")
-    emit(run(args.records, args.links, args.changed, args.new, args.unchanged))
+        args.rounds = 1
+    if args.links + args.rounds * args.unchanged > args.records // len(ACCOUNTS):
+        raise SystemExit("--links + rounds x --unchanged cannot exceed records per account")
+    emit(run(args.records, args.links, args.changed, args.new, args.unchanged, args.rounds))
 
 
 if __name__ == "__main__":
