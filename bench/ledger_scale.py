@@ -130,24 +130,22 @@ class Side:
         self.actions.append(result["actions"] if isinstance(result, dict) else result.actions)
 
         # Observation inserts: never-seen incidents, pages of 100, one transaction each.
-        first = per_account + i * new
-        pages = [[incident("pd", n, State.TRIGGERED, now)
-                  for n in range(start, min(first + new, start + PAGE))]
-                 for start in range(first, first + new, PAGE)]
-        t0 = time.perf_counter()
-        for batch in pages:
-            self.page("pd", batch, now)
-        self.inserts.append(new / (time.perf_counter() - t0))
-
+        self.inserts.append(self.rate("pd", per_account + i * new, new, State.TRIGGERED, now,
+                                      now))
         # Unchanged observations (a full resync of records we already know), pages of 100.
-        first = links + i * unchanged
-        pages = [[incident("vo", n, State.TRIGGERED, base)
-                  for n in range(start, min(first + unchanged, start + PAGE))]
-                 for start in range(first, first + unchanged, PAGE)]
+        self.unchanged.append(self.rate("vo", links + i * unchanged, unchanged,
+                                        State.TRIGGERED, base, now))
+
+    def rate(self, account: str, first: int, count: int, state: State, at: datetime,
+             now: datetime) -> float:
+        """Observations per second over pages of incidents ``first``.. (built beforehand)."""
+        pages = [[incident(account, n, state, at)
+                  for n in range(start, min(first + count, start + PAGE))]
+                 for start in range(first, first + count, PAGE)]
         t0 = time.perf_counter()
         for batch in pages:
-            self.page("vo", batch, now)
-        self.unchanged.append(unchanged / (time.perf_counter() - t0))
+            self.page(account, batch, now)
+        return count / (time.perf_counter() - t0)
 
 
 def outcome(conn: sqlite3.Connection) -> dict[str, int]:
