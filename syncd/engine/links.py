@@ -1,18 +1,21 @@
 """The link hub: which link a record belongs to, and the one path from a link's changes to its
 agreed values and outbox actions.
 
-Every way a record joins or leaves a link goes through here: a poll (:func:`link_for`, from
-:mod:`.observe`), the confirmation of a mirror create (:func:`join_created`, from the
+Every way a record joins or leaves a link goes through here: a poll page (:func:`link_page`,
+from :mod:`.observe`), the confirmation of a mirror create (:func:`join_created`, from the
 dispatcher), and an operator's ``syncd link`` / ``unlink`` (:func:`link_records`,
-:func:`unlink_record`). Each then calls :func:`reconcile_link`, which asks the pure
-:mod:`.reconciler` and writes its decision (:func:`write_decision`). Everything runs inside the
-caller's ledger transaction, so a change and the pushes it owes commit together.
+:func:`unlink_record`). Each then calls :func:`reconcile_links` (a page of links) or
+:func:`reconcile_link` (one), which asks the pure :mod:`.reconciler` and hands the ledger the
+decisions as one batch (:func:`write_decision`). The engine decides; the ledger's modules
+(:mod:`syncd.ledger.pages`, :mod:`~syncd.ledger.outbox`, :mod:`~syncd.ledger.records`) write.
+Everything runs inside the caller's ledger transaction, so a change and the pushes it owes
+commit together.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,7 +30,8 @@ from syncd.engine.reconciler import (
     Policy,
     reconcile,
 )
-from syncd.ledger import Agreed, Link, Record, Tx, outbox, records, utcnow
+from syncd.ledger import Tx, outbox, pages, records, utcnow
+from syncd.ledger.records import AnyRecord, RecordRow
 from syncd.model import (
     SEVERITY,
     STATE,
@@ -64,72 +68,103 @@ class GroupContext:
 
 
 @dataclass
-class Joined:
-    """Where a record stands in one group after :func:`link_for`."""
+class Work:
+    """One link to reconcile: its changes, and what is known of it without a lookup.
 
-    link: Link
-    joined: bool = False  # the record joined the link now
-    created: bool = False  # the link was opened now, for this record alone
-    missing: list[str] = field(default_factory=list)  # accounts a mirror link copies it to
+    ``only``: the link was opened in this transaction for this record alone, so it has no
+    other member, no pending action and no agreed value yet (most links of a first poll or an
+    alert storm: three reads saved each). ``missing``: accounts a mirror link just opened asks
+    for a copy in."""
+
+    ctx: GroupContext
+    link_id: int
+    changes: list[Change]
+    only: AnyRecord | None = None
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Seen:
+    """A record a poll page touched: first seen now (``fresh``), or known and changed
+    (``changes``: the synced fields; empty when only descriptive fields did). ``dirty``: its
+    row must be written back."""
+
+    rec: RecordRow
+    inc: Incident
+    fresh: bool
+    changes: list[records.FieldChange] = field(default_factory=list)
+    dirty: bool = False
 
 
 # --------------------------------------------------------------------------- deciding
 
 
-def reconcile_link(tx: Tx, ctx: GroupContext, link: Link, changes: Sequence[Change],
-                   now: datetime, *, only: Record | None = None,
+def reconcile_link(tx: Tx, ctx: GroupContext, link_id: int, changes: Sequence[Change],
+                   now: datetime, *, only: AnyRecord | None = None,
                    missing: Sequence[str] = ()) -> int:
-    """Reconcile one link and write the decision: agreed values, outbox, cancels, audit.
-    Returns the number of actions owed.
-
-    ``only``: the link was created in this transaction for this record, so it has no other
-    member, no pending action and no agreed value yet: three queries saved per new incident,
-    which is most of a first poll or an alert storm. ``missing``: accounts the link has no
-    record in and asks for a copy (a mirror link just opened)."""
-    assert link.id is not None
-    rows: Sequence[Record] = [only] if only else [r for _, r in tx.members(link.id)]
-    pending = {} if only else outbox.pending_fields(tx, (r.id or 0 for r in rows))
-    members = [
-        Member(
-            account=record.account,
-            record_id=record.id or 0,
-            state=State(record.state),
-            severity=None if record.severity is None else Severity(record.severity),
-            capabilities=ctx.capabilities.get(record.account, Capability.NONE),
-            pending=pending.get(record.id or 0, frozenset()),
-        )
-        for record in rows
-    ]
-    agreed_rows: Mapping[str, Agreed] = {} if only else tx.agreed(link.id)
-    agreed = {
-        name: AgreedValue(row.value, row.source_account, row.changed_at)
-        for name, row in agreed_rows.items()
-    }
-    absent = [Missing(a, ctx.capabilities.get(a, Capability.NONE)) for a in missing]
-    decision = reconcile(agreed, members, changes, ctx.policy, now, missing=absent)
-    write_decision(tx, ctx, link, decision, now, agreed_rows)
-    return len(decision.actions)
+    """Reconcile one link (see :func:`reconcile_links`)."""
+    return reconcile_links(tx, [Work(ctx, link_id, list(changes), only, list(missing))], now)
 
 
-def write_decision(tx: Tx, ctx: GroupContext, link: Link, decision: Decision,
-                   now: datetime, agreed_rows: Mapping[str, Agreed] | None = None) -> None:
-    """Store what the reconciler decided, in the caller's transaction."""
-    assert link.id is not None
+def reconcile_links(tx: Tx, work: Sequence[Work], now: datetime, *,
+                    agreed: Mapping[int, Mapping[str, pages.AgreedRow]] | None = None) -> int:
+    """Reconcile links and hand the ledger their decisions as one batch: agreed values,
+    outbox actions, cancels, audit. Returns the number of actions owed.
+
+    The links must be distinct, as a page's are (it holds one account's records, and a link has
+    one member per account), so deciding them together is deciding them one by one. Their
+    members, the members' pending actions and the agreed values are read with one query each
+    for all of them (``agreed``: values the caller already read in this transaction)."""
+    tx.flush()  # ORM changes of the caller (a member just added) must be visible
+    loaded = [w.link_id for w in work if w.only is None]
+    members = pages.members_of(tx, loaded)
+    batch = outbox.Batch(outbox.pending_of(
+        tx, {m.record_id for rows in members.values() for m in rows}))
+    known = dict(agreed or {})
+    known |= pages.agreed_of(tx, [i for i in loaded if i not in known])
+    writes: list[pages.AgreedWrite] = []
+    owed = 0
+    for w in work:
+        rows = members.get(w.link_id, []) if w.only is None else [pages.MemberRow(
+            w.only.id or 0, w.only.account, w.only.state, w.only.severity)]
+        current = known.get(w.link_id, {}) if w.only is None else {}
+        caps = w.ctx.capabilities
+        decision = reconcile(
+            {name: AgreedValue(*row) for name, row in current.items()},
+            [Member(account=m.account, record_id=m.record_id, state=State(m.state),
+                    severity=None if m.severity is None else Severity(m.severity),
+                    capabilities=caps.get(m.account, Capability.NONE),
+                    pending=batch.fields(m.record_id)) for m in rows],
+            w.changes, w.ctx.policy, now,
+            missing=[Missing(a, caps.get(a, Capability.NONE)) for a in w.missing])
+        write_decision(tx, w.ctx, w.link_id, decision, now, current, batch, writes)
+        owed += len(decision.actions)
+    pages.put_agreed(tx, writes)
+    batch.write(tx, now)
+    return owed
+
+
+def write_decision(tx: Tx, ctx: GroupContext, link_id: int, decision: Decision,
+                   now: datetime, current: Mapping[str, pages.AgreedRow], batch: outbox.Batch,
+                   writes: list[pages.AgreedWrite]) -> None:
+    """Turn what the reconciler decided into ledger writes: agreed values into ``writes``,
+    cancels and actions into ``batch`` (written together by the caller), notes into the
+    audit log."""
     group = ctx.group.name
     for name, value in decision.agreed.items():
-        tx.set_agreed(link.id, name, value.value, value.source, value.changed_at,
-                      known=agreed_rows)
+        writes.append(pages.AgreedWrite(link_id, name, value.value, value.source,
+                                        value.changed_at, exists=name in current))
     for record_id, name in decision.cancel:
-        outbox.supersede(tx, record_id, name, "member already has the agreed value", now)
+        batch.supersede(record_id, name, "member already has the agreed value")
     for planned in decision.actions:
         value, key = planned.value, str(uuid.uuid4())
         if planned.action is Action.CREATE:
             # Deterministic, so the dispatcher finds an incident it created before a crash.
-            value = marker_for(group, link.id)
+            value = marker_for(group, link_id)
             key = f"{value}/{planned.account}"
         caused = decision.agreed.get(planned.action.field or "")
-        outbox.enqueue(
-            tx, group=group, link_id=link.id, record_id=planned.record_id,
+        batch.owe(
+            group=group, link_id=link_id, record_id=planned.record_id,
             account=planned.account, action=planned.action, value=value, key=key,
             cause=planned.cause,
             caused_at=planned.at or (caused.changed_at if caused else now), now=now,
@@ -137,11 +172,11 @@ def write_decision(tx: Tx, ctx: GroupContext, link: Link, decision: Decision,
     for note in decision.notes:
         if note.kind == "conflict":
             metrics.CONFLICTS.labels(group, note.field).inc()
-        tx.audit(note.kind, group_name=group, link_id=link.id, account=note.account,
+        tx.audit(note.kind, group_name=group, link_id=link_id, account=note.account,
                  field=note.field, old=note.old, new=note.new, detail=note.detail, at=now)
 
 
-def joined_changes(rec: Record, at: datetime) -> list[Change]:
+def joined_changes(rec: AnyRecord, at: datetime) -> list[Change]:
     """A record entering a link brings its state and severity as changes."""
     return [Change(rec.account, rec.id or 0, name, None, value, at, joined=True)
             for name, value in ((STATE, rec.state), (SEVERITY, rec.severity))]
@@ -150,87 +185,139 @@ def joined_changes(rec: Record, at: datetime) -> list[Change]:
 # --------------------------------------------------------------------------- polls
 
 
-def link_for(tx: Tx, ctx: GroupContext, rec: Record, inc: Incident, now: datetime,
-             *, fresh: bool) -> Joined | None:
-    """The link this record belongs to in ``ctx``'s group, creating/joining one if the group's
-    rules say so; None when it belongs to none. ``fresh``: the record was first seen now."""
+@dataclass
+class _Open:
+    """A link as a page's linking sees it; ``id`` None until a link opened now is written."""
+
+    id: int | None
+    key: str | None
+    origin: str
+    accounts: set[str]
+    resolved_at: datetime | None = None  # when its agreed state became resolved
+
+
+@dataclass
+class _Join:
+    seen: Seen
+    link: _Open
+    detail: str | None  # None: a mirror link's, which names the link's marker
+    created: bool = False
+    missing: list[str] = field(default_factory=list)
+
+
+def link_page(tx: Tx, ctx: GroupContext, seen: Sequence[Seen], now: datetime,
+              agreed: dict[int, dict[str, pages.AgreedRow]]) -> tuple[list[Work], int]:
+    """The links a page's records belong to in ``ctx``'s group, opening or joining links as
+    the group's rules say. Returns the links to reconcile and how many records joined one.
+
+    One query finds the links of the records already known; for the others, one query finds
+    each correlation key's newest link, one its members' accounts and one its agreed values
+    (kept in ``agreed`` for the reconcile); the new links, members and audit entries are
+    written with one statement each. Records are placed in page order, each seeing the links
+    the earlier ones opened or joined."""
     group = ctx.group
-    if rec.account not in group.accounts:
-        return None
-    assert rec.id is not None
-    link = None if fresh else tx.link_of(group.name, rec.id)  # a new record has no link yet
-    if link is not None:
-        return Joined(link)
+    items = [s for s in seen if s.rec.account in group.accounts]
+    if not items:
+        return [], 0
+    linked = pages.link_ids_of(tx, group.name, (s.rec.id for s in items if not s.fresh))
+    work: list[Work] = []
+    seeking: list[Seen] = []
+    for s in items:
+        link_id = linked.get(s.rec.id)
+        if link_id is None:
+            seeking.append(s)
+        elif s.changes:
+            at = s.inc.updated_at or now
+            work.append(Work(ctx, link_id, [Change(s.rec.account, s.rec.id, n, o, v, at)
+                                            for n, o, v in s.changes]))
+    if not seeking:
+        return work, 0
+    opens: dict[int, _Open] = {}
+    by_key: dict[str, _Open] = {}
+    if group.mode == "correlate":
+        keys = {k for s in seeking if (k := s.inc.keys.get(group.key_for(s.rec.account)))}
+        newest = pages.newest_for_keys(tx, group.name, keys)
+        _load_opens(tx, opens, newest.values(), agreed)
+        by_key = {key: opens[link_id] for key, link_id in newest.items()}
+    joins = [j for s in seeking if (j := _place(tx, ctx, s, opens, by_key, now))]
+    fresh_links = [j.link for j in joins if j.created]
+    for link, link_id in zip(fresh_links, pages.new_links(
+            tx, group.name, [(o.key, o.origin) for o in fresh_links], now), strict=True):
+        link.id = link_id
+    pages.add_members(tx, group.name, [(j.link.id or 0, j.seen.rec.id, j.seen.rec.account)
+                                       for j in joins])
+    for j in joins:
+        rec, link_id = j.seen.rec, j.link.id or 0
+        tx.audit("link", group_name=group.name, link_id=link_id, account=rec.account,
+                 external_id=rec.external_id, at=now, detail=j.detail or (
+                     "mirror link; creating in other accounts with marker "
+                     f"{marker_for(group.name, link_id)}"))
+        work.append(Work(ctx, link_id, joined_changes(rec, j.seen.inc.updated_at or now),
+                         only=rec if j.created else None, missing=j.missing))
+    return work, len(joins)
+
+
+def _load_opens(tx: Tx, opens: dict[int, _Open], link_ids: Iterable[int],
+                agreed: dict[int, dict[str, pages.AgreedRow]]) -> None:
+    ids = [i for i in link_ids if i not in opens]
+    accounts = pages.member_accounts(tx, ids)
+    agreed |= pages.agreed_of(tx, [i for i in ids if i not in agreed])
+    for i in ids:
+        state = agreed[i].get(STATE)
+        resolved = state is not None and state[0] == State.RESOLVED.value
+        opens[i] = _Open(i, None, "", accounts[i], state[2] if resolved and state else None)
+
+
+def _place(tx: Tx, ctx: GroupContext, s: Seen, opens: dict[int, _Open],
+           by_key: dict[str, _Open], now: datetime) -> _Join | None:
+    """Where one record goes in the group, or None when it belongs to no link."""
+    group, rec, inc = ctx.group, s.rec, s.inc
     # A marker we wrote into an incident we created wins over every other rule.
     marked = parse_marker(inc.keys)
     if marked and marked[0] == group.name:
-        found = tx.link(marked[1])
-        if found is not None and found.group_name == group.name and not _has_account(
-            tx, found, rec.account
-        ):
-            tx.add_member(found, rec)
-            records.set_marker(rec, marker_for(group.name, marked[1]))
-            tx.audit("link", group_name=group.name, link_id=found.id, account=rec.account,
-                     external_id=rec.external_id, detail="joined by creation marker", at=now)
-            return Joined(found, joined=True)
+        found = opens.get(marked[1])
+        if found is None:
+            row = tx.link(marked[1])
+            if row is not None and row.group_name == group.name:
+                _load_opens(tx, opens, [marked[1]], {})
+                found = opens[marked[1]]
+        if found is not None and rec.account not in found.accounts:
+            marker = marker_for(group.name, marked[1])
+            if rec.marker != marker:
+                records.set_marker(rec, marker)
+                s.dirty = True
+            found.accounts.add(rec.account)
+            return _Join(s, found, "joined by creation marker")
     if group.mode == "correlate":
         key = inc.keys.get(group.key_for(rec.account))
         if not key:
             return None
-        link = _open_link_for_key(tx, group.name, key, rec)
-        created = link is None
-        if link is None:
-            link = tx.new_link(group.name, key, "correlate")
-            detail = f"new link for key {key!r}"
-        else:
-            detail = f"correlated by key {key!r}"
-        tx.add_member(link, rec)
-        tx.audit("link", group_name=group.name, link_id=link.id, account=rec.account,
-                 external_id=rec.external_id, detail=detail, at=now)
-        return Joined(link, joined=True, created=created)
+        link = by_key.get(key)
+        born = rec.vendor_created_at or rec.first_seen_at
+        if link is not None and rec.account not in link.accounts and (
+                link.resolved_at is None or born <= link.resolved_at + SAME_OCCURRENCE_SLACK):
+            # A resolved link takes a record only of the same occurrence; an alert that fires
+            # again after everything was resolved is a new incident and gets a new link.
+            link.accounts.add(rec.account)
+            return _Join(s, link, f"correlated by key {key!r}")
+        link = by_key[key] = _Open(None, key, "correlate", {rec.account})
+        return _Join(s, link, f"new link for key {key!r}", created=True)
     # mirror: only a record seen for the first time opens a link, so an incident that existed
     # before syncd started is never copied later just because it changed (unless
     # mirror_existing); resolved incidents are never copied.
-    if rec.account != group.source or not fresh or inc.state == State.RESOLVED:
+    if rec.account != group.source or not s.fresh or inc.state == State.RESOLVED:
         return None
     if not group.mirror_existing and tx.cursor(rec.account).last_success_at is None:
         return None
-    link = tx.new_link(group.name, None, "mirror")
-    assert link.id is not None
-    tx.add_member(link, rec)
-    tx.audit("link", group_name=group.name, link_id=link.id, account=rec.account,
-             external_id=rec.external_id, detail=f"mirror link; creating in other accounts "
-             f"with marker {marker_for(group.name, link.id)}", at=now)
-    return Joined(link, joined=True, created=True,
-                  missing=[a for a in group.accounts if a != rec.account])
-
-
-def _has_account(tx: Tx, link: Link, account: str) -> bool:
-    return any(m.account == account for m, _ in tx.members(link.id or 0))
-
-
-def _open_link_for_key(tx: Tx, group: str, key: str, rec: Record) -> Link | None:
-    """The link to join for a correlation key: the newest one that has no record of this
-    account yet. If that link is already resolved, the record joins only when it is the same
-    occurrence (it existed before the link was resolved); an alert that fires again after
-    everything was resolved is a new incident and gets a new link, as it does when the link
-    already has a record of this account."""
-    link = tx.link_by_key(group, key)
-    if link is None or link.id is None or _has_account(tx, link, rec.account):
-        return None
-    agreed = tx.agreed(link.id).get(STATE)
-    if agreed is not None and agreed.value == State.RESOLVED.value:
-        born = rec.vendor_created_at or rec.first_seen_at
-        if born > agreed.changed_at + SAME_OCCURRENCE_SLACK:
-            return None
-    return link
+    return _Join(s, _Open(None, None, "mirror", {rec.account}), None, created=True,
+                 missing=[a for a in group.accounts if a != rec.account])
 
 
 # --------------------------------------------------------------------------- mirror creates
 
 
 def join_created(tx: Tx, ctx: GroupContext, link_id: int, account: str, incident: Incident,
-                 marker: str, now: datetime) -> Record:
+                 marker: str, now: datetime) -> AnyRecord:
     """A mirror create was confirmed: store the new record (a poll may have stored it first)
     and let it join its link like any newcomer."""
     link = tx.link(link_id)
@@ -241,7 +328,7 @@ def join_created(tx: Tx, ctx: GroupContext, link_id: int, account: str, incident
     records.set_marker(record, marker)
     if tx.link_of(ctx.group.name, record.id or 0) is None:
         tx.add_member(link, record)
-        reconcile_link(tx, ctx, link, joined_changes(record, incident.updated_at or now), now)
+        reconcile_link(tx, ctx, link_id, joined_changes(record, incident.updated_at or now), now)
     return record
 
 
@@ -285,7 +372,7 @@ def link_records(tx: Tx, cfg: Config, capabilities: Mapping[str, Capability],
     for record in found:
         tx.add_member(link, record)
         changes += joined_changes(record, record.vendor_updated_at or now)
-    reconcile_link(tx, ctx, link, changes, now)
+    reconcile_link(tx, ctx, link.id or 0, changes, now)
     tx.audit("link", group_name=ctx.group.name, link_id=link.id,
              detail="manual link: " + ", ".join(f"{a}:{i}" for a, i in refs), at=now)
     return link.id or 0

@@ -8,13 +8,13 @@ at all: a crash can lose neither the change nor the push it owes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from syncd.engine.links import GroupContext, joined_changes, link_for, reconcile_link
-from syncd.engine.reconciler import Change
-from syncd.ledger import Record, Tx, outbox, records
+from syncd.engine.links import GroupContext, Seen, Work, link_page, reconcile_links
+from syncd.ledger import Tx, outbox, pages, records
+from syncd.ledger.records import RecordRow
 from syncd.model import Incident, State
 
 __all__ = ["GroupContext", "ObserveResult", "observe"]
@@ -37,52 +37,74 @@ def observe(
     *,
     grace: timedelta,
 ) -> ObserveResult:
-    """Record one page of observations of ``account`` and reconcile every link they touch."""
+    """Record one page of observations of ``account`` and reconcile every link they touch.
+
+    A page at a time: one query reads the page's records, one statement stores the new ones and
+    one the changed ones; :func:`.links.link_page` places them in links and
+    :func:`.links.reconcile_links` decides every touched link and writes the decisions as one
+    batch. (A page that lists an incident twice is taken in parts, each listing it once, so the
+    later copy is an observation of the record the earlier one stored.)"""
     result = ObserveResult()
-    known = tx.records(account, [inc.external_id for inc in incidents])  # one query per page
-    for inc in incidents:
-        rec = known.get(inc.external_id)
-        changes: list[records.FieldChange] = []
-        if rec is None:
-            rec = known[inc.external_id] = records.add(tx, account, inc, now)
-            fresh = True
-        else:
-            fresh = False
-            if _stale(rec, inc, now, grace):
-                result.stale += 1
-                continue
-            found = records.observe(rec, inc, now)
-            if found is None:
-                continue
-            changes = found
-            # What the vendor refused or postponed may work now (issue 20.5: an escalation
-            # that appeared late makes a parked incident.io ack possible).
-            outbox.retry_on_change(tx, rec.id or 0, now)
-            for name, old, new in changes:
-                tx.audit("observed", account=account, external_id=rec.external_id,
-                         field=name, old=old, new=new, cause=account, at=now)
-        result.changed += 1
-        at = inc.updated_at or now
-        for ctx in groups:
-            joined = link_for(tx, ctx, rec, inc, now, fresh=fresh)
-            if joined is None:
-                continue
-            if joined.joined:
-                result.linked += 1
-                these = joined_changes(rec, at)
-            elif fresh:
-                continue
-            else:
-                these = [Change(account, rec.id or 0, n, o, v, at) for n, o, v in changes]
-                if not these:
-                    continue
-            result.actions += reconcile_link(tx, ctx, joined.link, these, now,
-                                             only=rec if joined.created else None,
-                                             missing=joined.missing)
+    for part in _parts(incidents):
+        _observe(tx, account, part, groups, now, grace, result)
     return result
 
 
-def _stale(rec: Record, inc: Incident, now: datetime, grace: timedelta) -> bool:
+def _parts(incidents: Sequence[Incident]) -> Iterator[list[Incident]]:
+    part: list[Incident] = []
+    ids: set[str] = set()
+    for inc in incidents:
+        if inc.external_id in ids:
+            yield part
+            part, ids = [], set()
+        part.append(inc)
+        ids.add(inc.external_id)
+    if part:
+        yield part
+
+
+def _observe(tx: Tx, account: str, incidents: Sequence[Incident],
+             groups: Sequence[GroupContext], now: datetime, grace: timedelta,
+             result: ObserveResult) -> None:
+    tx.flush()  # the page's reads are Core: earlier ORM changes must be visible to them
+    known = records.load(tx, account, (inc.external_id for inc in incidents))
+    order: list[Seen | Incident] = []
+    for inc in incidents:
+        rec = known.get(inc.external_id)
+        if rec is None:
+            order.append(inc)
+            continue
+        if _stale(rec, inc, now, grace):
+            result.stale += 1
+            continue
+        changes = records.observe(rec, inc, now)
+        if changes is None:
+            continue
+        for name, old, new in changes:
+            tx.audit("observed", account=account, external_id=rec.external_id,
+                     field=name, old=old, new=new, cause=account, at=now)
+        order.append(Seen(rec, inc, fresh=False, changes=changes, dirty=True))
+    # What the vendor refused or postponed may work now (issue 20.5: an escalation that
+    # appeared late makes a parked incident.io ack possible).
+    outbox.retry_on_change(tx, (x.rec.id for x in order if isinstance(x, Seen)), now)
+    new = [x for x in order if isinstance(x, Incident)]
+    stored = iter(records.add_page(tx, account, new, now))
+    seen = [x if isinstance(x, Seen) else Seen(next(stored), x, fresh=True) for x in order]
+    result.changed += len(seen)
+    if not seen:
+        return
+    work: list[Work] = []
+    agreed: dict[int, dict[str, pages.AgreedRow]] = {}
+    for ctx in groups:
+        found, joined = link_page(tx, ctx, seen, now, agreed)
+        work += found
+        result.linked += joined
+    records.save(tx, [s.rec for s in seen if s.dirty])  # before members are read back
+    if work:
+        result.actions += reconcile_links(tx, work, now, agreed=agreed)
+
+
+def _stale(rec: RecordRow, inc: Incident, now: datetime, grace: timedelta) -> bool:
     """An observation older than our last confirmed push to this record says nothing new.
 
     With vendor timestamps on both sides: older than the vendor's timestamp on the

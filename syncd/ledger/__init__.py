@@ -1,7 +1,7 @@
 """The ledger: SQLModel tables, schema migrations, the queries the engine needs, and the state
 machines of its rows (:mod:`.outbox` for outbox actions, :mod:`.records` for records)."""
 
-from syncd.ledger import outbox, records
+from syncd.ledger import outbox, pages, records
 from syncd.ledger.errors import (
     LedgerBusy,
     LedgerDamaged,
@@ -16,5 +16,5 @@ from syncd.ledger.tables import Agreed, Audit, Link, LinkMember, OnCallSnapshot,
 __all__ = [
     "Agreed", "Audit", "Ledger", "LedgerBusy", "LedgerDamaged", "LedgerError", "LedgerWriteError",
     "Link", "LinkMember", "OnCallSnapshot", "Outbox", "Record", "Status", "Tx", "ledger_error_in",
-    "outbox", "records", "utcnow",
+    "outbox", "pages", "records", "utcnow",
 ]

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlmodel import col, select
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy import select as core_select
+from sqlmodel import select
 
 from syncd.ledger.tables import Outbox
-from syncd.model import Action
+from syncd.model import FIELDS, Action
 
 if TYPE_CHECKING:
     from syncd.ledger.store import Tx
@@ -78,6 +80,90 @@ def enqueue(tx: Tx, *, group: str, link_id: int | None, record_id: int | None, a
     return row
 
 
+# --------------------------------------------------------------------------- a page at a time
+
+_TABLE = Outbox.__table__  # type: ignore[attr-defined]
+_PENDING = core_select(_TABLE.c.id, _TABLE.c.record_id, _TABLE.c.action).where(
+    _TABLE.c.status == Status.PENDING.value,
+    _TABLE.c.record_id.in_(bindparam("ids", expanding=True)))
+_SUPERSEDE = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
+              .values(status=Status.SUPERSEDED.value, last_error=bindparam("b_reason"),
+                      updated_at=bindparam("b_now")))
+_INSERT = insert(_TABLE)
+_HISTORY = (core_select(_TABLE.c.id, _TABLE.c.record_id, _TABLE.c.action, _TABLE.c.status,
+                        _TABLE.c.next_attempt_at, _TABLE.c.attempts)
+            .where(_TABLE.c.record_id.in_(bindparam("ids", expanding=True)))
+            .order_by(_TABLE.c.id.desc()))
+
+Pending = Mapping[int, Sequence[tuple[int, str]]]
+"""Per record id, its pending rows as (outbox id, action)."""
+
+
+def pending_of(tx: Tx, record_ids: Iterable[int]) -> dict[int, list[tuple[int, str]]]:
+    """The pending rows of several records (a page's link members), in one query."""
+    ids = list(record_ids)
+    out: dict[int, list[tuple[int, str]]] = {}
+    if ids:
+        for oid, record_id, action in tx.core.execute(_PENDING, {"ids": ids}):
+            out.setdefault(record_id, []).append((oid, action))
+    return out
+
+
+class Batch:
+    """The outbox writes of a page of decisions, one statement each: rows owed, and pending
+    rows superseded.
+
+    :meth:`owe` follows :func:`enqueue`'s rule (a new action supersedes the record's pending
+    actions for the same field) against the pending rows the page loaded once (``pending``) and
+    against the rows owed earlier in the batch, so nothing is read twice.
+    """
+
+    def __init__(self, pending: Pending) -> None:
+        self.pending = pending
+        self.cancelled: dict[int, str] = {}
+        self.rows: list[dict[str, Any]] = []
+        self._owed: dict[tuple[int, str], dict[str, Any]] = {}
+
+    def supersede(self, record_id: int, field: str, reason: str) -> None:
+        for oid, action in self.pending.get(record_id, ()):
+            if oid not in self.cancelled and Action(action).field == field:
+                self.cancelled[oid] = reason
+        row = self._owed.pop((record_id, field), None)
+        if row is not None:
+            row["status"], row["last_error"] = Status.SUPERSEDED.value, reason
+
+    def fields(self, record_id: int) -> frozenset[str]:
+        """The fields a record has a pending action for, counting this batch's writes."""
+        names = {name for oid, action in self.pending.get(record_id, ())
+                 if oid not in self.cancelled and (name := Action(action).field)}
+        return frozenset(names | {f for f in FIELDS if (record_id, f) in self._owed})
+
+    def owe(self, *, group: str, link_id: int | None, record_id: int | None, account: str,
+            action: Action, value: str | None, key: str, cause: str | None,
+            caused_at: datetime, now: datetime) -> None:
+        """As :func:`enqueue`, written by :meth:`write`."""
+        if record_id is not None and action.field is not None:
+            self.supersede(record_id, action.field, f"superseded by {action.value}")
+        row = dict(group_name=group, link_id=link_id, record_id=record_id, account=account,
+                   action=action.value, value=value, idempotency_key=key,
+                   status=Status.PENDING.value, attempts=0, next_attempt_at=now,
+                   last_error=None, result=None, cause_account=cause, caused_at=caused_at,
+                   created_at=now, updated_at=now)
+        self.rows.append(row)
+        if record_id is not None and action.field is not None:
+            self._owed[(record_id, action.field)] = row
+
+    def write(self, tx: Tx, now: datetime) -> None:
+        if self.cancelled:
+            tx.core.execute(_SUPERSEDE, [{"b_id": oid, "b_reason": reason, "b_now": now}
+                                         for oid, reason in self.cancelled.items()])
+            for oid, reason in self.cancelled.items():
+                tx.keep_loaded(Outbox, oid, {"status": Status.SUPERSEDED.value,
+                                             "last_error": reason, "updated_at": now})
+        if self.rows:
+            tx.core.execute(_INSERT, self.rows)
+
+
 # --------------------------------------------------------------------------- pending rows
 
 
@@ -85,19 +171,6 @@ def pending_for(tx: Tx, record_id: int) -> list[Outbox]:
     return list(tx.session.exec(
         select(Outbox).where(Outbox.record_id == record_id, Outbox.status == Status.PENDING)
     ))
-
-
-def pending_fields(tx: Tx, record_ids: Iterable[int]) -> dict[int, frozenset[str]]:
-    """Per record, the fields it has a pending action for (one query for a link's members)."""
-    ids = list(record_ids)
-    out: dict[int, set[str]] = {i: set() for i in ids}
-    if ids:
-        for row in tx.session.exec(select(Outbox).where(
-                col(Outbox.record_id).in_(ids), Outbox.status == Status.PENDING)):
-            name = Action(row.action).field
-            if name is not None:
-                out[row.record_id or 0].add(name)
-    return {i: frozenset(names) for i, names in out.items()}
 
 
 def supersede(tx: Tx, record_id: int, field: str, reason: str, now: datetime) -> int:
@@ -124,25 +197,26 @@ def _supersede(row: Outbox, reason: str, now: datetime) -> None:
     row.updated_at = now
 
 
-def retry_on_change(tx: Tx, record_id: int, now: datetime) -> int:
-    """The record changed at its vendor: the latest action per field goes again now if it was
-    parked or is backing off. Only the latest: an older parked value must never overwrite a
+def retry_on_change(tx: Tx, record_ids: Iterable[int], now: datetime) -> int:
+    """The records changed at their vendor: the latest action per field goes again now if it
+    was parked or is backing off. Only the latest: an older parked value must never overwrite a
     newer one that was pushed or replaced it since.
 
     A refusal can depend on the record's state at the vendor (incident.io had created no
     escalation to acknowledge yet), so a change there earns a parked action one more try: once
-    per change, never a loop, and not after RETRY_ON_CHANGE_LIMIT attempts."""
-    rows = tx.session.exec(
-        select(Outbox).where(Outbox.record_id == record_id)
-        .order_by(col(Outbox.id).desc()).limit(20)  # the latest per field is among them
-    ).all()
-    seen: set[str] = set()
-    retried = 0
-    for row in rows:
+    per change, never a loop, and not after RETRY_ON_CHANGE_LIMIT attempts. One query for a
+    page's changed records; only the rows to retry (rare) are loaded as objects."""
+    ids = list(record_ids)
+    if not ids:
+        return 0
+    latest: dict[tuple[int, str], Any] = {}
+    for row in tx.core.execute(_HISTORY, {"ids": ids}).all():
         name = Action(row.action).field
-        if name is None or name in seen:
-            continue
-        seen.add(name)
+        if name is not None:
+            latest.setdefault((row.record_id, name), row)
+    due = [r.id for r in latest.values() if _retries(r, now)]
+    retried = 0
+    for row in tx.outbox_rows(due):
         if row.status == Status.PENDING and row.next_attempt_at > now:
             row.next_attempt_at = now
             retried += 1
@@ -157,6 +231,12 @@ def retry_on_change(tx: Tx, record_id: int, now: datetime) -> int:
                  detail="the record changed at the vendor", at=now)
         retried += 1
     return retried
+
+
+def _retries(row: Any, now: datetime) -> bool:
+    if row.status == Status.PENDING:
+        return bool(row.next_attempt_at > now)
+    return row.status == Status.PARKED and row.attempts < RETRY_ON_CHANGE_LIMIT
 
 
 # --------------------------------------------------------------------------- outcomes

@@ -8,8 +8,12 @@ pushed value, so the next poll sees an echo rather than a change.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, insert, select, update
 
 from syncd.ledger.tables import Record
 from syncd.model import SEVERITY, STATE, Action, Incident
@@ -21,6 +25,74 @@ FieldChange = tuple[str, str | None, str | None]
 """(field, last known value, observed value)."""
 
 
+@dataclass(slots=True, eq=False)
+class RecordRow:
+    """A record as a poll page knows it: read with one query per page and written back with
+    one statement per page, without an ORM object (the poll path's hot loop)."""
+
+    id: int
+    account: str
+    external_id: str
+    title: str
+    state: str
+    severity: str | None
+    dedup: str | None
+    marker: str | None
+    keys_json: str
+    number: str | None
+    url: str | None
+    vendor_created_at: datetime | None
+    vendor_updated_at: datetime | None
+    first_seen_at: datetime
+    observed_at: datetime
+    pushed_at: datetime | None
+    pushed_vendor_at: datetime | None
+
+
+AnyRecord = Record | RecordRow
+"""What the engine reads a record's last known values from: a page's row or an ORM object."""
+
+_TABLE = Record.__table__  # type: ignore[attr-defined]
+_COLUMNS = [_TABLE.c[name] for name in RecordRow.__slots__]  # type: ignore[attr-defined]
+_LOAD = select(*_COLUMNS).where(_TABLE.c.account == bindparam("account"),
+                                _TABLE.c.external_id.in_(bindparam("ids", expanding=True)))
+_INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
+_OBSERVED = ("title", "keys_json", "vendor_updated_at", "url", "number", "dedup", "marker",
+             "observed_at", "state", "severity")
+_SAVE = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
+         .values({name: bindparam(f"b_{name}") for name in _OBSERVED}))
+
+
+def load(tx: Tx, account: str, external_ids: Iterable[str]) -> dict[str, RecordRow]:
+    """A page's known records by external id, in one query."""
+    ids = list(external_ids)
+    if not ids:
+        return {}
+    rows = tx.core.execute(_LOAD, {"account": account, "ids": ids})
+    return {row[2]: RecordRow(*row) for row in rows}
+
+
+def add_page(tx: Tx, account: str, incidents: Sequence[Incident], now: datetime
+             ) -> list[RecordRow]:
+    """Store a page's new incidents in one statement; returns their rows, ids included."""
+    if not incidents:
+        return []
+    values = [_values(account, inc, now) for inc in incidents]
+    ids = tx.core.execute(_INSERT, values).scalars().all()
+    return [RecordRow(id=i, **v) for i, v in zip(ids, values, strict=True)]
+
+
+def save(tx: Tx, rows: Sequence[RecordRow]) -> None:
+    """Write back what :func:`observe` (or :func:`set_marker`) moved, one statement for all."""
+    if not rows:
+        return
+    values = [{name: getattr(r, name) for name in _OBSERVED} for r in rows]
+    tx.core.execute(_SAVE, [{"b_id": r.id} | {f"b_{k}": v for k, v in row.items()}
+                            for r, row in zip(rows, values, strict=True)])
+    for r, row in zip(rows, values, strict=True):
+        tx.keep_loaded(Record, r.id, row)
+
+
 def add(tx: Tx, account: str, inc: Incident, now: datetime, *, marker: str | None = None,
         pushed: bool = False) -> Record:
     """Store an incident seen (or, with ``pushed``, created by us) for the first time.
@@ -28,7 +100,12 @@ def add(tx: Tx, account: str, inc: Incident, now: datetime, *, marker: str | Non
     ``marker``: the creation marker we gave it. A created record counts as a confirmed push,
     so list lag right after the create is not taken for a change.
     """
-    rec = Record(
+    return tx.add(Record(**_values(account, inc, now, marker=marker, pushed=pushed)))
+
+
+def _values(account: str, inc: Incident, now: datetime, *, marker: str | None = None,
+            pushed: bool = False) -> dict[str, Any]:
+    return dict(
         account=account,
         external_id=inc.external_id,
         title=inc.title,
@@ -46,10 +123,9 @@ def add(tx: Tx, account: str, inc: Incident, now: datetime, *, marker: str | Non
         pushed_at=now if pushed else None,
         pushed_vendor_at=inc.updated_at if pushed else None,
     )
-    return tx.add(rec)
 
 
-def observe(rec: Record, inc: Incident, now: datetime) -> list[FieldChange] | None:
+def observe(rec: AnyRecord, inc: Incident, now: datetime) -> list[FieldChange] | None:
     """Take in a new observation of a known record. Returns the synced fields that changed
     (an empty list when only descriptive fields did), or None when nothing changed at all."""
     changes = _diff(rec, inc)
@@ -62,7 +138,7 @@ def observe(rec: Record, inc: Incident, now: datetime) -> list[FieldChange] | No
     return changes
 
 
-def confirm_push(rec: Record, action: Action, value: str | None, incident: Incident | None,
+def confirm_push(rec: AnyRecord, action: Action, value: str | None, incident: Incident | None,
                  now: datetime) -> None:
     """The vendor confirmed a push: the member's last known value becomes the pushed value.
 
@@ -81,7 +157,7 @@ def confirm_push(rec: Record, action: Action, value: str | None, incident: Incid
     rec.pushed_vendor_at = incident.updated_at if incident is not None else None
 
 
-def set_marker(rec: Record, marker: str) -> None:
+def set_marker(rec: AnyRecord, marker: str) -> None:
     """Remember the creation marker that tied this record to its mirror link."""
     rec.marker = marker
 
@@ -90,7 +166,7 @@ def _keys_json(inc: Incident) -> str:
     return json.dumps(dict(inc.keys), sort_keys=True)
 
 
-def _diff(rec: Record, inc: Incident) -> list[FieldChange]:
+def _diff(rec: AnyRecord, inc: Incident) -> list[FieldChange]:
     out: list[FieldChange] = []
     if rec.state != inc.state.value:
         out.append((STATE, rec.state, inc.state.value))
@@ -101,7 +177,7 @@ def _diff(rec: Record, inc: Incident) -> list[FieldChange]:
     return out
 
 
-def _refresh(rec: Record, inc: Incident) -> bool:
+def _refresh(rec: AnyRecord, inc: Incident) -> bool:
     """Copy descriptive fields; True when any changed (worth a write, not a reconcile)."""
     new = (inc.title, _keys_json(inc), inc.updated_at, inc.url, inc.number)
     old = (rec.title, rec.keys_json, rec.vendor_updated_at, rec.url, rec.number)

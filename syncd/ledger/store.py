@@ -29,6 +29,7 @@ import anyio.to_thread
 import structlog
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, text
 from sqlalchemy.exc import DatabaseError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, SQLModel, col, select
 
 from syncd import metrics
@@ -238,6 +239,7 @@ class Ledger:
                 session.execute(text(f"PRAGMA max_page_count = {self._page_cap or 2**31}"))
             try:
                 yield tx
+                tx.flush_audit()
                 tx.fence()
                 session.commit()
             except BaseException:
@@ -466,6 +468,11 @@ def _sqlite_pragmas(engine: Engine, busy_timeout: float) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_AUDIT_TABLE = Audit.__table__  # type: ignore[attr-defined]
+_AUDIT_COLUMNS = tuple(c.name for c in _AUDIT_TABLE.columns if c.name != "id")
+_AUDIT_INSERT = _AUDIT_TABLE.insert()
+
+
 class Tx:
     """The engine's vocabulary over one transaction. Returns table objects; raises nothing
     vendor- or SQL-specific to callers beyond SQLAlchemy errors on a broken database."""
@@ -473,6 +480,7 @@ class Tx:
     def __init__(self, session: Session, fence: Callable[[Tx], None] | None = None) -> None:
         self.session = session
         self._fence = fence
+        self._audit: list[dict[str, Any]] = []
 
     def fence(self) -> None:
         """Check this process's fencing token now, once per transaction (the lease row stays
@@ -480,6 +488,28 @@ class Tx:
         if self._fence is not None:
             fence, self._fence = self._fence, None
             fence(self)
+
+    @property
+    def core(self) -> Connection:
+        """The transaction's connection, for the page-at-a-time statements (SQLAlchemy Core:
+        no ORM objects, one statement per page). ORM changes not yet flushed are invisible to
+        it: callers that mixed both flush first (:meth:`flush`)."""
+        return self.session.connection()
+
+    def flush(self) -> None:
+        self.session.flush()
+
+    def keep_loaded(self, model: Any, key: Any, values: Mapping[str, Any]) -> None:
+        """After a Core write of ``values`` to the row ``key`` of ``model``: if this
+        transaction holds that row as an ORM object, give it the written values (as committed
+        ones, so they are not written again) instead of leaving it stale."""
+        if not self.session.identity_map:
+            return
+        obj = self.session.identity_map.get(
+            (model, key if isinstance(key, tuple) else (key,), None))
+        if obj is not None:
+            for name, value in values.items():
+                set_committed_value(obj, name, value)
 
     # ----------------------------------------------------------------- accounts and cursors
 
@@ -512,14 +542,6 @@ class Tx:
             select(Record).where(Record.account == account, Record.external_id == external_id)
         ).first()
 
-    def records(self, account: str, external_ids: Sequence[str]) -> dict[str, Record]:
-        """Records of one account by external id, in one query (a poll page)."""
-        if not external_ids:
-            return {}
-        rows = self.session.exec(select(Record).where(
-            Record.account == account, col(Record.external_id).in_(list(set(external_ids)))))
-        return {r.external_id: r for r in rows}
-
     def records_by_ids(self, ids: Iterable[int]) -> dict[int, Record]:
         ids = list(ids)
         if not ids:
@@ -537,13 +559,6 @@ class Tx:
         self.session.execute(Record.__table__.insert(), list(rows))  # type: ignore[attr-defined]
 
     # ----------------------------------------------------------------- links
-
-    def link_by_key(self, group: str, key: str) -> Link | None:
-        """The newest link for a correlation key (an alert that fired again has several)."""
-        return self.session.exec(
-            select(Link).where(Link.group_name == group, Link.key == key)
-            .order_by(col(Link.id).desc())
-        ).first()
 
     def link(self, link_id: int) -> Link | None:
         return self.session.get(Link, link_id)
@@ -614,10 +629,10 @@ class Tx:
         return {r.field: r for r in rows}
 
     def set_agreed(self, link_id: int, field: str, value: str | None, source: str | None,
-                   at: datetime, *, known: Mapping[str, Agreed] | None = None) -> None:
-        """``known``: the link's rows as :meth:`agreed` returned them in this transaction,
-        which saves a lookup per field on the hot path."""
-        row = known.get(field) if known is not None else self.session.get(Agreed, (link_id, field))
+                   at: datetime) -> None:
+        """One agreed value (an operator's unlink); a page's go through
+        :func:`syncd.ledger.pages.put_agreed`."""
+        row = self.session.get(Agreed, (link_id, field))
         if row is None:
             self.session.add(Agreed(link_id=link_id, field=field, value=value,
                               source_account=source, changed_at=at))
@@ -674,11 +689,22 @@ class Tx:
     # ----------------------------------------------------------------- audit
 
     def audit(self, kind: str, **fields: Any) -> None:
-        self.session.add(Audit(at=fields.pop("at", None) or utcnow(), kind=kind, **fields))
+        """Append to the audit log. Entries are written together, one statement per
+        transaction (or before the log is read in it), not one per entry."""
+        row = dict.fromkeys(_AUDIT_COLUMNS)
+        row.update(fields, kind=kind)
+        row["at"] = row["at"] or utcnow()
+        self._audit.append(row)
+
+    def flush_audit(self) -> None:
+        if self._audit:
+            rows, self._audit = self._audit, []
+            self.core.execute(_AUDIT_INSERT, rows)
 
     def audit_entries(self, *, limit: int = 100, account: str | None = None,
                       kind: str | None = None, link_id: int | None = None,
                       since: datetime | None = None) -> list[Audit]:
+        self.flush_audit()
         query = select(Audit).order_by(col(Audit.id).desc()).limit(limit)
         if account:
             query = query.where(Audit.account == account)
@@ -706,6 +732,7 @@ class Tx:
                                 "zeroblob(:n)"), {"n": size})
 
     def counts(self) -> dict[str, int]:
+        self.flush_audit()
         def n(model: Any) -> int:
             return int(self.session.exec(select(func.count()).select_from(model)).one())
 

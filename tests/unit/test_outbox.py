@@ -43,8 +43,36 @@ def test_enqueue_supersedes_the_same_field_only(tmp_path: Path) -> None:
         (Action.ACKNOWLEDGE, Action.SET_SEVERITY, Action.RESOLVE))])
     assert statuses(ledger, link_id) == [("acknowledge", "superseded"), ("severity", "pending"),
                                          ("resolve", "pending")]
-    fields = ledger.call(lambda tx: outbox.pending_fields(tx, [rid]))
-    assert fields == {rid: frozenset({"state", "severity"})}
+    fields = ledger.call(lambda tx: outbox.Batch(outbox.pending_of(tx, [rid])).fields(rid))
+    assert fields == frozenset({"state", "severity"})
+
+
+def test_a_batch_follows_the_enqueue_rule_with_one_read(tmp_path: Path) -> None:
+    """A page's batch supersedes pending rows it read once and rows it owes itself, and
+    writes everything with its statements at the end."""
+    ledger, link_id, rid = ledger_with_record(tmp_path)
+    ledger.call(lambda tx: [owe(tx, link_id, rid, Action.ACKNOWLEDGE, "ack"),
+                            owe(tx, link_id, rid, Action.SET_SEVERITY, "sev", "sev1")])
+
+    def page(tx: Tx) -> frozenset[str]:
+        batch = outbox.Batch(outbox.pending_of(tx, [rid]))
+        kw = dict(group="g", link_id=link_id, record_id=rid, account="vo", cause="pd",
+                  caused_at=T0, now=T0)
+        batch.owe(action=Action.RESOLVE, value=None, key="res", **kw)
+        batch.owe(action=Action.SET_SEVERITY, value="sev2", key="sev2", **kw)
+        batch.supersede(rid, "severity", "member already has the agreed value")
+        fields = batch.fields(rid)
+        batch.write(tx, T0)
+        return fields
+
+    assert ledger.call(page) == frozenset({"state"})
+    assert statuses(ledger, link_id) == [
+        ("acknowledge", "superseded"), ("severity", "superseded"), ("resolve", "pending"),
+        ("severity", "superseded")]
+    reasons = ledger.call(lambda tx: [r.last_error for r in tx.outbox_for_link(
+        link_id, tuple(Status))])
+    assert reasons == ["superseded by resolve", "superseded by severity", None,
+                       "member already has the agreed value"]
 
 
 def test_a_create_supersedes_nothing(tmp_path: Path) -> None:
@@ -191,7 +219,7 @@ def test_a_change_at_the_vendor_retries_only_the_latest_parked_action(tmp_path: 
 
     ledger.call(seed)
     later = T0 + timedelta(minutes=1)
-    assert ledger.call(lambda tx: outbox.retry_on_change(tx, rid, later)) == 1
+    assert ledger.call(lambda tx: outbox.retry_on_change(tx, [rid], later)) == 1
     assert statuses(ledger, link_id) == [("severity", "parked"), ("severity", "done"),
                                          ("acknowledge", "pending")]
     unparked = ledger.call(lambda tx: [(a.account, a.field) for a in tx.audit_entries(
