@@ -236,6 +236,7 @@ def link_page(tx: Tx, ctx: GroupContext, seen: Sequence[Seen], now: datetime,
     by_key: dict[str, _Open] = {}
     if group.mode == "correlate":
         keys = {k for s in seeking if (k := s.inc.keys.get(group.key_for(s.rec.account)))}
+        records.born(tx, [s.rec for s in seeking if not s.fresh])
         newest = pages.newest_for_keys(tx, group.name, keys)
         _load_opens(tx, opens, newest.values(), agreed)
         by_key = {key: opens[link_id] for key, link_id in newest.items()}
@@ -293,7 +294,7 @@ def _place(tx: Tx, ctx: GroupContext, s: Seen, opens: dict[int, _Open],
         if not key:
             return None
         link = by_key.get(key)
-        born = rec.vendor_created_at or rec.first_seen_at
+        born = rec.vendor_created_at or rec.first_seen_at or now
         if link is not None and rec.account not in link.accounts and (
                 link.resolved_at is None or born <= link.resolved_at + SAME_OCCURRENCE_SLACK):
             # A resolved link takes a record only of the same occurrence; an alert that fires

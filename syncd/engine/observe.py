@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 
 from syncd.engine.links import GroupContext, Seen, Work, link_page, reconcile_links
 from syncd.ledger import Tx, outbox, pages, records
-from syncd.ledger.records import RecordRow
 from syncd.model import Incident, State
 
 __all__ = ["GroupContext", "ObserveResult", "observe"]
@@ -77,9 +76,10 @@ def _observe(tx: Tx, account: str, incidents: Sequence[Incident],
         if _stale(rec, inc, now, grace):
             result.stale += 1
             continue
-        changes = records.observe(rec, inc, now)
-        if changes is None:
+        found = records.observe(rec, inc, now)
+        if found is None:
             continue
+        rec, changes = found
         for name, old, new in changes:
             tx.audit("observed", account=account, external_id=rec.external_id,
                      field=name, old=old, new=new, cause=account, at=now)
@@ -104,7 +104,7 @@ def _observe(tx: Tx, account: str, incidents: Sequence[Incident],
         result.actions += reconcile_links(tx, work, now, agreed=agreed)
 
 
-def _stale(rec: RecordRow, inc: Incident, now: datetime, grace: timedelta) -> bool:
+def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -> bool:
     """An observation older than our last confirmed push to this record says nothing new.
 
     With vendor timestamps on both sides: older than the vendor's timestamp on the

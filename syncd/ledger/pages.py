@@ -48,7 +48,10 @@ _MEMBERS = (select(_MEMBER.c.link_id, _RECORD.c.id, _RECORD.c.account, _RECORD.c
 _AGREED_OF = select(_AGREED.c.link_id, _AGREED.c.field, _AGREED.c.value,
                     _AGREED.c.source_account, _AGREED.c.changed_at).where(
                         _in(_AGREED.c.link_id))
-_NEW_LINKS = insert(_LINK).returning(_LINK.c.id, sort_by_parameter_order=True)
+# Matched back by (key, origin) rather than by parameter order (which SQLite can only promise
+# by inserting row by row): links opened together with the same key and origin are identical
+# rows, so which of them gets which id makes no difference.
+_NEW_LINKS = insert(_LINK).returning(_LINK.c.id, _LINK.c.key, _LINK.c.origin)
 _NEW_MEMBERS = insert(_MEMBER)
 _NEW_AGREED = insert(_AGREED)
 _SET_AGREED = (update(_AGREED)
@@ -133,9 +136,12 @@ def new_links(tx: Tx, group: str, rows: Sequence[tuple[str | None, str]], now: d
     """Open links, one per (key, origin), in one statement; returns their ids in order."""
     if not rows:
         return []
-    return list(tx.core.execute(_NEW_LINKS, [
-        {"group_name": group, "key": key, "origin": origin, "created_at": now}
-        for key, origin in rows]).scalars())
+    ids: dict[tuple[str | None, str], list[int]] = {}
+    for link_id, key, origin in tx.core.execute(_NEW_LINKS, [
+            {"group_name": group, "key": key, "origin": origin, "created_at": now}
+            for key, origin in rows]):
+        ids.setdefault((key, origin), []).append(link_id)
+    return [ids[row].pop() for row in rows]
 
 
 def add_members(tx: Tx, group: str, rows: Sequence[tuple[int, int, str]]) -> None:

@@ -33,43 +33,62 @@ class RecordRow:
     id: int
     account: str
     external_id: str
-    title: str
     state: str
     severity: str | None
+    title: str  # title .. number: the descriptive fields, in _described's order
+    keys_json: str
+    vendor_updated_at: datetime | None
+    url: str | None
+    number: str | None
     dedup: str | None
     marker: str | None
-    keys_json: str
-    number: str | None
-    url: str | None
-    vendor_created_at: datetime | None
-    vendor_updated_at: datetime | None
-    first_seen_at: datetime
-    observed_at: datetime
     pushed_at: datetime | None
     pushed_vendor_at: datetime | None
+    # Not read by load(): written, or (born) read only for the few records seeking a link.
+    observed_at: datetime | None = None
+    vendor_created_at: datetime | None = None
+    first_seen_at: datetime | None = None
 
 
 AnyRecord = Record | RecordRow
 """What the engine reads a record's last known values from: a page's row or an ORM object."""
 
+Known = Any
+"""A record as :func:`load` read it (a result row: its columns by name, read-only)."""
+
 _TABLE = Record.__table__  # type: ignore[attr-defined]
-_COLUMNS = [_TABLE.c[name] for name in RecordRow.__slots__]  # type: ignore[attr-defined]
+_COLUMNS = [_TABLE.c[name] for name in RecordRow.__slots__[:14]]  # type: ignore[attr-defined]
+_DESCRIBED = slice(5, 10)
 _LOAD = select(*_COLUMNS).where(_TABLE.c.account == bindparam("account"),
                                 _TABLE.c.external_id.in_(bindparam("ids", expanding=True)))
-_INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
+_BORN = select(_TABLE.c.id, _TABLE.c.vendor_created_at, _TABLE.c.first_seen_at).where(
+    _TABLE.c.id.in_(bindparam("ids", expanding=True)))
+# Matched back by external id rather than by parameter order, which SQLite can only promise
+# by inserting row by row.
+_INSERT = insert(_TABLE).returning(_TABLE.c.id, _TABLE.c.external_id)
 _OBSERVED = ("title", "keys_json", "vendor_updated_at", "url", "number", "dedup", "marker",
              "observed_at", "state", "severity")
 _SAVE = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
          .values({name: bindparam(f"b_{name}") for name in _OBSERVED}))
 
 
-def load(tx: Tx, account: str, external_ids: Iterable[str]) -> dict[str, RecordRow]:
-    """A page's known records by external id, in one query."""
+def load(tx: Tx, account: str, external_ids: Iterable[str]) -> dict[str, Known]:
+    """A page's known records by external id, in one query. Rows stay read-only result rows
+    (most of a page is unchanged); :func:`observe` makes a :class:`RecordRow` of the others."""
     ids = list(external_ids)
     if not ids:
         return {}
-    rows = tx.core.execute(_LOAD, {"account": account, "ids": ids})
-    return {row[2]: RecordRow(*row) for row in rows}
+    return {row.external_id: row
+            for row in tx.core.execute(_LOAD, {"account": account, "ids": ids}).all()}
+
+
+def born(tx: Tx, rows: Sequence[RecordRow]) -> None:
+    """Fill in when loaded records were born (the vendor's creation time, or when first seen),
+    in one query: what correlating them with a resolved link needs."""
+    missing = {r.id: r for r in rows if r.first_seen_at is None}
+    if missing:
+        for rid, created, first in tx.core.execute(_BORN, {"ids": list(missing)}):
+            missing[rid].vendor_created_at, missing[rid].first_seen_at = created, first
 
 
 def add_page(tx: Tx, account: str, incidents: Sequence[Incident], now: datetime
@@ -78,8 +97,8 @@ def add_page(tx: Tx, account: str, incidents: Sequence[Incident], now: datetime
     if not incidents:
         return []
     values = [_values(account, inc, now) for inc in incidents]
-    ids = tx.core.execute(_INSERT, values).scalars().all()
-    return [RecordRow(id=i, **v) for i, v in zip(ids, values, strict=True)]
+    ids = dict((external_id, i) for i, external_id in tx.core.execute(_INSERT, values))
+    return [RecordRow(id=ids[v["external_id"]], **v) for v in values]
 
 
 def save(tx: Tx, rows: Sequence[RecordRow]) -> None:
@@ -125,17 +144,24 @@ def _values(account: str, inc: Incident, now: datetime, *, marker: str | None = 
     )
 
 
-def observe(rec: AnyRecord, inc: Incident, now: datetime) -> list[FieldChange] | None:
-    """Take in a new observation of a known record. Returns the synced fields that changed
-    (an empty list when only descriptive fields did), or None when nothing changed at all."""
-    changes = _diff(rec, inc)
-    if not _refresh(rec, inc) and not changes:
+def observe(known: Known, inc: Incident, now: datetime
+            ) -> tuple[RecordRow, list[FieldChange]] | None:
+    """Take in a new observation of a record :func:`load` read. None when nothing changed at
+    all; else the record with its new values (for :func:`save`) and the synced fields that
+    changed (an empty list when only descriptive fields did)."""
+    changes = _diff(known, inc)
+    described = (inc.title, _keys_json(inc), inc.updated_at, inc.url, inc.number)
+    if not changes and described == known[_DESCRIBED]:
         return None
+    rec = RecordRow(*known)
+    rec.title, rec.keys_json, rec.vendor_updated_at, rec.url, rec.number = described
+    rec.dedup = inc.keys.get("dedup", rec.dedup)
+    rec.marker = inc.keys.get("marker", rec.marker)
     rec.observed_at = now
     if changes:
         rec.state = inc.state.value
         rec.severity = inc.severity.value if inc.severity else None
-    return changes
+    return rec, changes
 
 
 def confirm_push(rec: AnyRecord, action: Action, value: str | None, incident: Incident | None,
@@ -166,24 +192,13 @@ def _keys_json(inc: Incident) -> str:
     return json.dumps(dict(inc.keys), sort_keys=True)
 
 
-def _diff(rec: AnyRecord, inc: Incident) -> list[FieldChange]:
+def _diff(rec: Known, inc: Incident) -> list[FieldChange]:
     out: list[FieldChange] = []
-    if rec.state != inc.state.value:
-        out.append((STATE, rec.state, inc.state.value))
-    severity = inc.severity.value if inc.severity else None
+    state, severity = rec[3], rec[4]  # a load()ed row's state and severity, by position
+    if state != inc.state.value:
+        out.append((STATE, state, inc.state.value))
+    seen = inc.severity.value if inc.severity else None
     # A vendor that reports no severity for a record does not clear the last known one.
-    if severity is not None and rec.severity != severity:
-        out.append((SEVERITY, rec.severity, severity))
+    if seen is not None and severity != seen:
+        out.append((SEVERITY, severity, seen))
     return out
-
-
-def _refresh(rec: AnyRecord, inc: Incident) -> bool:
-    """Copy descriptive fields; True when any changed (worth a write, not a reconcile)."""
-    new = (inc.title, _keys_json(inc), inc.updated_at, inc.url, inc.number)
-    old = (rec.title, rec.keys_json, rec.vendor_updated_at, rec.url, rec.number)
-    if new == old:
-        return False
-    rec.title, rec.keys_json, rec.vendor_updated_at, rec.url, rec.number = new
-    rec.dedup = inc.keys.get("dedup", rec.dedup)
-    rec.marker = inc.keys.get("marker", rec.marker)
-    return True
