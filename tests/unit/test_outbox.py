@@ -55,6 +55,7 @@ def test_a_batch_follows_the_enqueue_rule_with_one_read(tmp_path: Path) -> None:
                             owe(tx, link_id, rid, Action.SET_SEVERITY, "sev", "sev1")])
 
     def page(tx: Tx) -> frozenset[str]:
+        loaded = tx.outbox_for_link(link_id)  # ORM copies the batch's writes must keep in step
         batch = outbox.Batch(outbox.pending_of(tx, [rid]))
         kw = dict(group="g", link_id=link_id, record_id=rid, account="vo", cause="pd",
                   caused_at=T0, now=T0)
@@ -63,6 +64,8 @@ def test_a_batch_follows_the_enqueue_rule_with_one_read(tmp_path: Path) -> None:
         batch.supersede(rid, "severity", "member already has the agreed value")
         fields = batch.fields(rid)
         batch.write(tx, T0)
+        assert [r.status for r in loaded] == ["superseded", "superseded"]
+        assert not tx.session.dirty
         return fields
 
     assert ledger.call(page) == frozenset({"state"})
