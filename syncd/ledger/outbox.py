@@ -104,7 +104,7 @@ def pending_of(tx: Tx, record_ids: Iterable[int]) -> dict[int, list[tuple[int, s
     ids = list(record_ids)
     out: dict[int, list[tuple[int, str]]] = {}
     if ids:
-        for oid, record_id, action in tx.core.execute(_PENDING, {"ids": ids}):
+        for oid, record_id, action in tx.core.execute(_PENDING, {"ids": ids}).all():
             out.setdefault(record_id, []).append((oid, action))
     return out
 

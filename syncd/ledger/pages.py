@@ -92,7 +92,7 @@ def link_ids_of(tx: Tx, group: str, record_ids: Iterable[int]) -> dict[int, int]
     ids = list(record_ids)
     if not ids:
         return {}
-    return {r: link for r, link in tx.core.execute(_LINKS_OF, {"group": group, "ids": ids})}
+    return dict(tx.core.execute(_LINKS_OF, {"group": group, "ids": ids}).tuples().all())
 
 
 def newest_for_keys(tx: Tx, group: str, keys: Iterable[str]) -> dict[str, int]:
@@ -100,14 +100,14 @@ def newest_for_keys(tx: Tx, group: str, keys: Iterable[str]) -> dict[str, int]:
     ids = list(keys)
     if not ids:
         return {}
-    return {key: link for key, link in tx.core.execute(_NEWEST, {"group": group, "ids": ids})}
+    return dict(tx.core.execute(_NEWEST, {"group": group, "ids": ids}).tuples().all())
 
 
 def member_accounts(tx: Tx, link_ids: Iterable[int]) -> dict[int, set[str]]:
     ids = list(link_ids)
     out: dict[int, set[str]] = {i: set() for i in ids}
     if ids:
-        for link, account in tx.core.execute(_ACCOUNTS, {"ids": ids}):
+        for link, account in tx.core.execute(_ACCOUNTS, {"ids": ids}).all():
             out[link].add(account)
     return out
 
@@ -117,7 +117,8 @@ def members_of(tx: Tx, link_ids: Iterable[int]) -> dict[int, list[MemberRow]]:
     ids = list(link_ids)
     out: dict[int, list[MemberRow]] = {i: [] for i in ids}
     if ids:
-        for link, record_id, account, state, severity in tx.core.execute(_MEMBERS, {"ids": ids}):
+        rows = tx.core.execute(_MEMBERS, {"ids": ids}).all()
+        for link, record_id, account, state, severity in rows:
             out[link].append(MemberRow(record_id, account, state, severity))
     return out
 
@@ -126,7 +127,8 @@ def agreed_of(tx: Tx, link_ids: Iterable[int]) -> dict[int, dict[str, AgreedRow]
     ids = list(link_ids)
     out: dict[int, dict[str, AgreedRow]] = {i: {} for i in ids}
     if ids:
-        for link, name, value, source, changed_at in tx.core.execute(_AGREED_OF, {"ids": ids}):
+        rows = tx.core.execute(_AGREED_OF, {"ids": ids}).all()
+        for link, name, value, source, changed_at in rows:
             out[link][name] = (value, source, changed_at)
     return out
 
@@ -139,7 +141,7 @@ def new_links(tx: Tx, group: str, rows: Sequence[tuple[str | None, str]], now: d
     ids: dict[tuple[str | None, str], list[int]] = {}
     for link_id, key, origin in tx.core.execute(_NEW_LINKS, [
             {"group_name": group, "key": key, "origin": origin, "created_at": now}
-            for key, origin in rows]):
+            for key, origin in rows]).all():
         ids.setdefault((key, origin), []).append(link_id)
     return [ids[row].pop() for row in rows]
 

@@ -87,7 +87,7 @@ def born(tx: Tx, rows: Sequence[RecordRow]) -> None:
     in one query: what correlating them with a resolved link needs."""
     missing = {r.id: r for r in rows if r.first_seen_at is None}
     if missing:
-        for rid, created, first in tx.core.execute(_BORN, {"ids": list(missing)}):
+        for rid, created, first in tx.core.execute(_BORN, {"ids": list(missing)}).all():
             missing[rid].vendor_created_at, missing[rid].first_seen_at = created, first
 
 
@@ -97,7 +97,7 @@ def add_page(tx: Tx, account: str, incidents: Sequence[Incident], now: datetime
     if not incidents:
         return []
     values = [_values(account, inc, now) for inc in incidents]
-    ids = dict((external_id, i) for i, external_id in tx.core.execute(_INSERT, values))
+    ids = {external_id: i for i, external_id in tx.core.execute(_INSERT, values).all()}
     return [RecordRow(id=ids[v["external_id"]], **v) for v in values]
 
 
