@@ -92,7 +92,7 @@ def link_ids_of(tx: Tx, group: str, record_ids: Iterable[int]) -> dict[int, int]
     ids = list(record_ids)
     if not ids:
         return {}
-    return dict(tx.core.execute(_LINKS_OF, {"group": group, "ids": ids}).tuples().all())
+    return dict(tx.core.execute(_LINKS_OF, {"group": group, "ids": ids}).all())
 
 
 def newest_for_keys(tx: Tx, group: str, keys: Iterable[str]) -> dict[str, int]:
@@ -100,7 +100,7 @@ def newest_for_keys(tx: Tx, group: str, keys: Iterable[str]) -> dict[str, int]:
     ids = list(keys)
     if not ids:
         return {}
-    return dict(tx.core.execute(_NEWEST, {"group": group, "ids": ids}).tuples().all())
+    return dict(tx.core.execute(_NEWEST, {"group": group, "ids": ids}).all())
 
 
 def member_accounts(tx: Tx, link_ids: Iterable[int]) -> dict[int, set[str]]:
