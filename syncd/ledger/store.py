@@ -466,8 +466,12 @@ def _sqlite_pragmas(engine: Engine, busy_timeout: float) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Straight to the driver: every transaction begins here, and the statement machinery
-        # around exec_driver_sql costs more than the BEGIN itself.
-        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        # around exec_driver_sql costs more than the BEGIN itself. Its errors (a lock held past
+        # the busy timeout) reach callers wrapped as SQLAlchemy's, as that machinery would.
+        try:
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from None
 
 
 _AUDIT_TABLE = Audit.__table__  # type: ignore[attr-defined]
