@@ -32,7 +32,7 @@ from sqlalchemy.exc import DatabaseError, DBAPIError, IntegrityError, Operationa
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, SQLModel, col, select
 
-from syncd import metrics
+from syncd import metrics, secrets
 from syncd.ledger import outbox, postgres
 from syncd.ledger.errors import LedgerDamaged, LedgerError, LedgerWriteError
 from syncd.ledger.lock import LedgerLock
@@ -709,6 +709,9 @@ class Tx:
         row = dict.fromkeys(_AUDIT_COLUMNS)
         row.update(fields, kind=kind)
         row["at"] = row["at"] or utcnow()
+        if row["detail"] is not None:
+            # Core writes skip the ORM's redaction hook (tables.py): vendor text is scrubbed here.
+            row["detail"] = secrets.redact(row["detail"])
         self._audit.append(row)
 
     def flush_audit(self) -> None:
