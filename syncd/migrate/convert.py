@@ -113,6 +113,10 @@ def convert(source: Schedule, target: TargetModel, *, now: datetime) -> Schedule
         for r in source.rotations if r.end is None or r.end > now
     )
     source = replace(source, rotations=live)
+    if ended and not live:
+        return refuse(source, "all_layers_ended",
+                      f"every layer of {source.name!r} has ended, so it pages nobody; there is "
+                      "nothing to migrate")
     if not source.rotations:
         return refuse(source, "definition_not_readable",
                       f"{source.name!r} is known only by who it has on call (the source's API "

@@ -252,3 +252,10 @@ def test_materializing_names_what_overrides_cannot_page() -> None:
     assert mat.losses and "pages nobody" in mat.losses[0]
     differences = check(mat, NOW, NOW + 7 * D)
     assert differences and all(not d.source and d.target == {"a"} for d in differences)
+
+
+def test_a_schedule_whose_layers_all_ended_is_refused() -> None:
+    old = Rotation(**{**_fields(business_hours_daily()), "end": SINCE - D})
+    conv = convert(Schedule(id="s", name="gone", time_zone=NY, rotations=(old,)), INCIDENTIO,
+                   now=NOW)
+    assert conv.refusal is not None and conv.refusal.code == "all_layers_ended"
