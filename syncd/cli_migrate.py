@@ -13,7 +13,9 @@ from typing import Annotated, Any
 import anyio
 import typer
 from rich.table import Table
+from rich.text import Text
 
+from syncd import secrets
 from syncd.cli import DEFAULT_CONFIG, ConfigOpt, JsonOpt, emit, fail, load_config, open_ledger, out
 from syncd.ledger import utcnow
 from syncd.migrate import service
@@ -53,6 +55,17 @@ def _run(config: Path, source: str, target: str, work: Any) -> Any:
         raise fail(str(exc)) from None
     finally:
         ledger.dispose()
+
+
+def say(text: str) -> None:
+    """Plain text (rich would take ``[[oncall]]`` for markup), with any secret redacted."""
+    print(secrets.redact(text))
+
+
+def _row(table: Table, *cells: str) -> None:
+    """Cells as literal text: vendor names may hold brackets (incident.io path names carry
+    syncd's ``[marker]``), which rich would take for markup."""
+    table.add_row(*(Text(secrets.redact(c)) for c in cells))
 
 
 def _selection(schedule: list[str] | None, policy: list[str] | None,
@@ -102,7 +115,7 @@ def apply_cmd(source: FromOpt, target: ToOpt, config: ConfigOpt = Path(DEFAULT_C
         emit({"plan": result.as_dict(), "applied": [a.as_dict() for a in applied]})
         return
     for a in applied:
-        print(f"{a.action:9} {a.kind} {a.source_id} ({a.name}) -> {a.target_id or '-'}"
+        say(f"{a.action:9} {a.kind} {a.source_id} ({a.name}) -> {a.target_id or '-'}"
                   + (f", {a.overrides_created} override(s)" if a.overrides_created else ""))
 
 
@@ -128,18 +141,18 @@ def verify_cmd(source: FromOpt, target: ToOpt, config: ConfigOpt = Path(DEFAULT_
     else:
         table = Table("kind", "source", "target", "level", "differing intervals")
         for v in verified:
-            table.add_row(v.kind, v.source_id, v.target_id, str(v.level or "-"),
+            _row(table, v.kind, v.source_id, v.target_id, str(v.level or "-"),
                           str(len(v.differences)))
         out.print(table)
         for v in verified:
             for d in v.differences:
-                print(f"  {v.kind} {v.source_id} level {v.level or '-'}: "
+                say(f"  {v.kind} {v.source_id} level {v.level or '-'}: "
                           f"{d.start.isoformat()} .. {d.end.isoformat()}: source pages "
                           f"{sorted(d.source) or 'nobody'}, target pages "
                           f"{sorted(d.target) or 'nobody'}")
         if not verified:
-            print("nothing migrated yet: run syncd migrate apply first")
-        print("\n# dual-run configuration" + (f" (written to {write_config})"
+            say("nothing migrated yet: run syncd migrate apply first")
+        say("\n# dual-run configuration" + (f" (written to {write_config})"
                                                   if write_config else "") + ":\n" + snippet)
     raise typer.Exit(0 if differing == 0 and verified else 1)
 
@@ -158,11 +171,11 @@ def _show_plan(result: Plan) -> None:
         if item.verified_by:
             details.append(f"{len(item.differences)} differing interval(s) over "
                            f"{result.horizon.days} days ({item.verified_by})")
-        table.add_row(item.kind, item.source_id, item.name, item.verb.value,
+        _row(table, item.kind, item.source_id, item.name, item.verb.value,
                       item.conversion.value, "\n".join(details) or "-")
     out.print(table)
     for u in result.unmatched:
-        print(f"missing in {result.target}: {u.email or u.user_id} "
+        say(f"missing in {result.target}: {u.email or u.user_id} "
                   f"(used by {', '.join(u.referenced_by)})")
     summary = ", ".join(f"{n} {verb}" for verb, n in result.summary().items() if n)
-    print(f"plan: {summary or 'nothing selected'}")
+    say(f"plan: {summary or 'nothing selected'}")

@@ -388,3 +388,37 @@ async def test_team_selection(world: World) -> None:
     finally:
         await closed(pair)
         await world.close()
+
+
+@pytest.mark.slow
+def test_the_text_output_of_plan_apply_and_verify(tmp_path: Path) -> None:
+    """What an operator reads: the plan table, the applied lines, the dual-run config printed
+    literally (rich would take [[oncall]] for markup), a re-plan with nothing to do."""
+    running, tables = threaded_sims({"pd": "pagerduty", "ii": "incidentio"}, 1.0)
+    try:
+        config = tmp_path / "syncd.toml"
+        config.write_text(render(tables, [], tmp_path / "ledger.db")
+                          + '\n[users.pd]\nPUSR006 = "erin@example.com"\n')
+        env = {**os.environ, "COLUMNS": "200"}
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "syncd", "migrate", *args, "-c",
+                                   str(config), "--from", "pd", "--to", "ii"],
+                                  capture_output=True, text=True, env=env, timeout=120)
+
+        plan = run("plan", "--escalation-policy", POLICY_ID)
+        assert plan.returncode == 0, plan.stderr
+        assert "syncd migrate plan pd -> ii" in plan.stdout
+        assert "Platform business hours" in plan.stdout and "target preview" in plan.stdout
+        assert "plan: " in plan.stdout and " create" in plan.stdout
+        applied = run("apply", "--escalation-policy", POLICY_ID, "--yes")
+        assert applied.returncode == 0, applied.stderr
+        assert applied.stdout.count("created") >= 2
+        verify = run("verify")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert "[[oncall]]" in verify.stdout and "[[sync]]" in verify.stdout
+        again = run("plan", "--escalation-policy", POLICY_ID)
+        assert again.returncode == 0 and " unchanged" in again.stdout, again.stdout
+    finally:
+        for r in running.values():
+            r.stop()
