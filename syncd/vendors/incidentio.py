@@ -205,6 +205,14 @@ class RecordModel:
         self.settings = client.settings
         self.account = client.account
 
+    async def _show(self, record_id: str) -> dict[str, Any]:
+        """One record by id: ``GET /v2/<kind>s/{id}`` answers ``{"<kind>": {...}}``."""
+        route = f"/v2/{self.kind}s/{{id}}"
+        endpoint = f"GET {route}"
+        data = await self.http.json("GET", route, path={"id": record_id})
+        self.client._check_failure(data, endpoint)
+        return require(data, self.kind, dict, endpoint=endpoint, account=self.account)
+
     def pages(self, since: datetime | None) -> AsyncIterator[Page]:
         """Records changed since ``since`` (every open one when None), one Page per page."""
         raise NotImplementedError
@@ -915,12 +923,6 @@ class IncidentModel(RecordModel):
             return None
         incidents, skipped = await self._build(raws, "GET /v2/incidents/{id}")
         return Page(incidents=incidents, skipped=skipped)
-
-    async def _show(self, iid: str) -> dict[str, Any]:
-        endpoint = "GET /v2/incidents/{id}"
-        data = await self.http.json("GET", "/v2/incidents/{id}", path={"id": iid})
-        self.client._check_failure(data, endpoint)
-        return require(data, "incident", dict, endpoint=endpoint, account=self.account)
 
     async def resolved_and_created(self, eid: str) -> tuple[bool, datetime | None]:
         raw = await self._show(eid)

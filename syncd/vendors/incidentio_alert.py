@@ -153,12 +153,6 @@ class AlertModel(RecordModel):
 
     # ------------------------------------------------------------------ push
 
-    async def _show(self, aid: str) -> dict[str, Any]:
-        endpoint = "GET /v2/alerts/{id}"
-        data = await self.http.json("GET", "/v2/alerts/{id}", path={"id": aid})
-        self.client._check_failure(data, endpoint)
-        return require(data, "alert", dict, endpoint=endpoint, account=self.account)
-
     async def resolved_and_created(self, aid: str) -> tuple[bool, datetime | None]:
         raw = await self._show(aid)
         return raw.get("status") == "resolved", created_of(raw)

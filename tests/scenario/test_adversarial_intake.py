@@ -95,6 +95,12 @@ async def wait_for_port(port: int) -> None:
     raise AssertionError("status server never answered")
 
 
+async def deliver_pd(app: Any, body: bytes) -> int:
+    """A PagerDuty v3 delivery of ``body``, signed with the account's secret."""
+    raw = [(k.lower().encode(), v.encode()) for k, v in pd_headers(body).items()]
+    return await asgi_post(app, "/webhooks/pd", raw, body)
+
+
 async def asgi_post(app: Any, path: str, raw: list[tuple[bytes, bytes]], body: bytes,
                     chunks: int = 1) -> int:
     """POST straight into the ASGI app with raw header bytes, as a server would hand them
@@ -307,10 +313,6 @@ async def test_a_flood_of_signed_deliveries_keeps_vendor_calls_bounded(tmp_path:
     app = build_app(daemon)
     seen: dict[str, Any] = {}
 
-    async def deliver(body: bytes) -> int:
-        raw = [(k.lower().encode(), v.encode()) for k, v in pd_headers(body).items()]
-        return await asgi_post(app, "/webhooks/pd", raw, body)
-
     async def scenario() -> None:
         for _ in range(100):
             await anyio.sleep(0.1)
@@ -320,13 +322,13 @@ async def test_a_flood_of_signed_deliveries_keeps_vendor_calls_bounded(tmp_path:
         pd = w.sims["pd"]
         gets = pd.call_count(method="GET")
         replayed = json.dumps({"event": {"id": "captured"}}).encode()
-        codes: list[int] = [await deliver(replayed)]
+        codes: list[int] = [await deliver_pd(app, replayed)]
         w.act("pd", "flood", "acknowledge")
         started = time.monotonic()
         for i in range(1000):  # spread over about 5 s, so the scheduler runs in between
-            codes.append(await deliver(json.dumps({"event": {"id": f"ev-{i}"}}).encode()))
+            codes.append(await deliver_pd(app, json.dumps({"event": {"id": f"ev-{i}"}}).encode()))
             if i % 3 == 0 and i < 900:
-                codes.append(await deliver(replayed))
+                codes.append(await deliver_pd(app, replayed))
             if i % 10 == 9:
                 await anyio.sleep(0.05)
         await anyio.sleep(0.5)
@@ -358,13 +360,9 @@ async def test_replays_and_low_budget_do_not_poll(tmp_path: Path) -> None:
     app = build_app(daemon)
     seen: dict[str, Any] = {}
 
-    async def deliver(body: bytes) -> int:
-        raw = [(k.lower().encode(), v.encode()) for k, v in pd_headers(body).items()]
-        return await asgi_post(app, "/webhooks/pd", raw, body)
-
     async def gets_after(body: bytes) -> tuple[int, int]:
         before = w.sims["pd"].call_count(method="GET")
-        code = await deliver(body)
+        code = await deliver_pd(app, body)
         await anyio.sleep(3.0)  # past HINT_SPACING: a poll would have run by now
         return code, w.sims["pd"].call_count(method="GET") - before
 
