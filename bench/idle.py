@@ -16,6 +16,13 @@ of ``syncd run`` itself: after the measured window the same config runs as its o
 simulators and ledger for ``--rss-window`` seconds of delta polls; ``bench_rss_mb`` is this
 process's (the in-process daemon plus the benchmark) at the end of the window.
 
+The backlog is seeded ``--backlog-age-days`` in the past (default 2): open incidents that
+nobody touched today, as a real backlog of that size is. That matters for incident.io only:
+its ``updated_at[gte]`` filters compare dates (docs/vendors/incidentio.md), so its delta poll
+lists everything updated *today*. ``incidentio_updated_today`` is therefore measured too, after
+the main run, on its own: the same number of open incidents all updated today, the first full
+read, then ``--today-polls`` delta polls through the engine, counted at the simulator.
+
 ``python bench/idle.py [--incidents 10000] [--quick]``; last stdout line is the JSON.
 """
 
@@ -37,6 +44,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    World,
     account_table,
     emit,
     landed,
@@ -56,12 +64,13 @@ from syncd.ledger import Ledger
 DEFAULT_POLL = 30.0
 
 
-def start_sims(vendor_names: list[str], incidents: int) -> dict[str, tuple[Any, dict]]:
+def start_sims(vendor_names: list[str], incidents: int, age_days: float = 0.0
+               ) -> dict[str, tuple[Any, dict]]:
     procs = {}
     for vendor in vendor_names:
         proc = subprocess.Popen(
             [sys.executable, "-m", "syncd", "sim", vendor, "--port", "0",
-             "--seed-incidents", str(incidents)],
+             "--seed-incidents", str(incidents), "--seed-age-days", str(age_days)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         procs[vendor] = proc
     out = {}
@@ -92,9 +101,9 @@ def daemon_rss(config: Path, seconds: float) -> tuple[float, float]:
 
 
 async def idle(incidents: int, poll_interval: float, scale: float, window: float,
-               vendor_names: list[str], limit_s: float, rss_window: float = 20.0
-               ) -> dict[str, Any]:
-    sims = start_sims(vendor_names, incidents)
+               vendor_names: list[str], limit_s: float, rss_window: float = 20.0,
+               age_days: float = 0.0) -> dict[str, Any]:
+    sims = start_sims(vendor_names, incidents, age_days)
     try:
         with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmpdir:
             tmp = Path(tmpdir)
@@ -173,7 +182,7 @@ async def idle(incidents: int, poll_interval: float, scale: float, window: float
     cpu_percent = 100 * out["cpu_s"] / out["wall_s"]
     cpu_per_cycle = out["cpu_s"] / max(1.0, cycles)
     return {
-        "bench": "idle", "open_incidents": incidents,
+        "bench": "idle", "open_incidents": incidents, "backlog_age_days": age_days,
         "calls_per_poll": max(p["calls_per_poll"] for p in per_account.values()),
         "cpu_percent": round(cpu_percent, 1), "rss_mb": round(out["daemon_rss_mb"], 1),
         "peak_rss_mb": round(out["daemon_peak_rss_mb"], 1),
@@ -188,6 +197,40 @@ async def idle(incidents: int, poll_interval: float, scale: float, window: float
     }
 
 
+async def incidentio_today(incidents: int, scale: float, polls: int) -> dict[str, Any]:
+    """incident.io delta polls when every open incident was updated today: what its
+    day-granular ``updated_at[gte]`` filter costs (ceil(n/250) incident pages plus the
+    escalation feed). In-process simulator, real engine and ledger; nothing changes."""
+    with tempfile.TemporaryDirectory(prefix="syncd-bench-today-") as tmpdir:
+        # A sync group needs two accounts; the PagerDuty one holds nothing and is not polled.
+        world = World(Path(tmpdir), ["incidentio", "pagerduty"], scale=scale,
+                      account_settings={"full_resync_interval": 86400.0})
+        sim = world.sims["incidentio"]
+        sim.seed_incidents(incidents)
+        ledger, engine = world.open()
+        try:
+            t0 = time.monotonic()
+            first = await engine.poll("incidentio", full=True)
+            first_s = time.monotonic() - t0
+            await engine.poll("incidentio", full=False)
+            sim.calls.clear()
+            changed = 0
+            for _ in range(polls):
+                result = await engine.poll("incidentio", full=False)
+                if not result.ok:
+                    raise RuntimeError(f"incident.io delta poll failed: {result.error}")
+                changed += result.changed
+            by_route = {f"{m} {r} {s}": n for (m, r, s), n in sorted(sim.calls.items())}
+            total = sum(sim.calls.values())
+        finally:
+            await engine.aclose()
+            ledger.dispose()
+    return {"open_incidents": incidents, "updated_today": first.observed,
+            "polls": polls, "calls_per_poll": round(total / max(1, polls), 2),
+            "changed": changed, "calls_by_route": by_route,
+            "first_full_poll_s": round(first_s, 1)}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--incidents", type=int, default=10_000, help="open incidents per account")
@@ -200,6 +243,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rss-window", type=float, default=20.0,
                    help="seconds syncd run runs on its own before its RSS is read")
     p.add_argument("--quick", action="store_true", help="1,000 incidents, 8 s window")
+    p.add_argument("--backlog-age-days", type=float, default=2.0,
+                   help="seed the backlog this many days in the past (0: all updated today)")
+    p.add_argument("--today-polls", type=int, default=3,
+                   help="delta polls of the incident.io everything-updated-today phase (0: skip)")
     return p
 
 
@@ -211,7 +258,11 @@ def main() -> None:
     scale = args.scale or DEFAULT_POLL / args.poll_interval
     vendor_names = args.vendors or landed()
     figures = anyio.run(lambda: idle(args.incidents, args.poll_interval, scale, args.window,
-                                     vendor_names, args.timeout, args.rss_window))
+                                     vendor_names, args.timeout, args.rss_window,
+                                     args.backlog_age_days))
+    if "incidentio" in vendor_names and args.today_polls > 0:
+        figures["incidentio_updated_today"] = anyio.run(
+            lambda: incidentio_today(args.incidents, scale, args.today_polls))
     emit(figures)
 
 

@@ -346,6 +346,9 @@ def sim(
     port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0 = any free port)")] = 0,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     seed_incidents: Annotated[int, typer.Option(help="incidents to seed")] = 0,
+    seed_age_days: Annotated[float, typer.Option(
+        min=0, max=3650, help="seed the incidents this many days in the past (a backlog "
+        "nobody touched lately)")] = 0.0,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     latency_ms: Annotated[float, typer.Option(
         "--latency-ms", min=0, help="delay every vendor API call this long (a WAN round trip "
@@ -363,9 +366,10 @@ def sim(
     from syncd.simulators.server import serve_forever
 
     if all_sims or vendor == "all":
-        if vendor not in (None, "all") or port or host != "127.0.0.1" or certfile or keyfile:
+        if (vendor not in (None, "all") or port or host != "127.0.0.1" or certfile or keyfile
+                or seed_age_days):
             raise fail("all serves every demo simulator on the ports config/demo.toml names: "
-                       "no VENDOR, --port, --host or TLS options with it")
+                       "no VENDOR, --port, --host, --seed-age-days or TLS options with it")
         from syncd import demo as demo_mod
 
         try:
@@ -385,7 +389,7 @@ def sim(
     instance = cls(seed=seed)
     instance.network_latency = latency_ms / 1000
     if seed_incidents:
-        instance.seed_incidents(seed_incidents)
+        instance.seed_incidents(seed_incidents, age_days=seed_age_days)
     serve_forever(instance, host, port, certfile=str(certfile) if certfile else None,
                   keyfile=str(keyfile) if keyfile else None)
 

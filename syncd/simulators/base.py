@@ -9,7 +9,8 @@ to any of them:
 
 ==========================================  =================================================
 ``POST /_sim/reset``                        back to the freshly seeded account
-``POST /_sim/seed`` ``{"incidents": N}``    add N incidents quickly (benchmarks, up to 100k)
+``POST /_sim/seed`` ``{"incidents": N}``    add N incidents quickly (benchmarks, up to 100k);
+                                            ``"age_days": D`` seeds them D days in the past
 ``GET /_sim/calls`` / ``DELETE``            call counters per (method, route template, status)
 ``POST /_sim/faults`` / ``DELETE``          error_rate, error_status, latency, hang_rate,
                                             drop_rate, outage_seconds, rate_limit_rate,
@@ -224,8 +225,11 @@ class Simulator:
         """(Re)create the seeded account: users, teams, schedules, catalogues, no incidents."""
         raise NotImplementedError
 
-    def seed_incidents(self, count: int, *, state: str = "triggered") -> list[str]:
-        """Add ``count`` incidents fast (no per-incident HTTP); return their ids."""
+    def seed_incidents(self, count: int, *, state: str = "triggered",
+                       age_days: float = 0.0) -> list[str]:
+        """Add ``count`` incidents fast (no per-incident HTTP); return their ids. ``age_days``
+        moves every seeded timestamp that far into the past: a backlog nobody touched lately,
+        which is what a vendor's updated-since filter (incident.io's compares dates) skips."""
         raise NotImplementedError
 
     def describe(self, base_url: str) -> dict[str, Any]:
@@ -345,7 +349,11 @@ class Simulator:
         count = int(body.get("incidents", 0))
         if not 0 <= count <= 100_000:
             return JSONResponse({"error": "incidents must be 0..100000"}, status_code=400)
-        ids = self.seed_incidents(count, state=str(body.get("state", "triggered")))
+        age = float(body.get("age_days", 0))
+        if not 0 <= age <= 3650:
+            return JSONResponse({"error": "age_days must be 0..3650"}, status_code=400)
+        ids = self.seed_incidents(count, state=str(body.get("state", "triggered")),
+                                  age_days=age)
         return JSONResponse({"ok": True, "created": len(ids), "ids": ids[:1000]})
 
     async def _c_calls(self, request: Request) -> Response:

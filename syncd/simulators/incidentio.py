@@ -92,14 +92,15 @@ class IncidentIOSimulator(IncidentIOAlerts):
             },
         }
 
-    def seed_incidents(self, count: int, *, state: str = "triggered") -> list[str]:
+    def seed_incidents(self, count: int, *, state: str = "triggered",
+                       age_days: float = 0.0) -> list[str]:
         if state not in ("triggered", "acknowledged", "resolved"):
             raise ValueError(f"unknown state {state!r}")
         live = self.first_status("live").id
         closed = self.first_status("closed").id
         minor = self.severities[0].id
         actor = {"api_key": {"id": self.keys[DEFAULT_API_KEY].id, "name": "seed"}}
-        now = self.clock.now()
+        now = self.clock.now() - timedelta(days=age_days)
         ids = []
         for n in range(count):
             seq = self.next_number

@@ -795,7 +795,8 @@ class PagerDutySimulator(Simulator):
                 self._set_status(inc, "resolved", agent, {"type": "auto"}, at=due,
                                  note="Automatically resolved by the service's timeout")
 
-    def seed_incidents(self, count: int, *, state: str = "triggered") -> list[str]:
+    def seed_incidents(self, count: int, *, state: str = "triggered",
+                       age_days: float = 0.0) -> list[str]:
         """Incidents created one minute apart going back in time, so they span months like a
         real account's backlog; one trigger log entry each. No timers (they are historic)."""
         if state not in ("triggered", "acknowledged", "resolved"):
@@ -805,12 +806,12 @@ class PagerDutySimulator(Simulator):
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._seed(count, state)
+            return self._seed(count, state, timedelta(days=age_days))
         finally:
             if was_enabled:
                 gc.enable()
 
-    def _seed(self, count: int, state: str) -> list[str]:
+    def _seed(self, count: int, state: str, age: timedelta) -> list[str]:
         service = self.services[SERVICE_WEB]
         now = self.clock.now()
         ids = []
@@ -818,7 +819,7 @@ class PagerDutySimulator(Simulator):
         bot = self.user_by_email[FROM_EMAIL].id
         on_call = self._level_users(service.ep_id, 1, now)  # one lookup, not one per incident
         for i in range(count):
-            at = now - timedelta(minutes=count - i)
+            at = now - age - timedelta(minutes=count - i)
             inc = self._new_incident(service, f"Seeded incident {i + 1}", key=f"seed-{i + 1}-"
                                      f"{self.version}", urgency="high", at=at,
                                      agent=("service", service.id), channel={"type": "api"},

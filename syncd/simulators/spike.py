@@ -581,11 +581,12 @@ class SpikeSimulator(Simulator):
 
     # ------------------------------------------------------------------ simulator hooks
 
-    def seed_incidents(self, count: int, *, state: str = "triggered") -> list[str]:
+    def seed_incidents(self, count: int, *, state: str = "triggered",
+                       age_days: float = 0.0) -> list[str]:
         status = {"triggered": "NACK", "acknowledged": "ACK", "resolved": "RES"}[state]
         store = self.stores[TEAM_ID]
         integ = self.integrations[WEBHOOK_TOKEN]
-        start = self.clock.now() - timedelta(days=30)
+        start = self.clock.now() - timedelta(days=30 + age_days)
         ids = []
         for i in range(count):
             at = start + timedelta(seconds=i)

@@ -538,12 +538,13 @@ class VictorOpsSimulator(Simulator):
     def tick(self) -> None:
         self._prune_recent()
 
-    def seed_incidents(self, count: int, *, state: str = "triggered") -> list[str]:
+    def seed_incidents(self, count: int, *, state: str = "triggered",
+                       age_days: float = 0.0) -> list[str]:
         phase = REPORTING_PHASES.get(state)
         if phase is None:
             raise ValueError(f"unknown state {state!r}")
         ids = []
-        now = self.clock.now()
+        now = self.clock.now() - timedelta(days=age_days)
         old = now.timestamp() - self.resolved_retention - 1
         pol = self.routing_keys[self.default_routing_key]
         for _ in range(count):

@@ -8,6 +8,7 @@ contract tests live beside their kit."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,22 @@ async def test_rate_limit_answer_is_the_vendors(kit: ContractKit, spec: Any) -> 
         assert kit.rate_limited(r), (r.status_code, dict(r.headers), r.text)
         kit.check(spec, sim, r.request, r)
     assert sim.call_count(status=refused[0].status_code) == len(refused)
+
+
+async def test_seeded_backlog_can_be_days_old(kit: ContractKit) -> None:
+    """``age_days`` seeds a backlog nobody touched lately (bench/idle.py): every seeded
+    incident was last updated at least that long ago on the simulator's clock."""
+    sim = kit.make()
+    async with sim.client(headers=kit.headers) as http:
+        refused = await http.post("/_sim/seed", json={"incidents": 1, "age_days": -1})
+        assert refused.status_code == 400, refused.text
+        seeded = await http.post("/_sim/seed", json={"incidents": 3, "age_days": 2})
+        assert seeded.json()["created"] == 3
+        incidents = (await http.get("/_sim/incidents")).json()["incidents"]
+    edge = sim.clock.now() - timedelta(days=2)
+    assert len(incidents) == 3
+    assert all(datetime.fromisoformat(i["updated_at"].replace("Z", "+00:00")) <= edge
+               for i in incidents), incidents
 
 
 async def test_control_surface(kit: ContractKit) -> None:
