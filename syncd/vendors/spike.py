@@ -3,7 +3,9 @@
 Spike has no "updated since" filter (vendor-notes part B3), so a poll reads every open incident
 (``/incidents/triggered`` + ``/incidents/acknowledged``, paged to the end, 100 per page) and, when
 it has a cursor, ``/incidents/all-occurrences?status=RES&start=<since>`` for incidents resolved
-since the last poll. Cost per poll: ceil(triggered/100) + ceil(acknowledged/100) + resolves pages.
+since the last poll. Cost per poll: ceil(triggered/100) + ceil(acknowledged/100) + resolves pages;
+idle, ceil(open/100) + 1 or 2. The resolve page stays even when idle: an incident triggered and
+resolved between two polls is in no open list (docs/vendors/spike.md, "Idle cost").
 
 Writes take lists of counter ids (``{ids: [...]}``, notes B4); ``batch_size`` is our number (100),
 Spike documents none. Severity goes to Spike ``severity`` (sev1..sev3; sev4/sev5 clamp to sev3)

@@ -91,6 +91,28 @@ async def test_incremental_poll_sees_changes_and_resolves(sim: SpikeSimulator,
     assert seen[a].state is State.TRIGGERED
 
 
+async def test_idle_poll_cost_and_why_the_resolve_page_stays(sim: SpikeSimulator,
+                                                              client: SpikeClient) -> None:
+    """Spike has no updated-since filter: an idle delta poll reads both open lists to their end
+    and one page of resolves, ceil(NACK/100) + ceil(ACK/100) + 1 <= ceil(open/100) + 2 calls,
+    never a per-incident read. The resolve page is what sees an incident triggered and resolved
+    between two polls, which no open list ever shows (docs/vendors/spike.md)."""
+    sim.seed_incidents(150)
+    sim.seed_incidents(150, state="acknowledged")
+    pages, _seen = await collect(client, None)
+    cursor = pages[-1].cursor
+    sim.calls.clear()
+    pages, seen = await collect(client, cursor)
+    assert len(seen) == 300  # every open incident, unchanged: the ledger sees no change
+    assert sim.call_count() == 2 + 2 + 1 == -(-300 // 100) + 2, sim.calls
+    assert not [r for (_m, r, _s) in sim.calls if "{" in r], sim.calls
+    sim.clock.advance(5)
+    brief = fire(sim, "flap")
+    sim.act(brief, "resolve")
+    _pages, seen = await collect(client, pages[-1].cursor)
+    assert seen[brief].state is State.RESOLVED
+
+
 async def test_garbage_cursor_means_full_read(sim: SpikeSimulator, client: SpikeClient) -> None:
     fire(sim, "x")
     _pages, seen = await collect(client, "not json")
