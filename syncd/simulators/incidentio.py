@@ -19,7 +19,9 @@ listed in docs/vendors/incidentio.md.
   required to open a non-triage incident (the documented 422, notes 4.4), a repeated
   ``idempotency_key`` returns the incident created first (ours, notes 12).
 - ``updated_at``/``created_at`` filters compare at **date** granularity (every documented
-  example is a date, notes 4.1): a timestamp is truncated to its day (ours).
+  example is a date, notes 4.1): a timestamp is truncated to its day (ours). ``GET /v2/alerts``
+  ``updated_at`` is the exception: the spec documents a timestamp there ("poll with
+  updated_at[gte] set to your last sync time"), compared to the instant.
 - Escalations hold acknowledgement (notes 6, 9): respond ack/snooze (a key cannot nack), cancel,
   snoozes that wake up on the sim clock, escalations resolving when their incident resolves.
 - Alerts: HTTP source with its own token, dedup by ``deduplication_key`` among firing alerts,

@@ -407,7 +407,7 @@ class IncidentIOAlerts(IncidentIOOnCall):
                                                            "alert_source"):
                 continue
             if "updated_at" in f and not self._date_match(a.updated, f["updated_at"],
-                                                          "updated_at"):
+                                                          "updated_at", precise=True):
                 continue
             if "created_at" in f and not self._date_match(a.created, f["created_at"],
                                                           "created_at"):

@@ -685,10 +685,24 @@ class IncidentIOBase(Simulator):
             raise ApiError(422, "invalid_value", f"{name} must be a date like 2024-01-31",
                            field=name) from None
 
-    def _date_match(self, when: datetime, ops: dict[str, list[str]], name: str) -> bool:
+    def _date_match(self, when: datetime, ops: dict[str, list[str]], name: str, *,
+                    precise: bool = False) -> bool:
+        """Date filters compare days (every documented example is a date, notes 4.1). With
+        ``precise``, a ``gte``/``lte`` timestamp compares to the instant: ``GET /v2/alerts``
+        documents ``updated_at[gte]=<last sync time>`` (``2025-01-01T00:00:00Z``) for
+        incremental syncs (spec, List Alerts V2, "By updated_at")."""
         day = when.astimezone(UTC).date()
         for op, values in ops.items():
             for v in values:
+                if precise and op in ("gte", "lte") and "T" in v:
+                    try:
+                        at = parse_time(v)
+                    except ValueError:
+                        raise ApiError(422, "invalid_value", f"{name} must be a date or an "
+                                       "RFC 3339 time", field=name) from None
+                    if (when < at) if op == "gte" else (when > at):
+                        return False
+                    continue
                 if op == "gte" and day < self._day(v, name):
                     return False
                 if op == "lte" and day > self._day(v, name):

@@ -39,6 +39,7 @@ from syncd.vendors.base import (
     TransientError,
 )
 from syncd.vendors.client import parse_time as _time
+from syncd.vendors.client import stamp
 from syncd.vendors.incidentio import (
     INTAKE,
     INTAKE_ENDPOINT,
@@ -130,7 +131,9 @@ class AlertModel(RecordModel):
         if since is None:
             params["status[one_of]"] = ["firing"]
         else:
-            params["updated_at[gte]"] = since.date().isoformat()
+            # /v2/alerts documents a timestamp here ("poll with updated_at[gte] set to your
+            # last sync time"), unlike incidents and escalations, whose filters compare dates.
+            params["updated_at[gte]"] = stamp(since, "us")
         async for items in self.client._list("/v2/alerts", "alerts", params):
             items = self.client._fresh(items, since)
             incidents, skipped = await self._build(items, endpoint)

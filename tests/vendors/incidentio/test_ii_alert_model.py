@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from syncd.model import NewIncident, Severity, State
 from syncd.simulators.incidentio import (
     ALERT_SOURCE_ID,
     ALERT_SOURCE_TOKEN,
+    DEFAULT_API_KEY,
     IncidentIOSimulator,
 )
 from syncd.vendors.base import (
@@ -172,6 +174,42 @@ async def test_full_poll_pages_and_filters_by_source(sim: IncidentIOSimulator) -
     finally:
         await c.aclose()
         await other.aclose()
+
+
+async def test_alert_feed_reads_since_the_cursor_time_not_its_day(
+        sim: IncidentIOSimulator) -> None:
+    """GET /v2/alerts documents ``updated_at[gte]=<last sync time>`` (a timestamp), so alerts
+    that changed earlier today cost no page; the escalation feed still compares days."""
+    now = sim.clock.now()
+    noon = now.replace(hour=12, minute=0, second=0, microsecond=0)
+    sim.clock.advance(((noon - now).total_seconds()) % 86400)  # no midnight in this test
+    for n in range(60):  # more than one page of 50, all updated today
+        sim.alert(dedup=f"k{n}", title=f"t{n}")
+    c = make_client(sim, **ALERT, change_overlap=60)
+    try:
+        _, cursor, _ = await drain(c)
+        sim.clock.advance(600)
+        _, cursor, _ = await drain(c, cursor)
+        sim.clock.advance(30)
+        sim.calls.clear()
+        found, _, _ = await drain(c, cursor)
+        assert found == {}
+        assert sim.call_count(route="/v2/alerts", method="GET") == 1, sim.calls
+        assert sim.call_count(route="/v2/escalations", method="GET") == 2, sim.calls
+    finally:
+        await c.aclose()
+    async with sim.client(headers={"Authorization": f"Bearer {DEFAULT_API_KEY}"}) as http:
+        edge = sim.clock.now().date().isoformat()
+        by_day = await http.get("/v2/alerts", params={"page_size": 50,
+                                                      "updated_at[gte]": edge})
+        assert len(by_day.json()["alerts"]) == 50
+        later = (sim.clock.now() - timedelta(seconds=1)).isoformat()
+        by_time = await http.get("/v2/alerts", params={"page_size": 50,
+                                                       "updated_at[gte]": later})
+        assert by_time.json()["alerts"] == []
+        esc = await http.get("/v2/escalations", params={"page_size": 50,
+                                                        "updated_at[gte]": later})
+        assert len(esc.json()["escalations"]) == 50  # escalations: the day of the timestamp
 
 
 async def test_change_feed_sees_resolves_and_acks_that_do_not_bump_the_alert(
