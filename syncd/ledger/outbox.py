@@ -33,6 +33,7 @@ from sqlalchemy import bindparam, insert, update
 from sqlalchemy import select as core_select
 from sqlmodel import select
 
+from syncd.ledger.prepared import InSelect, Many
 from syncd.ledger.tables import Outbox
 from syncd.model import FIELDS, Action
 
@@ -83,17 +84,17 @@ def enqueue(tx: Tx, *, group: str, link_id: int | None, record_id: int | None, a
 # --------------------------------------------------------------------------- a page at a time
 
 _TABLE = Outbox.__table__  # type: ignore[attr-defined]
-_PENDING = core_select(_TABLE.c.id, _TABLE.c.record_id, _TABLE.c.action).where(
+_PENDING = InSelect(core_select(_TABLE.c.id, _TABLE.c.record_id, _TABLE.c.action).where(
     _TABLE.c.status == Status.PENDING.value,
-    _TABLE.c.record_id.in_(bindparam("ids", expanding=True)))
-_SUPERSEDE = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
-              .values(status=Status.SUPERSEDED.value, last_error=bindparam("b_reason"),
-                      updated_at=bindparam("b_now")))
-_INSERT = insert(_TABLE)
-_HISTORY = (core_select(_TABLE.c.id, _TABLE.c.record_id, _TABLE.c.action, _TABLE.c.status,
-                        _TABLE.c.next_attempt_at, _TABLE.c.attempts)
-            .where(_TABLE.c.record_id.in_(bindparam("ids", expanding=True)))
-            .order_by(_TABLE.c.id.desc()))
+    _TABLE.c.record_id.in_(bindparam("ids", expanding=True))))
+_SUPERSEDE = Many(update(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
+                  .values(status=Status.SUPERSEDED.value, last_error=bindparam("b_reason"),
+                          updated_at=bindparam("b_now")))
+_INSERT = Many(insert(_TABLE))
+_HISTORY = InSelect(core_select(_TABLE.c.id, _TABLE.c.record_id, _TABLE.c.action,
+                                 _TABLE.c.status, _TABLE.c.next_attempt_at, _TABLE.c.attempts)
+                     .where(_TABLE.c.record_id.in_(bindparam("ids", expanding=True)))
+                     .order_by(_TABLE.c.id.desc()))
 
 Pending = Mapping[int, Sequence[tuple[int, str]]]
 """Per record id, its pending rows as (outbox id, action)."""
@@ -104,7 +105,7 @@ def pending_of(tx: Tx, record_ids: Iterable[int]) -> dict[int, list[tuple[int, s
     ids = list(record_ids)
     out: dict[int, list[tuple[int, str]]] = {}
     if ids:
-        for oid, record_id, action in tx.core.execute(_PENDING, {"ids": ids}).all():
+        for oid, record_id, action in _PENDING(tx.core, ids):
             out.setdefault(record_id, []).append((oid, action))
     return out
 
@@ -155,13 +156,13 @@ class Batch:
 
     def write(self, tx: Tx, now: datetime) -> None:
         if self.cancelled:
-            tx.core.execute(_SUPERSEDE, [{"b_id": oid, "b_reason": reason, "b_now": now}
-                                         for oid, reason in self.cancelled.items()])
+            _SUPERSEDE(tx.core, [{"b_id": oid, "b_reason": reason, "b_now": now}
+                                 for oid, reason in self.cancelled.items()])
             for oid, reason in self.cancelled.items():
                 tx.keep_loaded(Outbox, oid, {"status": Status.SUPERSEDED.value,
                                              "last_error": reason, "updated_at": now})
         if self.rows:
-            tx.core.execute(_INSERT, self.rows)
+            _INSERT(tx.core, self.rows)
 
 
 # --------------------------------------------------------------------------- pending rows
@@ -210,7 +211,7 @@ def retry_on_change(tx: Tx, record_ids: Iterable[int], now: datetime) -> int:
     if not ids:
         return 0
     latest: dict[tuple[int, str], Any] = {}
-    for row in tx.core.execute(_HISTORY, {"ids": ids}).all():
+    for row in _HISTORY(tx.core, ids):
         name = Action(row.action).field
         if name is not None:
             latest.setdefault((row.record_id, name), row)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, func, insert, select, update
 
+from syncd.ledger.prepared import InSelect, Many
 from syncd.ledger.tables import Agreed, Link, LinkMember, Record
 
 if TYPE_CHECKING:
@@ -34,31 +35,32 @@ def _in(column: Any) -> Any:
     return column.in_(bindparam("ids", expanding=True))
 
 
-_LINKS_OF = select(_MEMBER.c.record_id, _MEMBER.c.link_id).where(
-    _MEMBER.c.group_name == bindparam("group"), _in(_MEMBER.c.record_id))
-_NEWEST = (select(_LINK.c.key, func.max(_LINK.c.id))
-           .where(_LINK.c.group_name == bindparam("group"), _in(_LINK.c.key))
-           .group_by(_LINK.c.key))
-_ACCOUNTS = select(_MEMBER.c.link_id, _MEMBER.c.account).where(_in(_MEMBER.c.link_id))
-_MEMBERS = (select(_MEMBER.c.link_id, _RECORD.c.id, _RECORD.c.account, _RECORD.c.state,
-                   _RECORD.c.severity)
-            .join_from(_MEMBER, _RECORD, _RECORD.c.id == _MEMBER.c.record_id)
-            .where(_in(_MEMBER.c.link_id))
-            .order_by(_MEMBER.c.link_id, _MEMBER.c.account))
-_AGREED_OF = select(_AGREED.c.link_id, _AGREED.c.field, _AGREED.c.value,
-                    _AGREED.c.source_account, _AGREED.c.changed_at).where(
-                        _in(_AGREED.c.link_id))
+_LINKS_OF = InSelect(select(_MEMBER.c.record_id, _MEMBER.c.link_id).where(
+    _MEMBER.c.group_name == bindparam("group"), _in(_MEMBER.c.record_id)))
+_NEWEST = InSelect(select(_LINK.c.key, func.max(_LINK.c.id))
+                   .where(_LINK.c.group_name == bindparam("group"), _in(_LINK.c.key))
+                   .group_by(_LINK.c.key))
+_ACCOUNTS = InSelect(select(_MEMBER.c.link_id, _MEMBER.c.account).where(
+    _in(_MEMBER.c.link_id)))
+_MEMBERS = InSelect(select(_MEMBER.c.link_id, _RECORD.c.id, _RECORD.c.account,
+                           _RECORD.c.state, _RECORD.c.severity)
+                    .join_from(_MEMBER, _RECORD, _RECORD.c.id == _MEMBER.c.record_id)
+                    .where(_in(_MEMBER.c.link_id))
+                    .order_by(_MEMBER.c.link_id, _MEMBER.c.account))
+_AGREED_OF = InSelect(select(_AGREED.c.link_id, _AGREED.c.field, _AGREED.c.value,
+                             _AGREED.c.source_account, _AGREED.c.changed_at).where(
+                                 _in(_AGREED.c.link_id)))
 # Matched back by (key, origin) rather than by parameter order (which SQLite can only promise
 # by inserting row by row): links opened together with the same key and origin are identical
 # rows, so which of them gets which id makes no difference.
 _NEW_LINKS = insert(_LINK).returning(_LINK.c.id, _LINK.c.key, _LINK.c.origin)
-_NEW_MEMBERS = insert(_MEMBER)
-_NEW_AGREED = insert(_AGREED)
-_SET_AGREED = (update(_AGREED)
-               .where(and_(_AGREED.c.link_id == bindparam("b_link_id"),
-                           _AGREED.c.field == bindparam("b_field")))
-               .values(value=bindparam("b_value"), source_account=bindparam("b_source"),
-                       changed_at=bindparam("b_changed_at")))
+_NEW_MEMBERS = Many(insert(_MEMBER))
+_NEW_AGREED = Many(insert(_AGREED))
+_SET_AGREED = Many(update(_AGREED)
+                   .where(and_(_AGREED.c.link_id == bindparam("b_link_id"),
+                               _AGREED.c.field == bindparam("b_field")))
+                   .values(value=bindparam("b_value"), source_account=bindparam("b_source"),
+                           changed_at=bindparam("b_changed_at")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ def link_ids_of(tx: Tx, group: str, record_ids: Iterable[int]) -> dict[int, int]
     ids = list(record_ids)
     if not ids:
         return {}
-    return dict(tx.core.execute(_LINKS_OF, {"group": group, "ids": ids}).all())
+    return dict(_LINKS_OF(tx.core, ids, group=group))
 
 
 def newest_for_keys(tx: Tx, group: str, keys: Iterable[str]) -> dict[str, int]:
@@ -100,14 +102,14 @@ def newest_for_keys(tx: Tx, group: str, keys: Iterable[str]) -> dict[str, int]:
     ids = list(keys)
     if not ids:
         return {}
-    return dict(tx.core.execute(_NEWEST, {"group": group, "ids": ids}).all())
+    return dict(_NEWEST(tx.core, ids, group=group))
 
 
 def member_accounts(tx: Tx, link_ids: Iterable[int]) -> dict[int, set[str]]:
     ids = list(link_ids)
     out: dict[int, set[str]] = {i: set() for i in ids}
     if ids:
-        for link, account in tx.core.execute(_ACCOUNTS, {"ids": ids}).all():
+        for link, account in _ACCOUNTS(tx.core, ids):
             out[link].add(account)
     return out
 
@@ -117,8 +119,7 @@ def members_of(tx: Tx, link_ids: Iterable[int]) -> dict[int, list[MemberRow]]:
     ids = list(link_ids)
     out: dict[int, list[MemberRow]] = {i: [] for i in ids}
     if ids:
-        rows = tx.core.execute(_MEMBERS, {"ids": ids}).all()
-        for link, record_id, account, state, severity in rows:
+        for link, record_id, account, state, severity in _MEMBERS(tx.core, ids):
             out[link].append(MemberRow(record_id, account, state, severity))
     return out
 
@@ -127,8 +128,7 @@ def agreed_of(tx: Tx, link_ids: Iterable[int]) -> dict[int, dict[str, AgreedRow]
     ids = list(link_ids)
     out: dict[int, dict[str, AgreedRow]] = {i: {} for i in ids}
     if ids:
-        rows = tx.core.execute(_AGREED_OF, {"ids": ids}).all()
-        for link, name, value, source, changed_at in rows:
+        for link, name, value, source, changed_at in _AGREED_OF(tx.core, ids):
             out[link][name] = (value, source, changed_at)
     return out
 
@@ -149,7 +149,7 @@ def new_links(tx: Tx, group: str, rows: Sequence[tuple[str | None, str]], now: d
 def add_members(tx: Tx, group: str, rows: Sequence[tuple[int, int, str]]) -> None:
     """Put records into links: (link id, record id, account) each."""
     if rows:
-        tx.core.execute(_NEW_MEMBERS, [
+        _NEW_MEMBERS(tx.core, [
             {"link_id": link, "record_id": record, "group_name": group, "account": account}
             for link, record, account in rows])
 
@@ -161,9 +161,9 @@ def put_agreed(tx: Tx, rows: Sequence[AgreedWrite]) -> None:
            for r in rows if not r.exists]
     changed = [r for r in rows if r.exists]
     if new:
-        tx.core.execute(_NEW_AGREED, new)
+        _NEW_AGREED(tx.core, new)
     if changed:
-        tx.core.execute(_SET_AGREED, [
+        _SET_AGREED(tx.core, [
             {"b_link_id": r.link_id, "b_field": r.field, "b_value": r.value,
              "b_source": r.source, "b_changed_at": r.changed_at} for r in changed])
         for r in changed:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
 
+from syncd.ledger.prepared import InSelect, Many
 from syncd.ledger.tables import Record
 from syncd.model import SEVERITY, STATE, Action, Incident
 
@@ -54,22 +55,23 @@ AnyRecord = Record | RecordRow
 """What the engine reads a record's last known values from: a page's row or an ORM object."""
 
 Known = Any
-"""A record as :func:`load` read it (a result row: its columns by name, read-only)."""
+"""A record as :func:`load` read it (a named tuple of RecordRow's first 14 fields, read-only)."""
 
 _TABLE = Record.__table__  # type: ignore[attr-defined]
 _COLUMNS = [_TABLE.c[name] for name in RecordRow.__slots__[:14]]  # type: ignore[attr-defined]
 _DESCRIBED = slice(5, 10)
-_LOAD = select(*_COLUMNS).where(_TABLE.c.account == bindparam("account"),
-                                _TABLE.c.external_id.in_(bindparam("ids", expanding=True)))
-_BORN = select(_TABLE.c.id, _TABLE.c.vendor_created_at, _TABLE.c.first_seen_at).where(
-    _TABLE.c.id.in_(bindparam("ids", expanding=True)))
+_LOAD = InSelect(select(*_COLUMNS).where(
+    _TABLE.c.account == bindparam("account"),
+    _TABLE.c.external_id.in_(bindparam("ids", expanding=True))))
+_BORN = InSelect(select(_TABLE.c.id, _TABLE.c.vendor_created_at, _TABLE.c.first_seen_at).where(
+    _TABLE.c.id.in_(bindparam("ids", expanding=True))))
 # Matched back by external id rather than by parameter order, which SQLite can only promise
 # by inserting row by row.
 _INSERT = insert(_TABLE).returning(_TABLE.c.id, _TABLE.c.external_id)
 _OBSERVED = ("title", "keys_json", "vendor_updated_at", "url", "number", "dedup", "marker",
              "observed_at", "state", "severity")
-_SAVE = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
-         .values({name: bindparam(f"b_{name}") for name in _OBSERVED}))
+_SAVE = Many(update(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
+              .values({name: bindparam(f"b_{name}") for name in _OBSERVED}))
 
 
 def load(tx: Tx, account: str, external_ids: Iterable[str]) -> dict[str, Known]:
@@ -78,8 +80,7 @@ def load(tx: Tx, account: str, external_ids: Iterable[str]) -> dict[str, Known]:
     ids = list(external_ids)
     if not ids:
         return {}
-    return {row.external_id: row
-            for row in tx.core.execute(_LOAD, {"account": account, "ids": ids}).all()}
+    return {row.external_id: row for row in _LOAD(tx.core, ids, account=account)}
 
 
 def born(tx: Tx, rows: Sequence[RecordRow]) -> None:
@@ -87,7 +88,7 @@ def born(tx: Tx, rows: Sequence[RecordRow]) -> None:
     in one query: what correlating them with a resolved link needs."""
     missing = {r.id: r for r in rows if r.first_seen_at is None}
     if missing:
-        for rid, created, first in tx.core.execute(_BORN, {"ids": list(missing)}).all():
+        for rid, created, first in _BORN(tx.core, list(missing)):
             missing[rid].vendor_created_at, missing[rid].first_seen_at = created, first
 
 
@@ -106,8 +107,8 @@ def save(tx: Tx, rows: Sequence[RecordRow]) -> None:
     if not rows:
         return
     values = [{name: getattr(r, name) for name in _OBSERVED} for r in rows]
-    tx.core.execute(_SAVE, [{"b_id": r.id} | {f"b_{k}": v for k, v in row.items()}
-                            for r, row in zip(rows, values, strict=True)])
+    _SAVE(tx.core, [{"b_id": r.id} | {f"b_{k}": v for k, v in row.items()}
+                     for r, row in zip(rows, values, strict=True)])
     for r, row in zip(rows, values, strict=True):
         tx.keep_loaded(Record, r.id, row)
 

@@ -37,6 +37,7 @@ from syncd.ledger import outbox, postgres
 from syncd.ledger.errors import LedgerDamaged, LedgerError, LedgerWriteError
 from syncd.ledger.lock import LedgerLock
 from syncd.ledger.migrations import MIGRATIONS, SCHEMA_VERSION, statements
+from syncd.ledger.prepared import Many
 from syncd.ledger.tables import (
     Account,
     Agreed,
@@ -476,7 +477,7 @@ def _sqlite_pragmas(engine: Engine, busy_timeout: float) -> None:
 
 _AUDIT_TABLE = Audit.__table__  # type: ignore[attr-defined]
 _AUDIT_COLUMNS = tuple(c.name for c in _AUDIT_TABLE.columns if c.name != "id")
-_AUDIT_INSERT = _AUDIT_TABLE.insert()
+_AUDIT_INSERT = Many(_AUDIT_TABLE.insert())
 
 
 class Tx:
@@ -717,7 +718,7 @@ class Tx:
     def flush_audit(self) -> None:
         if self._audit:
             rows, self._audit = self._audit, []
-            self.core.execute(_AUDIT_INSERT, rows)
+            _AUDIT_INSERT(self.core, rows)
 
     def audit_entries(self, *, limit: int = 100, account: str | None = None,
                       kind: str | None = None, link_id: int | None = None,
