@@ -30,10 +30,11 @@ SAME_OCCURRENCE_SLACK = timedelta(seconds=60)
 
 
 def ts(value: datetime | None) -> str | None:
-    """SQLAlchemy's SQLite DATETIME text for an aware datetime (naive UTC)."""
+    """SQLAlchemy's SQLite DATETIME text for an aware datetime (naive UTC), the quickest way
+    (ISO text in C, less its "+00:00"; ``strftime`` took twice as long)."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:-6]
 
 
 def parse(value: str | None) -> datetime | None:
@@ -58,6 +59,10 @@ class RawLedger:
 
     def close(self) -> None:
         self.conn.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database file now (see ``ledger_scale.checkpoint``)."""
+        self.conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
     def scalar(self, sql: str) -> Any:
         return self.conn.execute(sql).fetchone()[0]
