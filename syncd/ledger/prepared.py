@@ -71,6 +71,10 @@ class _Id:
 
 _ID, _NAMED, _CONSTANT = "id", "named", "constant"
 
+MAX_LENGTHS = 256
+"""IN-list lengths whose SQL an :class:`InSelect` keeps (pages come in a few sizes; an
+unusual length is laid out again on each call rather than kept for ever)."""
+
 
 def _slot(value: Any) -> tuple[str, Any]:
     """Where a laid-out parameter's value comes from at run time: the IN list (by index), a
@@ -203,5 +207,6 @@ class InSelect:
                             "not supported here")
         plan = (state.statement, [_slot(state.parameters[name])
                                   for name in state.positiontup or ()])
-        self._plans[(dialect, n)] = plan
+        if len(self._plans) < MAX_LENGTHS:
+            self._plans[(dialect, n)] = plan
         return plan

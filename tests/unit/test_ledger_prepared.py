@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from syncd.ledger import Agreed, Ledger, Link, Outbox, Record, Tx
-from syncd.ledger.prepared import InSelect, Many
+from syncd.ledger.prepared import MAX_LENGTHS, InSelect, Many
 from syncd.ledger.tables import UTCDateTime
 
 T0 = datetime(2026, 11, 1, 12, 30, 5, 123456, tzinfo=UTC)
@@ -105,6 +105,10 @@ def test_in_select_reads_what_core_reads(tmp_path: Path) -> None:
     assert prepared[0].changed_at == T0 + timedelta(minutes=1)
     assert prepared[0].changed_at.tzinfo is UTC
     assert ledger.call(lambda tx: query(tx.core, [])) == []
+    # More IN-list lengths than it keeps SQL for: the others are laid out on every call.
+    found = ledger.call(lambda tx: [len(query(tx.core, list(range(1, n + 1)), field="a"))
+                                    for n in range(1, MAX_LENGTHS + 20)])
+    assert found == [min(n, 5) for n in range(1, MAX_LENGTHS + 20)]
 
 
 def test_driver_errors_reach_callers_as_sqlalchemy_errors(tmp_path: Path) -> None:
