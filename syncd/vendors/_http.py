@@ -254,6 +254,9 @@ class VendorHTTP:
             await read_capped(response, self.max_body, endpoint=endpoint, account=self.account)
         finally:
             await response.aclose()
+            # httpx binds the response and its stream to each other (a reference cycle): left
+            # alone, every body read waits for the cyclic garbage collector, a few MB at idle.
+            response.stream = httpx.ByteStream(b"")
         return response
 
     def _transport_error(self, exc: httpx.TransportError, endpoint: str) -> VendorError:
