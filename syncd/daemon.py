@@ -322,7 +322,7 @@ class Daemon:
         ``early_signals`` collects signals that arrived while the daemon was still starting (see
         :func:`catch_early_signals`): systemd may stop a unit at any moment, and a SIGTERM during
         start-up must still end in a clean exit, not in death by the default handler."""
-        from syncd.http.guard import connection_cap, reserve_descriptors
+        from syncd.http.descriptors import connection_cap, reserve_descriptors
 
         soft, _hard = reserve_descriptors()  # vendor traffic must never run out of descriptors
         log.info("daemon.limits", open_files=soft, status_connections=connection_cap(soft))

@@ -6,10 +6,11 @@ other command line (``--help``, other commands, anything unexpected) goes to the
 :mod:`syncd.cli`, which gives the same ``run`` through :func:`run_daemon`.
 
 Some libraries import rich and pygments on their own when they are installed (httpx for its
-command-line client, encode/httpx#3547; structlog for pretty tracebacks): in the daemon they are
-marked absent in ``sys.modules`` before anything else loads, a documented import-system rule
-(a ``None`` entry makes the import raise ``ImportError``), and both fall back to what they do
-without them (structlog prints plain tracebacks).
+command-line client, encode/httpx#3547, which also loads click; structlog for pretty tracebacks):
+in the daemon they (and httpx's command-line client itself) are marked absent in
+``sys.modules`` before anything else loads, a documented import-system rule (a ``None`` entry
+makes the import raise ``ImportError``), and both fall back to what they do without them
+(structlog prints plain tracebacks).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ if TYPE_CHECKING:
     from syncd.config import Config
 
 DEFAULT_CONFIG = os.environ.get("SYNCD_CONFIG", "/etc/syncd/syncd.toml")
-NOT_IN_DAEMON = ("typer", "rich", "pygments")
-"""Packages the daemon never needs: present for the CLI, kept out of the daemon's memory."""
+NOT_IN_DAEMON = ("typer", "rich", "pygments", "httpx._main")
+"""Modules the daemon never needs: present for the CLI (``httpx._main`` is httpx's command-line
+client, which loads click whether or not anything uses it), kept out of the daemon's memory."""
 
 
 def say_err(message: str) -> None:

@@ -4,10 +4,11 @@ Operators expose the status port for webhooks, so anyone may open connections to
 is a descriptor in the same process that talks to the vendors: 1,100 idle connections against
 the default soft limit of 1024 once made every vendor poll fail with ConnectError. So:
 
-- at start the soft ``RLIMIT_NOFILE`` is raised toward the hard limit (:func:`reserve_descriptors`;
-  under systemd the unit's ``LimitNOFILE=`` sets both, since its syscall filter forbids
-  ``setrlimit``), and the status server may hold at most a quarter of it, and never more than
-  :data:`MAX_CONNECTIONS` (:func:`connection_cap`): the rest is vendor traffic's and the ledger's;
+- at start the soft ``RLIMIT_NOFILE`` is raised toward the hard limit (under systemd the
+  unit's ``LimitNOFILE=`` sets both, since its syscall filter forbids ``setrlimit``), and the
+  status server may hold at most a quarter of it, and never more than ``MAX_CONNECTIONS``: the
+  rest is vendor traffic's and the ledger's (both in :mod:`syncd.http.descriptors`, which the
+  daemon uses without loading uvicorn when the status server is off);
 - at the cap a new connection evicts the oldest idle one (no request in flight) instead of being
   refused, so ``/readyz`` and a vendor's delivery still get through a crowd of idle sockets;
   when every held connection is busy the newcomer is closed at once;
@@ -21,12 +22,12 @@ the default soft limit of 1024 once made every vendor poll fail with ConnectErro
 from __future__ import annotations
 
 import asyncio
-import resource
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-MAX_CONNECTIONS = 256
+from syncd.http.descriptors import MAX_CONNECTIONS
+
 IDLE_TIMEOUT = 10.0
 """Seconds a connection may stay without a request in flight before it is closed: the header
 timeout for a new connection (uvicorn has none), and a ceiling over keep-alive."""
@@ -34,32 +35,6 @@ KEEP_ALIVE = 5.0
 REQUEST_TIMEOUT = 30.0
 BACKLOG = 128
 MAX_HEAD_BYTES = 16 * 1024
-NOFILE_TARGET = 65536
-"""The soft descriptor limit syncd asks for at start (bounded by the hard limit)."""
-
-
-def reserve_descriptors(target: int = NOFILE_TARGET) -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to ``min(target, hard)``; returns (soft, hard) in force.
-    Never fails: a sandbox that forbids setrlimit keeps the limit it gave."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = target if hard == resource.RLIM_INFINITY else min(target, hard)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
-        except (OSError, ValueError):
-            pass
-    return soft, hard
-
-
-def connection_cap(soft_limit: int | None = None) -> int:
-    """Connections the status server may hold: a quarter of the descriptors, at most
-    :data:`MAX_CONNECTIONS`."""
-    if soft_limit is None:
-        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft_limit == resource.RLIM_INFINITY:
-        return MAX_CONNECTIONS
-    return max(4, min(MAX_CONNECTIONS, soft_limit // 4))
 
 
 class GuardedH11Protocol(H11Protocol):

@@ -31,6 +31,7 @@ from starlette.routing import Route
 from syncd import __version__, secrets, views
 from syncd.engine.cadence import Cadence
 from syncd.http import guard
+from syncd.http.descriptors import connection_cap
 from syncd.http.intake import WebhookIntake
 from syncd.ledger import LedgerError, LedgerWriteError, utcnow
 
@@ -137,7 +138,7 @@ def server(daemon: Daemon) -> uvicorn.Server:
     """The status server, bounded by :mod:`syncd.http.guard` so that strangers on the port
     cannot take the descriptors, memory or time that syncing needs."""
     host, _, port = daemon.config.status.listen.rpartition(":")
-    cap = guard.connection_cap()
+    cap = connection_cap()
     config = uvicorn.Config(
         build_app(daemon), host=host.strip("[]"), port=int(port), log_level="warning",
         access_log=False, lifespan="off", ws="none",

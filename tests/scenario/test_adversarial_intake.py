@@ -32,7 +32,7 @@ from world import World, render, threaded_sims
 
 from syncd import config as config_mod
 from syncd.daemon import Daemon
-from syncd.http import guard, intake
+from syncd.http import descriptors, guard, intake
 from syncd.http.status import build_app
 
 HEADER_NAMES = [
@@ -435,7 +435,7 @@ async def test_idle_connections_are_capped_evicted_and_timed_out(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """At the cap a newcomer evicts the oldest idle connection (so a probe still gets in), and a
     connection that never completes its request head is closed after IDLE_TIMEOUT."""
-    monkeypatch.setattr(guard, "MAX_CONNECTIONS", 8)
+    monkeypatch.setattr(descriptors, "MAX_CONNECTIONS", 8)
     monkeypatch.setattr(guard, "IDLE_TIMEOUT", 1.0)
     seen: dict[str, Any] = {}
 
@@ -546,7 +546,8 @@ def test_idle_connection_flood_leaves_polls_pushes_and_readyz_working(tmp_path: 
     ((200, 200), "200 50"),  # a quarter of what there is
 ])
 def test_descriptors_are_reserved_at_start(limits: tuple[int, int], expected: str) -> None:
-    code = ("import resource; from syncd.http.guard import reserve_descriptors, connection_cap; "
+    code = ("import resource; "
+            "from syncd.http.descriptors import reserve_descriptors, connection_cap; "
             f"resource.setrlimit(resource.RLIMIT_NOFILE, {limits}); "
             "soft, _ = reserve_descriptors(); print(soft, connection_cap(soft))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

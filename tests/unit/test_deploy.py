@@ -100,7 +100,7 @@ def test_unit_reserves_descriptors_for_vendor_traffic() -> None:
     """1024 descriptors (systemd's default soft limit) once ran out under 1,100 idle connections
     to the status port; the unit raises the limit itself because its syscall filter (~@resources)
     forbids the daemon's own setrlimit."""
-    from syncd.http.guard import MAX_CONNECTIONS, connection_cap
+    from syncd.http.descriptors import MAX_CONNECTIONS, connection_cap
 
     settings = _unit_settings(UNIT.read_text())
     assert "@resources" in " ".join(settings["SystemCallFilter"])
