@@ -37,6 +37,7 @@ from syncd.configtypes import (
     check_host,
     check_text,
 )
+from syncd.model import MARKER_MAX_GROUP
 from syncd.secrets import Secret
 from syncd.vendors.base import AccountSettings
 
@@ -191,6 +192,10 @@ class SyncGroup(_Strict):
                 raise ValueError("mirror mode needs source = ACCOUNT")
             if self.source not in self.accounts:
                 raise ValueError(f"source {self.source!r} is not one of the group's accounts")
+            if len(self.name) > MARKER_MAX_GROUP:
+                raise ValueError(f"a mirror group's name has at most {MARKER_MAX_GROUP} "
+                                 "characters: it is part of the marker in every copy, which "
+                                 "PagerDuty keeps to 255 characters")
         for name in self.key_map:
             if name not in self.accounts:
                 raise ValueError(f"key_map names {name!r}, which is not in accounts")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 @functools.total_ordering
@@ -156,23 +157,63 @@ def state_action(have: State, want: State) -> Action | None:
     return Action.UNACKNOWLEDGE
 
 
-_MARKER = re.compile(r"syncd-(?P<group>[\w.-]+?)-(?P<link>\d+)\b")
+MARKER_SHAPE = r"syncd-[\w.-]+-\d+(?:-[0-9a-f]{8})?"
+"""What any creation marker looks like (group-agnostic), for clients that tell a marker from
+another key: ``syncd-<group>-<link id>-<origin tag>``, or ``syncd-<group>-<link id>`` as written
+before origin tags (legacy)."""
+MARKER_MAX_GROUP = 200
+"""Longest mirror group name: its markers (at most 235 characters with a 19-digit link id) stay
+within PagerDuty's 255-character ``dedup_key`` (vendor notes §7), also as incident.io's
+``syncd-<marker>`` idempotency key."""
 
 
-def marker_for(group: str, link_id: int) -> str:
-    """The creation marker a mirror writes into incidents it creates, found again after a crash
-    (deterministic: derived from the link, so a retried create finds its first attempt)."""
-    return f"syncd-{group}-{link_id}"
+class Marker(NamedTuple):
+    """A creation marker read back from an incident. ``tag`` None: a legacy marker, written
+    before markers named their origin; it cannot be checked against the link."""
+
+    group: str
+    link_id: int
+    tag: str | None
+
+    @property
+    def text(self) -> str:
+        """The marker as written."""
+        return f"syncd-{self.group}-{self.link_id}" + (f"-{self.tag}" if self.tag else "")
 
 
-def parse_marker(keys: Mapping[str, str]) -> tuple[str, int] | None:
-    """(group, link id) from an incident's ``marker`` or ``dedup`` key, if it carries one."""
+def origin_tag(account: str, external_id: str) -> str:
+    """8 hex digits naming the record that opened a mirror link (its source account and
+    incident), so a marker names which incident its copy mirrors, not just a link id: link ids
+    are ledger row ids, and a fresh or restored ledger hands the same id to another incident."""
+    return hashlib.sha256(f"{account}\n{external_id}".encode()).hexdigest()[:8]
+
+
+def marker_for(group: str, link_id: int, account: str, external_id: str) -> str:
+    """The creation marker a mirror writes into the copies it creates of ``account``'s incident
+    ``external_id``, opened as link ``link_id``: deterministic, so a retried create finds its
+    first attempt, and different for another incident that gets the same link id in another
+    ledger, so that one is never taken for this one's copy."""
+    return f"syncd-{group}-{link_id}-{origin_tag(account, external_id)}"
+
+
+@functools.lru_cache(maxsize=64)
+def _marker_of(group: str) -> re.Pattern[str]:
+    return re.compile(rf"syncd-{re.escape(group)}-(\d+)(?:-([0-9a-f]{{8}}))?")
+
+
+def parse_marker(keys: Mapping[str, str], group: str) -> Marker | None:
+    """``group``'s marker in an incident's ``marker`` or ``dedup`` key, if the whole value is one.
+
+    Exact match only: a value that merely starts with a marker (``syncd-g-12`` against link 1)
+    is not one. The group is given because a name may hold dashes and digits: ``syncd-g-5-12``
+    is group ``g-5``'s link 12, not group ``g``'s."""
+    pattern = _marker_of(group)
     for key in ("marker", "dedup"):
         value = keys.get(key)
         if value:
-            m = _MARKER.search(value)
+            m = pattern.fullmatch(value)
             if m:
-                return m.group("group"), int(m.group("link"))
+                return Marker(group, int(m.group(1)), m.group(2))
     return None
 
 
@@ -230,8 +271,9 @@ class OnCall:
 class NewIncident:
     """What a mirror group asks a target vendor to create.
 
-    ``marker`` is deterministic (derived from the link), so the client can find an incident it
-    created before a crash instead of creating a second one.
+    ``marker`` is deterministic (derived from the link and the incident that opened it), so the
+    client can find an incident it created before a crash instead of creating a second one;
+    clients treat it as an opaque string and match it exactly.
     """
 
     marker: str

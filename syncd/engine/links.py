@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import structlog
+
 from syncd import metrics
 from syncd.config import Config, SyncGroup
 from syncd.engine.reconciler import (
@@ -38,11 +40,15 @@ from syncd.model import (
     Action,
     Capability,
     Incident,
+    Marker,
     Severity,
     State,
     marker_for,
+    origin_tag,
     parse_marker,
 )
+
+log = structlog.get_logger(__name__)
 
 SAME_OCCURRENCE_SLACK = timedelta(seconds=60)
 """Clock skew allowed between vendors when deciding whether an incident predates a resolve."""
@@ -74,13 +80,14 @@ class Work:
     ``only``: the link was opened in this transaction for this record alone, so it has no
     other member, no pending action and no agreed value yet (most links of a first poll or an
     alert storm: three reads saved each). ``missing``: accounts a mirror link just opened asks
-    for a copy in."""
+    for a copy in, ``marker`` the creation marker its copies carry."""
 
     ctx: GroupContext
     link_id: int
     changes: list[Change]
     only: AnyRecord | None = None
     missing: list[str] = field(default_factory=list)
+    marker: str | None = None
 
 
 @dataclass
@@ -137,7 +144,8 @@ def reconcile_links(tx: Tx, work: Sequence[Work], now: datetime, *,
                     pending=batch.fields(m.record_id)) for m in rows],
             w.changes, w.ctx.policy, now,
             missing=[Missing(a, caps.get(a, Capability.NONE)) for a in w.missing])
-        write_decision(tx, w.ctx, w.link_id, decision, now, current, batch, writes)
+        write_decision(tx, w.ctx, w.link_id, decision, now, current, batch, writes,
+                       marker=w.marker)
         owed += len(decision.actions)
     pages.put_agreed(tx, writes)
     batch.write(tx, now)
@@ -146,10 +154,10 @@ def reconcile_links(tx: Tx, work: Sequence[Work], now: datetime, *,
 
 def write_decision(tx: Tx, ctx: GroupContext, link_id: int, decision: Decision,
                    now: datetime, current: Mapping[str, pages.AgreedRow], batch: outbox.Batch,
-                   writes: list[pages.AgreedWrite]) -> None:
+                   writes: list[pages.AgreedWrite], *, marker: str | None = None) -> None:
     """Turn what the reconciler decided into ledger writes: agreed values into ``writes``,
     cancels and actions into ``batch`` (written together by the caller), notes into the
-    audit log."""
+    audit log. ``marker``: what a mirror link's creates carry (see :func:`link_page`)."""
     group = ctx.group.name
     for name, value in decision.agreed.items():
         writes.append(pages.AgreedWrite(link_id, name, value.value, value.source,
@@ -160,7 +168,8 @@ def write_decision(tx: Tx, ctx: GroupContext, link_id: int, decision: Decision,
         value, key = planned.value, str(uuid.uuid4())
         if planned.action is Action.CREATE:
             # Deterministic, so the dispatcher finds an incident it created before a crash.
-            value = marker_for(group, link_id)
+            assert marker is not None, "creates are owed only by a mirror link just opened"
+            value = marker
             key = f"{value}/{planned.account}"
         caused = decision.agreed.get(planned.action.field or "")
         batch.owe(
@@ -249,12 +258,13 @@ def link_page(tx: Tx, ctx: GroupContext, seen: Sequence[Seen], now: datetime,
                                        for j in joins])
     for j in joins:
         rec, link_id = j.seen.rec, j.link.id or 0
+        marker = None if j.detail else marker_for(group.name, link_id, rec.account,
+                                                  rec.external_id)
         tx.audit("link", group_name=group.name, link_id=link_id, account=rec.account,
                  external_id=rec.external_id, at=now, detail=j.detail or (
-                     "mirror link; creating in other accounts with marker "
-                     f"{marker_for(group.name, link_id)}"))
+                     f"mirror link; creating in other accounts with marker {marker}"))
         work.append(Work(ctx, link_id, joined_changes(rec, j.seen.inc.updated_at or now),
-                         only=rec if j.created else None, missing=j.missing))
+                         only=rec if j.created else None, missing=j.missing, marker=marker))
     return work, len(joins)
 
 
@@ -274,21 +284,14 @@ def _place(tx: Tx, ctx: GroupContext, s: Seen, opens: dict[int, _Open],
     """Where one record goes in the group, or None when it belongs to no link."""
     group, rec, inc = ctx.group, s.rec, s.inc
     # A marker we wrote into an incident we created wins over every other rule.
-    marked = parse_marker(inc.keys)
-    if marked and marked[0] == group.name:
-        found = opens.get(marked[1])
-        if found is None:
-            row = tx.link(marked[1])
-            if row is not None and row.group_name == group.name:
-                _load_opens(tx, opens, [marked[1]], {})
-                found = opens[marked[1]]
-        if found is not None and rec.account not in found.accounts:
-            marker = marker_for(group.name, marked[1])
-            if rec.marker != marker:
-                records.set_marker(rec, marker)
-                s.dirty = True
-            found.accounts.add(rec.account)
-            return _Join(s, found, "joined by creation marker")
+    marked = parse_marker(inc.keys, group.name)
+    found = _marked_link(tx, ctx, s, marked, opens, now) if marked else None
+    if marked and found is not None and rec.account not in found.accounts:
+        if rec.marker != marked.text:
+            records.set_marker(rec, marked.text)
+            s.dirty = True
+        found.accounts.add(rec.account)
+        return _Join(s, found, "joined by creation marker")
     if group.mode == "correlate":
         key = inc.keys.get(group.key_for(rec.account))
         if not key:
@@ -312,6 +315,38 @@ def _place(tx: Tx, ctx: GroupContext, s: Seen, opens: dict[int, _Open],
         return None
     return _Join(s, _Open(None, None, "mirror", {rec.account}), None, created=True,
                  missing=[a for a in group.accounts if a != rec.account])
+
+
+def _marked_link(tx: Tx, ctx: GroupContext, s: Seen, marked: Marker, opens: dict[int, _Open],
+                 now: datetime) -> _Open | None:
+    """The link a marked record was created for: the marker's link, if this ledger has it in
+    the group and (a tagged marker) it mirrors the incident the tag names. Otherwise the copy
+    was made by another ledger (one replaced by a fresh one, or the future of a restored
+    backup), whose link ids this one hands to other incidents: joining it would let an ack of
+    one incident ack another, so it stays unlinked, said once per sighting (audit and log).
+    A legacy marker (no tag) cannot be checked and joins as it always did."""
+    group = ctx.group
+    found = opens.get(marked.link_id)
+    if found is None:
+        row = tx.link(marked.link_id)
+        if row is not None and row.group_name == group.name:
+            _load_opens(tx, opens, [marked.link_id], {})
+            found = opens[marked.link_id]
+    if found is not None and marked.tag is not None:
+        origin = pages.member_in(tx, marked.link_id, group.source) if group.source else None
+        if origin is None or origin_tag(group.source or "", origin) != marked.tag:
+            found = None
+    if found is None:
+        rec = s.rec
+        detail = (f"a mirror created by another ledger (a fresh one, or after the backup this "
+                  f"one was restored from) carries marker {marked.text}; here link "
+                  f"{marked.link_id} mirrors another incident or none, so it is not paired: "
+                  "pair it with `syncd link` if it belongs to a link")
+        tx.audit("unpaired", group_name=group.name, account=rec.account,
+                 external_id=rec.external_id, new=marked.text, detail=detail, at=now)
+        log.warning("mirror.unpaired", group=group.name, account=rec.account,
+                    external_id=rec.external_id, marker=marked.text)
+    return found
 
 
 # --------------------------------------------------------------------------- mirror creates

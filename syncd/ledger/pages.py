@@ -50,6 +50,10 @@ _MEMBERS = InSelect(select(_MEMBER.c.link_id, _RECORD.c.id, _RECORD.c.account,
 _AGREED_OF = InSelect(select(_AGREED.c.link_id, _AGREED.c.field, _AGREED.c.value,
                              _AGREED.c.source_account, _AGREED.c.changed_at).where(
                                  _in(_AGREED.c.link_id)))
+_MEMBER_IN = (select(_RECORD.c.external_id)
+              .join_from(_MEMBER, _RECORD, _RECORD.c.id == _MEMBER.c.record_id)
+              .where(_MEMBER.c.link_id == bindparam("link"),
+                     _MEMBER.c.account == bindparam("account")))
 # Matched back by (key, origin) rather than by parameter order (which SQLite can only promise
 # by inserting row by row): links opened together with the same key and origin are identical
 # rows, so which of them gets which id makes no difference.
@@ -122,6 +126,12 @@ def members_of(tx: Tx, link_ids: Iterable[int]) -> dict[int, list[MemberRow]]:
         for link, record_id, account, state, severity in _MEMBERS(tx.core, ids):
             out[link].append(MemberRow(record_id, account, state, severity))
     return out
+
+
+def member_in(tx: Tx, link_id: int, account: str) -> str | None:
+    """The external id of ``link_id``'s member in ``account``, if it has one (a mirror link's
+    member in the source account is the incident its copies mirror)."""
+    return tx.core.execute(_MEMBER_IN, {"link": link_id, "account": account}).scalar()
 
 
 def agreed_of(tx: Tx, link_ids: Iterable[int]) -> dict[int, dict[str, AgreedRow]]:

@@ -78,7 +78,7 @@ OPEN = ("triage", "live", "paused")
 RESOLVED = ("learning", "closed", "declined", "canceled", "merged")
 ALIASES = {"active": "live", "post-incident": "learning"}  # IncidentSlimV2 vocabulary (notes 11)
 ESC_ACKABLE = ("pending", "triggered", "snoozed", "delayed", "pending_repeat")
-MARKER = re.compile(r"\[syncd:([A-Za-z0-9._:-]+)\]")
+MARKER = re.compile(r"\[syncd:([\w.:-]+)\]")  # bracketed: a whole marker, never a prefix
 WEBHOOK_TOLERANCE = 5 * 60  # seconds; Svix's WEBHOOK_TOLERANCE_IN_SECONDS (notes §8)
 MARKER_URL = "https://syncd.invalid/marker/{marker}"
 MAX_PAGES = 10_000
@@ -998,15 +998,22 @@ class IncidentModel(RecordModel):
         return created
 
     async def _attachment(self, marker: str) -> str | None:
+        """The incident holding the marker's attachment: its URL exactly (the filter is the
+        vendor's; a row naming another URL, such as a longer marker's, is not ours)."""
         endpoint = "GET /v1/incident_attachments"
+        url = MARKER_URL.format(marker=marker)
         data = await self.http.json("GET", "/v1/incident_attachments", params={
-            "resource_type": "arbitrary_url", "external_id": MARKER_URL.format(marker=marker)})
+            "resource_type": "arbitrary_url", "external_id": url})
         self.client._check_failure(data, endpoint)
         rows = require(data, "incident_attachments", list, endpoint=endpoint,
                        account=self.account)
         for row in rows:
-            if isinstance(row, dict) and isinstance(row.get("incident_id"), str):
-                return row["incident_id"]
+            if not isinstance(row, dict) or not isinstance(row.get("incident_id"), str):
+                continue
+            resource = row.get("resource")
+            if isinstance(resource, dict) and resource.get("external_id") not in (None, url):
+                continue
+            return row["incident_id"]
         return None
 
     async def find_created(self, marker: str) -> Incident | None:

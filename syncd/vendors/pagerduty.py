@@ -53,7 +53,7 @@ from pydantic import Field
 
 from syncd import metrics
 from syncd.configtypes import DAY, Email, Url, bounded
-from syncd.model import Incident, NewIncident, OnCall, Severity, State
+from syncd.model import MARKER_SHAPE, Incident, NewIncident, OnCall, Severity, State
 from syncd.ratelimit import Budget, Limit
 from syncd.secrets import Secret
 from syncd.vendors._http import parse_json, require
@@ -83,7 +83,7 @@ log = structlog.get_logger(__name__)
 
 STATES = {"triggered": State.TRIGGERED, "acknowledged": State.ACKNOWLEDGED,
           "resolved": State.RESOLVED}
-MARKER = re.compile(r"^syncd-[\w.-]+-\d+$")
+MARKER = re.compile(MARKER_SHAPE)  # keys["marker"] = incident_key only when all of it is one
 PAGE_MAX = 100  # notes §2
 OFFSET_CAP = 10_000  # notes §2: offset + limit <= 10000
 BULK_MAX = 250  # notes §5.3
@@ -325,7 +325,7 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         key = raw.get("incident_key")
         if isinstance(key, str) and key:
             keys["dedup"] = key
-            if MARKER.match(key):
+            if MARKER.fullmatch(key):
                 keys["marker"] = key
         number = raw.get("incident_number")
         url = raw.get("html_url")

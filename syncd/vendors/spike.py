@@ -52,7 +52,7 @@ from syncd.vendors.client import optional_time as _time
 STATES = {"NACK": State.TRIGGERED, "ACK": State.ACKNOWLEDGED, "RES": State.RESOLVED}
 SEVERITY_VALUES = ("sev1", "sev2", "sev3")
 PRIORITY_VALUES = ("p1", "p2", "p3", "p4", "p5")
-MARKER = re.compile(r"\[syncd:([A-Za-z0-9._:-]+)\]")
+MARKER = re.compile(r"\[syncd:([\w.:-]+)\]")  # bracketed: a whole marker, never a prefix
 PER_PAGE_MAX = 100
 MAX_PAGES = 10_000  # a vendor that never stops paging is a malformed vendor
 
@@ -211,9 +211,9 @@ class SpikeClient(ClientBase):
         changes = [_time(raw.get(k)) for k in ("updatedAt", "NACK_at", "ACK_at", "RES_at")]
         updated = max((t for t in [created, *changes] if t is not None), default=None)
         keys = {"dedup": title}
-        found = MARKER.search(title)
-        if found:
-            keys["marker"] = found.group(1)
+        found = MARKER.findall(title)
+        if found:  # the last: ours is appended, a copy of a copy carries both
+            keys["marker"] = found[-1]
         return Incident(
             external_id=counter,
             state=STATES[status],

@@ -1,0 +1,171 @@
+"""Mirror markers across a replaced ledger: link ids are ledger row ids, so a fresh ledger (or a
+restored backup) hands an id the old ledger used to another incident. The new incident must
+get copies of its own in every target, and the old copies must not join its link: otherwise a
+page is dropped (the old copy taken for the new one's) and an ack of one incident acks another.
+
+Real simulators, real SQLite files; the ledger is swapped the way docs/security.md tells an
+operator to (file moved aside, or a ``.backup`` copy put back)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from world import World
+
+from syncd.simulators.incidentio_base import ALERT_SOURCE_ID, ALERT_SOURCE_TOKEN
+
+SOURCE = "src"
+TARGETS = {"vo": "victorops", "sp": "spike", "ii": "incidentio", "ia": "incidentio"}
+ACKABLE = ("vo", "sp", "ia")
+"""Targets whose copies take an ack (an incident.io incident's ack answers an escalation, and
+one created through the API has none: that ack waits, retried, so these tests cycle until the
+acks they check are in instead of settling)."""
+
+
+def mirror_world(tmp_path: Path) -> World:
+    vendors = {SOURCE: "pagerduty", **TARGETS}
+    return World(tmp_path, vendors,
+                 [{"name": "mig", "accounts": list(vendors), "mode": "mirror", "source": SOURCE}],
+                 account_extra={"ia": {"model": "alert",
+                                       "alert_source_config_id": ALERT_SOURCE_ID,
+                                       "alert_source_token": ALERT_SOURCE_TOKEN}})
+
+
+def copies(w: World, account: str, title: str) -> list[dict[str, Any]]:
+    """The copies of the source incident titled ``title`` (Spike's titles carry the marker)."""
+    return [i for i in w.sims[account].canonical_incidents() if i["title"].startswith(title)]
+
+
+def ledger_files(w: World) -> list[Path]:
+    db = w.tmp / "ledger.db"
+    return [p for p in (db, db.with_name("ledger.db-wal"), db.with_name("ledger.db-shm"))
+            if p.exists()]
+
+
+def backup(w: World, to: Path) -> None:
+    """``sqlite3 ledger.db ".backup to"`` while the daemon runs (docs/security.md)."""
+    src, dst = sqlite3.connect(w.tmp / "ledger.db"), sqlite3.connect(to)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+async def replace_ledger(w: World, restore: Path | None) -> None:
+    """Stop, move the ledger aside, then start on a fresh one or on the restored backup."""
+    await w.close()
+    aside = w.tmp / "damaged"
+    aside.mkdir()
+    for path in ledger_files(w):
+        path.rename(aside / path.name)
+    if restore is not None:
+        shutil.copy(restore, w.tmp / "ledger.db")
+    w.open()
+
+
+def mirrored_once(w: World, title: str) -> None:
+    for account in TARGETS:
+        assert len(copies(w, account, title)) == 1, (account, copies(w, account, title))
+
+
+async def check_reused_link_gets_its_own_copies(w: World, old: str, new: str,
+                                                acked_by_hand: str | None = None) -> None:
+    """``new`` (alerted now, unless it is already) opened a link whose id the old ledger gave
+    ``old``: it has copies of its own, and acking it acks them, not ``old``'s."""
+    if not w.incidents(SOURCE, new):
+        w.alert(new, title=new, accounts=[SOURCE])
+    await w.settle()
+    mirrored_once(w, old)
+    mirrored_once(w, new)  # on main: none, the old copy was taken for the new one's
+    w.act(SOURCE, new, "acknowledge")
+    for _ in range(10):
+        await w.cycle()
+        if all(copies(w, a, new)[0]["state"] == "acknowledged" for a in ACKABLE):
+            break
+    await w.cycle(2)  # room for a wrong push, had one been owed
+    for account in ACKABLE:
+        assert copies(w, account, new)[0]["state"] == "acknowledged", account
+        if account != acked_by_hand:
+            assert copies(w, account, old)[0]["state"] == "triggered", account  # not silenced
+
+
+async def test_a_fresh_ledger_does_not_take_old_mirrors_for_new_incidents(
+        tmp_path: Path) -> None:
+    """Also the poll's half: while page-B's copy in Splunk On-Call is not made yet (its create
+    endpoint fails), someone acks page-A's old copy there. Its marker names link 1, which
+    here is page-B's: joining it would ack page-B at the source."""
+    w = mirror_world(tmp_path)
+    try:
+        await w.cycle()  # first poll: nothing exists yet
+        w.alert("page-A", title="page-A", accounts=[SOURCE])
+        await w.settle()
+        mirrored_once(w, "page-A")
+        await replace_ledger(w, restore=None)
+        await w.settle()  # the fresh ledger's first poll reads everything as it is
+        vo = w.sims["vo"]
+        vo.faults.routes, vo.faults.error_rate = ["/integrations/generic"], 1.0
+        w.alert("page-B", title="page-B", accounts=[SOURCE])
+        await w.cycle()  # page-B opens link 1 again; its Splunk On-Call create is retried
+        assert w.ledger.call(lambda tx: [k.id for k in tx.links()]) == [1]
+        old_vo = copies(w, "vo", "page-A")[0]
+        vo.act(old_vo["id"], "acknowledge")
+        await w.cycle(2)
+        assert w.incident(SOURCE, "page-B")["state"] == "triggered"  # main: acknowledged
+        unpaired = w.ledger.call(lambda tx: tx.audit_entries(kind="unpaired", limit=100))
+        assert ("vo", old_vo["dedup"]) in {(u.account, u.new) for u in unpaired}
+        assert all("syncd link" in (u.detail or "") for u in unpaired)
+        vo.faults.error_rate = 0.0
+        await check_reused_link_gets_its_own_copies(w, "page-A", "page-B", acked_by_hand="vo")
+    finally:
+        await w.close()
+
+
+async def test_a_restored_backup_does_not_take_newer_mirrors_for_new_incidents(
+        tmp_path: Path) -> None:
+    """The backup knows page-A's link; page-B was mirrored after it, then resolved at the
+    source while syncd was down. The restored ledger never links page-B (resolved incidents
+    are not copied) and gives page-B's link id to page-C."""
+    w = mirror_world(tmp_path)
+    try:
+        await w.cycle()
+        w.alert("page-A", title="page-A", accounts=[SOURCE])
+        await w.settle()
+        saved = tmp_path / "ledger-backup.db"
+        backup(w, saved)
+        w.alert("page-B", title="page-B", accounts=[SOURCE])
+        await w.settle()
+        mirrored_once(w, "page-B")
+        w.act(SOURCE, "page-B", "resolve")
+        await replace_ledger(w, restore=saved)
+        await check_reused_link_gets_its_own_copies(w, "page-B", "page-C")
+        links = w.ledger.call(lambda tx: [(k.id, len(tx.members(k.id))) for k in tx.links()])
+        assert sorted(links) == [(1, 5), (2, 5)]  # page-A's link as before, page-C's on page-B's id
+        mirrored_once(w, "page-A")  # page-A's copies kept, no second set
+    finally:
+        await w.close()
+
+
+async def test_a_restored_backup_adopts_the_copies_of_the_same_incident(
+        tmp_path: Path) -> None:
+    """An incident the backup did not know gets the same link id again after the restore:
+    same origin, same marker, so its copies are found instead of made twice."""
+    w = mirror_world(tmp_path)
+    try:
+        await w.cycle()
+        saved = tmp_path / "ledger-backup.db"
+        backup(w, saved)
+        w.alert("page-A", title="page-A", accounts=[SOURCE])
+        await w.settle()
+        await replace_ledger(w, restore=saved)
+        await w.settle()
+        mirrored_once(w, "page-A")
+        links = w.ledger.call(lambda tx: [(k.id, len(tx.members(k.id))) for k in tx.links()])
+        assert links == [(1, 5)]
+        assert not w.ledger.call(lambda tx: tx.audit_entries(kind="unpaired"))
+    finally:
+        await w.close()
+

@@ -1,0 +1,148 @@
+"""Creation markers: the format, reading them back exactly, and what a poll does with a marked
+record (joins its link only when the marker names the incident that opened it)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from syncd.config import SyncGroup
+from syncd.engine.observe import GroupContext, observe
+from syncd.ledger import Ledger
+from syncd.model import (
+    MARKER_MAX_GROUP,
+    Incident,
+    Marker,
+    State,
+    marker_for,
+    origin_tag,
+    parse_marker,
+)
+from syncd.vendors import pagerduty, spike
+from syncd.vendors.base import Capability
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+GRACE = timedelta(seconds=60)
+
+
+def test_a_marker_names_its_link_and_the_incident_that_opened_it() -> None:
+    marker = marker_for("mig", 5, "pd", "Q1")
+    assert marker == f"syncd-mig-5-{origin_tag('pd', 'Q1')}"
+    assert marker == marker_for("mig", 5, "pd", "Q1")  # deterministic: a retry finds it
+    tag = marker.rsplit("-", 1)[1]
+    assert len(tag) == 8 and all(c in "0123456789abcdef" for c in tag)
+    # The same link id for another incident (a fresh or restored ledger) is another marker.
+    assert marker_for("mig", 5, "pd", "Q2") != marker
+    assert marker_for("mig", 5, "pd2", "Q1") != marker
+    assert parse_marker({"marker": marker}, "mig") == Marker("mig", 5, tag)
+    assert parse_marker({"dedup": marker}, "mig") == Marker("mig", 5, tag)
+    assert parse_marker({"marker": marker}, "mig").text == marker  # type: ignore[union-attr]
+
+
+def test_legacy_markers_still_parse_without_a_tag() -> None:
+    legacy = parse_marker({"dedup": "syncd-mig-5"}, "mig")
+    assert legacy == Marker("mig", 5, None) and legacy.text == "syncd-mig-5"
+
+
+@pytest.mark.parametrize("value", [
+    "syncd-mig-5x", "syncd-mig-5-", "syncd-mig-5-ab12cd3", "syncd-mig-5-ab12cd345",
+    "syncd-mig-5-AB12CD34", "xsyncd-mig-5", "syncd-mig-5 and more", "syncd-mig-5\n",
+    "syncd-other-5", "syncd-mig-", "[syncd:syncd-mig-5]",
+])
+def test_only_a_whole_marker_of_the_group_is_one(value: str) -> None:
+    assert parse_marker({"marker": value, "dedup": value}, "mig") is None
+
+
+def test_a_marker_is_never_read_as_another_links() -> None:
+    assert parse_marker({"dedup": "syncd-g-12"}, "g") == Marker("g", 12, None)
+    assert parse_marker({"dedup": "syncd-g-1"}, "g") == Marker("g", 1, None)
+    # Group names hold dashes and digits: the group decides how the rest is read.
+    mine = marker_for("a-1", 5, "pd", "Q1")
+    assert parse_marker({"dedup": mine}, "a-1") == Marker("a-1", 5, mine[-8:])
+    assert parse_marker({"dedup": mine}, "a") is None
+    assert parse_marker({"dedup": "syncd-a-1-5"}, "a") is None
+
+
+def test_vendor_marker_readers_take_whole_markers_only() -> None:
+    tagged, legacy = marker_for("g", 1, "pd", "Q1"), "syncd-g-1"
+    assert pagerduty.MARKER.fullmatch(tagged) and pagerduty.MARKER.fullmatch(legacy)
+    assert not pagerduty.MARKER.fullmatch(tagged + "0")
+    assert not pagerduty.MARKER.fullmatch("syncd-g-1-xyz")
+    title = f"disk full [syncd:{legacy}] [syncd:{tagged}]"  # a copy of a copy: ours is last
+    assert spike.MARKER.findall(title)[-1] == tagged
+    assert spike.MARKER.findall(f"x [syncd:{tagged}]")[-1] == tagged  # not a prefix of it
+
+
+def test_mirror_group_names_keep_markers_within_pagerduty_limits() -> None:
+    SyncGroup(name="g" * MARKER_MAX_GROUP, accounts=["a", "b"], mode="mirror", source="a")
+    with pytest.raises(ValueError, match="255"):
+        SyncGroup(name="g" * (MARKER_MAX_GROUP + 1), accounts=["a", "b"], mode="mirror",
+                  source="a")
+    assert len(marker_for("g" * MARKER_MAX_GROUP, 2**63 - 1, "a", "x")) + len("syncd-") <= 255
+
+
+# --------------------------------------------------------------------------- polls
+
+
+def mirror(tmp_path: Path) -> tuple[Ledger, list[GroupContext]]:
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    group = SyncGroup(name="g", accounts=["a", "b"], mode="mirror", source="a",
+                      mirror_existing=True)
+    caps = Capability.ACK | Capability.RESOLVE | Capability.CREATE
+    return ledger, [GroupContext.build(group, {"a": caps, "b": caps})]
+
+
+def see(ledger: Ledger, groups: list[GroupContext], account: str, *incs: Incident) -> None:
+    ledger.call(lambda tx: observe(tx, account, list(incs), groups, T0, grace=GRACE))
+
+
+def copy(ext: str, marker: str, key: str = "marker") -> Incident:
+    return Incident(ext, State.TRIGGERED, "copy", keys={key: marker}, updated_at=T0)
+
+
+def members(ledger: Ledger) -> dict[int, list[str]]:
+    return ledger.call(lambda tx: {k.id: sorted(f"{r.account}:{r.external_id}"
+                                                for _, r in tx.members(k.id or 0))
+                                   for k in tx.links()})
+
+
+def test_a_marked_copy_joins_only_the_link_of_the_incident_it_mirrors(tmp_path: Path) -> None:
+    ledger, groups = mirror(tmp_path)
+    see(ledger, groups, "a", Incident("S1", State.TRIGGERED, "src", updated_at=T0))
+    mine = marker_for("g", 1, "a", "S1")
+    owed = ledger.call(lambda tx: [(o.account, o.action, o.value)
+                                   for o in tx.outbox_for_link(1)])
+    assert owed == [("b", "create", mine)]
+    opened = ledger.call(lambda tx: tx.audit_entries(kind="link"))
+    assert mine in (opened[0].detail or "")
+    # A copy another ledger made for another incident that had link id 1 there.
+    foreign = marker_for("g", 1, "a", "OLD")
+    see(ledger, groups, "b", copy("B-old", foreign))
+    assert members(ledger) == {1: ["a:S1"]}
+    [entry] = ledger.call(lambda tx: tx.audit_entries(kind="unpaired"))
+    assert (entry.account, entry.external_id, entry.new) == ("b", "B-old", foreign)
+    assert "syncd link" in (entry.detail or "")
+    # Its own copy (here found by its dedup key, as PagerDuty and Splunk On-Call report it).
+    see(ledger, groups, "b", copy("B-1", mine, key="dedup"))
+    assert members(ledger) == {1: ["a:S1", "b:B-1"]}
+    assert ledger.call(lambda tx: tx.record("b", "B-1").marker) == mine  # type: ignore[union-attr]
+
+
+def test_markers_of_links_this_ledger_lacks_join_nothing(tmp_path: Path) -> None:
+    ledger, groups = mirror(tmp_path)
+    see(ledger, groups, "b", copy("B-1", marker_for("g", 7, "a", "S7")), copy("B-2", "syncd-g-8"))
+    assert members(ledger) == {}
+    unpaired = ledger.call(lambda tx: tx.audit_entries(kind="unpaired"))
+    assert {u.external_id for u in unpaired} == {"B-1", "B-2"}
+
+
+def test_a_legacy_marker_joins_unchecked(tmp_path: Path) -> None:
+    """Copies made before markers named their origin keep pairing with their links (which is
+    all an old ledger can tell; docs/security.md says what that means after a restore)."""
+    ledger, groups = mirror(tmp_path)
+    see(ledger, groups, "a", Incident("S1", State.TRIGGERED, "src", updated_at=T0))
+    see(ledger, groups, "b", copy("B-1", "syncd-g-1"))
+    assert members(ledger) == {1: ["a:S1", "b:B-1"]}
+    assert not ledger.call(lambda tx: tx.audit_entries(kind="unpaired"))
