@@ -15,6 +15,7 @@ from typing import Any
 
 from world import World
 
+from syncd.model import NewIncident, marker_for
 from syncd.simulators.incidentio_base import ALERT_SOURCE_ID, ALERT_SOURCE_TOKEN
 
 SOURCE = "src"
@@ -169,3 +170,26 @@ async def test_a_restored_backup_adopts_the_copies_of_the_same_incident(
     finally:
         await w.close()
 
+
+
+async def test_every_client_finds_a_marker_whole_never_a_prefix(tmp_path: Path) -> None:
+    """Each target's create/find_created against its simulator: markers that are prefixes of
+    each other (legacy, longer link id, tagged) are three incidents, each found as itself."""
+    w = mirror_world(tmp_path)
+    legacy, longer = "syncd-mig-1", "syncd-mig-12"
+    tagged = marker_for("mig", 1, SOURCE, "P1")
+    try:
+        for account in TARGETS:
+            client = w.engine.clients[account]
+            made: dict[str, str] = {}
+            for marker in (tagged, longer, legacy):  # a prefix match would find an earlier one
+                assert await client.find_created(marker) is None, (account, marker)
+                made[marker] = (await client.create(NewIncident(
+                    marker=marker, title=f"{account} {marker}"))).external_id
+            assert len(set(made.values())) == 3, (account, made)
+            for marker, external_id in made.items():
+                found = await client.find_created(marker)
+                assert found is not None and found.external_id == external_id, (account, marker)
+                assert found.keys.get("marker") == marker, (account, found.keys)
+    finally:
+        await w.close()
