@@ -118,7 +118,7 @@ def links(tx: Tx, group: str | None, limit: int, open_only: bool) -> list[dict[s
             "agreed": {name: row.value for name, row in agreed.items()},
             "members": [
                 {"account": r.account, "external_id": r.external_id, "state": r.state,
-                 "severity": r.severity, "title": r.title, "url": r.url}
+                 "severity": r.severity, "title": r.title, "url": r.url, "marker": r.marker}
                 for _, r in tx.members(link.id)
             ],
             "pending": [

@@ -15,6 +15,7 @@ from typing import Any
 
 from world import World
 
+from syncd import views
 from syncd.model import NewIncident, marker_for
 from syncd.simulators.incidentio_base import ALERT_SOURCE_ID, ALERT_SOURCE_TOKEN
 
@@ -166,6 +167,11 @@ async def test_a_restored_backup_adopts_the_copies_of_the_same_incident(
         mirrored_once(w, "page-A")
         links = w.ledger.call(lambda tx: [(k.id, len(tx.members(k.id))) for k in tx.links()])
         assert links == [(1, 5)]
+        [shown] = w.ledger.call(views.links, None, 10, False)  # `syncd links --json`
+        source = w.incident(SOURCE, "page-A")["id"]
+        marker = marker_for("mig", 1, SOURCE, source)
+        assert {m["account"]: m["marker"] for m in shown["members"]} == {
+            SOURCE: None, **{account: marker for account in TARGETS}}
         assert not w.ledger.call(lambda tx: tx.audit_entries(kind="unpaired"))
     finally:
         await w.close()
