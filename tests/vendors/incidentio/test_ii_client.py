@@ -89,6 +89,65 @@ async def test_change_feed_sees_resolves_and_acks_on_escalations(
     assert sim.call_count(route="/v2/incident_alerts") == 0  # dedup keys are cached
 
 
+def ack_quietly(sim: IncidentIOSimulator, iid: str) -> None:
+    """Ack an incident's escalation without bumping the incident: what the poll sees when the
+    ack lands between its incidents feed and its escalations feed (or an ack that does not
+    bump the incident, the notes' unverified case)."""
+    before = sim.incidents[iid].updated
+    sim._ack(sim.escalations[sim.incidents[iid].escalation_ids[0]], None)
+    sim.incidents[iid].updated = before
+
+
+async def test_incidents_of_changed_escalations_read_from_the_open_list(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    """Many changed escalations whose incidents the feed did not return (a storm of responds):
+    one page of the open incidents' list instead of one GET per incident; an incident not in
+    that list (resolved meanwhile, the feed lagging) is still read on its own."""
+    for k in range(30):
+        sim.alert(dedup=f"k{k}", title=f"K{k}")
+    _, cursor, _ = await drain(client)
+    ids = [i["id"] for i in sim.canonical_incidents()]
+    sim.clock.advance(5)
+    for iid in ids[:20]:
+        ack_quietly(sim, iid)
+    gone = ids[20]
+    before = sim.incidents[gone].updated
+    sim.act(gone, "resolve")
+    sim.incidents[gone].updated = before
+    sim.calls.clear()
+    found, _, skipped = await drain(client, cursor)
+    assert not skipped
+    assert {i for i, inc in found.items() if inc.state is State.ACKNOWLEDGED} == set(ids[:20])
+    assert found[gone].state is State.RESOLVED
+    assert sim.call_count(route="/v2/incidents/{id}") == 1, sim.calls  # only the resolved one
+    assert sim.call_count(route="/v2/incidents", method="GET") == 2  # the feed, the open list
+
+
+async def test_few_changed_escalations_read_their_incidents_one_by_one(
+        sim: IncidentIOSimulator) -> None:
+    """When the open list has more pages than there are incidents to read, single reads win:
+    at most one list page is spent finding that out."""
+    client = make_client(sim, page_size=5)
+    try:
+        for k in range(40):
+            sim.alert(dedup=f"k{k}", title=f"K{k}")
+        for inc in sim.incidents.values():  # opened days ago: the feed lists none of them
+            inc.created = inc.updated = inc.updated - timedelta(days=2)
+        _, cursor, _ = await drain(client)
+        ids = [i["id"] for i in sim.canonical_incidents()]
+        sim.clock.advance(5)
+        for iid in ids[:3]:
+            ack_quietly(sim, iid)
+        sim.calls.clear()
+        found, _, _ = await drain(client, cursor)
+        assert {i for i, inc in found.items() if inc.state is State.ACKNOWLEDGED} == set(ids[:3])
+        list_pages = sim.call_count(route="/v2/incidents", method="GET") - 1  # minus the feed
+        singles = sim.call_count(route="/v2/incidents/{id}")
+        assert list_pages <= 1 and list_pages + singles <= 3 + 1, sim.calls
+    finally:
+        await client.aclose()
+
+
 async def test_push_ack_resolve_severity(sim: IncidentIOSimulator,
                                          client: IncidentIOClient) -> None:
     for k in ("a", "b", "c"):
