@@ -88,6 +88,10 @@ PAGE_MAX = 100  # notes §2
 OFFSET_CAP = 10_000  # notes §2: offset + limit <= 10000
 BULK_MAX = 250  # notes §5.3
 MAX_HINTED = 1000  # incident ids remembered from webhooks between polls (ours)
+UNLOGGED_EVENTS = frozenset({"incident.priority_updated"})
+"""v3 events whose change leaves no log entry (the log entry types have no priority change,
+notes §5): only these name an incident for the next poll to read. Every other event's change is
+in the log feed the hinted poll reads anyway (a storm of acks must not cost one read each)."""
 MAX_WINDOW = timedelta(days=180)  # since/until may span at most 6 months (notes §5.1)
 FROM_CODES = {2016, 1008, 1028}  # missing, unknown or malformed From (notes §1)
 EVENT_SEVERITY = {Severity.SEV1: "critical", Severity.SEV2: "error", Severity.SEV3: "warning",
@@ -201,13 +205,16 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         )
 
     def note_webhook(self, body: bytes) -> None:
-        """A verified v3 delivery names its incident (``event.data.id`` for ``incident.*``
-        events, notes §6): the next delta poll reads that incident, so a change the log feed
-        does not carry (a priority) is seen at once whatever the number of open incidents."""
+        """A verified v3 delivery of a change the log feed does not carry (a priority,
+        :data:`UNLOGGED_EVENTS`) names its incident (``event.data.id``, notes §6): the next
+        delta poll reads that incident, so the change is seen at once whatever the number of
+        open incidents."""
         try:
             event = json.loads(body).get("event")
             data = event.get("data") if event.get("resource_type") == "incident" else None
             iid = data.get("id") if isinstance(data, dict) else None
+            if event.get("event_type") not in UNLOGGED_EVENTS:
+                return
         except (ValueError, AttributeError):
             return
         if isinstance(iid, str) and iid.isalnum() and len(iid) <= 32 \

@@ -178,6 +178,27 @@ async def test_webhook_named_incident_is_read_by_the_next_poll(sim: PagerDutySim
     await client.aclose()
 
 
+async def test_webhook_for_a_logged_change_costs_no_incident_read(
+        sim: PagerDutySimulator) -> None:
+    """An ack leaves a log entry, so its delivery only hints a poll: a storm of acks that the
+    log feed has read (deliveries keep arriving after that poll) is not read again one
+    incident at a time."""
+    client = make_client(sim, sweep_pages=0)
+    ids = sim.seed_incidents(30)
+    _, cursor = await collect(client, None)
+    for iid in ids:
+        sim.act(iid, "acknowledge")
+    pages, cursor = await collect(client, cursor)
+    seen = {i.external_id: i for p in pages for i in p.incidents}
+    assert {seen[i].state for i in ids} == {State.ACKNOWLEDGED}
+    for iid in ids:
+        client.note_webhook(json.dumps(sim.webhook_event(iid, "incident.acknowledged")).encode())
+    sim.calls.clear()
+    await collect(client, cursor)
+    assert sim.call_count(route="/incidents/{id}") == 0, sim.calls
+    await client.aclose()
+
+
 async def test_feed_sees_timer_changes(client: PagerDutyClient, sim: PagerDutySimulator) -> None:
     a = fire(sim, "timeout-1")
     sim.act(a, "acknowledge")
