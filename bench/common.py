@@ -62,10 +62,32 @@ class World:
                 sim.limit_table = table["rate_limit_table"]
             table.update(account_settings or {})
             tables[name] = table
-        groups = [{"name": "main", "accounts": list(self.sims), "mode": "correlate"}]
+        self.tables = tables
         self.config_path = tmp / "syncd.toml"
-        self.config_path.write_text(render(tables, groups, tmp / "ledger.db"))
+        self.write_config()
+
+    def write_config(self, status_listen: str | None = None) -> None:
+        """(Re)write and load the config file from ``self.tables``; ``status_listen`` turns the
+        status server (and with it the webhook intake) on at that address."""
+        groups = [{"name": "main", "accounts": list(self.sims), "mode": "correlate"}]
+        text = render(self.tables, groups, self.tmp / "ledger.db")
+        if status_listen is not None:
+            text = text.replace("[status]\nenabled = false",
+                                f'[status]\nenabled = true\nlisten = "{status_listen}"')
+        self.config_path.write_text(text)
         self.config = config_mod.load(self.config_path)
+
+    def rescale(self, scale: float, account_settings: dict[str, Any] | None = None, *,
+                status_listen: str | None = None) -> None:
+        """Every simulator's limits to ``scale`` with full buckets, and the config rewritten
+        (``account_settings`` into every account): daemons built after this one use the new
+        scale. For a setup run fast whose figures are taken at another scale."""
+        self.scale = scale
+        for sim in self.sims.values():
+            self.limits(sim, enabled=True)
+        for table in self.tables.values():
+            table.update(account_settings or {})
+        self.write_config(status_listen)
 
     def limits(self, sim: Simulator, *, enabled: bool) -> None:
         """The same effect as ``POST /_sim/rate-limits``, without a request."""

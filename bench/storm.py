@@ -28,14 +28,22 @@ simulators together).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
+import json
 import math
+import socket
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -71,63 +79,166 @@ def best_case(engine: Any, target: str, vendor: str, incidents: int, scale: floa
             "documented_seconds": budget.seconds_for(calls, endpoint) * scale}
 
 
+WEBHOOK_SECRET = "storm-bench-webhook-secret"  # the source's v3 signing secret in this run
+POSTERS = 8  # deliveries in flight at once (the intake answers 503 beyond 16)
+
+
+def pd_signed(body: bytes) -> dict[str, str]:
+    """PagerDuty v3 signature headers (notes §6): HMAC-SHA256 of the body, hex, ``v1=``."""
+    sig = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-PagerDuty-Signature": f"v1={sig}", "content-type": "application/json"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def deliver(url: str, deliveries: list[dict[str, Any]], answers: Counter[int]) -> None:
+    """Every v3 delivery the source simulator emitted, signed, POSTERS at a time, as
+    PagerDuty would send them; ``answers`` counts the intake's status codes."""
+    queue = iter(deliveries)
+    async with httpx.AsyncClient(timeout=10) as http:
+        async def worker() -> None:
+            for event in queue:
+                body = json.dumps(event).encode()
+                try:
+                    answers[(await http.post(url, content=body, headers=pd_signed(body)))
+                            .status_code] += 1
+                except httpx.HTTPError:
+                    answers[0] += 1
+        async with anyio.create_task_group() as tg:
+            for _ in range(POSTERS):
+                tg.start_soon(worker)
+
+
+async def run_daemon(daemon: Any, work: Callable[[], Awaitable[None]]) -> None:
+    """``work`` while ``daemon`` runs; the daemon is stopped (and shut down) when it ends."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon.run)
+        try:
+            await work()
+        finally:
+            daemon.stop()
+
+
 async def storm(incidents: int, scale: float, poll_interval: float, limit_s: float,
-                sample: float, link_limit_s: float = 240.0, latency: float = 0.0
+                sample: float, link_limit_s: float = 240.0, latency: float = 0.0, *,
+                setup_scale: float | None = None, webhooks: bool = False, phase: float = 0.5
                 ) -> dict[str, Any]:
     vendor_names = landed()
     source = "pagerduty" if "pagerduty" in vendor_names else vendor_names[0]
+    if webhooks and source != "pagerduty":
+        raise SystemExit("--webhooks needs the PagerDuty simulator as the source")
     targets = [v for v in vendor_names if v != source]
+    setup_scale = max(scale, setup_scale or scale)
     with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmpdir:
-        world = World(Path(tmpdir), vendor_names, scale=scale, account_settings={
-            "poll_interval": poll_interval, "full_resync_interval": 3600.0,
+        # The link setup is not measured: it runs at setup_scale (poll interval shrunk alike).
+        world = World(Path(tmpdir), vendor_names, scale=setup_scale, account_settings={
+            "poll_interval": poll_interval * scale / setup_scale,
+            "full_resync_interval": 3600.0,
         })
-        for sim in world.sims.values():
-            sim.network_latency = latency
         keys = [f"storm-{i}" for i in range(incidents)]
         t_seed = time.monotonic()
         world.alert_everywhere(keys)
         seed_s = time.monotonic() - t_seed
         source_ids = [inc["id"] for inc in world.by_dedup(source).values()]
-        daemon = world.daemon()
-        ledger = daemon.ledger
         out: dict[str, Any] = {}
 
         def all_acked(account: str) -> int:
             return sum(1 for i in world.sims[account].canonical_incidents()
                        if i["dedup"].startswith("storm-") and i["state"] != "triggered")
 
-        async def drive() -> None:
+        setup = world.daemon()
+
+        async def link() -> None:
             t0 = time.monotonic()
             while True:
-                counts = await ledger.run(lambda tx: tx.counts())
-                depth = await ledger.run(lambda tx: tx.outbox_depth())
+                counts = await setup.ledger.run(lambda tx: tx.counts())
+                depth = await setup.ledger.run(lambda tx: tx.outbox_depth())
                 if (counts["links"] >= incidents and not depth.get("pending")
                         and counts["records"] >= incidents * len(vendor_names)):
                     break
                 if time.monotonic() - t0 > link_limit_s:
                     raise RuntimeError(f"not linked after {link_limit_s} s: {counts} {depth}")
                 await anyio.sleep(0.5)
-            await anyio.sleep(3 * poll_interval)  # steady state: buckets refill as they would
             out["link_s"] = round(time.monotonic() - t0, 2)
-            world.reset_counters()
 
+        await run_daemon(setup, link)
+
+        # The measured world: simulators and a new daemon on the same ledger at ``scale``.
+        port = free_port() if webhooks else None
+        if webhooks:
+            world.tables[source]["webhook_secret"] = WEBHOOK_SECRET
+        world.rescale(scale, {"poll_interval": poll_interval},
+                      status_listen=f"127.0.0.1:{port}" if port else None)
+        for sim in world.sims.values():
+            sim.network_latency = latency
+        daemon = world.daemon()
+        ledger = daemon.ledger
+
+        async def settle() -> None:
+            """Idle at the measured scale: every account polled once, nothing pending or
+            polling, every budget full again; then the storm comes ``phase`` of a poll interval
+            before the source's next poll (0.5: a person acking at a random moment waits half
+            an interval on average)."""
+            t0 = time.monotonic()
+            clients = daemon.engine.clients
+            while True:
+                depth = await ledger.run(lambda tx: tx.outbox_depth())
+                if (set(daemon.health.last_poll) >= set(clients) and not daemon._polling
+                        and not depth.get("pending")
+                        and all(c.budget.headroom() >= 0.999 for c in clients.values())):
+                    break
+                if time.monotonic() - t0 > link_limit_s:
+                    raise RuntimeError(f"not idle after {link_limit_s} s: {depth}")
+                await anyio.sleep(0.2)
+            job = daemon.scheduler.get_job(f"poll:{source}")
+            wait = (job.next_run_time - datetime.now(UTC)).total_seconds() - phase * poll_interval
+            while wait < 0:
+                wait += poll_interval
+            await anyio.sleep(wait)
+            out["settle_s"] = round(time.monotonic() - t0, 2)
+
+        async def drive() -> None:
+            await settle()
+            world.reset_counters()
             # The storm: every incident acknowledged at once in the source.
             sim = world.sims[source]
+            deliveries: list[dict[str, Any]] = []
+            if webhooks:
+                sim.webhook_sink = deliveries.append  # type: ignore[attr-defined]
             was, sim.rate_limits_enabled = sim.rate_limits_enabled, False
             for iid in source_ids:
                 sim.act(iid, "acknowledge")
             sim.rate_limits_enabled = was
+            if webhooks:
+                sim.webhook_sink = None  # type: ignore[attr-defined]
             start, cpu = time.monotonic(), time.process_time()
+            answers: Counter[int] = Counter()
             converged: dict[str, float] = {}
-            while len(converged) < len(targets):
-                for target in targets:
-                    if target not in converged and all_acked(target) >= incidents:
-                        converged[target] = time.monotonic() - start
-                if time.monotonic() - start > limit_s:
-                    break
-                await anyio.sleep(sample)
-            out["seconds"] = time.monotonic() - start
-            out["cpu_s"] = round(time.process_time() - cpu, 1)
+            first: float | None = None
+            async with anyio.create_task_group() as tg:
+                if webhooks:
+                    tg.start_soon(deliver, f"http://127.0.0.1:{port}/webhooks/{source}",
+                                  deliveries, answers)
+                while len(converged) < len(targets):
+                    for target in targets:
+                        acked = all_acked(target) if target not in converged else incidents
+                        if first is None and acked:
+                            first = time.monotonic() - start
+                        if target not in converged and acked >= incidents:
+                            converged[target] = time.monotonic() - start
+                    if time.monotonic() - start > limit_s:
+                        break
+                    await anyio.sleep(sample)
+                out["seconds"] = time.monotonic() - start
+                out["cpu_s"] = round(time.process_time() - cpu, 1)
+                tg.cancel_scope.cancel()
+            out["first_push_s"] = None if first is None else round(first, 2)
+            out["webhooks"] = {"deliveries": len(deliveries),
+                               "answers": {str(k): v for k, v in sorted(answers.items())}}
             out["converged"] = {t: round(s, 2) for t, s in converged.items()}
             out["acked"] = {t: all_acked(t) for t in targets}
             out["calls"] = {a: call_split(s) for a, s in world.sims.items()}
@@ -137,30 +248,34 @@ async def storm(incidents: int, scale: float, poll_interval: float, limit_s: flo
             out["parked"] = (await ledger.run(lambda tx: tx.outbox_depth())).get("parked", 0)
             out["best"] = {t: best_case(daemon.engine, t, world.sims[t].vendor, incidents, scale)
                            for t in targets}
-            daemon.stop()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(daemon.run)
-            tg.start_soon(drive)
+        await run_daemon(daemon, drive)
         out["seed_s"] = round(seed_s, 2)
     best = max(b["seconds"] for b in out["best"].values())
     limited = sum(c["rate_limited"] for c in out["calls"].values())
     all_done = len(out["converged"]) == len(targets)
+    first = out["first_push_s"]
     return {
         "bench": "storm", "incidents": incidents, "source": source, "targets": targets,
+        "mode": "webhook" if webhooks else "poll",
         "converged": all_done,
         "seconds": round(out["seconds"], 2), "cpu_s": out["cpu_s"],
         "latency_ms": round(latency * 1000),
         "seconds_at_budget": round(best, 2),
         "ratio_to_limit": round(out["seconds"] / best, 3) if best > 0 else None,
+        "first_push_s": first,
+        "ratio_after_first_push": (round((out["seconds"] - first) / best, 3)
+                                   if best > 0 and first is not None else None),
         "rate_limited_responses": limited,
         "documented_seconds": round(out["seconds"] * scale, 1),
         "documented_seconds_at_budget": round(best * scale, 1),
         "per_target_seconds": out["converged"], "acked": out["acked"], "parked": out["parked"],
+        "webhooks": out["webhooks"] if webhooks else None,
         "best_case": out["best"], "calls": out["calls"], "calls_by_route": out["calls_by_route"],
-        "scale": scale, "budget_fraction": daemon.config.accounts[source].budget_fraction,
+        "scale": scale, "setup_scale": setup_scale, "phase": phase,
+        "budget_fraction": daemon.config.accounts[source].budget_fraction,
         "poll_interval_s": poll_interval, "link_setup_s": out["link_s"],
-        "seed_s": out["seed_s"], "machine": machine(),
+        "settle_s": out["settle_s"], "seed_s": out["seed_s"], "machine": machine(),
     }
 
 
@@ -176,6 +291,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=float, default=0.25, help="convergence check period")
     p.add_argument("--latency-ms", type=float, default=0.0,
                    help="delay every simulator answer this long (a WAN round trip)")
+    p.add_argument("--setup-scale", type=float, default=100.0,
+                   help="scale of the link setup before the storm (not measured); the "
+                   "simulators and a new daemon switch to --scale before the clock starts")
+    p.add_argument("--webhooks", action="store_true",
+                   help="the source simulator's v3 webhook deliveries are POSTed (signed) to "
+                   "the daemon's intake, as PagerDuty would: detection without a poll wait")
+    p.add_argument("--phase", type=float, default=0.5,
+                   help="the storm comes this share of a poll interval before the source's "
+                   "next poll (0.5: the average wait of an ack made at a random moment)")
     p.add_argument("--quick", action="store_true", help="500 incidents")
     return p
 
@@ -187,7 +311,9 @@ def main() -> None:
         args.incidents = 500
     poll = args.poll_interval or 30.0 / args.scale
     figures = anyio.run(lambda: storm(args.incidents, args.scale, poll, args.timeout,
-                                      args.sample, latency=args.latency_ms / 1000))
+                                      args.sample, latency=args.latency_ms / 1000,
+                                      setup_scale=args.setup_scale, webhooks=args.webhooks,
+                                      phase=args.phase))
     emit(figures)
 
 
