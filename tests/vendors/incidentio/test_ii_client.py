@@ -148,6 +148,18 @@ async def test_few_changed_escalations_read_their_incidents_one_by_one(
         await client.aclose()
 
 
+async def test_one_escalations_lookup_serves_a_full_page_of_acks(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    """One escalation each: 50 acks (the escalations page size) share one lookup."""
+    for k in range(50):
+        sim.alert(dedup=f"k{k}", title=f"K{k}")
+    ids = [i["id"] for i in sim.canonical_incidents()]
+    sim.calls.clear()
+    res = await client.push(Action.ACKNOWLEDGE, [push(i, Action.ACKNOWLEDGE) for i in ids])
+    assert {r.outcome for r in res} == {Outcome.DONE}
+    assert sim.call_count(route="/v2/escalations", method="GET") == 1, sim.calls
+
+
 async def test_push_ack_resolve_severity(sim: IncidentIOSimulator,
                                          client: IncidentIOClient) -> None:
     for k in ("a", "b", "c"):
