@@ -197,8 +197,9 @@ async def storm(incidents: int, scale: float, poll_interval: float, limit_s: flo
         ledger = daemon.ledger
 
         async def settle() -> None:
-            """Idle at the measured scale: every account polled once, nothing pending or
-            polling, and the budget of the target that sets the best case full again (others
+            """Idle at the measured scale: every account polled once, nothing pending, and the
+            budget of the target that sets the best case 99 % full again (polls go on: at
+            scale 100 some account is always polling 5,000 incidents; others
             may never be: Spike's 25 calls a minute do not cover its polls of 2,000 open
             incidents every 30 s; their headroom is reported); then the storm comes ``phase``
             of a poll interval before the source's next poll (0.5: a person acking at a random
@@ -207,21 +208,22 @@ async def storm(incidents: int, scale: float, poll_interval: float, limit_s: flo
             clients = daemon.engine.clients
             best = {t: best_case(daemon.engine, t, world.sims[t].vendor, incidents, scale)
                     for t in targets}
-            binding = [t for t in targets
-                       if best[t]["seconds"] == max(b["seconds"] for b in best.values())]
+            most = max(b["seconds"] for b in best.values())
+            binding = [t for t in targets if most > 0 and best[t]["seconds"] == most]
             while True:
                 depth = await ledger.run(lambda tx: tx.outbox_depth())
-                if (set(daemon.health.last_poll) >= set(clients) and not daemon._polling
-                        and not depth.get("pending")
-                        and all(clients[t].budget.headroom() >= 0.999 for t in binding)):
+                if (set(daemon.health.last_poll) >= set(clients) and not depth.get("pending")
+                        and all(clients[t].budget.headroom() >= 0.99 for t in binding)):
                     break
                 if time.monotonic() - t0 > link_limit_s:
                     raise RuntimeError(
                         f"not idle after {link_limit_s} s: {depth}, polled "
-                        f"{sorted(daemon.health.last_poll)}, polling {sorted(daemon._polling)}, "
+                        f"{sorted(daemon.health.last_poll)}, "
                         f"headroom { {n: c.budget.headroom() for n, c in clients.items()} }")
                 await anyio.sleep(0.2)
             job = daemon.scheduler.get_job(f"poll:{source}")
+            if job is None or job.next_run_time is None:
+                raise RuntimeError("the daemon stopped before the storm")
             wait = (job.next_run_time - datetime.now(UTC)).total_seconds() - phase * poll_interval
             while wait < 0:
                 wait += poll_interval
