@@ -42,6 +42,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal, Self
 
@@ -956,17 +957,18 @@ class IncidentModel(RecordModel):
         meta: dict[str, Any] = {}
         found: list[dict[str, Any]] = []
         read = 0
-        async for items in self.client._list("/v2/incidents", "incidents", params, meta):
-            read += len(items)
-            for raw in items:
-                if isinstance(raw, dict) and raw.get("id") in wanted:
-                    wanted.discard(raw["id"])
-                    found.append(raw)
-            total = meta.get("total_record_count")
-            if not isinstance(total, int):
-                total = read + size  # unknown: assume one more page
-            if not wanted or math.ceil(max(0, total - read) / size) >= len(wanted):
-                break
+        async with aclosing(self.client._list("/v2/incidents", "incidents", params, meta)) as pages:
+            async for items in pages:
+                read += len(items)
+                for raw in items:
+                    if isinstance(raw, dict) and raw.get("id") in wanted:
+                        wanted.discard(raw["id"])
+                        found.append(raw)
+                total = meta.get("total_record_count")
+                if not isinstance(total, int):
+                    total = read + size  # unknown: assume one more page
+                if not wanted or math.ceil(max(0, total - read) / size) >= len(wanted):
+                    break
         return found
 
     async def resolved_and_created(self, eid: str) -> tuple[bool, datetime | None]:
