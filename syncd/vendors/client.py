@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypedDict
 
 import anyio
 import httpx
@@ -59,6 +59,17 @@ def stamp(dt: datetime, precision: Literal["s", "ms", "us"] = "s") -> str:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class ClientOptions(TypedDict, total=False):
+    """What every client takes beside its account and settings (see :class:`ClientBase`), so a
+    vendor's constructor passes them on with ``**options`` instead of restating them."""
+
+    transport: httpx.AsyncBaseTransport | None
+    budget: Budget | None
+    backoff_base: float
+    sleep: Callable[[float], Awaitable[None]]
+    clock: Callable[[], datetime]
 
 
 class ClientBase:

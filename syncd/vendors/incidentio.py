@@ -41,19 +41,18 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, Unpack
 
-import anyio
 import httpx
 from pydantic import Field, model_validator
 
 from syncd import metrics
 from syncd.configtypes import DAY, Url, bounded
 from syncd.model import Incident, NewIncident, OnCall, Severity, State
-from syncd.ratelimit import Budget, Limit
+from syncd.ratelimit import Limit
 from syncd.secrets import Secret
 from syncd.vendors._http import require, retry_after_seconds, short_body
 from syncd.vendors.base import (
@@ -72,7 +71,7 @@ from syncd.vendors.base import (
     Skipped,
     VendorError,
 )
-from syncd.vendors.client import ClientBase, stamp
+from syncd.vendors.client import ClientBase, ClientOptions, stamp
 from syncd.vendors.client import parse_time as _time
 from syncd.vendors.incidentio_schedules import ScheduleMigration
 
@@ -310,19 +309,9 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
             return {a: n for a, n in cls.batch_size.items() if a is not Action.SET_SEVERITY}
         return cls.batch_size
 
-    def __init__(
-        self,
-        account: str,
-        settings: IncidentIOSettings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        budget: Budget | None = None,
-        backoff_base: float = 0.5,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        super().__init__(account, settings, transport=transport, budget=budget,
-                         backoff_base=backoff_base, sleep=sleep, clock=clock)
+    def __init__(self, account: str, settings: IncidentIOSettings,
+                 **options: Unpack[ClientOptions]) -> None:
+        super().__init__(account, settings, **options)
         self._severities: list[dict[str, Any]] | None = None
         self._seen: dict[str, str] = {}  # the cursor's: "[esc:]id" -> updated_at delivered
         self._listed: dict[str, str] = {}  # the same, let through by this poll

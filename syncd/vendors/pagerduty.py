@@ -42,11 +42,10 @@ import hmac
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Unpack
 
-import anyio
 import httpx
 import structlog
 from pydantic import Field
@@ -54,7 +53,7 @@ from pydantic import Field
 from syncd import metrics
 from syncd.configtypes import DAY, Email, Url, bounded
 from syncd.model import MARKER_SHAPE, Incident, NewIncident, OnCall, Severity, State
-from syncd.ratelimit import Budget, Limit
+from syncd.ratelimit import Limit
 from syncd.secrets import Secret
 from syncd.vendors._http import parse_json, require
 from syncd.vendors.base import (
@@ -74,7 +73,7 @@ from syncd.vendors.base import (
     TransientError,
     VendorError,
 )
-from syncd.vendors.client import ClientBase
+from syncd.vendors.client import ClientBase, ClientOptions
 from syncd.vendors.client import optional_time as _time
 from syncd.vendors.client import stamp as _stamp
 from syncd.vendors.pagerduty_schedules import PagerDutySchedules
@@ -157,19 +156,9 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
 
     settings: PagerDutySettings
 
-    def __init__(
-        self,
-        account: str,
-        settings: PagerDutySettings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        budget: Budget | None = None,
-        backoff_base: float = 0.5,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        super().__init__(account, settings, transport=transport, budget=budget,
-                         backoff_base=backoff_base, sleep=sleep, clock=clock)
+    def __init__(self, account: str, settings: PagerDutySettings,
+                 **options: Unpack[ClientOptions]) -> None:
+        super().__init__(account, settings, **options)
         self._priorities: list[tuple[str, str]] | None = None  # (id, name), most severe first
         key = settings.token.get_secret_value()
         auth = f"Token token={key}" if settings.token_type == "token" else f"Bearer {key}"

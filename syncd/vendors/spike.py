@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Literal, Unpack
 
-import anyio
 import httpx
 from pydantic import Field
 
 from syncd import metrics
 from syncd.configtypes import DAY, Url, bounded
 from syncd.model import Incident, NewIncident, OnCall, Severity, State
-from syncd.ratelimit import Budget, Limit
+from syncd.ratelimit import Limit
 from syncd.secrets import Secret
 from syncd.vendors._http import require, short_body
 from syncd.vendors.base import (
@@ -46,7 +45,7 @@ from syncd.vendors.base import (
     Skipped,
     VendorError,
 )
-from syncd.vendors.client import ClientBase, stamp
+from syncd.vendors.client import ClientBase, ClientOptions, stamp
 from syncd.vendors.client import optional_time as _time
 
 STATES = {"NACK": State.TRIGGERED, "ACK": State.ACKNOWLEDGED, "RES": State.RESOLVED}
@@ -136,19 +135,9 @@ class SpikeClient(ClientBase):
         """The assumed account-wide limit, ``rate_limit_per_minute``."""
         return {"*": Limit(settings.rate_limit_per_minute, 60.0)}
 
-    def __init__(
-        self,
-        account: str,
-        settings: SpikeSettings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        budget: Budget | None = None,
-        backoff_base: float = 0.5,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        super().__init__(account, settings, transport=transport, budget=budget,
-                         backoff_base=backoff_base, sleep=sleep, clock=clock)
+    def __init__(self, account: str, settings: SpikeSettings,
+                 **options: Unpack[ClientOptions]) -> None:
+        super().__init__(account, settings, **options)
         headers = {
             "x-api-key": settings.api_key.get_secret_value(),
             "x-team-id": settings.team_id,

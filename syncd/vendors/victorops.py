@@ -28,12 +28,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Unpack
 from urllib.parse import urlsplit
 
-import anyio
 import httpx
 import structlog
 from pydantic import Field
@@ -41,7 +40,7 @@ from pydantic import Field
 from syncd import metrics
 from syncd.configtypes import Url
 from syncd.model import Incident, NewIncident, OnCall, Severity, State
-from syncd.ratelimit import ACCOUNT, Budget, Limit
+from syncd.ratelimit import ACCOUNT, Limit
 from syncd.secrets import Secret
 from syncd.vendors._http import require
 from syncd.vendors.base import (
@@ -61,7 +60,7 @@ from syncd.vendors.base import (
     TransientError,
     VendorError,
 )
-from syncd.vendors.client import ClientBase, parse_time, stamp
+from syncd.vendors.client import ClientBase, ClientOptions, parse_time, stamp
 
 log = structlog.get_logger(__name__)
 
@@ -162,20 +161,10 @@ class VictorOpsClient(ClientBase):
         """The per-endpoint table the account is held to (``rate_limit_table``, A7)."""
         return limit_table(settings.rate_limit_table)
 
-    def __init__(
-        self,
-        account: str,
-        settings: VictorOpsSettings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        budget: Budget | None = None,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        backoff_base: float = 0.5,
-        forbidden_backoff: float = 60.0,
-        created_visibility_wait: float = 1.0,
-    ) -> None:
-        super().__init__(account, settings, transport=transport, budget=budget,
-                         backoff_base=backoff_base, sleep=sleep)
+    def __init__(self, account: str, settings: VictorOpsSettings, *,
+                 forbidden_backoff: float = 60.0, created_visibility_wait: float = 1.0,
+                 **options: Unpack[ClientOptions]) -> None:
+        super().__init__(account, settings, **options)
         self._forbidden_backoff = forbidden_backoff
         self._forbidden: set[str] = set()
         self._visibility_wait = created_visibility_wait
