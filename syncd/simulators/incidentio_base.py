@@ -339,6 +339,10 @@ class IncidentIOBase(Simulator):
 
     vendor = "incidentio"
     operations = OPERATIONS
+    report_totals = True
+    """Whether list pages carry ``pagination_meta.total_record_count``: the spec makes it
+    optional ("if known", ``PaginationMetaResultWithTotalV2``); set False to answer as an
+    organisation whose total is not known does."""
 
     def __init__(self, *, seed: int = 0, rate_limits: bool = True, severity_required: bool = True,
                  auto_decline: bool = True, auto_cancel_escalations: bool = True,
@@ -738,7 +742,7 @@ class IncidentIOBase(Simulator):
         """One page of ``rows`` after the request's ``after`` cursor, in the list envelope."""
         page, after = self._paginate(rows, request.query_params.get("after"), size, id_of)
         meta: dict[str, Any] = {"page_size": size}
-        if total:
+        if total and self.report_totals:
             meta["total_record_count"] = len(rows)
         if after:
             meta["after"] = after

@@ -939,24 +939,28 @@ class IncidentModel(RecordModel):
         while the pages left (from ``total_record_count``) cost fewer calls than reading the
         wanted ids not found yet one by one. Ids it does not find (resolved just now, test
         mode) are left to single reads, so the list never costs more than one page beyond
-        the cheaper of the two."""
+        the cheaper of the two. ``total_record_count`` is optional ("if known", spec
+        ``PaginationMetaResultWithTotalV2``): without it the list stops once it has cost as
+        many pages as there are ids still missing, so it never costs more than twice the
+        single reads."""
         wanted = set(ids)
         size = self.settings.page_size
         params = {"status_category[one_of]": list(OPEN), "page_size": size}
         meta: dict[str, Any] = {}
         found: list[dict[str, Any]] = []
-        read = 0
+        read = pages_read = 0
         async with aclosing(self.client._list("/v2/incidents", "incidents", params, meta)) as pages:
             async for items in pages:
                 read += len(items)
+                pages_read += 1
                 for raw in items:
                     if isinstance(raw, dict) and raw.get("id") in wanted:
                         wanted.discard(raw["id"])
                         found.append(raw)
                 total = meta.get("total_record_count")
-                if not isinstance(total, int):
-                    total = read + size  # unknown: assume one more page
-                if not wanted or math.ceil(max(0, total - read) / size) >= len(wanted):
+                pages_left = (math.ceil(max(0, total - read) / size) if isinstance(total, int)
+                              else pages_read)  # unknown: what the list has cost so far
+                if not wanted or pages_left >= len(wanted):
                     break
         return found
 
