@@ -157,12 +157,12 @@ def state_action(have: State, want: State) -> Action | None:
     return Action.UNACKNOWLEDGE
 
 
-MARKER_SHAPE = r"syncd-[\w.-]+-\d+(?:-[0-9a-f]{8})?"
+MARKER_SHAPE = r"syncd-[\w.-]+-\d+(?:-o[0-9a-f]{8})?"
 """What any creation marker looks like (group-agnostic), for clients that tell a marker from
 another key: ``syncd-<group>-<link id>-<origin tag>``, or ``syncd-<group>-<link id>`` as written
 before origin tags (legacy)."""
 MARKER_MAX_GROUP = 200
-"""Longest mirror group name: its markers (at most 235 characters with a 19-digit link id) stay
+"""Longest mirror group name: its markers (at most 236 characters with a 19-digit link id) stay
 within PagerDuty's 255-character ``dedup_key`` (vendor notes §7), also as incident.io's
 ``syncd-<marker>`` idempotency key."""
 
@@ -182,10 +182,13 @@ class Marker(NamedTuple):
 
 
 def origin_tag(account: str, external_id: str) -> str:
-    """8 hex digits naming the record that opened a mirror link (its source account and
-    incident), so a marker names which incident its copy mirrors, not just a link id: link ids
-    are ledger row ids, and a fresh or restored ledger hands the same id to another incident."""
-    return hashlib.sha256(f"{account}\n{external_id}".encode()).hexdigest()[:8]
+    """``o`` and 8 hex digits naming the record that opened a mirror link (its source account
+    and incident), so a marker names which incident its copy mirrors, not just a link id: link
+    ids are ledger row ids, and a fresh or restored ledger hands the same id to another
+    incident. The letter keeps a tag from ever reading as a link id: without it, one tag in 43
+    is all digits, and group ``g``'s ``syncd-g-5-28167191`` was also group ``g-5``'s legacy
+    marker for link 28167191."""
+    return "o" + hashlib.sha256(f"{account}\n{external_id}".encode()).hexdigest()[:8]
 
 
 def marker_for(group: str, link_id: int, account: str, external_id: str) -> str:
@@ -198,7 +201,7 @@ def marker_for(group: str, link_id: int, account: str, external_id: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _marker_of(group: str) -> re.Pattern[str]:
-    return re.compile(rf"syncd-{re.escape(group)}-(\d+)(?:-([0-9a-f]{{8}}))?")
+    return re.compile(rf"syncd-{re.escape(group)}-(\d+)(?:-(o[0-9a-f]{{8}}))?")
 
 
 def parse_marker(keys: Mapping[str, str], group: str) -> Marker | None:

@@ -32,7 +32,7 @@ def test_a_marker_names_its_link_and_the_incident_that_opened_it() -> None:
     assert marker == f"syncd-mig-5-{origin_tag('pd', 'Q1')}"
     assert marker == marker_for("mig", 5, "pd", "Q1")  # deterministic: a retry finds it
     tag = marker.rsplit("-", 1)[1]
-    assert len(tag) == 8 and all(c in "0123456789abcdef" for c in tag)
+    assert len(tag) == 9 and tag[0] == "o" and all(c in "0123456789abcdef" for c in tag[1:])
     # The same link id for another incident (a fresh or restored ledger) is another marker.
     assert marker_for("mig", 5, "pd", "Q2") != marker
     assert marker_for("mig", 5, "pd2", "Q1") != marker
@@ -48,7 +48,8 @@ def test_legacy_markers_still_parse_without_a_tag() -> None:
 
 @pytest.mark.parametrize("value", [
     "syncd-mig-5x", "syncd-mig-5-", "syncd-mig-5-ab12cd3", "syncd-mig-5-ab12cd345",
-    "syncd-mig-5-AB12CD34", "xsyncd-mig-5", "syncd-mig-5 and more", "syncd-mig-5\n",
+    "syncd-mig-5-AB12CD34", "syncd-mig-5-ab12cd34", "syncd-mig-5-oab12cd3", "xsyncd-mig-5",
+    "syncd-mig-5 and more", "syncd-mig-5\n",
     "syncd-other-5", "syncd-mig-", "[syncd:syncd-mig-5]",
 ])
 def test_only_a_whole_marker_of_the_group_is_one(value: str) -> None:
@@ -60,9 +61,15 @@ def test_a_marker_is_never_read_as_another_links() -> None:
     assert parse_marker({"dedup": "syncd-g-1"}, "g") == Marker("g", 1, None)
     # Group names hold dashes and digits: the group decides how the rest is read.
     mine = marker_for("a-1", 5, "pd", "Q1")
-    assert parse_marker({"dedup": mine}, "a-1") == Marker("a-1", 5, mine[-8:])
+    assert parse_marker({"dedup": mine}, "a-1") == Marker("a-1", 5, mine[-9:])
     assert parse_marker({"dedup": mine}, "a") is None
     assert parse_marker({"dedup": "syncd-a-1-5"}, "a") is None
+    # A tag is never digits alone, so no tag reads as a link id of a group named "g-5".
+    digits = "syncd-g-5-o28167191"
+    assert parse_marker({"dedup": digits}, "g") == Marker("g", 5, "o28167191")
+    assert parse_marker({"dedup": digits}, "g-5") is None
+    assert parse_marker({"dedup": "syncd-g-5-28167191"}, "g-5") == Marker("g-5", 28167191, None)
+    assert parse_marker({"dedup": "syncd-g-5-28167191"}, "g") is None
 
 
 def test_vendor_marker_readers_take_whole_markers_only() -> None:
