@@ -47,6 +47,16 @@ def _driver(conn: Connection) -> sqlite3.Connection:
     return driver
 
 
+Kind = tuple[type, str, Any]
+
+
+def _kind(dialect: Dialect) -> Kind:
+    """What the kept SQL and processors depend on. Keyed by this, not by the dialect object:
+    every engine has its own dialect, and a compiled statement holds its dialect, so caches
+    keyed by the object (even weakly) would keep every engine's SQL for ever."""
+    return type(dialect), dialect.paramstyle, getattr(dialect, "server_version_info", None)
+
+
 def _wrapped(sql: str, params: Any, exc: sqlite3.Error) -> DBAPIError:
     return DBAPIError.instance(sql, params, exc, sqlite3.Error)
 
@@ -95,7 +105,7 @@ class Many:
 
     def __init__(self, stmt: Executable) -> None:
         self.stmt = stmt
-        self._plans: dict[tuple[Dialect, tuple[str, ...]], _WritePlan] = {}
+        self._plans: dict[Kind, dict[tuple[str, ...], _WritePlan]] = {}
 
     def __call__(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
@@ -105,7 +115,7 @@ class Many:
             conn.execute(self.stmt, list(rows))  # type: ignore[arg-type]
             return
         keys = tuple(rows[0])
-        plan = self._plans.get((dialect, keys)) or self._plan(dialect, keys)
+        plan = self._plans.get(_kind(dialect), {}).get(keys) or self._plan(dialect, keys)
         sql, row_of, processors = plan
         params = [row_of(r) for r in rows]
         if processors:
@@ -126,12 +136,20 @@ class Many:
         getter: Callable[[Mapping[str, Any]], Any] = (
             itemgetter(*given) if given else lambda _row: ())
         constants = []  # values the statement holds (``.values(status=...)``, defaults)
+        # A column default left to the statement compiles to an empty bind that Core fills
+        # in per row ("prefetch"): take a scalar default once; a callable one must be given.
+        prefetch = {c.key: c.default for c in (*compiled.insert_prefetch,
+                                               *compiled.update_prefetch)}
         for i, name in enumerate(names):
             if name not in keys:
                 bind = compiled.binds[name]
+                default = prefetch.get(name)
+                if default is not None and not default.is_scalar:
+                    raise KeyError(f"rows for {compiled.string!r} lack {name} (its default is "
+                                   "computed per row: give it)")
                 if bind.required or bind.callable is not None:
                     raise KeyError(f"rows for {compiled.string!r} lack {name}")
-                constants.append((i, bind.value))
+                constants.append((i, default.arg if default is not None else bind.value))
 
         def row_of(row: Mapping[str, Any]) -> Sequence[Any]:
             values = getter(row)
@@ -149,7 +167,7 @@ class Many:
                           .bind_processor(dialect))]
         plan = (compiled.string, getter if len(given) > 1 and not constants else row_of,
                 processors)
-        self._plans[(dialect, keys)] = plan
+        self._plans.setdefault(_kind(dialect), {})[keys] = plan
         return plan
 
 
@@ -161,9 +179,10 @@ class InSelect:
         self.stmt = stmt
         self.row = namedtuple(  # type: ignore[misc]
             "Row", [c.key for c in stmt.selected_columns], rename=True)
-        self._compiled: dict[Dialect, Any] = {}
-        self._results: dict[Dialect, list[tuple[int, Processor]]] = {}
-        self._plans: dict[tuple[Dialect, int], tuple[str, list[tuple[str, Any]]]] = {}
+        # The compiled statement and its result processors are stored together, so a thread
+        # making its first call never sees one without the other.
+        self._compiled: dict[Kind, tuple[Any, list[tuple[int, Processor]]]] = {}
+        self._plans: dict[Kind, dict[int, tuple[str, list[tuple[str, Any]]]]] = {}
 
     def __call__(self, conn: Connection, ids: Sequence[Any], **params: Any) -> list[Any]:
         if not ids:
@@ -171,7 +190,8 @@ class InSelect:
         dialect = conn.dialect
         if not _direct(dialect):
             return list(conn.execute(self.stmt, {"ids": list(ids), **params}).all())
-        plan = self._plans.get((dialect, len(ids))) or self._plan(dialect, len(ids), params)
+        kind = _kind(dialect)
+        plan = self._plans.get(kind, {}).get(len(ids)) or self._plan(dialect, len(ids), params)
         sql, order = plan
         args = [ids[v] if k is _ID else params[v] if k is _NAMED else v for k, v in order]
         try:
@@ -180,7 +200,7 @@ class InSelect:
             raise _wrapped(sql, args, exc) from None
         make = tuple.__new__
         row = self.row
-        results = self._results[dialect]
+        results = self._compiled[kind][1]
         if not results:
             return [make(row, r) for r in raw]
         out = []
@@ -194,12 +214,14 @@ class InSelect:
 
     def _plan(self, dialect: Dialect, n: int, params: Mapping[str, Any]
               ) -> tuple[str, list[tuple[str, Any]]]:
-        compiled = self._compiled.get(dialect)
-        if compiled is None:
-            compiled = self._compiled[dialect] = self.stmt.compile(dialect=dialect)
-            self._results[dialect] = [
+        kind = _kind(dialect)
+        held = self._compiled.get(kind)
+        if held is None:
+            held = (self.stmt.compile(dialect=dialect), [
                 (i, p) for i, c in enumerate(self.stmt.selected_columns)
-                if (p := c.type.dialect_impl(dialect).result_processor(dialect, None))]
+                if (p := c.type.dialect_impl(dialect).result_processor(dialect, None))])
+            self._compiled[kind] = held
+        compiled = held[0]
         state = compiled.construct_expanded_state(
             {"ids": [_Id(i) for i in range(n)], **{k: _Param(k) for k in params}})
         if any(state.processors.get(name) for name in state.positiontup or ()):
@@ -207,6 +229,7 @@ class InSelect:
                             "not supported here")
         plan = (state.statement, [_slot(state.parameters[name])
                                   for name in state.positiontup or ()])
-        if len(self._plans) < MAX_LENGTHS:
-            self._plans[(dialect, n)] = plan
+        plans = self._plans.setdefault(kind, {})
+        if len(plans) < MAX_LENGTHS:
+            plans[n] = plan
         return plan

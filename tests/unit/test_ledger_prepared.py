@@ -87,6 +87,25 @@ def test_many_stores_what_core_stores(tmp_path: Path) -> None:
     assert prepared[1][7:10] == ("superseded", 0, "2026-11-01 12:30:05.123456")
 
 
+def test_many_fills_in_column_defaults_as_core_does(tmp_path: Path) -> None:
+    """Rows that leave out defaulted columns (``status``, ``attempts``) get the defaults, not
+    NULL (which failed NOT NULL, or was stored silently where NULL is allowed)."""
+    rows = [{k: v for k, v in outbox_row(n, None).items() if k not in ("status", "attempts")}
+            for n in (1, 2)]
+    results = []
+    for name, write in (
+            ("core", lambda tx, rows: tx.core.execute(insert(_OUTBOX), rows)),
+            ("prepared", lambda tx, rows: Many(insert(_OUTBOX))(tx.core, rows))):
+        path = tmp_path / f"{name}.db"
+        ledger = opened(path)
+        ledger.call(lambda tx, write=write: write(tx, rows))
+        ledger.dispose()
+        results.append(stored(path, "outbox"))
+    core, prepared = results
+    assert prepared == core
+    assert prepared[0][7:9] == ("pending", 0)
+
+
 def test_in_select_reads_what_core_reads(tmp_path: Path) -> None:
     ledger = opened(tmp_path / "l.db")
     ledger.call(lambda tx: tx.core.execute(insert(_AGREED), [
@@ -141,3 +160,15 @@ def test_utc_datetime_text_does_not_stick_to_an_earlier_value() -> None:
         "2026-11-01 12:30:05.123456"]
     with pytest.raises(ValueError):
         process(datetime(2026, 1, 1))
+
+
+def test_kept_sql_is_shared_by_engines_not_kept_per_engine(tmp_path: Path) -> None:
+    """Every engine has its own dialect object; the SQL an InSelect keeps is per kind of
+    dialect, so opening ledger after ledger (tests, embedding code) does not grow it."""
+    stmt = InSelect(_BY_LINK)
+    for n in range(3):
+        ledger = opened(tmp_path / f"l{n}.db")
+        ledger.call(lambda tx: stmt(tx.core, [1, 2], field="state"))
+        ledger.dispose()
+    assert len(stmt._plans) == 1 and len(stmt._plans[next(iter(stmt._plans))]) == 1
+    assert len(stmt._compiled) == 1
