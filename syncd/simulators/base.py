@@ -47,7 +47,7 @@ import json
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -183,6 +183,21 @@ class TokenBucketLimiter:
         self._state.clear()
 
 
+
+def _refusing(handler: Callable[[Request], Awaitable[Response]]
+              ) -> Callable[[Request], Awaitable[Response]]:
+    """A control handler whose bad input (not JSON, a wrong type, an unknown state) is a 400
+    naming the problem, never a 500: benchmarks and people drive /_sim/ by hand."""
+
+    async def handle(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+            return JSONResponse({"error": f"bad control request: {exc}"}, status_code=400)
+
+    return handle
+
+
 class Simulator:
     """Base class. Subclasses set ``vendor`` and implement the hooks below."""
 
@@ -316,15 +331,15 @@ class Simulator:
     def _control_routes(self) -> list[Route]:
         p = SIM_PREFIX
         return [
-            Route(f"{p}/reset", self._c_reset, methods=["POST"]),
-            Route(f"{p}/seed", self._c_seed, methods=["POST"]),
-            Route(f"{p}/calls", self._c_calls, methods=["GET", "DELETE"]),
-            Route(f"{p}/faults", self._c_faults, methods=["GET", "POST", "DELETE"]),
-            Route(f"{p}/rate-limits", self._c_rate_limits, methods=["POST"]),
-            Route(f"{p}/clock", self._c_clock, methods=["GET", "POST"]),
-            Route(f"{p}/incidents", self._c_incidents, methods=["GET"]),
-            Route(f"{p}/incidents/{{id}}/act", self._c_act, methods=["POST"]),
-            Route(f"{p}/alerts", self._c_alert, methods=["POST"]),
+            Route(f"{p}/reset", _refusing(self._c_reset), methods=["POST"]),
+            Route(f"{p}/seed", _refusing(self._c_seed), methods=["POST"]),
+            Route(f"{p}/calls", _refusing(self._c_calls), methods=["GET", "DELETE"]),
+            Route(f"{p}/faults", _refusing(self._c_faults), methods=["GET", "POST", "DELETE"]),
+            Route(f"{p}/rate-limits", _refusing(self._c_rate_limits), methods=["POST"]),
+            Route(f"{p}/clock", _refusing(self._c_clock), methods=["GET", "POST"]),
+            Route(f"{p}/incidents", _refusing(self._c_incidents), methods=["GET"]),
+            Route(f"{p}/incidents/{{id}}/act", _refusing(self._c_act), methods=["POST"]),
+            Route(f"{p}/alerts", _refusing(self._c_alert), methods=["POST"]),
         ]
 
     async def _body(self, request: Request) -> dict[str, Any]:

@@ -583,7 +583,9 @@ class SpikeSimulator(Simulator):
 
     def seed_incidents(self, count: int, *, state: str = "triggered",
                        age_days: float = 0.0) -> list[str]:
-        status = {"triggered": "NACK", "acknowledged": "ACK", "resolved": "RES"}[state]
+        status = {"triggered": "NACK", "acknowledged": "ACK", "resolved": "RES"}.get(state)
+        if status is None:
+            raise ValueError(f"unknown state {state!r}")
         store = self.stores[TEAM_ID]
         integ = self.integrations[WEBHOOK_TOKEN]
         start = self.clock.now() - timedelta(days=30 + age_days)

@@ -126,6 +126,23 @@ async def test_seeded_backlog_can_be_days_old(kit: ContractKit) -> None:
                for i in incidents), incidents
 
 
+@pytest.mark.parametrize(("path", "body"), [
+    ("/_sim/seed", {"incidents": "many"}),
+    ("/_sim/seed", {"incidents": 1, "state": "bogus"}),
+    ("/_sim/seed", {"incidents": 1, "age_days": "old"}),
+    ("/_sim/clock", {"advance": "soon"}),
+    ("/_sim/rate-limits", {"scale": "fast"}),
+    ("/_sim/seed", [1]),
+])
+async def test_control_surface_refuses_bad_input(kit: ContractKit, path: str, body: Any) -> None:
+    """Benchmarks and people drive /_sim/ by hand: bad input is a 400 naming it, not a 500."""
+    sim = kit.make()
+    async with sim.client(headers=kit.headers) as http:
+        answer = await http.post(path, json=body)
+    assert answer.status_code == 400, answer.text
+    assert "bad control request" in answer.json()["error"]
+
+
 async def test_control_surface(kit: ContractKit) -> None:
     """/_sim/ is the same for every vendor: seed, incidents, act, alerts, clock, faults, calls,
     reset (base.py's table)."""
