@@ -34,3 +34,15 @@ def make_client(sim: IncidentIOSimulator, transport: httpx.AsyncBaseTransport | 
                 **over: Any) -> IncidentIOClient:
     return IncidentIOClient("ii-test", settings(**over), transport=transport or sim.transport(),
                             backoff_base=0.001, sleep=_no_sleep, clock=sim.clock.now)
+
+
+async def drain(client: IncidentIOClient, cursor: str | None = None, *, full: bool = False
+                ) -> tuple[dict[str, Any], str | None, list]:
+    """Every page of one poll: the incidents by id, the last cursor, the skipped records."""
+    found, last, skipped = {}, None, []
+    async for page in client.poll(cursor, full=full):
+        for inc in page.incidents:
+            found[inc.external_id] = inc
+        skipped += page.skipped
+        last = page.cursor or last
+    return found, last, skipped

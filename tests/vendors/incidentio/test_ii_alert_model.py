@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from ii_helpers import make_client
+from ii_helpers import drain, make_client
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from syncd import config
@@ -43,17 +43,6 @@ async def alerts(sim: IncidentIOSimulator) -> AsyncIterator[IncidentIOClient]:
     c = make_client(sim, **ALERT)
     yield c
     await c.aclose()
-
-
-async def drain(client: IncidentIOClient, cursor: str | None = None, *, full: bool = False
-                ) -> tuple[dict[str, Any], str | None, list]:
-    found, last, skipped = {}, None, []
-    async for page in client.poll(cursor, full=full):
-        for inc in page.incidents:
-            found[inc.external_id] = inc
-        skipped += page.skipped
-        last = page.cursor or last
-    return found, last, skipped
 
 
 def push(eid: str, action: Action) -> Push:

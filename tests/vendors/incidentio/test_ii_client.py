@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from ii_helpers import make_client, settings
+from ii_helpers import drain, make_client, settings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from syncd.model import NewIncident, Severity, State
@@ -25,17 +25,6 @@ from syncd.vendors.base import (
     TransientError,
 )
 from syncd.vendors.incidentio import ESCALATION_GRACE, IncidentIOClient
-
-
-async def drain(client: IncidentIOClient, cursor: str | None = None, *, full: bool = False
-                ) -> tuple[dict[str, Any], str | None, list]:
-    found, last, skipped = {}, None, []
-    async for page in client.poll(cursor, full=full):
-        for inc in page.incidents:
-            found[inc.external_id] = inc
-        skipped += page.skipped
-        last = page.cursor or last
-    return found, last, skipped
 
 
 def push(eid: str, action: Action, severity: Severity | None = None) -> Push:
@@ -98,6 +87,32 @@ def ack_quietly(sim: IncidentIOSimulator, iid: str) -> None:
     sim.incidents[iid].updated = before
 
 
+def resolve_quietly(sim: IncidentIOSimulator, iid: str) -> None:
+    """Resolve an incident without the change reaching the feed: resolved meanwhile, in no
+    open page, what only a single read finds."""
+    before = sim.incidents[iid].updated
+    sim.act(iid, "resolve")
+    sim.incidents[iid].updated = before
+
+
+async def aged_backlog(sim: IncidentIOSimulator, client: IncidentIOClient, count: int = 40
+                       ) -> tuple[str | None, list[str]]:
+    """``count`` open incidents opened days ago (the day feed lists none of them), read once:
+    the cursor after that read and their ids."""
+    for k in range(count):
+        sim.alert(dedup=f"k{k}", title=f"K{k}")
+    for inc in sim.incidents.values():
+        inc.created = inc.updated = inc.updated - timedelta(days=2)
+    _, cursor, _ = await drain(client)
+    return cursor, [i["id"] for i in sim.canonical_incidents()]
+
+
+def related_reads(sim: IncidentIOSimulator) -> tuple[int, int]:
+    """(open list pages, single incident reads) since the counters were cleared."""
+    list_pages = sim.call_count(route="/v2/incidents", method="GET") - 1  # minus the feed
+    return list_pages, sim.call_count(route="/v2/incidents/{id}")
+
+
 async def test_incidents_of_changed_escalations_read_from_the_open_list(
         sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
     """Many changed escalations whose incidents the feed did not return (a storm of responds):
@@ -111,9 +126,7 @@ async def test_incidents_of_changed_escalations_read_from_the_open_list(
     for iid in ids[:20]:
         ack_quietly(sim, iid)
     gone = ids[20]
-    before = sim.incidents[gone].updated
-    sim.act(gone, "resolve")
-    sim.incidents[gone].updated = before
+    resolve_quietly(sim, gone)
     sim.calls.clear()
     found, _, skipped = await drain(client, cursor)
     assert not skipped
@@ -129,20 +142,14 @@ async def test_few_changed_escalations_read_their_incidents_one_by_one(
     at most one list page is spent finding that out."""
     client = make_client(sim, page_size=5)
     try:
-        for k in range(40):
-            sim.alert(dedup=f"k{k}", title=f"K{k}")
-        for inc in sim.incidents.values():  # opened days ago: the feed lists none of them
-            inc.created = inc.updated = inc.updated - timedelta(days=2)
-        _, cursor, _ = await drain(client)
-        ids = [i["id"] for i in sim.canonical_incidents()]
+        cursor, ids = await aged_backlog(sim, client)
         sim.clock.advance(5)
         for iid in ids[:3]:
             ack_quietly(sim, iid)
         sim.calls.clear()
         found, _, _ = await drain(client, cursor)
         assert {i for i, inc in found.items() if inc.state is State.ACKNOWLEDGED} == set(ids[:3])
-        list_pages = sim.call_count(route="/v2/incidents", method="GET") - 1  # minus the feed
-        singles = sim.call_count(route="/v2/incidents/{id}")
+        list_pages, singles = related_reads(sim)
         assert list_pages <= 1 and list_pages + singles <= 3 + 1, sim.calls
     finally:
         await client.aclose()
@@ -156,25 +163,17 @@ async def test_open_list_without_totals_costs_at_most_the_missing_ids(
     sim.report_totals = False
     client = make_client(sim, page_size=5)
     try:
-        for k in range(40):
-            sim.alert(dedup=f"k{k}", title=f"K{k}")
-        for inc in sim.incidents.values():  # opened days ago: the feed lists none of them
-            inc.created = inc.updated = inc.updated - timedelta(days=2)
-        _, cursor, _ = await drain(client)
-        ids = [i["id"] for i in sim.canonical_incidents()]
+        cursor, ids = await aged_backlog(sim, client)
         sim.clock.advance(5)
         ack_quietly(sim, ids[0])
         for gone in ids[1:3]:
             ack_quietly(sim, gone)
-            before = sim.incidents[gone].updated
-            sim.act(gone, "resolve")
-            sim.incidents[gone].updated = before
+            resolve_quietly(sim, gone)
         sim.calls.clear()
         found, _, _ = await drain(client, cursor)
         assert found[ids[0]].state is State.ACKNOWLEDGED
         assert {found[i].state for i in ids[1:3]} == {State.RESOLVED}
-        list_pages = sim.call_count(route="/v2/incidents", method="GET") - 1  # minus the feed
-        singles = sim.call_count(route="/v2/incidents/{id}")
+        list_pages, singles = related_reads(sim)
         assert list_pages <= 3 and list_pages + singles <= 2 * 3, sim.calls  # was 8 pages
     finally:
         await client.aclose()
