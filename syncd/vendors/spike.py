@@ -1,11 +1,20 @@
-"""Spike.sh client: open-incident lists plus a resolve window, batched ids writes, on-call.
+"""Spike.sh client: open-incident lists plus a resolve window when needed, batched ids writes,
+on-call.
 
 Spike has no "updated since" filter (vendor-notes part B3), so a poll reads every open incident
-(``/incidents/triggered`` + ``/incidents/acknowledged``, paged to the end, 100 per page) and, when
-it has a cursor, ``/incidents/all-occurrences?status=RES&start=<since>`` for incidents resolved
-since the last poll. Cost per poll: ceil(triggered/100) + ceil(acknowledged/100) + resolves pages;
-idle, ceil(open/100) + 1 or 2. The resolve page stays even when idle: an incident triggered and
-resolved between two polls is in no open list (docs/vendors/spike.md, "Idle cost").
+(``/incidents/triggered`` + ``/incidents/acknowledged``, paged to the end, 100 per page). Resolves
+come from ``/incidents/all-occurrences?status=RES&start=<since>``, read only when it can hold
+something: when an incident seen open at the last poll (or created by syncd since) is missing from
+this poll's open lists, when the client remembers no open set (first poll after a start or a full
+read, a cursor it did not hand out), or every ``resolve_sweep`` seconds for incidents triggered
+and resolved between two polls, which no open list ever shows. While the resolve read is skipped
+the cursor's ``since`` stays put, so the next one covers the whole gap. Idle cost per poll:
+ceil(triggered/100) + ceil(acknowledged/100) (an empty list still costs its one page), plus one
+page per ``resolve_sweep`` (docs/vendors/spike.md, "Idle cost").
+
+Absence never resolves anything: offset paging over a live list skips an incident when another
+one leaves the list mid-read, so an id missing from the open lists only triggers the resolve
+read, and states come from Spike's answers alone.
 
 Writes take lists of counter ids (``{ids: [...]}``, notes B4); ``batch_size`` is our number (100),
 Spike documents none. Severity goes to Spike ``severity`` (sev1..sev3; sev4/sev5 clamp to sev3)
@@ -19,7 +28,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from array import array
+from bisect import bisect_left
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, Unpack
 
@@ -64,6 +76,38 @@ def _stamp(dt: datetime) -> str:
     return stamp(dt, "ms")
 
 
+def _hashes(ids: Iterable[int]) -> array[int]:
+    """A sorted array of 64-bit id hashes: 8 bytes an id between polls instead of a string set
+    (Python's str hash is stable within a process, and this memory never leaves it)."""
+    return array("q", sorted(set(ids)))
+
+
+def _holds(sorted_hashes: array[int], h: int) -> bool:
+    i = bisect_left(sorted_hashes, h)
+    return i < len(sorted_hashes) and sorted_hashes[i] == h
+
+
+@dataclass
+class _OpenMemory:
+    """The open set one completed delta poll saw, valid only for the cursor it handed out (a
+    cursor the engine did not commit, or one from another process, means no memory)."""
+
+    cursor: str
+    known: array[int]  # sorted hashes: seen open, plus ``carried``
+    carried: array[int]  # missing once and not found resolved: kept one more poll, then dropped
+
+
+def _read_cursor(cursor: str) -> tuple[datetime | None, datetime | None]:
+    """(since, time of the last resolve read); v1 cursors have no read time. Unreadable: None."""
+    try:
+        data = json.loads(cursor)
+        since = _time(data["since"])
+        read = _time(data.get("read"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, None  # an unreadable cursor means a full read, never a crash
+    return since, read
+
+
 class SpikeSettings(AccountSettings):
     """``[accounts.NAME]`` keys for a Spike.sh team."""
 
@@ -90,6 +134,9 @@ class SpikeSettings(AccountSettings):
     page_size: int = Field(100, ge=1, le=PER_PAGE_MAX, description="perPage for list calls")
     resolve_overlap: float = bounded(
         300.0, 0, DAY, "seconds the resolve window reaches back before the cursor")
+    resolve_sweep: float = bounded(
+        300.0, 0, DAY, "seconds between resolve reads while no known incident leaves the open "
+        "lists (incidents triggered and resolved between two polls); 0 = every poll")
     find_window: float = bounded(
         86400.0, 60, 30 * DAY, "seconds find_created looks back among resolved incidents")
 
@@ -147,6 +194,13 @@ class SpikeClient(ClientBase):
         # The webhook host takes no API key: the token in the path is the credential.
         self.hooks = self._session(settings.hooks_url or settings.base_url,
                                    {"accept": "application/json"}, classify=self._classify)
+        # Between polls (see poll): the open set the last delta poll saw, the ids created since,
+        # the ``since`` of the last delta cursor (a full read must not move it) and a serial
+        # that makes every cursor distinct.
+        self._memory: _OpenMemory | None = None
+        self._created: set[int] = set()
+        self._floor: datetime | None = None
+        self._serial = 0
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -263,45 +317,105 @@ class SpikeClient(ClientBase):
     # ------------------------------------------------------------------ poll
 
     async def poll(self, cursor: str | None, *, full: bool = False) -> AsyncIterator[Page]:
-        """Open incidents every poll; resolves since the cursor from all-occurrences."""
-        since: datetime | None = None
-        if cursor and not full:
-            try:
-                since = _time(json.loads(cursor)["since"])
-            except (ValueError, KeyError, TypeError):
-                since = None  # an unreadable cursor means a full read, never a crash
+        """Both open lists every poll; the resolve window only when :meth:`_resolve_reason`
+        finds one. An id missing from the open lists is never taken as resolved (offset paging
+        over a live list can skip it): it only makes this poll read the resolves, and a state
+        comes only from Spike's answer. Such an id stays known for one more poll, so a skipped
+        incident resolved just after is still noticed."""
+        since, last_read = _read_cursor(cursor) if cursor and not full else (None, None)
+        memory = self._memory if since is not None and self._memory and (
+            self._memory.cursor == cursor) else None
+        self._memory = None  # a poll that does not complete leaves no memory behind
+        if since is not None:
+            self._floor = since
+        created = set(self._created)
         started = self._clock()
         newest: datetime | None = None
-        sources: list[tuple[str, dict[str, Any] | None]] = [
-            ("/incidents/triggered", None),
-            ("/incidents/acknowledged", None),
-        ]
-        if since is not None:
-            sources.append((
-                "/incidents/all-occurrences",
-                {"start": _stamp(since), "end": _stamp(started + timedelta(days=1)),
-                 "status": "RES"},
-            ))
+        seen: list[int] = []
         pending: Page | None = None
-        for route, params in sources:
-            async for incidents, skipped, _seen in self._pages(route, params):
-                for inc in incidents:
-                    if inc.updated_at and (newest is None or inc.updated_at > newest):
-                        newest = inc.updated_at
+
+        def keep(incidents: list[Incident]) -> None:
+            nonlocal newest
+            for inc in incidents:
+                if inc.updated_at and (newest is None or inc.updated_at > newest):
+                    newest = inc.updated_at
+
+        for route in ("/incidents/triggered", "/incidents/acknowledged"):
+            async for incidents, skipped, ids in self._pages(route):
+                keep(incidents)
+                # an unparseable record is still there: present, not missing
+                seen.extend(hash(i) for i in [*ids, *(k.external_id for k in skipped
+                                                      if k.external_id)])
                 if pending is not None:
                     yield pending
                 pending = Page(incidents=incidents, skipped=skipped)
-        # The next resolve window starts at the earlier of our clock and the vendor's newest
-        # timestamp, minus an overlap, so clock skew either way cannot hide a resolve.
-        edge = min(started, newest) if newest else started
-        next_since = edge - timedelta(seconds=self.settings.resolve_overlap)
-        if since is not None and next_since < since - timedelta(days=1):
-            next_since = since
-        new_cursor = json.dumps({"v": 1, "since": _stamp(next_since)})
+        open_now = _hashes(seen)
+        del seen
+        missing = [h for h in ([*memory.known, *created] if memory else created)
+                   if not _holds(open_now, h)]
+        reason = self._resolve_reason(since, last_read, memory, missing, started)
+        found: list[int] = []
+        if since is not None and reason is not None:
+            params = {"start": _stamp(since), "end": _stamp(started + timedelta(days=1)),
+                      "status": "RES"}
+            async for incidents, skipped, ids in self._pages("/incidents/all-occurrences",
+                                                             params):
+                keep(incidents)
+                found.extend(hash(i) for i in ids)
+                if pending is not None:
+                    yield pending
+                pending = Page(incidents=incidents, skipped=skipped)
+        if since is not None and reason is None:
+            next_since, read_at = since, last_read  # skipped: the next read covers the gap
+        else:
+            # The next resolve window starts at the earlier of our clock and the vendor's newest
+            # timestamp, minus an overlap, so clock skew either way cannot hide a resolve.
+            edge = min(started, newest) if newest else started
+            next_since = edge - timedelta(seconds=self.settings.resolve_overlap)
+            if since is not None and next_since < since - timedelta(days=1):
+                next_since = since
+            if since is None and full and self._floor is not None:
+                next_since = min(next_since, self._floor)  # a full read reads no resolves
+            read_at = started if since is not None else None
+        self._serial += 1
+        body: dict[str, Any] = {"v": 2, "since": _stamp(next_since), "n": self._serial}
+        if read_at is not None:
+            body["read"] = _stamp(read_at)
+        new_cursor = json.dumps(body)
+        if since is not None:  # a delta poll: remember what it saw (a full read leaves none)
+            self._memory = self._remember(new_cursor, open_now, memory, missing, found)
+        self._created -= created
         if pending is None:
             pending = Page()
         pending.cursor = new_cursor
         yield pending
+
+    def _resolve_reason(self, since: datetime | None, last_read: datetime | None,
+                        memory: _OpenMemory | None, missing: list[int], started: datetime
+                        ) -> str | None:
+        """Why this delta poll must read the resolve window, or None to skip it."""
+        if since is None:
+            return None  # a full read: open lists only
+        if memory is None:
+            return "no memory"  # first poll after a start or a full read, a foreign cursor
+        if missing:
+            return "missing"  # a known or created incident left the open lists
+        if last_read is None or (started - last_read).total_seconds() >= (
+                self.settings.resolve_sweep):
+            return "sweep"  # triggered and resolved between two polls: in no open list
+        return None
+
+    @staticmethod
+    def _remember(cursor: str, open_now: array[int], memory: _OpenMemory | None,
+                  missing: list[int], found: list[int]) -> _OpenMemory:
+        """The next poll's known set: what is open now, plus ids missing now that the resolve
+        read did not show resolved (maybe skipped by paging), once: one still missing after
+        that is dropped (the periodic sweep remains for it)."""
+        resolved = set(found)
+        before = memory.carried if memory else array("q")
+        carried = _hashes(h for h in missing if h not in resolved and not _holds(before, h))
+        known = _hashes([*open_now, *carried]) if carried else open_now
+        return _OpenMemory(cursor, known, carried)
 
     # ------------------------------------------------------------------ push
 
@@ -453,6 +567,10 @@ class SpikeClient(ClientBase):
             result = await self.push(action, [Push(created.external_id, action, new.marker)])
             if result and result[0].incident is not None:
                 created = result[0].incident
+        if created.state is not State.RESOLVED:
+            # Resolved before the next poll, it would be in no open list and in no remembered
+            # set: the next poll must look for it among the resolves.
+            self._created.add(hash(created.external_id))
         return created
 
     async def find_created(self, marker: str, *, open_only: bool = False) -> Incident | None:

@@ -51,11 +51,13 @@ async def test_idle_delta_poll_is_o1_for_every_vendor(tmp_path: Path) -> None:
         # incident.io: one page of incidents and one of escalations updated since the day
         # before the cursor, both empty for a backlog not touched today.
         assert w.sims["ii"].call_count() == 2, w.sims["ii"].calls
-        # Spike has no updated-since filter: its two open lists, 100 a page, and one page of
-        # resolves since the cursor (docs/vendors/spike.md), never a per-incident read.
+        # Spike has no updated-since filter: its two open lists, 100 a page (the empty
+        # acknowledged list still costs its one page), and no resolve page while nothing it
+        # saw open leaves the lists (docs/vendors/spike.md), never a per-incident read.
         sp = w.sims["sp"]
         calls = await delta_calls(w, "sp")
-        assert calls == math.ceil(OPEN / 100) + 1 + 1, sp.calls
+        assert calls == math.ceil(OPEN / 100) + 1, sp.calls
+        assert sp.call_count(route="/incidents/all-occurrences") == 0, sp.calls
         per_incident = [r for (_m, r, _s) in sp.calls if "{" in r]
         assert not per_incident, sp.calls
     finally:

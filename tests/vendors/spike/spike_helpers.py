@@ -42,5 +42,6 @@ async def _no_sleep(_seconds: float) -> None:
 
 def make_client(sim: SpikeSimulator, transport: httpx.AsyncBaseTransport | None = None,
                 **over: Any) -> SpikeClient:
+    """A client on the simulator's clock, so advancing the sim also ages its resolve sweep."""
     return SpikeClient("spike-test", settings(**over), transport=transport or sim.transport(),
-                       backoff_base=0.001, sleep=_no_sleep)
+                       backoff_base=0.001, sleep=_no_sleep, clock=sim.clock.now)

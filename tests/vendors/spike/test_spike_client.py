@@ -4,6 +4,7 @@ and every malformed-response case (through a tiny response-corrupting ASGI wrapp
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -52,6 +53,10 @@ def test_declarations() -> None:
     assert Capability.REOPEN not in SpikeClient.capabilities
     with pytest.raises(ValueError):
         settings(unknown_key=1)
+    for bad in (-1, 86401, float("nan"), True):
+        with pytest.raises(ValueError):
+            settings(resolve_sweep=bad)
+    assert settings().resolve_sweep == 300
 
 
 async def test_full_poll_reads_every_open_incident(sim: SpikeSimulator,
@@ -91,26 +96,182 @@ async def test_incremental_poll_sees_changes_and_resolves(sim: SpikeSimulator,
     assert seen[a].state is State.TRIGGERED
 
 
-async def test_idle_poll_cost_and_why_the_resolve_page_stays(sim: SpikeSimulator,
-                                                              client: SpikeClient) -> None:
-    """Spike has no updated-since filter: an idle delta poll reads both open lists to their end
-    and one page of resolves, ceil(NACK/100) + ceil(ACK/100) + 1 <= ceil(open/100) + 2 calls,
-    never a per-incident read. The resolve page is what sees an incident triggered and resolved
-    between two polls, which no open list ever shows (docs/vendors/spike.md)."""
-    sim.seed_incidents(150)
-    sim.seed_incidents(150, state="acknowledged")
+def resolve_reads(sim: SpikeSimulator) -> int:
+    return sim.call_count(route="/incidents/all-occurrences")
+
+
+async def settled(client: SpikeClient) -> str:
+    """The cursor after a full read and the first delta poll: that one reads the resolves
+    (nothing remembered after a full read), the next ones need not."""
     pages, _seen = await collect(client, None)
-    cursor = pages[-1].cursor
+    pages, _seen = await collect(client, pages[-1].cursor)
+    return pages[-1].cursor
+
+
+async def test_idle_poll_costs_the_open_lists_only(sim: SpikeSimulator,
+                                                   client: SpikeClient) -> None:
+    """Spike has no updated-since filter: an idle delta poll reads both open lists to their end,
+    ceil(NACK/100) + ceil(ACK/100) calls, no resolve page (nothing known left the open lists and
+    the sweep is not due) and never a per-incident read (docs/vendors/spike.md, "Idle cost")."""
+    sim.seed_incidents(150)
+    sim.seed_incidents(250, state="acknowledged")
+    cursor = await settled(client)
+    for _ in range(3):
+        sim.clock.advance(30)
+        sim.calls.clear()
+        pages, seen = await collect(client, cursor)
+        cursor = pages[-1].cursor
+        assert len(seen) == 400  # every open incident, unchanged: the ledger sees no change
+        assert sim.call_count() == math.ceil(150 / 100) + math.ceil(250 / 100), sim.calls
+        assert resolve_reads(sim) == 0
+        assert not [r for (_m, r, _s) in sim.calls if "{" in r], sim.calls
+    # resolve_sweep = 0 is the old behaviour: the resolve page on every poll
+    every = make_client(sim, resolve_sweep=0)
+    cursor = await settled(every)
+    sim.calls.clear()
+    await collect(every, cursor)
+    assert resolve_reads(sim) == 1
+    await every.aclose()
+
+
+async def test_known_incident_resolved_between_polls_is_read(sim: SpikeSimulator,
+                                                             client: SpikeClient) -> None:
+    a, b = fire(sim, "a"), fire(sim, "b")
+    cursor = await settled(client)
+    sim.clock.advance(5)  # the sweep is not due: only a known id leaving the lists reads
+    sim.act(a, "resolve")
+    sim.calls.clear()
+    _pages, seen = await collect(client, cursor)
+    assert seen[a].state is State.RESOLVED and seen[b].state is State.TRIGGERED
+    assert resolve_reads(sim) == 1
+
+
+async def test_created_copy_resolved_before_the_next_poll_is_read(
+        sim: SpikeSimulator, client: SpikeClient) -> None:
+    """A copy syncd created after the last poll is in no remembered set; resolved by someone
+    before the next poll, it is in no open list either."""
+    cursor = await settled(client)
+    gone = await client.create(NewIncident(marker="m-1", title="Copy"))
+    kept = await client.create(NewIncident(marker="m-2", title="Copy 2"))
+    sim.act(gone.external_id, "resolve")
+    sim.clock.advance(5)
     sim.calls.clear()
     pages, seen = await collect(client, cursor)
-    assert len(seen) == 300  # every open incident, unchanged: the ledger sees no change
-    assert sim.call_count() == 2 + 2 + 1 == -(-300 // 100) + 2, sim.calls
-    assert not [r for (_m, r, _s) in sim.calls if "{" in r], sim.calls
+    assert seen[gone.external_id].state is State.RESOLVED
+    assert resolve_reads(sim) == 1
+    # the copy still open is now remembered like any other: the next idle poll skips the read
     sim.clock.advance(5)
-    brief = fire(sim, "flap")
-    sim.act(brief, "resolve")
+    sim.calls.clear()
     _pages, seen = await collect(client, pages[-1].cursor)
-    assert seen[brief].state is State.RESOLVED
+    assert seen[kept.external_id].state is State.TRIGGERED and resolve_reads(sim) == 0
+
+
+async def test_outside_flap_is_read_at_the_sweep_and_since_holds(sim: SpikeSimulator) -> None:
+    """An incident triggered and resolved between two polls by someone else is in no open list
+    and was never known: only the periodic resolve read sees it (correlate mode: its twin in
+    another tool must still get the resolve, later rather than never). While reads are skipped
+    the cursor's ``since`` stays put, so that read covers the whole gap (no overlap here: a
+    ``since`` that moved with the polls would start after the flap)."""
+    client = make_client(sim, resolve_overlap=0, resolve_sweep=300)
+    fire(sim, "steady")
+    cursor = await settled(client)
+    since = json.loads(cursor)["since"]
+    sim.clock.advance(10)
+    flap = fire(sim, "flap")
+    sim.act(flap, "resolve")
+    sim.calls.clear()
+    for _ in range(4):  # 60, 120, 180, 240 s after the last read
+        sim.clock.advance(60 if _ else 50)
+        pages, seen = await collect(client, cursor)
+        cursor = pages[-1].cursor
+        assert flap not in seen and json.loads(cursor)["since"] == since
+    assert resolve_reads(sim) == 0
+    sim.clock.advance(60)  # 300 s: the sweep is due
+    pages, seen = await collect(client, cursor)
+    assert seen[flap].state is State.RESOLVED and resolve_reads(sim) == 1
+    assert json.loads(pages[-1].cursor)["since"] > since
+    await client.aclose()
+
+
+async def test_full_read_keeps_the_resolve_window(sim: SpikeSimulator) -> None:
+    """A full read reads no resolves and is handed no cursor, so it must not move ``since``
+    past what the skipped delta polls left unread: the next resolve read still sees a flap
+    from before the full read."""
+    client = make_client(sim, resolve_overlap=0)
+    cursor = await settled(client)
+    since = json.loads(cursor)["since"]
+    sim.clock.advance(10)
+    flap = fire(sim, "flap")
+    sim.act(flap, "resolve")
+    sim.clock.advance(50)
+    pages, seen = await collect(client, cursor)  # skipped: nothing known left
+    assert flap not in seen
+    sim.clock.advance(60)
+    pages, seen = await collect(client, None, full=True)
+    assert flap not in seen and json.loads(pages[-1].cursor)["since"] == since
+    _pages, seen = await collect(client, pages[-1].cursor)  # no memory after a full read
+    assert seen[flap].state is State.RESOLVED
+    await client.aclose()
+
+
+async def test_no_memory_reads_the_resolves(sim: SpikeSimulator, client: SpikeClient) -> None:
+    """The remembered open set belongs to the cursor this client handed out: a restarted
+    daemon, a cursor the engine did not commit, or a v1 cursor all mean reading the resolves."""
+    fire(sim, "a")
+    cursor = await settled(client)
+    sim.clock.advance(5)
+    sim.calls.clear()
+    restarted = make_client(sim)
+    await collect(restarted, cursor)
+    assert resolve_reads(sim) == 1
+    await restarted.aclose()
+    await collect(client, cursor)  # the client's own: remembered, skipped
+    assert resolve_reads(sim) == 1
+    await collect(client, cursor)  # that poll's cursor was not committed: read again
+    assert resolve_reads(sim) == 2
+    old = json.dumps({"v": 1, "since": json.loads(cursor)["since"]})
+    await collect(client, old)
+    assert resolve_reads(sim) == 3
+
+
+def paging_race(sim: SpikeSimulator) -> tuple[httpx.ASGITransport, list[str]]:
+    """An ASGI wrapper that acknowledges the id put in the returned list right after answering
+    page 1 of the triggered list: it moves to the acknowledged list (read after, so still seen)
+    and offset paging skips the first incident of page 2 of the triggered list."""
+    race: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await sim.app(scope, receive, send)
+        if race and scope["type"] == "http" and scope["path"] == "/incidents/triggered" and (
+                b"page=1&" in scope["query_string"]):
+            sim.act(race.pop(), "acknowledge")
+
+    return httpx.ASGITransport(app=app), race
+
+
+async def test_missing_only_reads_never_resolves(sim: SpikeSimulator) -> None:
+    """Invariant: an id missing from the open lists is never taken as resolved. Here it is
+    missing only because another incident left the list mid-read; the client reads the
+    resolves, reports only what Spike answered (nothing resolved), and keeps the skipped id
+    known one more poll, so its resolve right after is still read."""
+    seeded = sim.seed_incidents(150)  # newest first: page 1 = seeded[149..50], page 2 the rest
+    transport, race = paging_race(sim)
+    client = make_client(sim, transport)
+    cursor = await settled(client)
+    race.append(seeded[149])
+    sim.clock.advance(5)
+    sim.calls.clear()
+    pages, seen = await collect(client, cursor)
+    skipped = seeded[49]
+    assert skipped not in seen  # the race happened: paging skipped an open incident
+    assert seen[seeded[149]].state is State.ACKNOWLEDGED
+    assert resolve_reads(sim) == 1  # the missing id made the poll read the resolves
+    assert not [i for i in seen.values() if i.state is State.RESOLVED]
+    sim.clock.advance(5)
+    sim.act(skipped, "resolve")
+    _pages, seen = await collect(client, pages[-1].cursor)
+    assert seen[skipped].state is State.RESOLVED and resolve_reads(sim) == 2
+    await client.aclose()
 
 
 async def test_garbage_cursor_means_full_read(sim: SpikeSimulator, client: SpikeClient) -> None:
