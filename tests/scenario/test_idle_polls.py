@@ -114,3 +114,24 @@ async def test_incidentio_no_alert_is_looked_up_again_once_the_incident_changes(
         assert sim.call_count(route="/v2/incident_alerts") == (1 if touched else 0)
     finally:
         await w.close()
+
+
+async def test_spike_skipping_the_resolve_page_loses_no_known_resolve(tmp_path: Path) -> None:
+    """Through the engine: once Spike polls skip the resolve page, an incident resolved by a
+    person in Spike still reaches the other tool at the next poll, because it leaves an open
+    list the client remembered (docs/vendors/spike.md, "Idle cost")."""
+    w = World(tmp_path, {"pd": "pagerduty", "sp": "spike"},
+              [{"name": "g", "accounts": ["pd", "sp"], "mode": "correlate"}])
+    sp = w.sims["sp"]
+    try:
+        w.alert("disk")
+        await w.settle()
+        sp.calls.clear()
+        await w.cycle()  # quiet: the open lists only
+        assert sp.call_count(route="/incidents/all-occurrences") == 0, sp.calls
+        w.act("sp", "disk", "resolve")
+        await w.cycle(2)  # Spike's poll sees it, then the dispatch to PagerDuty
+        assert sp.call_count(route="/incidents/all-occurrences") == 1, sp.calls
+        assert w.incident("pd", "disk")["state"] == "resolved"
+    finally:
+        await w.close()

@@ -24,6 +24,12 @@ for _extra, _vendor in (("pd", "pagerduty"), ("ii", "incidentio")):
         VENDORS[_extra] = _vendor
 KEYS = ["m-a", "m-b", "m-c"]
 ACTIONS = ["acknowledge", "resolve"]
+# Spike reads its resolve window every poll here: an alert resolved in Spike before any poll saw
+# it is in no open list, and by design only the periodic sweep (300 s, real time in World) shows
+# it, later than settle() waits. The skip logic is checked in tests/vendors/spike/ and
+# tests/scenario/test_idle_polls.py; this machine checks convergence.
+EXTRA = {a: {"max_retries": 1, **({"resolve_sweep": 0} if v == "spike" else {})}
+         for a, v in VENDORS.items()}
 
 
 class SyncMachine(RuleBasedStateMachine):
@@ -40,7 +46,7 @@ class SyncMachine(RuleBasedStateMachine):
     async def _make(self) -> World:
         return World(Path(self.tmp.name), dict(VENDORS),
                      [{"name": "m", "accounts": list(VENDORS), "mode": "correlate"}],
-                     account_extra={a: {"max_retries": 1} for a in VENDORS})
+                     account_extra=EXTRA)
 
     def teardown(self) -> None:
         if hasattr(self, "world"):
@@ -131,7 +137,7 @@ class PostgresMachine(Machine):
         pg = pgserver.server()
         return World(Path(self.tmp.name), dict(VENDORS),
                      [{"name": "m", "accounts": list(VENDORS), "mode": "correlate"}],
-                     account_extra={a: {"max_retries": 1} for a in VENDORS},
+                     account_extra=EXTRA,
                      ledger_config={"url": pg.url(pg.new_database("machine"))})
 
 
