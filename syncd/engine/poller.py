@@ -63,18 +63,21 @@ class Poller:
             )
         result = PollResult(self.account, ok=True, full=full)
         try:
-            pages = self.client.poll(None if full else cursor, full=full)
-            async for page in guarded_pages(self.account, pages):
-                outcome = await self.ledger.run(self._commit, page, full)
-                result.pages += 1
-                result.observed += len(page.incidents)
-                result.changed += outcome.changed
-                result.actions += outcome.actions
-                result.skipped += len(page.skipped)
-                for skipped in page.skipped:
-                    log.warning("poll.skipped_record", account=self.account,
-                                endpoint=skipped.endpoint, reason=skipped.reason,
-                                external_id=skipped.external_id)
+            for read_cursor, read_full, keep_cursor in _reads(cursor, full):
+                pages = self.client.poll(read_cursor, full=read_full)
+                async for page in guarded_pages(self.account, pages):
+                    if not keep_cursor:
+                        page.cursor = None
+                    outcome = await self.ledger.run(self._commit, page)
+                    result.pages += 1
+                    result.observed += len(page.incidents)
+                    result.changed += outcome.changed
+                    result.actions += outcome.actions
+                    result.skipped += len(page.skipped)
+                    for skipped in page.skipped:
+                        log.warning("poll.skipped_record", account=self.account,
+                                    endpoint=skipped.endpoint, reason=skipped.reason,
+                                    external_id=skipped.external_id)
         except VendorError as exc:
             result.ok = False
             result.error = f"{type(exc).__name__}: {exc}"
@@ -102,7 +105,7 @@ class Poller:
                      skipped=result.skipped)
         return result
 
-    def _commit(self, tx: Tx, page: Page, full: bool) -> ObserveResult:
+    def _commit(self, tx: Tx, page: Page) -> ObserveResult:
         now = utcnow()
         outcome = observe(tx, self.account, page.incidents, self.groups, now, grace=self.grace)
         if page.cursor is not None:
@@ -110,6 +113,23 @@ class Poller:
         if outcome.changed:
             metrics.CHANGES.labels(self.account, "any").inc(outcome.changed)
         return outcome
+
+
+def _reads(cursor: str | None, full: bool) -> list[tuple[str | None, bool, bool]]:
+    """The reads one poll makes: ``(cursor, full, keep its cursor)`` each.
+
+    A full read lists open incidents only, so an incident resolved since the last poll is in
+    none of its pages: on its own it would drop that resolve (after a downtime longer than
+    ``full_resync_interval``, or whenever every poll is a full one). So a full read that has a
+    cursor to resume from first catches up with the changes since it, and that delta read's
+    cursor is the one kept: a poll that fails half-way resumes from the old cursor and catches
+    up again, and nothing between the two reads falls in a gap.
+    """
+    if not full:
+        return [(cursor, False, True)]
+    if cursor is None:
+        return [(None, True, True)]
+    return [(cursor, False, True), (None, True, False)]
 
 
 def _cursor_state(tx: Tx, account: str) -> tuple[str | None, datetime | None]:

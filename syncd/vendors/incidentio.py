@@ -847,7 +847,7 @@ class IncidentModel(RecordModel):
             if known is not None and (known.value is not None
                                       or not self._changed_since(raw, known.checked_at)):
                 continue
-            checked_at = self.client._clock()
+            checked_at = self._version(raw)
             key: str | None = None
             async for items in self.client._list("/v2/incident_alerts", "incident_alerts",
                                                  {"incident_id": iid, "page_size": 50}):
@@ -862,6 +862,15 @@ class IncidentModel(RecordModel):
                     break
             found[iid] = KnownKey(key, checked_at)
         await cache.remember(found)
+
+    def _version(self, raw: dict[str, Any]) -> datetime:
+        """When a lookup's answer stops being news: the incident's own ``updated_at`` (vendor
+        time, so a clock skew between us and incident.io can neither repeat nor hide a lookup);
+        our clock only for a record without a readable one."""
+        try:
+            return _time(raw.get("updated_at"))
+        except ValueError:
+            return self.client._clock()
 
     @staticmethod
     def _changed_since(raw: dict[str, Any], when: datetime) -> bool:
