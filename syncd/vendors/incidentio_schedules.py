@@ -39,21 +39,16 @@ from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from syncd import metrics
-from syncd.migrate.convert import INCIDENTIO, TargetModel
-from syncd.migrate.policy import Level, Policy, Target
-from syncd.migrate.schedule import (
-    Override,
-    Rotation,
-    Schedule,
-    Span,
-    Window,
-    normalize,
-    windows_from_week,
-)
+from syncd.migrate import ModelOf
 from syncd.vendors._http import VendorHTTP, require
 from syncd.vendors.base import MalformedResponse, PermanentError
 from syncd.vendors.client import parse_time as _time
 from syncd.vendors.client import stamp
+
+if TYPE_CHECKING:
+    from syncd.migrate.convert import TargetModel
+    from syncd.migrate.policy import Level, Policy, Target
+    from syncd.migrate.schedule import Override, Rotation, Schedule, Span, Window
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 INTERVALS = (("weekly", timedelta(weeks=1)), ("daily", timedelta(days=1)),
@@ -72,6 +67,8 @@ def spans_of(entries: Iterable[tuple[str, datetime, datetime]], since: datetime,
              until: datetime) -> list[Span]:
     """Entries (user, start, end), possibly overlapping (one per rotation), as the maximal
     spans of unchanged on-call over [since, until), the shape :func:`schedule.render` has."""
+    from syncd.migrate.schedule import Span
+
     rows = [(u, max(a, since), min(b, until)) for u, a, b in entries if b > since and a < until]
     points = sorted({since, until} | {a for _, a, _ in rows} | {b for _, _, b in rows})
     out: list[Span] = []
@@ -88,7 +85,7 @@ class ScheduleMigration:
     """The migration half of :class:`~syncd.vendors.incidentio.IncidentIOClient`: every call
     goes through the client's HTTP session, so its budget, retries and typed errors apply."""
 
-    schedule_model: ClassVar[TargetModel] = INCIDENTIO
+    schedule_model: ClassVar[TargetModel] = ModelOf("INCIDENTIO")  # type: ignore[assignment]
     account: str
     http: VendorHTTP
     _clock: Callable[[], datetime]
@@ -140,6 +137,8 @@ class ScheduleMigration:
         return out
 
     def _schedule(self, raw: dict[str, Any]) -> Schedule:
+        from syncd.migrate.schedule import Schedule
+
         endpoint = "GET /v2/schedules"
         try:
             sid, name, zone = raw["id"], raw["name"], raw["timezone"]
@@ -156,6 +155,8 @@ class ScheduleMigration:
                         team=team_ids[0] if team_ids else None)
 
     def _versions(self, sid: str, rid: str, rows: list[dict[str, Any]]) -> list[Rotation]:
+        from syncd.migrate.schedule import Rotation
+
         rows = sorted(rows, key=lambda r: _time(r["effective_from"]) if r.get(
             "effective_from") else datetime.min.replace(tzinfo=UTC))
         out = []
@@ -178,6 +179,8 @@ class ScheduleMigration:
 
     async def _overrides(self, schedule: Schedule) -> list[Override]:
         """Overrides that have not ended, on the version of their rotation they fall in."""
+        from syncd.migrate.schedule import Override
+
         endpoint = "GET /v2/schedule_overrides"
         now = self._now()
         out = []
@@ -427,6 +430,8 @@ class ScheduleMigration:
 
     async def read_policies(self, ids: Sequence[str] | None = None,
                             teams: Sequence[str] | None = None) -> list[Policy]:
+        from syncd.migrate.policy import Policy
+
         out = []
         for raw in await self._raw_paths(ids):
             team_ids = [t for t in raw.get("team_ids") or [] if isinstance(t, str)]
@@ -507,6 +512,8 @@ def _clock(text: str) -> timedelta:
 
 
 def _window(raw: dict[str, Any]) -> Window:
+    from syncd.migrate.schedule import Window
+
     start, end = _clock(raw["start_time"]), _clock(raw["end_time"])
     minutes = int(start.total_seconds()) // 60
     return Window(WEEKDAYS.index(raw["weekday"]), time(minutes // 60, minutes % 60),
@@ -515,6 +522,8 @@ def _window(raw: dict[str, Any]) -> Window:
 
 def _working(windows: Sequence[Window]) -> list[dict[str, str]]:
     """Windows as per-weekday ``HH:MM`` intervals, split at midnight; ``24:00`` ends a day."""
+    from syncd.migrate.schedule import normalize, windows_from_week
+
     out = []
     spans = normalize(iv for w in windows for iv in w.week_intervals())
     for w in windows_from_week(spans):
@@ -554,6 +563,8 @@ def _target(t: Target) -> dict[str, Any]:
 
 def _walk(nodes: list[dict[str, Any]], *, conditional: bool) -> tuple[list[Level], int]:
     """Levels in order (branch levels marked conditional) and the repeat count."""
+    from syncd.migrate.policy import Level, Target
+
     levels: list[Level] = []
     repeats = 0
     for node in nodes:

@@ -29,15 +29,16 @@ from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from syncd.migrate.convert import PAGERDUTY, TargetModel
-from syncd.migrate.policy import PAGERDUTY_MAX_LOOPS, Level, Policy, Target
-from syncd.migrate.schedule import Override, Rotation, Schedule, Span, Window
+from syncd.migrate import ModelOf
 from syncd.vendors._http import require
 from syncd.vendors.base import MalformedResponse, NotFound, PermanentError
 from syncd.vendors.client import optional_time, parse_time
 from syncd.vendors.client import stamp as _stamp
 
 if TYPE_CHECKING:
+    from syncd.migrate.convert import TargetModel
+    from syncd.migrate.policy import Policy
+    from syncd.migrate.schedule import Override, Rotation, Schedule, Span, Window
     from syncd.vendors._http import VendorHTTP
 
 OVERRIDE_HORIZON = timedelta(days=366)  # how far ahead future overrides are read
@@ -55,7 +56,7 @@ class PagerDutySchedules:
     """ScheduleSource and ScheduleTarget over PagerDuty's REST API v2 (mixed into the client,
     which supplies the session, budget, pagination and malformed-answer handling)."""
 
-    schedule_model: ClassVar[TargetModel] = PAGERDUTY
+    schedule_model: ClassVar[TargetModel] = ModelOf("PAGERDUTY")  # type: ignore[assignment]
 
     if TYPE_CHECKING:
         account: str
@@ -125,6 +126,8 @@ class PagerDutySchedules:
         return out
 
     def _parse_schedule(self, raw: dict[str, Any], overrides: list[Override]) -> Schedule:
+        from syncd.migrate.schedule import Schedule
+
         endpoint = "GET /schedules/{id}"
         sid = raw.get("id")
         try:
@@ -144,6 +147,8 @@ class PagerDutySchedules:
 
     async def _overrides(self, schedule_id: str, since: datetime, until: datetime
                          ) -> list[Override]:
+        from syncd.migrate.schedule import Override
+
         endpoint = "GET /schedules/{id}/overrides"
         body = await self._get("/schedules/{id}/overrides",
                                {"since": _stamp(since), "until": _stamp(until)}, id=schedule_id)
@@ -342,6 +347,8 @@ class PagerDutySchedules:
         return out
 
     def _policy_body(self, policy: Policy, marker: str, endpoint: str) -> dict[str, Any]:
+        from syncd.migrate.policy import PAGERDUTY_MAX_LOOPS
+
         def refuse(why: str) -> PermanentError:
             return PermanentError(f"escalation policy {policy.name!r}: {why}",
                                   account=self.account, endpoint=endpoint)
@@ -405,6 +412,8 @@ def _ref_id(ref: Any) -> str:
 
 def _rotation(raw: dict[str, Any]) -> Rotation:
     """One GET layer -> Rotation; restrictions are in the zone the schedule was read in."""
+    from syncd.migrate.schedule import Rotation, Window
+
     windows = []
     for r in raw.get("restrictions") or []:
         start = time.fromisoformat(r["start_time_of_day"])
@@ -449,6 +458,8 @@ def _stripped(layer: dict[str, Any]) -> dict[str, Any]:
 
 
 def _policy(raw: dict[str, Any]) -> Policy:
+    from syncd.migrate.policy import Level, Policy, Target
+
     levels = []
     for rule in raw["escalation_rules"]:
         targets = []
@@ -485,6 +496,8 @@ def cover(entries: Sequence[tuple[datetime, datetime, str]], since: datetime,
     """Entries (start, end, user), sorted, as maximal spans covering [since, until): gaps are
     spans of nobody, adjacent entries of one person join (PagerDuty splits at hand-offs).
     ValueError when entries overlap (one person per schedule at a time)."""
+    from syncd.migrate.schedule import Span
+
     spans: list[Span] = []
     cursor = since
 

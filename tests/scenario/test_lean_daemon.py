@@ -1,7 +1,8 @@
 """``syncd run`` loads only what the daemon runs (issue 16, target 6): no CLI (typer, rich,
 pygments, click), no simulator code, no status-server code when it is off, no PostgreSQL driver
-for a SQLite ledger; ``syncd run`` command lines are told apart from the rest. And what the
-daemon reads from vendors is freed when it is done with it, not at the next full collection."""
+for a SQLite ledger, no schedule-migration code; ``syncd run`` command lines are told apart
+from the rest. And what the daemon reads from vendors is freed when it is done with it, not at
+the next full collection."""
 
 from __future__ import annotations
 
@@ -62,6 +63,9 @@ def test_daemon_loads_no_cli_and_no_simulator(tmp_path: Path) -> None:
                 "click", "uvicorn", "starlette", "httpx._main", "syncd.http.guard",
                 "psycopg", "sqlalchemy.dialects.postgresql"):
         assert not {m for m in loaded if m == top or m.startswith(top + ".")}, top
+    # Schedule migration (``syncd migrate``) is never run by the daemon: the vendor clients'
+    # schedule mixins import it inside the methods that use it.
+    assert not {m for m in loaded if m.startswith("syncd.migrate.")}
 
 
 def test_only_plain_run_command_lines_skip_the_cli() -> None:
