@@ -289,7 +289,8 @@ class NewIncident:
 @dataclass(frozen=True, slots=True)
 class KnownKey:
     """A per-record fact a client looked up once: ``value`` None means "looked, there is none"
-    (an incident.io incident without an alert), ``checked_at`` says when (our clock)."""
+    (an incident.io incident without an alert), ``checked_at`` says as of when: the record's
+    own vendor timestamp where it has one (incident.io: its ``updated_at``), else our clock."""
 
     value: str | None
     checked_at: datetime

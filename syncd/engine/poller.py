@@ -116,20 +116,21 @@ class Poller:
 
 
 def _reads(cursor: str | None, full: bool) -> list[tuple[str | None, bool, bool]]:
-    """The reads one poll makes: ``(cursor, full, keep its cursor)`` each.
+    """The reads one poll makes, in order: ``(cursor, full, keep its cursor)`` each.
 
     A full read lists open incidents only, so an incident resolved since the last poll is in
     none of its pages: on its own it would drop that resolve (after a downtime longer than
     ``full_resync_interval``, or whenever every poll is a full one). So a full read that has a
-    cursor to resume from first catches up with the changes since it, and that delta read's
-    cursor is the one kept: a poll that fails half-way resumes from the old cursor and catches
-    up again, and nothing between the two reads falls in a gap.
+    cursor to resume from is followed by the change feed from that cursor, and that read's
+    cursor is the one kept. The feed comes second so that its answer, the newer one, is the
+    last word: an open list lagging behind the feed cannot undo a resolve the feed showed.
+    A poll that fails half-way resumes from the old cursor and does both again.
     """
     if not full:
         return [(cursor, False, True)]
     if cursor is None:
         return [(None, True, True)]
-    return [(cursor, False, True), (None, True, False)]
+    return [(None, True, False), (cursor, False, True)]
 
 
 def _cursor_state(tx: Tx, account: str) -> tuple[str | None, datetime | None]:

@@ -586,6 +586,10 @@ class SpikeClient(ClientBase):
             async for incidents, _skipped, _seen in self._pages(route, params):
                 for inc in incidents:
                     if inc.keys.get("marker") == marker:
+                        if inc.state is not State.RESOLVED:
+                            # found again after a lost answer: as for a create, a resolve
+                            # before the next poll must make that poll read the resolves
+                            self._created.add(hash(inc.external_id))
                         return inc
         return None
 

@@ -166,6 +166,23 @@ async def test_created_copy_resolved_before_the_next_poll_is_read(
     assert seen[kept.external_id].state is State.TRIGGERED and resolve_reads(sim) == 0
 
 
+async def test_copy_found_again_by_marker_counts_as_created(
+        sim: SpikeSimulator, client: SpikeClient) -> None:
+    """A create whose answer was lost is found again by its marker (the dispatcher's retry):
+    that copy is as unknown to the remembered set as a fresh one."""
+    cursor = await settled(client)
+    other = make_client(sim)  # the process whose create answer was lost
+    lost = await other.create(NewIncident(marker="m-lost", title="Copy"))
+    found = await client.find_created("m-lost")
+    assert found is not None and found.external_id == lost.external_id
+    sim.act(lost.external_id, "resolve")
+    sim.clock.advance(5)
+    sim.calls.clear()
+    _pages, seen = await collect(client, cursor)
+    assert seen[lost.external_id].state is State.RESOLVED
+    assert resolve_reads(sim) == 1
+
+
 async def test_outside_flap_is_read_at_the_sweep_and_since_holds(sim: SpikeSimulator) -> None:
     """An incident triggered and resolved between two polls by someone else is in no open list
     and was never known: only the periodic resolve read sees it (correlate mode: its twin in
