@@ -5,7 +5,10 @@ with jitter, never two at once (``max_instances=1``) and coalescing missed runs.
 poll rounds: the last poll of a round to finish (no other poll running) dispatches every account
 once, so one push batch carries the changes of every source; a dispatch job per account drains
 what comes due between rounds (retries, backoffs) every second, but not while a round is landing
-(at most :data:`ROUND_WAIT` seconds).
+(at most :data:`ROUND_WAIT` seconds). A long poll (a storm read in many pages) does not hold
+the pushes back until it ends: after each committed page, every account whose due actions fill
+whole pushes sends those (the round's dispatch sends the rest, so a burst costs no more calls).
+While an account's own pushes keep its budget short, its polls wait (:data:`STRETCH_MAX`).
 SIGTERM/SIGINT stop new work, let in-flight pushes finish (bounded), close the ledger and exit 0,
 well inside systemd's TimeoutStopSec.
 
@@ -34,6 +37,7 @@ from syncd.config import Config
 from syncd.engine import Engine, isolated
 from syncd.engine.cadence import Cadence
 from syncd.engine.leadership import Leadership, fenced_out, user_agent
+from syncd.engine.observe import ObserveResult
 from syncd.ledger import Ledger, Status, ledger_error_in, utcnow
 from syncd.ledger.lease import Lease
 
@@ -45,6 +49,11 @@ COALESCE_PUSHES = 0.25
 ROUND_WAIT = 2.0
 """Longest a poll round holds back the per-second dispatch job: a slow poll never holds the
 other accounts' pushes for longer."""
+STRETCH_MAX = 4
+"""Pushes have priority over polls (DESIGN.md): while an account's own pushes are running and
+its budget is under :data:`HINT_HEADROOM`, its poll is put off to the next interval, at most
+this many times in a row, so a change there is still seen within ``STRETCH_MAX + 1`` poll
+intervals (2.5 minutes at the default 30 s) however long the backlog lasts."""
 AUTH_BACKOFF = 300.0
 """Seconds between polls of an account whose credentials were rejected (/readyz says so)."""
 STOP_GRACE = 8.0
@@ -64,6 +73,7 @@ class Health:
     poll_errors: dict[str, str | None] = field(default_factory=dict)
     auth_failed: dict[str, bool] = field(default_factory=dict)
     auth_problem: dict[str, str] = field(default_factory=dict)  # what /readyz says about it
+    stretched: dict[str, int] = field(default_factory=dict)  # polls put off in a row for pushes
     stopping: bool = False
 
 
@@ -86,6 +96,9 @@ class Daemon:
         self._round_opened: float | None = None  # monotonic start of the round now landing
         self._push_owed = False  # a poll of the landing round produced actions
         self._rehint: set[str] = set()
+        self._again: dict[str, bool] = {}  # account -> a dispatch owed after the running one
+        # (True: whole pushes only)
+        self._early: set[asyncio.Task[None]] = set()  # dispatches started by a poll's pages
         self._stop = anyio.Event()
 
     @classmethod
@@ -193,16 +206,19 @@ class Daemon:
     async def _poll(self, account: str) -> None:
         if self._blocked(account):
             return  # do not hammer the vendor (or a host that fails TLS verification)
+        if self._stretch(account):
+            return
         if self._round_opened is None:
             self._round_opened = time.monotonic()
         self._polling.add(account)
         try:
-            result = await self.engine.poll(account)
+            result = await self.engine.poll(account, on_page=self._page_landed)
         finally:
             self._polling.discard(account)
             if account in self._rehint:  # a hint came while this poll was already reading
                 self._rehint.discard(account)
                 self.poll_soon(account)
+        self.health.stretched.pop(account, None)
         self.health.poll_errors[account] = result.error
         self.health.auth_failed[account] = result.auth_failed
         self.health.auth_problem[account] = result.auth_problem or ""
@@ -215,6 +231,20 @@ class Daemon:
         if result.actions:
             self._push_owed = True
         await self._close_round()
+
+    def _stretch(self, account: str) -> bool:
+        """Whether this poll of ``account`` waits for the next interval: its pushes are
+        running and its budget is short (a backlog the poll's reads would only slow down), and
+        it has not been put off :data:`STRETCH_MAX` times in a row yet."""
+        lock = self._dispatch_locks.get(account)
+        client = self.engine.clients.get(account)
+        stretched = self.health.stretched.get(account, 0)
+        if (lock is None or not lock.locked() or client is None or stretched >= STRETCH_MAX
+                or client.budget.headroom() >= HINT_HEADROOM):
+            return False
+        self.health.stretched[account] = stretched + 1
+        metrics.POLLS_STRETCHED.labels(account).inc()
+        return True
 
     async def _close_round(self) -> None:
         """The last poll of a round to finish pushes for every account, once: one push batch
@@ -229,6 +259,20 @@ class Daemon:
         if self._push_owed:
             self._push_owed = False
             await self._dispatch_all()
+
+    def _page_landed(self, _page: ObserveResult) -> None:
+        """A page of a poll still reading owed actions: every account whose due actions
+        already fill a whole push starts it now (``whole``: the round's own dispatch still
+        sends the rest), so the budget is busy while the rest of the round lands."""
+        if self.health.stopping:
+            return
+        loop = asyncio.get_running_loop()
+        for name in self.engine.clients:
+            job = self._guard(f"dispatch:{name}",
+                              lambda n=name: self._dispatch(n, whole=True))
+            task = loop.create_task(job())
+            self._early.add(task)  # a reference until it ends (the loop keeps weak ones)
+            task.add_done_callback(self._early.discard)
 
     def _round_landing(self) -> bool:
         """A poll round is still landing (and has not held pushes back for :data:`ROUND_WAIT`
@@ -271,12 +315,24 @@ class Daemon:
         if not self._round_landing():
             await self._dispatch(account)
 
-    async def _dispatch(self, account: str) -> None:
+    async def _dispatch(self, account: str, *, whole: bool = False) -> None:
+        """Push ``account``'s due actions (``whole``: only whole pushes, see
+        :meth:`~syncd.engine.dispatcher.Dispatcher.dispatch`). One at a time per account: a
+        request while one runs (which read its rows before) makes one more run after it,
+        unless that one failed (its retries are scheduled)."""
         lock = self._dispatch_locks.setdefault(account, anyio.Lock())
-        if lock.locked() or self._blocked(account):
-            return  # already running (it will see the work), or credentials/TLS refused
+        if self._blocked(account):
+            return  # credentials or TLS refused
+        if lock.locked():
+            self._again[account] = whole and self._again.get(account, True)
+            return
         async with lock:
-            await self.engine.dispatch(account)
+            while True:
+                result = await self.engine.dispatch(account, whole=whole)
+                again = self._again.pop(account, None)
+                if again is None or not result.ok or self.health.stopping:
+                    return
+                whole = again
 
     async def _housekeeping(self) -> None:
         depth, oldest = await self.ledger.read(_outbox_stats)

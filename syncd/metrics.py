@@ -29,6 +29,10 @@ MALFORMED = Counter(
     ["account", "endpoint"],
 )
 POLLS = Counter("syncd_polls_total", "Completed incident polls.", ["account", "kind"])
+POLLS_STRETCHED = Counter(
+    "syncd_polls_stretched_total",
+    "Polls put off to the next interval while the account's own pushes kept its budget short.",
+    ["account"])
 POLL_FAILURES = Counter("syncd_poll_failures_total", "Failed polls.", ["account", "error"])
 CHANGES = Counter(
     "syncd_observed_changes_total", "Changes observed in a vendor.", ["account", "field"]

@@ -21,7 +21,7 @@ from syncd.engine.cadence import Cadence
 from syncd.engine.dispatcher import Dispatcher, DispatchResult
 from syncd.engine.leadership import GuardedTransport
 from syncd.engine.links import GroupContext
-from syncd.engine.poller import Poller, PollResult
+from syncd.engine.poller import PageHook, Poller, PollResult
 from syncd.ledger import Ledger
 from syncd.ledger.keycache import LedgerKeyCache
 from syncd.ratelimit import Budget
@@ -105,12 +105,14 @@ class Engine:
             clients[name] = factory(name, settings, transport=transport, budget=budget)
         return cls(config, ledger, clients)
 
-    async def poll(self, account: str, *, full: bool | None = None) -> PollResult:
+    async def poll(self, account: str, *, full: bool | None = None,
+                   on_page: PageHook | None = None) -> PollResult:
+        """Poll one account; ``on_page`` runs after each committed page that owed actions."""
         async with self._account_locks[account]:
-            return await self.pollers[account].poll(full=full)
+            return await self.pollers[account].poll(full=full, on_page=on_page)
 
-    async def dispatch(self, account: str) -> DispatchResult:
-        return await self.dispatchers[account].dispatch()
+    async def dispatch(self, account: str, *, whole: bool = False) -> DispatchResult:
+        return await self.dispatchers[account].dispatch(whole=whole)
 
     async def cycle(self, *, full: bool | None = None) -> CycleResult:
         """One round: pushes owed first (writes before reads), then polls, then the pushes the

@@ -78,39 +78,67 @@ class Dispatcher:
         self.parallel = client.budget.parallel_calls()
         """Vendor pushes in flight at once for this account, sized by its budget."""
 
-    async def dispatch(self, *, limit: int = 5000) -> DispatchResult:
+    async def dispatch(self, *, limit: int = 5000, whole: bool = False) -> DispatchResult:
+        """Push what is due. ``whole``: only whole pushes (:meth:`whole_push` records of one
+        group each); the rest, and creates, wait for a full dispatch. A poll round still
+        landing can start its pushes this way (the budget gets busy sooner) without costing
+        one call more than a dispatch after the round would."""
         result = DispatchResult(self.account)
-        rows = await self.ledger.run(_due, self.account, self.clock(), limit)
+        now = self.clock()
+        if whole and not await self.ledger.run(self._whole_due, now):
+            return result  # one grouped count, not the rows: polls ask after every page
+        rows = await self.ledger.run(_due, self.account, now, limit)
         if not rows:
             return result
         batches: dict[tuple[str, str | None], list[tuple[Outbox, Record]]] = defaultdict(list)
         for row, record in rows:
             if record is None:  # Action.CREATE: the record does not exist yet
-                if not await self._create(row, result):
+                if not whole and not await self._create(row, result):
                     return result
                 continue
             key = (row.action, row.value if row.action == Action.SET_SEVERITY.value else None)
             batches[key].append((row, record))
         for (action_name, _value), items in batches.items():
-            if not await self._push_group(Action(action_name), items, result):
+            action = Action(action_name)
+            if whole:
+                items = items[:len(items) - len(items) % self.whole_push(action)]
+                if not items:
+                    continue
+            if not await self._push_group(action, items, result, whole=whole):
                 return result
         return result
 
-    def _chunks(self, action: Action, items: list[tuple[Outbox, Record]]
-                ) -> list[list[tuple[Outbox, Record]]]:
-        """One group's items in ``push`` calls: ``batch_size`` records per vendor write; where
-        one lookup serves several single-record writes (``push_size``), up to that many. While
-        the budget has tokens to spare, a small burst is spread over the calls in flight
-        (more lookups, less waiting); once it binds, every lookup serves ``push_size``."""
+    def whole_push(self, action: Action) -> int:
+        """Records one ``push`` call carries at most: ``batch_size`` per vendor write, or
+        ``push_size`` where one lookup serves several single-record writes."""
         batch = max(1, self.client.batch_size.get(action, 1))
-        most = max(batch, self.client.push_size.get(action, batch))
+        return max(batch, self.client.push_size.get(action, batch))
+
+    def _whole_due(self, tx: Tx, now: datetime) -> bool:
+        """Whether any group of due actions fills at least one whole push."""
+        groups: dict[tuple[str, str | None], int] = defaultdict(int)
+        for (action_name, value), n in tx.due_counts(self.account, now).items():
+            if action_name == Action.CREATE.value:
+                continue
+            groups[(action_name, value if action_name == Action.SET_SEVERITY.value
+                    else None)] += n
+        return any(n >= self.whole_push(Action(key[0])) for key, n in groups.items())
+
+    def _chunks(self, action: Action, items: list[tuple[Outbox, Record]], *,
+                whole: bool = False) -> list[list[tuple[Outbox, Record]]]:
+        """One group's items in ``push`` calls of :meth:`whole_push` records. While the budget
+        has tokens to spare, a small burst is spread over the calls in flight (more lookups,
+        less waiting), unless only whole pushes go out (``whole``); once it binds, every
+        lookup serves ``push_size``."""
+        batch = max(1, self.client.batch_size.get(action, 1))
+        most = self.whole_push(action)
         size = most
-        if self.client.budget.available() >= 2 * len(items):
+        if not whole and self.client.budget.available() >= 2 * len(items):
             size = max(batch, min(most, -(-len(items) // self.parallel)))
         return [items[i:i + size] for i in range(0, len(items), size)]
 
     async def _push_group(self, action: Action, items: list[tuple[Outbox, Record]],
-                          result: DispatchResult) -> bool:
+                          result: DispatchResult, *, whole: bool = False) -> bool:
         """Push one group's chunks, up to :attr:`parallel` at a time, so a budget the vendor
         takes 100-300 ms to answer each call of stays busy. Each row is in exactly one chunk,
         so each is pushed once; once a chunk says stop (rate limit, credentials, vendor
@@ -126,7 +154,7 @@ class Dispatcher:
                     stop = True
 
         async with anyio.create_task_group() as tg:
-            for chunk in self._chunks(action, items):
+            for chunk in self._chunks(action, items, whole=whole):
                 tg.start_soon(one, chunk)
         return not stop
 

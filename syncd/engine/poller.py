@@ -9,7 +9,7 @@ failure is reported as such so ``/readyz`` and ``syncd status`` can say so.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,6 +23,9 @@ from syncd.vendors.base import AuthError, Page, TLSError, VendorClient, VendorEr
 from syncd.vendors.guard import guarded_pages
 
 log = structlog.get_logger(__name__)
+
+PageHook = Callable[[ObserveResult], None]
+"""Called (synchronously: it must not wait) after a committed page that owed actions."""
 
 
 @dataclass
@@ -53,7 +56,10 @@ class Poller:
         self.grace = grace
         self.failing = False
 
-    async def poll(self, *, full: bool | None = None) -> PollResult:
+    async def poll(self, *, full: bool | None = None, on_page: PageHook | None = None
+                   ) -> PollResult:
+        """Read and commit every page. ``on_page`` runs after each committed page that owed
+        actions, while the next pages are still to come (the daemon starts pushes there)."""
         state = await self.ledger.run(_cursor_state, self.account)
         cursor, last_full = state
         now = utcnow()
@@ -74,6 +80,8 @@ class Poller:
                     result.changed += outcome.changed
                     result.actions += outcome.actions
                     result.skipped += len(page.skipped)
+                    if outcome.actions and on_page is not None:
+                        on_page(outcome)
                     for skipped in page.skipped:
                         log.warning("poll.skipped_record", account=self.account,
                                     endpoint=skipped.endpoint, reason=skipped.reason,

@@ -19,6 +19,7 @@ operation. uvicorn logs through syncd's structlog configuration (redacted, in th
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -65,7 +66,10 @@ def build_app(daemon: Daemon) -> Starlette:
                 problems.append(f"lease unreadable: {type(exc).__name__}")
         now = utcnow()
         for name in cfg.accounts if daemon.leading else ():
-            limit = Cadence.of(cfg, name).stale_after
+            cadence = Cadence.of(cfg, name)
+            # Polls the daemon put off on purpose (pushes first) are not a stale account.
+            limit = cadence.stale_after + timedelta(
+                seconds=cadence.poll_interval * daemon.health.stretched.get(name, 0))
             last = daemon.health.last_poll.get(name)
             if daemon.health.auth_failed.get(name):
                 problem = daemon.health.auth_problem.get(name) or "authentication failed"

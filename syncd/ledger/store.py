@@ -669,6 +669,17 @@ class Tx:
             .limit(limit)
         ))
 
+    def due_counts(self, account: str, now: datetime) -> dict[tuple[str, str | None], int]:
+        """How many of :meth:`due`'s rows there are per (action, value): one grouped count,
+        so a dispatch that waits for whole batches can look without loading the rows."""
+        rows = self.session.exec(
+            select(Outbox.action, Outbox.value, func.count())
+            .where(Outbox.account == account, Outbox.status == outbox.Status.PENDING,
+                   Outbox.next_attempt_at <= now, Outbox.action != Action.OVERRIDE.value)
+            .group_by(Outbox.action, Outbox.value)
+        )
+        return {(action, value): n for action, value, n in rows}
+
     def next_due_at(self, account: str) -> datetime | None:
         return self.session.exec(
             select(func.min(Outbox.next_attempt_at)).where(

@@ -422,7 +422,12 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
                 yield raws
 
     async def _feed(self, state: dict[str, Any]) -> AsyncIterator[Page]:
-        """Log entries since the cursor, each with its incident as it is now."""
+        """Log entries since the cursor, each with its incident as it is now.
+
+        Each page of entries yields the incidents it shows first (or newer than yielded), with
+        no cursor, so a storm's first changes reach the ledger (and the pushes) while the
+        later pages are still being read; the last page (sweep, hinted reads, what is left)
+        carries the cursor, so a crash before it re-reads the feed from the old one."""
         endpoint = "GET /log_entries"
         since = state["since"] - timedelta(seconds=self.settings.log_overlap)
         seen = set(state["seen"])
@@ -431,6 +436,7 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         entries: list[tuple[datetime, str]] = []
         latest: dict[str, Incident] = {}
         skipped: list[Skipped] = []
+        sent: dict[str, Incident] = {}  # what earlier pages of this read yielded
         first = True
         async for items, body in self._pages("/log_entries", "log_entries", params):
             if first:
@@ -464,6 +470,9 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
                 prev = latest.get(inc.external_id)
                 if prev is None or (inc.updated_at or newest) >= (prev.updated_at or newest):
                     latest[inc.external_id] = inc
+            early = self._unsent(latest, sent)
+            if early:
+                yield Page(early, None)
         sweep = state["sweep"]
         for _ in range(self.settings.sweep_pages):
             raws, sweep = await self._sweep(sweep)
@@ -477,7 +486,16 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
             self._merge([body.get("incident")], latest, skipped, "GET /incidents/{id}", newest)
         keep = newest - timedelta(seconds=self.settings.log_overlap)
         cursor = _dump_cursor(newest, sorted(eid for at, eid in entries if at >= keep), sweep)
-        yield Page(list(latest.values()), cursor, skipped)
+        yield Page(self._unsent(latest, sent), cursor, skipped)
+
+    @staticmethod
+    def _unsent(latest: dict[str, Incident], sent: dict[str, Incident]) -> list[Incident]:
+        """The incidents of ``latest`` not yielded yet as they are now; marks them yielded
+        (a second read showing the same incident, the sweep's, is not observed twice)."""
+        out = [inc for iid, inc in latest.items() if sent.get(iid) != inc]
+        for inc in out:
+            sent[inc.external_id] = inc
+        return out
 
     async def _sweep(self, offset: int) -> tuple[list[Any], int]:
         """One page of open incidents, newest first, at ``offset``; and where the next page

@@ -547,3 +547,20 @@ async def test_push_answer_without_incidents_is_malformed(sim: PagerDutySimulato
 
 async def _noop(message: Any) -> None:
     return None
+
+
+async def test_feed_yields_each_page_of_entries_as_it_is_read(sim: PagerDutySimulator) -> None:
+    """A storm of acks read in pages of 10 log entries reaches the poller page by page (the
+    daemon starts pushing while later pages are read): every incident once, only the last
+    page with the cursor, so a crash before it re-reads the feed."""
+    client = make_client(sim, sweep_pages=0, page_size=10)
+    ids = sim.seed_incidents(30)
+    _, cursor = await collect(client, None)
+    for iid in ids:
+        sim.act(iid, "acknowledge")
+    pages, _ = await collect(client, cursor)
+    await client.aclose()
+    assert len([p for p in pages if p.incidents]) >= 3
+    assert all(p.cursor is None for p in pages[:-1])
+    seen = [i.external_id for p in pages for i in p.incidents]
+    assert sorted(seen) == sorted(ids)

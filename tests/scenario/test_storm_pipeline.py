@@ -1,0 +1,174 @@
+"""A storm in poll mode (issue 16, target 4): pushes start while the poll that found the changes
+is still reading (only whole pushes, so a burst still costs the fewest calls, target 5), a
+dispatch asked for while one runs runs after it, and an account's polls wait while its own
+pushes keep its budget short (at most ``STRETCH_MAX`` intervals in a row)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import httpx
+from world import World
+
+from syncd.daemon import STRETCH_MAX, Daemon
+from syncd.engine import Engine
+from syncd.model import Action
+from syncd.ratelimit import ACCOUNT
+
+RESPOND = "/v2/escalations/{escalation_id}/actions/respond"
+GROUPS = [{"name": "main", "accounts": ["pd", "ii"], "mode": "correlate"}]
+
+
+async def until(cond: Callable[[], object], seconds: float = 5.0) -> bool:
+    """Wait (polling) until ``cond()`` holds, at most ``seconds``; returns whether it does."""
+    for _ in range(int(seconds / 0.005)):
+        if cond():
+            return True
+        await anyio.sleep(0.005)
+    return bool(cond())
+
+
+def responds(w: World) -> int:
+    return w.sims["ii"].call_count(method="POST", route=RESPOND)
+
+
+def pending(w: World) -> int:
+    return w.ledger.call(lambda tx: tx.outbox_depth()).get("pending", 0)
+
+
+async def storm(w: World, incidents: int) -> None:
+    for i in range(incidents):
+        w.alert(f"storm-{i}")
+    await w.settle()
+    src = w.sims["pd"]
+    for inc in src.canonical_incidents():
+        src.act(inc["id"], "acknowledge")
+    for sim in w.sims.values():
+        sim.calls.clear()
+
+
+async def test_whole_dispatch_sends_only_whole_pushes(tmp_path: Path) -> None:
+    """70 acks owed to incident.io (one escalations lookup serves 50): a whole-push dispatch
+    sends 50 with one lookup and leaves 20 for the full dispatch."""
+    w = World(tmp_path, {"pd": "pagerduty", "ii": "incidentio"}, GROUPS)
+    try:
+        await storm(w, 70)
+        await w.engine.poll("pd")
+        assert pending(w) == 70
+        assert w.engine.dispatchers["ii"].whole_push(Action.ACKNOWLEDGE) == 50
+        await w.engine.dispatch("ii", whole=True)
+        assert responds(w) == 50
+        assert w.sims["ii"].call_count(method="GET", route="/v2/escalations") == 1
+        assert pending(w) == 20
+        await w.engine.dispatch("ii", whole=True)  # 20 fill no whole push: nothing read
+        assert responds(w) == 50 and w.sims["ii"].call_count(method="GET") == 1
+        await w.engine.dispatch("ii")
+        assert responds(w) == 70 and pending(w) == 0
+    finally:
+        await w.close()
+
+
+class HoldPages(httpx.AsyncBaseTransport):
+    """The source's transport, holding each log-entries page after the first two until
+    ``pushed()`` (a few seconds at most), and noting whether it had: shows whether pushes start
+    while a poll is still reading. The simulator answers every request."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, pushed: Callable[[], bool]) -> None:
+        self.inner = inner
+        self.pushed = pushed
+        self.seen: list[bool] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/log_entries"):
+            self.seen.append(len(self.seen) < 2 or await until(self.pushed))
+        return await self.inner.handle_async_request(request)
+
+
+async def test_pushes_start_while_the_poll_still_reads(tmp_path: Path) -> None:
+    """PagerDuty's poll reads 100 acks in pages of 25: incident.io gets its first whole push
+    (50 acks, one lookup) before PagerDuty's last page is read, and the whole burst still costs
+    two lookups (the round's dispatch sends the rest)."""
+    w = World(tmp_path, {"pd": "pagerduty", "ii": "incidentio"}, GROUPS,
+              account_extra={"pd": {"page_size": 25}})
+    try:
+        await storm(w, 100)
+        hold = HoldPages(w.sims["pd"].transport(), lambda: responds(w) > 0)
+        await w.engine.aclose()
+        w.engine = Engine.from_config(
+            w.config, w.ledger, budget_scale=100.0,
+            transports={"pd": hold, "ii": w.sims["ii"].transport()})
+        daemon = Daemon(w.config, w.ledger, w.engine)
+        await daemon._poll("pd")  # one poll round, as the scheduler runs it
+        assert await until(lambda: not daemon._early)
+        assert len(hold.seen) > 3
+        assert hold.seen[-1], "no push before the poll's last page"
+        assert responds(w) == 100 and pending(w) == 0
+        assert w.sims["ii"].call_count(method="GET", route="/v2/escalations") == 2
+    finally:
+        await w.close()
+
+
+async def test_a_dispatch_asked_for_while_one_runs_follows_it(tmp_path: Path) -> None:
+    """Acks owed while incident.io's dispatch is pushing (it read its rows before them) go out
+    right after it, not at some later round."""
+    w = World(tmp_path, {"pd": "pagerduty", "ii": "incidentio"}, GROUPS)
+    try:
+        for i in range(20):
+            w.alert(f"storm-{i}")
+        await w.settle()
+        keys = [f"storm-{i}" for i in range(20)]
+        for key in keys[:10]:
+            w.act("pd", key, "acknowledge")
+        await w.engine.poll("pd")
+        daemon = Daemon(w.config, w.ledger, w.engine)
+        ii = w.sims["ii"]
+        ii.network_latency = 0.3  # the first dispatch is still pushing when more are owed
+        lock_held = False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon._dispatch, "ii")
+            assert await until(lambda: ii.inflight)
+            for key in keys[10:]:
+                w.act("pd", key, "acknowledge")
+            await w.engine.poll("pd")
+            lock_held = daemon._dispatch_locks["ii"].locked()
+            await daemon._dispatch("ii")  # returns at once: the running one runs it after
+        assert lock_held
+        assert all(w.incident("ii", k)["state"] == "acknowledged" for k in keys)
+        assert pending(w) == 0
+    finally:
+        await w.close()
+
+
+async def test_polls_wait_while_pushes_keep_the_budget_short(tmp_path: Path) -> None:
+    """While incident.io's pushes wait for its budget, its poll is put off STRETCH_MAX times
+    in a row, then runs (a change there is seen within STRETCH_MAX + 1 intervals); /readyz
+    does not call the account stale for polls put off on purpose."""
+    w = World(tmp_path, {"pd": "pagerduty", "ii": "incidentio"}, GROUPS)
+    try:
+        await storm(w, 10)
+        await w.engine.poll("pd")
+        daemon = Daemon(w.config, w.ledger, w.engine)
+        ii = w.sims["ii"]
+        budget = w.engine.clients["ii"].budget
+        async with anyio.create_task_group() as tg:
+            budget.pause(ACCOUNT, 1.0)  # short: the pushes wait for tokens
+            tg.start_soon(daemon._dispatch, "ii")
+            assert await until(lambda: "ii" in daemon._dispatch_locks
+                               and daemon._dispatch_locks["ii"].locked())
+            for n in range(1, STRETCH_MAX + 1):
+                await daemon._poll("ii")
+                assert daemon.health.stretched["ii"] == n
+            assert ii.call_count(method="GET", route="/v2/incidents") == 0
+            await daemon._poll("ii")  # put off enough: this one reads
+        assert ii.call_count(method="GET", route="/v2/incidents") > 0
+        assert "ii" not in daemon.health.stretched
+        assert all(i["state"] == "acknowledged" for i in ii.canonical_incidents())
+        # Without pushes running, a short budget alone never puts a poll off.
+        budget.pause(ACCOUNT, 0.2)
+        before = ii.call_count(method="GET", route="/v2/incidents")
+        await daemon._poll("ii")
+        assert ii.call_count(method="GET", route="/v2/incidents") > before
+    finally:
+        await w.close()
