@@ -6,6 +6,7 @@ pushes keep its budget short (at most ``STRETCH_MAX`` intervals in a row)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -14,6 +15,9 @@ from world import World
 
 from syncd.daemon import STRETCH_MAX, Daemon
 from syncd.engine import Engine
+from syncd.engine.cadence import Cadence
+from syncd.http.status import build_app
+from syncd.ledger import utcnow
 from syncd.model import Action
 from syncd.ratelimit import ACCOUNT
 
@@ -170,5 +174,26 @@ async def test_polls_wait_while_pushes_keep_the_budget_short(tmp_path: Path) -> 
         before = ii.call_count(method="GET", route="/v2/incidents")
         await daemon._poll("ii")
         assert ii.call_count(method="GET", route="/v2/incidents") > before
+    finally:
+        await w.close()
+
+
+async def test_readyz_allows_for_polls_put_off_on_purpose(tmp_path: Path) -> None:
+    """An account whose last poll is half an interval past ``stale_after`` is not ready, unless
+    the daemon put a poll of it off for its pushes (one interval more per poll put off)."""
+    w = World(tmp_path, {"pd": "pagerduty", "ii": "incidentio"}, GROUPS)
+    try:
+        daemon = Daemon(w.config, w.ledger, w.engine)
+        cadence = Cadence.of(w.config, "ii")
+        daemon.health.last_poll = {
+            "pd": utcnow(),
+            "ii": utcnow() - cadence.stale_after - timedelta(seconds=cadence.poll_interval / 2)}
+        transport = httpx.ASGITransport(app=build_app(daemon))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            stale = await http.get("/readyz")
+            daemon.health.stretched["ii"] = 1
+            put_off = await http.get("/readyz")
+        assert stale.status_code == 503 and "ii: last successful poll" in stale.text
+        assert put_off.status_code == 200, put_off.text
     finally:
         await w.close()
