@@ -163,6 +163,11 @@ class Budget:
         buckets = self._account_buckets()
         return min((b.remaining() for b in buckets), default=math.inf)
 
+    def writes_waiting(self) -> int:
+        """Requests with the writes' priority waiting for a token of the account bucket now
+        (pushes short of budget)."""
+        return max((b._writers_waiting for b in self._account_buckets()), default=0)
+
     def headroom(self) -> float:
         """Share of the account bucket still available (1.0 full, 0.0 empty or paused): what
         optional reads (webhook-triggered polls) look at before spending tokens pushes need."""

@@ -476,17 +476,19 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
         return min(mapped, key=lambda m: (abs(m[1].level - target.level), -m[1].level))[0]
 
     async def _list(self, route: str, key: str, params: dict[str, Any],
-                    meta_out: dict[str, Any] | None = None) -> AsyncIterator[list[Any]]:
+                    meta_out: dict[str, Any] | None = None, *, write: bool = False
+                    ) -> AsyncIterator[list[Any]]:
         """Every page of a cursor-paged list: stop on no ``after`` or an empty page.
         ``meta_out`` is updated with each page's ``pagination_meta`` before the page is
-        yielded (``total_record_count`` lets a caller weigh the pages left)."""
+        yielded (``total_record_count`` lets a caller weigh the pages left). ``write``: the
+        read is part of a push and has its budget priority."""
         endpoint = f"GET {route}"
         after: str | None = None
         for _ in range(MAX_PAGES):
             query = dict(params)
             if after:
                 query["after"] = after
-            data = await self.http.json("GET", route, params=query)
+            data = await self.http.json("GET", route, params=query, write=write)
             self._check_failure(data, endpoint)
             items = require(data, key, list, endpoint=endpoint, account=self.account)
             meta = data.get("pagination_meta")
@@ -500,17 +502,21 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
         raise self._malformed(endpoint, f"more than {MAX_PAGES} pages")
 
     async def _acked(self, incident_ids: Sequence[str], by: str = "incident",
-                     newest: dict[str, datetime] | None = None
+                     newest: dict[str, datetime] | None = None, *, push: bool = False
                      ) -> tuple[set[str], dict[str, list[str]]]:
         """Which incidents (``by="alert"``: alerts) have an acked escalation, and each one's
-        still-ackable escalations; ``newest`` collects each one's latest escalation change."""
+        still-ackable escalations; ``newest`` collects each one's latest escalation change.
+        ``push``: the lookup of an ack push, which has the writes' budget priority (a poll's
+        reads wait for it too, or a storm's pushes would stall at every lookup while a poll
+        reads)."""
         acked: set[str] = set()
         ackable: dict[str, list[str]] = {}
         endpoint = "GET /v2/escalations"
         for i in range(0, len(incident_ids), ESC_FILTER_IDS):
             chunk = list(incident_ids[i:i + ESC_FILTER_IDS])
             params = {f"{by}[one_of]": chunk, "page_size": 50}
-            async for items in self._list("/v2/escalations", "escalations", params):
+            async for items in self._list("/v2/escalations", "escalations", params,
+                                          write=push):
                 for esc in items:
                     if not isinstance(esc, dict) or not isinstance(esc.get("id"), str):
                         metrics.MALFORMED.labels(self.account, endpoint).inc()
@@ -647,7 +653,7 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
     async def _ack(self, batch: list[Push]) -> list[PushResult]:
         ids = list(dict.fromkeys(p.external_id for p in batch))
         escalated: dict[str, datetime] = {}
-        acked, ackable = await self._acked(ids, self.records.kind, escalated)
+        acked, ackable = await self._acked(ids, self.records.kind, escalated, push=True)
         out = []
         for p in batch:
             eid = p.external_id

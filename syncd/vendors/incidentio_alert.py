@@ -185,7 +185,7 @@ class AlertModel(RecordModel):
         """Cancel escalations still paging for a resolved alert: routes do it themselves with
         ``auto_cancel_escalations``; otherwise they would keep paging (notes 7, 9.2). Best
         effort: the resolve already happened, so a refusal is reported, not raised."""
-        _, ackable = await self.client._acked([aid], "alert")
+        _, ackable = await self.client._acked([aid], "alert", push=True)
         problems = []
         for esc_id in ackable.get(aid, []):
             try:

@@ -197,3 +197,22 @@ async def test_readyz_allows_for_polls_put_off_on_purpose(tmp_path: Path) -> Non
         assert put_off.status_code == 200, put_off.text
     finally:
         await w.close()
+
+
+async def test_a_push_lookup_has_the_writes_priority(tmp_path: Path) -> None:
+    """incident.io's escalations lookup is part of an ack push: while it waits for the budget
+    it counts as a write waiting, so a poll's reads wait for it (and for the responds)."""
+    w = World(tmp_path, {"pd": "pagerduty", "ii": "incidentio"}, GROUPS)
+    try:
+        await storm(w, 5)
+        await w.engine.poll("pd")
+        budget = w.engine.clients["ii"].budget
+        budget.pause(ACCOUNT, 1.0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w.engine.dispatch, "ii")
+            waiting = await until(lambda: budget.writes_waiting() > 0, 0.5)
+            assert w.sims["ii"].call_count() == 0  # the lookup itself is what waits
+        assert waiting
+        assert all(i["state"] == "acknowledged" for i in w.sims["ii"].canonical_incidents())
+    finally:
+        await w.close()
