@@ -35,7 +35,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from syncd import metrics, sdnotify, secrets
 from syncd.config import Config
 from syncd.engine import Engine, isolated
-from syncd.engine.cadence import Cadence
+from syncd.engine.cadence import STRETCH_MAX, Cadence
 from syncd.engine.leadership import Leadership, fenced_out, user_agent
 from syncd.engine.observe import ObserveResult
 from syncd.ledger import Ledger, Status, ledger_error_in, utcnow
@@ -49,13 +49,6 @@ COALESCE_PUSHES = 0.25
 ROUND_WAIT = 2.0
 """Longest a poll round holds back the per-second dispatch job: a slow poll never holds the
 other accounts' pushes for longer."""
-STRETCH_MAX = 6
-"""Pushes have priority over polls (DESIGN.md): while an account's own pushes are running and
-its budget is under :data:`HINT_HEADROOM`, its poll is put off to the next interval, at most
-this many times in a row, so a change there is still seen within ``STRETCH_MAX + 1`` poll
-intervals (3.5 minutes at the default 30 s) however long the backlog lasts. Enough for the
-drain of a 2,000-incident storm at incident.io's documented limit (~2.5 minutes, during which
-each delta poll would take ~40 of the calls the responds need: its feed reads a whole day)."""
 AUTH_BACKOFF = 300.0
 """Seconds between polls of an account whose credentials were rejected (/readyz says so)."""
 STOP_GRACE = 8.0

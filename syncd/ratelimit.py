@@ -5,8 +5,10 @@ the vendor documents per-endpoint limits (Splunk On-Call), from that endpoint's 
 are scaled by ``budget_fraction`` so syncd leaves room for other tools using the same key.
 
 Writes have priority: a read waits while any write is waiting on the same bucket, so a backlog of
-pushes is never starved by polls. A 429 (or a vendor's equivalent) pauses a bucket until the
-vendor's reset time.
+pushes is never starved by polls; and a poll's reads (:class:`PollReads`) wait while the
+account's pushes are running at all, for a bounded time, so a storm's first pushes get the full
+bucket instead of sharing it with a poll that happened to be reading. A 429 (or a vendor's
+equivalent) pauses a bucket until the vendor's reset time.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import anyio
 
 ACCOUNT = "*"
+POLL_WAIT_STEP = 0.05
+"""Seconds between a waiting poll read's looks at whether the account's pushes are done."""
 ROUND_TRIP = 1.0
 """Seconds one vendor call is assumed to take at worst (WAN round trip plus the vendor's own
 time): what :meth:`Budget.parallel_calls` sizes the calls in flight by."""
@@ -82,6 +87,18 @@ class Bucket:
         self._tokens = min(self._tokens, 0.0)
 
 
+class PollReads:
+    """Marks the reads of one poll (set in :data:`POLL_READS` while the poll runs): they wait
+    while the account's pushes run, at most ``patience`` seconds in all for this poll."""
+
+    def __init__(self, patience: float) -> None:
+        self.patience = patience
+        self.waited = 0.0
+
+
+POLL_READS: ContextVar[PollReads | None] = ContextVar("syncd_poll_reads", default=None)
+
+
 class Budget:
     """All buckets of one account. ``acquire`` before every request."""
 
@@ -104,6 +121,8 @@ class Budget:
         self._buckets = {
             name: Bucket(limit, fraction * scale, clock) for name, limit in limits.items()
         }
+        self.pushing = 0
+        """Dispatches of this account running now (the dispatcher counts them)."""
 
     def sibling(self, limits: Mapping[str, Limit]) -> Budget:
         """A budget for another host of the same account with its own documented limit
@@ -120,6 +139,7 @@ class Budget:
         if not buckets:
             return 0.0
         waited = 0.0
+        poll = None if write else POLL_READS.get()
         if write:
             for b in buckets:
                 b._writers_waiting += 1
@@ -128,6 +148,9 @@ class Budget:
                 delay = max(b.delay() for b in buckets)
                 if not write and any(b._writers_waiting for b in buckets):
                     delay = max(delay, 0.01)
+                if poll is not None and self.pushing and poll.waited < poll.patience:
+                    delay = max(delay, POLL_WAIT_STEP)
+                    poll.waited += delay
                 if delay <= 0:
                     for b in buckets:
                         b.take()

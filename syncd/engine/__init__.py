@@ -64,6 +64,7 @@ class Engine:
                 name, client, ledger, list(self.groups.values()),
                 full_every=config.accounts[name].full_resync_interval,
                 grace=Cadence.of(config, name).echo_grace,
+                patience=Cadence.of(config, name).push_patience,
             )
             for name, client in self.clients.items()
         }

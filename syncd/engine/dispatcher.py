@@ -34,6 +34,7 @@ from syncd.engine.links import GroupContext, join_created
 from syncd.ledger import Ledger, Outbox, Record, Tx, outbox, records, utcnow
 from syncd.ledger import oncall as oncall_store
 from syncd.model import SEVERITY, STATE, Action, Incident, NewIncident, Severity, State
+from syncd.ratelimit import POLL_READS
 from syncd.vendors.base import (
     AuthError,
     Outcome,
@@ -90,11 +91,24 @@ class Dispatcher:
         rows = await self.ledger.run(_due, self.account, now, limit)
         if not rows:
             return result
+        self.client.budget.pushing += 1  # this account's poll reads wait meanwhile
+        # Not a poll's reads, even when a poll's page started this dispatch (a task inherits
+        # its creator's context): a push's own reads must never wait for pushes.
+        reads = POLL_READS.set(None)
+        try:
+            await self._dispatch_rows(rows, result, whole)
+        finally:
+            POLL_READS.reset(reads)
+            self.client.budget.pushing -= 1
+        return result
+
+    async def _dispatch_rows(self, rows: list[tuple[Outbox, Record | None]],
+                             result: DispatchResult, whole: bool) -> None:
         batches: dict[tuple[str, str | None], list[tuple[Outbox, Record]]] = defaultdict(list)
         for row, record in rows:
             if record is None:  # Action.CREATE: the record does not exist yet
                 if not whole and not await self._create(row, result):
-                    return result
+                    return
                 continue
             key = (row.action, row.value if row.action == Action.SET_SEVERITY.value else None)
             batches[key].append((row, record))
@@ -105,8 +119,7 @@ class Dispatcher:
                 if not items:
                     continue
             if not await self._push_group(action, items, result, whole=whole):
-                return result
-        return result
+                return
 
     def whole_push(self, action: Action) -> int:
         """Records one ``push`` call carries at most: ``batch_size`` per vendor write, or

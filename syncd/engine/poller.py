@@ -19,6 +19,7 @@ from syncd import metrics
 from syncd.engine.links import GroupContext
 from syncd.engine.observe import ObserveResult, observe
 from syncd.ledger import Ledger, Tx, utcnow
+from syncd.ratelimit import POLL_READS, PollReads
 from syncd.vendors.base import AuthError, Page, TLSError, VendorClient, VendorError
 from syncd.vendors.guard import guarded_pages
 
@@ -47,13 +48,16 @@ class PollResult:
 class Poller:
     def __init__(self, account: str, client: VendorClient, ledger: Ledger,
                  groups: Sequence[GroupContext], *, full_every: float,
-                 grace: timedelta = timedelta(seconds=60)) -> None:
+                 grace: timedelta = timedelta(seconds=60), patience: float = 0.0) -> None:
+        """``patience``: seconds a poll's reads wait, in all, while the account's pushes run
+        (:class:`~syncd.ratelimit.PollReads`)."""
         self.account = account
         self.client = client
         self.ledger = ledger
         self.groups = [g for g in groups if account in g.group.accounts]
         self.full_every = full_every
         self.grace = grace
+        self.patience = patience
         self.failing = False
 
     async def poll(self, *, full: bool | None = None, on_page: PageHook | None = None
@@ -68,6 +72,7 @@ class Poller:
                 (now - last_full).total_seconds() >= self.full_every
             )
         result = PollResult(self.account, ok=True, full=full)
+        reads = POLL_READS.set(PollReads(self.patience) if self.patience else None)
         try:
             for read_cursor, read_full, keep_cursor in _reads(cursor, full):
                 pages = self.client.poll(read_cursor, full=read_full)
@@ -101,6 +106,8 @@ class Poller:
                           auth=result.auth_failed)
             self.failing = True
             return result
+        finally:
+            POLL_READS.reset(reads)
         await self.ledger.run(_record_success, self.account, full)
         metrics.POLLS.labels(self.account, "full" if full else "delta").inc()
         metrics.LAST_POLL.labels(self.account).set(utcnow().timestamp())

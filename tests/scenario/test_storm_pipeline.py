@@ -19,7 +19,7 @@ from syncd.engine.cadence import Cadence
 from syncd.http.status import build_app
 from syncd.ledger import utcnow
 from syncd.model import Action
-from syncd.ratelimit import ACCOUNT
+from syncd.ratelimit import ACCOUNT, POLL_READS, Budget, Limit, PollReads
 
 RESPOND = "/v2/escalations/{escalation_id}/actions/respond"
 GROUPS = [{"name": "main", "accounts": ["pd", "ii"], "mode": "correlate"}]
@@ -216,3 +216,57 @@ async def test_a_push_lookup_has_the_writes_priority(tmp_path: Path) -> None:
         assert all(i["state"] == "acknowledged" for i in w.sims["ii"].canonical_incidents())
     finally:
         await w.close()
+
+
+class Order(httpx.AsyncBaseTransport):
+    """A simulator's transport noting each request's method and path, in order."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.seen: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(f"{request.method} {request.url.path}")
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_poll_reads_after_its_accounts_running_pushes(tmp_path: Path) -> None:
+    """A poll of incident.io that starts while its pushes are running (budget plentiful)
+    reads only once they are done: a storm's first pushes get the whole bucket, not a share
+    with a poll that happened to start then."""
+    w = World(tmp_path, {"pd": "pagerduty", "ii": "incidentio"}, GROUPS)
+    try:
+        await storm(w, 20)
+        await w.engine.poll("pd")
+        order = Order(w.sims["ii"].transport())
+        await w.engine.aclose()
+        w.engine = Engine.from_config(
+            w.config, w.ledger, budget_scale=100.0,
+            transports={"pd": w.sims["pd"].transport(), "ii": order})
+        w.sims["ii"].network_latency = 0.02
+        budget = w.engine.clients["ii"].budget
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w.engine.dispatch, "ii")
+            assert await until(lambda: budget.pushing > 0)
+            tg.start_soon(w.engine.poll, "ii")
+        first_read = order.seen.index("GET /v2/incidents")
+        responds_seen = [i for i, c in enumerate(order.seen) if c.startswith("POST ")]
+        assert len(responds_seen) == 20
+        assert max(responds_seen) < first_read, order.seen
+    finally:
+        await w.close()
+
+
+async def test_a_poll_read_waits_for_pushes_only_so_long() -> None:
+    """Pushes that never end do not starve a poll: its reads wait ``patience`` seconds in all,
+    then take tokens as before; reads outside a poll never wait for pushes."""
+    budget = Budget({ACCOUNT: Limit(600, 60.0)})
+    budget.pushing = 1
+    await budget.acquire()  # not a poll's read
+    reads = POLL_READS.set(PollReads(0.2))
+    try:
+        with anyio.fail_after(10):
+            for _ in range(3):
+                await budget.acquire()
+    finally:
+        POLL_READS.reset(reads)
