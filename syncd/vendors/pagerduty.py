@@ -91,6 +91,7 @@ UNLOGGED_EVENTS = frozenset({"incident.priority_updated"})
 """v3 events whose change leaves no log entry (the log entry types have no priority change,
 notes §5): only these name an incident for the next poll to read. Every other event's change is
 in the log feed the hinted poll reads anyway (a storm of acks must not cost one read each)."""
+MIN_LOG_WINDOW = timedelta(seconds=1)  # log-entry windows are split no finer (whole seconds)
 MAX_WINDOW = timedelta(days=180)  # since/until may span at most 6 months (notes §5.1)
 FROM_CODES = {2016, 1008, 1028}  # missing, unknown or malformed From (notes §1)
 EVENT_SEVERITY = {Severity.SEV1: "critical", Severity.SEV2: "error", Severity.SEV3: "warning",
@@ -431,23 +432,12 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         endpoint = "GET /log_entries"
         since = state["since"] - timedelta(seconds=self.settings.log_overlap)
         seen = set(state["seen"])
-        params = {"since": _stamp(since), "include[]": ["incidents"], "total": "true"}
         newest = state["since"]
         entries: list[tuple[datetime, str]] = []
         latest: dict[str, Incident] = {}
         skipped: list[Skipped] = []
         sent: dict[str, Incident] = {}  # what earlier pages of this read yielded
-        first = True
-        async for items, body in self._pages("/log_entries", "log_entries", params):
-            if first:
-                first = False
-                total = body.get("total")
-                if isinstance(total, int) and total + self.settings.page_size > OFFSET_CAP:
-                    # More changes than the offset cap lets us page through: resync instead.
-                    log.info("pagerduty.feed_overflow", account=self.account, total=total)
-                    async for page in self._full():
-                        yield page
-                    return
+        async for items in self._log_pages(since, None):
             for raw in items:
                 try:
                     if not isinstance(raw, dict):
@@ -487,6 +477,37 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         keep = newest - timedelta(seconds=self.settings.log_overlap)
         cursor = _dump_cursor(newest, sorted(eid for at, eid in entries if at >= keep), sweep)
         yield Page(self._unsent(latest, sent), cursor, skipped)
+
+    async def _log_pages(self, since: datetime, until: datetime | None
+                         ) -> AsyncIterator[list[Any]]:
+        """Log entries in [since, until) (``until`` None: no end) page by page. A window
+        holding more entries than the offset cap lets us page through is halved until each half
+        fits, as PYPD's ``iter_history`` does (notes §5.6: since/until are under the same
+        10 000 cap). A full resync instead would list open incidents only and drop every
+        resolve in the window (a long downtime of a busy account). The last window stays
+        open-ended, so a vendor clock ahead of ours still loses nothing."""
+        params: dict[str, Any] = {"since": _stamp(since), "include[]": ["incidents"],
+                                  "total": "true"}
+        if until is not None:
+            params["until"] = _stamp(until)
+        first = True
+        async for items, body in self._pages("/log_entries", "log_entries", params):
+            if first:
+                first = False
+                total = body.get("total")
+                end = until or self._clock()
+                if (isinstance(total, int) and total + self.settings.page_size > OFFSET_CAP
+                        and end - since >= 2 * MIN_LOG_WINDOW):
+                    mid = since + (end - since) / 2
+                    mid = mid.replace(microsecond=0)  # stamps are whole seconds
+                    log.info("pagerduty.feed_split", account=self.account, total=total,
+                             since=_stamp(since), until=_stamp(mid))
+                    async for more in self._log_pages(since, mid):
+                        yield more
+                    async for more in self._log_pages(mid, until):
+                        yield more
+                    return
+            yield items
 
     @staticmethod
     def _unsent(latest: dict[str, Incident], sent: dict[str, Incident]) -> list[Incident]:

@@ -564,3 +564,31 @@ async def test_feed_yields_each_page_of_entries_as_it_is_read(sim: PagerDutySimu
     assert all(p.cursor is None for p in pages[:-1])
     seen = [i.external_id for p in pages for i in p.incidents]
     assert sorted(seen) == sorted(ids)
+
+
+async def test_feed_past_the_offset_cap_splits_its_window_and_drops_no_resolve(
+        sim: PagerDutySimulator) -> None:
+    """More log entries since the cursor than offset paging reaches (offset + limit <= 10,000,
+    notes §2), as after a long downtime of a busy account: the window is halved until each
+    part fits (notes §5.6, PYPD's iter_history). A full resync instead lists open incidents
+    only, so none of these resolves would ever be seen."""
+    async def sleep(seconds: float) -> None:
+        sim.clock.advance(seconds)
+
+    client = PagerDutyClient(
+        "pd", settings_for(sim, sweep_pages=0), transport=httpx.ASGITransport(app=sim.app),
+        budget=Budget(PagerDutyClient.limits, 1.0, clock=sim.clock.monotonic),
+        backoff_base=0.001, sleep=sleep, clock=sim.clock.now)
+    ids = sim.seed_incidents(5000)
+    _, cursor = await collect(client, None)
+    for action in ("acknowledge", "resolve"):  # 10,000 entries, one a second
+        for iid in ids:
+            sim.clock.advance(1)
+            sim.act(iid, action)
+    sim.calls.clear()
+    pages, _ = await collect(client, cursor)
+    await client.aclose()
+    seen = {i.external_id: i.state for p in pages for i in p.incidents}
+    assert seen == dict.fromkeys(ids, State.RESOLVED)
+    assert sim.call_count(route="/incidents") == 0  # no resync
+    assert sim.call_count(route="/log_entries") >= 100
