@@ -67,9 +67,11 @@ def build_app(daemon: Daemon) -> Starlette:
         now = utcnow()
         for name in cfg.accounts if daemon.leading else ():
             cadence = Cadence.of(cfg, name)
-            # Polls the daemon put off on purpose (pushes first) are not a stale account.
-            limit = cadence.stale_after + timedelta(
-                seconds=cadence.poll_interval * daemon.health.stretched.get(name, 0))
+            # Polls the daemon put off on purpose (pushes first) are not a stale account, nor
+            # is the poll after them while its reads wait for the pushes (push_patience).
+            stretched = daemon.health.stretched.get(name, 0)
+            limit = cadence.stale_after + timedelta(seconds=(
+                cadence.poll_interval * stretched + (cadence.push_patience if stretched else 0)))
             last = daemon.health.last_poll.get(name)
             if daemon.health.auth_failed.get(name):
                 problem = daemon.health.auth_problem.get(name) or "authentication failed"

@@ -437,32 +437,42 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         latest: dict[str, Incident] = {}
         skipped: list[Skipped] = []
         sent: dict[str, Incident] = {}  # what earlier pages of this read yielded
-        async for items in self._log_pages(since, None):
-            for raw in items:
-                try:
-                    if not isinstance(raw, dict):
-                        raise TypeError(f"log entry is {type(raw).__name__}")
-                    eid = raw.get("id")
-                    at = _time(raw.get("created_at"))
-                    if not isinstance(eid, str) or at is None:
-                        raise ValueError("log entry without id or created_at")
-                    entries.append((at, eid))
-                    newest = max(newest, at)
-                    if eid in seen:
+        try:
+            async for items in self._log_pages(since, None):
+                for raw in items:
+                    try:
+                        if not isinstance(raw, dict):
+                            raise TypeError(f"log entry is {type(raw).__name__}")
+                        eid = raw.get("id")
+                        at = _time(raw.get("created_at"))
+                        if not isinstance(eid, str) or at is None:
+                            raise ValueError("log entry without id or created_at")
+                        entries.append((at, eid))
+                        newest = max(newest, at)
+                        if eid in seen:
+                            continue
+                        inc = self._incident(raw.get("incident"))
+                    except (ValueError, TypeError) as exc:
+                        metrics.MALFORMED.labels(self.account, endpoint).inc()
+                        rid = raw.get("id") if isinstance(raw, dict) else None
+                        skipped.append(Skipped(endpoint, str(exc),
+                                               rid if isinstance(rid, str) else None))
                         continue
-                    inc = self._incident(raw.get("incident"))
-                except (ValueError, TypeError) as exc:
-                    metrics.MALFORMED.labels(self.account, endpoint).inc()
-                    rid = raw.get("id") if isinstance(raw, dict) else None
-                    skipped.append(Skipped(endpoint, str(exc),
-                                           rid if isinstance(rid, str) else None))
-                    continue
-                prev = latest.get(inc.external_id)
-                if prev is None or (inc.updated_at or newest) >= (prev.updated_at or newest):
-                    latest[inc.external_id] = inc
-            early = self._unsent(latest, sent)
-            if early:
-                yield Page(early, None)
+                    prev = latest.get(inc.external_id)
+                    if prev is None or (inc.updated_at or newest) >= (prev.updated_at or newest):
+                        latest[inc.external_id] = inc
+                early = self._unsent(latest, sent)
+                if early:
+                    yield Page(early, None)
+        except _Unsplittable as exc:
+            # More entries than any window we can read holds: the old fallback, a full
+            # resync (open incidents only), is all that is left; it is lossy, so say so.
+            log.warning("pagerduty.feed_overflow", account=self.account, total=exc.total,
+                        since=_stamp(since), action="full resync; resolves in the window are "
+                        "not seen")
+            async for page in self._full():
+                yield page
+            return
         sweep = state["sweep"]
         for _ in range(self.settings.sweep_pages):
             raws, sweep = await self._sweep(sweep)
@@ -485,7 +495,10 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         fits, as PYPD's ``iter_history`` does (notes §5.6: since/until are under the same
         10 000 cap). A full resync instead would list open incidents only and drop every
         resolve in the window (a long downtime of a busy account). The last window stays
-        open-ended, so a vendor clock ahead of ours still loses nothing."""
+        open-ended, and ends at the newest entry read when the vendor's clock is ahead of ours,
+        so that skew loses nothing either. A window that cannot be split (under two seconds:
+        stamps are whole seconds) raises :class:`_Unsplittable`. (Unlike ``GET /incidents``,
+        notes §5.1, nothing says this endpoint honours only the date part of since/until.)"""
         params: dict[str, Any] = {"since": _stamp(since), "include[]": ["incidents"],
                                   "total": "true"}
         if until is not None:
@@ -495,11 +508,11 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
             if first:
                 first = False
                 total = body.get("total")
-                end = until or self._clock()
-                if (isinstance(total, int) and total + self.settings.page_size > OFFSET_CAP
-                        and end - since >= 2 * MIN_LOG_WINDOW):
-                    mid = since + (end - since) / 2
-                    mid = mid.replace(microsecond=0)  # stamps are whole seconds
+                if isinstance(total, int) and total + self.settings.page_size > OFFSET_CAP:
+                    end = until or max([self._clock(), *_entry_times(items)])
+                    if end - since < 2 * MIN_LOG_WINDOW:
+                        raise _Unsplittable(total)
+                    mid = (since + (end - since) / 2).replace(microsecond=0)  # whole seconds
                     log.info("pagerduty.feed_split", account=self.account, total=total,
                              since=_stamp(since), until=_stamp(mid))
                     async for more in self._log_pages(since, mid):
@@ -920,6 +933,28 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
 
 
 _MISSING = object()
+
+
+class _Unsplittable(Exception):
+    """A log-entry window over the offset cap that halving cannot shrink."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__(f"{total} log entries in a window that cannot be split")
+        self.total = total
+
+
+def _entry_times(items: Sequence[Any]) -> list[datetime]:
+    """The readable ``created_at`` of raw log entries (a vendor clock ahead of ours puts the
+    end of an open window there, not at our clock)."""
+    out = []
+    for raw in items:
+        try:
+            at = _time(raw.get("created_at")) if isinstance(raw, dict) else None
+        except ValueError:
+            continue
+        if at is not None:
+            out.append(at)
+    return out
 
 
 def _float(value: str | None) -> float | None:

@@ -193,8 +193,17 @@ async def test_readyz_allows_for_polls_put_off_on_purpose(tmp_path: Path) -> Non
             stale = await http.get("/readyz")
             daemon.health.stretched["ii"] = 1
             put_off = await http.get("/readyz")
+            # put off 6 times, then the 7th poll's reads wait up to push_patience for pushes
+            daemon.health.stretched["ii"] = STRETCH_MAX
+            daemon.health.last_poll["ii"] = utcnow() - cadence.stale_after - timedelta(
+                seconds=cadence.poll_interval * (STRETCH_MAX + 0.5))
+            waiting = await http.get("/readyz")
+            daemon.health.last_poll["ii"] -= timedelta(seconds=cadence.push_patience)
+            too_long = await http.get("/readyz")
         assert stale.status_code == 503 and "ii: last successful poll" in stale.text
         assert put_off.status_code == 200, put_off.text
+        assert waiting.status_code == 200, waiting.text
+        assert too_long.status_code == 503
     finally:
         await w.close()
 

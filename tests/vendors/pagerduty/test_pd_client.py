@@ -566,25 +566,32 @@ async def test_feed_yields_each_page_of_entries_as_it_is_read(sim: PagerDutySimu
     assert sorted(seen) == sorted(ids)
 
 
+def sim_clock_client(sim: PagerDutySimulator, behind: timedelta = timedelta(0)
+                     ) -> PagerDutyClient:
+    """A client whose clock is the simulator's (``behind`` it: a vendor clock ahead of ours)."""
+    async def sleep(seconds: float) -> None:
+        sim.clock.advance(seconds)
+
+    return PagerDutyClient(
+        "pd", settings_for(sim, sweep_pages=0), transport=httpx.ASGITransport(app=sim.app),
+        budget=Budget(PagerDutyClient.limits, 1.0, clock=sim.clock.monotonic),
+        backoff_base=0.001, sleep=sleep, clock=lambda: sim.clock.now() - behind)
+
+
 async def test_feed_past_the_offset_cap_splits_its_window_and_drops_no_resolve(
         sim: PagerDutySimulator) -> None:
     """More log entries since the cursor than offset paging reaches (offset + limit <= 10,000,
     notes §2), as after a long downtime of a busy account: the window is halved until each
     part fits (notes §5.6, PYPD's iter_history). A full resync instead lists open incidents
-    only, so none of these resolves would ever be seen."""
-    async def sleep(seconds: float) -> None:
-        sim.clock.advance(seconds)
-
-    client = PagerDutyClient(
-        "pd", settings_for(sim, sweep_pages=0), transport=httpx.ASGITransport(app=sim.app),
-        budget=Budget(PagerDutyClient.limits, 1.0, clock=sim.clock.monotonic),
-        backoff_base=0.001, sleep=sleep, clock=sim.clock.now)
-    ids = sim.seed_incidents(5000)
+    only, so none of these resolves would ever be seen. One entry per incident, so an entry
+    lost at a split boundary is an incident missing; PagerDuty's clock is 3 hours ahead of
+    ours, so the open-ended window must end at its newest entry, not at our clock."""
+    client = sim_clock_client(sim, behind=timedelta(hours=3))
+    ids = sim.seed_incidents(10_000)
     _, cursor = await collect(client, None)
-    for action in ("acknowledge", "resolve"):  # 10,000 entries, one a second
-        for iid in ids:
-            sim.clock.advance(1)
-            sim.act(iid, action)
+    for iid in ids:  # 10,000 resolve entries, one a second
+        sim.clock.advance(1)
+        sim.act(iid, "resolve")
     sim.calls.clear()
     pages, _ = await collect(client, cursor)
     await client.aclose()
@@ -592,3 +599,24 @@ async def test_feed_past_the_offset_cap_splits_its_window_and_drops_no_resolve(
     assert seen == dict.fromkeys(ids, State.RESOLVED)
     assert sim.call_count(route="/incidents") == 0  # no resync
     assert sim.call_count(route="/log_entries") >= 100
+
+
+async def test_feed_window_that_cannot_be_split_falls_back_to_a_resync(
+        sim: PagerDutySimulator) -> None:
+    """10,000 entries within one second cannot be split (stamps are whole seconds): the poll
+    does not fail forever on the same window; it resyncs (lossy, and says so) and moves on."""
+    client = sim_clock_client(sim)
+    ids = sim.seed_incidents(10_000)
+    keep = ids.pop()
+    _, cursor = await collect(client, None)
+    sim.clock.advance(5)
+    for iid in ids:
+        sim.act(iid, "resolve")
+    sim.calls.clear()
+    with structlog.testing.capture_logs() as logs:
+        pages, after = await collect(client, cursor)
+    await client.aclose()
+    assert keep in {i.external_id for p in pages for i in p.incidents}
+    assert sim.call_count(route="/incidents") >= 1  # the resync
+    assert any(e["event"] == "pagerduty.feed_overflow" for e in logs)
+    assert after != cursor
