@@ -74,7 +74,8 @@ class Poller:
         result = PollResult(self.account, ok=True, full=full)
         reads = POLL_READS.set(PollReads(self.patience) if self.patience else None)
         try:
-            for read_cursor, read_full, keep_cursor in _reads(cursor, full):
+            for read_cursor, read_full, keep_cursor in _reads(
+                    cursor, full, follows=self.client.full_read_follows_cursor):
                 pages = self.client.poll(read_cursor, full=read_full)
                 async for page in guarded_pages(self.account, pages):
                     if not keep_cursor:
@@ -130,7 +131,8 @@ class Poller:
         return outcome
 
 
-def _reads(cursor: str | None, full: bool) -> list[tuple[str | None, bool, bool]]:
+def _reads(cursor: str | None, full: bool, *, follows: bool = False
+           ) -> list[tuple[str | None, bool, bool]]:
     """The reads one poll makes, in order: ``(cursor, full, keep its cursor)`` each.
 
     A full read lists open incidents only, so an incident resolved since the last poll is in
@@ -139,12 +141,14 @@ def _reads(cursor: str | None, full: bool) -> list[tuple[str | None, bool, bool]
     cursor to resume from is followed by the change feed from that cursor, and that read's
     cursor is the one kept. The feed comes second so that its answer, the newer one, is the
     last word: an open list lagging behind the feed cannot undo a resolve the feed showed.
-    A poll that fails half-way resumes from the old cursor and does both again.
+    A poll that fails half-way resumes from the old cursor and does both again. A client
+    whose full read takes the cursor and reads both at once (``follows``: Spike, Splunk
+    On-Call, whose every poll lists all open incidents anyway) is given it, in one read.
     """
     if not full:
         return [(cursor, False, True)]
-    if cursor is None:
-        return [(None, True, True)]
+    if cursor is None or follows:
+        return [(cursor, True, True)]
     return [(None, True, False), (cursor, False, True)]
 
 

@@ -206,6 +206,7 @@ class VendorClient(Protocol):
     batch_size: ClassVar[Mapping[Action, int]]
     push_size: ClassVar[Mapping[Action, int]]
     default_severity_map: ClassVar[Mapping[str, Severity]]
+    full_read_follows_cursor: ClassVar[bool]
 
     account: str
     budget: Budget

@@ -88,6 +88,11 @@ class ClientBase:
     """Records per ``push`` call where more than ``batch_size`` (a lookup shared by several
     single-record writes); absent means ``batch_size``."""
     default_severity_map: ClassVar[Mapping[str, Severity]] = {}
+    full_read_follows_cursor: ClassVar[bool] = False
+    """True: ``poll(cursor, full=True)`` with a cursor lists every open incident *and* what
+    changed since the cursor (resolves included) in one read, so the poller's periodic resync
+    is that one read; False: a full read lists open incidents only, and the poller follows it
+    with a delta read from the cursor (``syncd/engine/poller.py`` ``_reads``)."""
     wants_key_cache: ClassVar[bool] = False
     """True: the client remembers per-record lookups in :attr:`key_cache`, and the engine
     replaces the in-memory one with one kept in the ledger (incident.io's alert dedup keys)."""

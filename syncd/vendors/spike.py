@@ -146,6 +146,7 @@ class SpikeClient(ClientBase):
 
     vendor: ClassVar[str] = "spike"
     Settings: ClassVar[type[SpikeSettings]] = SpikeSettings
+    full_read_follows_cursor: ClassVar[bool] = True  # open lists + the resolve window
     capabilities: ClassVar[Capability] = (
         Capability.ACK
         | Capability.UNACK
@@ -322,8 +323,10 @@ class SpikeClient(ClientBase):
         over a live list can skip it): it only makes this poll read the resolves, and a state
         comes only from Spike's answer. Such an id stays known for one more poll, so a skipped
         incident resolved just after is still noticed."""
-        since, last_read = _read_cursor(cursor) if cursor and not full else (None, None)
-        memory = self._memory if since is not None and self._memory and (
+        since, last_read = _read_cursor(cursor) if cursor else (None, None)
+        # A full read with a cursor (the engine's periodic resync) is this same read with the
+        # resolve window always read: its open lists are every open incident anyway.
+        memory = self._memory if not full and since is not None and self._memory and (
             self._memory.cursor == cursor) else None
         self._memory = None  # a poll that does not complete leaves no memory behind
         if since is not None:
@@ -393,11 +396,11 @@ class SpikeClient(ClientBase):
     def _resolve_reason(self, since: datetime | None, last_read: datetime | None,
                         memory: _OpenMemory | None, missing: list[int], started: datetime
                         ) -> str | None:
-        """Why this delta poll must read the resolve window, or None to skip it."""
+        """Why this poll must read the resolve window, or None to skip it."""
         if since is None:
-            return None  # a full read: open lists only
+            return None  # no cursor: open lists only
         if memory is None:
-            return "no memory"  # first poll after a start or a full read, a foreign cursor
+            return "no memory"  # a full read, the first poll after a start, a foreign cursor
         if missing:
             return "missing"  # a known or created incident left the open lists
         if last_read is None or (started - last_read).total_seconds() >= (

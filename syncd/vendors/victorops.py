@@ -149,6 +149,7 @@ class VictorOpsClient(ClientBase):
         | Capability.ONCALL_READ | Capability.OVERRIDE_WRITE
     )
     limits: ClassVar[Mapping[str, Limit]] = limit_table("2018")
+    full_read_follows_cursor: ClassVar[bool] = True  # the live list, and "gone" from the cursor
     batch_size: ClassVar[Mapping[Action, int]] = {Action.ACKNOWLEDGE: BATCH,
                                                    Action.RESOLVE: BATCH}
     default_severity_map: ClassVar[Mapping[str, Severity]] = {

@@ -55,3 +55,20 @@ async def test_a_resolve_made_while_syncd_was_down_survives_the_full_read_at_res
     finally:
         await w.close()
 
+
+
+@pytest.mark.parametrize(("vendor", "route"), [("spike", "/incidents/triggered"),
+                                               ("victorops", "/api-public/v1/incidents")])
+async def test_a_full_read_that_takes_the_cursor_lists_open_incidents_once(
+        tmp_path: Path, vendor: str, route: str) -> None:
+    """Spike and Splunk On-Call list every open incident on every poll: their resync is one
+    read given the cursor, not the open lists twice."""
+    w = pair(tmp_path, vendor)
+    try:
+        w.alert("cpu")
+        await w.settle()
+        w.sims["src"].calls.clear()
+        await w.engine.poll("src", full=True)
+        assert w.sims["src"].call_count(method="GET", route=route) == 1
+    finally:
+        await w.close()
