@@ -271,11 +271,12 @@ async def test_a_poll_read_waits_for_pushes_only_so_long() -> None:
     then take tokens as before; reads outside a poll never wait for pushes."""
     budget = Budget({ACCOUNT: Limit(600, 60.0)})
     budget.pushing = 1
-    await budget.acquire()  # not a poll's read
+    assert await budget.acquire() == 0.0  # not a poll's read: no wait for the pushes
     reads = POLL_READS.set(PollReads(0.2))
     try:
         with anyio.fail_after(10):
-            for _ in range(3):
-                await budget.acquire()
+            waits = [await budget.acquire() for _ in range(3)]
     finally:
         POLL_READS.reset(reads)
+    assert sum(waits) >= 0.2  # the poll's reads did wait, for the patience in all
+    assert waits[1:] == [0.0, 0.0]  # and then no more
