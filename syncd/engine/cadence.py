@@ -18,9 +18,8 @@ short, its poll is put off to the next interval at most this many times in a row
 already reading waits for its account's pushes at most this many intervals more, so a change
 there is still seen within ``2 * STRETCH_MAX + 1`` poll intervals (6.5 minutes at the default
 30 s) however long the backlog lasts, and ``/readyz`` allows for both waits. Enough for the
-drain of a 2,000-incident storm at incident.io's
-documented limit (~2.5 minutes, during which each delta poll would take ~40 of the calls the
-responds need: its feed reads a whole day)."""
+drain of a 2,000-incident storm at incident.io's documented limit (~2.5 minutes, during which
+each delta poll would take ~40 of the calls the responds need: its feed reads a whole day)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import pytest
 from spike_helpers import make_client, settings
 from structlog.testing import capture_logs
 
-from syncd.model import NewIncident, Severity, State
+from syncd.model import Incident, NewIncident, Severity, State
 from syncd.ratelimit import Budget, Limit
 from syncd.simulators.spike import DEFAULT_API_KEY, SpikeSimulator
 from syncd.vendors.base import (
@@ -23,6 +23,7 @@ from syncd.vendors.base import (
     Capability,
     MalformedResponse,
     Outcome,
+    Page,
     PermanentError,
     Push,
     RateLimited,
@@ -108,6 +109,19 @@ async def settled(client: SpikeClient) -> str:
     return pages[-1].cursor
 
 
+async def resolved_then_polled(sim: SpikeSimulator, client: SpikeClient, cursor: str,
+                               iid: str) -> tuple[list[Page], dict[str, Incident]]:
+    """``iid`` resolved in Spike a few seconds after the poll that gave ``cursor`` (the sweep
+    is not due), then the next poll: it comes out resolved, through exactly one resolve read."""
+    sim.clock.advance(5)
+    sim.act(iid, "resolve")
+    sim.calls.clear()
+    pages, seen = await collect(client, cursor)
+    assert seen[iid].state is State.RESOLVED
+    assert resolve_reads(sim) == 1
+    return pages, seen
+
+
 async def test_idle_poll_costs_the_open_lists_only(sim: SpikeSimulator,
                                                    client: SpikeClient) -> None:
     """Spike has no updated-since filter: an idle delta poll reads both open lists to their end,
@@ -138,12 +152,9 @@ async def test_known_incident_resolved_between_polls_is_read(sim: SpikeSimulator
                                                              client: SpikeClient) -> None:
     a, b = fire(sim, "a"), fire(sim, "b")
     cursor = await settled(client)
-    sim.clock.advance(5)  # the sweep is not due: only a known id leaving the lists reads
-    sim.act(a, "resolve")
-    sim.calls.clear()
-    _pages, seen = await collect(client, cursor)
-    assert seen[a].state is State.RESOLVED and seen[b].state is State.TRIGGERED
-    assert resolve_reads(sim) == 1
+    # the sweep is not due: only a known id leaving the lists reads
+    _pages, seen = await resolved_then_polled(sim, client, cursor, a)
+    assert seen[b].state is State.TRIGGERED
 
 
 async def test_created_copy_resolved_before_the_next_poll_is_read(
@@ -153,12 +164,7 @@ async def test_created_copy_resolved_before_the_next_poll_is_read(
     cursor = await settled(client)
     gone = await client.create(NewIncident(marker="m-1", title="Copy"))
     kept = await client.create(NewIncident(marker="m-2", title="Copy 2"))
-    sim.act(gone.external_id, "resolve")
-    sim.clock.advance(5)
-    sim.calls.clear()
-    pages, seen = await collect(client, cursor)
-    assert seen[gone.external_id].state is State.RESOLVED
-    assert resolve_reads(sim) == 1
+    pages, _seen = await resolved_then_polled(sim, client, cursor, gone.external_id)
     # the copy still open is now remembered like any other: the next idle poll skips the read
     sim.clock.advance(5)
     sim.calls.clear()
@@ -175,12 +181,7 @@ async def test_copy_found_again_by_marker_counts_as_created(
     lost = await other.create(NewIncident(marker="m-lost", title="Copy"))
     found = await client.find_created("m-lost")
     assert found is not None and found.external_id == lost.external_id
-    sim.act(lost.external_id, "resolve")
-    sim.clock.advance(5)
-    sim.calls.clear()
-    _pages, seen = await collect(client, cursor)
-    assert seen[lost.external_id].state is State.RESOLVED
-    assert resolve_reads(sim) == 1
+    await resolved_then_polled(sim, client, cursor, lost.external_id)
 
 
 async def test_outside_flap_is_read_at_the_sweep_and_since_holds(sim: SpikeSimulator) -> None:
