@@ -39,15 +39,19 @@ def settings_for(sim: PagerDutySimulator, **extra: Any) -> PagerDutySettings:
         "budget_fraction": 1.0, "max_retries": 2, **extra})
 
 
-def make_client(sim: PagerDutySimulator, app: Any = None, **extra: Any) -> PagerDutyClient:
+def make_client(sim: PagerDutySimulator, app: Any = None, *,
+                behind: timedelta | None = None, **extra: Any) -> PagerDutyClient:
+    """``behind``: the client's clock is the simulator's minus that (a vendor clock ahead of
+    ours); None keeps the client's own clock."""
     async def sleep(seconds: float) -> None:
         sim.clock.advance(seconds)  # retries wait on the simulator's clock, not real time
 
     transport = httpx.ASGITransport(app=app or sim.app)
     # The budget runs on the simulator's clock too, so a 429 pause ends when the sim says so.
     budget = Budget(PagerDutyClient.limits, 1.0, clock=sim.clock.monotonic)
+    clock = {} if behind is None else {"clock": lambda: sim.clock.now() - behind}
     return PagerDutyClient("pd", settings_for(sim, **extra), transport=transport,
-                           budget=budget, backoff_base=0.001, sleep=sleep)
+                           budget=budget, backoff_base=0.001, sleep=sleep, **clock)
 
 
 @pytest.fixture
@@ -566,18 +570,6 @@ async def test_feed_yields_each_page_of_entries_as_it_is_read(sim: PagerDutySimu
     assert sorted(seen) == sorted(ids)
 
 
-def sim_clock_client(sim: PagerDutySimulator, behind: timedelta = timedelta(0)
-                     ) -> PagerDutyClient:
-    """A client whose clock is the simulator's (``behind`` it: a vendor clock ahead of ours)."""
-    async def sleep(seconds: float) -> None:
-        sim.clock.advance(seconds)
-
-    return PagerDutyClient(
-        "pd", settings_for(sim, sweep_pages=0), transport=httpx.ASGITransport(app=sim.app),
-        budget=Budget(PagerDutyClient.limits, 1.0, clock=sim.clock.monotonic),
-        backoff_base=0.001, sleep=sleep, clock=lambda: sim.clock.now() - behind)
-
-
 async def test_feed_past_the_offset_cap_splits_its_window_and_drops_no_resolve(
         sim: PagerDutySimulator) -> None:
     """More log entries since the cursor than offset paging reaches (offset + limit <= 10,000,
@@ -586,7 +578,7 @@ async def test_feed_past_the_offset_cap_splits_its_window_and_drops_no_resolve(
     only, so none of these resolves would ever be seen. One entry per incident, so an entry
     lost at a split boundary is an incident missing; PagerDuty's clock is 3 hours ahead of
     ours, so the open-ended window must end at its newest entry, not at our clock."""
-    client = sim_clock_client(sim, behind=timedelta(hours=3))
+    client = make_client(sim, behind=timedelta(hours=3), sweep_pages=0)
     ids = sim.seed_incidents(10_000)
     _, cursor = await collect(client, None)
     for iid in ids:  # 10,000 resolve entries, one a second
@@ -605,7 +597,7 @@ async def test_feed_window_that_cannot_be_split_falls_back_to_a_resync(
         sim: PagerDutySimulator) -> None:
     """10,000 entries within one second cannot be split (stamps are whole seconds): the poll
     does not fail forever on the same window; it resyncs (lossy, and says so) and moves on."""
-    client = sim_clock_client(sim)
+    client = make_client(sim, behind=timedelta(0), sweep_pages=0)
     ids = sim.seed_incidents(10_000)
     keep = ids.pop()
     _, cursor = await collect(client, None)
