@@ -314,7 +314,9 @@ class Daemon:
         """Push ``account``'s due actions (``whole``: only whole pushes, see
         :meth:`~syncd.engine.dispatcher.Dispatcher.dispatch`). One at a time per account: a
         request while one runs (which read its rows before) makes one more run after it,
-        unless that one failed (its retries are scheduled)."""
+        unless that one halted (rate limited, credentials or TLS refused, the vendor failing:
+        its retries are scheduled). One that only parked or rescheduled some rows and went
+        on does not hold the rows committed meanwhile back."""
         lock = self._dispatch_locks.setdefault(account, anyio.Lock())
         if self._blocked(account):
             return  # credentials or TLS refused
@@ -325,7 +327,7 @@ class Daemon:
             while True:
                 result = await self.engine.dispatch(account, whole=whole)
                 again = self._again.pop(account, None)
-                if again is None or not result.ok or self.health.stopping:
+                if again is None or result.halted or self.health.stopping:
                     return
                 whole = again
 

@@ -53,6 +53,12 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class DispatchResult:
+    """What one dispatch of an account did. ``errors`` holds every vendor error it met,
+    including a refused row it parked or a malformed answer it rescheduled and then went on;
+    ``halted`` says it stopped working for the account before it went through every due row
+    (rate limited, credentials or TLS refused, the vendor failing transiently): the rows it
+    left stay pending, and another dispatch right now would only meet the same wall."""
+
     account: str
     pushed: int = 0
     done: int = 0
@@ -61,6 +67,7 @@ class DispatchResult:
     calls: int = 0
     errors: list[str] = field(default_factory=list)
     auth_failed: bool = False
+    halted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -96,19 +103,21 @@ class Dispatcher:
         # its creator's context): a push's own reads must never wait for pushes.
         reads = POLL_READS.set(None)
         try:
-            await self._dispatch_rows(rows, result, whole)
+            result.halted = not await self._dispatch_rows(rows, result, whole)
         finally:
             POLL_READS.reset(reads)
             self.client.budget.pushing -= 1
         return result
 
     async def _dispatch_rows(self, rows: list[tuple[Outbox, Record | None]],
-                             result: DispatchResult, whole: bool) -> None:
+                             result: DispatchResult, whole: bool) -> bool:
+        """Push ``rows``. Returns False when a push or create said this account should stop
+        for now (the rest stay pending)."""
         batches: dict[tuple[str, str | None], list[tuple[Outbox, Record]]] = defaultdict(list)
         for row, record in rows:
             if record is None:  # Action.CREATE: the record does not exist yet
                 if not whole and not await self._create(row, result):
-                    return
+                    return False
                 continue
             key = (row.action, row.value if row.action == Action.SET_SEVERITY.value else None)
             batches[key].append((row, record))
@@ -119,7 +128,8 @@ class Dispatcher:
                 if not items:
                     continue
             if not await self._push_group(action, items, result, whole=whole):
-                return
+                return False
+        return True
 
     def whole_push(self, action: Action) -> int:
         """Records one ``push`` call carries at most: ``batch_size`` per vendor write, or

@@ -114,33 +114,90 @@ async def test_pushes_start_while_the_poll_still_reads(tmp_path: Path) -> None:
         await w.close()
 
 
+async def linked(w: World, **faults: object) -> list[str]:
+    """20 alerts linked in both accounts; ``faults`` (if any) injected into incident.io."""
+    keys = [f"storm-{i}" for i in range(20)]
+    for key in keys:
+        w.alert(key)
+    await w.settle()
+    if faults:
+        async with w.sims["ii"].client() as control:
+            assert (await control.post("/_sim/faults", json={"error_rate": 1.0, **faults})
+                    ).is_success
+    return keys
+
+
+async def owed_while_pushing(w: World, keys: list[str]) -> None:
+    """Poll PagerDuty and run incident.io's dispatch of what it owes; while that is pushing
+    (slowed by network latency), ack ``keys`` in PagerDuty, poll it (the acks owed to
+    incident.io are committed after the running dispatch read its rows) and ask for a
+    dispatch, as a new page would."""
+    await w.engine.poll("pd")
+    daemon = Daemon(w.config, w.ledger, w.engine)
+    ii = w.sims["ii"]
+    ii.network_latency = 0.3
+    lock_held = False
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon._dispatch, "ii")
+        assert await until(lambda: ii.inflight)
+        for key in keys:
+            w.act("pd", key, "acknowledge")
+        await w.engine.poll("pd")
+        lock_held = daemon._dispatch_locks["ii"].locked()
+        await daemon._dispatch("ii")  # returns at once: the running one decides what follows
+    ii.network_latency = 0.0
+    assert lock_held
+
+
 async def test_a_dispatch_asked_for_while_one_runs_follows_it(tmp_path: Path) -> None:
     """Acks owed while incident.io's dispatch is pushing (it read its rows before them) go out
     right after it, not at some later round."""
     w = World(tmp_path, {"pd": "pagerduty", "ii": "incidentio"}, GROUPS)
     try:
-        for i in range(20):
-            w.alert(f"storm-{i}")
-        await w.settle()
-        keys = [f"storm-{i}" for i in range(20)]
+        keys = await linked(w)
         for key in keys[:10]:
             w.act("pd", key, "acknowledge")
-        await w.engine.poll("pd")
-        daemon = Daemon(w.config, w.ledger, w.engine)
-        ii = w.sims["ii"]
-        ii.network_latency = 0.3  # the first dispatch is still pushing when more are owed
-        lock_held = False
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(daemon._dispatch, "ii")
-            assert await until(lambda: ii.inflight)
-            for key in keys[10:]:
-                w.act("pd", key, "acknowledge")
-            await w.engine.poll("pd")
-            lock_held = daemon._dispatch_locks["ii"].locked()
-            await daemon._dispatch("ii")  # returns at once: the running one runs it after
-        assert lock_held
+        await owed_while_pushing(w, keys[10:])
         assert all(w.incident("ii", k)["state"] == "acknowledged" for k in keys)
         assert pending(w) == 0
+    finally:
+        await w.close()
+
+
+async def test_a_parked_row_does_not_hold_back_the_dispatch_asked_for_meanwhile(
+        tmp_path: Path) -> None:
+    """incident.io refuses one resolve for good (a 400 on the status list it needs) while the
+    acks go through: that dispatch parks the resolve and goes on, so it did not stop the
+    account, and the acks owed meanwhile still go out right after it."""
+    w = World(tmp_path, {"pd": "pagerduty", "ii": "incidentio"}, GROUPS)
+    try:
+        keys = await linked(w, error_status=400, routes=["/v1/incident_statuses"])
+        w.act("pd", keys[0], "resolve")
+        for key in keys[1:10]:
+            w.act("pd", key, "acknowledge")
+        await owed_while_pushing(w, keys[10:])
+        assert all(w.incident("ii", k)["state"] == "acknowledged" for k in keys[1:])
+        assert w.incident("ii", keys[0])["state"] == "triggered"
+        depth = w.ledger.call(lambda tx: tx.outbox_depth())
+        assert depth.get("parked") == 1 and depth.get("pending", 0) == 0
+    finally:
+        await w.close()
+
+
+async def test_a_dispatch_that_stops_the_account_runs_none_after_it(tmp_path: Path) -> None:
+    """incident.io refuses the credentials for its acks (401): that dispatch stops the account,
+    so the dispatch asked for meanwhile does not run after it (it would only meet the same
+    refusal); the acks owed meanwhile stay pending, never tried."""
+    w = World(tmp_path, {"pd": "pagerduty", "ii": "incidentio"}, GROUPS)
+    try:
+        keys = await linked(w, error_status=401, routes=[RESPOND])
+        for key in keys[:10]:
+            w.act("pd", key, "acknowledge")
+        await owed_while_pushing(w, keys[10:])
+        far = utcnow() + timedelta(hours=1)
+        rows = w.ledger.call(lambda tx: tx.due("ii", far))
+        assert len(rows) == 20
+        assert len([r for r in rows if r.last_error is None]) == 10
     finally:
         await w.close()
 
