@@ -43,7 +43,9 @@ import json
 import math
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any, ClassVar, Literal, Unpack
 
 import httpx
@@ -488,8 +490,8 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         cursor = _dump_cursor(newest, sorted(eid for at, eid in entries if at >= keep), sweep)
         yield Page(self._unsent(latest, sent), cursor, skipped)
 
-    async def _log_pages(self, since: datetime, until: datetime | None
-                         ) -> AsyncIterator[list[Any]]:
+    async def _log_pages(self, since: datetime, until: datetime | None,
+                         skip: set[str] | None = None) -> AsyncIterator[list[Any]]:
         """Log entries in [since, until) (``until`` None: no end) page by page. A window
         holding more entries than the offset cap lets us page through is halved until each half
         fits, as PYPD's ``iter_history`` does (notes §5.6: since/until are under the same
@@ -498,29 +500,62 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         open-ended, and ends at the newest entry read when the vendor's clock is ahead of ours,
         so that skew loses nothing either. A window that cannot be split (under two seconds:
         stamps are whole seconds) raises :class:`_Unsplittable`. (Unlike ``GET /incidents``,
-        notes §5.1, nothing says this endpoint honours only the date part of since/until.)"""
+        notes §5.1, nothing says this endpoint honours only the date part of since/until.)
+
+        Every page's ``total`` counts, not only the first's: a busy account's feed can grow
+        past the cap while it is read, and the walk would then fail at the cap with a 400
+        (notes §2). The rest of the window, what the pages read so far cannot have covered
+        (:func:`_rest_end`), is then read the same way, as a window of its own. Each entry is
+        yielded once (``skip``: ids this read has yielded), though entries added meanwhile
+        shift the offset pages and the rest re-reads the boundary second."""
+        skip = set() if skip is None else skip
         params: dict[str, Any] = {"since": _stamp(since), "include[]": ["incidents"],
                                   "total": "true"}
         if until is not None:
             params["until"] = _stamp(until)
-        first = True
-        async for items, body in self._pages("/log_entries", "log_entries", params):
-            if first:
-                first = False
+        read: list[list[datetime]] = []  # entry times of each page read, in the vendor's order
+        async with aclosing(self._pages("/log_entries", "log_entries", params)) as pages:
+            async for items, body in pages:
                 total = body.get("total")
-                if isinstance(total, int) and total + self.settings.page_size > OFFSET_CAP:
-                    end = until or max([self._clock(), *_entry_times(items)])
-                    if end - since < 2 * MIN_LOG_WINDOW:
-                        raise _Unsplittable(total)
-                    mid = (since + (end - since) / 2).replace(microsecond=0)  # whole seconds
-                    log.info("pagerduty.feed_split", account=self.account, total=total,
-                             since=_stamp(since), until=_stamp(mid))
-                    async for more in self._log_pages(since, mid):
-                        yield more
-                    async for more in self._log_pages(mid, until):
+                over = isinstance(total, int) and total + self.settings.page_size > OFFSET_CAP
+                if over and not read:  # the whole window is too big: halve it
+                    async for more in self._halves(since, until, _entry_times(items), total,
+                                                   skip):
                         yield more
                     return
-            yield items
+                read.append(_entry_times(items))
+                fresh = _unseen(items, skip)
+                if fresh:
+                    yield fresh
+                if over:
+                    rest = _rest_end(read)
+                    log.info("pagerduty.feed_grew", account=self.account, total=total,
+                             since=_stamp(since), rest_until=rest and _stamp(rest))
+                    if rest is None or (until is not None and rest >= until):
+                        # Not read newest first, or the rest is the whole window: halve it.
+                        async for more in self._halves(
+                                since, until, [t for page in read for t in page], total, skip):
+                            yield more
+                    else:
+                        async for more in self._log_pages(since, rest, skip):
+                            yield more
+                    return
+
+    async def _halves(self, since: datetime, until: datetime | None, times: list[datetime],
+                      total: int, skip: set[str]) -> AsyncIterator[list[Any]]:
+        """Read [since, until) as two halves (see :meth:`_log_pages`). ``times``: of the
+        entries read in the window; an open window ends at the newest of them when that is
+        past our clock."""
+        end = until or max([self._clock(), *times])
+        if end - since < 2 * MIN_LOG_WINDOW:
+            raise _Unsplittable(total)
+        mid = (since + (end - since) / 2).replace(microsecond=0)  # whole seconds
+        log.info("pagerduty.feed_split", account=self.account, total=total,
+                 since=_stamp(since), until=_stamp(mid))
+        async for more in self._log_pages(since, mid, skip):
+            yield more
+        async for more in self._log_pages(mid, until, skip):
+            yield more
 
     @staticmethod
     def _unsent(latest: dict[str, Incident], sent: dict[str, Incident]) -> list[Incident]:
@@ -955,6 +990,38 @@ def _entry_times(items: Sequence[Any]) -> list[datetime]:
         if at is not None:
             out.append(at)
     return out
+
+
+def _unseen(items: Sequence[Any], skip: set[str]) -> list[Any]:
+    """The log entries of a page not in ``skip`` (ids yielded already), now added to it. An
+    entry without a string id is kept: the feed counts it as skipped."""
+    out = []
+    for raw in items:
+        eid = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(eid, str):
+            if eid in skip:
+                continue
+            skip.add(eid)
+        out.append(raw)
+    return out
+
+
+def _rest_end(pages: Sequence[Sequence[datetime]]) -> datetime | None:
+    """Where the part of a log-entry window its pages have not read ends, or None when that
+    cannot be known.
+
+    PagerDuty lists log entries newest first, but does not document it (notes §5.6), so the
+    order is checked on the pages read (each page newest first, and they show it at least
+    once) rather than assumed. In that order, entries added while the window is read go in
+    front and only push older ones to later offsets (they are read twice, never skipped), so
+    an entry not read yet is no newer than the last page's oldest: the rest ends one second
+    (stamps are whole seconds) after it, its second read again."""
+    if not pages or not pages[-1]:
+        return None
+    steps = [b - a for page in pages for a, b in pairwise(page)]
+    if not steps or any(step > timedelta(0) for step in steps) or not any(steps):
+        return None
+    return min(pages[-1]).replace(microsecond=0) + MIN_LOG_WINDOW
 
 
 def _float(value: str | None) -> float | None:

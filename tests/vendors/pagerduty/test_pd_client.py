@@ -593,6 +593,89 @@ async def test_feed_past_the_offset_cap_splits_its_window_and_drops_no_resolve(
     assert sim.call_count(route="/log_entries") >= 100
 
 
+def growing_feed(sim: PagerDutySimulator, grow: Callable[[], None], *,
+                 oldest_first: bool = False) -> Any:
+    """A busy account: once the first log-entries page is answered, ``grow`` logs more (the
+    account keeps logging while the feed is read). ``oldest_first`` lists each page oldest
+    first: PagerDuty documents no order (notes §5.6)."""
+    answered = 0
+
+    def change(body: bytes) -> tuple[int, str, bytes]:
+        nonlocal answered
+        answered += 1
+        if answered == 1:
+            grow()
+        data = json.loads(body)
+        if oldest_first:
+            data["log_entries"].reverse()
+        return 200, "application/json", json.dumps(data).encode()
+    return corrupting(sim, "/log_entries", change)
+
+
+def resolve_all(sim: PagerDutySimulator, ids: list[str]) -> Callable[[], None]:
+    """Resolve ``ids`` one a second: one log entry each, so an entry lost is an incident
+    missing."""
+    def grow() -> None:
+        for iid in ids:
+            sim.clock.advance(1)
+            sim.act(iid, "resolve")
+    return grow
+
+
+def busy_account(sim: PagerDutySimulator, *, oldest_first: bool = False
+                 ) -> tuple[PagerDutyClient, list[str], list[str]]:
+    """10,100 incidents; the client's feed will find 9,850 resolves when it starts reading
+    (the first page's total fits under the offset cap) and 250 more after its first page, so
+    a later page's total shows the walk would pass the cap (it would fail with a 400 there).
+    Returns the client and the incidents resolved before and during the read."""
+    ids = sim.seed_incidents(10_100)
+    before, during = ids[:9_850], ids[9_850:]
+    client = make_client(sim, growing_feed(sim, resolve_all(sim, during),
+                                           oldest_first=oldest_first),
+                         behind=timedelta(0), sweep_pages=0)
+    return client, before, during
+
+
+@pytest.mark.parametrize("oldest_first", [False, True], ids=["newest-first", "oldest-first"])
+async def test_feed_window_that_grows_past_the_offset_cap_while_read_is_read_once(
+        sim: PagerDutySimulator, oldest_first: bool) -> None:
+    """The feed grows past the cap while it is read: the rest of the window is read as a
+    window of its own (newest first, as PagerDuty lists them; in any other order the window
+    is halved), and every entry is yielded exactly once, however the new entries shifted the
+    offset pages."""
+    client, before, during = busy_account(sim, oldest_first=oldest_first)
+    since = sim.clock.now()
+    resolve_all(sim, before)()
+    with structlog.testing.capture_logs() as logs:
+        entries = [e async for page in client._log_pages(since, None) for e in page]
+    await client.aclose()
+    entry_ids = [e["id"] for e in entries]
+    assert len(entry_ids) == len(set(entry_ids)), "an entry yielded twice"
+    resolved = {e["incident"]["id"] for e in entries}
+    assert set(before) <= resolved <= set(before + during)
+    assert any(e["event"] == "pagerduty.feed_grew" for e in logs)
+
+
+async def test_poll_of_a_feed_that_grows_past_the_offset_cap_sees_every_change(
+        sim: PagerDutySimulator) -> None:
+    """The same growth in a poll: it succeeds (no resync) and sees every resolve logged
+    before it started; those logged while it read reach it or the next poll."""
+    client, before, during = busy_account(sim)
+    start = make_client(sim, behind=timedelta(0))
+    _, cursor = await collect(start, None)
+    await start.aclose()
+    resolve_all(sim, before)()
+    sim.calls.clear()
+    pages, cursor = await collect(client, cursor)
+    seen = {i.external_id: i.state for p in pages for i in p.incidents}
+    assert {i: seen.get(i) for i in before} == dict.fromkeys(before, State.RESOLVED)
+    assert sim.call_count(route="/incidents") == 0  # no resync
+    pages, _ = await collect(client, cursor)
+    await client.aclose()
+    seen.update({i.external_id: i.state for p in pages for i in p.incidents})
+    assert seen == dict.fromkeys(before + during, State.RESOLVED)
+
+
 async def test_feed_window_that_cannot_be_split_falls_back_to_a_resync(
         sim: PagerDutySimulator) -> None:
     """10,000 entries within one second cannot be split (stamps are whole seconds): the poll
