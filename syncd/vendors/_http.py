@@ -19,13 +19,14 @@ all of them, so that a retry storm or a leaked key is fixed in one place:
 
 from __future__ import annotations
 
+import codecs
 import functools
 import json as jsonlib
 import random
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -53,6 +54,12 @@ MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 is far smaller (a page of 100 PagerDuty incidents is about 200 KB); a bigger answer is refused as
 MalformedResponse as soon as it passes the cap, before it can take the daemon's memory (a 30 MB
 answer once took the daemon to 264 MB)."""
+
+MAX_STREAMED_BYTES = 16 * MAX_RESPONSE_BYTES
+"""The largest unpaginated list syncd reads (160 MiB), element by element
+(:meth:`VendorHTTP.items`): memory holds one element at a time, so this cap only bounds how long
+one read may take. Splunk On-Call's live list is 7.3 MB at 10,000 open incidents, so this is
+some 200,000 incidents; each element stays under :data:`MAX_RESPONSE_BYTES`."""
 
 Classifier = Callable[[httpx.Response, str], VendorError | None]
 """Vendor hook: turn a response into an error (or None to accept it). Runs before the default."""
@@ -169,13 +176,15 @@ class VendorHTTP:
         headers: Mapping[str, str] | None = None,
         write: bool | None = None,
         idempotent: bool | None = None,
+        stream: bool = False,
     ) -> httpx.Response:
         """Send ``method route`` and return a successful response or raise a VendorError.
 
         ``route`` is the template ("/incidents/{id}"); ``path`` fills it. ``write`` (default: not
         GET) decides budget priority; ``idempotent`` (default: GET/PUT/DELETE) decides whether a
         transient failure is retried. Rate-limit answers are always retried: the vendor did not
-        act on them.
+        act on them. ``stream``: a successful (2xx) answer is returned unread and open, for the
+        caller to read and close (its classifier sees the status and headers only).
         """
         method = method.upper()
         endpoint = f"{method} {route}"
@@ -192,7 +201,8 @@ class VendorHTTP:
                 # transports that enforce no timeouts at all (in-process ASGI).
                 with anyio.fail_after(self.timeout * 2):
                     response = await self._exchange(
-                        method, url, endpoint, params=params, json=json, headers=headers
+                        method, url, endpoint, stream, params=params, json=json,
+                        headers=headers,
                     )
             except (httpx.TimeoutException, TimeoutError) as exc:
                 error: VendorError = TransientError(
@@ -218,6 +228,7 @@ class VendorHTTP:
                 )
                 if found is None:
                     return response
+                await _close(response)
                 found.account, found.endpoint = self.account, endpoint
                 found.args = (found._render(),)
                 error = found
@@ -246,18 +257,18 @@ class VendorHTTP:
             attempt += 1
             await self._sleep(delay)
 
-    async def _exchange(self, method: str, url: str, endpoint: str, **kw: Any
+    async def _exchange(self, method: str, url: str, endpoint: str, keep_open: bool, **kw: Any
                         ) -> httpx.Response:
-        """Send one request and read its body as a stream, at most :data:`MAX_RESPONSE_BYTES`."""
+        """Send one request and read its body as a stream, at most :data:`MAX_RESPONSE_BYTES`
+        (``keep_open``: a 2xx answer's body is left for the caller)."""
         request = self.client.build_request(method, url, **kw)
         response = await self.client.send(request, stream=True)
+        if keep_open and response.is_success:
+            return response
         try:
             await read_capped(response, self.max_body, endpoint=endpoint, account=self.account)
         finally:
-            await response.aclose()
-            # httpx binds the response and its stream to each other (a reference cycle): left
-            # alone, every body read waits for the cyclic garbage collector, a few MB at idle.
-            response.stream = httpx.ByteStream(b"")
+            await _close(response)
         return response
 
     def _transport_error(self, exc: httpx.TransportError, endpoint: str) -> VendorError:
@@ -277,13 +288,34 @@ class VendorHTTP:
         response = await self.request(method, route, **kw)
         return parse_json(response, f"{method.upper()} {route}", self.account)
 
-    async def items(self, method: str, route: str, key: str, **kw: Any) -> Iterator[Any]:
+    async def items(self, method: str, route: str, key: str, **kw: Any) -> AsyncIterator[Any]:
         """Like :meth:`json` followed by ``require(body, key, list)``, but the array's elements
-        are decoded one at a time as the caller iterates (see :func:`json_items`): for an
-        unpaginated list, which can be several MB of JSON, so that it never exists whole as
-        Python objects. Errors are raised while iterating."""
-        response = await self.request(method, route, **kw)
-        return json_items(response, key, f"{method.upper()} {route}", self.account)
+        are read from the network and decoded one at a time as the caller iterates (see
+        :func:`json_items`): for an unpaginated list, which can be several MB of JSON, so that
+        it is never held whole. Errors are raised while iterating; one after the first element
+        is not retried (the caller has seen part of the answer), and a dropped connection is a
+        TransientError. Iterate to the end, or close the iterator
+        (``contextlib.aclosing``), so the connection goes back to the pool at once."""
+        endpoint = f"{method.upper()} {route}"
+        response = await self.request(method, route, stream=True, **kw)
+        try:
+            async for item in json_items(response, key, endpoint, self.account,
+                                         gap_cap=self.max_body):
+                yield item
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise TransientError(f"timed out reading the answer ({type(exc).__name__})",
+                                 account=self.account, endpoint=endpoint) from None
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, endpoint) from None
+        finally:
+            await _close(response)
+
+
+async def _close(response: httpx.Response) -> None:
+    await response.aclose()
+    # httpx binds the response and its stream to each other (a reference cycle): left alone,
+    # every body read waits for the cyclic garbage collector, a few MB at idle.
+    response.stream = httpx.ByteStream(b"")
 
 
 def parse_json(response: httpx.Response, endpoint: str, account: str) -> Any:
@@ -303,32 +335,150 @@ def parse_json(response: httpx.Response, endpoint: str, account: str) -> Any:
 
 _SPACE = re.compile(r"[ \t\n\r]*")  # JSON's insignificant whitespace, as the json module has it
 _DECODER = jsonlib.JSONDecoder()
+_NUMBER_GOES_ON = frozenset("0123456789+-.eE")
+"""What may still follow the end of a text's last number in a later chunk: ``12`` at the end
+of one chunk can be ``12.5e3`` once the next arrives."""
 
 
-def json_items(response: httpx.Response, key: str, endpoint: str, account: str
-               ) -> Iterator[Any]:
-    """The elements of the array at ``key`` of a JSON object body, decoded one by one.
+class _OverCap(Exception):
+    """A streamed body went past a cap (refused as MalformedResponse, not as invalid JSON)."""
+
+
+class _Text:
+    """The decoded text of a streamed body, read only as far as the parser needs it.
+
+    ``text[i:]`` is what is left to parse; what was parsed is dropped whenever a chunk arrives,
+    so the process holds one chunk plus the element being decoded, not the body. Bytes are
+    decoded as ``json.loads`` decodes them (``json.detect_encoding`` on the first bytes,
+    ``surrogatepass``), with an incremental decoder so a character split between two chunks
+    decodes whole."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], *, gap_cap: int, total_cap: int) -> None:
+        self._chunks = chunks
+        self._gap_cap, self._total_cap = gap_cap, total_cap
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._head = b""
+        self.text, self.i = "", 0
+        self.done = False
+        self.size = 0  # bytes read
+        self.gap = 0  # characters parsed since the last element was handed out
+
+    async def more(self) -> bool:
+        """Append the next chunk's text; False when the body has ended. Refused when what
+        waits for it (the unparsed text, and what was parsed since the last element) is
+        already over the gap cap: one element, or a stall, too large to keep reading."""
+        while not self.done:
+            self._check(self.gap + len(self.text) - self.i)
+            chunk = await anext(self._chunks, None)
+            if chunk is None:
+                self.done = True
+                new = self._decode(b"", final=True)
+            else:
+                self.size += len(chunk)
+                if self.size > self._total_cap:
+                    raise _OverCap(f"response is over the {self._total_cap}-byte cap; "
+                                   "not read further")
+                new = self._decode(chunk, final=False)
+            if new:
+                self.text, self.i = self.text[self.i:] + new, 0
+                return True
+        return False
+
+    def _check(self, gap: int) -> None:
+        if gap > self._gap_cap:
+            raise _OverCap(f"response is over the {self._gap_cap}-byte cap without a complete "
+                           "element; not read further")
+
+    def _parsed(self, end: int) -> None:
+        """The parser moves on to ``end``."""
+        self.gap += end - self.i
+        self.i = end
+        self._check(self.gap)
+
+    def _decode(self, chunk: bytes, *, final: bool) -> str:
+        if self._decoder is None:
+            self._head += chunk
+            if len(self._head) < 4 and not final:
+                return ""  # json.detect_encoding looks at up to four bytes
+            encoding = jsonlib.detect_encoding(self._head)
+            self._decoder = codecs.getincrementaldecoder(encoding)("surrogatepass")
+            chunk, self._head = self._head, b""
+        return self._decoder.decode(chunk, final)
+
+    async def rest(self) -> str:
+        """Everything left, read to the end (bounded by the caps)."""
+        while await self.more():
+            pass
+        return self.text[self.i:]
+
+    async def skip(self) -> str:
+        """Skip whitespace; the next character, or "" at the end of the body."""
+        while True:
+            self._parsed(_SPACE.match(self.text, self.i).end())  # type: ignore[union-attr]
+            if self.i < len(self.text):
+                return self.text[self.i]
+            if not await self.more():
+                return ""
+
+    async def value(self) -> Any:
+        """The JSON value at the position, reading on until it is whole. A value that fails
+        to decode, or a number that ends where the text does, waits for the text to double
+        (so a large element costs a few decodes, not one per chunk); at the end of the body
+        the decoder's answer is final."""
+        while True:
+            pending = len(self.text) - self.i
+            try:
+                value, end = _DECODER.raw_decode(self.text, self.i)
+            except ValueError:
+                if self.done:
+                    raise
+            else:
+                if self.done or (end < len(self.text)
+                                 and self.text[end] not in _NUMBER_GOES_ON):
+                    self._parsed(end)
+                    return value
+            while len(self.text) - self.i < max(2 * pending, pending + 1):
+                if not await self.more():
+                    break
+
+
+async def json_items(response: httpx.Response, key: str, endpoint: str, account: str, *,
+                     gap_cap: int = MAX_RESPONSE_BYTES,
+                     total_cap: int = MAX_STREAMED_BYTES) -> AsyncIterator[Any]:
+    """The elements of the array at ``key`` of a JSON object body, read from the network and
+    decoded one by one.
 
     ``json.loads`` of Splunk On-Call's unpaginated incident list (7.3 MB with 10,000 incidents)
-    builds ~29 MB of dicts and strings at once, which is what the daemon's idle memory was
-    made of (CPython's allocator keeps a 1 MiB arena as long as one object in it lives, so
-    each such peak leaves the process larger). Here every element is decoded by the json
-    module's own decoder (``JSONDecoder.raw_decode``, which decodes one value at an index:
-    https://docs.python.org/3/library/json.html#json.JSONDecoder.raw_decode) and dropped
-    when the caller moves on; the body is decoded to text as ``json.loads`` does
-    (``json.detect_encoding``) and the bytes are released. The same answers are refused as by
+    builds ~29 MB of dicts and strings at once, and reading the body whole holds it twice more
+    (chunks, then the joined bytes, then the text): each such peak leaves the process larger
+    (CPython's allocator keeps an arena as long as one object in it lives), and the 10 MiB
+    answer cap refused lists of more than ~14,000 incidents. Here the body is read as a stream
+    and every element is decoded by the json module's own decoder
+    (``JSONDecoder.raw_decode``, which decodes one value at an index:
+    https://docs.python.org/3/library/json.html#json.JSONDecoder.raw_decode) as soon as its
+    text has arrived, and dropped when the caller moves on. Caps: ``gap_cap`` bytes without a
+    complete element (what one element may take, and what a stalling answer may send before
+    it is refused) and ``total_cap`` bytes in all. The same answers are refused as by
     :func:`parse_json` + :func:`require`, with the same messages: invalid JSON anywhere
     (checked to the end, after the last element), no object, ``key`` missing or not a list;
     also a repeated ``key`` (``json.loads`` would keep the last one silently).
     """
     status = response.status_code
     kind = response.headers.get("content-type", "")
-    body = response.content
-    del response  # the caller's reference goes when it iterates: nothing keeps the bytes
+    declared = response.headers.get("content-length", "")
     try:
-        text = body.decode(jsonlib.detect_encoding(body), "surrogatepass") if body else ""
-        del body
-        yield from _array_at(text, key, endpoint, account)
+        if declared.isdigit() and int(declared) > total_cap:
+            raise _OverCap(f"response of {int(declared)} bytes is over the {total_cap}-byte "
+                           "cap")
+        text = _Text(response.aiter_bytes(), gap_cap=gap_cap, total_cap=total_cap)
+        async for item in _array_at(text, key, endpoint, account):
+            yield item
+    except _OverCap as exc:
+        raise malformed(str(exc), account=account, endpoint=endpoint, status=status) from None
+    except httpx.DecodingError:
+        encoding = response.headers.get("content-encoding", "")
+        raise malformed(f"body does not decode as its Content-Encoding ({encoding}) says",
+                        account=account, endpoint=endpoint, status=status) from None
     except RecursionError:
         raise malformed("JSON nested too deeply to parse", account=account, endpoint=endpoint,
                         status=status) from None
@@ -338,29 +488,29 @@ def json_items(response: httpx.Response, key: str, endpoint: str, account: str
                         status=status) from None
 
 
-def _array_at(text: str, key: str, endpoint: str, account: str) -> Iterator[Any]:
-    """:func:`json_items` on decoded text; ValueError for anything that is not JSON."""
-    space, decode = _SPACE.match, _DECODER.raw_decode
-    i = space(text).end()
-    if text[i:i + 1] != "{":
+async def _array_at(t: _Text, key: str, endpoint: str, account: str) -> AsyncIterator[Any]:
+    """:func:`json_items` on the body's text; ValueError for anything that is not JSON."""
+    if await t.skip() != "{":
         # Not an object (or no body): what require() says of it, once it is known to be JSON.
-        require(jsonlib.loads(text) if text else None, key, list, endpoint=endpoint,
+        rest = await t.rest()
+        require(jsonlib.loads(rest) if t.size else None, key, list, endpoint=endpoint,
                 account=account)
-    i = space(text, i + 1).end()
+    t.i += 1
     found = False
     problem: MalformedResponse | None = None  # raised once the whole body is known to be JSON
-    while text[i:i + 1] != "}":
-        if text[i:i + 1] != '"':
+    c = await t.skip()
+    while c != "}":
+        if c != '"':
             raise ValueError("expected a member name")
-        name, i = decode(text, i)
-        i = space(text, i).end()
-        if text[i:i + 1] != ":":
+        name = await t.value()
+        if await t.skip() != ":":
             raise ValueError("expected ':'")
-        i = space(text, i + 1).end()
+        t.i += 1
+        c = await t.skip()
         if name != key:
-            _, i = decode(text, i)
-        elif found or text[i:i + 1] != "[":
-            value, i = decode(text, i)
+            await t.value()
+        elif found or c != "[":
+            value = await t.value()
             if found:
                 problem = MalformedResponse(f"field {key!r} appears twice", account=account,
                                             endpoint=endpoint)
@@ -369,30 +519,33 @@ def _array_at(text: str, key: str, endpoint: str, account: str) -> Iterator[Any]
                     require({key: value}, key, list, endpoint=endpoint, account=account)
                 except MalformedResponse as exc:
                     problem = exc
+            del value
             found = True
         else:
             found = True
-            i = space(text, i + 1).end()
-            while text[i:i + 1] != "]":
-                item, i = decode(text, i)
-                yield item
-                del item
-                i = space(text, i).end()
-                if text[i:i + 1] == ",":
-                    i = space(text, i + 1).end()
-                    if text[i:i + 1] == "]":
+            t.i += 1
+            c = await t.skip()
+            while c != "]":
+                yield await t.value()
+                t.gap = 0
+                c = await t.skip()
+                if c == ",":
+                    t.i += 1
+                    if await t.skip() == "]":
                         raise ValueError("trailing comma")
-                elif text[i:i + 1] != "]":
+                elif c != "]":
                     raise ValueError("expected ',' or ']'")
-            i += 1
-        i = space(text, i).end()
-        if text[i:i + 1] == ",":
-            i = space(text, i + 1).end()
-            if text[i:i + 1] != '"':
+            t.i += 1
+        c = await t.skip()
+        if c == ",":
+            t.i += 1
+            c = await t.skip()
+            if c != '"':
                 raise ValueError("expected a member name")
-        elif text[i:i + 1] != "}":
+        elif c != "}":
             raise ValueError("expected ',' or '}'")
-    if space(text, i + 1).end() != len(text):
+    t.i += 1
+    if await t.skip() != "":
         raise ValueError("extra data")
     if problem is not None:
         raise problem

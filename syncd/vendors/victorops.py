@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal, Unpack
 from urllib.parse import urlsplit
@@ -266,25 +267,39 @@ class VictorOpsClient(ClientBase):
 
     def _parse_rows(self, rows: Iterable[Any], endpoint: str, skipped: list[Skipped],
                     bad_numbers: set[str]) -> Iterator[tuple[Incident, str]]:
-        """:meth:`_parse_list` one row at a time (skips are appended as they are met), so a
-        poll keeps only the incidents that changed, not all of them."""
+        """:meth:`_parse_list` one row at a time (skips are appended as they are met)."""
         for raw in rows:
-            try:
-                inc = self._parse(raw, endpoint)
-            except MalformedResponse as exc:
-                number = raw.get("incidentNumber") if isinstance(raw, dict) else None
-                metrics.MALFORMED.labels(self.account, endpoint).inc()
-                skipped.append(Skipped(endpoint, exc.message,
-                                       str(number) if number is not None else None))
-                if number is not None:
-                    bad_numbers.add(str(number))
-                continue
-            yield inc, _fingerprint(inc, raw)
+            parsed = self._parse_row(raw, endpoint, skipped, bad_numbers)
+            if parsed is not None:
+                yield parsed
 
-    async def _live(self) -> Iterator[Any]:
-        """The live list's rows, decoded one at a time as they are iterated: the list is
-        unpaginated (7.3 MB of JSON with 10,000 open incidents), and every poll reads it."""
-        return await self.http.items("GET", INCIDENTS, "incidents")
+    def _parse_row(self, raw: Any, endpoint: str, skipped: list[Skipped],
+                   bad_numbers: set[str]) -> tuple[Incident, str] | None:
+        """One row parsed with its fingerprint, or None after noting why it was skipped."""
+        try:
+            inc = self._parse(raw, endpoint)
+        except MalformedResponse as exc:
+            number = raw.get("incidentNumber") if isinstance(raw, dict) else None
+            metrics.MALFORMED.labels(self.account, endpoint).inc()
+            skipped.append(Skipped(endpoint, exc.message,
+                                   str(number) if number is not None else None))
+            if number is not None:
+                bad_numbers.add(str(number))
+            return None
+        return inc, _fingerprint(inc, raw)
+
+    async def _live(self, skipped: list[Skipped], bad_numbers: set[str], *,
+                    write: bool = False) -> AsyncIterator[tuple[Incident, str]]:
+        """The live list's incidents with their fingerprints, read from the network and
+        decoded one at a time as they are iterated: the list is unpaginated (7.3 MB of JSON
+        with 10,000 open incidents) and every poll reads it, so a poll keeps only the
+        incidents that changed, never the list (see :meth:`VendorHTTP.items`)."""
+        endpoint = f"GET {INCIDENTS}"
+        async with aclosing(self.http.items("GET", INCIDENTS, "incidents", write=write)) as rows:
+            async for raw in rows:
+                parsed = self._parse_row(raw, endpoint, skipped, bad_numbers)
+                if parsed is not None:
+                    yield parsed
 
     # ------------------------------------------------------------------ poll
 
@@ -299,12 +314,11 @@ class VictorOpsClient(ClientBase):
         everything = full or state is None
         seen: dict[str, str] = state["seen"] if state else {}
         gone: set[str] = set(state["gone"]) if state else set()
-        endpoint = f"GET {INCIDENTS}"
         skipped: list[Skipped] = []
         bad: set[str] = set()
         new_seen: dict[str, str] = {}
         changed: list[Incident] = []
-        for inc, fp in self._parse_rows(await self._live(), endpoint, skipped, bad):
+        async for inc, fp in self._live(skipped, bad):
             new_seen[inc.external_id] = fp
             if everything or seen.get(inc.external_id) != fp:
                 changed.append(inc)
@@ -411,10 +425,9 @@ class VictorOpsClient(ClientBase):
         """cmdAccepted false: ALREADY when the incident is already at or past the target
         (never moving it backwards), REFUSED with the vendor's message otherwise."""
         current: dict[str, Incident] = {}
-        rows = await self._live_for_push()
-        parsed, _skipped, _bad = self._parse_list(rows, f"GET {INCIDENTS}")
-        current.update({inc.external_id: inc for inc, _fp in parsed if inc.external_id
-                        in refused})
+        async for inc, _fp in self._live([], set(), write=True):
+            if inc.external_id in refused:
+                current[inc.external_id] = inc
         for name in refused:
             if name in current:
                 continue
@@ -432,11 +445,6 @@ class VictorOpsClient(ClientBase):
             else:
                 out[name] = PushResult(name, Outcome.REFUSED, message, incident=inc)
         return out
-
-    async def _live_for_push(self) -> list[Any]:
-        data = await self.http.json("GET", INCIDENTS, write=True)
-        return require(data, "incidents", list, endpoint=f"GET {INCIDENTS}",
-                       account=self.account)
 
     # ------------------------------------------------------------------ create
 
@@ -487,8 +495,8 @@ class VictorOpsClient(ClientBase):
                              account=self.account, endpoint=f"GET {INCIDENTS}")
 
     async def _find_live(self, marker: str) -> Incident | None:
-        parsed, _s, _b = self._parse_list(await self._live(), f"GET {INCIDENTS}")
-        return _latest(inc for inc, _fp in parsed if inc.keys.get("dedup") == marker)
+        return _latest([inc async for inc, _fp in self._live([], set())
+                        if inc.keys.get("dedup") == marker])
 
     async def find_created(self, marker: str) -> Incident | None:
         found = await self._find_live(marker)

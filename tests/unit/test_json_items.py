@@ -1,13 +1,16 @@
-"""``json_items`` (a JSON array decoded one element at a time, for Splunk On-Call's unpaginated
-incident list) answers exactly what ``json.loads`` + ``require`` answer: the same elements for
-every body they accept, and a MalformedResponse with the same message for every body they
-refuse; the one difference is a repeated key, which it refuses instead of keeping the last."""
+"""``json_items`` (a JSON array read as a stream and decoded one element at a time, for Splunk
+On-Call's unpaginated incident list) answers exactly what ``json.loads`` + ``require`` answer,
+however the body is cut into chunks: the same elements for every body they accept, and a
+MalformedResponse with the same message for every body they refuse; the one difference is a
+repeated key, which it refuses instead of keeping the last."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from hypothesis import given, settings
@@ -22,33 +25,71 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                       | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=20)
 
 
-def both(body: bytes, content_type: str = "application/json") -> tuple[Any, Any]:
-    """(what json.loads + require say, what json_items says): a list, or the error message."""
-    def response() -> httpx.Response:
-        return httpx.Response(200, content=body, headers={"content-type": content_type})
+class Chunks(httpx.AsyncByteStream):
+    """A body as the network hands it over: in pieces of ``sizes`` bytes (cycled)."""
+
+    def __init__(self, body: bytes, sizes: list[int]) -> None:
+        self.body, self.sizes = body, sizes or [len(body) or 1]
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        at, n = 0, 0
+        while at < len(self.body):
+            size = self.sizes[n % len(self.sizes)]
+            yield self.body[at:at + size]
+            at, n = at + size, n + 1
+
+
+def streamed(body: bytes, sizes: list[int] | None = None,
+             content_type: str = "application/json") -> httpx.Response:
+    return httpx.Response(200, stream=Chunks(body, sizes or []),
+                          headers={"content-type": content_type})
+
+
+def items(response: httpx.Response, **caps: int) -> Any:
+    """What json_items hands out for ``response``: a list, or the error message."""
+    async def collect() -> list[Any]:
+        return [item async for item in json_items(response, "rows", EP, "a", **caps)]
     try:
-        old: Any = list(require(parse_json(response(), EP, "a"), "rows", list, endpoint=EP))
+        return anyio.run(collect)
+    except MalformedResponse as exc:
+        return exc.message
+
+
+def both(body: bytes, content_type: str = "application/json", sizes: list[int] | None = None
+         ) -> tuple[Any, Any]:
+    """(what json.loads + require say, what json_items says): a list, or the error message."""
+    response = httpx.Response(200, content=body, headers={"content-type": content_type})
+    try:
+        old: Any = list(require(parse_json(response, EP, "a"), "rows", list, endpoint=EP))
     except MalformedResponse as exc:
         old = exc.message
-    try:
-        new: Any = list(json_items(response(), "rows", EP, "a"))
-    except MalformedResponse as exc:
-        new = exc.message
-    return old, new
+    return old, items(streamed(body, sizes, content_type))
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.text(max_size=6), values, max_size=4), st.none() | values,
-       st.sampled_from(["", " ", "\n\t ", "\r\n"]), st.integers(0, 10**6))
-def test_the_same_answer_as_json_loads(obj: dict, rows: Any, space: str, cut: int) -> None:
+       st.sampled_from(["", " ", "\n\t ", "\r\n"]), st.integers(0, 10**6),
+       st.lists(st.integers(1, 40), max_size=5))
+def test_the_same_answer_as_json_loads(obj: dict, rows: Any, space: str, cut: int,
+                                       sizes: list[int]) -> None:
     if rows is not None:
         obj["rows"] = rows
     text = json.dumps(obj, indent=1 if cut % 2 else None, ensure_ascii=bool(cut % 3))
     text = space + text.replace(", ", "," + space).replace(": ", space + ":" + space) + space
-    old, new = both(text.encode())
+    old, new = both(text.encode(), sizes=sizes)
     assert old == new
     truncated = text.encode()[:cut % (len(text) + 1)]  # every prefix is refused the same way
-    assert both(truncated) == both(truncated)[:1] * 2
+    assert both(truncated, sizes=sizes) == both(truncated)[:1] * 2
+
+
+@pytest.mark.parametrize("sizes", [[1], [2], [3], [7]])
+def test_numbers_and_characters_cut_between_chunks_decode_whole(sizes: list[int]) -> None:
+    """A number at the end of a chunk may go on in the next (``12`` then ``.5e3``); a UTF-8 or
+    UTF-16 character may be split in two."""
+    body = '{"rows": [12.5e3, -0.25, 1E-2, 7, "\u00e9\u4e2d\U0001f600", true, null]}'
+    for encoded in (body.encode(), body.encode("utf-16"), body.encode("utf-32-le")):
+        assert both(encoded, sizes=sizes) == ([12500.0, -0.25, 0.01, 7, "\u00e9\u4e2d\U0001f600",
+                                               True, None],) * 2
 
 
 @pytest.mark.parametrize("body", [
@@ -68,11 +109,38 @@ def test_a_repeated_key_is_refused_not_silently_overwritten() -> None:
     assert both(b'{"rows": [1], "rows": [2]}') == ([2], "field 'rows' appears twice")
 
 
-def test_elements_are_decoded_as_they_are_iterated() -> None:
-    """The second element is not decoded before the first is handed out: an error after it
-    comes only when iteration reaches it."""
-    it = json_items(httpx.Response(200, content=b'{"rows": [{"a": 1}, {"b": ]}'), "rows", EP,
-                    "a")
-    assert next(it) == {"a": 1}
+async def test_elements_are_handed_out_as_their_text_arrives() -> None:
+    """The first element is handed out before the network has sent the rest, and an error
+    after it comes only when iteration reaches it."""
+    sent: list[bytes] = []
+
+    class Network(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for part in (b'{"rows": [{"a": 1}, ', b'{"b": ]}'):
+                sent.append(part)
+                yield part
+
+    it = json_items(httpx.Response(200, stream=Network()), "rows", EP, "a")
+    assert await anext(it) == {"a": 1}
+    assert len(sent) == 1
     with pytest.raises(MalformedResponse, match="invalid JSON"):
-        next(it)
+        await anext(it)
+
+
+def test_a_long_list_is_read_whole_but_no_element_or_stall_over_the_cap() -> None:
+    """The caps bound one element (and whitespace a stalling answer sends between elements)
+    and the whole answer, not the list: a list 20 times the element cap is read whole."""
+    element = {"id": "x" * 50}
+    body = json.dumps({"rows": [element] * 400}).encode()  # ~25 KB
+    assert items(streamed(body, [512]), gap_cap=1024) == [element] * 400
+    big = json.dumps({"rows": [{"id": "x" * 2000}]}).encode()
+    assert items(streamed(big, [512]), gap_cap=1024) == (
+        "response is over the 1024-byte cap without a complete element; not read further")
+    stall = b'{"rows": [1,' + b" " * 4096 + b"2]}"
+    assert "over the 1024-byte cap" in items(streamed(stall, [512]), gap_cap=1024)
+    assert items(streamed(body, [512]), total_cap=8192) == (
+        "response is over the 8192-byte cap; not read further")
+    declared = httpx.Response(200, stream=Chunks(body, [512]),
+                              headers={"content-length": str(len(body))})
+    assert items(declared, total_cap=8192) == (
+        f"response of {len(body)} bytes is over the 8192-byte cap")

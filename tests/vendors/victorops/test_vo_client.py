@@ -77,6 +77,27 @@ async def test_poll_full_then_incremental(sim, make_client) -> None:
     assert len(full) == 4
 
 
+async def test_a_live_list_larger_than_the_answer_cap_is_read_whole(sim, make_client) -> None:
+    """The live list is unpaginated (7.3 MB at 10,000 open incidents): read whole under the
+    10 MiB answer cap, an account with ~14,000 open incidents could never be polled. It is
+    read element by element, so the cap bounds one incident, not the list; here the cap is
+    cut to 16 KiB and the list is ~10 times that, for the poll, the refusal check of a push
+    and the marker search of a create."""
+    client = make_client()
+    client.http.max_body = 16 * 1024
+    ids = sim.seed_incidents(250)
+    sim.ingest("syncd", {"message_type": "CRITICAL", "entity_id": "disk-1"})
+    incidents, skipped, cursor = await poll_all(client)
+    assert len(incidents) == 251 and not skipped
+    sim.act(ids[0], "resolve")
+    results = await client.push(Action.ACKNOWLEDGE, pushes([ids[0]]))
+    assert results[0].outcome is Outcome.ALREADY and results[0].incident.state is State.RESOLVED
+    found = await client.find_created("disk-1")
+    assert found is not None and found.external_id == "251"
+    changed, _, _ = await poll_all(client, cursor)
+    assert [(i.external_id, i.state) for i in changed] == [(ids[0], State.RESOLVED)]
+
+
 async def test_resolves_that_age_out_come_from_reporting(sim, make_client) -> None:
     client = make_client()
     ids = sim.seed_incidents(3)
