@@ -22,6 +22,7 @@ from __future__ import annotations
 import codecs
 import functools
 import json as jsonlib
+import math
 import random
 import re
 import ssl
@@ -292,23 +293,39 @@ class VendorHTTP:
         """Like :meth:`json` followed by ``require(body, key, list)``, but the array's elements
         are read from the network and decoded one at a time as the caller iterates (see
         :func:`json_items`): for an unpaginated list, which can be several MB of JSON, so that
-        it is never held whole. Errors are raised while iterating; one after the first element
-        is not retried (the caller has seen part of the answer), and a dropped connection is a
-        TransientError. Iterate to the end, or close the iterator
-        (``contextlib.aclosing``), so the connection goes back to the pool at once."""
+        it is never held whole. Errors are raised while iterating. A dropped or stalled body
+        (the body's reads share one ``2 * timeout`` deadline, as a whole exchange does) is a
+        TransientError, retried like any other until the first element is handed out, not
+        after (the caller has seen part of the answer). Iterate to the end, or close the
+        iterator (``contextlib.aclosing``), so the connection is released at once."""
         endpoint = f"{method.upper()} {route}"
-        response = await self.request(method, route, stream=True, **kw)
-        try:
-            async for item in json_items(response, key, endpoint, self.account,
-                                         gap_cap=self.max_body):
-                yield item
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise TransientError(f"timed out reading the answer ({type(exc).__name__})",
-                                 account=self.account, endpoint=endpoint) from None
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, endpoint) from None
-        finally:
-            await _close(response)
+        attempt = 0
+        while True:
+            response = await self.request(method, route, stream=True, **kw)
+            handed_out = False
+            try:
+                async for item in json_items(response, key, endpoint, self.account,
+                                             gap_cap=self.max_body, wait=self.timeout * 2):
+                    handed_out = True
+                    yield item
+                return
+            except (httpx.TimeoutException, TimeoutError) as exc:
+                error: VendorError = TransientError(
+                    f"timed out reading the answer ({type(exc).__name__})",
+                    account=self.account, endpoint=endpoint)
+            except httpx.TransportError as exc:
+                error = self._transport_error(exc, endpoint)
+            finally:
+                await _close(response)
+            if handed_out or not isinstance(error, TransientError) or (
+                    attempt >= self.max_retries):
+                raise error
+            delay = self.backoff(attempt)
+            log.info("vendor.retry", account=self.account, endpoint=endpoint,
+                     attempt=attempt + 1, delay=round(delay, 3), error=type(error).__name__,
+                     status=None)
+            attempt += 1
+            await self._sleep(delay)
 
 
 async def _close(response: httpx.Response) -> None:
@@ -353,9 +370,11 @@ class _Text:
     ``surrogatepass``), with an incremental decoder so a character split between two chunks
     decodes whole."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], *, gap_cap: int, total_cap: int) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], *, gap_cap: int, total_cap: int,
+                 wait: float) -> None:
         self._chunks = chunks
         self._gap_cap, self._total_cap = gap_cap, total_cap
+        self._wait = wait  # seconds left for waiting on the network, all reads together
         self._decoder: codecs.IncrementalDecoder | None = None
         self._head = b""
         self.text, self.i = "", 0
@@ -363,13 +382,21 @@ class _Text:
         self.size = 0  # bytes read
         self.gap = 0  # characters parsed since the last element was handed out
 
-    async def more(self) -> bool:
-        """Append the next chunk's text; False when the body has ended. Refused when what
-        waits for it (the unparsed text, and what was parsed since the last element) is
-        already over the gap cap: one element, or a stall, too large to keep reading."""
-        while not self.done:
-            self._check(self.gap + len(self.text) - self.i)
-            chunk = await anext(self._chunks, None)
+    async def more(self, want: int = 1) -> bool:
+        """Read on until ``want`` more characters have arrived or the body has ended, and
+        append them (joined once: a large element arriving in small chunks is not copied once
+        per chunk); False when nothing more came. Refused when what waits for more (the
+        unparsed text, and what was parsed since the last element) is already over the gap
+        cap: one element, or a stall, too large to keep reading. The waits for the network
+        share one deadline, as reading a whole body did."""
+        parts: list[str] = []
+        got = 0
+        while got < want and not self.done:
+            self._check(self.gap + len(self.text) - self.i + got)
+            started = time.monotonic()
+            with anyio.fail_after(max(self._wait, 0.0)):
+                chunk = await anext(self._chunks, None)
+            self._wait -= time.monotonic() - started
             if chunk is None:
                 self.done = True
                 new = self._decode(b"", final=True)
@@ -380,14 +407,16 @@ class _Text:
                                    "not read further")
                 new = self._decode(chunk, final=False)
             if new:
-                self.text, self.i = self.text[self.i:] + new, 0
-                return True
-        return False
+                parts.append(new)
+                got += len(new)
+        if parts:
+            self.text, self.i = self.text[self.i:] + "".join(parts), 0
+        return bool(parts)
 
     def _check(self, gap: int) -> None:
         if gap > self._gap_cap:
             raise _OverCap(f"response is over the {self._gap_cap}-byte cap without a complete "
-                           "element; not read further")
+                           "element (counted in characters); not read further")
 
     def _parsed(self, end: int) -> None:
         """The parser moves on to ``end``."""
@@ -423,8 +452,9 @@ class _Text:
     async def value(self) -> Any:
         """The JSON value at the position, reading on until it is whole. A value that fails
         to decode, or a number that ends where the text does, waits for the text to double
-        (so a large element costs a few decodes, not one per chunk); at the end of the body
-        the decoder's answer is final."""
+        (so a large element costs a few decodes, not one per chunk), but never past the gap
+        cap, so whether an element under the cap is accepted does not depend on where the
+        chunks end; at the end of the body the decoder's answer is final."""
         while True:
             pending = len(self.text) - self.i
             try:
@@ -437,14 +467,13 @@ class _Text:
                                  and self.text[end] not in _NUMBER_GOES_ON):
                     self._parsed(end)
                     return value
-            while len(self.text) - self.i < max(2 * pending, pending + 1):
-                if not await self.more():
-                    break
+            self._check(self.gap + pending)  # all the cap allows is here, and not whole
+            await self.more(min(max(pending, 1), self._gap_cap - self.gap - pending + 1))
 
 
 async def json_items(response: httpx.Response, key: str, endpoint: str, account: str, *,
-                     gap_cap: int = MAX_RESPONSE_BYTES,
-                     total_cap: int = MAX_STREAMED_BYTES) -> AsyncIterator[Any]:
+                     gap_cap: int = MAX_RESPONSE_BYTES, total_cap: int = MAX_STREAMED_BYTES,
+                     wait: float = math.inf) -> AsyncIterator[Any]:
     """The elements of the array at ``key`` of a JSON object body, read from the network and
     decoded one by one.
 
@@ -458,27 +487,23 @@ async def json_items(response: httpx.Response, key: str, endpoint: str, account:
     https://docs.python.org/3/library/json.html#json.JSONDecoder.raw_decode) as soon as its
     text has arrived, and dropped when the caller moves on. Caps: ``gap_cap`` bytes without a
     complete element (what one element may take, and what a stalling answer may send before
-    it is refused) and ``total_cap`` bytes in all. The same answers are refused as by
+    it is refused) and ``total_cap`` bytes in all; ``wait`` seconds of waiting for the network
+    in all (TimeoutError past it). The same answers are refused as by
     :func:`parse_json` + :func:`require`, with the same messages: invalid JSON anywhere
     (checked to the end, after the last element), no object, ``key`` missing or not a list;
     also a repeated ``key`` (``json.loads`` would keep the last one silently).
     """
     status = response.status_code
     kind = response.headers.get("content-type", "")
-    declared = response.headers.get("content-length", "")
+    refuse_declared(response, total_cap, endpoint=endpoint, account=account)
     try:
-        if declared.isdigit() and int(declared) > total_cap:
-            raise _OverCap(f"response of {int(declared)} bytes is over the {total_cap}-byte "
-                           "cap")
-        text = _Text(response.aiter_bytes(), gap_cap=gap_cap, total_cap=total_cap)
+        text = _Text(response.aiter_bytes(), gap_cap=gap_cap, total_cap=total_cap, wait=wait)
         async for item in _array_at(text, key, endpoint, account):
             yield item
     except _OverCap as exc:
         raise malformed(str(exc), account=account, endpoint=endpoint, status=status) from None
     except httpx.DecodingError:
-        encoding = response.headers.get("content-encoding", "")
-        raise malformed(f"body does not decode as its Content-Encoding ({encoding}) says",
-                        account=account, endpoint=endpoint, status=status) from None
+        raise undecodable(response, endpoint=endpoint, account=account) from None
     except RecursionError:
         raise malformed("JSON nested too deeply to parse", account=account, endpoint=endpoint,
                         status=status) from None
@@ -560,16 +585,27 @@ def malformed(message: str, *, account: str, endpoint: str,
     return MalformedResponse(message, account=account, endpoint=endpoint, status=status)
 
 
+def refuse_declared(response: httpx.Response, limit: int, *, endpoint: str, account: str) -> None:
+    """MalformedResponse for an answer whose declared ``Content-Length`` is over ``limit``."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise malformed(f"response of {int(declared)} bytes is over the {limit}-byte cap",
+                        account=account, endpoint=endpoint, status=response.status_code)
+
+
+def undecodable(response: httpx.Response, *, endpoint: str, account: str) -> MalformedResponse:
+    encoding = response.headers.get("content-encoding", "")
+    return malformed(f"body does not decode as its Content-Encoding ({encoding}) says",
+                     account=account, endpoint=endpoint, status=response.status_code)
+
+
 async def read_capped(response: httpx.Response, limit: int, *, endpoint: str,
                       account: str) -> None:
     """Read a streamed body into ``response`` (as ``aread`` would), decoded, refusing it as
     MalformedResponse past ``limit`` bytes or when it does not decode as its
     ``Content-Encoding`` says. Counting decoded bytes also stops a compression bomb."""
     status = response.status_code
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise malformed(f"response of {int(declared)} bytes is over the {limit}-byte cap",
-                        account=account, endpoint=endpoint, status=status)
+    refuse_declared(response, limit, endpoint=endpoint, account=account)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -580,9 +616,7 @@ async def read_capped(response: httpx.Response, limit: int, *, endpoint: str,
                                 account=account, endpoint=endpoint, status=status)
             chunks.append(chunk)
     except httpx.DecodingError:
-        encoding = response.headers.get("content-encoding", "")
-        raise malformed(f"body does not decode as its Content-Encoding ({encoding}) says",
-                        account=account, endpoint=endpoint, status=status) from None
+        raise undecodable(response, endpoint=endpoint, account=account) from None
     # What ``Response.aread`` stores; ``.content``/``.text`` work as after a normal read.
     response._content = b"".join(chunks)
 

@@ -318,10 +318,11 @@ class VictorOpsClient(ClientBase):
         bad: set[str] = set()
         new_seen: dict[str, str] = {}
         changed: list[Incident] = []
-        async for inc, fp in self._live(skipped, bad):
-            new_seen[inc.external_id] = fp
-            if everything or seen.get(inc.external_id) != fp:
-                changed.append(inc)
+        async with aclosing(self._live(skipped, bad)) as live:
+            async for inc, fp in live:
+                new_seen[inc.external_id] = fp
+                if everything or seen.get(inc.external_id) != fp:
+                    changed.append(inc)
         for number in bad:  # keep what we knew, so a bad record is not mistaken for "gone"
             if number in seen:
                 new_seen[number] = seen[number]
@@ -425,9 +426,10 @@ class VictorOpsClient(ClientBase):
         """cmdAccepted false: ALREADY when the incident is already at or past the target
         (never moving it backwards), REFUSED with the vendor's message otherwise."""
         current: dict[str, Incident] = {}
-        async for inc, _fp in self._live([], set(), write=True):
-            if inc.external_id in refused:
-                current[inc.external_id] = inc
+        async with aclosing(self._live([], set(), write=True)) as live:
+            async for inc, _fp in live:
+                if inc.external_id in refused:
+                    current[inc.external_id] = inc
         for name in refused:
             if name in current:
                 continue
@@ -495,8 +497,8 @@ class VictorOpsClient(ClientBase):
                              account=self.account, endpoint=f"GET {INCIDENTS}")
 
     async def _find_live(self, marker: str) -> Incident | None:
-        return _latest([inc async for inc, _fp in self._live([], set())
-                        if inc.keys.get("dedup") == marker])
+        async with aclosing(self._live([], set())) as live:
+            return _latest([inc async for inc, _fp in live if inc.keys.get("dedup") == marker])
 
     async def find_created(self, marker: str) -> Incident | None:
         found = await self._find_live(marker)

@@ -135,7 +135,8 @@ def test_a_long_list_is_read_whole_but_no_element_or_stall_over_the_cap() -> Non
     assert items(streamed(body, [512]), gap_cap=1024) == [element] * 400
     big = json.dumps({"rows": [{"id": "x" * 2000}]}).encode()
     assert items(streamed(big, [512]), gap_cap=1024) == (
-        "response is over the 1024-byte cap without a complete element; not read further")
+        "response is over the 1024-byte cap without a complete element (counted in "
+        "characters); not read further")
     stall = b'{"rows": [1,' + b" " * 4096 + b"2]}"
     assert "over the 1024-byte cap" in items(streamed(stall, [512]), gap_cap=1024)
     assert items(streamed(body, [512]), total_cap=8192) == (
@@ -144,3 +145,14 @@ def test_a_long_list_is_read_whole_but_no_element_or_stall_over_the_cap() -> Non
                               headers={"content-length": str(len(body))})
     assert items(declared, total_cap=8192) == (
         f"response of {len(body)} bytes is over the 8192-byte cap")
+
+
+@pytest.mark.parametrize("sizes", [[1], [7], [64], [100], [512], [1000]])
+@pytest.mark.parametrize("length", [600, 800, 1000])
+def test_an_element_under_the_cap_is_accepted_however_the_chunks_fall(sizes: list[int],
+                                                                      length: int) -> None:
+    """Reading on for an incomplete element stops at the cap: an element between half the cap
+    and the cap is not refused just because the read ran into the next ones."""
+    rows = [{"id": "x" * (length - 10)}] * 5
+    body = json.dumps({"rows": rows}).encode()
+    assert items(streamed(body, sizes), gap_cap=1024) == rows
