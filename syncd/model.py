@@ -199,6 +199,17 @@ def marker_for(group: str, link_id: int, account: str, external_id: str) -> str:
     return f"syncd-{group}-{link_id}-{origin_tag(account, external_id)}"
 
 
+_TAG_OF = re.compile(r"syncd-[\w.-]+-\d+-(o[0-9a-f]{8})")  # MARKER_SHAPE with its tag
+
+
+def tag_of(marker: str | None) -> str | None:
+    """The origin tag of a tagged creation marker, whatever its group (None for anything
+    else): what the ledger indexes a copy by, so a copy whose marker names a link id this ledger
+    gave to another incident is still found as the copy of the incident it mirrors."""
+    m = _TAG_OF.fullmatch(marker) if marker else None
+    return m.group(1) if m else None
+
+
 @functools.lru_cache(maxsize=64)
 def _marker_of(group: str) -> re.Pattern[str]:
     return re.compile(rf"syncd-{re.escape(group)}-(\d+)(?:-(o[0-9a-f]{{8}}))?")

@@ -209,6 +209,17 @@ MIGRATIONS: list[str] = [
         renewed_at TIMESTAMP NOT NULL
     );
     """,
+    # 7: a copy's origin tag (the ``o`` + 8 hex ending its creation marker), indexed, so a
+    # copy whose marker names another ledger's link id is found by the incident it mirrors, and
+    # a mirror link's key is its origin tag (link.key was NULL for mirror links). Only tagged
+    # markers end in ``-o`` and 8 characters (a legacy one ends in its link id's digits); the
+    # index holds copies only, so it stays small beside a million records.
+    """
+    ALTER TABLE record ADD COLUMN tag VARCHAR;
+    UPDATE record SET tag = substr(marker, length(marker) - 8)
+        WHERE marker LIKE 'syncd-%-o________';
+    CREATE INDEX ix_record_tag ON record (tag) WHERE tag IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

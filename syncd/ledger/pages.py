@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, select, update
 
 from syncd.ledger.prepared import InSelect, Many
 from syncd.ledger.tables import Agreed, Link, LinkMember, Record
@@ -54,6 +54,13 @@ _MEMBER_IN = (select(_RECORD.c.external_id)
               .join_from(_MEMBER, _RECORD, _RECORD.c.id == _MEMBER.c.record_id)
               .where(_MEMBER.c.link_id == bindparam("link"),
                      _MEMBER.c.account == bindparam("account")))
+_COPIES = InSelect(select(_RECORD.c.id, _RECORD.c.account, _RECORD.c.external_id,
+                          _RECORD.c.state, _RECORD.c.severity, _RECORD.c.marker,
+                          _RECORD.c.tag, _RECORD.c.vendor_updated_at)
+                   .where(_in(_RECORD.c.tag), ~exists().where(
+                       _MEMBER.c.record_id == _RECORD.c.id,
+                       _MEMBER.c.group_name == bindparam("group")))
+                   .order_by(_RECORD.c.id))
 # Matched back by (key, origin) rather than by parameter order (which SQLite can only promise
 # by inserting row by row): links opened together with the same key and origin are identical
 # rows, so which of them gets which id makes no difference.
@@ -75,6 +82,21 @@ class MemberRow:
     account: str
     state: str
     severity: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CopyRow:
+    """A record whose creation marker ends in an origin tag, in no link of the group asked
+    about: a mirror copy waiting for the link of the incident it mirrors."""
+
+    id: int
+    account: str
+    external_id: str
+    state: str
+    severity: str | None
+    marker: str
+    tag: str
+    updated_at: datetime | None
 
 
 AgreedRow = tuple[str | None, str | None, datetime]
@@ -102,11 +124,22 @@ def link_ids_of(tx: Tx, group: str, record_ids: Iterable[int]) -> dict[int, int]
 
 
 def newest_for_keys(tx: Tx, group: str, keys: Iterable[str]) -> dict[str, int]:
-    """Per correlation key, the newest link's id (an alert that fired again has several)."""
+    """Per correlation key, the newest link's id (an alert that fired again has several). A
+    mirror link's key is the origin tag of the incident it mirrors (``model.origin_tag``)."""
     ids = list(keys)
     if not ids:
         return {}
     return dict(_NEWEST(tx.core, ids, group=group))
+
+
+def unlinked_copies(tx: Tx, group: str, tags: Iterable[str]) -> list[CopyRow]:
+    """Records whose marker ends in one of ``tags`` and that are in no link of ``group``,
+    oldest first, in one query (the partial index on ``record.tag`` holds copies only). Their
+    marker may be another group's: the caller checks."""
+    ids = sorted(set(tags))
+    if not ids:
+        return []
+    return [CopyRow(*row) for row in _COPIES(tx.core, ids, group=group)]
 
 
 def member_accounts(tx: Tx, link_ids: Iterable[int]) -> dict[int, set[str]]:

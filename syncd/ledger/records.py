@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from syncd.ledger.prepared import InSelect, Many
 from syncd.ledger.tables import Record
-from syncd.model import SEVERITY, STATE, Action, Incident
+from syncd.model import SEVERITY, STATE, Action, Incident, tag_of
 
 if TYPE_CHECKING:
     from syncd.ledger.store import Tx
@@ -71,7 +71,7 @@ _INSERT = insert(_TABLE).returning(_TABLE.c.id, _TABLE.c.external_id)
 _OBSERVED = ("title", "keys_json", "vendor_updated_at", "url", "number", "dedup", "marker",
              "observed_at", "state", "severity")
 _SAVE = Many(update(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
-              .values({name: bindparam(f"b_{name}") for name in _OBSERVED}))
+              .values({name: bindparam(f"b_{name}") for name in (*_OBSERVED, "tag")}))
 
 
 def load(tx: Tx, account: str, external_ids: Iterable[str]) -> dict[str, Known]:
@@ -99,7 +99,9 @@ def add_page(tx: Tx, account: str, incidents: Sequence[Incident], now: datetime
         return []
     values = [_values(account, inc, now) for inc in incidents]
     ids = {external_id: i for i, external_id in tx.core.execute(_INSERT, values).all()}
-    return [RecordRow(id=ids[v["external_id"]], **v) for v in values]
+    # A row holds no tag: save() derives it from the marker.
+    return [RecordRow(id=ids[v["external_id"]], **{k: x for k, x in v.items() if k != "tag"})
+            for v in values]
 
 
 def save(tx: Tx, rows: Sequence[RecordRow]) -> None:
@@ -107,6 +109,8 @@ def save(tx: Tx, rows: Sequence[RecordRow]) -> None:
     if not rows:
         return
     values = [{name: getattr(r, name) for name in _OBSERVED} for r in rows]
+    for row in values:
+        row["tag"] = tag_of(row["marker"])  # follows the marker, so never out of step
     _SAVE(tx.core, [{"b_id": r.id} | {f"b_{k}": v for k, v in row.items()}
                      for r, row in zip(rows, values, strict=True)])
     for r, row in zip(rows, values, strict=True):
@@ -125,6 +129,7 @@ def add(tx: Tx, account: str, inc: Incident, now: datetime, *, marker: str | Non
 
 def _values(account: str, inc: Incident, now: datetime, *, marker: str | None = None,
             pushed: bool = False) -> dict[str, Any]:
+    marker = marker or inc.keys.get("marker")
     return dict(
         account=account,
         external_id=inc.external_id,
@@ -132,7 +137,8 @@ def _values(account: str, inc: Incident, now: datetime, *, marker: str | None = 
         state=inc.state.value,
         severity=inc.severity.value if inc.severity else None,
         dedup=inc.keys.get("dedup"),
-        marker=marker or inc.keys.get("marker"),
+        marker=marker,
+        tag=tag_of(marker),
         keys_json="{}" if pushed else _keys_json(inc),
         number=inc.number,
         url=inc.url,
@@ -185,8 +191,11 @@ def confirm_push(rec: AnyRecord, action: Action, value: str | None, incident: In
 
 
 def set_marker(rec: AnyRecord, marker: str) -> None:
-    """Remember the creation marker that tied this record to its mirror link."""
+    """Remember the creation marker that tied this record to its mirror link (a page's row
+    gets its tag when :func:`save` writes it)."""
     rec.marker = marker
+    if isinstance(rec, Record):
+        rec.tag = tag_of(marker)
 
 
 def _keys_json(inc: Incident) -> str:

@@ -99,6 +99,7 @@ class Record(SQLModel, table=True):
     severity: str | None = None
     dedup: str | None = None
     marker: str | None = None
+    tag: str | None = None  # the origin tag ending ``marker`` (model.tag_of), indexed
     keys_json: str = "{}"
     number: str | None = None
     url: str | None = None
@@ -117,7 +118,7 @@ class Link(SQLModel, table=True):
     __tablename__ = "link"
     id: int | None = Field(default=None, primary_key=True)
     group_name: str
-    key: str | None = None
+    key: str | None = None  # correlation key; a mirror link's: its source's origin tag
     origin: str  # correlate | mirror | manual
     created_at: datetime = ts()
 

@@ -16,10 +16,19 @@ from sqlmodel import SQLModel
 
 from syncd.ledger import Ledger, LedgerError, utcnow
 from syncd.ledger.migrations import MIGRATIONS, SCHEMA_VERSION, statements
+from syncd.model import marker_for, origin_tag, tag_of
 
 
 def url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+def at_version(conn: sqlite3.Connection, version: int) -> None:
+    """Make an empty database what release ``version`` of the schema wrote."""
+    for script in MIGRATIONS[:version]:
+        for stmt in statements(script):
+            conn.execute(stmt)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
 
 
 def test_new_ledger_is_wal_and_current(tmp_path: Path) -> None:
@@ -61,10 +70,7 @@ def test_outbox_rows_survive_the_migration_that_frees_link_id(tmp_path: Path) ->
     old ledger come through the table rebuild intact and still go out."""
     path = tmp_path / "v2.db"
     with sqlite3.connect(path) as conn:
-        for script in MIGRATIONS[:2]:
-            for stmt in statements(script):
-                conn.execute(stmt)
-        conn.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+        at_version(conn, 2)
         conn.execute("INSERT INTO link (id, group_name, origin, created_at) "
                      "VALUES (1, 'g', 'correlate', '2026-01-01 00:00:00')")
         conn.execute("INSERT INTO record (id, account, external_id, state, first_seen_at, "
@@ -91,6 +97,30 @@ def test_outbox_rows_survive_the_migration_that_frees_link_id(tmp_path: Path) ->
                      "('m', 'vo', 'override', 'k2', 0, 0, 0, 0)")
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(outbox)")}
     assert {"ix_outbox_due", "ix_outbox_record", "ix_outbox_action"} <= indexes
+
+
+MARKED = (("b", "1", marker_for("mig-2", 12, "a", "S1")), ("b", "2", "syncd-mig-12"),
+          ("b", "3", None), ("b", "4", "syncd-g-3-o1234567"))
+"""Records of a schema-6 ledger: a tagged marker, a legacy one, none, a malformed one."""
+
+
+def test_schema_7_tags_the_copies_of_an_older_ledger(tmp_path: Path) -> None:
+    """Script 7 fills in the origin tag of every copy an older ledger stored (the same
+    tag the engine derives), and a lookup by tag reads the index, not the table."""
+    path = tmp_path / "v6.db"
+    with sqlite3.connect(path) as conn:
+        at_version(conn, 6)
+        conn.executemany("INSERT INTO record (account, external_id, state, marker, "
+                         "first_seen_at, observed_at) VALUES (?, ?, 'triggered', ?, "
+                         "'2026-01-01 00:00:00', '2026-01-01 00:00:00')", MARKED)
+    Ledger.open(url(path)).dispose()
+    with sqlite3.connect(path) as conn:
+        tags = dict(conn.execute("SELECT external_id, tag FROM record").fetchall())
+        plan = " ".join(str(row) for row in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM record WHERE tag IN ('o1', 'o2')"))
+    assert tags == {e: tag_of(m) for _, e, m in MARKED} == {
+        "1": origin_tag("a", "S1"), "2": None, "3": None, "4": None}
+    assert "ix_record_tag" in plan, plan
 
 
 def test_ledger_from_newer_release_is_refused(tmp_path: Path) -> None:

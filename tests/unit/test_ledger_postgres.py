@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 from pgserver import PASSWORD, PgServer
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 from sqlmodel import SQLModel
 
 from syncd import config as config_mod
@@ -38,6 +38,14 @@ def _not_null(cols: dict[str, tuple[str, bool]], pks: set[str]) -> dict[str, tup
     return {k: (v[0], False) if k in pks else v for k, v in cols.items()}
 
 
+def at_version(conn: Connection, version: int) -> None:
+    """Make an empty database what release ``version`` of the schema wrote."""
+    for script in MIGRATIONS[:version]:
+        for stmt in statements(script, "postgresql"):
+            conn.execute(text(stmt))
+    conn.execute(text("INSERT INTO meta VALUES ('schema_version', :v)"), {"v": str(version)})
+
+
 def test_same_scripts_same_schema_on_both(tmp_path: Path, pg_url: str) -> None:
     pg = Ledger.open(pg_url)
     lite = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
@@ -53,6 +61,34 @@ def test_same_scripts_same_schema_on_both(tmp_path: Path, pg_url: str) -> None:
     lite.dispose()
 
 
+def test_schema_7_tags_copies_on_postgres_too(postgres: PgServer) -> None:
+    """Script 7's backfill (substr, length, LIKE) and partial index on PostgreSQL."""
+    from sqlalchemy import create_engine
+    from test_ledger import MARKED
+
+    from syncd.model import tag_of
+
+    db = postgres.new_database()
+    eng = create_engine(postgres.url(db))
+    with eng.begin() as conn:
+        at_version(conn, 6)
+        for account, external_id, marker in MARKED:
+            conn.execute(text(
+                "INSERT INTO record (account, external_id, state, marker, first_seen_at, "
+                "observed_at) VALUES (:a, :e, 'triggered', :m, now(), now())"),
+                {"a": account, "e": external_id, "m": marker})
+    eng.dispose()
+    ledger = Ledger.open(postgres.url(db))
+    assert ledger.schema_version() == SCHEMA_VERSION
+    with ledger.engine.connect() as conn:
+        tags = dict(conn.execute(text("SELECT external_id, tag FROM record")).all())
+        indexes = {r[0] for r in conn.execute(text(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'record'"))}
+    assert tags == {e: tag_of(m) for _, e, m in MARKED}
+    assert "ix_record_tag" in indexes
+    ledger.dispose()
+
+
 def test_v2_postgres_ledger_migrates_with_its_outbox(postgres: PgServer) -> None:
     """Script 3 rebuilds the outbox with its rows' ids; on PostgreSQL the identity must then
     continue after them, or the next new row would collide."""
@@ -61,10 +97,7 @@ def test_v2_postgres_ledger_migrates_with_its_outbox(postgres: PgServer) -> None
 
     eng = create_engine(postgres.url(db))
     with eng.begin() as conn:
-        for script in MIGRATIONS[:2]:
-            for stmt in statements(script, "postgresql"):
-                conn.execute(text(stmt))
-        conn.execute(text("INSERT INTO meta VALUES ('schema_version', '2')"))
+        at_version(conn, 2)
         conn.execute(text("INSERT INTO link (group_name, origin, created_at) "
                           "VALUES ('g', 'manual', now())"))
         conn.execute(text(
