@@ -279,18 +279,27 @@ class Dispatcher:
                      outcome="parked", detail=reason[:300], at=now)
 
     async def _create(self, row: Outbox, result: DispatchResult) -> bool:
-        """Mirror creation: look for the marker first, create only when it is not there."""
+        """Mirror creation: look for the marker first; when it is not there, create unless
+        the link has a copy in this account by now (a poll joined one by its origin tag while
+        this row waited: the vendor cannot be searched for another ledger's marker). Checked
+        right before the create call, so only a join landing during that call is missed (then
+        :func:`~syncd.engine.links.join_created` reports the second copy)."""
         marker = row.value or ""
-        source = await self.ledger.run(_source_record, row.link_id, row.account)
-        if source is None:
-            await self.ledger.run(self._park, [row.id], "mirror source record is gone")
-            return True
-        agreed_state, agreed_sev, title = source
         try:
             with vendor_answer(self.account, "create"):
                 incident = await self.client.find_created(marker)
                 result.calls += 1
-                if incident is None:
+            if incident is None:
+                source = await self.ledger.run(_source_record, row.link_id, row.account)
+                if not isinstance(source, tuple):
+                    await self.ledger.run(self._no_create, row.id, source)
+                    if source is None:
+                        result.parked += 1
+                    else:
+                        result.done += 1
+                    return True
+                agreed_state, agreed_sev, title = source
+                with vendor_answer(self.account, "create"):
                     incident = await self.client.create(NewIncident(
                         marker=marker, title=title, state=State(agreed_state),
                         severity=Severity(agreed_sev) if agreed_sev else None,
@@ -354,6 +363,21 @@ class Dispatcher:
                  account=self.account, external_id=incident.external_id, new=row.value,
                  cause=row.cause_account, outcome="done", at=now)
 
+    def _no_create(self, tx: Tx, row_id: int, copy: str | None) -> None:
+        """Nothing to create: the link has a member in this account already (``copy``, its
+        external id), or none to copy from (None: parked)."""
+        if copy is None:
+            self._park(tx, [row_id], "mirror source record is gone")
+            return
+        now = self.clock()
+        row = tx.outbox_rows([row_id])[0]
+        if outbox.confirm(row, now, note=f"the link has a copy here already ({copy})"):
+            tx.audit("create", group_name=row.group_name, link_id=row.link_id,
+                     account=self.account, external_id=copy, new=row.value,
+                     cause=row.cause_account, outcome="already",
+                     detail="the link has a copy in this account already: nothing created",
+                     at=now)
+
     def _reschedule(self, tx: Tx, ids: list[int], error: str, after: float | None,
                     count: bool) -> None:
         now = self.clock()
@@ -368,15 +392,21 @@ def _due(tx: Tx, account: str, now: datetime, limit: int) -> list[tuple[Outbox, 
             if r.record_id is None or r.record_id in found]
 
 
-def _source_record(tx: Tx, link_id: int, exclude: str) -> tuple[str, str | None, str] | None:
-    agreed = tx.agreed(link_id)
-    for _member, record in tx.members(link_id):
-        if record.account != exclude:
-            state = agreed.get(STATE)
-            sev = agreed.get(SEVERITY)
-            return (state.value if state and state.value else record.state,
-                    sev.value if sev else record.severity, record.title)
-    return None
+def _source_record(tx: Tx, link_id: int, account: str
+                   ) -> tuple[str, str | None, str] | str | None:
+    """What a create in ``account`` copies: the agreed state and severity and the title of
+    another member; the external id of the link's member in ``account`` if it has one (no
+    create then); None when the link has no other member."""
+    members = [record for _member, record in tx.members(link_id)]
+    for record in members:
+        if record.account == account:
+            return record.external_id
+    if not members:
+        return None
+    record, agreed = members[0], tx.agreed(link_id)
+    state, sev = agreed.get(STATE), agreed.get(SEVERITY)
+    return (state.value if state and state.value else record.state,
+            sev.value if sev else record.severity, record.title)
 
 
 def _note_error(tx: Tx, ids: list[int], error: str) -> None:

@@ -185,7 +185,7 @@ def write_decision(tx: Tx, ctx: GroupContext, link_id: int, decision: Decision,
                  field=note.field, old=note.old, new=note.new, detail=note.detail, at=now)
 
 
-def joined_changes(rec: AnyRecord, at: datetime) -> list[Change]:
+def joined_changes(rec: AnyRecord | pages.CopyRow, at: datetime) -> list[Change]:
     """A record entering a link brings its state and severity as changes."""
     return [Change(rec.account, rec.id or 0, name, None, value, at, joined=True)
             for name, value in ((STATE, rec.state), (SEVERITY, rec.severity))]
@@ -212,6 +212,8 @@ class _Join:
     detail: str | None  # None: a mirror link's, which names the link's marker
     created: bool = False
     missing: list[str] = field(default_factory=list)
+    copies: list[pages.CopyRow] = field(default_factory=list)  # joining a new mirror link
+    by_tag: bool = False  # a copy joining by its origin tag: its link owes it no create
 
 
 def link_page(tx: Tx, ctx: GroupContext, seen: Sequence[Seen], now: datetime,
@@ -254,18 +256,52 @@ def link_page(tx: Tx, ctx: GroupContext, seen: Sequence[Seen], now: datetime,
     for link, link_id in zip(fresh_links, pages.new_links(
             tx, group.name, [(o.key, o.origin) for o in fresh_links], now), strict=True):
         link.id = link_id
-    pages.add_members(tx, group.name, [(j.link.id or 0, j.seen.rec.id, j.seen.rec.account)
-                                       for j in joins])
+    if group.mode == "mirror":
+        _adopt_copies(tx, group.name, [j for j in joins if j.created])
+    pages.add_members(tx, group.name, [
+        *((j.link.id or 0, j.seen.rec.id, j.seen.rec.account) for j in joins),
+        *((j.link.id or 0, c.id, c.account) for j in joins for c in j.copies)])
     for j in joins:
         rec, link_id = j.seen.rec, j.link.id or 0
         marker = None if j.detail else marker_for(group.name, link_id, rec.account,
                                                   rec.external_id)
         tx.audit("link", group_name=group.name, link_id=link_id, account=rec.account,
                  external_id=rec.external_id, at=now, detail=j.detail or (
-                     f"mirror link; creating in other accounts with marker {marker}"))
-        work.append(Work(ctx, link_id, joined_changes(rec, j.seen.inc.updated_at or now),
-                         only=rec if j.created else None, missing=j.missing, marker=marker))
+                     f"mirror link; creating in other accounts with marker {marker}"
+                     if j.missing else "mirror link; every copy exists already"))
+        if j.by_tag:
+            outbox.withdraw_create(tx, link_id, rec.account,
+                                   "a copy joined the link by its origin tag", now)
+        changes = joined_changes(rec, j.seen.inc.updated_at or now)
+        for c in j.copies:
+            tx.audit("link", group_name=group.name, link_id=link_id, account=c.account,
+                     external_id=c.external_id, at=now, detail=_by_tag(c.tag, c.marker))
+            changes += joined_changes(c, c.updated_at or now)
+        work.append(Work(ctx, link_id, changes, only=rec if j.created and not j.copies
+                         else None, missing=j.missing, marker=marker))
     return work, len(joins)
+
+
+def _by_tag(tag: str, marker: str) -> str:
+    return (f"joined by origin tag {tag}: a copy of the incident this link mirrors, made by "
+            f"another ledger (its marker {marker} names that ledger's link id)")
+
+
+def _adopt_copies(tx: Tx, group: str, joins: Sequence[_Join]) -> None:
+    """Copies that already exist of the incidents whose mirror links were just opened: made
+    by another ledger (the future of the backup this one was restored from, or one replaced
+    by a fresh one), which gave the link another id. Their origin tag names the incident, so
+    each joins its link (the oldest copy per account), and that account is owed no create:
+    otherwise its on-call would be paged twice for one incident. One query for the page."""
+    by_tag = {j.link.key: j for j in joins if j.link.key}
+    for copy in pages.unlinked_copies(tx, group, by_tag):
+        j = by_tag.get(copy.tag)
+        if j is None or copy.account not in j.missing or parse_marker(
+                {"marker": copy.marker}, group) is None:
+            continue  # another group's copy, or a second one in an account that has one
+        j.missing.remove(copy.account)
+        j.link.accounts.add(copy.account)
+        j.copies.append(copy)
 
 
 def _load_opens(tx: Tx, opens: dict[int, _Open], link_ids: Iterable[int],
@@ -291,6 +327,8 @@ def _place(tx: Tx, ctx: GroupContext, s: Seen, opens: dict[int, _Open],
             records.set_marker(rec, marked.text)
             s.dirty = True
         found.accounts.add(rec.account)
+        if found.id != marked.link_id:
+            return _Join(s, found, _by_tag(marked.tag or "", marked.text), by_tag=True)
         return _Join(s, found, "joined by creation marker")
     if group.mode == "correlate":
         key = inc.keys.get(group.key_for(rec.account))
@@ -313,18 +351,25 @@ def _place(tx: Tx, ctx: GroupContext, s: Seen, opens: dict[int, _Open],
         return None
     if not group.mirror_existing and tx.cursor(rec.account).last_success_at is None:
         return None
-    return _Join(s, _Open(None, None, "mirror", {rec.account}), None, created=True,
+    return _Join(s, _Open(None, origin_tag(rec.account, rec.external_id), "mirror",
+                          {rec.account}), None, created=True,
                  missing=[a for a in group.accounts if a != rec.account])
 
 
 def _marked_link(tx: Tx, ctx: GroupContext, s: Seen, marked: Marker, opens: dict[int, _Open],
                  now: datetime) -> _Open | None:
     """The link a marked record was created for: the marker's link, if this ledger has it in
-    the group and (a tagged marker) it mirrors the incident the tag names. Otherwise the copy
-    was made by another ledger (one replaced by a fresh one, or the future of a restored
-    backup), whose link ids this one hands to other incidents: joining it would let an ack of
-    one incident ack another, so it stays unlinked, said once per sighting (audit and log).
-    A legacy marker (no tag) cannot be checked and joins as it always did."""
+    the group and (a tagged marker) it mirrors the incident the tag names; else (a mirror
+    group) the link whose key is that tag, which mirrors the same incident under another id.
+
+    A copy made by another ledger (one replaced by a fresh one, or the future of a restored
+    backup) names a link id this one may have handed to another incident: it joins only the
+    link of the incident its tag names, never the one its link id names here, since acking one
+    incident must never ack another. A copy that pairs with no link stays unlinked, said once
+    per sighting (audit and log); but while the source account has not been read since this
+    copy was first seen, its incident may still open a link here (after a restore), so it is
+    not reported yet: that link adopts it, or a later sighting reports it. A legacy marker (no
+    tag) cannot be checked and joins as it always did."""
     group = ctx.group
     found = opens.get(marked.link_id)
     if found is None:
@@ -336,17 +381,50 @@ def _marked_link(tx: Tx, ctx: GroupContext, s: Seen, marked: Marker, opens: dict
         origin = pages.member_in(tx, marked.link_id, group.source) if group.source else None
         if origin is None or origin_tag(group.source or "", origin) != marked.tag:
             found = None
-    if found is None:
-        rec = s.rec
-        detail = (f"a mirror created by another ledger (a fresh one, or after the backup this "
-                  f"one was restored from) carries marker {marked.text}; here link "
-                  f"{marked.link_id} mirrors another incident or none, so it is not paired: "
-                  "pair it with `syncd link` if it belongs to a link")
-        tx.audit("unpaired", group_name=group.name, account=rec.account,
-                 external_id=rec.external_id, new=marked.text, detail=detail, at=now)
-        log.warning("mirror.unpaired", group=group.name, account=rec.account,
-                    external_id=rec.external_id, marker=marked.text)
-    return found
+    if found is not None or marked.tag is None or group.mode != "mirror":
+        if found is None:
+            _unpaired(tx, group.name, s.rec, marked, now, f"{_ELSEWHERE}, and here link "
+                      f"{marked.link_id} mirrors another incident or none")
+        return found
+    link_id = pages.newest_for_keys(tx, group.name, [marked.tag]).get(marked.tag)
+    if link_id is not None:
+        _load_opens(tx, opens, [link_id], {})
+        found = opens[link_id]
+        if s.rec.account in found.accounts:
+            _unpaired(tx, group.name, s.rec, marked, now, f"{_ELSEWHERE}, and link "
+                      f"{link_id}, which mirrors the incident its origin tag names, has a "
+                      "copy in this account already")
+            return None
+        return found
+    if _source_unread(tx, group, s.rec):
+        log.info("mirror.awaiting_source", group=group.name, account=s.rec.account,
+                 external_id=s.rec.external_id, marker=marked.text)
+        return None
+    _unpaired(tx, group.name, s.rec, marked, now, f"{_ELSEWHERE}, and no link here mirrors "
+              "the incident its origin tag names")
+    return None
+
+
+def _source_unread(tx: Tx, group: SyncGroup, rec: RecordRow) -> bool:
+    """Whether the group's source has completed no poll since ``rec`` was first seen here."""
+    last = tx.cursor(group.source).last_success_at if group.source else None
+    records.born(tx, [rec])
+    return last is None or rec.first_seen_at is None or last < rec.first_seen_at
+
+
+_ELSEWHERE = ("it was made by another ledger (a fresh one, or after the backup this one was "
+              "restored from)")
+
+
+def _unpaired(tx: Tx, group: str, rec: AnyRecord, marked: Marker, now: datetime,
+              why: str) -> None:
+    """Say, once per sighting, that a copy stays out of every link, and why."""
+    detail = (f"the copy carrying marker {marked.text} is not paired: {why}; pair it with "
+              "`syncd link` if it belongs to a link")
+    tx.audit("unpaired", group_name=group, account=rec.account,
+             external_id=rec.external_id, new=marked.text, detail=detail, at=now)
+    log.warning("mirror.unpaired", group=group, account=rec.account,
+                external_id=rec.external_id, marker=marked.text)
 
 
 # --------------------------------------------------------------------------- mirror creates
@@ -355,16 +433,30 @@ def _marked_link(tx: Tx, ctx: GroupContext, s: Seen, marked: Marker, opens: dict
 def join_created(tx: Tx, ctx: GroupContext, link_id: int, account: str, incident: Incident,
                  marker: str, now: datetime) -> AnyRecord:
     """A mirror create was confirmed: store the new record (a poll may have stored it first)
-    and let it join its link like any newcomer."""
+    and let it join its link like any newcomer.
+
+    Unless a poll joined another copy to the link in this account while the create was in
+    flight (one made by another ledger, found by its origin tag): a link holds one record per
+    account, so this second copy stays unlinked and is reported ``unpaired``."""
     link = tx.link(link_id)
     assert link is not None
     record = tx.record(account, incident.external_id)
     if record is None:
         record = records.add(tx, account, incident, now, marker=marker, pushed=True)
     records.set_marker(record, marker)
-    if tx.link_of(ctx.group.name, record.id or 0) is None:
-        tx.add_member(link, record)
-        reconcile_link(tx, ctx, link_id, joined_changes(record, incident.updated_at or now), now)
+    if tx.link_of(ctx.group.name, record.id or 0) is not None:
+        return record
+    tx.flush()
+    other = pages.member_in(tx, link_id, account)
+    if other is not None:
+        marked = parse_marker({"marker": marker}, ctx.group.name)
+        assert marked is not None
+        _unpaired(tx, ctx.group.name, record, marked, now, f"syncd created it while a poll "
+                  f"joined another copy ({other}) to link {link_id} by its origin tag; "
+                  "resolve the one not wanted")
+        return record
+    tx.add_member(link, record)
+    reconcile_link(tx, ctx, link_id, joined_changes(record, incident.updated_at or now), now)
     return record
 
 

@@ -192,6 +192,18 @@ def withdraw(tx: Tx, link_id: int, record_id: int, reason: str, now: datetime) -
         _supersede(row, reason, now)
 
 
+def withdraw_create(tx: Tx, link_id: int, account: str, reason: str, now: datetime) -> int:
+    """Cancel a mirror link's pending create in ``account`` (a copy joined the link there
+    first); returns how many rows."""
+    count = 0
+    for row in tx.session.exec(select(Outbox).where(
+            Outbox.account == account, Outbox.status == Status.PENDING,
+            Outbox.link_id == link_id, Outbox.action == Action.CREATE.value)):
+        _supersede(row, reason, now)
+        count += 1
+    return count
+
+
 def _supersede(row: Outbox, reason: str, now: datetime) -> None:
     row.status = Status.SUPERSEDED
     row.last_error = reason

@@ -16,7 +16,10 @@ from typing import Any
 from world import World
 
 from syncd import views
-from syncd.model import NewIncident, marker_for
+from syncd.engine import dispatcher
+from syncd.engine.dispatcher import DispatchResult
+from syncd.ledger import pages, utcnow
+from syncd.model import NewIncident, marker_for, origin_tag
 from syncd.simulators.incidentio_base import ALERT_SOURCE_ID, ALERT_SOURCE_TOKEN
 
 SOURCE = "src"
@@ -197,5 +200,129 @@ async def test_every_client_finds_a_marker_whole_never_a_prefix(tmp_path: Path) 
                 found = await client.find_created(marker)
                 assert found is not None and found.external_id == external_id, (account, marker)
                 assert found.keys.get("marker") == marker, (account, found.keys)
+    finally:
+        await w.close()
+
+
+# --------------------------------------------------------------------------- a restore that
+# hands an incident mirrored after the backup another link id
+
+
+async def restored_with_another_id(tmp_path: Path) -> tuple[World, dict[str, str]]:
+    """The backup knows page-A (link 1). After it, page-Y (link 2) and page-X (link 3) were
+    mirrored, and page-Y was resolved. The restored ledger reads page-Y resolved (no link) and
+    gives page-X link 2, while page-X's copies carry link 3 in their marker. Returns the world
+    (restored, nothing polled yet) and page-X's copy per target (its record's external id)."""
+    w = mirror_world(tmp_path)
+    await w.cycle()
+    w.alert("page-A", title="page-A", accounts=[SOURCE])
+    await w.settle()
+    saved = tmp_path / "ledger-backup.db"
+    backup(w, saved)
+    for name in ("page-Y", "page-X"):
+        w.alert(name, title=name, accounts=[SOURCE])
+        await w.settle()
+    w.act(SOURCE, "page-Y", "resolve")
+    await w.settle()
+    mirrored_once(w, "page-X")
+    marker = marker_for("mig", 3, SOURCE, w.incident(SOURCE, "page-X")["id"])
+    made = w.ledger.call(lambda tx: {r.account: (r.external_id, r.marker)
+                                     for _, r in tx.members(3) if r.account in TARGETS})
+    assert {a: m for a, (_, m) in made.items()} == {a: marker for a in TARGETS}
+    old = {a: external_id for a, (external_id, _) in made.items()}
+    await replace_ledger(w, restore=saved)
+    # And a copy of some other incident whose marker names link 2, page-X's new id.
+    await w.engine.clients["vo"].create(NewIncident(
+        marker=marker_for("mig", 2, SOURCE, "elsewhere"), title="page-F"))
+    return w, old
+
+
+async def check_old_copies_joined(w: World, old: dict[str, str]) -> None:
+    """Once settled: page-X has exactly its old copies, joined to its new link (2), none of
+    them reported unpaired, and an ack at the source reaches them; page-Y's old copies (their
+    marker names link 2, their tag page-Y) and page-F's joined nothing, and page-F's copy is
+    not acked with page-X."""
+    await w.settle()
+    mirrored_once(w, "page-X")  # on main: a second copy in every target
+    source = w.incident(SOURCE, "page-X")["id"]
+
+    def members(tx: Any) -> dict[int, dict[str, str]]:
+        return {k.id or 0: {r.account: r.external_id for _, r in tx.members(k.id or 0)}
+                for k in tx.links()}
+
+    links = w.ledger.call(members)
+    assert links[2] == {SOURCE: source, **old}, links  # main: only the source, then new copies
+    tag_y = origin_tag(SOURCE, w.incident(SOURCE, "page-Y")["id"])
+    y_copies = w.ledger.call(lambda tx: pages.unlinked_copies(tx, "mig", [tag_y]))
+    assert sorted(c.account for c in y_copies) == sorted(TARGETS)  # stored, in no link
+    [foreign] = copies(w, "vo", "page-F")
+    assert foreign["id"] not in {m.get("vo") for m in links.values()}
+    unpaired = w.ledger.call(lambda tx: tx.audit_entries(kind="unpaired", limit=1000))
+    assert not {(u.account, u.external_id) for u in unpaired} & set(old.items())
+    w.act(SOURCE, "page-X", "acknowledge")
+    for _ in range(10):
+        await w.cycle()
+        if all(copies(w, a, "page-X")[0]["state"] == "acknowledged" for a in ACKABLE):
+            break
+    for account in ACKABLE:
+        assert copies(w, account, "page-X")[0]["state"] == "acknowledged", account
+    assert copies(w, "vo", "page-F")[0]["state"] == "triggered"
+
+
+async def test_a_restore_joins_old_copies_seen_before_their_incident(tmp_path: Path) -> None:
+    """(a) The targets' polls see page-X's old copies before the source's poll reads page-X:
+    nothing pairs with them yet, and they are not reported, since the source has not been
+    read since; the source's poll opens page-X's link with them and owes no create."""
+    w, old = await restored_with_another_id(tmp_path)
+    try:
+        for account in TARGETS:
+            assert (await w.engine.poll(account)).ok
+        assert not w.ledger.call(lambda tx: tx.audit_entries(kind="unpaired"))
+        assert (await w.engine.poll(SOURCE)).ok
+        owed = w.ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(2)])
+        assert ("create" not in {action for _, action in owed}), owed  # main: one per target
+        await check_old_copies_joined(w, old)
+    finally:
+        await w.close()
+
+
+async def test_a_restore_joins_old_copies_seen_after_their_incident(tmp_path: Path) -> None:
+    """(b) The source's poll opens page-X's link first and owes a create per target; the
+    targets' polls then join the old copies by their origin tag and withdraw those creates."""
+    w, old = await restored_with_another_id(tmp_path)
+    try:
+        assert (await w.engine.poll(SOURCE)).ok
+        owed = w.ledger.call(lambda tx: sorted(o.account for o in tx.outbox_for_link(2)
+                                               if o.action == "create"))
+        assert owed == sorted(TARGETS)
+        for account in TARGETS:
+            assert (await w.engine.poll(account)).ok
+        owed = w.ledger.call(lambda tx: [o.action for o in tx.outbox_for_link(2)])
+        assert "create" not in owed  # main: every create still pending
+        await check_old_copies_joined(w, old)
+    finally:
+        await w.close()
+
+
+async def test_a_restore_creates_nothing_for_a_copy_joined_while_dispatching(
+        tmp_path: Path) -> None:
+    """(c) Each target's dispatcher has read its create (it is dispatching) when that target's
+    poll joins the old copy: right before the create call it finds the link's copy and
+    creates nothing."""
+    w, old = await restored_with_another_id(tmp_path)
+    try:
+        assert (await w.engine.poll(SOURCE)).ok
+        taken = {}
+        for account in TARGETS:
+            rows = await w.ledger.run(dispatcher._due, account, utcnow(), 100)
+            assert [r.action for r, _ in rows] == ["create"], account
+            taken[account] = rows
+        for account in TARGETS:
+            assert (await w.engine.poll(account)).ok
+        for account, rows in taken.items():
+            done = DispatchResult(account)
+            await w.engine.dispatchers[account]._dispatch_rows(rows, done, False)
+            assert done.ok and done.calls == 1, (account, done)  # the marker search alone
+        await check_old_copies_joined(w, old)
     finally:
         await w.close()

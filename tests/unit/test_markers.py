@@ -3,14 +3,16 @@ record (joins its link only when the marker names the incident that opened it)."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from syncd.config import SyncGroup
+from syncd.engine.links import join_created
 from syncd.engine.observe import GroupContext, observe
-from syncd.ledger import Ledger
+from syncd.ledger import Ledger, Tx
 from syncd.model import (
     MARKER_MAX_GROUP,
     Incident,
@@ -93,16 +95,23 @@ def test_mirror_group_names_keep_markers_within_pagerduty_limits() -> None:
 # --------------------------------------------------------------------------- polls
 
 
-def mirror(tmp_path: Path) -> tuple[Ledger, list[GroupContext]]:
+def mirror(tmp_path: Path, *names: str) -> tuple[Ledger, list[GroupContext]]:
+    """A ledger and mirror groups from ``a`` to ``b`` (``g``, or ``names``)."""
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
-    group = SyncGroup(name="g", accounts=["a", "b"], mode="mirror", source="a",
-                      mirror_existing=True)
     caps = Capability.ACK | Capability.RESOLVE | Capability.CREATE
-    return ledger, [GroupContext.build(group, {"a": caps, "b": caps})]
+    return ledger, [GroupContext.build(SyncGroup(
+        name=name, accounts=["a", "b"], mode="mirror", source="a", mirror_existing=True),
+        {"a": caps, "b": caps}) for name in names or ("g",)]
 
 
 def see(ledger: Ledger, groups: list[GroupContext], account: str, *incs: Incident) -> None:
-    ledger.call(lambda tx: observe(tx, account, list(incs), groups, T0, grace=GRACE))
+    """A poll of ``account`` that reads ``incs`` (and succeeds, as the poller records)."""
+
+    def poll(tx: Tx) -> None:
+        observe(tx, account, list(incs), groups, T0, grace=GRACE)
+        tx.cursor(account).last_success_at = T0
+
+    ledger.call(poll)
 
 
 def copy(ext: str, marker: str, key: str = "marker") -> Incident:
@@ -139,6 +148,7 @@ def test_a_marked_copy_joins_only_the_link_of_the_incident_it_mirrors(tmp_path: 
 
 def test_markers_of_links_this_ledger_lacks_join_nothing(tmp_path: Path) -> None:
     ledger, groups = mirror(tmp_path)
+    see(ledger, groups, "a")  # the source was read: S7 is not there
     see(ledger, groups, "b", copy("B-1", marker_for("g", 7, "a", "S7")), copy("B-2", "syncd-g-8"))
     assert members(ledger) == {}
     unpaired = ledger.call(lambda tx: tx.audit_entries(kind="unpaired"))
@@ -153,3 +163,76 @@ def test_a_legacy_marker_joins_unchecked(tmp_path: Path) -> None:
     see(ledger, groups, "b", copy("B-1", "syncd-g-1"))
     assert members(ledger) == {1: ["a:S1", "b:B-1"]}
     assert not ledger.call(lambda tx: tx.audit_entries(kind="unpaired"))
+
+
+def unpaired_ids(ledger: Ledger) -> set[str | None]:
+    return {u.external_id for u in ledger.call(lambda tx: tx.audit_entries(kind="unpaired"))}
+
+
+def creates(ledger: Ledger, link_id: int) -> list[str]:
+    return ledger.call(lambda tx: [o.account for o in tx.outbox_for_link(link_id)
+                                   if o.action == "create"])
+
+
+def test_a_copy_made_under_another_link_id_joins_by_its_origin_tag(tmp_path: Path) -> None:
+    """Another ledger mirrored S1 as its link 9: that copy joins S1's link here, whichever of
+    the two this ledger sees first, and the link owes ``b`` no create; a copy whose tag names
+    another incident joins nothing, even with the link's own id in its marker."""
+    ledger, groups = mirror(tmp_path)
+    see(ledger, groups, "b", copy("B-1", marker_for("g", 9, "a", "S1")))
+    assert members(ledger) == {} and unpaired_ids(ledger) == set()  # not read at a yet
+    see(ledger, groups, "a", Incident("S1", State.TRIGGERED, "src", updated_at=T0),
+        Incident("S2", State.TRIGGERED, "src", updated_at=T0))
+    assert members(ledger) == {1: ["a:S1", "b:B-1"], 2: ["a:S2"]}
+    assert creates(ledger, 1) == [] and creates(ledger, 2) == ["b"]
+    joined = ledger.call(lambda tx: tx.audit_entries(kind="link"))
+    assert any(e.external_id == "B-1" and "origin tag" in (e.detail or "") for e in joined)
+    see(ledger, groups, "b", copy("B-2", marker_for("g", 7, "a", "S2")),
+        copy("B-3", marker_for("g", 1, "a", "S3")))
+    assert members(ledger) == {1: ["a:S1", "b:B-1"], 2: ["a:S2", "b:B-2"]}
+    assert creates(ledger, 2) == []  # withdrawn: B-2 is S2's copy
+    assert unpaired_ids(ledger) == {"B-3"}  # names link 1 (S1's), and S3 is not here
+    # A second copy of S1 does not take B-1's place; it is reported.
+    see(ledger, groups, "b", copy("B-4", marker_for("g", 5, "a", "S1")))
+    assert members(ledger)[1] == ["a:S1", "b:B-1"]
+    assert unpaired_ids(ledger) == {"B-3", "B-4"}
+
+
+def test_an_unpaired_copy_is_reported_once_the_source_was_read(tmp_path: Path) -> None:
+    """A copy whose incident this ledger has not read may wait for the source's next poll (a
+    restored ledger reads it then); once the source was read without it, it is reported."""
+    ledger, groups = mirror(tmp_path)
+    stray = copy("B-1", marker_for("g", 4, "a", "S4"))
+    see(ledger, groups, "b", stray)
+    assert unpaired_ids(ledger) == set()
+    see(ledger, groups, "a")
+    see(ledger, groups, "b", replace(stray, state=State.ACKNOWLEDGED))  # sighted again
+    assert unpaired_ids(ledger) == {"B-1"} and members(ledger) == {}
+
+
+def test_origin_tags_join_copies_of_their_own_group_only(tmp_path: Path) -> None:
+    """Two mirror groups copy S1 from the same account: the tag is the same, the group in
+    the marker is not, so each link takes its own group's copy."""
+    ledger, groups = mirror(tmp_path, "g1", "g2")
+    see(ledger, groups, "a")
+    see(ledger, groups, "b", copy("B-2", marker_for("g2", 8, "a", "S1")))
+    see(ledger, groups, "a", Incident("S1", State.TRIGGERED, "src", updated_at=T0))
+    links = ledger.call(lambda tx: {k.group_name: sorted(
+        r.external_id for _, r in tx.members(k.id or 0)) for k in tx.links()})
+    assert links == {"g1": ["S1"], "g2": ["B-2", "S1"]}
+    assert ledger.call(lambda tx: sorted((o.group_name, o.account) for o in tx.due("b", T0)
+                                         if o.action == "create")) == [("g1", "b")]
+
+
+def test_a_create_confirmed_after_another_copy_joined_is_reported(tmp_path: Path) -> None:
+    """The race no ledger read can close: a poll joins another ledger's copy while the
+    create is in flight. The link keeps the copy it has; the new one is stored and reported."""
+    ledger, groups = mirror(tmp_path)
+    see(ledger, groups, "a", Incident("S1", State.TRIGGERED, "src", updated_at=T0))
+    see(ledger, groups, "b", copy("B-old", marker_for("g", 9, "a", "S1")))
+    mine = marker_for("g", 1, "a", "S1")
+    made = Incident("B-new", State.TRIGGERED, "copy", keys={"marker": mine}, updated_at=T0)
+    ledger.call(lambda tx: join_created(tx, groups[0], 1, "b", made, mine, T0))
+    assert members(ledger) == {1: ["a:S1", "b:B-old"]}
+    assert unpaired_ids(ledger) == {"B-new"}
+    assert ledger.call(lambda tx: tx.record("b", "B-new").tag) == origin_tag("a", "S1")  # type: ignore[union-attr]
