@@ -95,9 +95,11 @@ def test_mirror_group_names_keep_markers_within_pagerduty_limits() -> None:
 # --------------------------------------------------------------------------- polls
 
 
-def mirror(tmp_path: Path, *names: str) -> tuple[Ledger, list[GroupContext]]:
-    """A ledger and mirror groups from ``a`` to ``b`` (``g``, or ``names``)."""
-    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+def mirror(tmp_path: Path, *names: str, url: str | None = None
+           ) -> tuple[Ledger, list[GroupContext]]:
+    """A ledger (SQLite, or at ``url``) and mirror groups from ``a`` to ``b`` (``g``, or
+    ``names``)."""
+    ledger = Ledger.open(url or f"sqlite:///{tmp_path / 'l.db'}")
     caps = Capability.ACK | Capability.RESOLVE | Capability.CREATE
     return ledger, [GroupContext.build(SyncGroup(
         name=name, accounts=["a", "b"], mode="mirror", source="a", mirror_existing=True),
@@ -174,11 +176,18 @@ def creates(ledger: Ledger, link_id: int) -> list[str]:
                                    if o.action == "create"])
 
 
-def test_a_copy_made_under_another_link_id_joins_by_its_origin_tag(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest) -> str | None:
+    """None (a SQLite file), or a new PostgreSQL database: the lookups by tag on both."""
+    return None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+def test_a_copy_made_under_another_link_id_joins_by_its_origin_tag(
+        tmp_path: Path, ledger_url: str | None) -> None:
     """Another ledger mirrored S1 as its link 9: that copy joins S1's link here, whichever of
     the two this ledger sees first, and the link owes ``b`` no create; a copy whose tag names
     another incident joins nothing, even with the link's own id in its marker."""
-    ledger, groups = mirror(tmp_path)
+    ledger, groups = mirror(tmp_path, url=ledger_url)
     see(ledger, groups, "b", copy("B-1", marker_for("g", 9, "a", "S1")))
     assert members(ledger) == {} and unpaired_ids(ledger) == set()  # not read at a yet
     see(ledger, groups, "a", Incident("S1", State.TRIGGERED, "src", updated_at=T0),
@@ -196,6 +205,7 @@ def test_a_copy_made_under_another_link_id_joins_by_its_origin_tag(tmp_path: Pat
     see(ledger, groups, "b", copy("B-4", marker_for("g", 5, "a", "S1")))
     assert members(ledger)[1] == ["a:S1", "b:B-1"]
     assert unpaired_ids(ledger) == {"B-3", "B-4"}
+    ledger.dispose()
 
 
 def test_an_unpaired_copy_is_reported_once_the_source_was_read(tmp_path: Path) -> None:
