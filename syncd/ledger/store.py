@@ -36,7 +36,7 @@ from syncd import metrics, secrets
 from syncd.ledger import outbox, postgres
 from syncd.ledger.errors import LedgerDamaged, LedgerError, LedgerWriteError
 from syncd.ledger.lock import LedgerLock
-from syncd.ledger.migrations import MIGRATIONS, SCHEMA_VERSION, statements
+from syncd.ledger.migrations import FILLS, MIGRATIONS, SCHEMA_VERSION, statements
 from syncd.ledger.prepared import Many
 from syncd.ledger.tables import (
     Account,
@@ -200,6 +200,8 @@ class Ledger:
                 for number in range(version + 1, SCHEMA_VERSION + 1):
                     for stmt in statements(MIGRATIONS[number - 1], self.dialect):
                         conn.execute(text(stmt))
+                    if number in FILLS:
+                        FILLS[number](conn)
                 conn.execute(
                     text(
                         "INSERT INTO meta (key, value) VALUES ('schema_version', :v) "

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlmodel import SQLModel
 
-from syncd.ledger import Ledger, LedgerError, utcnow
+from syncd.ledger import Ledger, LedgerError, migrations, pages, utcnow
 from syncd.ledger.migrations import MIGRATIONS, SCHEMA_VERSION, statements
+from syncd.ledger.prepared import InSelect
 from syncd.model import marker_for, origin_tag, tag_of
 
 
@@ -100,27 +102,47 @@ def test_outbox_rows_survive_the_migration_that_frees_link_id(tmp_path: Path) ->
 
 
 MARKED = (("b", "1", marker_for("mig-2", 12, "a", "S1")), ("b", "2", "syncd-mig-12"),
-          ("b", "3", None), ("b", "4", "syncd-g-3-o1234567"))
-"""Records of a schema-6 ledger: a tagged marker, a legacy one, none, a malformed one."""
+          ("b", "3", None), ("b", "4", "syncd-g-3-o1234567"),
+          ("b", "5", f"syncd-g-4-{origin_tag('a', 'S2')[:9]}"), ("b", "6", "syncd-g-3-oABCDEF12"),
+          ("b", "7", "syncd-g-3-ozzzzzzzz"), ("b", "8", "SYNCD-g-3-o12345678"),
+          ("b", "9", "syncd-g-x-o12345678"), ("b", "10", "syncd-g-3-o0123456789ABCDEF"),
+          ("b", "11", "syncd-a:b-3-o12345678"))
+"""Records of a schema-6 ledger: a tagged marker (16 digits), a legacy one, none, a tag one
+digit short, an 8-digit one, and markers only a LIKE pattern takes for tagged (upper case,
+``_`` matching letters, no link id, a group no marker has)."""
+
+
+def explain(conn: sqlite3.Connection, query: InSelect, ids: list[str], **params: str) -> str:
+    """SQLite's plan for one of the ledger's own queries, as it runs it."""
+    compiled = query.stmt.compile(dialect=sqlite_dialect())
+    state = compiled.construct_expanded_state({"ids": ids, **params})
+    args = [state.parameters[name] for name in state.positiontup or ()]
+    return " ".join(str(r) for r in conn.execute(f"EXPLAIN QUERY PLAN {state.statement}",
+                                                 args))
 
 
 def test_schema_7_tags_the_copies_of_an_older_ledger(tmp_path: Path) -> None:
-    """Script 7 fills in the origin tag of every copy an older ledger stored (the same
-    tag the engine derives), and a lookup by tag reads the index, not the table."""
+    """Script 7 fills in the origin tag of every copy an older ledger stored, exactly the
+    tag the engine derives (both lengths, nothing else), in batches; the lookups by tag read
+    the indexes, not the tables."""
     path = tmp_path / "v6.db"
     with sqlite3.connect(path) as conn:
         at_version(conn, 6)
         conn.executemany("INSERT INTO record (account, external_id, state, marker, "
                          "first_seen_at, observed_at) VALUES (?, ?, 'triggered', ?, "
                          "'2026-01-01 00:00:00', '2026-01-01 00:00:00')", MARKED)
-    Ledger.open(url(path)).dispose()
+    batch, migrations.FILL_BATCH = migrations.FILL_BATCH, 3  # several batches
+    try:
+        Ledger.open(url(path)).dispose()
+    finally:
+        migrations.FILL_BATCH = batch
     with sqlite3.connect(path) as conn:
         tags = dict(conn.execute("SELECT external_id, tag FROM record").fetchall())
-        plan = " ".join(str(row) for row in conn.execute(
-            "EXPLAIN QUERY PLAN SELECT id FROM record WHERE tag IN ('o1', 'o2')"))
-    assert tags == {e: tag_of(m) for _, e, m in MARKED} == {
-        "1": origin_tag("a", "S1"), "2": None, "3": None, "4": None}
-    assert "ix_record_tag" in plan, plan
+        copies = explain(conn, pages._COPIES, ["o1", "o2"], group="g")
+    assert tags == {e: tag_of(m) for _, e, m in MARKED}
+    assert {e for e, t in tags.items() if t} == {"1", "5"}
+    assert tags["1"] == origin_tag("a", "S1") and tags["5"] == origin_tag("a", "S2")[:9]
+    assert "ix_record_tag" in copies and "SCAN record" not in copies, copies
 
 
 def test_ledger_from_newer_release_is_refused(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_same_scripts_same_schema_on_both(tmp_path: Path, pg_url: str) -> None:
 
 
 def test_schema_7_tags_copies_on_postgres_too(postgres: PgServer) -> None:
-    """Script 7's backfill (substr, length, LIKE) and partial index on PostgreSQL."""
+    """Script 7's fill (in Python, batch by batch) and partial index on PostgreSQL."""
     from sqlalchemy import create_engine
     from test_ledger import MARKED
 
