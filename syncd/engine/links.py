@@ -365,11 +365,10 @@ def _marked_link(tx: Tx, ctx: GroupContext, s: Seen, marked: Marker, opens: dict
     A copy made by another ledger (one replaced by a fresh one, or the future of a restored
     backup) names a link id this one may have handed to another incident: it joins only the
     link of the incident its tag names, never the one its link id names here, since acking one
-    incident must never ack another. A copy that pairs with no link stays unlinked, said once
-    per sighting (audit and log); but while the source account has not been read since this
-    copy was first seen, its incident may still open a link here (after a restore), so it is
-    not reported yet: that link adopts it, or a later sighting reports it. A legacy marker (no
-    tag) cannot be checked and joins as it always did."""
+    incident must never ack another. A copy that pairs with no link stays unlinked, said at
+    once (audit and log): a poll looks at it again only when it changes. A link opened later
+    for its incident adopts it then (:func:`_adopt_copies`, audited as its own join). A legacy
+    marker (no tag) cannot be checked and joins as it always did."""
     group = ctx.group
     found = opens.get(marked.link_id)
     if found is None:
@@ -396,20 +395,10 @@ def _marked_link(tx: Tx, ctx: GroupContext, s: Seen, marked: Marker, opens: dict
                       "copy in this account already")
             return None
         return found
-    if _source_unread(tx, group, s.rec):
-        log.info("mirror.awaiting_source", group=group.name, account=s.rec.account,
-                 external_id=s.rec.external_id, marker=marked.text)
-        return None
-    _unpaired(tx, group.name, s.rec, marked, now, f"{_ELSEWHERE}, and no link here mirrors "
-              "the incident its origin tag names")
+    _unpaired(tx, group.name, s.rec, marked, now, f"{_ELSEWHERE}, and no link here "
+              "mirrors the incident its origin tag names (yet: a link opened for it later "
+              "adopts it)")
     return None
-
-
-def _source_unread(tx: Tx, group: SyncGroup, rec: RecordRow) -> bool:
-    """Whether the group's source has completed no poll since ``rec`` was first seen here."""
-    last = tx.cursor(group.source).last_success_at if group.source else None
-    records.born(tx, [rec])
-    return last is None or rec.first_seen_at is None or last < rec.first_seen_at
 
 
 _ELSEWHERE = ("it was made by another ledger (a fresh one, or after the backup this one was "

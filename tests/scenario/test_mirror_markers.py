@@ -237,9 +237,12 @@ async def restored_with_another_id(tmp_path: Path) -> tuple[World, dict[str, str
     return w, old
 
 
-async def check_old_copies_joined(w: World, old: dict[str, str]) -> None:
-    """Once settled: page-X has exactly its old copies, joined to its new link (2), none of
-    them reported unpaired, and an ack at the source reaches them; page-Y's old copies (their
+async def check_old_copies_joined(w: World, old: dict[str, str], *,
+                                  reported: bool = False) -> None:
+    """Once settled: page-X has exactly its old copies, joined to its new link (2) by their
+    origin tag (each join audited as such), none of them reported unpaired (``reported``: each
+    was, when seen before its link opened, and only then), and an ack at the source reaches
+    them; page-Y's old copies (their
     marker names link 2, their tag page-Y) and page-F's joined nothing, and page-F's copy is
     not acked with page-X."""
     await w.settle()
@@ -258,7 +261,12 @@ async def check_old_copies_joined(w: World, old: dict[str, str]) -> None:
     [foreign] = copies(w, "vo", "page-F")
     assert foreign["id"] not in {m.get("vo") for m in links.values()}
     unpaired = w.ledger.call(lambda tx: tx.audit_entries(kind="unpaired", limit=1000))
-    assert not {(u.account, u.external_id) for u in unpaired} & set(old.items())
+    said = sorted((u.account, u.external_id) for u in unpaired if (u.account, u.external_id)
+                  in set(old.items()))
+    assert said == (sorted(old.items()) if reported else []), said
+    joined = w.ledger.call(lambda tx: tx.audit_entries(kind="link", limit=1000))
+    assert {(e.account, e.external_id) for e in joined if e.link_id == 2
+            and "joined by origin tag" in (e.detail or "")} == set(old.items())
     w.act(SOURCE, "page-X", "acknowledge")
     for _ in range(10):
         await w.cycle()
@@ -271,17 +279,16 @@ async def check_old_copies_joined(w: World, old: dict[str, str]) -> None:
 
 async def test_a_restore_joins_old_copies_seen_before_their_incident(tmp_path: Path) -> None:
     """(a) The targets' polls see page-X's old copies before the source's poll reads page-X:
-    nothing pairs with them yet, and they are not reported, since the source has not been
-    read since; the source's poll opens page-X's link with them and owes no create."""
+    nothing pairs with them yet, so they are reported unpaired at once; the source's poll
+    then opens page-X's link with them (each join audited) and owes no create."""
     w, old = await restored_with_another_id(tmp_path)
     try:
         for account in TARGETS:
             assert (await w.engine.poll(account)).ok
-        assert not w.ledger.call(lambda tx: tx.audit_entries(kind="unpaired"))
         assert (await w.engine.poll(SOURCE)).ok
         owed = w.ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(2)])
         assert ("create" not in {action for _, action in owed}), owed  # main: one per target
-        await check_old_copies_joined(w, old)
+        await check_old_copies_joined(w, old, reported=True)
     finally:
         await w.close()
 
