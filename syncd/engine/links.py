@@ -322,7 +322,14 @@ def _place(tx: Tx, ctx: GroupContext, s: Seen, opens: dict[int, _Open],
     # A marker we wrote into an incident we created wins over every other rule.
     marked = parse_marker(inc.keys, group.name)
     found = _marked_link(tx, ctx, s, marked, opens, now) if marked else None
-    if marked and found is not None and rec.account not in found.accounts:
+    if marked and found is not None and rec.account in found.accounts and (
+            group.mode == "mirror"):
+        # A link holds one copy per account: a second one (made while a poll joined another,
+        # by its origin tag, or by another ledger) is reported, never dropped in silence.
+        _unpaired(tx, group.name, rec, marked, now, f"link {found.id}, which mirrors the "
+                  "incident it names, has another copy in this account; resolve the one not "
+                  "wanted")
+    elif marked and found is not None and rec.account not in found.accounts:
         if rec.marker != marked.text:
             records.set_marker(rec, marked.text)
             s.dirty = True
@@ -388,13 +395,7 @@ def _marked_link(tx: Tx, ctx: GroupContext, s: Seen, marked: Marker, opens: dict
     link_id = pages.newest_for_keys(tx, group.name, [marked.tag]).get(marked.tag)
     if link_id is not None:
         _load_opens(tx, opens, [link_id], {})
-        found = opens[link_id]
-        if s.rec.account in found.accounts:
-            _unpaired(tx, group.name, s.rec, marked, now, f"{_ELSEWHERE}, and link "
-                      f"{link_id}, which mirrors the incident its origin tag names, has a "
-                      "copy in this account already")
-            return None
-        return found
+        return opens[link_id]
     _unpaired(tx, group.name, s.rec, marked, now, f"{_ELSEWHERE}, and no link here "
               "mirrors the incident its origin tag names (yet: a link opened for it later "
               "adopts it)")
@@ -405,8 +406,8 @@ _ELSEWHERE = ("it was made by another ledger (a fresh one, or after the backup t
               "restored from)")
 
 
-def _unpaired(tx: Tx, group: str, rec: AnyRecord, marked: Marker, now: datetime,
-              why: str) -> None:
+def _unpaired(tx: Tx, group: str, rec: AnyRecord | pages.CopyRow, marked: Marker,
+              now: datetime, why: str) -> None:
     """Say, once per sighting, that a copy stays out of every link, and why."""
     detail = (f"the copy carrying marker {marked.text} is not paired: {why}; pair it with "
               "`syncd link` if it belongs to a link")

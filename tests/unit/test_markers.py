@@ -242,3 +242,16 @@ def test_a_create_confirmed_after_another_copy_joined_is_reported(tmp_path: Path
     assert members(ledger) == {1: ["a:S1", "b:B-old"]}
     assert unpaired_ids(ledger) == {"B-new"}
     assert ledger.call(lambda tx: tx.record("b", "B-new").tag) == origin_tag("a", "S1")  # type: ignore[union-attr]
+
+
+def test_a_second_copy_under_the_links_own_marker_is_reported(tmp_path: Path) -> None:
+    """syncd was killed after its create went out and before it was confirmed, while a poll
+    joined the copy another ledger made: the copy it created, seen later under the link's own
+    marker, is reported, not ignored."""
+    ledger, groups = mirror(tmp_path)
+    see(ledger, groups, "a", Incident("S1", State.TRIGGERED, "src", updated_at=T0))
+    see(ledger, groups, "b", copy("B-old", marker_for("g", 9, "a", "S1")))
+    assert members(ledger) == {1: ["a:S1", "b:B-old"]} and unpaired_ids(ledger) == set()
+    see(ledger, groups, "b", copy("B-new", marker_for("g", 1, "a", "S1")))
+    assert members(ledger) == {1: ["a:S1", "b:B-old"]}
+    assert unpaired_ids(ledger) == {"B-new"}
