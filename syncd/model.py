@@ -157,12 +157,13 @@ def state_action(have: State, want: State) -> Action | None:
     return Action.UNACKNOWLEDGE
 
 
-MARKER_SHAPE = r"syncd-[\w.-]+-\d+(?:-o[0-9a-f]{8})?"
+_TAG = r"o(?:[0-9a-f]{16}|[0-9a-f]{8})"  # an origin tag: 16 hex digits, 8 in older markers
+MARKER_SHAPE = rf"syncd-[\w.-]+-\d+(?:-{_TAG})?"
 """What any creation marker looks like (group-agnostic), for clients that tell a marker from
 another key: ``syncd-<group>-<link id>-<origin tag>``, or ``syncd-<group>-<link id>`` as written
 before origin tags (legacy)."""
 MARKER_MAX_GROUP = 200
-"""Longest mirror group name: its markers (at most 236 characters with a 19-digit link id) stay
+"""Longest mirror group name: its markers (at most 244 characters with a 19-digit link id) stay
 within PagerDuty's 255-character ``dedup_key`` (vendor notes §7), also as incident.io's
 ``syncd-<marker>`` idempotency key."""
 
@@ -182,13 +183,28 @@ class Marker(NamedTuple):
 
 
 def origin_tag(account: str, external_id: str) -> str:
-    """``o`` and 8 hex digits naming the record that opened a mirror link (its source account
+    """``o`` and 16 hex digits naming the record that opened a mirror link (its source account
     and incident), so a marker names which incident its copy mirrors, not just a link id: link
     ids are ledger row ids, and a fresh or restored ledger hands the same id to another
     incident. The letter keeps a tag from ever reading as a link id: without it, one tag in 43
     is all digits, and group ``g``'s ``syncd-g-5-28167191`` was also group ``g-5``'s legacy
-    marker for link 28167191."""
-    return "o" + hashlib.sha256(f"{account}\n{external_id}".encode()).hexdigest()[:8]
+    marker for link 28167191. Markers written before held 8 hex digits (:func:`joins_by_tag`):
+    too few to tell incidents apart (account ``a``'s ``S1174`` and ``S33770`` share
+    ``o099126bb``), so those pair only with the link id they name."""
+    return "o" + hashlib.sha256(f"{account}\n{external_id}".encode()).hexdigest()[:16]
+
+
+def joins_by_tag(tag: str | None) -> bool:
+    """Whether a copy carrying ``tag`` may join a link other than the one its marker names, by
+    the tag alone: only a full 16-digit tag, whose collisions are out of reach; an 8-digit one
+    collides within tens of thousands of incidents of one account."""
+    return tag is not None and len(tag) == 17
+
+
+def names_origin(tag: str, account: str, external_id: str) -> bool:
+    """Whether ``tag`` (16 or, in an older marker, 8 hex digits) names that incident."""
+    full = origin_tag(account, external_id)
+    return full == tag or (len(tag) == 9 and full.startswith(tag))
 
 
 def marker_for(group: str, link_id: int, account: str, external_id: str) -> str:
@@ -199,7 +215,7 @@ def marker_for(group: str, link_id: int, account: str, external_id: str) -> str:
     return f"syncd-{group}-{link_id}-{origin_tag(account, external_id)}"
 
 
-_TAG_OF = re.compile(r"syncd-[\w.-]+-\d+-(o[0-9a-f]{8})")  # MARKER_SHAPE with its tag
+_TAG_OF = re.compile(rf"syncd-[\w.-]+-\d+-({_TAG})")  # MARKER_SHAPE with its tag
 
 
 def tag_of(marker: str | None) -> str | None:
@@ -212,7 +228,7 @@ def tag_of(marker: str | None) -> str | None:
 
 @functools.lru_cache(maxsize=64)
 def _marker_of(group: str) -> re.Pattern[str]:
-    return re.compile(rf"syncd-{re.escape(group)}-(\d+)(?:-(o[0-9a-f]{{8}}))?")
+    return re.compile(rf"syncd-{re.escape(group)}-(\d+)(?:-({_TAG}))?")
 
 
 def parse_marker(keys: Mapping[str, str], group: str) -> Marker | None:

@@ -43,7 +43,9 @@ from syncd.model import (
     Marker,
     Severity,
     State,
+    joins_by_tag,
     marker_for,
+    names_origin,
     origin_tag,
     parse_marker,
 )
@@ -257,7 +259,7 @@ def link_page(tx: Tx, ctx: GroupContext, seen: Sequence[Seen], now: datetime,
             tx, group.name, [(o.key, o.origin) for o in fresh_links], now), strict=True):
         link.id = link_id
     if group.mode == "mirror":
-        _adopt_copies(tx, group.name, [j for j in joins if j.created])
+        _adopt_copies(tx, group, [j for j in joins if j.created], now)
     pages.add_members(tx, group.name, [
         *((j.link.id or 0, j.seen.rec.id, j.seen.rec.account) for j in joins),
         *((j.link.id or 0, c.id, c.account) for j in joins for c in j.copies)])
@@ -287,21 +289,44 @@ def _by_tag(tag: str, marker: str) -> str:
             f"another ledger (its marker {marker} names that ledger's link id)")
 
 
-def _adopt_copies(tx: Tx, group: str, joins: Sequence[_Join]) -> None:
+def _adopt_copies(tx: Tx, group: SyncGroup, joins: Sequence[_Join], now: datetime) -> None:
     """Copies that already exist of the incidents whose mirror links were just opened: made
     by another ledger (the future of the backup this one was restored from, or one replaced
-    by a fresh one), which gave the link another id. Their origin tag names the incident, so
-    each joins its link (the oldest copy per account), and that account is owed no create:
-    otherwise its on-call would be paged twice for one incident. One query for the page."""
-    by_tag = {j.link.key: j for j in joins if j.link.key}
-    for copy in pages.unlinked_copies(tx, group, by_tag):
-        j = by_tag.get(copy.tag)
-        if j is None or copy.account not in j.missing or parse_marker(
-                {"marker": copy.marker}, group) is None:
-            continue  # another group's copy, or a second one in an account that has one
-        j.missing.remove(copy.account)
-        j.link.accounts.add(copy.account)
-        j.copies.append(copy)
+    by a fresh one), which gave the link another id. Their 16-digit origin tag names the
+    incident, so such a copy joins its link, and that account is owed no create: otherwise
+    its on-call would be paged twice for one incident. Only when the tag is unambiguous: one
+    link of the group claims it and one unlinked copy in that account carries it, and the
+    link has no member there; otherwise nothing joins and the copies are reported
+    ``unpaired`` (8-digit tags never join here: :func:`~syncd.model.joins_by_tag`). One query
+    for the page's copies, one for the links claiming their tags."""
+    by_tag = {j.link.key: j for j in joins if j.link.key and joins_by_tag(j.link.key)}
+    found: dict[tuple[str, str], list[tuple[pages.CopyRow, Marker]]] = {}
+    for copy in pages.unlinked_copies(tx, group.name, by_tag):
+        marked = parse_marker({"marker": copy.marker}, group.name)
+        if marked is not None and marked.tag == copy.tag and copy.account in group.accounts:
+            found.setdefault((copy.tag, copy.account), []).append((copy, marked))
+    claims = pages.links_for_keys(tx, group.name, {tag for tag, _ in found})
+    for (tag, account), copies in found.items():
+        j = by_tag[tag]
+        why = _ambiguous(len(claims.get(tag, ())), len(copies))
+        if why is None and account not in j.missing:
+            why = f"link {j.link.id}, which mirrors its incident, has a member in this account"
+        if why is not None:
+            for copy, marked in copies:
+                _unpaired(tx, group.name, copy, marked, now, f"{_ELSEWHERE}, and {why}")
+            continue
+        j.missing.remove(account)
+        j.link.accounts.add(account)
+        j.copies.append(copies[0][0])
+
+
+def _ambiguous(links: int, copies: int) -> str | None:
+    """Why an origin tag cannot pick a copy's link (several links or copies claim it)."""
+    if links > 1:
+        return f"{links} links here claim its origin tag"
+    if copies > 1:
+        return f"{copies} unlinked copies in this account carry its origin tag"
+    return None
 
 
 def _load_opens(tx: Tx, opens: dict[int, _Open], link_ids: Iterable[int],
@@ -367,15 +392,18 @@ def _marked_link(tx: Tx, ctx: GroupContext, s: Seen, marked: Marker, opens: dict
                  now: datetime) -> _Open | None:
     """The link a marked record was created for: the marker's link, if this ledger has it in
     the group and (a tagged marker) it mirrors the incident the tag names; else (a mirror
-    group) the link whose key is that tag, which mirrors the same incident under another id.
+    group, a 16-digit tag) the one link whose key is that tag, which mirrors the same incident
+    under another id.
 
     A copy made by another ledger (one replaced by a fresh one, or the future of a restored
     backup) names a link id this one may have handed to another incident: it joins only the
     link of the incident its tag names, never the one its link id names here, since acking one
-    incident must never ack another. A copy that pairs with no link stays unlinked, said at
-    once (audit and log): a poll looks at it again only when it changes. A link opened later
-    for its incident adopts it then (:func:`_adopt_copies`, audited as its own join). A legacy
-    marker (no tag) cannot be checked and joins as it always did."""
+    incident must never ack another; and by its tag alone only when that is unambiguous (one
+    link claims it, no other unlinked copy in this account carries it) and 16 digits long (an
+    8-digit tag pairs only with its own link id, as it always did). A copy that pairs with no
+    link stays unlinked, said at once (audit and log); a link opened later for its incident
+    adopts it then (:func:`_adopt_copies`). A legacy marker (no tag) cannot be checked and
+    joins as it always did."""
     group = ctx.group
     found = opens.get(marked.link_id)
     if found is None:
@@ -385,21 +413,29 @@ def _marked_link(tx: Tx, ctx: GroupContext, s: Seen, marked: Marker, opens: dict
             found = opens[marked.link_id]
     if found is not None and marked.tag is not None:
         origin = pages.member_in(tx, marked.link_id, group.source) if group.source else None
-        if origin is None or origin_tag(group.source or "", origin) != marked.tag:
+        if origin is None or not names_origin(marked.tag, group.source or "", origin):
             found = None
-    if found is not None or marked.tag is None or group.mode != "mirror":
+    if found is not None or not joins_by_tag(marked.tag) or group.mode != "mirror":
         if found is None:
             _unpaired(tx, group.name, s.rec, marked, now, f"{_ELSEWHERE}, and here link "
                       f"{marked.link_id} mirrors another incident or none")
         return found
-    link_id = pages.newest_for_keys(tx, group.name, [marked.tag]).get(marked.tag)
-    if link_id is not None:
-        _load_opens(tx, opens, [link_id], {})
-        return opens[link_id]
-    _unpaired(tx, group.name, s.rec, marked, now, f"{_ELSEWHERE}, and no link here "
-              "mirrors the incident its origin tag names (yet: a link opened for it later "
-              "adopts it)")
-    return None
+    tag = marked.tag or ""
+    claims = pages.links_for_keys(tx, group.name, [tag]).get(tag, [])
+    if not claims:
+        _unpaired(tx, group.name, s.rec, marked, now, f"{_ELSEWHERE}, and no link here "
+                  "mirrors the incident its origin tag names (yet: a link opened for it later "
+                  "adopts it)")
+        return None
+    others = [c for c in pages.unlinked_copies(tx, group.name, [tag])
+              if c.account == s.rec.account and c.id != s.rec.id
+              and parse_marker({"marker": c.marker}, group.name) is not None]
+    why = _ambiguous(len(claims), len(others) + 1)
+    if why is not None:
+        _unpaired(tx, group.name, s.rec, marked, now, f"{_ELSEWHERE}, and {why}")
+        return None
+    _load_opens(tx, opens, claims, {})
+    return opens[claims[0]]
 
 
 _ELSEWHERE = ("it was made by another ledger (a fresh one, or after the backup this one was "

@@ -40,6 +40,9 @@ _LINKS_OF = InSelect(select(_MEMBER.c.record_id, _MEMBER.c.link_id).where(
 _NEWEST = InSelect(select(_LINK.c.key, func.max(_LINK.c.id))
                    .where(_LINK.c.group_name == bindparam("group"), _in(_LINK.c.key))
                    .group_by(_LINK.c.key))
+_KEYED = InSelect(select(_LINK.c.key, _LINK.c.id)
+                  .where(_LINK.c.group_name == bindparam("group"), _in(_LINK.c.key))
+                  .order_by(_LINK.c.id))
 _ACCOUNTS = InSelect(select(_MEMBER.c.link_id, _MEMBER.c.account).where(
     _in(_MEMBER.c.link_id)))
 _MEMBERS = InSelect(select(_MEMBER.c.link_id, _RECORD.c.id, _RECORD.c.account,
@@ -130,6 +133,17 @@ def newest_for_keys(tx: Tx, group: str, keys: Iterable[str]) -> dict[str, int]:
     if not ids:
         return {}
     return dict(_NEWEST(tx.core, ids, group=group))
+
+
+def links_for_keys(tx: Tx, group: str, keys: Iterable[str]) -> dict[str, list[int]]:
+    """Per key, every link of ``group`` holding it, oldest first: a copy joins a mirror link
+    by its origin tag only when one link claims that tag."""
+    ids = sorted(set(keys))
+    out: dict[str, list[int]] = {}
+    if ids:
+        for key, link_id in _KEYED(tx.core, ids, group=group):
+            out.setdefault(key, []).append(link_id)
+    return out
 
 
 def unlinked_copies(tx: Tx, group: str, tags: Iterable[str]) -> list[CopyRow]:

@@ -139,10 +139,12 @@ def test_schema_7_tags_the_copies_of_an_older_ledger(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         tags = dict(conn.execute("SELECT external_id, tag FROM record").fetchall())
         copies = explain(conn, pages._COPIES, ["o1", "o2"], group="g")
+        keyed = explain(conn, pages._KEYED, ["o1", "o2"], group="g")
     assert tags == {e: tag_of(m) for _, e, m in MARKED}
     assert {e for e, t in tags.items() if t} == {"1", "5"}
     assert tags["1"] == origin_tag("a", "S1") and tags["5"] == origin_tag("a", "S2")[:9]
     assert "ix_record_tag" in copies and "SCAN record" not in copies, copies
+    assert "ix_link_group_key" in keyed, keyed
 
 
 def test_ledger_from_newer_release_is_refused(tmp_path: Path) -> None:

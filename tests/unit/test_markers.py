@@ -3,6 +3,7 @@ record (joins its link only when the marker names the incident that opened it)."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,15 +12,18 @@ import pytest
 from syncd.config import SyncGroup
 from syncd.engine.links import join_created
 from syncd.engine.observe import GroupContext, observe
-from syncd.ledger import Ledger, Tx
+from syncd.ledger import Ledger, Tx, pages
 from syncd.model import (
     MARKER_MAX_GROUP,
     Incident,
     Marker,
     State,
+    joins_by_tag,
     marker_for,
+    names_origin,
     origin_tag,
     parse_marker,
+    tag_of,
 )
 from syncd.vendors import pagerduty, spike
 from syncd.vendors.base import Capability
@@ -33,7 +37,7 @@ def test_a_marker_names_its_link_and_the_incident_that_opened_it() -> None:
     assert marker == f"syncd-mig-5-{origin_tag('pd', 'Q1')}"
     assert marker == marker_for("mig", 5, "pd", "Q1")  # deterministic: a retry finds it
     tag = marker.rsplit("-", 1)[1]
-    assert len(tag) == 9 and tag[0] == "o" and all(c in "0123456789abcdef" for c in tag[1:])
+    assert len(tag) == 17 and tag[0] == "o" and all(c in "0123456789abcdef" for c in tag[1:])
     # The same link id for another incident (a fresh or restored ledger) is another marker.
     assert marker_for("mig", 5, "pd", "Q2") != marker
     assert marker_for("mig", 5, "pd2", "Q1") != marker
@@ -47,10 +51,22 @@ def test_legacy_markers_still_parse_without_a_tag() -> None:
     assert legacy == Marker("mig", 5, None) and legacy.text == "syncd-mig-5"
 
 
+def test_markers_with_8_digit_tags_still_parse_and_name_their_incident() -> None:
+    """Copies made before tags had 16 digits keep their 8: parsed and stored as they are,
+    and checked against an incident by the digits they have."""
+    short = f"syncd-mig-5-{origin_tag('pd', 'Q1')[:9]}"
+    assert parse_marker({"dedup": short}, "mig") == Marker("mig", 5, short[-9:])
+    assert tag_of(short) == short[-9:] and not joins_by_tag(tag_of(short))
+    assert joins_by_tag(origin_tag("pd", "Q1"))
+    assert names_origin(short[-9:], "pd", "Q1") and not names_origin(short[-9:], "pd", "Q2")
+    assert names_origin(origin_tag("pd", "Q1"), "pd", "Q1")
+
+
 @pytest.mark.parametrize("value", [
     "syncd-mig-5x", "syncd-mig-5-", "syncd-mig-5-ab12cd3", "syncd-mig-5-ab12cd345",
     "syncd-mig-5-AB12CD34", "syncd-mig-5-ab12cd34", "syncd-mig-5-oab12cd3", "xsyncd-mig-5",
-    "syncd-mig-5 and more", "syncd-mig-5\n",
+    "syncd-mig-5 and more", "syncd-mig-5\n", "syncd-mig-5-o0123456789ab",
+    "syncd-mig-5-o0123456789abcdef0", "syncd-mig-5-o0123456789ABCDEF",
     "syncd-other-5", "syncd-mig-", "[syncd:syncd-mig-5]",
 ])
 def test_only_a_whole_marker_of_the_group_is_one(value: str) -> None:
@@ -62,7 +78,7 @@ def test_a_marker_is_never_read_as_another_links() -> None:
     assert parse_marker({"dedup": "syncd-g-1"}, "g") == Marker("g", 1, None)
     # Group names hold dashes and digits: the group decides how the rest is read.
     mine = marker_for("a-1", 5, "pd", "Q1")
-    assert parse_marker({"dedup": mine}, "a-1") == Marker("a-1", 5, mine[-9:])
+    assert parse_marker({"dedup": mine}, "a-1") == Marker("a-1", 5, mine[-17:])
     assert parse_marker({"dedup": mine}, "a") is None
     assert parse_marker({"dedup": "syncd-a-1-5"}, "a") is None
     # A tag is never digits alone, so no tag reads as a link id of a group named "g-5".
@@ -242,6 +258,43 @@ def test_a_create_confirmed_after_another_copy_joined_is_reported(tmp_path: Path
     assert members(ledger) == {1: ["a:S1", "b:B-old"]}
     assert unpaired_ids(ledger) == {"B-new"}
     assert ledger.call(lambda tx: tx.record("b", "B-new").tag) == origin_tag("a", "S1")  # type: ignore[union-attr]
+
+
+def test_colliding_8_digit_tags_never_join_another_link(tmp_path: Path) -> None:
+    """Account a's S1174 and S33770 share their 8-digit tag: a copy of S33770 that an older
+    syncd made (resolved, never deleted) neither joins S1174's new link when it opens, nor
+    later by its tag, nor withdraws the create S1174 owes b. Its own link id still pairs."""
+    short = origin_tag("a", "S33770")[:9]
+    assert origin_tag("a", "S1174")[:9] == short  # the collision
+    ledger, groups = mirror(tmp_path)
+    stray = replace(copy("B-old", f"syncd-g-9-{short}"), state=State.RESOLVED)
+    see(ledger, groups, "b", stray)
+    see(ledger, groups, "a", Incident("S1174", State.TRIGGERED, "src", updated_at=T0))
+    assert members(ledger) == {1: ["a:S1174"]} and creates(ledger, 1) == ["b"]
+    see(ledger, groups, "b", copy("B-late", f"syncd-g-7-{short}"))
+    assert members(ledger) == {1: ["a:S1174"]} and creates(ledger, 1) == ["b"]
+    assert unpaired_ids(ledger) == {"B-old", "B-late"}
+    # An 8-digit copy naming link 1 pairs with it, as every such copy did before.
+    see(ledger, groups, "b", copy("B-1", f"syncd-g-1-{origin_tag('a', 'S1174')[:9]}"))
+    assert members(ledger) == {1: ["a:S1174", "b:B-1"]}
+
+
+def test_a_tag_claimed_twice_joins_nothing(tmp_path: Path) -> None:
+    """Even a 16-digit tag picks no link when two copies in one account carry it, or two
+    links claim it: every such copy is reported and the creates stay owed."""
+    ledger, groups = mirror(tmp_path)
+    see(ledger, groups, "b", copy("B-1", marker_for("g", 8, "a", "S1")),
+        copy("B-2", marker_for("g", 9, "a", "S1")))
+    see(ledger, groups, "a", Incident("S1", State.TRIGGERED, "src", updated_at=T0))
+    assert members(ledger) == {1: ["a:S1"]} and creates(ledger, 1) == ["b"]
+    adopted = ledger.call(lambda tx: tx.audit_entries(kind="unpaired"))
+    assert sum("2 unlinked copies" in (e.detail or "") for e in adopted) == 2
+    # Two links claim S2's tag (as a collision would make them): a copy joins neither.
+    see(ledger, groups, "a", Incident("S2", State.TRIGGERED, "src", updated_at=T0))
+    ledger.call(lambda tx: pages.new_links(tx, "g", [(origin_tag("a", "S2"), "mirror")], T0))
+    see(ledger, groups, "b", copy("B-3", marker_for("g", 9, "a", "S2")))
+    assert "b:B-3" not in str(members(ledger)) and creates(ledger, 2) == ["b"]
+    assert "B-3" in unpaired_ids(ledger)
 
 
 def test_a_second_copy_under_the_links_own_marker_is_reported(tmp_path: Path) -> None:
