@@ -14,10 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from sqlalchemy import Connection, bindparam, select, update
-
-from syncd.ledger.tables import Record
-from syncd.model import tag_of
+from sqlalchemy import Connection, bindparam, column, select, table, update
 
 MIGRATIONS: list[str] = [
     # 1: incidents, links, agreed values, outbox, audit, cursors.
@@ -255,7 +252,11 @@ def statements(script: str, dialect: str = "sqlite") -> list[str]:
     return out
 
 
-_RECORD = Record.__table__  # type: ignore[attr-defined]
+# Script 7's fill is part of a released migration: what it reads and how it derives a tag are
+# frozen here, so a later change to the table classes or to the marker shape never changes
+# what upgrading an old ledger does.
+_RECORD = table("record", column("id"), column("marker"), column("tag"))
+_TAG_7 = re.compile(r"syncd-[\w.-]+-\d+-(o(?:[0-9a-f]{16}|[0-9a-f]{8}))")
 _MARKED = (select(_RECORD.c.id, _RECORD.c.marker)
            .where(_RECORD.c.id > bindparam("after"), _RECORD.c.marker.is_not(None))
            .order_by(_RECORD.c.id).limit(bindparam("size")))
@@ -264,13 +265,14 @@ FILL_BATCH = 5_000
 
 
 def fill_tags(conn: Connection) -> None:
-    """Script 7's fill: every stored marker's origin tag as the engine derives it
-    (:func:`~syncd.model.tag_of`, 16 or 8 hex digits), batch by batch in id order. In Python,
-    because SQL patterns cannot say it exactly on both databases (LIKE ignores case on SQLite
-    and its ``_`` takes any character)."""
+    """Script 7's fill: every stored marker's origin tag as the engine derived it when script 7
+    was written (:func:`~syncd.model.tag_of`, 16 or 8 hex digits), batch by batch in id order.
+    In Python, because SQL patterns cannot say it exactly on both databases (LIKE ignores case
+    on SQLite and its ``_`` takes any character)."""
     after = 0
     while rows := conn.execute(_MARKED, {"after": after, "size": FILL_BATCH}).all():
-        tags = [{"b_id": i, "b_tag": tag} for i, marker in rows if (tag := tag_of(marker))]
+        tags = [{"b_id": i, "b_tag": m.group(1)} for i, marker in rows
+                if (m := _TAG_7.fullmatch(marker))]
         if tags:
             conn.execute(_SET_TAG, tags)
         after = rows[-1][0]
