@@ -302,9 +302,16 @@ def _round_windows(rotations: list[Rotation], unit: timedelta
 def _overrides(source: Schedule, rotations: list[Rotation], target: TargetModel,
                losses: list[str]) -> list[Override]:
     """Overrides in the target's form. Whole-schedule overrides onto per-rotation targets go to
-    the rotation active at that time (after flattening at most one is)."""
+    the rotation active at that time (after flattening at most one is), flattened first so none
+    overlap: incident.io overrides "never overlap within a layer" (vendor-notes/migration.md §5
+    R13) and a new one carves its neighbours, so overlapping ones written as they are would,
+    on the next re-run, recreate the earlier override over the later one that must win."""
     out: list[Override] = []
-    for o in source.overrides:
+    overrides = list(source.overrides)
+    if target.per_rotation_overrides:
+        overrides = [o for o in overrides if o.rotation_id is not None] + _last_wins(
+            [o for o in overrides if o.rotation_id is None])
+    for o in overrides:
         if target.per_rotation_overrides and o.rotation_id is None:
             pieces = _split_by_rotation(source, rotations, o)
             covered = sum((p.end - p.start for p in pieces), timedelta(0))
@@ -319,6 +326,22 @@ def _overrides(source: Schedule, rotations: list[Rotation], target: TargetModel,
         else:
             out.append(o)
     return out
+
+
+def _last_wins(overrides: list[Override]) -> list[Override]:
+    """Whole-schedule overrides as disjoint pieces, the later one winning where they overlap
+    (PagerDuty and Spike.sh: the last created / most recent override wins, migration.md §4)."""
+    points = sorted({t for o in overrides for t in (o.start, o.end)})
+    pieces: list[Override] = []
+    for a, b in itertools.pairwise(points):
+        top = next((o for o in reversed(overrides) if o.start <= a < o.end), None)
+        if top is None:
+            continue
+        if pieces and pieces[-1].end == a and pieces[-1].user == top.user:
+            pieces[-1] = replace(pieces[-1], end=b)
+        else:
+            pieces.append(replace(top, start=a, end=b))
+    return pieces
 
 
 def _split_by_rotation(source: Schedule, rotations: list[Rotation], o: Override

@@ -422,3 +422,45 @@ def test_the_text_output_of_plan_apply_and_verify(tmp_path: Path) -> None:
     finally:
         for r in running.values():
             r.stop()
+
+
+async def test_overlapping_pagerduty_overrides_stay_last_wins_in_incidentio_across_reruns(
+        tmp_path: Path) -> None:
+    """PagerDuty: the last created override wins where two overlap. incident.io overrides never
+    overlap on a layer (a new one carves its neighbours), so they must be written flattened;
+    written as they are, an update re-run recreated the earlier override over the later one and
+    incident.io paged the wrong person for the overlap."""
+    from syncd.migrate.schedule import Override, Rotation, Schedule
+
+    world = World(tmp_path, CROSS, [])
+    pair = pair_of(world, "pd", "ii")
+    try:
+        source = pair.source_client
+        sid = await source.create_schedule(Schedule(  # type: ignore[attr-defined]
+            id="new", name="Overlapping overrides", time_zone="Europe/Berlin", rotations=(
+                Rotation(id="l1", name="Layer 1", users=("PUSR001", "PUSR002", "PUSR003"),
+                         anchor=utcnow().replace(microsecond=0) - timedelta(days=3),
+                         handovers=(timedelta(days=1),)),)), "made by a person")
+        t0 = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
+        await source.sync_overrides(sid, [  # type: ignore[attr-defined]
+            Override(t0, t0 + timedelta(hours=8), "PUSR004"),
+            Override(t0 + timedelta(hours=2), t0 + timedelta(hours=4), "PUSR005")])
+        selection = service.Selection(schedules=(sid,))
+        plan = await service.plan(pair, selection, now=utcnow(), horizon=HORIZON)
+        assert plan.items[0].verb == Verb.CREATE and plan.items[0].differences == []
+        await service.apply(pair, plan, now=utcnow())
+        assert (await service.verify(pair, now=utcnow(), days=28))[0].differences == []
+
+        # An edit in the source: the re-run updates in place and re-syncs the overrides.
+        (sched,) = await pair.reader.read_schedules([sid])
+        rot = sched.rotations[0]
+        await source.update_schedule(sid, replace(  # type: ignore[attr-defined]
+            sched, rotations=(replace(rot, users=(*rot.users, "PUSR002")),)), "edited")
+        changed = await service.plan(pair, selection, now=utcnow(), horizon=HORIZON)
+        assert changed.items[0].verb == Verb.UPDATE
+        await service.apply(pair, changed, now=utcnow())
+        checked = await service.verify(pair, now=utcnow(), days=28)
+        assert checked[0].differences == [], checked[0].as_dict()
+    finally:
+        await closed(pair)
+        await world.close()
