@@ -42,6 +42,10 @@ class Policy:
     levels: tuple[Level, ...]
     repeats: int = 0  # how many times the whole policy runs again after the last level
     team: str | None = None
+    # What the source policy does that these levels cannot carry (named by the vendor reader):
+    # a target scoped to one rota, all users or the next on call, a channel, a repeat from a
+    # later level. Converting would page other people, so such a policy is refused.
+    unsupported: tuple[str, ...] = ()
 
     def schedules(self) -> set[str]:
         return {t.id for lvl in self.levels for t in lvl.targets if t.kind == "schedule"}
@@ -72,6 +76,12 @@ def convert_policy(source: Policy, target: TargetModel, *,
     """``schedules``/``users`` map source ids to target ids (people by matched email first).
     The caller refuses the policy before this when a dependency was refused or unmatched, so
     the root cause is named once, on the object that has it."""
+    if source.unsupported:
+        return PolicyConversion(source, Conversion.REFUSED, refusal=Refusal(
+            "unsupported_escalation_feature",
+            f"escalation policy {source.name!r} " + "; ".join(source.unsupported)
+            + ", which syncd cannot carry to another policy without paging other people; "
+            "change that in the source or migrate the policy by hand"))
     if not source.levels:
         return PolicyConversion(source, Conversion.REFUSED, refusal=Refusal(
             "empty_policy", f"escalation policy {source.name!r} has no levels to page"))

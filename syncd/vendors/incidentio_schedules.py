@@ -12,7 +12,10 @@ Reading (openapi.json ``ScheduleV2``, ``EscalationPathV2``; docs/vendors/inciden
 - Overrides that have not ended are read per rotation (``Override.rotation_id``).
 - A path's ``level`` nodes are levels (``delay`` = ``time_to_ack_seconds``, a following
   ``delay`` node adds to it), a ``repeat`` node gives ``repeats``, and the levels inside an
-  ``if_else`` branch are ``Level(conditional=True)``: reached only under a condition.
+  ``if_else`` branch are ``Level(conditional=True)``: reached only under a condition. What a
+  level cannot carry (a schedule paged for one rota, all its users or the next on call; a
+  channel; round robin; a repeat from a later node; other node types) is named in
+  ``Policy.unsupported``, and the plan refuses the policy (``_Walk``).
 - ``rendered`` is ``GET /v2/schedule_entries`` ``final``, paged to the end.
 
 Writing:
@@ -438,9 +441,10 @@ class ScheduleMigration:
             if teams is not None and not set(team_ids) & set(teams):
                 continue
             try:
-                levels, repeats = _walk(raw["path"], conditional=False)
-                out.append(Policy(raw["id"], raw["name"], tuple(levels), repeats,
-                                  team_ids[0] if team_ids else None))
+                walk = _Walk(raw["path"][0]["id"] if raw["path"] else None)
+                repeats = walk.nodes(raw["path"], conditional=False)
+                out.append(Policy(raw["id"], raw["name"], tuple(walk.levels), repeats,
+                                  team_ids[0] if team_ids else None, tuple(walk.unsupported)))
             except (KeyError, TypeError, ValueError) as exc:
                 raise self._malformed("GET /v2/escalation_paths",
                                       f"path {raw.get('id')!r}: {exc}") from None
@@ -561,28 +565,71 @@ def _target(t: Target) -> dict[str, Any]:
     return {"type": "user", "id": t.id, "urgency": "high"}
 
 
-def _walk(nodes: list[dict[str, Any]], *, conditional: bool) -> tuple[list[Level], int]:
-    """Levels in order (branch levels marked conditional) and the repeat count."""
-    from syncd.migrate.policy import Level, Target
+class _Walk:
+    """A path's nodes as levels in order (branch levels marked conditional), and what they do
+    that a :class:`~syncd.migrate.policy.Level` cannot carry (openapi.json
+    ``EscalationPathTargetV2``, ``EscalationPathNodeV2``): a schedule paged in a
+    ``schedule_mode`` other than ``currently_on_call`` (one rota, all its users, the next on
+    call), a Slack or Teams channel, round robin, a time-out or delay relative to working hours,
+    a repeat from a node other than the first, and node types other than level, delay, repeat
+    and if/else (``notify_channel``, ``voicemail``, a hand-over to another ``escalation_path``).
+    Reading them as plain levels paged other people than the source would."""
 
-    levels: list[Level] = []
-    repeats = 0
-    for node in nodes:
-        kind = node["type"]
-        if kind == "level":
-            body = node["level"]
-            targets = tuple(Target(t["type"], t["id"]) for t in body["targets"]
-                            if t.get("type") in ("user", "schedule"))
-            levels.append(Level(targets, timedelta(seconds=body.get("time_to_ack_seconds")
-                                                   or 0), conditional))
-        elif kind == "delay" and levels:
-            extra = timedelta(seconds=(node.get("delay") or {}).get("delay_seconds") or 0)
-            levels[-1] = replace(levels[-1], delay=levels[-1].delay + extra)
-        elif kind == "repeat":
-            repeats = max(repeats, int(node["repeat"]["repeat_times"]))
-        elif kind == "if_else":
-            for branch in ("then_path", "else_path"):
-                more, again = _walk(node["if_else"][branch], conditional=True)
-                levels += more
-                repeats = max(repeats, again)
-    return levels, repeats
+    def __init__(self, first: str | None) -> None:
+        self.first = first
+        self.levels: list[Level] = []
+        self.unsupported: list[str] = []
+
+    def nodes(self, nodes: list[dict[str, Any]], *, conditional: bool) -> int:
+        """Walk ``nodes``, returning the repeat count."""
+        from syncd.migrate.policy import Level
+
+        repeats = 0
+        for node in nodes:
+            kind = node["type"]
+            if kind == "level":
+                body = node["level"]
+                number = len(self.levels) + 1
+                targets = self._targets(body["targets"], number)
+                if (body.get("round_robin_config") or {}).get("enabled"):
+                    self.unsupported.append(f"pages level {number} round robin")
+                if body.get("time_to_ack_interval_condition"):
+                    self.unsupported.append(f"times level {number} out relative to working "
+                                            "hours")
+                self.levels.append(Level(targets, timedelta(seconds=body.get(
+                    "time_to_ack_seconds") or 0), conditional))
+            elif kind == "delay":
+                delay = node.get("delay") or {}
+                if delay.get("delay_interval_condition") or not self.levels:
+                    self.unsupported.append("has a delay relative to working hours" if
+                                            self.levels else "waits before its first level")
+                    continue
+                extra = timedelta(seconds=delay.get("delay_seconds") or 0)
+                self.levels[-1] = replace(self.levels[-1], delay=self.levels[-1].delay + extra)
+            elif kind == "repeat":
+                if node["repeat"]["to_node"] != self.first:
+                    self.unsupported.append(f"repeats from node {node['repeat']['to_node']!r},"
+                                            " not from its start")
+                repeats = max(repeats, int(node["repeat"]["repeat_times"]))
+            elif kind == "if_else":
+                for branch in ("then_path", "else_path"):
+                    repeats = max(repeats, self.nodes(node["if_else"][branch],
+                                                      conditional=True))
+            else:
+                self.unsupported.append(f"has a {kind!r} step")
+        return repeats
+
+    def _targets(self, raw: list[dict[str, Any]], number: int) -> tuple[Target, ...]:
+        from syncd.migrate.policy import Target
+
+        out = []
+        for t in raw:
+            kind, mode = t.get("type"), t.get("schedule_mode") or "currently_on_call"
+            if kind == "schedule" and mode != "currently_on_call":
+                self.unsupported.append(f"pages schedule {t['id']} at level {number} as "
+                                        f"{mode!r}, not whoever is on call across it")
+            elif kind not in ("user", "schedule"):
+                self.unsupported.append(f"notifies a {kind} at level {number}")
+                continue
+            out.append(Target(kind, t["id"]))
+        return tuple(out)

@@ -464,3 +464,52 @@ async def test_overlapping_pagerduty_overrides_stay_last_wins_in_incidentio_acro
     finally:
         await closed(pair)
         await world.close()
+
+
+@pytest.mark.parametrize(("level", "after"), [
+    ({"type": "schedule", "schedule_mode": "all_users"}, []),
+    ({"type": "schedule", "schedule_mode": "next_on_call"}, []),
+    ({"type": "schedule", "schedule_mode": "currently_on_call"},
+     [{"id": "again", "type": "repeat", "repeat": {"repeat_times": 2, "to_node": "second"}}]),
+])
+async def test_an_incidentio_path_a_pagerduty_policy_cannot_copy_is_refused(
+        tmp_path: Path, level: dict[str, str], after: list[dict[str, object]]) -> None:
+    """incident.io can page every user of a schedule or the next person on call, and repeat
+    from a later level (openapi.json EscalationPathTargetV2.schedule_mode,
+    EscalationPathNodeRepeatV2.to_node); a PagerDuty rule pages whoever is on call and
+    num_loops repeats the whole policy. Read as plain levels, the migrated policy paged other
+    people than the source: it is refused with the reason instead."""
+    from syncd.simulators.incidentio import ulid
+
+    world = World(tmp_path, CROSS, [])
+    pair = pair_of(world, "ii", "pd")
+    try:
+        sim = world.sims["ii"]
+        alice = next(iter(sim.users))  # type: ignore[attr-defined]
+        sun = ulid("C", 4)  # "Follow the sun (New York)": one rotation, converts exactly
+        made = await pair.source_client.http.json(  # type: ignore[attr-defined]
+            "POST", "/v2/escalation_paths", json={"name": "Scoped", "path": [
+                {"id": "first", "type": "level", "level": {"targets": [
+                    {"type": "user", "id": alice, "urgency": "high"}],
+                    "time_to_ack_seconds": 300}},
+                {"id": "second", "type": "level", "level": {"targets": [
+                    {**level, "id": sun, "urgency": "high"}], "time_to_ack_seconds": 300}},
+                *after]})
+        pid = made["escalation_path"]["id"]
+        plan = await service.plan(pair, service.Selection(policies=(pid,)), now=utcnow(),
+                                  horizon=HORIZON)
+        item = plan.item(POLICY, pid)
+        assert item is not None and item.verb == Verb.REFUSED, item and item.as_dict()
+        assert item.refusal is not None
+        assert item.refusal.code == "unsupported_escalation_feature"
+        assert (level.get("schedule_mode") if not after else "repeats from") in \
+            item.refusal.sentence
+        schedule = plan.item(SCHEDULE, sun)
+        assert schedule is not None and schedule.verb == Verb.CREATE  # named once, on the path
+        seeded = await service.plan(pair, service.Selection(), now=utcnow(), horizon=HORIZON)
+        platform = next(i for i in seeded.items if i.name == "Platform escalation")
+        assert platform.refusal is not None  # repeats from its start: not this refusal
+        assert platform.refusal.code == "depends_on_refused"
+    finally:
+        await closed(pair)
+        await world.close()

@@ -202,3 +202,29 @@ async def test_vendor_refusals_are_typed(sim: IncidentIOSimulator,
     with pytest.raises(PermanentError):  # a turn that is not whole hours
         await client.create_schedule(Schedule("x", "x", "UTC", (Rotation(
             "r", "r", (users(sim)[0],), START, (timedelta(minutes=90),)),)), "m")
+
+
+def test_path_parts_a_level_cannot_carry_are_named_not_dropped() -> None:
+    """Nodes and targets the simulator refuses to store (it does not simulate channels or
+    hand-overs to other paths) but incident.io serves (openapi.json EscalationPathNodeV2,
+    EscalationPathTargetV2): each is named, so the plan refuses the path instead of dropping
+    the step."""
+    from syncd.vendors.incidentio_schedules import _Walk
+
+    walk = _Walk("a")
+    repeats = walk.nodes([
+        {"id": "a", "type": "level", "level": {"targets": [
+            {"type": "user", "id": "U1", "urgency": "high"},
+            {"type": "slack_channel", "id": "C1", "urgency": "high"}],
+            "round_robin_config": {"enabled": True, "rotate_after_seconds": 120},
+            "time_to_ack_seconds": 60}},
+        {"id": "b", "type": "notify_channel", "notify_channel": {"targets": []}},
+        {"id": "c", "type": "escalation_path", "escalation_path": {"escalation_path_id": "P"}},
+        {"id": "d", "type": "repeat", "repeat": {"repeat_times": 1, "to_node": "a"}},
+    ], conditional=False)
+    assert repeats == 1
+    assert [t.id for t in walk.levels[0].targets] == ["U1"]
+    text = " | ".join(walk.unsupported)
+    for part in ("slack_channel", "round robin", "'notify_channel'", "'escalation_path'"):
+        assert part in text, text
+    assert "repeats from" not in text  # a repeat from the start is num_loops
