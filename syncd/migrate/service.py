@@ -271,6 +271,11 @@ async def _write(pair: Pair, writer: ScheduleTarget, item: Item,
                                if isinstance(obj, Schedule)
                                else writer.create_policy(obj, intent.marker))
             action = "created"
+        # The object is live in the target from here on: record its id now, with no
+        # fingerprint yet, so a failure below (overrides refused, a crash) leaves a mapping
+        # that verify checks and the next plan updates, not an object only the marker knows.
+        pair.ledger.call(store.written, pair.source, pair.target, item.kind, item.source_id,
+                         target_id, "", now)
     created = 0
     if isinstance(obj, Schedule) and obj.overrides:
         created = await writer.sync_overrides(target_id, obj.overrides)

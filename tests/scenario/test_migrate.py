@@ -209,7 +209,8 @@ def test_kill9_mid_apply_then_apply_again_creates_no_duplicate(tmp_path: Path,
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
         applied = json.loads(done.stdout)["applied"]
-        assert {a["action"] for a in applied} <= {"created", "resumed", "unchanged"}
+        # "updated": the kill landed after a create was recorded, before its overrides.
+        assert {a["action"] for a in applied} <= {"created", "resumed", "updated", "unchanged"}
         cfg = config_mod.load(config)
         ledger = Ledger.open(cfg.ledger_url)
         mappings = ledger.call(store.mappings, "pd", "to")
@@ -510,6 +511,51 @@ async def test_an_incidentio_path_a_pagerduty_policy_cannot_copy_is_refused(
         platform = next(i for i in seeded.items if i.name == "Platform escalation")
         assert platform.refusal is not None  # repeats from its start: not this refusal
         assert platform.refusal.code == "depends_on_refused"
+    finally:
+        await closed(pair)
+        await world.close()
+
+
+async def test_a_schedule_whose_overrides_failed_is_verified_and_finished_by_the_rerun(
+        tmp_path: Path) -> None:
+    """Apply created the schedule, then the target refused its overrides: the schedule is live
+    in the target without them. Verify must check it (not skip it as never migrated), and the
+    re-run must finish it in place."""
+    from syncd.migrate.schedule import Override, Rotation, Schedule
+    from syncd.vendors.base import VendorError
+
+    world = World(tmp_path, CROSS, [])
+    target = world.sims["ii"]
+    pair = pair_of(world, "pd", "ii")
+    try:
+        source = pair.source_client
+        sid = await source.create_schedule(Schedule(  # type: ignore[attr-defined]
+            id="new", name="With an override", time_zone="America/New_York", rotations=(
+                Rotation(id="l1", name="Layer 1", users=("PUSR001", "PUSR002"),
+                         anchor=utcnow().replace(microsecond=0) - timedelta(days=3),
+                         handovers=(timedelta(days=1),)),)), "made by a person")
+        t0 = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
+        await source.sync_overrides(  # type: ignore[attr-defined]
+            sid, [Override(t0, t0 + timedelta(hours=6), "PUSR004")])
+        selection = service.Selection(schedules=(sid,))
+        plan = await service.plan(pair, selection, now=utcnow(), horizon=HORIZON)
+        target.faults.error_rate, target.faults.error_status = 1.0, 422
+        target.faults.routes = ["/v2/schedule_overrides"]
+        with pytest.raises(VendorError):
+            await service.apply(pair, plan, now=utcnow())
+        target.faults.error_rate = 0.0
+        count = len(target.schedules)  # type: ignore[attr-defined]
+
+        (half,) = await service.verify(pair, now=utcnow(), days=28)
+        assert half.source_id == sid and half.differences  # the missing override shows
+
+        again = await service.plan(pair, selection, now=utcnow(), horizon=HORIZON)
+        assert again.items[0].verb == Verb.UPDATE, again.items[0].as_dict()
+        (applied,) = await service.apply(pair, again, now=utcnow())
+        assert (applied.action, applied.target_id) == ("updated", half.target_id)
+        assert applied.overrides_created == 1
+        assert len(target.schedules) == count  # type: ignore[attr-defined]
+        assert (await service.verify(pair, now=utcnow(), days=28))[0].differences == []
     finally:
         await closed(pair)
         await world.close()
