@@ -322,6 +322,12 @@ def _overrides(source: Schedule, rotations: list[Rotation], target: TargetModel,
                               "put it on")
             out.extend(pieces)
         elif not target.per_rotation_overrides and o.rotation_id is not None:
+            shared = _shared(source, rotations, o)
+            if shared:
+                losses.append(f"override {o.start.isoformat()}..{o.end.isoformat()} for "
+                              f"{o.user}: {shared} of it falls in another rotation's hours, "
+                              f"where the source pages both and {target.vendor} pages only "
+                              "the override's person (one person per schedule)")
             out.append(replace(o, rotation_id=None))
         else:
             out.append(o)
@@ -342,6 +348,20 @@ def _last_wins(overrides: list[Override]) -> list[Override]:
         else:
             pieces.append(replace(top, start=a, end=b))
     return pieces
+
+
+def _shared(source: Schedule, rotations: list[Rotation], o: Override) -> timedelta:
+    """How long a per-rotation override runs while another rotation is on call. incident.io
+    overrides replace the person of their own rotation only ("entries are returned for every
+    rotation", migration.md §4), so there both people are paged; a whole-schedule override
+    (PagerDuty) pages its person alone."""
+    shadow = replace(source, rotations=tuple(rotations), overrides=())
+    total = timedelta(0)
+    for a, b in itertools.pairwise(boundaries(shadow, o.start, o.end)):
+        if b > a and any(r.id != o.rotation_id and active(r, a, shadow.zone)
+                         for r in rotations):
+            total += b - a
+    return total
 
 
 def _split_by_rotation(source: Schedule, rotations: list[Rotation], o: Override

@@ -119,6 +119,27 @@ def test_incidentio_disjoint_rotations_convert_exactly_to_pagerduty() -> None:
     assert check(conv, SINCE, UNTIL) == []
 
 
+def test_a_rotation_override_reaching_into_another_rotation_is_a_named_loss_for_pagerduty(
+) -> None:
+    """incident.io pages the override's person and the other rotation's person together
+    there; a PagerDuty override pages one. Classed exact, apply wrote it and dropped the
+    other rotation's person without a word."""
+    nights = Rotation(id="night", name="nights", users=("nina", "omar"),
+                      anchor=at(2026, 1, 5, 22), handovers=(D,),
+                      windows=tuple(Window(d, time(17), 16 * H) for d in range(5)))
+    # 14:00-20:00 New York on Tuesday 2026-10-20: three hours of it in the nights' hours.
+    source = Schedule(id="s", name="follow the sun", time_zone=NY, precedence=False,
+                      rotations=(business_hours_daily(), nights),
+                      overrides=(Override(at(2026, 10, 20, 18), at(2026, 10, 21), "zoe",
+                                          rotation_id="day"),))
+    conv = convert(source, PAGERDUTY, now=NOW)
+    assert conv.klass == Conversion.LOSSY
+    assert len(conv.losses) == 1 and "3:00:00 of it falls in another rotation's hours" in \
+        conv.losses[0]
+    (difference,) = check(conv, SINCE, UNTIL)
+    assert difference.end - difference.start == 3 * H and difference.target == {"zoe"}
+
+
 def test_overlapping_rotations_into_pagerduty_are_refused() -> None:
     source = Schedule(id="s", name="two at once", time_zone="UTC", precedence=False,
                       rotations=(weekly(("a", "b")), weekly(("c",), id="second", name="second")))
