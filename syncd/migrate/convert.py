@@ -204,13 +204,16 @@ def materialize(source: Schedule, target: TargetModel, refusal: Refusal, *, now:
             nobody += span.end - span.start
         else:
             crowded += span.end - span.start
+    if crowded:
+        return refuse(source, "concurrent_oncall_into_single_schedule",
+                      f"{source.name!r} pages several people at once for {crowded} of the next "
+                      f"{horizon.days} days ({refusal.code} as well); overrides page one "
+                      "person, and the shell's own person where none is written, so it is not "
+                      "materialized (split the source into one schedule per rotation)")
     losses: list[str] = []
     if nobody:
         losses.append(f"the source pages nobody for {nobody} of the next {horizon.days} days; "
                       f"the materialized schedule pages {placeholder} then")
-    if crowded:
-        losses.append(f"the source pages several people at once for {crowded}; overrides page "
-                      "one person")
     target_schedule = Schedule(
         id=source.id, name=source.name, time_zone=source.time_zone, rotations=(shell,),
         precedence=target.precedence, overrides=tuple(overrides), team=source.team)

@@ -280,3 +280,23 @@ def test_a_schedule_whose_layers_all_ended_is_refused() -> None:
     conv = convert(Schedule(id="s", name="gone", time_zone=NY, rotations=(old,)), INCIDENTIO,
                    now=NOW)
     assert conv.refusal is not None and conv.refusal.code == "all_layers_ended"
+
+
+def test_concurrent_rotations_are_not_materialized_even_when_another_refusal_comes_first(
+) -> None:
+    """Alternating turns are checked before concurrency, so two incident.io rotations on call
+    at once, one alternating 2 and 5 days, were materialized for PagerDuty: where both were on
+    call no override was written and the shell's own person (who may be neither) was paged.
+    Concurrent on-call is never materialized (docs/migration.md)."""
+    from syncd.migrate.convert import materialize
+
+    source = Schedule(id="s", name="two at once", time_zone=NY, precedence=False, rotations=(
+        weekly(("a", "b")),
+        Rotation(id="alt", name="alternating", users=("c", "d"), anchor=at(2026, 1, 5, 14),
+                 handovers=(2 * D, 5 * D)),
+    ))
+    conv = convert(source, PAGERDUTY, now=NOW)
+    assert conv.refusal is not None and conv.refusal.code == "alternating_handovers"
+    mat = materialize(conv.source, PAGERDUTY, conv.refusal, now=NOW, horizon=28 * D)
+    assert mat.klass == Conversion.REFUSED and mat.refusal is not None
+    assert mat.refusal.code == "concurrent_oncall_into_single_schedule"
