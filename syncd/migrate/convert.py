@@ -278,11 +278,20 @@ def _flatten(source: Schedule, rotations: list[Rotation]
 
 
 def _overlap(rotations: list[Rotation]) -> tuple[str, str] | None:
+    """Two rotations on call at the same time. Dated ones (incident.io rotation versions:
+    one ends where the next ``effective_from`` begins) overlap only where their dates do."""
     for i, a in enumerate(rotations):
         for b in rotations[i + 1:]:
+            if _dates_apart(a, b):
+                continue
             if subtract(week_windows(a), subtract(week_windows(a), week_windows(b))):
                 return a.name, b.name
     return None
+
+
+def _dates_apart(a: Rotation, b: Rotation) -> bool:
+    return ((a.end is not None and b.start is not None and a.end <= b.start)
+            or (b.end is not None and a.start is not None and b.end <= a.start))
 
 
 def _round_windows(rotations: list[Rotation], unit: timedelta

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from syncd.ledger import Ledger, utcnow
 from syncd.ledger import migrated as store
 from syncd.migrate import service
 from syncd.migrate.convert import Conversion
-from syncd.migrate.plan import POLICY, SCHEDULE, Verb
+from syncd.migrate.plan import POLICY, SCHEDULE, Plan, Verb
 
 NY, HALF_DAY, POLICY_ID = "PSCHNY1", "PSCH12H", "PEPPLT1"
 SCHEDULE_WRITES = ("/schedules", "/schedules/{id}", "/schedules/{id}/overrides",
@@ -44,6 +44,13 @@ def pair_of(w: World, source: str, target: str) -> service.Pair:
 async def closed(pair: service.Pair) -> None:
     await pair.source_client.aclose()
     await pair.target_client.aclose()
+
+
+async def apply_then_verify(pair: service.Pair, plan: Plan) -> None:
+    """Apply the plan; both tools then page alike over four weeks."""
+    await service.apply(pair, plan, now=utcnow())
+    checked = await service.verify(pair, now=utcnow(), days=28)
+    assert checked and all(v.differences == [] for v in checked), [v.as_dict() for v in checked]
 
 
 @pytest.fixture
@@ -449,8 +456,7 @@ async def test_overlapping_pagerduty_overrides_stay_last_wins_in_incidentio_acro
         selection = service.Selection(schedules=(sid,))
         plan = await service.plan(pair, selection, now=utcnow(), horizon=HORIZON)
         assert plan.items[0].verb == Verb.CREATE and plan.items[0].differences == []
-        await service.apply(pair, plan, now=utcnow())
-        assert (await service.verify(pair, now=utcnow(), days=28))[0].differences == []
+        await apply_then_verify(pair, plan)
 
         # An edit in the source: the re-run updates in place and re-syncs the overrides.
         (sched,) = await pair.reader.read_schedules([sid])
@@ -459,9 +465,7 @@ async def test_overlapping_pagerduty_overrides_stay_last_wins_in_incidentio_acro
             sched, rotations=(replace(rot, users=(*rot.users, "PUSR002")),)), "edited")
         changed = await service.plan(pair, selection, now=utcnow(), horizon=HORIZON)
         assert changed.items[0].verb == Verb.UPDATE
-        await service.apply(pair, changed, now=utcnow())
-        checked = await service.verify(pair, now=utcnow(), days=28)
-        assert checked[0].differences == [], checked[0].as_dict()
+        await apply_then_verify(pair, changed)
     finally:
         await closed(pair)
         await world.close()
@@ -556,6 +560,43 @@ async def test_a_schedule_whose_overrides_failed_is_verified_and_finished_by_the
         assert applied.overrides_created == 1
         assert len(target.schedules) == count  # type: ignore[attr-defined]
         assert (await service.verify(pair, now=utcnow(), days=28))[0].differences == []
+    finally:
+        await closed(pair)
+        await world.close()
+
+
+async def test_an_incidentio_rotation_with_a_scheduled_change_migrates_to_pagerduty(
+        tmp_path: Path) -> None:
+    """A rotation version from a future ``effective_from`` (a member joins next week) is the
+    same rotation changing on a date, which PagerDuty expresses as a layer that ends and one
+    that starts (migration.md §5 R11: L). It was refused as two rotations on call at once."""
+    world = World(tmp_path, CROSS, [])
+    pair = pair_of(world, "ii", "pd")
+    try:
+        alice, bob, carol = list(world.sims["ii"].users)[:3]  # type: ignore[attr-defined]
+        now = utcnow().replace(microsecond=0)
+        change = (now + timedelta(days=9)).replace(hour=14, minute=0, second=0)
+
+        def version(users: list[str], since: datetime | None) -> dict[str, object]:
+            return {"id": "01HSIMROTVERSIONED00000001", "name": "Primary",
+                    "users": [{"id": u} for u in users],
+                    "handover_start_at": "2026-01-05T14:00:00Z",
+                    "handovers": [{"interval": 1, "interval_type": "daily"}],
+                    "layers": [{"id": "01HSIMLAYERVERSIONED000001", "name": "Layer 1"}],
+                    "scheduling_mode": "sequential",
+                    **({"effective_from": since.isoformat()} if since else {})}
+
+        made = await pair.source_client.http.json(  # type: ignore[attr-defined]
+            "POST", "/v2/schedules", json={"schedule": {
+                "name": "Changing", "timezone": "America/New_York", "config": {"rotations": [
+                    version([alice, bob], None), version([alice, bob, carol], change)]}}})
+        sid = made["schedule"]["id"]
+        plan = await service.plan(pair, service.Selection(schedules=(sid,)), now=utcnow(),
+                                  horizon=HORIZON)
+        (item,) = plan.items
+        assert (item.verb, item.conversion) == (Verb.CREATE, Conversion.EXACT), item.as_dict()
+        assert item.differences == [] and item.verified_by == "target preview"
+        await apply_then_verify(pair, plan)
     finally:
         await closed(pair)
         await world.close()
