@@ -89,11 +89,15 @@ def convert_policy(source: Policy, target: TargetModel, *,
     levels: list[Level] = []
     losses: list[str] = []
     for number, level in enumerate(source.levels, start=1):
-        if level.conditional and target.vendor == "pagerduty":
+        if level.conditional:
+            # PagerDuty rules have no condition, and neither client writes incident.io
+            # if/else branches: into either target the level would page unconditionally,
+            # or the write would fail halfway through apply.
             return PolicyConversion(source, Conversion.REFUSED, refusal=Refusal(
                 "conditional_branch_unsupported",
                 f"level {number} of {source.name!r} is reached only under a condition "
-                "(working hours or priority), which PagerDuty escalation rules cannot express"))
+                f"(working hours or priority), which syncd cannot write to {target.vendor} "
+                "escalation rules"))
         loss = None
         delay = level.delay
         if target.vendor == "pagerduty" and delay % timedelta(minutes=1):

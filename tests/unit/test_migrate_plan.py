@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from test_migrate_schedule import NOW, hard_case
 
-from syncd.migrate.convert import INCIDENTIO, PAGERDUTY, Conversion
+from syncd.migrate.convert import INCIDENTIO, PAGERDUTY, Conversion, TargetModel
 from syncd.migrate.plan import POLICY, SCHEDULE, Known, People, Verb, build, fingerprint
 from syncd.migrate.policy import Level, Policy, Target
 
@@ -102,10 +103,13 @@ def test_policy_delays_round_up_to_minutes_for_pagerduty_as_a_named_loss() -> No
     assert item.steps[1]["conversion"] == "exact"
 
 
-def test_conditional_levels_are_refused_for_pagerduty() -> None:
+@pytest.mark.parametrize("model", [PAGERDUTY, INCIDENTIO])
+def test_conditional_levels_are_refused_for_every_target(model: TargetModel) -> None:
+    """incident.io -> incident.io too: the client writes no if/else branch, so a plan that
+    said create failed halfway through apply, after the schedules were written."""
     pol = Policy(id="EP", name="hours", levels=(
         Level((Target("user", "erin"),), timedelta(minutes=5), conditional=True),))
-    plan = build(source="ii", target="pd", model=PAGERDUTY, schedules=[], policies=[pol],
+    plan = build(source="ii", target="to", model=model, schedules=[], policies=[pol],
                  people=people(), known={}, now=NOW, horizon=HORIZON)
     (item,) = plan.items
     assert item.refusal is not None and item.refusal.code == "conditional_branch_unsupported"
