@@ -528,9 +528,7 @@ class VictorOpsClient(ClientBase):
         current = await self.http.json("GET", ONCALL_CURRENT)
         teams = require(current, "teamsOnCall", list, endpoint=endpoint, account=self.account)
         emails = await self._directory()
-        now = datetime.now(UTC)
-        skip = min(90, max(0, math.floor((since - now) / timedelta(days=1))))
-        forward = min(30, max(1, math.ceil((until - now) / timedelta(days=1)) - skip))
+        windows = _day_windows(since, until, datetime.now(UTC))
         out: list[OnCall] = []
         for entry in teams:
             team = entry.get("team") if isinstance(entry, dict) else None
@@ -538,9 +536,13 @@ class VictorOpsClient(ClientBase):
                 raise self._malformed(endpoint, "teamsOnCall[] without team.slug")
             covered: set[str] = set()
             for step in range(self.settings.oncall_steps):
-                got = await self._team_step(team, step, skip, forward, since, until, emails)
-                covered |= {o.schedule_id for o in got}
-                out += got
+                seen: set[OnCall] = set()
+                for skip, forward in windows:
+                    got = [o for o in await self._team_step(team, step, skip, forward, since,
+                                                            until, emails) if o not in seen]
+                    seen.update(got)
+                    covered |= {o.schedule_id for o in got}
+                    out += got
             out += self._current_only(entry, covered, emails, team)
         return out
 
@@ -737,3 +739,19 @@ def _latest(incidents: Any) -> Incident | None:
                 best.state != State.RESOLVED, int(best.external_id)):
             best = inc
     return best
+
+
+def _day_windows(since: datetime, until: datetime, now: datetime) -> list[tuple[int, int]]:
+    """(daysSkip, daysForward) reads that together cover [since, until): the team schedule
+    answers at most 30 days forward from at most 90 days ahead (spec: ``daysForward`` "30
+    max", ``daysSkip`` 90 max), so one read of a longer window (syncd migrate reads 120 days)
+    came back with 30 days and the rest looked like nobody on call. Nothing past 120 days is
+    readable."""
+    day = timedelta(days=1)
+    skip = min(90, max(0, math.floor((since - now) / day)))
+    last = math.ceil((until - now) / day)
+    windows = [(skip, min(30, max(1, last - skip)))]
+    while sum(windows[-1]) < last and windows[-1][0] < 90:
+        skip = min(90, sum(windows[-1]))
+        windows.append((skip, min(30, last - skip)))
+    return windows

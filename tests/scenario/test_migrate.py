@@ -380,6 +380,26 @@ async def test_a_source_without_definitions_is_migrated_materialized(
         await world.close()
 
 
+async def test_a_splunk_oncall_source_is_read_past_its_thirty_day_answers(
+        tmp_path: Path) -> None:
+    """Splunk On-Call answers at most 30 days of team schedule per read (daysForward "30
+    max"): a 60-day plan read one answer and called the other 30 days "the source pages
+    nobody", and the materialized schedule paged its placeholder person there."""
+    world = World(tmp_path, {"vo": "victorops", "ii": "incidentio"}, [])
+    world.config = replace(world.config, users={"vo": {"frank": "erin@example.com"}})
+    pair = pair_of(world, "vo", "ii")
+    try:
+        plan = await service.plan(pair, service.Selection(), now=utcnow(),
+                                  horizon=timedelta(days=60))
+        assert plan.items
+        for item in plan.items:
+            assert item.conversion == Conversion.MATERIALIZED, item.as_dict()
+            assert item.losses == () and item.differences == [], item.as_dict()
+    finally:
+        await closed(pair)
+        await world.close()
+
+
 async def test_team_selection(world: World) -> None:
     from syncd.simulators.pagerduty import TEAM_SRE
 
