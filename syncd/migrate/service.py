@@ -118,7 +118,19 @@ class Pair:
 # --------------------------------------------------------------------------- plan
 
 
+def _within_reach(pair: Pair, horizon: timedelta) -> None:
+    """A source known only by its rendered on-call is read :data:`READ_AHEAD` ahead; past that
+    the plan would call the source's people "nobody" and materialize the shell's placeholder
+    person there, and verify would list differences that are not there."""
+    reader = pair.reader
+    if isinstance(reader, RenderedSource) and horizon > reader.read_ahead - timedelta(days=1):
+        days = (reader.read_ahead - timedelta(days=1)).days
+        raise MigrateError(f"{pair.source}'s on-call can be read {reader.read_ahead.days} days "
+                           f"ahead: use --days {days} or less")
+
+
 async def plan(pair: Pair, selection: Selection, *, now: datetime, horizon: timedelta) -> Plan:
+    _within_reach(pair, horizon)
     reader = pair.reader
     schedules, policies = await _read(reader, selection)
     people = await pair.match_people()
@@ -322,6 +334,7 @@ async def verify(pair: Pair, *, now: datetime, days: float) -> list[Verified]:
     """Both vendors' final on-call over ``days``, per migrated schedule and policy level."""
     if not 1 <= days <= MAX_DAYS:
         raise MigrateError(f"--days must be between 1 and {MAX_DAYS}")
+    _within_reach(pair, timedelta(days=days))
     writer = pair.writer
     if writer is None:
         raise MigrateError(f"{pair.target} has no documented API to read schedules back")

@@ -395,6 +395,12 @@ async def test_a_splunk_oncall_source_is_read_past_its_thirty_day_answers(
         for item in plan.items:
             assert item.conversion == Conversion.MATERIALIZED, item.as_dict()
             assert item.losses == () and item.differences == [], item.as_dict()
+        # Past what can be read, plan and verify say so instead of calling it "nobody".
+        with pytest.raises(service.MigrateError, match="--days 119 or less"):
+            await service.plan(pair, service.Selection(), now=utcnow(),
+                               horizon=timedelta(days=150))
+        with pytest.raises(service.MigrateError, match="--days 119 or less"):
+            await service.verify(pair, now=utcnow(), days=150)
     finally:
         await closed(pair)
         await world.close()
