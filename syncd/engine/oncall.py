@@ -292,7 +292,7 @@ def plan_repairs(mapping: OnCallMapping, drift: MappingDrift,
             elif email is None:
                 out.append(base.but(status="skipped",
                                     reason=f"unmatched: {person} has no user in {m.account}"))
-            elif any(_covering(p, base) for p in pushed):
+            elif _covered(pushed, base):
                 out.append(base.but(status="already", reason="an override pushed before "
                                     "covers this window"))
             else:
@@ -300,9 +300,35 @@ def plan_repairs(mapping: OnCallMapping, drift: MappingDrift,
     return out
 
 
+MAY_EXIST = ("pending", "done", "unknown")
+"""Push outcomes after which the override may be in the vendor's schedule."""
+
+
+def _covered(pushed: Sequence[store.PushedOverride], r: Repair) -> bool:
+    """Whether an override owed or pushed before (``pushed`` is in push order) covers ``r``.
+
+    One that a later push of syncd's own for someone else overlaps no longer does: PagerDuty
+    ("the last created override will have priority", notes 5.9), Spike.sh ("if overrides
+    overlap, the most recent wins", notes B6) and incident.io (a new override deletes what it
+    covers on its layer, notes 5) page that later person, so when the leader's schedule flips
+    back (A, then B, then A again) the follower must get A again, not be left on syncd's B.
+    """
+    for i, p in enumerate(pushed):
+        if _covering(p, r) and not any(
+                q.outcome in MAY_EXIST and _same_schedule(q, r)
+                and q.user_email.lower() != p.user_email.lower()
+                and q.start < r.end and q.end > r.start for q in pushed[i + 1:]):
+            return True
+    return False
+
+
+def _same_schedule(p: store.PushedOverride, r: Repair) -> bool:
+    return p.account == r.account and p.schedule_id == r.schedule_id and p.level == r.level
+
+
 def _covering(p: store.PushedOverride, r: Repair) -> bool:
-    return (p.outcome != "deferred" and p.account == r.account and p.schedule_id == r.schedule_id
-            and p.level == r.level and p.user_email.lower() == (r.user_email or "").lower()
+    return (p.outcome != "deferred" and _same_schedule(p, r)
+            and p.user_email.lower() == (r.user_email or "").lower()
             and p.start <= r.start and p.end >= r.end)
 
 
@@ -627,7 +653,7 @@ def _owe(tx: Tx, r: Repair) -> Any:
     was planned covers it (two runs planning the same window at once)."""
     assert r.user_email is not None
     now = utcnow()
-    if any(_covering(p, r) for p in store.pushed_overrides(tx, store.horizon_start(now))):
+    if _covered(store.pushed_overrides(tx, store.horizon_start(now)), r):
         return None
     return store.owe_override(tx, mapping=r.mapping, account=r.account,
                               schedule_id=r.schedule_id, level=r.level, user_email=r.user_email,

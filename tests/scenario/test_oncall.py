@@ -481,3 +481,38 @@ async def test_override_owed_before_a_crash_is_never_pushed_again(tmp_path: Path
             ("done", done.vendor_id, start, end)]
     finally:
         await w.close()
+
+
+LATEST_WINS = [v for v in ("spike", "pagerduty", "incidentio") if v in LANDED]
+
+
+@pytest.mark.parametrize("vendor", LATEST_WINS)
+async def test_leader_flipping_back_is_repaired_again_not_left_on_syncds_own_override(
+        tmp_path: Path, vendor: str) -> None:
+    """The leader's window goes to X, then Y, then X again; each time repair follows it. The
+    third repair must not be ``already`` on the strength of the first X override: syncd's own Y
+    override came later and, in these vendors, the latest override wins (PagerDuty notes 5.9,
+    Spike.sh notes B6, incident.io notes 5), so the follower would keep paging Y."""
+    sched = schedule_of(vendor)
+    w = await leader_b_world(tmp_path, vendor, sched)
+    try:
+        svc = service(w)
+        start, end = quiet_window()
+        lead, follow = w.engine.clients["b"], w.engine.clients["a"]
+        current = on_call(await lead.oncall(start, end), sched, start)
+        x, y = [e for e in ("alice@example.com", "bob@example.com", "carol@example.com")
+                if e != current][:2]
+        for who in (x, y, x):
+            await lead.create_override(sched, who, start, end)
+            await svc.poll_all()
+            [d] = await svc.evaluate()
+            [r] = await svc.repair([d])
+            assert (r.status, r.user_email, r.start, r.end) == ("done", who, start, end), r
+            mid = start + (end - start) / 2
+            assert on_call(await follow.oncall(start, end), sched, mid) == who
+            await svc.poll_all(["a"])
+            [after] = await svc.evaluate()
+            assert after.windows == [] and await svc.repair([after]) == []
+        assert [r.status for r in await svc.repair([d])] == ["already"]  # still never twice
+    finally:
+        await w.close()
