@@ -340,8 +340,8 @@ class Dispatcher:
                 vendor_id = await self.client.create_override(o.schedule_id, o.user_email,
                                                               o.start, o.end)
             outcome, reason = ("done", "") if vendor_id else (
-                "no-op", "the vendor created nothing: the person already holds the rotation "
-                "there, so another override is in the way; remove it by hand")
+                "no-op", "the vendor created nothing: the person is already the one paged "
+                "there throughout the window")
         except (RateLimited, AuthError) as exc:
             outcome, reason = "deferred", f"{type(exc).__name__}: {exc}"
         except PermanentError as exc:

@@ -616,9 +616,9 @@ async def execute(ledger: Ledger, dispatchers: Mapping[str, Dispatcher],
     Each is an outbox row committed before the vendor call (unless an override owed or pushed
     meanwhile covers it: ``already``), then pushed by the account's dispatcher, which stores the
     outcome: ``done``; ``no-op`` (the vendor created nothing, e.g. Splunk On-Call when the
-    person already holds the rotation and another override is in the way: recorded, not
-    retried); ``refused``; ``unknown`` (a transient failure: not retried, since the override may
-    exist and Spike.sh would stack a second); ``deferred`` (rate limited or an auth failure:
+    person is already the one paged throughout: recorded, not retried); ``refused``;
+    ``unknown`` (a transient failure: not retried, since the override may exist and Spike.sh
+    would stack a second); ``deferred`` (rate limited or an auth failure:
     nothing was created, the next run plans afresh).
     """
     out: list[Repair] = []

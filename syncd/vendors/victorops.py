@@ -558,14 +558,7 @@ class VictorOpsClient(ClientBase):
         for sched in schedules:
             policy = require(sched, "policy", dict, endpoint=endpoint, account=self.account)
             slug = require(policy, "slug", str, endpoint=endpoint, account=self.account)
-            overrides = []
-            for ov in sched.get("overrides") or []:
-                try:
-                    overrides.append((_username(ov["origOnCallUser"]),
-                                      _username(ov["overrideOnCallUser"]),
-                                      parse_time(ov["start"]), parse_time(ov["end"])))
-                except (KeyError, TypeError, ValueError):
-                    raise self._malformed(endpoint, "unparseable override") from None
+            overrides = self._overrides_of(sched, endpoint)
             for item in sched.get("schedule") or []:
                 rolls = require(item, "rolls", list, endpoint=endpoint, account=self.account)
                 for roll in rolls:
@@ -582,6 +575,19 @@ class VictorOpsClient(ClientBase):
                                 user_email=emails.get(who), start=s, end=e,
                                 schedule_name=policy.get("name"), team=team.get("name")))
         return out
+
+    def _overrides_of(self, sched: dict[str, Any], endpoint: str
+                      ) -> list[tuple[str, str, datetime, datetime]]:
+        """A policy schedule's overrides as (original user, replacement, start, end)."""
+        overrides = []
+        for ov in sched.get("overrides") or []:
+            try:
+                overrides.append((_username(ov["origOnCallUser"]),
+                                  _username(ov["overrideOnCallUser"]),
+                                  parse_time(ov["start"]), parse_time(ov["end"])))
+            except (KeyError, TypeError, ValueError):
+                raise self._malformed(endpoint, "unparseable override") from None
+        return overrides
 
     def _current_only(self, entry: dict[str, Any], covered: set[str], emails: dict[str, str],
                       team: dict[str, Any]) -> list[OnCall]:
@@ -604,9 +610,15 @@ class VictorOpsClient(ClientBase):
     async def create_override(self, schedule_id: str, user_email: str, start: datetime,
                               end: datetime) -> str:
         """Make ``user_email`` cover escalation policy ``schedule_id`` (level 1) for
-        [start, end) with scheduled overrides: one per user the rotation has on call in that
-        window, each assigned to this policy (A4). Returns the publicIds, comma-separated
-        ("" when the user is already the one on call throughout)."""
+        [start, end) with scheduled overrides: one per user the policy pages in that window
+        (the rotation's users with the overrides already in place applied), each assigned to
+        this policy (A4). Returns the publicIds, comma-separated ("" when the user is already
+        the one paged throughout).
+
+        An override replaces its original user only while that user is the one paged, so where
+        an earlier override (syncd's own for a leader's previous choice, or a person's) already
+        replaced the rotation's user, the user it put there is the one replaced: an override of
+        the rotation's user would sit under the earlier one and change nothing."""
         if end <= start:
             raise PermanentError("override end must be after start", account=self.account)
         emails = await self._directory()
@@ -624,19 +636,21 @@ class VictorOpsClient(ClientBase):
         data = await self.http.json("GET", TEAM_SCHEDULE, path={"team": team},
                                     params={"daysForward": forward, "daysSkip": skip, "step": 0})
         originals: list[str] = []
+        endpoint = f"GET {TEAM_SCHEDULE}"
         for sched in data.get("schedules") or [] if isinstance(data, dict) else []:
             if (sched.get("policy") or {}).get("slug") != schedule_id:
                 continue
+            overrides = self._overrides_of(sched, endpoint)
             for item in sched.get("schedule") or []:
                 for roll in item.get("rolls") or []:
                     try:
-                        who = _username(roll["onCallUser"])
-                        s, e = parse_time(roll["start"]), parse_time(roll["end"])
+                        user = _username(roll["onCallUser"])
+                        rs, re_ = parse_time(roll["start"]), parse_time(roll["end"])
                     except (KeyError, TypeError, ValueError):
-                        raise self._malformed(f"GET {TEAM_SCHEDULE}", "unparseable roll"
-                                              ) from None
-                    if s < end and e > start and who != username and who not in originals:
-                        originals.append(who)
+                        raise self._malformed(endpoint, "unparseable roll") from None
+                    for who, s, e in _apply_overrides(user, rs, re_, overrides):
+                        if s < end and e > start and who != username and who not in originals:
+                            originals.append(who)
         ids = []
         for orig in originals:
             created = await self.http.json("POST", OVERRIDES, json={

@@ -286,6 +286,10 @@ async def test_oncall_levels_emails_and_override(sim, make_client) -> None:
               and e.user_id == "frank"]
     assert [(f.start, f.end) for f in franks] == [
         (start.replace(microsecond=0), end.replace(microsecond=0))]
+    # Over frank's override, erin: the override replaces frank (the one paged), not the
+    # rotation's user, whom frank's override already replaced.
+    assert await client.create_override(pol, "erin@example.com", start, end)
+    assert sim.oncall_at(pol, 0, start + timedelta(minutes=30)) == "erin"
     with pytest.raises(PermanentError):
         await client.create_override(pol, "ghost@example.com", start, end)
     with pytest.raises(PermanentError):
