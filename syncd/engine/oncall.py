@@ -58,8 +58,16 @@ def identify(users: Users, account: str, user_id: str, email: str | None) -> str
     """The person behind a vendor user: an explicit ``[users.ACCOUNT]`` entry first (by user
     id, then by vendor email), else the vendor's email. None = cannot be matched."""
     explicit = users.get(account, {})
-    found = explicit.get(user_id) or (explicit.get(email) if email else None) or email
+    found = explicit.get(user_id) or (_by_email(explicit, email) if email else None) or email
     return found.strip().lower() if found else None
+
+
+def _by_email(table: Mapping[str, str], email: str) -> str | None:
+    """The entry keyed by ``email``, whatever case either is written in (emails match
+    case-insensitively everywhere else, so an entry must not be skipped over a capital)."""
+    wanted = email.strip().lower()
+    return table.get(email) or next(
+        (v for k, v in table.items() if "@" in k and k.strip().lower() == wanted), None)
 
 
 def directory(users: Users, account: str, seen: Iterable[tuple[str, str | None]]) -> dict[
@@ -73,8 +81,10 @@ def directory(users: Users, account: str, seen: Iterable[tuple[str, str | None]]
         ident = identify(users, account, user_id, email)
         if ident:
             found.setdefault(ident, email or (user_id if "@" in user_id else None))
+    spelled = {e.strip().lower(): e for e in emails.values() if e}
     for vendor_user, ident in users.get(account, {}).items():
-        vendor_email = vendor_user if "@" in vendor_user else emails.get(vendor_user)
+        vendor_email = (spelled.get(vendor_user.strip().lower(), vendor_user)
+                        if "@" in vendor_user else emails.get(vendor_user))
         found[ident.strip().lower()] = vendor_email or found.get(ident.strip().lower())
     return found
 

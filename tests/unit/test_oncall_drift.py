@@ -120,6 +120,22 @@ def test_explicit_user_overrides_come_before_email() -> None:
     assert d.windows == [] and d.unmatched == []
 
 
+def test_explicit_email_entries_match_whatever_case_the_vendor_writes() -> None:
+    """Emails are case-insensitive everywhere else in matching; an entry written
+    "Bob@Corp.example" must still name the user the vendor reports as "bob@corp.example" (or
+    the entry is silently ignored and bob is compared, and overridden, by his old address)."""
+    users = {"vo": {"Bob@Corp.example": "bob@example.com"}}
+    assert identify(users, "vo", "bob", "bob@corp.example") == "bob@example.com"
+    assert identify(users, "vo", "bob", "BOB@CORP.EXAMPLE ") == "bob@example.com"
+    vo = shifts("pol-x", ("alice", 0, 8), ("bob", 8, 16), domain="corp.example")
+    vo[0] = OnCall("pol-x", 1, "alice", "alice@example.com", T0, T0 + 8 * H)
+    pd = shifts("P1", ("alice", 0, 8), ("bob", 8, 16))
+    d = compute_drift(MAPPING, {PD: pd, VO: vo}, users, T0, T0 + 16 * H)
+    assert d.windows == [] and d.unmatched == []
+    assert directory(users, "vo", [("bob", "bob@corp.example")])["bob@example.com"] \
+        == "bob@corp.example"
+
+
 def test_missing_member_makes_agreement_unknown() -> None:
     d = compute_drift(MAPPING, {PD: rotation("P1")}, {}, T0, T0 + 24 * H)
     assert d.missing == [VO] and d.windows == [] and d.agree is None
