@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -280,13 +280,15 @@ def plan_repairs(mapping: OnCallMapping, drift: MappingDrift,
     out: list[Repair] = []
     for window in drift.windows:
         want = window.who.get(label(leader), ())
+        until = _repair_until(mapping, drift, window)
         for m in mapping.members:
             if m is leader or m.account == leader.account or window.who.get(label(m)) == want:
                 continue
             person = want[0] if len(want) == 1 else ""
             email = directories.get(m.account, {}).get(person) if person else None
             base = Repair(mapping.name, m.account, m.schedule, m.level, person, email,
-                          window.start, window.end, window.who.get(label(m), ()))
+                          window.start, min(window.end, max(until, window.start)),
+                          window.who.get(label(m), ()))
             caps = (capabilities or {}).get(m.account)
             if not want:
                 out.append(base.but(status="skipped", reason="the leader pages nobody"))
@@ -302,12 +304,35 @@ def plan_repairs(mapping: OnCallMapping, drift: MappingDrift,
             elif email is None:
                 out.append(base.but(status="skipped",
                                     reason=f"unmatched: {person} has no user in {m.account}"))
+            elif until <= window.start:
+                out.append(base.but(status="skipped", end=window.end, reason="the drift runs "
+                                    f"past the horizon: repaired up to {until + _chunk(mapping)}"
+                                    " once the horizon passes it"))
             elif _covered(pushed, base):
                 out.append(base.but(status="already", reason="an override pushed before "
                                     "covers this window"))
             else:
                 out.append(base)
     return out
+
+
+GRID_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _chunk(mapping: OnCallMapping) -> timedelta:
+    return min(timedelta(days=1), timedelta(days=mapping.horizon_days) / 2)
+
+
+def _repair_until(mapping: OnCallMapping, drift: MappingDrift, window: Window) -> datetime:
+    """Where a window's override ends. A window the comparison's end cuts most likely runs on
+    past the horizon, and that end moves with every poll: an override up to it would be
+    followed by one more, poll-interval long, on every poll (288 a day per follower). So a
+    cut window is repaired up to the last boundary of a fixed grid (whole UTC days, or half
+    the horizon when shorter) and the rest waits until the horizon passes the next one."""
+    chunk = _chunk(mapping)
+    if window.end < drift.end or chunk <= timedelta(0):
+        return window.end
+    return GRID_EPOCH + ((window.end - GRID_EPOCH) // chunk) * chunk
 
 
 MAY_EXIST = ("pending", "done", "unknown")

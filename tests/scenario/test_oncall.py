@@ -63,11 +63,12 @@ async def oncall_world(tmp_path: Path, vendors: dict[str, str],
     return w
 
 
-async def leader_b_world(tmp_path: Path, vendor: str, sched: str) -> World:
+async def leader_b_world(tmp_path: Path, vendor: str, sched: str,
+                         horizon_days: float = 3) -> World:
     """Two accounts of one vendor mapped on the same schedule; "b" leads, "a" is repaired."""
     return await oncall_world(tmp_path, {"a": vendor, "b": vendor},
                               [{"name": "primary", "leader": "b", "repair": "override",
-                                "horizon_days": 3, "members": [
+                                "horizon_days": horizon_days, "members": [
                                     {"account": "a", "schedule": sched},
                                     {"account": "b", "schedule": sched}]}])
 
@@ -291,9 +292,7 @@ async def test_user_never_on_call_is_found_in_the_vendors_user_list(tmp_path: Pa
     follower's directory must still know them (from the vendor's user list), not report them
     unmatched and skip the repair."""
     sched = schedule_of(vendor)
-    w = await oncall_world(tmp_path, {"a": vendor, "b": vendor}, [
-        {"name": "primary", "leader": "b", "repair": "override", "horizon_days": 2,
-         "members": [{"account": "a", "schedule": sched}, {"account": "b", "schedule": sched}]}])
+    w = await leader_b_world(tmp_path, vendor, sched, horizon_days=2)
     try:
         svc = service(w)
         start, end = quiet_window()
@@ -514,5 +513,45 @@ async def test_leader_flipping_back_is_repaired_again_not_left_on_syncds_own_ove
             [after] = await svc.evaluate()
             assert after.windows == [] and await svc.repair([after]) == []
         assert [r.status for r in await svc.repair([d])] == ["already"]  # still never twice
+    finally:
+        await w.close()
+
+
+@pytest.mark.parametrize("vendor", [v for v in ("incidentio", "victorops") if v in LANDED])
+async def test_drift_past_the_horizon_is_repaired_in_whole_chunks_not_a_sliver_per_poll(
+        tmp_path: Path, vendor: str) -> None:
+    """A leader override three days long, a one-day horizon: the drift window the horizon cuts
+    ends where the horizon ends, which moves with every poll. Repair must not push one more
+    poll-interval-long override on every poll; it repairs up to a fixed boundary (half the
+    horizon here) and the follower pages the leader's person up to it."""
+    from syncd.ledger import utcnow
+
+    sched = schedule_of(vendor)
+    w = await leader_b_world(tmp_path, vendor, sched, horizon_days=1)
+    try:
+        svc = service(w)
+        start, _end = quiet_window()
+        lead = w.engine.clients["b"]
+        current = on_call(await lead.oncall(start, start + timedelta(hours=1)), sched, start)
+        x = next(p for p in ("alice@example.com", "bob@example.com") if p != current)
+        await lead.create_override(sched, x, start, start + timedelta(days=3))
+        t, pushed = utcnow(), []
+        for i in range(4):
+            now = t + timedelta(minutes=5 * i)
+            await svc.poll("a", now)
+            await svc.poll("b", now)
+            repairs = await svc.repair(await svc.evaluate(at=now))
+            pushed.append([(r.start, r.end) for r in repairs if r.status == "done"])
+        # The first run repairs up to a grid boundary; a boundary crossed during the next three
+        # polls may add one more override, never one per poll.
+        assert pushed[0] and sum(len(p) for p in pushed[1:]) <= 1, pushed
+        last = max(b for p in pushed for _a, b in p)
+        assert last.hour in (0, 12) and last == last.replace(minute=0, second=0,
+                                                             microsecond=0), last
+        pushed = [x for p in pushed for x in p]
+        covered_until = max(b for _a, b in pushed)
+        assert covered_until >= t + timedelta(hours=12)
+        follow = await w.engine.clients["a"].oncall(start, covered_until)
+        assert {e.user_email for e in follow if e.schedule_id == sched and e.level == 1} == {x}
     finally:
         await w.close()
