@@ -769,27 +769,48 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
 
     async def create_override(self, schedule_id: str, user_email: str, start: datetime,
                               end: datetime) -> str:
-        """POST /v2/schedule_overrides on the schedule's first rotation and layer."""
+        """POST /v2/schedule_overrides on the first layer of every rotation that has someone
+        else on call in [start, end) (else on the first rotation); the ids comma-separated.
+
+        A schedule's rotations page their people side by side ("final" has an entry per
+        rotation, notes 5) and an override replaces the person of its own rotation only: an
+        override on the first rotation alone, while a second (a weekend or business-hours
+        rotation) pages someone else, left that person paged as well."""
         endpoint = "POST /v2/schedule_overrides"
         data = await self.http.json("GET", "/v2/schedules/{id}", path={"id": schedule_id})
         sched = require(data, "schedule", dict, endpoint="GET /v2/schedules/{id}",
                         account=self.account)
         try:
-            rotation = sched["config"]["rotations"][0]
-            rotation_id, layer_id = rotation["id"], rotation["layers"][0]["id"]
+            layers = {r["id"]: r["layers"][0]["id"] for r in sched["config"]["rotations"]}
         except (KeyError, IndexError, TypeError):
+            layers = {}
+        if not layers:
             raise PermanentError("schedule has no rotation/layer to override",
-                                 account=self.account, endpoint=endpoint) from None
-        # Not idempotent: a blind retry could stack overrides (the layer carve would absorb
-        # an identical one, but we do not rely on it).
-        data = await self.http.json("POST", "/v2/schedule_overrides", json={
-            "schedule_id": schedule_id, "rotation_id": rotation_id, "layer_id": layer_id,
-            "start_at": _stamp(start), "end_at": _stamp(end), "user": {"email": user_email}})
-        override = data.get("override") if isinstance(data, dict) else None
-        oid = override.get("id") if isinstance(override, dict) else None
-        if not isinstance(oid, str) or not oid:
-            raise self._malformed(endpoint, "answer carries no override id")
-        return oid
+                                 account=self.account, endpoint=endpoint)
+        others: list[str] = []
+        async for page in self._entry_pages(schedule_id, start, end):
+            for entry in page.get("final") or []:
+                user = entry.get("user") if isinstance(entry, dict) else None
+                email = (user.get("email") or self._emails.get(user.get("id"))
+                         if isinstance(user, dict) else None)
+                rid = entry.get("rotation_id") if isinstance(entry, dict) else None
+                if (rid in layers and rid not in others and isinstance(email, str)
+                        and email.lower() != user_email.lower()):
+                    others.append(rid)
+        ids = []
+        for rid in [r for r in layers if r in others] or [next(iter(layers))]:
+            # Not idempotent: a blind retry could stack overrides (the layer carve would
+            # absorb an identical one, but we do not rely on it).
+            data = await self.http.json("POST", "/v2/schedule_overrides", json={
+                "schedule_id": schedule_id, "rotation_id": rid, "layer_id": layers[rid],
+                "start_at": _stamp(start), "end_at": _stamp(end),
+                "user": {"email": user_email}})
+            override = data.get("override") if isinstance(data, dict) else None
+            oid = override.get("id") if isinstance(override, dict) else None
+            if not isinstance(oid, str) or not oid:
+                raise self._malformed(endpoint, "answer carries no override id")
+            ids.append(oid)
+        return ",".join(ids)
 
 
 class IncidentModel(RecordModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
@@ -278,6 +278,30 @@ async def test_oncall_and_override(sim: IncidentIOSimulator, client: IncidentIOC
     entries = await client.oncall(now, now + timedelta(hours=1))
     first = next(e for e in entries if e.schedule_id == primary.id)
     assert first.user_email == "erin@example.com"
+
+
+async def test_override_replaces_every_rotation_paging_someone_else(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    """"Platform (New York)" pages its weekly rotation and, in business hours, its
+    business-hours rotation side by side. An override for syncd-bot in business hours must
+    leave syncd-bot the only one paged, not add them next to the business-hours person."""
+    from zoneinfo import ZoneInfo
+
+    platform = next(s for s in sim.schedules.values() if s.name == "Platform (New York)")
+    ny = ZoneInfo("America/New_York")
+    day = (sim.clock.now() + timedelta(days=5)).astimezone(ny)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    start = day.replace(hour=13, minute=0, second=0, microsecond=0).astimezone(UTC)
+    end, mid = start + timedelta(hours=2), start + timedelta(hours=1)
+    assert len(sim.on_call_users(platform, mid)) == 2
+    ids = await client.create_override(platform.id, "syncd-bot@example.com", start, end)
+    assert len(ids.split(",")) == 2 and all(i in sim.overrides for i in ids.split(","))
+    [bot] = [u for u in sim.users if sim.users[u].email == "syncd-bot@example.com"]
+    assert sim.on_call_users(platform, mid) == [bot, bot]
+    entries = await client.oncall(start, end)
+    assert {e.user_email for e in entries if e.schedule_id == platform.id} == {
+        "syncd-bot@example.com"}
 
 
 class NoWaitBudget(Budget):
