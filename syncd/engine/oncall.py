@@ -347,10 +347,12 @@ def _covered(pushed: Sequence[store.PushedOverride], r: Repair) -> bool:
     overlap, the most recent wins", notes B6) and incident.io (a new override deletes what it
     covers on its layer, notes 5) page that later person, so when the leader's schedule flips
     back (A, then B, then A again) the follower must get A again, not be left on syncd's B.
+    Only the same mapping's later pushes count: two mappings that disagree about one follower
+    schedule must not take turns overriding it on every run.
     """
     for i, p in enumerate(pushed):
         if _covering(p, r) and not any(
-                q.outcome in MAY_EXIST and _same_schedule(q, r)
+                q.outcome in MAY_EXIST and _same_schedule(q, r) and q.mapping == r.mapping
                 and q.user_email.lower() != p.user_email.lower()
                 and q.start < r.end and q.end > r.start for q in pushed[i + 1:]):
             return True

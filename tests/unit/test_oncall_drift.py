@@ -179,6 +179,27 @@ def test_repair_is_never_planned_twice() -> None:
     assert plan_repairs(MAPPING, d, dirs, [deferred])[0].status == "planned"
 
 
+def test_a_later_own_override_for_someone_else_uncovers_the_window() -> None:
+    """alice was pushed, then (the leader having changed) bob over the same window: the
+    follower pages bob, so alice's push no longer makes a repair back to alice ``already``.
+    A later push that created nothing, or another mapping's push, does not count."""
+    d, dirs = _drift_with_override()
+
+    def push(email: str, outcome: str, mapping: str = "platform") -> PushedOverride:
+        return PushedOverride("k", mapping, "vo", "pol-x", 1, email, T0 + 2 * H, T0 + 5 * H,
+                              outcome, None, T0)
+
+    alice = push("alice@corp.example", "done")
+    for later, status in ((push("bob@corp.example", "done"), "planned"),
+                          (push("bob@corp.example", "unknown"), "planned"),
+                          (push("bob@corp.example", "refused"), "already"),
+                          (push("bob@corp.example", "done", "other"), "already")):
+        assert plan_repairs(MAPPING, d, dirs, [alice, later])[0].status == status, later
+        # alice pushed again after bob: covered again, never a third time
+        again = [alice, later, alice]
+        assert plan_repairs(MAPPING, d, dirs, again)[0].status == "already"
+
+
 def test_repair_skips_what_it_cannot_do_right() -> None:
     pd = [*shifts("P1", ("alice", 0, 8)),
           OnCall("P1", 1, "zed", "zed@example.com", T0 + 8 * H, T0 + 16 * H)]
