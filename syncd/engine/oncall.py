@@ -432,22 +432,25 @@ def evaluate(tx: Tx, config: Config, at: datetime | None = None,
              known: Mapping[str, Sequence[tuple[str, str | None]]] | None = None
              ) -> list[MappingDrift]:
     """Drift per mapping from the latest stored polls, over [at, at + horizon) limited to what
-    every member's poll covered (a tail one poll did not reach is not "nobody")."""
+    every member's poll covered (a tail one poll did not reach is not "nobody"). A member whose
+    latest poll does not reach ``at`` at all (its account failing for longer than the horizon)
+    is missing, so the mapping is not said to agree over an empty interval."""
     at = at or utcnow()
     out = []
     for mapping in config.oncall:
         if mappings is not None and mapping.name not in mappings:
             continue
         polled = {m.account: store.last_polled(tx, m.account) for m in mapping.members}
+        reach = {a: w for a, w in polled.items()
+                 if w is not None and w + horizon(config, a) > at}
         end = at + timedelta(days=mapping.horizon_days)
-        for account, when in polled.items():
-            if when is not None:
-                end = min(end, when + horizon(config, account))
+        for account, when in reach.items():
+            end = min(end, when + horizon(config, account))
         end = max(end, at)
         entries = {
             label(m): [_snapshot(r) for r in store.polled_entries(
-                tx, m.account, m.schedule, m.level, when, at, end)]
-            for m in mapping.members if (when := polled[m.account]) is not None
+                tx, m.account, m.schedule, m.level, reach[m.account], at, end)]
+            for m in mapping.members if m.account in reach
         }
         dirs = _directories(tx, config, polled, at, known)
         out.append(compute_drift(mapping, entries, config.users, at, end, directories=dirs))

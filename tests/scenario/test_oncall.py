@@ -555,3 +555,22 @@ async def test_drift_past_the_horizon_is_repaired_in_whole_chunks_not_a_sliver_p
         assert {e.user_email for e in follow if e.schedule_id == sched and e.level == 1} == {x}
     finally:
         await w.close()
+
+
+async def test_a_poll_older_than_the_horizon_is_missing_not_agreement(tmp_path: Path) -> None:
+    """An account whose polls have failed for longer than the horizon has nothing that reaches
+    now: the mapping is unknown (and never repaired), not "agree" over an empty interval."""
+    from syncd.ledger import utcnow
+
+    sched = schedule_of("spike")
+    w = await leader_b_world(tmp_path, "spike", sched, horizon_days=1)
+    try:
+        svc = service(w)
+        await svc.poll_all()
+        later = utcnow() + timedelta(days=1, hours=1)
+        await svc.poll("b", later)  # only the leader's polls still succeed
+        [d] = await svc.evaluate(at=later)
+        assert d.missing == [f"a:{sched}:1"] and d.agree is None, d
+        assert await svc.repair([d]) == []
+    finally:
+        await w.close()
