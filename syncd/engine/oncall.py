@@ -328,9 +328,12 @@ def _repair_until(mapping: OnCallMapping, drift: MappingDrift, window: Window) -
     past the horizon, and that end moves with every poll: an override up to it would be
     followed by one more, poll-interval long, on every poll (288 a day per follower). So a
     cut window is repaired up to the last boundary of a fixed grid (whole UTC days, or half
-    the horizon when shorter) and the rest waits until the horizon passes the next one."""
+    the horizon when shorter) and the rest waits until the horizon passes the next one. An end
+    more than a chunk short of the horizon is a member's stale poll, which does not move:
+    that window is repaired up to it."""
     chunk = _chunk(mapping)
-    if window.end < drift.end or chunk <= timedelta(0):
+    horizon_end = drift.start + timedelta(days=mapping.horizon_days)
+    if window.end < drift.end or drift.end <= horizon_end - chunk or chunk <= timedelta(0):
         return window.end
     return GRID_EPOCH + ((window.end - GRID_EPOCH) // chunk) * chunk
 

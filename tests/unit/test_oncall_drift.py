@@ -213,3 +213,17 @@ def test_repair_skips_what_it_cannot_do_right() -> None:
     ]
     no_repair = MAPPING.model_copy(update={"repair": "none"})
     assert plan_repairs(no_repair, d, {}, []) == []
+
+
+def test_a_comparison_cut_short_by_a_stale_poll_is_repaired_to_its_end() -> None:
+    """A member whose last poll reaches only 4 h past now cuts the comparison there; that end
+    does not move with the polls (the poll is old), so the window is repaired up to it, not
+    rounded down to the UTC-day grid that keeps a moving horizon end from adding an override
+    per poll (which would end the override before it starts, and repair nothing)."""
+    pd = shifts("P1", ("alice", 0, 8))
+    vo = shifts("pol-x", ("carol", 0, 8))
+    d = compute_drift(MAPPING, {PD: pd, VO: vo}, {}, T0, T0 + 4 * H)
+    dirs = {"pd": directory({}, "pd", [(e.user_id, e.user_email) for e in pd]),
+            "vo": directory({}, "vo", [(e.user_id, e.user_email) for e in vo + pd])}
+    [r] = plan_repairs(MAPPING, d, dirs, [])
+    assert (r.status, r.start, r.end) == ("planned", T0, T0 + 4 * H)
