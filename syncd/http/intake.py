@@ -12,7 +12,9 @@ a caller can make syncd spend before that point:
 - vendor calls: a verified delivery is only a hint (the daemon coalesces hints per account and
   never lets them eat the budget pushes need, see :meth:`syncd.daemon.Daemon.poll_soon`), and a
   delivery seen before (a vendor's retry, or a replay: PagerDuty v3 signatures carry no
-  timestamp) is answered 202 and ignored.
+  timestamp) is answered 202 and ignored. "Seen before" is the signed body plus, where the
+  vendor signs one, the delivery's id (Svix's ``webhook-id``): two updates of one private
+  incident.io incident have the same body and are still two deliveries.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ class Verifier(Protocol):
     def __call__(self, headers: Mapping[str, str], body: bytes) -> bool: ...
 
 
+class Identity(Protocol):
+    """The signed part of a verified delivery's headers that names it (kept across retries)."""
+
+    def __call__(self, headers: Mapping[str, str]) -> bytes: ...
+
+
 class ReplayCache:
     """Digests of recently accepted deliveries, oldest first, bounded in size and age."""
 
@@ -84,12 +92,15 @@ class WebhookIntake:
     ``verifiers`` maps each account with a webhook secret to its client's ``verify_webhook``;
     ``hint`` is called with the account of every new verified delivery and returns the outcome
     label it counts under (``scheduled``, ``coalesced``, ``deferred``); ``notes`` (per account,
-    optional) is handed the verified body first."""
+    optional) is handed the verified body first; ``identities`` (per account, optional) name a
+    delivery by its signed id, for vendors whose bodies repeat (see :func:`_digest`)."""
 
     def __init__(self, verifiers: Mapping[str, Verifier], hint: Callable[[str], str],
-                 notes: Mapping[str, Callable[[bytes], None]] | None = None) -> None:
+                 notes: Mapping[str, Callable[[bytes], None]] | None = None,
+                 identities: Mapping[str, Identity] | None = None) -> None:
         self.verifiers = dict(verifiers)
         self.hint = hint
+        self.identities = dict(identities or {})
         # Accounts whose client reads what a delivery names (PagerDuty: the incident id, so
         # the hinted poll reads it even when the change leaves no log entry).
         self.notes = dict(notes or {})
@@ -115,7 +126,9 @@ class WebhookIntake:
         if not self._verify(account, request, body):
             WEBHOOKS.labels(label, "rejected").inc()
             return JSONResponse(_REFUSED, status_code=401)
-        if not self.replays.first_time(_digest(account, body)):
+        identity = self.identities.get(account)
+        key = _digest(account, body, identity(request.headers) if identity else b"")
+        if not self.replays.first_time(key):
             WEBHOOKS.labels(label, "duplicate").inc()
             return JSONResponse({"accepted": True}, status_code=202)
         WEBHOOKS.labels(label, "accepted").inc()
@@ -141,12 +154,17 @@ class WebhookIntake:
             return False
 
 
-def _digest(account: str, body: bytes) -> bytes:
-    """What makes a delivery the same delivery: its account and its (signed) body. Headers are
-    left out on purpose: PagerDuty signs only the body, so an unsigned header (``X-Webhook-Id``)
-    would let a replayer dress an old delivery up as a new one. Svix retries carry the same
-    body too, so they are caught as well."""
-    return hashlib.sha256(account.encode() + b"\0" + body).digest()
+def _digest(account: str, body: bytes, identity: bytes = b"") -> bytes:
+    """What makes a delivery the same delivery: its account, its (signed) body and, where the
+    vendor signs one, its id. Unsigned headers are left out on purpose: PagerDuty signs only
+    the body, so its ``X-Webhook-Id`` would let a replayer dress an old delivery up as a new
+    one (its bodies carry a unique ``event.id`` anyway, notes §6). Svix signs ``webhook-id``
+    with the body and keeps it across retries (incident.io notes §8), and incident.io's
+    private-incident events carry only ``{"id"}``, so their bodies repeat: without the id,
+    the second update of a private incident within :data:`REPLAY_TTL` was taken for a replay
+    and polled nothing."""
+    framed = len(identity).to_bytes(4, "big") + identity
+    return hashlib.sha256(account.encode() + b"\0" + framed + body).digest()
 
 
 async def _read_capped(request: Request) -> bytes | Response:

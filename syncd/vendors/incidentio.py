@@ -364,6 +364,14 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
             for part in sigs.split()[:8] if part.startswith("v1,")
         )
 
+    @staticmethod
+    def webhook_identity(headers: Mapping[str, str]) -> bytes:
+        """The id of a delivery :meth:`verify_webhook` accepted (so it is ASCII and signed):
+        Svix keeps ``webhook-id`` across retries and a new event gets a new one (notes §8), while
+        private-incident events carry only ``{"id"}`` (spec ``WebhookPrivateResourceV2``), so
+        the body alone does not tell two updates of one incident apart."""
+        return (headers.get("webhook-id") or headers.get("svix-id") or "").encode()
+
     async def aclose(self) -> None:
         await self.http.aclose()
 

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import Headers
-from test_webhooks import II_SECRET, PD_SECRET, free_port, pd_headers
+from test_webhooks import II_SECRET, PD_SECRET, free_port, pd_headers, svix_headers
 from world import World, render, threaded_sims
 
 from syncd import config as config_mod
@@ -380,6 +380,46 @@ async def test_replays_and_low_budget_do_not_poll(tmp_path: Path) -> None:
     assert seen["first"][0] == 202 and seen["first"][1] > 0
     assert seen["replay"] == (202, 0)
     assert seen["starved"] == (202, 0)
+
+
+async def test_svix_deliveries_with_one_body_are_told_apart_by_their_signed_id(
+        tmp_path: Path) -> None:
+    """incident.io's private-incident events carry only ``{"id"}`` (spec
+    ``WebhookPrivateResourceV2``), so every update of one private incident has the same body.
+    Svix signs ``webhook-id`` and keeps it across retries (notes §8): a new id is a new
+    delivery and polls; a retry of it (re-signed with a later timestamp) is a duplicate. Keyed
+    on the body alone, the second update within 15 minutes polled nothing."""
+    w = hooked_world(tmp_path)
+    daemon = Daemon(w.config, w.ledger, w.engine)
+    app = build_app(daemon)
+    body = json.dumps({"event_type": "private_incident.incident_updated_v2",
+                       "private_incident.incident_updated_v2": {"id": "01PRIVATE"}}).encode()
+    seen: dict[str, Any] = {}
+
+    async def deliver(msg_id: str) -> int:
+        raw = [(k.lower().encode(), v.encode())
+               for k, v in svix_headers(body, int(time.time()), msg_id).items()]
+        return await asgi_post(app, "/webhooks/ii", raw, body)
+
+    async def polled_after(msg_id: str) -> tuple[int, bool]:
+        before = w.sims["ii"].call_count(method="GET")
+        code = await deliver(msg_id)
+        for _ in range(40):  # a hint polls within HINT_SPACING (2 s)
+            await anyio.sleep(0.1)
+            if w.sims["ii"].call_count(method="GET") > before:
+                return code, True
+        return code, False
+
+    async def scenario() -> None:
+        await anyio.sleep(1.0)  # the polls at start are done; the next is an hour off
+        seen["first"] = await polled_after("msg_update_1")
+        seen["second"] = await polled_after("msg_update_2")
+        seen["retry"] = await polled_after("msg_update_2")
+
+    await run_daemon(daemon, scenario)
+    assert seen["first"] == (202, True)
+    assert seen["second"] == (202, True)
+    assert seen["retry"] == (202, False)
 
 
 # --- 20.4: no empty secrets, no account enumeration --------------------------------------------

@@ -33,11 +33,11 @@ def pd_headers(body: bytes, secret: str = PD_SECRET) -> dict[str, str]:
     return {"X-PagerDuty-Signature": f"v1=0000,v1={sig}", "content-type": "application/json"}
 
 
-def svix_headers(body: bytes, stamp: int) -> dict[str, str]:
+def svix_headers(body: bytes, stamp: int, msg_id: str = "msg_1") -> dict[str, str]:
     key = base64.b64decode(II_SECRET.removeprefix("whsec_"))
-    signed = f"msg_1.{stamp}.".encode() + body
+    signed = f"{msg_id}.{stamp}.".encode() + body
     sig = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    return {"webhook-id": "msg_1", "webhook-timestamp": str(stamp),
+    return {"webhook-id": msg_id, "webhook-timestamp": str(stamp),
             "webhook-signature": f"v1,bm9wZQ== v1,{sig}"}
 
 
