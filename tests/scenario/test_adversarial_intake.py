@@ -9,6 +9,7 @@ connections does not take the descriptors vendor traffic needs.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
 import resource
@@ -183,6 +184,47 @@ def test_non_ascii_signature_is_a_401_not_a_500(tmp_path: Path) -> None:
                     for a, h in (("ii", ii), ("pd", pd))]
 
     assert anyio.run(go) == [401, 401]
+    anyio.run(w.close)
+
+
+def test_every_refusal_costs_the_same_hmac_work(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown name, an account without a secret and a refused delivery to a real account
+    all hash the whole body once before the 401, so answer times do not tell which names are
+    incident.io accounts. The Svix verifier used to return before any HMAC when the id or
+    timestamp was missing, malformed or stale: a 256 KB body then answered measurably faster
+    on a real incident.io account than on a name that is no account."""
+    w = hooked_world(tmp_path)
+    app = build_app(Daemon(w.config, w.ledger, w.engine))
+    hashed: list[int] = []
+    real_new = hmac.new
+
+    def counting_new(key: bytes, msg: bytes | None = None, digestmod: Any = None) -> Any:
+        hashed.append(len(msg or b""))
+        return real_new(key, msg, digestmod)
+
+    monkeypatch.setattr(hmac, "new", counting_new)
+    body = b"x" * (64 * 1024)
+    stale = str(int(time.time()) - 3600).encode()
+    cases = {
+        "unknown": ("nobody", []),
+        "no secret": ("vo", []),
+        "pd unsigned": ("pd", []),
+        "ii unsigned": ("ii", []),
+        "ii stale": ("ii", [(b"webhook-id", b"msg_1"), (b"webhook-timestamp", stale),
+                            (b"webhook-signature", b"v1,AAAA")]),
+        "ii bad stamp": ("ii", [(b"webhook-id", b"msg_1"), (b"webhook-timestamp", b"soon"),
+                                (b"webhook-signature", b"v1,AAAA")]),
+        "ii non-ascii id": ("ii", [(b"webhook-id", b"msg_\xff"),
+                                   (b"webhook-timestamp", str(int(time.time())).encode()),
+                                   (b"webhook-signature", b"v1,AAAA")]),
+    }
+    work = {}
+    for name, (account, raw) in cases.items():
+        hashed.clear()
+        status = anyio.run(asgi_post, app, f"/webhooks/{account}", raw, body)
+        work[name] = (status, len(hashed), sum(hashed) >= len(body))
+    assert work == dict.fromkeys(cases, (401, 1, True))
     anyio.run(w.close)
 
 
