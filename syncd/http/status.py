@@ -95,7 +95,7 @@ def build_app(daemon: Daemon) -> Starlette:
         try:
             data = await daemon.ledger.read(views.status, cfg)
         except LedgerError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503)
+            return JSONResponse({"error": secrets.redact(str(exc))}, status_code=503)
         if daemon.leadership is not None:
             data["role"] = daemon.leadership.role
             data["replica"] = daemon.leadership.lease.holder
