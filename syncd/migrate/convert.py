@@ -186,7 +186,8 @@ def materialize(source: Schedule, target: TargetModel, refusal: Refusal, *, now:
     ``syncd migrate verify`` writes is what keeps it extended: the daemon repairs drift on the
     target with overrides as time passes."""
     placeholder = next(iter([u for r in source.rotations for u in r.users if u is not None]
-                            + [o.user for o in source.overrides]), None)
+                            + [o.user for o in source.overrides]
+                            + [u for s in source.rendered for u in sorted(s.users)]), None)
     if placeholder is None:
         return refuse(source, refusal.code, refusal.sentence + "; and nobody is on call in it "
                       "to materialize")

@@ -264,5 +264,7 @@ def _translate(sched: Schedule, mapping: Mapping[str, str]) -> Schedule:
         for r in sched.rotations
     )
     overrides = tuple(replace(o, user=mapping[o.user]) for o in sched.overrides)
-    return replace(sched, rotations=rotations, overrides=overrides)
+    rendered = tuple(replace(s, users=frozenset(mapping[u] for u in s.users))
+                     for s in sched.rendered)
+    return replace(sched, rotations=rotations, overrides=overrides, rendered=rendered)
 

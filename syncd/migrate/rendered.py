@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from syncd.migrate.policy import Policy
-from syncd.migrate.schedule import Override, Schedule, Span
+from syncd.migrate.schedule import Schedule, Span
 from syncd.model import OnCall
 from syncd.vendors.base import VendorClient
 
@@ -57,12 +57,15 @@ class RenderedSource:
             read_at = self._since or datetime.now(UTC)
             # A shift on call now started before the read: keep its real start.
             since = min([read_at, *(e.start for e in entries if e.start is not None)])
-            spans = _spans(entries, since, read_at + self.read_ahead - since)
-            overrides = tuple(Override(s.start, s.end, min(s.users)) for s in spans if s.users)
+            # Every span as the vendor renders it, several people where shifts overlap
+            # (Splunk On-Call: "several shifts (and rotations) can be on duty at once"), so
+            # materializing refuses those rather than paging one of the people.
+            spans = tuple(s for s in _spans(entries, since, read_at + self.read_ahead - since)
+                          if s.users)
             name = entries[0].schedule_name or entries[0].schedule_id
             level = entries[0].level
             out.append(Schedule(id=key, name=name if level == 1 else f"{name} (level {level})",
-                                time_zone="UTC", rotations=(), overrides=overrides,
+                                time_zone="UTC", rotations=(), rendered=spans,
                                 team=entries[0].team))
         return out
 

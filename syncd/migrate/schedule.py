@@ -128,6 +128,10 @@ class Schedule:
     precedence: bool = True
     overrides: tuple[Override, ...] = ()
     team: str | None = None
+    # A schedule known only by its vendor's rendering (Splunk On-Call, Spike.sh: no rotation
+    # definitions to read) is these spans, several people in one where shifts overlap; kept
+    # as spans so that nobody is picked out of them (vendor-notes/migration.md §4-§5).
+    rendered: tuple[Span, ...] = ()
 
     @property
     def zone(self) -> ZoneInfo:
@@ -135,6 +139,7 @@ class Schedule:
 
     def people(self) -> set[str]:
         found = {u for r in self.rotations for u in r.users if u is not None}
+        found |= {u for s in self.rendered for u in s.users}
         return found | {o.user for o in self.overrides}
 
 
@@ -217,6 +222,8 @@ def boundaries(schedule: Schedule, since: datetime, until: datetime) -> list[dat
                 monday += timedelta(days=7)
     for o in schedule.overrides:
         points.update((o.start, o.end))
+    for s in schedule.rendered:
+        points.update((s.start, s.end))
     return sorted(p for p in points if since <= p <= until)
 
 
@@ -231,6 +238,8 @@ def who(schedule: Schedule, at: datetime) -> frozenset[str]:
     whole = [o for o in covering if o.rotation_id is None]
     if whole:
         return frozenset({whole[-1].user})
+    if schedule.rendered:
+        return next((s.users for s in schedule.rendered if s.start <= at < s.end), frozenset())
     if schedule.precedence:
         for rot in reversed(schedule.rotations):
             if people[rot.id] is not None:

@@ -257,14 +257,23 @@ class _Incident:
 
 @dataclass(slots=True)
 class _Rotation:
+    """A rotation group and its shifts. Several shifts can be on duty at once, and a policy
+    step pages "the on duty users in rotation" (vendor-notes/migration.md §4, Splunk On-Call
+    rotations-and-shifts docs): ``more`` holds the shifts beside the first one."""
+
     slug: str
     label: str
     shift_name: str
     layer: Layer
+    more: list[tuple[str, Layer]] = field(default_factory=list)
+
+    @property
+    def shifts(self) -> list[tuple[str, Layer]]:
+        return [(self.shift_name, self.layer), *self.more]
 
     @property
     def users(self) -> tuple[str, ...]:
-        return self.layer.users
+        return tuple(dict.fromkeys(u for _n, layer in self.shifts for u in layer.users))
 
 
 class VictorOpsSimulator(Simulator):
@@ -389,9 +398,6 @@ class VictorOpsSimulator(Simulator):
 
     # ------------------------------------------------------------------ on-call model
 
-    def _rotation_user(self, rtg: _Rotation, at: datetime) -> tuple[str, datetime, datetime]:
-        return rtg.layer.shift_at(at)
-
     def _policy_overrides(self, policy: str) -> list[dict[str, Any]]:
         """Scheduled override assignments and take-on-call entries for one policy."""
         found = []
@@ -403,16 +409,31 @@ class VictorOpsSimulator(Simulator):
         found.extend(t for t in self.takes if t["policy"] == policy)
         return found
 
-    def oncall_at(self, policy: str, step: int, at: datetime) -> str | None:
-        """Who the policy pages at ``step`` at ``at``, overrides applied."""
-        steps = self.policies[policy]["steps"]
-        if step >= len(steps):
-            return None
-        user, _s, _e = self._rotation_user(self.rotations[steps[step]], at)
+    def add_shift(self, rotation: str, name: str, layer: Layer) -> None:
+        """Put another shift in a rotation, on duty beside its others (the vendor documents
+        several shifts of a rotation on duty at once: vendor-notes/migration.md §4)."""
+        self.rotations[rotation].more.append((name, layer))
+
+    def _overridden(self, policy: str, user: str, at: datetime) -> str:
         for ov in self._policy_overrides(policy):
             if ov["orig"] == user and ov["start"] <= at < ov["end"]:
                 user = ov["user"]
         return user
+
+    def oncall_all(self, policy: str, step: int, at: datetime) -> list[str]:
+        """Everyone the policy pages at ``step`` at ``at`` (one per shift on duty), overrides
+        applied, in shift order without repeats."""
+        steps = self.policies[policy]["steps"]
+        if step >= len(steps):
+            return []
+        found = [self._overridden(policy, layer.shift_at(at)[0], at)
+                 for _n, layer in self.rotations[steps[step]].shifts]
+        return list(dict.fromkeys(found))
+
+    def oncall_at(self, policy: str, step: int, at: datetime) -> str | None:
+        """Who the policy's first shift at ``step`` pages at ``at``, overrides applied."""
+        users = self.oncall_all(policy, step, at)
+        return users[0] if users else None
 
     # ------------------------------------------------------------------ incidents
 
@@ -919,9 +940,9 @@ class VictorOpsSimulator(Simulator):
                     continue
                 users = []
                 for step in range(len(pol["steps"])):
-                    who = self.oncall_at(pslug, step, now)
-                    if who and {"onCallUser": {"username": who}} not in users:
-                        users.append({"onCallUser": {"username": who}})
+                    for who in self.oncall_all(pslug, step, now):
+                        if {"onCallUser": {"username": who}} not in users:
+                            users.append({"onCallUser": {"username": who}})
                 now_list.append({"escalationPolicy": {"name": pol["name"], "slug": pslug},
                                  "users": users})
             teams.append({"team": {"name": team["name"], "slug": slug}, "onCallNow": now_list})
@@ -948,23 +969,28 @@ class VictorOpsSimulator(Simulator):
                 continue
             entries = []
             if step < len(pol["steps"]):
+                # One OnCallEntry per shift: PolicySchedule.schedule is an array of them, each
+                # with its own shiftName and rolls (spec TeamSchedule > PolicySchedule >
+                # OnCallEntry), so shifts on duty at once are entries side by side.
                 rtg = self.rotations[pol["steps"][step]]
-                user, _s, shift_end = self._rotation_user(rtg, self.clock.now())
-                rolls, at = [], start
-                while at < end:
-                    who, s, e = self._rotation_user(rtg, at)
-                    rolls.append({"start": iso(s), "end": iso(e),
-                                  "onCallUser": {"username": who}, "isRoll": s > start})
-                    at = e
-                entry: dict[str, Any] = {
-                    "onCallUser": {"username": user}, "onCallType": "rotation_group",
-                    "rotationName": rtg.label, "shiftName": rtg.shift_name,
-                    "shiftRoll": iso(shift_end), "rolls": rolls,
-                }
-                current = self.oncall_at(pslug, step, self.clock.now())
-                if current != user:
-                    entry["overrideOnCallUser"] = {"username": current}
-                entries.append(entry)
+                now = self.clock.now()
+                for shift_name, layer in rtg.shifts:
+                    user, _s, shift_end = layer.shift_at(now)
+                    rolls, at = [], start
+                    while at < end:
+                        who, s, e = layer.shift_at(at)
+                        rolls.append({"start": iso(s), "end": iso(e),
+                                      "onCallUser": {"username": who}, "isRoll": s > start})
+                        at = e
+                    entry: dict[str, Any] = {
+                        "onCallUser": {"username": user}, "onCallType": "rotation_group",
+                        "rotationName": rtg.label, "shiftName": shift_name,
+                        "shiftRoll": iso(shift_end), "rolls": rolls,
+                    }
+                    current = self._overridden(pslug, user, now)
+                    if current != user:
+                        entry["overrideOnCallUser"] = {"username": current}
+                    entries.append(entry)
             overrides = [
                 {"origOnCallUser": {"username": o["orig"]},
                  "overrideOnCallUser": {"username": o["user"]},
@@ -1017,12 +1043,12 @@ class VictorOpsSimulator(Simulator):
         now = self.clock.now()
         pol = self.policies[policy]
         for step in range(len(pol["steps"])):
-            if self.oncall_at(policy, step, now) == body["fromUser"]:
-                _u, _s, shift_end = self._rotation_user(
-                    self.rotations[pol["steps"][step]], now)
-                self.takes.append({"policy": policy, "orig": body["fromUser"],
-                                   "user": body["toUser"], "start": now, "end": shift_end})
-                return JSONResponse({"result": "Success"})
+            for _n, layer in self.rotations[pol["steps"][step]].shifts:
+                user, _s, shift_end = layer.shift_at(now)
+                if self._overridden(policy, user, now) == body["fromUser"]:
+                    self.takes.append({"policy": policy, "orig": body["fromUser"],
+                                       "user": body["toUser"], "start": now, "end": shift_end})
+                    return JSONResponse({"result": "Success"})
         return _bad(f"{body['fromUser']} is not on call for {policy}")
 
     def _override_json(self, pid: str) -> dict[str, Any]:

@@ -380,6 +380,40 @@ async def test_a_source_without_definitions_is_migrated_materialized(
         await world.close()
 
 
+@pytest.mark.parametrize(("target", "target_vendor"), [("ii", "incidentio"), ("pd", "pagerduty")])
+async def test_a_splunk_oncall_step_paging_several_people_is_refused_not_narrowed(
+        tmp_path: Path, target: str, target_vendor: str) -> None:
+    """A Splunk On-Call step pages every shift on duty (vendor-notes/migration.md §4). Its
+    rendering was narrowed to the person whose id sorts first and materialized with no loss,
+    so the target would page one of two people; it is refused, nothing is written for it, and
+    the rest still migrates and verifies."""
+    from syncd.simulators.oncall import Layer
+
+    world = World(tmp_path, {"vo": "victorops", target: target_vendor}, [])
+    world.config = replace(world.config, users={"vo": {"frank": "erin@example.com"}})
+    crowded = "pol-pl4tf0rm0000prim"
+    world.sims["vo"].add_shift(  # type: ignore[attr-defined]
+        "rtg-pl4tf0rm0prim01", "follow the sun", Layer(("carol", "alice"), timedelta(days=1)))
+    pair = pair_of(world, "vo", target)
+    try:
+        plan = await service.plan(pair, service.Selection(), now=utcnow(), horizon=HORIZON)
+        by_id = {i.source_id: i for i in plan.items}
+        refused = by_id[crowded]
+        assert refused.verb == Verb.REFUSED, refused.as_dict()
+        assert refused.refusal is not None
+        assert refused.refusal.code == "concurrent_oncall_into_single_schedule"
+        others = [i for i in plan.items if i.source_id != crowded]
+        assert others and all(i.conversion == Conversion.MATERIALIZED for i in others)
+        applied = await service.apply(pair, plan, now=utcnow())
+        assert crowded not in {a.source_id for a in applied if a.action == "created"}
+        checked = await service.verify(pair, now=utcnow(), days=27)
+        assert checked and crowded not in {v.source_id for v in checked}
+        assert all(not v.differences for v in checked), [v.as_dict() for v in checked]
+    finally:
+        await closed(pair)
+        await world.close()
+
+
 async def test_a_splunk_oncall_source_is_read_past_its_thirty_day_answers(
         tmp_path: Path) -> None:
     """Splunk On-Call answers at most 30 days of team schedule per read (daysForward "30

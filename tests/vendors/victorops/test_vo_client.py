@@ -9,6 +9,7 @@ import pytest
 
 from syncd.model import NewIncident, Severity, State
 from syncd.ratelimit import Budget
+from syncd.simulators.oncall import Layer
 from syncd.vendors.base import (
     Action,
     AuthError,
@@ -394,3 +395,29 @@ async def test_malformed_oncall(sim, make_client, corrupt) -> None:
     client = make_client(app=corrupt(sim.app, path, bad))
     with pytest.raises(MalformedResponse):
         await client.oncall(now, now + timedelta(days=1))
+
+
+async def test_shifts_on_duty_at_once_are_all_read(sim, api, make_client) -> None:
+    """Splunk On-Call puts several shifts of a rotation on duty at once and the step pages
+    all their users (vendor-notes/migration.md §4): the team schedule answers one OnCallEntry
+    per shift (spec PolicySchedule.schedule[]) and the client reads every one of them."""
+    pol, rotation = "pol-pl4tf0rm0000prim", "rtg-pl4tf0rm0prim01"
+    sim.add_shift(rotation, "follow the sun", Layer(("carol", "alice"), timedelta(days=1)))
+    now = datetime.now(UTC)
+    both = sim.oncall_all(pol, 0, now)
+    assert both[0] == sim.oncall_at(pol, 0, now)
+    body = (await api.get("/api-public/v2/team/team-pl4tf0rm00000001/oncall/schedule",
+                          params={"daysForward": 3})).json()
+    entries = next(s for s in body["schedules"] if s["policy"]["slug"] == pol)["schedule"]
+    assert [e["shiftName"] for e in entries] == ["weekly", "follow the sun"]
+    current = (await api.get("/api-public/v1/oncall/current")).json()["teamsOnCall"]
+    paged = {u["onCallUser"]["username"] for t in current for p in t["onCallNow"]
+             if p["escalationPolicy"]["slug"] == pol for u in p["users"]}
+    assert set(both) <= paged
+    level1 = [e for e in await make_client().oncall(now, now + timedelta(days=3))
+              if e.schedule_id == pol and e.level == 1]
+    at = now + timedelta(days=2)
+    assert {e.user_id for e in level1 if e.start <= at < e.end} == set(
+        sim.oncall_all(pol, 0, at))
+    assert any(len({e.user_id for e in level1 if e.start <= t < e.end}) == 2
+               for t in (now + timedelta(hours=h) for h in range(0, 72, 6)))
