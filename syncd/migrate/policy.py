@@ -24,15 +24,22 @@ PAGERDUTY_MAX_LOOPS = 9  # PagerDuty REST spec, EscalationPolicy.num_loops maxim
 class Target:
     kind: Literal["user", "schedule"]
     id: str
+    low_urgency: bool = False  # incident.io target ``urgency: low``; PagerDuty has none
 
 
 @dataclass(frozen=True, slots=True)
 class Level:
-    """Page ``targets``; if nobody acknowledges within ``delay``, go to the next level."""
+    """Page ``targets``; if nobody acknowledges within ``delay``, go to the next level.
+
+    ``ack_mode`` and ``retry`` are incident.io's (openapi.json ``EscalationPathNodeLevelV2``):
+    "all" keeps paging the others of a level after one acks, "first" stops them as a PagerDuty
+    acknowledgement does; ``retry`` is (attempts, interval) of paging the level again."""
 
     targets: tuple[Target, ...]
     delay: timedelta
     conditional: bool = False  # reached only under a condition (incident.io if/else branch)
+    ack_mode: Literal["all", "first"] | None = None
+    retry: tuple[int, timedelta] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,16 +105,24 @@ def convert_policy(source: Policy, target: TargetModel, *,
                 f"level {number} of {source.name!r} is reached only under a condition "
                 f"(working hours or priority), which syncd cannot write to {target.vendor} "
                 "escalation rules"))
-        loss = None
+        lost = _carried(level, target.vendor)
         delay = level.delay
         if target.vendor == "pagerduty" and delay % timedelta(minutes=1):
             delay = timedelta(minutes=math.ceil(delay / timedelta(minutes=1)))
-            loss = f"delay {level.delay} rounded up to {delay} (PagerDuty counts whole minutes)"
+            lost.insert(0, f"delay {level.delay} rounded up to {delay} (PagerDuty counts "
+                        "whole minutes)")
         targets = tuple(
             Target(t.kind, (schedules if t.kind == "schedule" else users)[t.id])
             for t in level.targets
         )
-        levels.append(replace(level, targets=targets, delay=delay))
+        if target.vendor == "incidentio":
+            targets = tuple(replace(t, low_urgency=s.low_urgency)
+                            for t, s in zip(targets, level.targets, strict=True))
+            levels.append(replace(level, targets=targets, delay=delay))
+        else:  # what _carried named: PagerDuty rules have no field for it
+            levels.append(replace(level, targets=targets, delay=delay, ack_mode=None,
+                                  retry=None))
+        loss = "; ".join(lost) or None
         steps.append(StepConversion(number, Conversion.LOSSY if loss else Conversion.EXACT,
                                     loss))
         if loss:
@@ -119,3 +134,26 @@ def convert_policy(source: Policy, target: TargetModel, *,
     converted = replace(source, levels=tuple(levels), repeats=repeats)
     return PolicyConversion(source, Conversion.LOSSY if losses else Conversion.EXACT,
                             converted, tuple(steps), tuple(losses))
+
+
+def _carried(level: Level, vendor: str) -> list[str]:
+    """What an incident.io level does that a PagerDuty escalation rule cannot (its REST spec
+    ``EscalationRule`` has only a delay and targets): low-urgency targets (urgency belongs to
+    PagerDuty's service, not the rule), ack mode "all" (a PagerDuty acknowledgement stops the
+    incident's escalation for everyone, incident.io's "first"), and paging the level again
+    (``retry_config``). incident.io as target carries all three."""
+    if vendor == "incidentio":
+        return []
+    lost = []
+    low = [t.id for t in level.targets if t.low_urgency]
+    if low:
+        lost.append(f"pages {', '.join(low)} at low urgency; {vendor} rules carry no urgency "
+                    "(the service's applies)")
+    if level.ack_mode == "all":
+        lost.append(f"ack_mode 'all' keeps paging the others after one acknowledges; in "
+                    f"{vendor} one acknowledgement stops it")
+    if level.retry is not None:
+        attempts, interval = level.retry
+        lost.append(f"pages the level {attempts} times, every {interval}; {vendor} pages it "
+                    "once")
+    return lost

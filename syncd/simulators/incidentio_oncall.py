@@ -140,10 +140,19 @@ class PathTarget(Body):
     selected_rota_id: str | None = None
 
 
+class RetryConfig(Body):
+    """openapi.json ``EscalationPathRetryConfigV2``: ``attempts`` 2..10 pages in all,
+    ``interval_seconds`` a whole number of minutes."""
+
+    attempts: int
+    interval_seconds: int
+
+
 class LevelNode(Body):
     targets: list[PathTarget]
     time_to_ack_seconds: int | None = None
     ack_mode: Literal["all", "first"] | None = None
+    retry_config: RetryConfig | None = None
 
 
 class RepeatNode(Body):
@@ -856,6 +865,13 @@ class IncidentIOOnCall(IncidentIOBase):
         if level.time_to_ack_seconds is not None and level.time_to_ack_seconds < 0:
             raise ApiError(422, "invalid_value", "time_to_ack_seconds must not be negative",
                            field=f"{where}.time_to_ack_seconds")
+        retry = level.retry_config
+        if retry is not None and not 2 <= retry.attempts <= 10:
+            raise ApiError(422, "invalid_value", "attempts must be between 2 and 10",
+                           field=f"{where}.retry_config.attempts")
+        if retry is not None and (retry.interval_seconds <= 0 or retry.interval_seconds % 60):
+            raise ApiError(422, "invalid_value", "interval_seconds must be a whole number of "
+                           "minutes", field=f"{where}.retry_config.interval_seconds")
 
     async def h_create_path(self, request: Request, key: ApiKey) -> Response:
         body = PathBody.model_validate(await self._json_body(request))

@@ -457,9 +457,14 @@ class ScheduleMigration:
                 raise PermanentError(f"level {n} of {policy.name!r} is reached only under a "
                                      "condition; syncd does not write if/else branches",
                                      account=self.account)
-            nodes.append({"id": f"level-{n}", "type": "level", "level": {
+            body: dict[str, Any] = {
                 "targets": [_target(t) for t in level.targets],
-                "time_to_ack_seconds": int(level.delay.total_seconds()), "ack_mode": "all"}})
+                "time_to_ack_seconds": int(level.delay.total_seconds()),
+                "ack_mode": level.ack_mode or "all"}
+            if level.retry is not None:
+                body["retry_config"] = {"attempts": level.retry[0],
+                                        "interval_seconds": int(level.retry[1].total_seconds())}
+            nodes.append({"id": f"level-{n}", "type": "level", "level": body})
         if policy.repeats:
             nodes.append({"id": "repeat", "type": "repeat", "repeat": {
                 "repeat_times": policy.repeats, "to_node": "level-1"}})
@@ -559,10 +564,11 @@ def _overridden(shifts: list[tuple[str, datetime, datetime]], overrides: Sequenc
 
 
 def _target(t: Target) -> dict[str, Any]:
+    urgency = "low" if t.low_urgency else "high"
     if t.kind == "schedule":
-        return {"type": "schedule", "id": t.id, "urgency": "high",
+        return {"type": "schedule", "id": t.id, "urgency": urgency,
                 "schedule_mode": "currently_on_call"}
-    return {"type": "user", "id": t.id, "urgency": "high"}
+    return {"type": "user", "id": t.id, "urgency": urgency}
 
 
 class _Walk:
@@ -571,9 +577,10 @@ class _Walk:
     ``EscalationPathTargetV2``, ``EscalationPathNodeV2``): a schedule paged in a
     ``schedule_mode`` other than ``currently_on_call`` (one rota, all its users, the next on
     call), a Slack or Teams channel, round robin, a time-out or delay relative to working hours,
-    a repeat from a node other than the first, and node types other than level, delay, repeat
-    and if/else (``notify_channel``, ``voicemail``, a hand-over to another ``escalation_path``).
-    Reading them as plain levels paged other people than the source would."""
+    a repeat from a node other than the first or before the last top-level node, and node
+    types other than level, delay, repeat and if/else (``notify_channel``, ``voicemail``, a
+    hand-over to another ``escalation_path``). Reading them as plain levels paged other people
+    than the source would."""
 
     def __init__(self, first: str | None) -> None:
         self.first = first
@@ -585,7 +592,7 @@ class _Walk:
         from syncd.migrate.policy import Level
 
         repeats = 0
-        for node in nodes:
+        for index, node in enumerate(nodes):
             kind = node["type"]
             if kind == "level":
                 body = node["level"]
@@ -596,8 +603,12 @@ class _Walk:
                 if body.get("time_to_ack_interval_condition"):
                     self.unsupported.append(f"times level {number} out relative to working "
                                             "hours")
-                self.levels.append(Level(targets, timedelta(seconds=body.get(
-                    "time_to_ack_seconds") or 0), conditional))
+                retry = body.get("retry_config")
+                self.levels.append(Level(
+                    targets, timedelta(seconds=body.get("time_to_ack_seconds") or 0),
+                    conditional, body.get("ack_mode") or None,
+                    (int(retry["attempts"]), timedelta(seconds=retry["interval_seconds"]))
+                    if retry else None))
             elif kind == "delay":
                 delay = node.get("delay") or {}
                 if delay.get("delay_interval_condition") or not self.levels:
@@ -610,6 +621,10 @@ class _Walk:
                 if node["repeat"]["to_node"] != self.first:
                     self.unsupported.append(f"repeats from node {node['repeat']['to_node']!r},"
                                             " not from its start")
+                elif not conditional and index != len(nodes) - 1:
+                    # The levels after it run once; num_loops would repeat them as well.
+                    self.unsupported.append(f"repeats before its last step (node "
+                                            f"{node['id']!r}), so the steps after it run once")
                 repeats = max(repeats, int(node["repeat"]["repeat_times"]))
             elif kind == "if_else":
                 for branch in ("then_path", "else_path"):
@@ -631,5 +646,5 @@ class _Walk:
             elif kind not in ("user", "schedule"):
                 self.unsupported.append(f"notifies a {kind} at level {number}")
                 continue
-            out.append(Target(kind, t["id"]))
+            out.append(Target(kind, t["id"], t.get("urgency") == "low"))
         return tuple(out)

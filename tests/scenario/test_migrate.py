@@ -536,6 +536,11 @@ async def test_overlapping_pagerduty_overrides_stay_last_wins_in_incidentio_acro
     ({"type": "schedule", "schedule_mode": "next_on_call"}, []),
     ({"type": "schedule", "schedule_mode": "currently_on_call"},
      [{"id": "again", "type": "repeat", "repeat": {"repeat_times": 2, "to_node": "second"}}]),
+    # From the start, but with a level after it: that level runs once, num_loops repeats it.
+    ({"type": "schedule", "schedule_mode": "currently_on_call"},
+     [{"id": "again", "type": "repeat", "repeat": {"repeat_times": 2, "to_node": "first"}},
+      {"id": "third", "type": "level", "level": {"targets": [
+          {"type": "schedule", "id": "SUN", "urgency": "high"}], "time_to_ack_seconds": 60}}]),
 ])
 async def test_an_incidentio_path_a_pagerduty_policy_cannot_copy_is_refused(
         tmp_path: Path, level: dict[str, str], after: list[dict[str, object]]) -> None:
@@ -559,7 +564,7 @@ async def test_an_incidentio_path_a_pagerduty_policy_cannot_copy_is_refused(
                     "time_to_ack_seconds": 300}},
                 {"id": "second", "type": "level", "level": {"targets": [
                     {**level, "id": sun, "urgency": "high"}], "time_to_ack_seconds": 300}},
-                *after]})
+                *json.loads(json.dumps(after).replace('"SUN"', json.dumps(sun)))]})
         pid = made["escalation_path"]["id"]
         plan = await service.plan(pair, service.Selection(policies=(pid,)), now=utcnow(),
                                   horizon=HORIZON)
@@ -567,14 +572,56 @@ async def test_an_incidentio_path_a_pagerduty_policy_cannot_copy_is_refused(
         assert item is not None and item.verb == Verb.REFUSED, item and item.as_dict()
         assert item.refusal is not None
         assert item.refusal.code == "unsupported_escalation_feature"
-        assert (level.get("schedule_mode") if not after else "repeats from") in \
-            item.refusal.sentence
+        assert (level.get("schedule_mode") if not after else "repeats from" if len(after) == 1
+                else "repeats before its last step") in item.refusal.sentence
         schedule = plan.item(SCHEDULE, sun)
         assert schedule is not None and schedule.verb == Verb.CREATE  # named once, on the path
         seeded = await service.plan(pair, service.Selection(), now=utcnow(), horizon=HORIZON)
         platform = next(i for i in seeded.items if i.name == "Platform escalation")
         assert platform.refusal is not None  # repeats from its start: not this refusal
         assert platform.refusal.code == "depends_on_refused"
+    finally:
+        await closed(pair)
+        await world.close()
+
+
+async def test_what_a_pagerduty_rule_cannot_carry_is_a_named_loss(tmp_path: Path) -> None:
+    """An incident.io level's low-urgency target, ack mode "all" and retries (openapi.json
+    EscalationPathNodeLevelV2, EscalationPathTargetV2.urgency) have no field in a PagerDuty
+    escalation rule: the policy still migrates, with each of them named, never dropped."""
+    from syncd.simulators.incidentio import ulid
+    from syncd.vendors.base import VendorError
+
+    world = World(tmp_path, CROSS, [])
+    pair = pair_of(world, "ii", "pd")
+    try:
+        alice = next(iter(world.sims["ii"].users))  # type: ignore[attr-defined]
+        sun = ulid("C", 4)
+        http = pair.source_client.http  # type: ignore[attr-defined]
+        node = {"targets": [{"type": "user", "id": alice, "urgency": "low"}],
+                "time_to_ack_seconds": 300, "ack_mode": "all",
+                "retry_config": {"attempts": 3, "interval_seconds": 120}}
+        made = await http.json("POST", "/v2/escalation_paths", json={"name": "Quiet", "path": [
+            {"id": "first", "type": "level", "level": node},
+            {"id": "second", "type": "level", "level": {"targets": [
+                {"type": "schedule", "id": sun, "urgency": "high"}],
+                "time_to_ack_seconds": 300, "ack_mode": "first"}}]})
+        pid = made["escalation_path"]["id"]
+        for bad in ({"attempts": 11, "interval_seconds": 120},
+                    {"attempts": 3, "interval_seconds": 90}):  # the spec's bounds
+            with pytest.raises(VendorError, match="422"):
+                await http.json("POST", "/v2/escalation_paths", json={"name": "Bad", "path": [
+                    {"id": "first", "type": "level", "level": {**node, "retry_config": bad}}]})
+        plan = await service.plan(pair, service.Selection(policies=(pid,)), now=utcnow(),
+                                  horizon=HORIZON)
+        item = plan.item(POLICY, pid)
+        assert item is not None and item.verb == Verb.CREATE, item and item.as_dict()
+        assert item.conversion == Conversion.LOSSY
+        (lost,) = item.losses
+        assert lost.startswith("level 1:")
+        for named in ("low urgency", "ack_mode 'all'", "3 times, every 0:02:00"):
+            assert named in lost
+        assert [s["conversion"] for s in item.steps] == ["lossy", "exact"]
     finally:
         await closed(pair)
         await world.close()

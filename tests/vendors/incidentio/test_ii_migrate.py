@@ -158,8 +158,11 @@ async def test_paths_read_write_and_find(sim: IncidentIOSimulator,
     assert platform.levels[2].targets == (Target("user", users(sim)[0]),)
     assert not any(lvl.conditional for lvl in platform.levels)
     policy = Policy("src", "Migrated path", (
-        Level((Target("schedule", ulid("C", 1)),), timedelta(minutes=5)),
-        Level((Target("user", users(sim)[1]),), timedelta(seconds=90)),
+        # ack mode, retries and a low-urgency target are written and read back as they are
+        Level((Target("schedule", ulid("C", 1)),), timedelta(minutes=5), ack_mode="first",
+              retry=(3, timedelta(minutes=5))),
+        Level((Target("user", users(sim)[1], low_urgency=True),), timedelta(seconds=90),
+              ack_mode="all"),
     ), repeats=2)
     pid = await client.create_policy(policy, "syncd-migrate-p1")
     assert await client.find_policy("syncd-migrate-p1") == pid
