@@ -205,10 +205,14 @@ def materialize(source: Schedule, target: TargetModel, refusal: Refusal, *, now:
             nobody += span.end - span.start
         else:
             crowded += span.end - span.start
+    # What the source shows past the horizon counts too: the dual run extends the materialized
+    # schedule, and a second shift starting on day 40 of a 28-day plan would page one person.
+    crowded += sum((s.end - max(s.start, now + horizon) for s in source.rendered
+                    if len(s.users) > 1 and s.end > now + horizon), timedelta(0))
     if crowded:
         return refuse(source, "concurrent_oncall_into_single_schedule",
-                      f"{source.name!r} pages several people at once for {crowded} of the next "
-                      f"{horizon.days} days ({refusal.code} as well); overrides page one "
+                      f"{source.name!r} pages several people at once for {crowded} of what "
+                      f"the source shows ({refusal.code} as well); overrides page one "
                       "person, and the shell's own person where none is written, so it is not "
                       "materialized (split the source into one schedule per rotation)")
     losses: list[str] = []

@@ -35,7 +35,7 @@ from syncd.migrate.plan import (
     Verb,
     build,
 )
-from syncd.migrate.policy import Level, Policy, Target
+from syncd.migrate.policy import Level, Policy
 from syncd.migrate.rendered import RenderedSource
 from syncd.migrate.schedule import Difference, Schedule, Span, diff, render
 from syncd.model import Capability
@@ -301,7 +301,7 @@ async def _write(pair: Pair, writer: ScheduleTarget, item: Item,
 def _with_target_schedules(policy: Policy, schedule_ids: Mapping[str, str]) -> Policy:
     levels = tuple(
         replace(level, targets=tuple(
-            Target("schedule", schedule_ids[t.id]) if t.kind == "schedule" else t
+            replace(t, id=schedule_ids[t.id]) if t.kind == "schedule" else t
             for t in level.targets))
         for level in policy.levels
     )

@@ -459,8 +459,9 @@ class ScheduleMigration:
                                      account=self.account)
             body: dict[str, Any] = {
                 "targets": [_target(t) for t in level.targets],
-                "time_to_ack_seconds": int(level.delay.total_seconds()),
-                "ack_mode": level.ack_mode or "all"}
+                "time_to_ack_seconds": int(level.delay.total_seconds())}
+            if level.ack_mode is not None:  # optional, no documented default: never invented
+                body["ack_mode"] = level.ack_mode
             if level.retry is not None:
                 body["retry_config"] = {"attempts": level.retry[0],
                                         "interval_seconds": int(level.retry[1].total_seconds())}

@@ -474,7 +474,10 @@ def _policy(raw: dict[str, Any]) -> Policy:
         delay = rule["escalation_delay_in_minutes"]
         if not isinstance(delay, int):
             raise TypeError("escalation_delay_in_minutes is not an integer")
-        levels.append(Level(tuple(targets), timedelta(minutes=delay)))
+        # A PagerDuty acknowledgement stops the incident's escalation for everyone: incident.io's
+        # ack_mode "first" ("cancelling all other escalations on the same level when someone
+        # acks", openapi.json EscalationPathNodeLevelV2), which a copy must say, not leave unset.
+        levels.append(Level(tuple(targets), timedelta(minutes=delay), ack_mode="first"))
     loops = raw.get("num_loops") or 0
     if not isinstance(loops, int):
         raise TypeError("num_loops is not an integer")

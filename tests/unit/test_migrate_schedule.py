@@ -300,3 +300,19 @@ def test_concurrent_rotations_are_not_materialized_even_when_another_refusal_com
     mat = materialize(conv.source, PAGERDUTY, conv.refusal, now=NOW, horizon=28 * D)
     assert mat.klass == Conversion.REFUSED and mat.refusal is not None
     assert mat.refusal.code == "concurrent_oncall_into_single_schedule"
+
+
+def test_a_rendered_source_paging_two_after_the_horizon_is_not_materialized() -> None:
+    """A source known only by its rendering shows more than the plan's horizon (Splunk On-Call
+    and Spike.sh are read for 120 days); the materialized schedule is extended past the horizon
+    by the dual run, so two people on duty from day 40 of a 28-day plan refuse it too."""
+    from syncd.migrate.convert import Refusal, materialize
+
+    source = Schedule(id="s", name="rendered", time_zone="UTC", rotations=(), rendered=(
+        Span(NOW, NOW + 40 * D, frozenset({"a"})),
+        Span(NOW + 40 * D, NOW + 50 * D, frozenset({"a", "b"})),
+    ))
+    refusal = Refusal("definition_not_readable", "known only by its rendering")
+    mat = materialize(source, PAGERDUTY, refusal, now=NOW, horizon=28 * D)
+    assert mat.klass == Conversion.REFUSED and mat.refusal is not None
+    assert mat.refusal.code == "concurrent_oncall_into_single_schedule"

@@ -217,6 +217,8 @@ async def test_policies_read_create_update_find(client: PagerDutyClient,
     (platform,) = await client.read_policies([EP_PLATFORM])
     assert platform.repeats == 2 and platform.team == "PTEAMSR"
     assert [lvl.delay for lvl in platform.levels] == [timedelta(minutes=m) for m in (15, 20, 10)]
+    # A PagerDuty acknowledgement stops everyone's paging: incident.io's ack_mode "first".
+    assert {lvl.ack_mode for lvl in platform.levels} == {"first"}
     assert [lvl.targets for lvl in platform.levels] == [
         (Target("schedule", SCHED_BUSINESS),), (Target("schedule", SCHED_HALF_DAY),),
         (Target("user", "PUSR006"),)]
@@ -226,7 +228,8 @@ async def test_policies_read_create_update_find(client: PagerDutyClient,
     assert (back.levels, back.repeats) == (platform.levels, platform.repeats)
     assert await client.find_policy("syncd-mig-ep") == new_id
     edited = replace(platform, repeats=0, levels=(*platform.levels, Level(
-        (Target("user", "PUSR001"), Target("schedule", SCHED_PRIMARY)), timedelta(minutes=5))))
+        (Target("user", "PUSR001"), Target("schedule", SCHED_PRIMARY)), timedelta(minutes=5),
+        ack_mode="first")))
     await client.update_policy(new_id, edited, "syncd-mig-ep")
     (after,) = await client.read_policies([new_id])
     assert after.id == new_id and after.levels == edited.levels and after.repeats == 0
