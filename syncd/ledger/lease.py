@@ -144,7 +144,11 @@ class Lease:
                            acquired_at=now, renewed_at=now)
             tx.session.add(row)
             tx.audit("lease", outcome="acquired", detail=f"{self.holder} token 1", at=now)
-        elif row.holder == self.holder and row.token == self.token and row.expires_at > now:
+        elif row.holder == self.holder and row.expires_at > now:
+            # This process's own term, renewed also after it stepped down locally (token None:
+            # its own deadline ran out first). Returning the row unrenewed would let the
+            # caller count a local deadline past the database's expiry, and a standby could
+            # take over while this process still pushed. The holder id is unique per process.
             row.expires_at, row.renewed_at = expires, now
         elif row.expires_at <= now:
             previous = f"{row.holder} (token {row.token}, expired {row.expires_at:%H:%M:%S})"

@@ -5,6 +5,7 @@ once the lease is not held."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import anyio
 import httpx
@@ -153,3 +154,30 @@ def test_once_is_refused_while_a_replica_leads(pg_url: str, tmp_path) -> None:  
     term = ledger.call(current, fenced=False)
     assert term is not None and term.expired and term.token == 2
     ledger.dispose()
+
+
+async def test_a_leader_that_stepped_down_renews_before_it_writes_again(pg_url: str) -> None:
+    """A leader whose own deadline ran out (a slow renewal, a pause) refuses a write and steps
+    down, while its row is still its own and unexpired in the database. Its next attempt must
+    renew the row before it counts as leader again: taking the unrenewed row for a renewal
+    gave it a local deadline past the database's expiry, and a standby took over while the
+    ex-leader's guard still let its pushes out (both replicas pushing)."""
+    first, second = Ledger.open(pg_url), Ledger.open(pg_url)
+    a, b = Lease(2.0, holder="a"), Lease(2.0, holder="b")
+    leader, standby = Leadership(a, first), Leadership(b, second)
+    await leader.tick()
+    assert leader.leading
+    await anyio.sleep(a.ttl - a.margin + 0.1)  # past a's own deadline, before the db expiry
+    with pytest.raises(LeaseLost) as refused:
+        a.guard()  # a push refused by the transport
+    leader.stepped_down(str(refused.value))
+    await leader.tick()
+    if leader.leading:  # its local deadline must fall before the database's expiry
+        term = first.call(current, fenced=False)
+        assert term is not None and (term.holder, term.token) == ("a", a.token)
+        assert term.expires_at - term.now > timedelta(seconds=a.valid_until - a.clock())
+    await anyio.sleep(a.margin + 0.1)  # the term as the database had it before has ended
+    await standby.tick()
+    assert not (leader.leading and standby.leading)
+    first.dispose()
+    second.dispose()
