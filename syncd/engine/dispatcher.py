@@ -30,9 +30,11 @@ import anyio
 import structlog
 
 from syncd import metrics
+from syncd.engine.leadership import counting_writes
 from syncd.engine.links import GroupContext, join_created
 from syncd.ledger import Ledger, Outbox, Record, Tx, outbox, records, utcnow
 from syncd.ledger import oncall as oncall_store
+from syncd.ledger.lease import LeaseLost
 from syncd.model import SEVERITY, STATE, Action, Incident, NewIncident, Severity, State
 from syncd.ratelimit import POLL_READS
 from syncd.vendors.base import (
@@ -336,9 +338,13 @@ class Dispatcher:
         o = oncall_store.override_of(row)
         vendor_id: str | None = None
         try:
-            with vendor_answer(self.account, "create_override"):
-                vendor_id = await self.client.create_override(o.schedule_id, o.user_email,
-                                                              o.start, o.end)
+            with vendor_answer(self.account, "create_override"), counting_writes() as sent:
+                try:
+                    vendor_id = await self.client.create_override(o.schedule_id, o.user_email,
+                                                                  o.start, o.end)
+                except LeaseLost as exc:
+                    await self._settle_refused_override(row.id, sent[0], exc)
+                    raise
             outcome, reason = ("done", "") if vendor_id else (
                 "no-op", "the vendor created nothing: the person is already the one paged "
                 "there throughout the window")
@@ -352,6 +358,24 @@ class Dispatcher:
         await self.ledger.run(oncall_store.settle_override, row.id, outcome, vendor_id or None,
                               reason, self.clock())
         return outcome, vendor_id or None, reason
+
+    async def _settle_refused_override(self, row_id: int, sent: int, exc: LeaseLost) -> None:
+        """The lease guard refused a write of an override: settle its row, which would
+        otherwise stay pending ("sent, answer not recorded": the override may exist), so the
+        next leader would take it for a repair already made and never push it. Nothing sent:
+        deferred (the next run plans it afresh); part of it sent: unknown. Unfenced, since this
+        replica no longer leads; the next leader never pushes a pending override row itself,
+        and a row no longer pending is left alone. If the ledger cannot be reached either, the
+        row stays pending and becomes unknown after STUCK_AFTER, as after a crash."""
+        outcome, reason = ("deferred", f"not sent: {exc}") if not sent else (
+            "unknown", f"{exc} after {sent} write(s) of it left (not retried: the override "
+                       "may exist in part)")
+        try:
+            await self.ledger.read(oncall_store.settle_override, row_id, outcome, None, reason,
+                                   self.clock())
+        except Exception as failed:
+            log.warning("override.settle_failed", account=self.account, row=row_id,
+                        error=f"{type(failed).__name__}: {failed}"[:300])
 
     def _created(self, tx: Tx, row_id: int, incident: Incident) -> None:
         now = self.clock()

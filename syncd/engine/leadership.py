@@ -11,7 +11,9 @@ process's own clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
@@ -25,6 +27,21 @@ from syncd.ledger.lease import Lease, LeaseLost, Term, current
 log = structlog.get_logger(__name__)
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+_WRITES_SENT: ContextVar[list[int] | None] = ContextVar("syncd_writes_sent", default=None)
+
+
+@contextmanager
+def counting_writes() -> Iterator[list[int]]:
+    """Count the vendor writes that pass the guard inside the block (this task only): after a
+    refused write, whether an earlier write of the same operation already left (an override
+    made of several requests) decides between "nothing was sent" and "it may exist"."""
+    sent = [0]
+    reset = _WRITES_SENT.set(sent)
+    try:
+        yield sent
+    finally:
+        _WRITES_SENT.reset(reset)
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
@@ -44,6 +61,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             request.headers["User-Agent"] = self.agent
         if request.method not in READ_METHODS:
             self.guard()
+            sent = _WRITES_SENT.get()
+            if sent is not None:
+                sent[0] += 1
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -322,7 +322,9 @@ class Ledger:
             log.info("ledger.recovered", reason=was, ledger=_safe(self.url))
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Like :meth:`run` without the fence: views and probes that a standby runs too."""
+        """Like :meth:`run` without the fence: views and probes that a standby runs too, and
+        an ex-leader's record that a write the lease guard refused never left (an override's
+        row, see :meth:`~syncd.engine.dispatcher.Dispatcher.push_override`)."""
         return await anyio.to_thread.run_sync(
             lambda: self.call(fn, *args, fenced=False), limiter=self._limiter)
 

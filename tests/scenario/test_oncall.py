@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import structlog
 from typer.testing import CliRunner
@@ -89,6 +90,17 @@ def quiet_window(hours_ahead: int = 2, length: int = 2) -> tuple[datetime, datet
 def on_call(entries: list[Any], schedule: str, at: datetime) -> str:
     return next(e.user_email for e in entries if e.schedule_id == schedule and e.level == 1
                 and e.start <= at < e.end)
+
+
+async def drift_in_leader(w: World, sched: str, people: tuple[str, ...]
+                          ) -> tuple[datetime, datetime, str]:
+    """An override in the leader ("b") for a quiet window, to someone of ``people`` not on
+    call then: the drift a repair copies to "a". Returns the window and that person."""
+    start, end = quiet_window()
+    current = on_call(await w.engine.clients["b"].oncall(start, end), sched, start)
+    other = next(e for e in people if e != current)
+    await w.engine.clients["b"].create_override(sched, other, start, end)
+    return start, end, other
 
 
 @pytest.mark.parametrize("vendor", SAME_VENDOR)
@@ -446,11 +458,8 @@ async def test_override_owed_before_a_crash_is_never_pushed_again(tmp_path: Path
     w = await leader_b_world(tmp_path, vendor, sched)
     try:
         svc = service(w)
-        start, end = quiet_window()
-        current = on_call(await w.engine.clients["b"].oncall(start, end), sched, start)
-        other = next(e for e in ("alice@example.com", "bob@example.com", "carol@example.com")
-                     if e != current)
-        await w.engine.clients["b"].create_override(sched, other, start, end)
+        start, end, _ = await drift_in_leader(
+            w, sched, ("alice@example.com", "bob@example.com", "carol@example.com"))
         await svc.poll_all()
         [d] = await svc.evaluate()
         [planned] = await svc.plan([d])
@@ -573,4 +582,102 @@ async def test_a_poll_older_than_the_horizon_is_missing_not_agreement(tmp_path: 
         assert d.missing == [f"a:{sched}:1"] and d.agree is None, d
         assert await svc.repair([d]) == []
     finally:
+        await w.close()
+
+
+async def test_an_override_refused_by_the_lease_guard_is_pushed_by_the_next_leader(
+        tmp_path: Path, postgres: Any) -> None:
+    """Two replicas on one PostgreSQL ledger. The leader commits a repair's outbox row, then its
+    lease runs out by its own clock before the vendor call: the guard refuses the write, so
+    nothing was sent. The row must not stay pending (pending means "sent, answer not
+    recorded: the override may exist"), or the next leader takes it for a repair already made
+    and the follower is never repaired."""
+    from syncd.engine import Engine
+    from syncd.engine.leadership import Leadership
+    from syncd.ledger import Ledger
+    from syncd.ledger.lease import Lease, LeaseLost
+
+    vendor = "spike"
+    sched = schedule_of(vendor)
+    w = World(tmp_path, {"a": vendor, "b": vendor}, [],
+              ledger_config={"url": postgres.url(postgres.new_database()), "lease_ttl": 2})
+    w.config_path.write_text(w.config_path.read_text() + oncall_toml(
+        [{"name": "primary", "leader": "b", "repair": "override", "horizon_days": 3,
+          "members": [{"account": "a", "schedule": sched}, {"account": "b", "schedule": sched}]}],
+        {}))
+    await w.restart()
+    replicas = []
+    for holder in ("one", "two"):
+        lease = Lease(2.0, holder=holder)
+        ledger = Ledger.open(w.config.ledger_url, password=w.config.ledger_password)
+        engine = Engine.from_config(w.config, ledger, budget_scale=100.0,
+                                    transports={a: s.transport() for a, s in w.sims.items()},
+                                    write_guard=lease.guard)
+        replicas.append((Leadership(lease, ledger), engine,
+                         OnCallService(w.config, ledger, engine.clients)))
+    (first, _, one), (second, _, two) = replicas
+    try:
+        start, end, other = await drift_in_leader(
+            w, sched, ("alice@example.com", "bob@example.com", "carol@example.com"))
+
+        await first.tick()
+        assert first.leading
+        await one.poll_all()
+        [d] = await one.evaluate()
+        await anyio.sleep(first.lease.ttl - first.lease.margin + 0.1)  # a pause: deadline gone
+        writes = w.sims["a"].writes()
+        with pytest.raises(LeaseLost):
+            await one.repair([d])
+        assert w.sims["a"].writes() == writes  # refused before it left
+
+        await anyio.sleep(first.lease.margin + 0.2)  # its term ends in the database too
+        await second.tick()
+        assert second.leading and not first.leading
+        await two.poll_all()
+        [d] = await two.evaluate()
+        [done] = await two.repair([d])
+        assert done.status == "done", done
+        at = start + (end - start) / 2
+        assert on_call(await w.engine.clients["a"].oncall(start, end), sched, at) == other
+    finally:
+        for leadership, engine, _svc in replicas:
+            await engine.aclose()
+            leadership.ledger.dispose()
+        await w.close()
+
+
+async def test_an_override_refused_half_way_is_unknown_not_pushed_again(tmp_path: Path) -> None:
+    """Splunk On-Call makes an override in two writes (create, then assign). A lease lost
+    between them leaves half an override at the vendor: its row is unknown (a person looks),
+    not deferred, since planning it afresh would stack a second one."""
+    from syncd.engine import Engine
+    from syncd.ledger import oncall as store
+    from syncd.ledger import utcnow
+    from syncd.ledger.lease import LeaseLost
+
+    passed: list[str] = []
+
+    def guard() -> None:  # the lease runs out right after the first write left
+        if passed:
+            raise LeaseLost("the lease ran out")
+        passed.append("write")
+
+    w = await leader_b_world(tmp_path, "victorops", VO_DB)
+    engine = Engine.from_config(w.config, w.ledger, budget_scale=100.0, write_guard=guard,
+                                transports={a: s.transport() for a, s in w.sims.items()})
+    try:
+        svc = OnCallService(w.config, w.ledger, engine.clients)
+        await drift_in_leader(
+            w, VO_DB, ("dave@example.com", "erin@example.com", "frank@example.com"))
+        await svc.poll_all()
+        [d] = await svc.evaluate()
+        with pytest.raises(LeaseLost):
+            await svc.repair([d])
+        assert passed == ["write"]
+        pushed = w.ledger.call(lambda tx: store.pushed_overrides(tx, store.horizon_start(
+            utcnow())))
+        assert [p.outcome for p in pushed] == ["unknown"]
+        assert [r.status for r in await service(w).repair([d])] == ["already"]
+    finally:
+        await engine.aclose()
         await w.close()
