@@ -234,16 +234,20 @@ class Ledger:
     @contextmanager
     def transaction(self, *, fenced: bool = True) -> Iterator[Tx]:
         """One transaction. ``fenced`` (and a lease installed): it commits only if this
-        process's fencing token is still the lease's, checked inside it right before the
-        commit (or earlier, by :meth:`Tx.fence`)."""
+        process's fencing token is still the lease's, checked by its first statement, the lease
+        row then locked FOR SHARE until the commit (no takeover and no renewal in between)."""
         with Session(self.engine, expire_on_commit=False) as session:
             tx = Tx(session, self.fence if fenced else None)
             if self._page_cap_used:  # the cap is per connection: set (or lift) it on each
                 session.execute(text(f"PRAGMA max_page_count = {self._page_cap or 2**31}"))
             try:
+                # The fence is the first statement: PostgreSQL takes the transaction's snapshot
+                # there, so the lease row it locks is the newest. Checked last instead, a renewal
+                # committed meanwhile (every ttl / 3) made the FOR SHARE a serialization failure:
+                # every transaction longer than that was rolled back, retried and lost.
+                tx.fence()
                 yield tx
                 tx.flush_audit()
-                tx.fence()
                 session.commit()
             except BaseException:
                 session.rollback()

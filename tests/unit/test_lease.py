@@ -181,3 +181,27 @@ async def test_a_leader_that_stepped_down_renews_before_it_writes_again(pg_url: 
     assert not (leader.leading and standby.leading)
     first.dispose()
     second.dispose()
+
+
+async def test_a_transaction_longer_than_the_renewal_interval_commits(pg_url: str) -> None:
+    """Under load (a slow database, a big poll page) a leader's transaction can outlast
+    ``ttl / 3``: its own renewal commits meanwhile. The fence must not turn that into a
+    serialization failure (checked at the end, the lease row read FOR SHARE had changed since
+    the snapshot: every retry failed the same way and the work never landed)."""
+    ledger = Ledger.open(pg_url)
+    lease = Lease(1.5, holder="a")
+    leadership = Leadership(lease, ledger)
+    await leadership.tick()
+
+    def slow(tx, key: str) -> None:  # type: ignore[no-untyped-def]
+        tx.due("a", utcnow())  # the transaction's first read
+        time.sleep(lease.renew_every + 0.2)
+        owe(tx, key)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(leadership.run)
+        await ledger.run(slow, "slow")
+        tg.cancel_scope.cancel()
+    assert keys(ledger) == ["slow"]
+    assert leadership.leading
+    ledger.dispose()
