@@ -96,10 +96,14 @@ class Leadership:
         return "leader" if self.leading else "standby"
 
     async def run(self) -> None:
-        """Renew or try to take the lease until cancelled."""
+        """Renew or try to take the lease until cancelled. A renewal that failed (the
+        database restarting, a network blip, the row locked) is retried at the standby's pace,
+        not ``ttl / 3`` later: two failed renewals would otherwise put the next attempt past
+        this process's own deadline, and the leader would lose a term that a shorter outage
+        than the TTL should leave it."""
         while True:
             await self.tick()
-            await anyio.sleep(self.lease.renew_every if self.leading
+            await anyio.sleep(self.lease.renew_every if self.leading and not self._failing
                               else self.lease.standby_every)
 
     async def tick(self) -> Term | None:
