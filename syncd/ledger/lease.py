@@ -133,7 +133,13 @@ class Lease:
         """Renew this term, or start a new one if the lease is free or expired; otherwise
         leave it to its holder. Returns the row as it is now (within this transaction)."""
         if _postgres(tx):
-            postgres.limit_lock_wait(tx.session, postgres.LEASE_LOCK_TIMEOUT)
+            # The leader's own engine transactions hold the row FOR SHARE from their first
+            # statement to their commit: its renewal waits for one as long as the next renewal
+            # is due (waiting costs nothing: the deadline counts from before the attempt). A
+            # standby (or a frozen holder's successor) only ever waits a short while.
+            postgres.limit_lock_wait(tx.session, postgres.LEASE_LOCK_TIMEOUT
+                                     if self.token is None
+                                     else max(postgres.LEASE_LOCK_TIMEOUT, self.renew_every))
         now = db_now(tx)
         expires = now + timedelta(seconds=self.ttl)
         row = tx.session.exec(

@@ -235,3 +235,24 @@ async def test_a_leader_keeps_its_term_through_a_database_outage_shorter_than_it
     assert back < lease.ttl - lease.margin - 1.5, f"the server took {back:.1f} s to come back"
     assert changes == [True] and lease.token == 1 and leadership.leading
     ledger.dispose()
+
+
+async def test_a_renewal_waits_for_the_leaders_own_transaction(pg_url: str) -> None:
+    """The leader's transactions hold the lease row FOR SHARE from their first statement: its
+    renewal waits for one (up to ttl / 3) instead of failing after the standby's short lock
+    wait, which under steady load of such transactions ran the leader out of its lease."""
+    ledger = Ledger.open(pg_url)
+    lease = Lease(6.0, holder="a")  # renewals 2 s apart
+    leadership = Leadership(lease, ledger)
+    await leadership.tick()
+
+    def slow(tx) -> None:  # type: ignore[no-untyped-def]
+        tx.due("a", utcnow())
+        time.sleep(1.6)  # longer than a standby waits for the row, shorter than ttl / 3
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ledger.run, slow)
+        await anyio.sleep(0.3)
+        term = await leadership.tick()
+    assert term is not None and term.holder == "a" and term.token == 1
+    ledger.dispose()
