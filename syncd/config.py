@@ -524,17 +524,28 @@ class _Locator:
     def __init__(self, text: str) -> None:
         self.entries: list[tuple[tuple[str, ...], int]] = []
         table: tuple[str, ...] = ()
-        counts: dict[tuple[str, ...], int] = {}
+        # Last index of each array of tables, by its path with the indices of the arrays that
+        # hold it: TOML appends [[a.b]] to the last [[a]], so b's count restarts in each a.
+        last: dict[tuple[str, ...], int] = {}
+
+        def resolve(parts: Sequence[str]) -> tuple[str, ...]:
+            path: tuple[str, ...] = ()
+            for part in parts:
+                path = (*path, part)
+                if path in last:
+                    path = (*path, str(last[path]))
+            return path
+
         for number, line in enumerate(text.splitlines(), start=1):
             header = self._HEADER.match(line)
             if header:
-                parts = tuple(_unquote(p) for p in header.group(2).split("."))
+                parts = [_unquote(p) for p in header.group(2).split(".")]
                 if header.group(1) == "[[":
-                    index = counts.get(parts, 0)
-                    counts[parts] = index + 1
-                    table = (*parts, str(index))
+                    array = (*resolve(parts[:-1]), parts[-1])
+                    last[array] = last.get(array, -1) + 1
+                    table = (*array, str(last[array]))
                 else:
-                    table = parts
+                    table = resolve(parts)
                 self.entries.append((table, number))
                 continue
             key = self._KEY.match(line)

@@ -258,3 +258,35 @@ def test_check_config_never_prints_a_ledger_password(tmp_path: Path) -> None:
         else:
             assert proc.returncode == 0 and "postgresql+psycopg://***@db.invalid/syncd" in (
                 proc.stdout)
+
+
+ONCALL_TWO = GOOD + """
+[[oncall]]
+name = "web"
+[[oncall.members]]
+account = "vo"
+schedule = "team-web"
+[[oncall.members]]
+account = "sp"
+schedule = "S1"
+
+[[oncall]]
+name = "db"
+[[oncall.members]]
+account = "vo"
+schedule = "team-db"
+[[oncall.members]]
+account = "sp"
+schedule = "S2"
+level = 11
+"""
+
+
+def test_oncall_member_problem_names_its_own_line(tmp_path: Path) -> None:
+    """A key in the second mapping's second [[oncall.members]] is on its own line, not on the
+    first [[oncall]] header: TOML appends [[a.b]] to the last [[a]], so member indices restart
+    in every mapping."""
+    lines = problems(tmp_path, ONCALL_TWO)
+    number = ONCALL_TWO.splitlines().index("level = 11") + 1
+    assert lines == [f"{tmp_path / 'syncd.toml'}:{number}: oncall.1.members.1.level: "
+                     "Input should be less than or equal to 10"]
