@@ -342,6 +342,7 @@ def loads(text: str, path: Path) -> Config:
     if not isinstance(raw_sync, list):
         report(["sync"], "expected [[sync]] array of tables")
         raw_sync = []
+    sync_names: set[str] = set()
     for i, table in enumerate(raw_sync):
         try:
             group = SyncGroup.model_validate(table)
@@ -360,15 +361,16 @@ def loads(text: str, path: Path) -> Config:
             if preferred not in group.accounts:
                 report(["sync", i, "severity_policy"], f"{preferred!r} is not in this group")
         groups.append(group)
-    names = [g.name for g in groups]
-    for dup in {n for n in names if names.count(n) > 1}:
-        report(["sync"], f"two groups are named {dup!r}")
+        if group.name in sync_names:
+            report(["sync", i, "name"], f"another [[sync]] group is named {group.name!r}")
+        sync_names.add(group.name)
 
     mappings: list[OnCallMapping] = []
     raw_oncall = data.get("oncall", [])
     if not isinstance(raw_oncall, list):
         report(["oncall"], "expected [[oncall]] array of tables")
         raw_oncall = []
+    oncall_names: set[str] = set()
     for i, table in enumerate(raw_oncall):
         try:
             mapping = OnCallMapping.model_validate(table)
@@ -380,6 +382,10 @@ def loads(text: str, path: Path) -> Config:
                 report(["oncall", i, "members", j, "account"],
                        f"no [accounts.{member.account}] section")
         mappings.append(mapping)
+        # Mappings are looked up by name (status, repairs, history): two would collapse.
+        if mapping.name in oncall_names:
+            report(["oncall", i, "name"], f"another [[oncall]] mapping is named {mapping.name!r}")
+        oncall_names.add(mapping.name)
 
     users: dict[str, dict[str, str]] = {}
     raw_users = data.get("users", {})

@@ -260,26 +260,16 @@ def test_check_config_never_prints_a_ledger_password(tmp_path: Path) -> None:
                 proc.stdout)
 
 
-ONCALL_TWO = GOOD + """
-[[oncall]]
-name = "web"
-[[oncall.members]]
-account = "vo"
-schedule = "team-web"
-[[oncall.members]]
-account = "sp"
-schedule = "S1"
 
-[[oncall]]
-name = "db"
-[[oncall.members]]
-account = "vo"
-schedule = "team-db"
-[[oncall.members]]
-account = "sp"
-schedule = "S2"
-level = 11
-"""
+def oncall_table(name: str, vo_schedule: str, sp_schedule: str, extra: str = "") -> str:
+    """One [[oncall]] mapping of the GOOD accounts, ``extra`` appended to its last member."""
+    return (f'\n[[oncall]]\nname = "{name}"\n'
+            f'[[oncall.members]]\naccount = "vo"\nschedule = "{vo_schedule}"\n'
+            f'[[oncall.members]]\naccount = "sp"\nschedule = "{sp_schedule}"\n{extra}')
+
+
+ONCALL_TWO = GOOD + oncall_table("web", "team-web", "S1") + oncall_table(
+    "db", "team-db", "S2", "level = 11\n")
 
 
 def test_oncall_member_problem_names_its_own_line(tmp_path: Path) -> None:
@@ -290,3 +280,19 @@ def test_oncall_member_problem_names_its_own_line(tmp_path: Path) -> None:
     number = ONCALL_TWO.splitlines().index("level = 11") + 1
     assert lines == [f"{tmp_path / 'syncd.toml'}:{number}: oncall.1.members.1.level: "
                      "Input should be less than or equal to 10"]
+
+
+def test_duplicate_names_are_refused_at_the_second_name(tmp_path: Path) -> None:
+    """Two [[oncall]] mappings with one name would collapse into one (status, repairs and
+    history look mappings up by name), so they are refused like two [[sync]] groups; both point
+    at the line of the second name."""
+    text = (GOOD + '\n[[sync]]\nname = "main"\naccounts = ["vo", "sp"]\n'
+            + oncall_table("web", "team-web", "S1") + oncall_table("web", "team-db", "S2"))
+    rows = text.splitlines()
+    sync_line = rows.index('name = "main"', rows.index('name = "main"') + 1) + 1
+    oncall_line = rows.index('name = "web"', rows.index('name = "web"') + 1) + 1
+    path = tmp_path / "syncd.toml"
+    assert problems(tmp_path, text) == [
+        f"{path}:{sync_line}: sync.1.name: another [[sync]] group is named 'main'",
+        f"{path}:{oncall_line}: oncall.1.name: another [[oncall]] mapping is named 'web'",
+    ]
