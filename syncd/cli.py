@@ -21,6 +21,7 @@ import anyio
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from syncd import __version__, secrets
 from syncd import config as config_mod
@@ -34,6 +35,13 @@ app = typer.Typer(
     help="Keeps incidents and on-call state consistent across paging vendors.",
 )
 out = Console()
+
+
+def literal_row(table: Table, *cells: str) -> None:
+    """Cells as literal text, secrets redacted: error texts name their account in brackets
+    ("[vo] GET ...") and vendor names may hold syncd's ``[marker]``, which rich would take for
+    markup (dropping it, or failing on a ``[/...]``)."""
+    table.add_row(*(Text(secrets.redact(c)) for c in cells))
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="config file (TOML)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON output")]
@@ -211,12 +219,12 @@ def status(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False) 
     if json_out:
         emit(data)
         return
-    table = Table(title=f"syncd {__version__} — {data['ledger']}")
+    table = Table(title=Text(f"syncd {__version__} — {data['ledger']}"))
     for col in ("account", "vendor", "last poll", "failures", "last error"):
         table.add_column(col)
     for a in data["accounts"]:
-        table.add_row(a["name"], a["vendor"], _ago(a["last_success_at"]), str(a["failures"]),
-                      a["last_error"] or "")
+        literal_row(table, a["name"], a["vendor"], _ago(a["last_success_at"]),
+                    str(a["failures"]), a["last_error"] or "")
     out.print(table)
     counts, outbox = data["counts"], data["outbox"]
     out.print(f"records {counts['records']}, links {counts['links']}; outbox: "
@@ -262,9 +270,9 @@ def links(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
         )
         pending = "\n".join(f"{p['account']} {p['action']} {p['value'] or ''} ({p['status']})"
                             for p in link["pending"])
-        table.add_row(str(link["id"]), link["group"], link["key"] or "",
-                      f"{agreed.get('state') or ''} {agreed.get('severity') or ''}",
-                      members, pending)
+        literal_row(table, str(link["id"]), link["group"], link["key"] or "",
+                    f"{agreed.get('state') or ''} {agreed.get('severity') or ''}",
+                    members, pending)
     out.print(table)
 
 
@@ -295,9 +303,9 @@ def audit(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
     for col in ("at", "kind", "account", "incident", "field", "old", "new", "outcome/detail"):
         table.add_column(col)
     for r in rows:
-        table.add_row(_jsonable(r["at"])[:19], r["kind"], r["account"] or "",
-                      r["external_id"] or "", r["field"] or "", r["old"] or "", r["new"] or "",
-                      " ".join(x for x in (r["outcome"], r["detail"]) if x))
+        literal_row(table, _jsonable(r["at"])[:19], r["kind"], r["account"] or "",
+                    r["external_id"] or "", r["field"] or "", r["old"] or "", r["new"] or "",
+                    " ".join(x for x in (r["outcome"], r["detail"]) if x))
     out.print(table)
 
 
@@ -480,9 +488,9 @@ def oncall(
         for i, member in enumerate(mapping["members"]):
             who = mapping["now"].get(member["label"])
             lead = " (leader)" if member["account"] == mapping["leader"] else ""
-            table.add_row(mapping["mapping"] if i == 0 else "", member["label"] + lead,
-                          "not polled" if who is None else ", ".join(who) or "nobody",
-                          drift if i == 0 else "")
+            literal_row(table, mapping["mapping"] if i == 0 else "", member["label"] + lead,
+                        "not polled" if who is None else ", ".join(who) or "nobody",
+                        drift if i == 0 else "")
     out.print(table)
     for mapping in data["mappings"]:
         for u in mapping["unmatched"]:

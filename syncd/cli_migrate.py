@@ -13,10 +13,19 @@ from typing import Annotated, Any
 import anyio
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from syncd import secrets
-from syncd.cli import DEFAULT_CONFIG, ConfigOpt, JsonOpt, emit, fail, load_config, open_ledger, out
+from syncd.cli import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    JsonOpt,
+    emit,
+    fail,
+    literal_row,
+    load_config,
+    open_ledger,
+    out,
+)
 from syncd.ledger import utcnow
 from syncd.migrate import service
 from syncd.migrate.plan import Plan, Verb
@@ -60,12 +69,6 @@ def _run(config: Path, source: str, target: str, work: Any) -> Any:
 def say(text: str) -> None:
     """Plain text (rich would take ``[[oncall]]`` for markup), with any secret redacted."""
     print(secrets.redact(text))
-
-
-def _row(table: Table, *cells: str) -> None:
-    """Cells as literal text: vendor names may hold brackets (incident.io path names carry
-    syncd's ``[marker]``), which rich would take for markup."""
-    table.add_row(*(Text(secrets.redact(c)) for c in cells))
 
 
 def _selection(schedule: list[str] | None, policy: list[str] | None,
@@ -141,7 +144,7 @@ def verify_cmd(source: FromOpt, target: ToOpt, config: ConfigOpt = Path(DEFAULT_
     else:
         table = Table("kind", "source", "target", "level", "differing intervals")
         for v in verified:
-            _row(table, v.kind, v.source_id, v.target_id, str(v.level or "-"),
+            literal_row(table, v.kind, v.source_id, v.target_id, str(v.level or "-"),
                           str(len(v.differences)))
         out.print(table)
         for v in verified:
@@ -171,7 +174,7 @@ def _show_plan(result: Plan) -> None:
         if item.verified_by:
             details.append(f"{len(item.differences)} differing interval(s) over "
                            f"{result.horizon.days} days ({item.verified_by})")
-        _row(table, item.kind, item.source_id, item.name, item.verb.value,
+        literal_row(table, item.kind, item.source_id, item.name, item.verb.value,
                       item.conversion.value, "\n".join(details) or "-")
     out.print(table)
     for u in result.unmatched:

@@ -79,3 +79,20 @@ def test_once_exit_code_reports_failures(tmp_path: Path) -> None:
     out = json.loads(proc.stdout)
     assert out["ok"] is False and "connection failed" in out["polls"][0]["error"]
     assert "key-value-2" not in proc.stdout + proc.stderr
+
+
+def test_status_prints_error_text_literally(tmp_path: Path) -> None:
+    """A poll error names its account in brackets ("[vo] GET /incidents: ..."); the status
+    table must print it as it is, not take "[vo]" for rich markup and drop it."""
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        '[ledger]\npath = "l.db"\n[status]\nenabled = false\n'
+        '[accounts.vo]\nvendor = "victorops"\nbase_url = "http://127.0.0.1:9"\n'
+        'api_id = "env:T_ID"\napi_key = "env:T_KEY"\nmax_retries = 0\ntimeout = 1\n'
+    )
+    env = {"T_ID": "id-value-1", "T_KEY": "key-value-2", "PATH": "/usr/bin", "COLUMNS": "300"}
+    for command in ("once", "status"):
+        proc = subprocess.run([sys.executable, "-m", "syncd", command, "-c", str(config)],
+                              capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "[vo] GET" in proc.stdout, proc.stdout
