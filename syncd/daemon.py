@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ from syncd.ledger import Ledger, Status, ledger_error_in, utcnow
 from syncd.ledger.lease import Lease
 
 log = structlog.get_logger(__name__)
+
+
+class StartError(Exception):
+    """What keeps the daemon from starting, in one line; raised before anything runs."""
 
 DISPATCH_EVERY = 1.0
 COALESCE_PUSHES = 0.25
@@ -354,16 +359,27 @@ class Daemon:
             with anyio.move_on_after(interval / 2):
                 await self._stop.wait()
 
-    async def _status_server(self) -> None:
+    async def _status_server(self, sock: socket.socket) -> None:
         from syncd.http.status import server
 
         srv = server(self)
         try:
-            await srv.serve()
+            await srv.serve(sockets=[sock])
         except (OSError, SystemExit) as exc:
             log.error("status.failed", listen=self.config.status.listen, error=str(exc))
         finally:
             srv.should_exit = True
+
+    def _listen(self) -> socket.socket:
+        """The status server's socket, or StartError before anything runs."""
+        from syncd.http.status import bind
+
+        listen = self.config.status.listen
+        try:
+            return bind(listen)
+        except (OSError, UnicodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StartError(f"status.listen {listen}: cannot listen there: {reason}") from None
 
     def stop(self) -> None:
         self._stop.set()
@@ -379,6 +395,12 @@ class Daemon:
 
         soft, _hard = reserve_descriptors()  # vendor traffic must never run out of descriptors
         log.info("daemon.limits", open_files=soft, status_connections=connection_cap(soft))
+        try:
+            listening = self._listen() if self.config.status.enabled else None
+        except StartError:
+            await self.engine.aclose()
+            self.ledger.dispose()
+            raise
         self.schedule()
         self.scheduler.start()
         log.info("daemon.started", accounts=list(self.engine.clients),
@@ -391,8 +413,8 @@ class Daemon:
                 tg.start_soon(self._watchdog)
                 if self.leadership is not None:
                     tg.start_soon(self.leadership.run)
-                if self.config.status.enabled:
-                    tg.start_soon(self._status_server)
+                if listening is not None:
+                    tg.start_soon(self._status_server, listening)
                 if extra is not None:
                     extra(tg)
                 sdnotify.ready()

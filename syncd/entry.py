@@ -76,7 +76,11 @@ def run_daemon(path: Path) -> int:
     except LedgerError as exc:
         say_err(str(exc))
         return 2
-    anyio.run(functools.partial(built.run, early_signals=early))
+    try:
+        anyio.run(functools.partial(built.run, early_signals=early))
+    except daemon.StartError as exc:
+        say_err(str(exc))
+        return 2
     return 0
 
 

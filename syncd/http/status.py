@@ -19,6 +19,7 @@ operation. uvicorn logs through syncd's structlog configuration (redacted, in th
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +143,24 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
+
+
+def bind(listen: str) -> socket.socket:
+    """The status server's listening socket, bound before the daemon starts anything: a daemon
+    whose port is taken would run without /healthz, /readyz and its webhook routes, which only
+    looks started. Raises OSError (address in use, not local, permission denied)."""
+    host, _, port = listen.rpartition(":")
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host.strip("[]"), int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what uvicorn sets
+        sock.bind(address)
+        sock.listen(guard.BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def server(daemon: Daemon) -> uvicorn.Server:

@@ -96,3 +96,28 @@ def test_status_prints_error_text_literally(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "[vo] GET" in proc.stdout, proc.stdout
+
+
+def test_run_refuses_to_start_when_the_status_port_is_taken(tmp_path: Path) -> None:
+    """A status listen address that cannot be bound stops ``syncd run`` before it polls: a
+    daemon without /healthz, /readyz and its webhook routes only looked started. The one line
+    names the key and the reason."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "syncd.toml"
+        config.write_text(
+            f'[ledger]\npath = "l.db"\n[status]\nlisten = "127.0.0.1:{port}"\n'
+            '[accounts.vo]\nvendor = "victorops"\nbase_url = "http://127.0.0.1:9"\n'
+            'api_id = "env:T_ID"\napi_key = "env:T_KEY"\nmax_retries = 0\ntimeout = 1\n'
+        )
+        proc = subprocess.run([sys.executable, "-m", "syncd", "run", "-c", str(config)],
+                              capture_output=True, text=True, timeout=30,
+                              env={"T_ID": "id-value-1", "T_KEY": "key-value-2",
+                                   "PATH": "/usr/bin"})
+    assert proc.returncode == 2, proc.stderr
+    assert "daemon.started" not in proc.stderr + proc.stdout
+    assert f"status.listen 127.0.0.1:{port}: cannot listen there" in proc.stderr, proc.stderr
