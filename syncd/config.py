@@ -463,6 +463,9 @@ def preflight(cfg: Config) -> None:
     listen address. Raises ConfigError naming what would fail at start."""
     from sqlalchemy import create_engine
 
+    from syncd.ledger import LedgerError
+    from syncd.ledger.store import check_sqlite_path
+
     locate = _Locator(cfg.text)
     problems: list[str] = []
 
@@ -477,13 +480,16 @@ def preflight(cfg: Config) -> None:
         except Exception as exc:  # anything: check-config must answer in one line
             report(["accounts", name],
                    f"the client cannot be built: {type(exc).__name__}: {exc}")
+    key = "url" if cfg.ledger.url else "path"
     try:
         url = cfg.ledger_url
         if url.startswith("sqlite:///"):
             check_path(url[len("sqlite:///"):])
+            check_sqlite_path(Path(url[len("sqlite:///"):]))  # what run refuses; writes nothing
         create_engine(url).dispose()  # loads the driver; connects to nothing
+    except LedgerError as exc:
+        report(["ledger", key], f"the ledger cannot be opened: {exc}")
     except (ValueError, ArgumentError, NoSuchModuleError, ImportError) as exc:
-        key = "url" if cfg.ledger.url else "path"
         report(["ledger", key], f"the ledger cannot be opened: {type(exc).__name__}: {exc}")
     if cfg.status.enabled:
         host, _, port = cfg.status.listen.rpartition(":")

@@ -111,7 +111,7 @@ class Ledger:
         created = False
         if url.startswith("sqlite:///"):
             path = Path(url[len("sqlite:///") :])
-            _check_sqlite_path(path)
+            check_sqlite_path(path)
             if exclusive:
                 lock = LedgerLock(path)
                 lock.acquire(str(path))
@@ -362,7 +362,9 @@ def _safe(url: str) -> str:
     return url
 
 
-def _check_sqlite_path(path: Path) -> None:
+def check_sqlite_path(path: Path) -> None:
+    """Raise LedgerError when this user cannot create or write the ledger at ``path``; writes
+    nothing, so ``check-config`` runs it too."""
     directory = path.parent if str(path.parent) else Path(".")
     try:
         directory.stat()

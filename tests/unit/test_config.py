@@ -296,3 +296,15 @@ def test_duplicate_names_are_refused_at_the_second_name(tmp_path: Path) -> None:
         f"{path}:{sync_line}: sync.1.name: another [[sync]] group is named 'main'",
         f"{path}:{oncall_line}: oncall.1.name: another [[oncall]] mapping is named 'web'",
     ]
+
+
+def test_preflight_refuses_a_ledger_directory_run_cannot_use(tmp_path: Path) -> None:
+    """``run`` refuses a SQLite ledger whose directory is missing; check-config (preflight)
+    must refuse it too, naming the key and its line, or what it accepts would not start."""
+    text = GOOD.replace('path = "ledger.db"', 'path = "missing/ledger.db"')
+    cfg = config.load(write(tmp_path, text))
+    with pytest.raises(config.ConfigError) as info:
+        config.preflight(cfg)
+    assert info.value.lines == [f"{tmp_path / 'syncd.toml'}:3: ledger.path: the ledger cannot "
+                                f"be opened: ledger directory {tmp_path / 'missing'} does not "
+                                "exist"]
