@@ -31,10 +31,13 @@ client, which loads click whether or not anything uses it), kept out of the daem
 
 
 def say_err(message: str) -> None:
-    """One line on stderr, whatever the terminal width, with every secret redacted."""
+    """One line on stderr, whatever the terminal width, with every secret redacted. A message
+    of several lines (libpq's connection errors add a tab-indented hint) is joined into one, so
+    each problem stays one line for journald and scripts."""
     from syncd import secrets
 
-    print(secrets.redact(f"syncd: {message}"), file=sys.stderr, flush=True)
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(secrets.redact(f"syncd: {line}"), file=sys.stderr, flush=True)
 
 
 def read_config(path: Path) -> Config | None:

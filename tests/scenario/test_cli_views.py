@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from world import World
 
 
@@ -121,3 +122,23 @@ def test_run_refuses_to_start_when_the_status_port_is_taken(tmp_path: Path) -> N
     assert proc.returncode == 2, proc.stderr
     assert "daemon.started" not in proc.stderr + proc.stdout
     assert f"status.listen 127.0.0.1:{port}: cannot listen there" in proc.stderr, proc.stderr
+
+
+def test_a_ledger_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
+    """libpq's connection error spans two lines ("...Connection refused\\n\\tIs the server
+    running..."); the CLI says it in one, without the URL's password."""
+    pytest.importorskip("psycopg")
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        '[ledger]\nurl = "postgresql+psycopg://syncd:pg-pass-4711@127.0.0.1:9/syncd"\n'
+        '[status]\nenabled = false\n'
+        '[accounts.vo]\nvendor = "victorops"\nbase_url = "http://127.0.0.1:9"\n'
+        'api_id = "env:T_ID"\napi_key = "env:T_KEY"\n'
+    )
+    env = {"T_ID": "id-value-1", "T_KEY": "key-value-2", "PATH": "/usr/bin"}
+    for command in ("status", "run"):
+        proc = subprocess.run([sys.executable, "-m", "syncd", command, "-c", str(config)],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Connection refused" in proc.stderr, proc.stderr
+        assert "pg-pass-4711" not in proc.stderr + proc.stdout
