@@ -277,7 +277,7 @@ def loads(text: str, path: Path) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+        raise ConfigError([_toml_error(path, text, exc)]) from None
     locate = _Locator(text)
     problems: list[str] = []
     warnings: list[str] = []
@@ -421,6 +421,18 @@ def loads(text: str, path: Path) -> Config:
         warnings=tuple(f"{path}: {w}" for w in warnings),
         text=text,
     )
+
+
+def _toml_error(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """``file:line: key: invalid TOML: ...`` like every other config error; tomllib only puts
+    "(at line N, column M)" at the end of its message, and the key when one stands there."""
+    found = re.search(r"\(at line (\d+), column \d+\)$", str(exc))
+    if not found:
+        return f"{path}: invalid TOML: {exc}"
+    number = int(found.group(1))
+    keys = [".".join(key) for key, line in _Locator(text).entries if line == number]
+    where = f"{keys[0]}: " if keys else ""
+    return f"{path}:{number}: {where}invalid TOML: {exc}"
 
 
 MIN_WEBHOOK_SECRET = 16

@@ -308,3 +308,16 @@ def test_preflight_refuses_a_ledger_directory_run_cannot_use(tmp_path: Path) -> 
     assert info.value.lines == [f"{tmp_path / 'syncd.toml'}:3: ledger.path: the ledger cannot "
                                 f"be opened: ledger directory {tmp_path / 'missing'} does not "
                                 "exist"]
+
+
+def test_a_key_given_twice_names_the_file_line_and_key(tmp_path: Path) -> None:
+    """tomllib says "Cannot overwrite a value (at line N, column M)"; the error starts with
+    file:line like every other config error and names the key standing there."""
+    again = 'team_id = "65a1f0c2e4b0a1b2c3d4e5f7"'
+    text = GOOD.replace('team_id = "65a1f0c2e4b0a1b2c3d4e5f6"',
+                        'team_id = "65a1f0c2e4b0a1b2c3d4e5f6"\n' + again)
+    number = text.splitlines().index(again) + 1
+    lines = problems(tmp_path, text)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{tmp_path / 'syncd.toml'}:{number}: accounts.sp.team_id: "
+                               "invalid TOML: Cannot overwrite a value"), lines
