@@ -121,7 +121,12 @@ def main_callback(
 @app.command("check-config")
 def check_config(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False) -> None:
     """Validate a config file and resolve its secrets; print OK and a summary."""
-    cfg = load_config(config)
+    problems: list[str] = []
+    cfg = read_config(config, problems)
+    if cfg is None:
+        if json_out:  # a script reads stdout: refused is JSON too
+            emit({"ok": False, "config": str(config), "problems": problems})
+        raise typer.Exit(2)
     summary = {
         "ok": True,
         "config": str(cfg.path),

@@ -40,12 +40,12 @@ def say_err(message: str) -> None:
     print(secrets.redact(f"syncd: {line}"), file=sys.stderr, flush=True)
 
 
-def read_config(path: Path) -> Config | None:
+def read_config(path: Path, problems: list[str] | None = None) -> Config | None:
     """The config at ``path``, validated and pre-built (clients, budgets, ledger URL, listen
     address: what accepts also starts), with logging set up from it; or None after saying on
-    stderr, one line per problem, why it cannot be used."""
+    stderr, one line per problem, why it cannot be used (also appended to ``problems``)."""
     from syncd import config as config_mod
-    from syncd import logs
+    from syncd import logs, secrets
 
     try:
         cfg = config_mod.load(path)
@@ -53,6 +53,8 @@ def read_config(path: Path) -> Config | None:
     except config_mod.ConfigError as exc:
         for line in exc.lines:
             say_err(line)
+        if problems is not None:
+            problems.extend(secrets.redact(exc.lines))
         return None
     logs.configure(cfg.logging.level, cfg.logging.format, stream=sys.stderr)
     for warning in cfg.warnings:

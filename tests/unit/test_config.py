@@ -321,3 +321,17 @@ def test_a_key_given_twice_names_the_file_line_and_key(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert lines[0].startswith(f"{tmp_path / 'syncd.toml'}:{number}: accounts.sp.team_id: "
                                "invalid TOML: Cannot overwrite a value"), lines
+
+
+def test_check_config_json_answers_json_when_refused(tmp_path: Path) -> None:
+    """``check-config --json`` is for scripts: a refused config is {"ok": false, "problems"}
+    on stdout (and the lines on stderr), not an empty stdout that no JSON parser reads."""
+    import json
+
+    path = write(tmp_path, GOOD.replace('path = "ledger.db"', 'pth = "ledger.db"'))
+    proc = subprocess.run([sys.executable, "-m", "syncd", "check-config", "-c", str(path),
+                           "--json"], capture_output=True, text=True, env=_env())
+    assert proc.returncode == 2
+    problem = f"{path}:3: ledger.pth: unknown key"
+    assert json.loads(proc.stdout) == {"ok": False, "config": str(path), "problems": [problem]}
+    assert proc.stderr == f"syncd: {problem}\n"
