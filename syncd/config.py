@@ -86,6 +86,12 @@ class LedgerConfig(_Strict):
         secrets.register_url(value)  # its password is redacted everywhere from now on
         try:
             url = make_url(value)
+            # What SQLAlchemy (and so the driver) takes for the password is the secret: it
+            # reads up to the last "@", so a raw "/" in it is still the password, and libpq
+            # also takes one as ?password=.
+            for password in (url.password, url.query.get("password")):
+                if isinstance(password, str):
+                    secrets.register(password)
             url.get_dialect()
         except NoSuchModuleError:  # before ArgumentError, its base class
             raise ValueError("names a database SQLAlchemy does not know") from None

@@ -56,13 +56,15 @@ def known() -> frozenset[str]:
 
 
 def safe_url(url: str) -> str:
-    """``url`` with its userinfo (user and password) replaced by ``***``, for display."""
+    """``url`` with its userinfo (user and password) replaced by ``***``, for display, and any
+    known secret redacted (a password with a raw "/" or given as ``?password=`` is not in the
+    part before the first "/")."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         netloc, slash, path = rest.partition("/")
         if "@" in netloc:
-            return f"{scheme}://***@{netloc.rsplit('@', 1)[1]}{slash}{path}"
-    return url
+            url = f"{scheme}://***@{netloc.rsplit('@', 1)[1]}{slash}{path}"
+    return redact(url)
 
 
 def redact(value: T) -> T:

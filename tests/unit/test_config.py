@@ -335,3 +335,21 @@ def test_check_config_json_answers_json_when_refused(tmp_path: Path) -> None:
     problem = f"{path}:3: ledger.pth: unknown key"
     assert json.loads(proc.stdout) == {"ok": False, "config": str(path), "problems": [problem]}
     assert proc.stderr == f"syncd: {problem}\n"
+
+
+@pytest.mark.parametrize("url", [
+    # libpq takes a password with a raw "/" (SQLAlchemy parses up to the last "@")
+    "postgresql+psycopg://syncd:pg/pass-0815@127.0.0.1:9/syncd",
+    # and one given as a query parameter
+    "postgresql+psycopg://syncd@127.0.0.1:9/syncd?password=pg-pass-0815",
+])
+def test_a_ledger_password_sqlalchemy_reads_is_never_printed(tmp_path: Path, url: str) -> None:
+    """Whatever SQLAlchemy takes for the password is a secret: check-config (text and JSON)
+    and status (its error) never print it, in whole or in part."""
+    pytest.importorskip("psycopg")
+    path = write(tmp_path, GOOD.replace('path = "ledger.db"', f'url = "{url}"'))
+    for args in (["check-config"], ["check-config", "--json"], ["status"]):
+        proc = subprocess.run([sys.executable, "-m", "syncd", *args, "-c", str(path)],
+                              capture_output=True, text=True, env=_env())
+        assert "pass-0815" not in proc.stdout + proc.stderr, (args, proc.stdout, proc.stderr)
+        assert "127.0.0.1:9/syncd" in proc.stdout + proc.stderr
