@@ -585,10 +585,15 @@ class _Locator:
 
     def __call__(self, loc: Sequence[Any]) -> int | None:
         wanted = tuple(str(p) for p in loc)
-        # The longest prefix of the path that appears in the file is the best place to point.
+        # The longest prefix of the path that appears in the file is the best place to point;
+        # a table declared only by a subtable's header ([a.b.c] without [a.b]) is at the first
+        # header under it.
         for size in range(len(wanted), 0, -1):
             for path, number in self.entries:
                 if path == wanted[:size]:
+                    return number
+            for path, number in self.entries:
+                if path[:size] == wanted[:size]:
                     return number
         return None
 

@@ -353,3 +353,13 @@ def test_a_ledger_password_sqlalchemy_reads_is_never_printed(tmp_path: Path, url
                               capture_output=True, text=True, env=_env())
         assert "pass-0815" not in proc.stdout + proc.stderr, (args, proc.stdout, proc.stderr)
         assert "127.0.0.1:9/syncd" in proc.stdout + proc.stderr
+
+
+def test_a_table_declared_only_by_its_subtable_is_located(tmp_path: Path) -> None:
+    """``[accounts.sp.severity_map]`` without ``[accounts.sp]`` (a header typed one level too
+    deep) declares accounts.sp implicitly: its missing vendor is reported at that header."""
+    text = GOOD.replace("[accounts.sp]\nvendor", "[accounts.sp.severity_map]\nvendor")
+    number = text.splitlines().index("[accounts.sp.severity_map]") + 1
+    assert problems(tmp_path, text) == [
+        f"{tmp_path / 'syncd.toml'}:{number}: accounts.sp.vendor: missing (one of "
+        "pagerduty, victorops, incidentio, spike)"]
