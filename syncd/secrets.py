@@ -27,6 +27,7 @@ REDACTED = "[REDACTED]"
 _KNOWN: set[str] = set()
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
 T = TypeVar("T")
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class SecretError(ValueError):
@@ -102,6 +103,11 @@ def resolve(ref: str, *, warnings: list[str] | None = None, where: str = "") -> 
         if not name:
             raise SecretError("env: reference has no variable name")
         value = os.environ.get(name)
+        if value is None and not _SHELL_NAME.fullmatch(name):
+            # "env:" followed by the key itself, pasted: naming it would print the secret.
+            raise SecretError("the environment variable env: names is not set (its name is "
+                              "not shown: it is no shell variable name, so it may be the "
+                              "secret itself)")
         if value is None:
             raise SecretError(f"environment variable {name} is not set")
         if not value:
