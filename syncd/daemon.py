@@ -359,19 +359,19 @@ class Daemon:
             with anyio.move_on_after(interval / 2):
                 await self._stop.wait()
 
-    async def _status_server(self, sock: socket.socket) -> None:
+    async def _status_server(self, socks: list[socket.socket]) -> None:
         from syncd.http.status import server
 
         srv = server(self)
         try:
-            await srv.serve(sockets=[sock])
+            await srv.serve(sockets=socks)
         except (OSError, SystemExit) as exc:
             log.error("status.failed", listen=self.config.status.listen, error=str(exc))
         finally:
             srv.should_exit = True
 
-    def _listen(self) -> socket.socket:
-        """The status server's socket, or StartError before anything runs."""
+    def _listen(self) -> list[socket.socket]:
+        """The status server's sockets, or StartError before anything runs."""
         from syncd.http.status import bind
 
         listen = self.config.status.listen

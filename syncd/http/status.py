@@ -145,22 +145,31 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def bind(listen: str) -> socket.socket:
-    """The status server's listening socket, bound before the daemon starts anything: a daemon
+def bind(listen: str) -> list[socket.socket]:
+    """The status server's listening sockets, bound before the daemon starts anything: a daemon
     whose port is taken would run without /healthz, /readyz and its webhook routes, which only
-    looks started. Raises OSError (address in use, not local, permission denied)."""
+    looks started. Bound as asyncio's ``create_server`` (what uvicorn used) binds a host: every
+    address it resolves to (``localhost`` is ``::1`` and ``127.0.0.1``), IPv6 sockets
+    IPv6-only, so ``[::]`` or ``[::1]`` never also takes IPv4 addresses it was not given.
+    Raises OSError (address in use, not local, permission denied)."""
     host, _, port = listen.rpartition(":")
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host.strip("[]"), int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
+    infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what uvicorn sets
-        sock.bind(address)
-        sock.listen(guard.BACKLOG)
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what uvicorn sets
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(guard.BACKLOG)
     except OSError:
-        sock.close()
+        for sock in socks:
+            sock.close()
         raise
-    return sock
+    return socks
 
 
 def server(daemon: Daemon) -> uvicorn.Server:
