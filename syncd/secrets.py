@@ -27,7 +27,10 @@ REDACTED = "[REDACTED]"
 _KNOWN: set[str] = set()
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
 T = TypeVar("T")
-_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SHELL_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+"""What an environment variable's name looks like by convention (upper case, digits, ``_``):
+anything else after ``env:`` may be a key pasted there (PagerDuty's keys look like
+``y_NbAkKc66ryYTWUXYEu``, which a looser rule took for a name), so it is never printed."""
 
 
 class SecretError(ValueError):
@@ -106,8 +109,8 @@ def resolve(ref: str, *, warnings: list[str] | None = None, where: str = "") -> 
         if value is None and not _SHELL_NAME.fullmatch(name):
             # "env:" followed by the key itself, pasted: naming it would print the secret.
             raise SecretError("the environment variable env: names is not set (its name is "
-                              "not shown: it is no shell variable name, so it may be the "
-                              "secret itself)")
+                              "not shown: it does not look like a variable name, so it may "
+                              "be the secret itself)")
         if value is None:
             raise SecretError(f"environment variable {name} is not set")
         if not value:
