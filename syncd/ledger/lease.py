@@ -142,6 +142,12 @@ class Lease:
                                      else max(postgres.LEASE_LOCK_TIMEOUT, self.renew_every))
         now = db_now(tx)
         expires = now + timedelta(seconds=self.ttl)
+        seen = tx.session.exec(select(LeaseRow).where(LeaseRow.name == LEADER)).first()
+        if seen is not None and seen.holder != self.holder and seen.expires_at > now:
+            # Another holder's unexpired term: nothing to take, so nothing to lock. Locking
+            # it anyway waited behind every leader transaction (they hold the row FOR SHARE)
+            # and, past the short wait, failed as if the database were unreachable.
+            return Term(seen.holder, seen.token, seen.expires_at, now)
         row = tx.session.exec(
             select(LeaseRow).where(LeaseRow.name == LEADER).with_for_update()
         ).first()

@@ -256,3 +256,28 @@ async def test_a_renewal_waits_for_the_leaders_own_transaction(pg_url: str) -> N
         term = await leadership.tick()
     assert term is not None and term.holder == "a" and term.token == 1
     ledger.dispose()
+
+
+async def test_a_standby_sees_a_busy_leader_without_waiting_for_its_row(pg_url: str) -> None:
+    """The leader's transactions hold the lease row FOR SHARE from their first statement. A
+    standby that locked the row FOR UPDATE on every attempt gave up after its 1 s lock wait
+    behind any longer leader transaction, and said so as `lease.unreachable` and a ledger
+    that is not writable, while the leader was fine. A row held by an unexpired other holder
+    is read without a lock: nothing to take, nothing to wait for."""
+    leader_ledger, standby_ledger = Ledger.open(pg_url), Ledger.open(pg_url)
+    leader = Leadership(Lease(15.0, holder="a"), leader_ledger)
+    standby = Leadership(Lease(15.0, holder="b"), standby_ledger)
+    await leader.tick()
+
+    def slow(tx) -> None:  # type: ignore[no-untyped-def]
+        tx.due("a", utcnow())
+        time.sleep(1.6)  # longer than a standby waits for the row
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(leader_ledger.run, slow)
+        await anyio.sleep(0.3)
+        term = await standby.tick()
+    assert term is not None and term.holder == "a"
+    assert not standby._failing and standby_ledger.failure is None
+    leader_ledger.dispose()
+    standby_ledger.dispose()
