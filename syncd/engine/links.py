@@ -354,7 +354,8 @@ def _place(tx: Tx, ctx: GroupContext, s: Seen, opens: dict[int, _Open],
         _unpaired(tx, group.name, rec, marked, now, f"link {found.id}, which mirrors the "
                   "incident it names, has another copy in this account; resolve the one not "
                   "wanted")
-    elif marked and found is not None and rec.account not in found.accounts:
+        return None  # a copy: never a link of its own, whatever account it is in
+    if marked and found is not None and rec.account not in found.accounts:
         if rec.marker != marked.text:
             records.set_marker(rec, marked.text)
             s.dirty = True
