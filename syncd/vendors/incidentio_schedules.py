@@ -445,7 +445,7 @@ class ScheduleMigration:
                 repeats = walk.nodes(raw["path"], conditional=False)
                 out.append(Policy(raw["id"], raw["name"], tuple(walk.levels), repeats,
                                   team_ids[0] if team_ids else None, tuple(walk.unsupported)))
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise self._malformed("GET /v2/escalation_paths",
                                       f"path {raw.get('id')!r}: {exc}") from None
         return out

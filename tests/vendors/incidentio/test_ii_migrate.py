@@ -4,19 +4,23 @@ what it reads renders (with syncd's model) exactly as incident.io renders it, ac
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from ii_helpers import HEADERS, make_client
+from test_ii_client import Corrupt
 
 from syncd.migrate.api import ScheduleTarget
 from syncd.migrate.policy import Level, Policy, Target
 from syncd.migrate.schedule import Override, Rotation, Schedule, Window, render
 from syncd.simulators.incidentio import IncidentIOSimulator, ulid
 from syncd.simulators.incidentio_base import Override as SimOverride
-from syncd.vendors.base import PermanentError
+from syncd.vendors.base import MalformedResponse, PermanentError
 from syncd.vendors.incidentio import IncidentIOClient
 
 NY = ZoneInfo("America/New_York")
@@ -231,3 +235,30 @@ def test_path_parts_a_level_cannot_carry_are_named_not_dropped() -> None:
     for part in ("slack_channel", "round robin", "'notify_channel'", "'escalation_path'"):
         assert part in text, text
     assert "repeats from" not in text  # a repeat from the start is num_loops
+
+
+def _first_level(change: Any) -> Any:
+    def rewrite(raw: bytes) -> bytes:
+        data = json.loads(raw)
+        change(next(n for n in data["escalation_path"]["path"] if n["type"] == "level"))
+        return json.dumps(data).encode()
+    return rewrite
+
+
+@pytest.mark.parametrize("change", [
+    lambda node: node["level"].update(targets=["a bare string"]),
+    lambda node: node["level"].update(round_robin_config="yes"),
+    lambda node: node.update(level=["not", "an", "object"]),
+])
+async def test_unusable_path_answers_are_malformed_not_a_crash(sim: IncidentIOSimulator,
+                                                               change: Any) -> None:
+    """A path whose parts have the wrong JSON type is a MalformedResponse naming the path, as
+    for every other answer; `.get` on a string raised AttributeError past the reader."""
+    pid = ulid("P", 2)
+    c = make_client(sim, httpx.ASGITransport(app=Corrupt(
+        sim.app, f"/v2/escalation_paths/{pid}", _first_level(change))))
+    try:
+        with pytest.raises(MalformedResponse, match=pid):
+            await c.read_policies([pid])
+    finally:
+        await c.aclose()
