@@ -29,7 +29,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -61,6 +61,12 @@ MAX_STREAMED_BYTES = 16 * MAX_RESPONSE_BYTES
 (:meth:`VendorHTTP.items`): memory holds one element at a time, so this cap only bounds how long
 one read may take. Splunk On-Call's live list is 7.3 MB at 10,000 open incidents, so this is
 some 200,000 incidents; each element stays under :data:`MAX_RESPONSE_BYTES`."""
+
+_T = TypeVar("_T")
+
+_FAILURES = (httpx.TransportError, TimeoutError, MalformedResponse)
+"""What a failed exchange raises: on the wire (httpx's timeouts are TransportErrors), past the
+whole-exchange deadline, or an answer refused while it is read (:meth:`VendorHTTP._failed`)."""
 
 Classifier = Callable[[httpx.Response, str], VendorError | None]
 """Vendor hook: turn a response into an error (or None to accept it). Runs before the default."""
@@ -177,16 +183,31 @@ class VendorHTTP:
         headers: Mapping[str, str] | None = None,
         write: bool | None = None,
         idempotent: bool | None = None,
-        stream: bool = False,
     ) -> httpx.Response:
         """Send ``method route`` and return a successful response or raise a VendorError.
 
         ``route`` is the template ("/incidents/{id}"); ``path`` fills it. ``write`` (default: not
         GET) decides budget priority; ``idempotent`` (default: GET/PUT/DELETE) decides whether a
         transient failure is retried. Rate-limit answers are always retried: the vendor did not
-        act on them. ``stream``: a successful (2xx) answer is returned unread and open, for the
-        caller to read and close (its classifier sees the status and headers only).
+        act on them.
         """
+        response, _ = await self._send(method, route, None, path=path, write=write,
+                                       idempotent=idempotent, params=params, json=json,
+                                       headers=headers)
+        return response
+
+    async def _send(
+        self, method: str, route: str, opened: Callable[[httpx.Response], Awaitable[_T]] | None,
+        *, path: Mapping[str, Any] | None = None, write: bool | None = None,
+        idempotent: bool | None = None, **send: Any,
+    ) -> tuple[httpx.Response, _T | None]:
+        """The one retry loop (:meth:`request`, :meth:`items`), for :meth:`request`'s
+        arguments (``send``: its ``params``, ``json``, ``headers``): each attempt takes a budget
+        token and counts against ``max_retries``. ``opened``: a successful answer is left
+        unread and open and ``opened(response)`` reads the start of its body as part of the
+        same attempt (a failure there is retried like a failed exchange, not by a loop of its
+        own); the response is returned open, for the caller to read, count (:meth:`_count`)
+        and close."""
         method = method.upper()
         endpoint = f"{method} {route}"
         url = route.format(**{k: str(v) for k, v in (path or {}).items()})
@@ -202,37 +223,37 @@ class VendorHTTP:
                 # transports that enforce no timeouts at all (in-process ASGI).
                 with anyio.fail_after(self.timeout * 2):
                     response = await self._exchange(
-                        method, url, endpoint, stream, params=params, json=json,
-                        headers=headers,
+                        method, url, endpoint, opened is not None, **send
                     )
-            except (httpx.TimeoutException, TimeoutError) as exc:
-                error: VendorError = TransientError(
-                    f"timed out ({type(exc).__name__})", account=self.account, endpoint=endpoint
-                )
-                metrics.VENDOR_REQUESTS.labels(self.account, endpoint, "timeout").inc()
-            except httpx.TransportError as exc:
-                error = self._transport_error(exc, endpoint)
-                outcome = "tls" if isinstance(error, TLSError) else "error"
-                metrics.VENDOR_REQUESTS.labels(self.account, endpoint, outcome).inc()
-            except MalformedResponse as exc:
-                error = exc
-                metrics.VENDOR_REQUESTS.labels(self.account, endpoint, "malformed").inc()
+            except _FAILURES as exc:
+                error = self._failed(exc, endpoint)
             else:
-                metrics.VENDOR_REQUESTS.labels(
-                    self.account, endpoint, str(response.status_code)
-                ).inc()
                 metrics.VENDOR_REQUEST_SECONDS.labels(self.account).observe(
                     time.monotonic() - started
                 )
                 found = (self._classify(response, endpoint) if self._classify else None) or (
                     default_classify(response, endpoint, self.account)
                 )
-                if found is None:
-                    return response
-                await _close(response)
-                found.account, found.endpoint = self.account, endpoint
-                found.args = (found._render(),)
-                error = found
+                if found is not None:
+                    self._count(endpoint, str(response.status_code))
+                    await _close(response)
+                    found.account, found.endpoint = self.account, endpoint
+                    found.args = (found._render(),)
+                    error = found
+                elif opened is None:
+                    self._count(endpoint, str(response.status_code))
+                    return response, None
+                else:
+                    kept = False
+                    try:
+                        result = await opened(response)
+                        kept = True
+                        return response, result
+                    except _FAILURES as exc:
+                        error = self._failed(exc, endpoint, reading=True)
+                    finally:
+                        if not kept:
+                            await _close(response)
             if isinstance(error, RateLimited):
                 metrics.VENDOR_RATE_LIMITED.labels(self.account, endpoint).inc()
                 self.budget.pause(bucket, error.retry_after)
@@ -257,6 +278,29 @@ class VendorHTTP:
             )
             attempt += 1
             await self._sleep(delay)
+
+    def _count(self, endpoint: str, outcome: str) -> None:
+        """One request in ``syncd_vendor_requests_total``: its HTTP status, or how it failed."""
+        metrics.VENDOR_REQUESTS.labels(self.account, endpoint, outcome).inc()
+
+    def _failed(self, exc: Exception, endpoint: str, *, reading: bool = False) -> VendorError:
+        """The VendorError for an exchange that failed with ``exc`` (one of
+        :data:`_FAILURES`), counted under the outcome it had: ``timeout``, ``error``, ``tls``
+        or ``malformed``, the same whether it failed before the status line or while a
+        streamed body was read (``reading``)."""
+        if isinstance(exc, httpx.TimeoutException | TimeoutError):
+            what = "timed out reading the answer" if reading else "timed out"
+            error: VendorError = TransientError(f"{what} ({type(exc).__name__})",
+                                                account=self.account, endpoint=endpoint)
+            outcome = "timeout"
+        elif isinstance(exc, httpx.TransportError):
+            error = self._transport_error(exc, endpoint)
+            outcome = "tls" if isinstance(error, TLSError) else "error"
+        else:
+            assert isinstance(exc, MalformedResponse)
+            error, outcome = exc, "malformed"
+        self._count(endpoint, outcome)
+        return error
 
     async def _exchange(self, method: str, url: str, endpoint: str, keep_open: bool, **kw: Any
                         ) -> httpx.Response:
@@ -293,39 +337,43 @@ class VendorHTTP:
         """Like :meth:`json` followed by ``require(body, key, list)``, but the array's elements
         are read from the network and decoded one at a time as the caller iterates (see
         :func:`json_items`): for an unpaginated list, which can be several MB of JSON, so that
-        it is never held whole. Errors are raised while iterating. A dropped or stalled body
-        (the body's reads share one ``2 * timeout`` deadline, as a whole exchange does) is a
-        TransientError, retried like any other until the first element is handed out, not
-        after (the caller has seen part of the answer). Iterate to the end, or close the
-        iterator (``contextlib.aclosing``), so the connection is released at once."""
+        it is never held whole. Errors are raised while iterating. The body's reads share one
+        ``2 * timeout`` deadline, as a whole exchange does. Reading up to the first element is
+        part of the request's attempt: a body dropped or stalled before it is a TransientError
+        retried within the same ``max_retries`` as any failed exchange (the same attempt
+        count and budget tokens, never a retry loop around :meth:`request`'s own); after it,
+        it is raised (the caller has seen part of the answer). The request is counted in
+        ``syncd_vendor_requests_total`` once its body has been read (or the caller stopped):
+        under its status, or under how the body failed (``timeout``, ``error``, ``malformed``),
+        as a whole-body read that fails is. Iterate to the end, or close the iterator
+        (``contextlib.aclosing``), so the connection is released at once."""
         endpoint = f"{method.upper()} {route}"
-        attempt = 0
-        while True:
-            response = await self.request(method, route, stream=True, **kw)
-            handed_out = False
+
+        async def first(response: httpx.Response) -> tuple[AsyncIterator[Any], list[Any]]:
+            rows = json_items(response, key, endpoint, self.account, gap_cap=self.max_body,
+                              wait=self.timeout * 2)
             try:
-                async for item in json_items(response, key, endpoint, self.account,
-                                             gap_cap=self.max_body, wait=self.timeout * 2):
-                    handed_out = True
-                    yield item
-                return
-            except (httpx.TimeoutException, TimeoutError) as exc:
-                error: VendorError = TransientError(
-                    f"timed out reading the answer ({type(exc).__name__})",
-                    account=self.account, endpoint=endpoint)
-            except httpx.TransportError as exc:
-                error = self._transport_error(exc, endpoint)
-            finally:
-                await _close(response)
-            if handed_out or not isinstance(error, TransientError) or (
-                    attempt >= self.max_retries):
-                raise error
-            delay = self.backoff(attempt)
-            log.info("vendor.retry", account=self.account, endpoint=endpoint,
-                     attempt=attempt + 1, delay=round(delay, 3), error=type(error).__name__,
-                     status=None)
-            attempt += 1
-            await self._sleep(delay)
+                return rows, [await anext(rows)]
+            except StopAsyncIteration:
+                return rows, []
+
+        response, opened = await self._send(method, route, first, **kw)
+        assert opened is not None
+        rows, head = opened
+        outcome: str | None = str(response.status_code)
+        try:
+            for item in head:
+                yield item
+            async for item in rows:
+                yield item
+        except _FAILURES as exc:
+            outcome = None
+            raise self._failed(exc, endpoint, reading=True) from None
+        finally:
+            await rows.aclose()
+            await _close(response)
+            if outcome is not None:
+                self._count(endpoint, outcome)
 
 
 async def _close(response: httpx.Response) -> None:

@@ -1,8 +1,10 @@
 """``VendorHTTP.items`` over a real socket, against a server that misbehaves mid-body (the
 simulators' in-process transport hands a body over whole, so they cannot): a dropped connection
-before the first element is retried like any transient failure, one after it is not (the
-caller has seen part of the answer), a body trickled past the deadline is a TransientError, and
-a consumer that stops early releases the connection."""
+before the first element is retried like any transient failure, within the same attempts as a
+failed exchange, one after it is not (the caller has seen part of the answer), a body trickled
+past the deadline is a TransientError, and a consumer that stops early releases the connection.
+Each request is counted once in ``syncd_vendor_requests_total``: under its status when its body
+was read, under how it failed (``error``, ``timeout``, ``malformed``) when it was not."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from syncd.ratelimit import Budget, Limit
 from syncd.vendors._http import VendorHTTP
-from syncd.vendors.base import TransientError
+from syncd.vendors.base import MalformedResponse, TransientError
 
 HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
         b"transfer-encoding: chunked\r\n\r\n")
@@ -72,6 +75,33 @@ def session(base_url: str, **kw: Any) -> VendorHTTP:
                       budget=Budget({"*": Limit(6000)}), sleep=no_wait, **kw)
 
 
+def counted(status: str) -> float:
+    """``syncd_vendor_requests_total`` for the test session's list (account "a")."""
+    return REGISTRY.get_sample_value("syncd_vendor_requests_total", {
+        "account": "a", "endpoint": "GET /list", "status": status}) or 0.0
+
+
+def counts() -> dict[str, float]:
+    return {status: counted(status) for status in ("200", "error", "timeout", "malformed")}
+
+
+def grown(before: dict[str, float]) -> dict[str, float]:
+    """What each outcome's count grew by since ``before`` (outcomes that did not, left out)."""
+    return {k: v - before[k] for k, v in counts().items() if v != before[k]}
+
+
+async def items_until(error: type[Exception], match: str, http: VendorHTTP) -> list[Any]:
+    """The elements ``items`` hands out before it raises ``error`` (which it must)."""
+    got: list[Any] = []
+    try:
+        with pytest.raises(error, match=match):
+            async for item in http.items("GET", "/list", "rows"):
+                got.append(item)
+    finally:
+        await http.aclose()
+    return got
+
+
 async def items(http: VendorHTTP) -> list[Any]:
     try:
         return [item async for item in http.items("GET", "/list", "rows")]
@@ -87,22 +117,53 @@ async def test_a_body_dropped_before_the_first_element_is_read_again() -> None:
             await whole(writer, json.dumps({"rows": [1, 2, 3]}).encode())
 
     async with server(behaviour) as (url, seen, _closed):
+        before = counts()
         assert await items(session(url, max_retries=2)) == [1, 2, 3]
         assert seen == [0, 1]
+        assert grown(before) == {"error": 1, "200": 1}
+
+
+@pytest.mark.parametrize("headers_first", ["always", "every other request"])
+async def test_a_body_always_dropped_before_the_first_element_takes_the_attempts_once(
+        headers_first: str) -> None:
+    """A drop before the first element is one attempt of the request's own count, whether it
+    comes before the status line (retried as a failed exchange) or after a 200 (retried as an
+    unread list): ``max_retries`` + 1 requests in all, not a retry loop around a retry loop,
+    each of them one budget token and one failure in ``syncd_vendor_requests_total``."""
+    async def behaviour(writer: asyncio.StreamWriter, n: int) -> None:
+        if headers_first == "always" or n % 2:
+            await dropped(writer, b'{"rows": [{"a"')
+        else:
+            writer.close()  # no status line at all
+
+    async with server(behaviour) as (url, seen, _closed):
+        before = counts()
+        with pytest.raises(TransientError, match="connection failed"):
+            await items(session(url, max_retries=2))
+        assert len(seen) == 3
+        assert grown(before) == {"error": 3}
 
 
 async def test_a_body_dropped_after_an_element_is_transient_and_not_read_again() -> None:
     async def behaviour(writer: asyncio.StreamWriter, n: int) -> None:
         await dropped(writer, b'{"rows": [1, 2, {"a"')
 
-    got: list[Any] = []
     async with server(behaviour) as (url, seen, _closed):
-        http = session(url, max_retries=2)
-        with pytest.raises(TransientError, match="connection failed"):
-            async for item in http.items("GET", "/list", "rows"):
-                got.append(item)
-        await http.aclose()
+        before = counts()
+        got = await items_until(TransientError, "connection failed", session(url, max_retries=2))
         assert got == [1, 2] and seen == [0]
+        assert grown(before) == {"error": 1}, "counted as the failure, not as its 200"
+
+
+async def test_an_element_over_the_cap_after_the_first_is_counted_as_malformed() -> None:
+    async def behaviour(writer: asyncio.StreamWriter, n: int) -> None:
+        await whole(writer, json.dumps({"rows": [1, "x" * 100]}).encode())
+
+    async with server(behaviour) as (url, seen, _closed):
+        before = counts()
+        got = await items_until(MalformedResponse, "cap", session(url, max_body=50))
+        assert got == [1] and seen == [0]
+        assert grown(before) == {"malformed": 1}
 
 
 async def test_a_trickled_body_is_given_the_deadline_of_a_whole_exchange() -> None:
@@ -118,9 +179,11 @@ async def test_a_trickled_body_is_given_the_deadline_of_a_whole_exchange() -> No
         await writer.drain()
 
     async with server(behaviour) as (url, seen, _closed):
+        before = counts()
         with pytest.raises(TransientError, match="timed out"):
             await items(session(url, timeout=0.5, max_retries=0))
         assert seen == [0]
+        assert grown(before) == {"timeout": 1}
 
 
 async def test_a_consumer_that_stops_early_releases_the_connection() -> None:
