@@ -380,10 +380,12 @@ class VendorHTTP:
             outcome = None
             raise self._failed(exc, endpoint, reading=True) from None
         finally:
-            await rows.aclose()
-            await _close(response)
-            if outcome is not None:
-                self._count(endpoint, outcome)
+            try:
+                await rows.aclose()
+            finally:  # released even if closing the reader is itself cancelled
+                await _close(response)
+                if outcome is not None:
+                    self._count(endpoint, outcome)
 
 
 async def _close(response: httpx.Response) -> None:
