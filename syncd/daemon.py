@@ -6,8 +6,9 @@ poll rounds: the last poll of a round to finish (no other poll running) dispatch
 once, so one push batch carries the changes of every source; a dispatch job per account drains
 what comes due between rounds (retries, backoffs) every second, but not while a round is landing
 (at most :data:`ROUND_WAIT` seconds). A long poll (a storm read in many pages) does not hold
-the pushes back until it ends: after each committed page, every account whose due actions fill
-whole pushes sends those (the round's dispatch sends the rest, so a burst costs no more calls).
+the pushes back until it ends: after each committed page, every account of the polled account's
+sync groups whose due actions fill whole pushes sends those (the round's dispatch sends the rest,
+so a burst costs no more calls).
 While an account's own pushes keep its budget short, its polls wait (:data:`STRETCH_MAX`).
 SIGTERM/SIGINT stop new work, let in-flight pushes finish (bounded), close the ledger and exit 0,
 well inside systemd's TimeoutStopSec.
@@ -26,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import anyio
@@ -212,7 +214,8 @@ class Daemon:
             self._round_opened = time.monotonic()
         self._polling.add(account)
         try:
-            result = await self.engine.poll(account, on_page=self._page_landed)
+            result = await self.engine.poll(account,
+                                            on_page=partial(self._page_landed, account))
         finally:
             self._polling.discard(account)
             if account in self._rehint:  # a hint came while this poll was already reading
@@ -260,14 +263,16 @@ class Daemon:
             self._push_owed = False
             await self._dispatch_all()
 
-    def _page_landed(self, _page: ObserveResult) -> None:
-        """A page of a poll still reading owed actions: every account whose due actions
+    def _page_landed(self, account: str, _page: ObserveResult) -> None:
+        """A page of ``account``'s poll still reading owed actions: every account the page can
+        owe actions to (:attr:`Engine.peers <syncd.engine.Engine.peers>`) whose due actions
         already fill a whole push starts it now (``whole``: the round's own dispatch still
-        sends the rest), so the budget is busy while the rest of the round lands."""
+        sends the rest), so the budget is busy while the rest of the round lands. The other
+        accounts' due actions came from other polls: their rounds' dispatches send them."""
         if self.health.stopping:
             return
         loop = asyncio.get_running_loop()
-        for name in self.engine.clients:
+        for name in self.engine.peers.get(account, ()):
             job = self._guard(f"dispatch:{name}",
                               lambda n=name: self._dispatch(n, whole=True))
             task = loop.create_task(job())

@@ -72,6 +72,15 @@ class Engine:
             name: Dispatcher(name, client, ledger, self.groups)
             for name, client in self.clients.items()
         }
+        self.peers = {
+            name: [a for a in self.clients
+                   if a == name or any(a in ctx.group.accounts for ctx in poller.groups)]
+            for name, poller in self.pollers.items()
+        }
+        """Account -> the accounts a page of its poll can owe actions to: itself (a change
+        there retries its own parked actions) and the members of its sync groups. A link holds
+        records of its group's accounts only, and an account that left the group has no
+        capabilities there, so it is owed nothing."""
         self._account_locks = {name: anyio.Lock() for name in self.clients}
         for name, settings in config.accounts.items():
             ledger.call(lambda tx, n=name, v=settings.vendor: tx.ensure_account(n, v))

@@ -22,6 +22,7 @@ from syncd.model import Action
 from syncd.ratelimit import ACCOUNT, POLL_READS, Budget, Limit, PollReads
 
 RESPOND = "/v2/escalations/{escalation_id}/actions/respond"
+EDIT = "/v2/incidents/{id}/actions/edit"
 GROUPS = [{"name": "main", "accounts": ["pd", "ii"], "mode": "correlate"}]
 
 
@@ -110,6 +111,36 @@ async def test_pushes_start_while_the_poll_still_reads(tmp_path: Path) -> None:
         assert hold.seen[-1], "no push before the poll's last page"
         assert responds(w) == 100 and pending(w) == 0
         assert w.sims["ii"].call_count(method="GET", route="/v2/escalations") == 2
+    finally:
+        await w.close()
+
+
+async def test_a_page_starts_pushes_only_in_its_own_groups(tmp_path: Path) -> None:
+    """Groups {pd, ii} and {pd2, ii2}; a resolve is owed to ii2 (one edit: a whole push) by an
+    earlier poll of pd2 whose round has not dispatched yet. A page of pd's poll owing ii a
+    resolve starts ii's push, and leaves ii2's to its own round: a page of pd owes ii2
+    nothing."""
+    groups = [{"name": "one", "accounts": ["pd", "ii"], "mode": "correlate"},
+              {"name": "two", "accounts": ["pd2", "ii2"], "mode": "correlate"}]
+    w = World(tmp_path, {"pd": "pagerduty", "ii": "incidentio", "pd2": "pagerduty",
+                         "ii2": "incidentio"}, groups)
+    try:
+        w.alert("one", accounts=["pd", "ii"])
+        w.alert("two", accounts=["pd2", "ii2"])
+        await w.settle()
+        w.act("pd2", "two", "resolve")
+        await w.engine.poll("pd2")
+        w.act("pd", "one", "resolve")
+        for sim in w.sims.values():
+            sim.calls.clear()
+        daemon = Daemon(w.config, w.ledger, w.engine)
+        daemon._polling.add("pd2")  # its round still landing: the round's dispatch waits
+        await daemon._poll("pd")
+        assert await until(lambda: not daemon._early)
+        assert w.sims["ii"].call_count(method="POST", route=EDIT) == 1
+        assert w.incident("ii", "one")["state"] == "resolved"
+        assert w.sims["ii2"].writes() == 0
+        assert w.incident("ii2", "two")["state"] != "resolved" and pending(w) == 1
     finally:
         await w.close()
 
