@@ -246,6 +246,7 @@ class Config:
     sync: Sequence[SyncGroup]
     oncall: Sequence[OnCallMapping]
     users: Mapping[str, Mapping[str, str]]
+    """account -> vendor user id or email (stored as :func:`user_key` makes it) -> email."""
     warnings: Sequence[str] = field(default_factory=tuple)
     text: str = field(default="", repr=False, compare=False)
     """The source, for locating problems :func:`preflight` finds."""
@@ -409,8 +410,18 @@ def loads(text: str, path: Path) -> Config:
             bad = _bad_users(table)
             if bad:
                 report(["users", account, bad[0]], bad[1])
-            else:
-                users[account] = dict(table)
+                continue
+            entries: dict[str, str] = {}
+            spelled: dict[str, str] = {}  # stored key -> the entry that wrote it first
+            for user, email in table.items():
+                key = user_key(user)
+                if key in spelled:
+                    report(["users", account, user], f"the same email as {spelled[key]!r} "
+                           "(emails match whatever their case): keep one entry")
+                    continue
+                spelled[key] = user
+                entries[key] = email
+            users[account] = entries
 
     if problems:
         raise ConfigError(problems)
@@ -461,6 +472,13 @@ def _weak_webhook_secret(settings: AccountSettings) -> str | None:
         return (f"is too short ({len(value)} characters; at least {MIN_WEBHOOK_SECRET}): use "
                 "the secret the vendor generated for the webhook subscription")
     return None
+
+
+def user_key(user: str) -> str:
+    """How a ``[users.ACCOUNT]`` key is stored and looked up: an email (it holds an ``@``)
+    stripped and lower-cased, since emails match whatever their case; a vendor user id as
+    written, since ids are case-sensitive."""
+    return user.strip().lower() if "@" in user else user
 
 
 def _bad_users(table: Mapping[str, str]) -> tuple[str, str] | None:
@@ -569,7 +587,7 @@ class _Locator:
         for number, line in enumerate(text.splitlines(), start=1):
             header = self._HEADER.match(line)
             if header:
-                parts = [_unquote(p) for p in header.group(2).split(".")]
+                parts = _dotted(header.group(2))
                 if header.group(1) == "[[":
                     array = (*resolve(parts[:-1]), parts[-1])
                     last[array] = last.get(array, -1) + 1
@@ -580,7 +598,7 @@ class _Locator:
                 continue
             key = self._KEY.match(line)
             if key:
-                parts = tuple(_unquote(p) for p in key.group(1).split("."))
+                parts = tuple(_dotted(key.group(1)))
                 self.entries.append(((*table, *parts), number))
 
     def __call__(self, loc: Sequence[Any]) -> int | None:
@@ -596,6 +614,11 @@ class _Locator:
                 if path[:size] == wanted[:size]:
                     return number
         return None
+
+
+def _dotted(key: str) -> list[str]:
+    """The parts of a dotted TOML key; a quoted part may hold dots (``"bob@example.com"``)."""
+    return [_unquote(p) for p in re.findall(r"\"[^\"]*\"|'[^']*'|[^.\"'\s]+", key)]
 
 
 def _unquote(part: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from syncd import metrics
-from syncd.config import Config, OnCallMapping, OnCallMember
+from syncd.config import Config, OnCallMapping, OnCallMember, user_key
 from syncd.engine.dispatcher import Dispatcher
 from syncd.ledger import Ledger, Tx, utcnow
 from syncd.ledger import oncall as store
@@ -42,7 +42,7 @@ STUCK_AFTER = timedelta(minutes=15)
 """An override still pending this long was sent by a process that stopped mid-call."""
 NOBODY, DIFFERENT = "nobody", "different"
 
-Users = Mapping[str, Mapping[str, str]]  # account -> vendor user id or email -> email
+Users = Mapping[str, Mapping[str, str]]  # Config.users: account -> user id or email -> email
 Directory = Mapping[str, str | None]  # identity (email) -> the vendor's own email for that user
 
 
@@ -56,18 +56,12 @@ def label(member: OnCallMember) -> str:
 
 def identify(users: Users, account: str, user_id: str, email: str | None) -> str | None:
     """The person behind a vendor user: an explicit ``[users.ACCOUNT]`` entry first (by user
-    id, then by vendor email), else the vendor's email. None = cannot be matched."""
+    id, then by vendor email, in any case: the config stores email keys lower-cased, see
+    :func:`~syncd.config.user_key`), else the vendor's email. None = cannot be matched."""
     explicit = users.get(account, {})
-    found = explicit.get(user_id) or (_by_email(explicit, email) if email else None) or email
+    found = explicit.get(user_key(user_id)) or (
+        explicit.get(user_key(email)) if email else None) or email
     return found.strip().lower() if found else None
-
-
-def _by_email(table: Mapping[str, str], email: str) -> str | None:
-    """The entry keyed by ``email``, whatever case either is written in (emails match
-    case-insensitively everywhere else, so an entry must not be skipped over a capital)."""
-    wanted = email.strip().lower()
-    return table.get(email) or next(
-        (v for k, v in table.items() if "@" in k and k.strip().lower() == wanted), None)
 
 
 def directory(users: Users, account: str, seen: Iterable[tuple[str, str | None]]) -> dict[
@@ -83,7 +77,7 @@ def directory(users: Users, account: str, seen: Iterable[tuple[str, str | None]]
             found.setdefault(ident, email or (user_id if "@" in user_id else None))
     spelled = {e.strip().lower(): e for e in emails.values() if e}
     for vendor_user, ident in users.get(account, {}).items():
-        vendor_email = (spelled.get(vendor_user.strip().lower(), vendor_user)
+        vendor_email = (spelled.get(vendor_user, vendor_user)
                         if "@" in vendor_user else emails.get(vendor_user))
         found[ident.strip().lower()] = vendor_email or found.get(ident.strip().lower())
     return found

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from syncd import config, vendors
+from syncd.engine.oncall import identify
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "syncd.example.toml"
@@ -240,6 +241,29 @@ def test_oncall_and_users_of_the_wrong_shape(tmp_path: Path) -> None:
     assert lines == [f"{tmp_path / 'syncd.toml'}:1: oncall: expected [[oncall]] array of tables",
                      f"{tmp_path / 'syncd.toml'}:2: users: expected a [users.ACCOUNT] table per "
                      "account"]
+
+
+def test_user_email_keys_are_lower_cased_once_at_load(tmp_path: Path) -> None:
+    """A ``[users.X]`` key holding an email is stored lower-cased (and stripped), so the on-call
+    matching finds it by a plain lookup whatever case the vendor reports; a vendor user id is
+    kept as written (ids are case-sensitive)."""
+    cfg = config.load(write(tmp_path, GOOD + '\n[users.vo]\n" Bob@Corp.Example" = '
+                            '"bob@example.com"\nPABC12 = "carol@example.com"\n'))
+    assert cfg.users == {"vo": {"bob@corp.example": "bob@example.com",
+                                "PABC12": "carol@example.com"}}
+    assert identify(cfg.users, "vo", "U7", "BOB@corp.example") == "bob@example.com"
+    assert identify(cfg.users, "vo", "pabc12", None) is None
+
+
+def test_user_email_keys_differing_only_in_case_are_refused(tmp_path: Path) -> None:
+    """Two entries for one email (written in two cases) would silently drop one of them: the
+    later one is refused, at its own line, naming the first."""
+    text = GOOD + ('\n[users.vo]\n"bob@corp.example" = "bob@example.com"\n'
+                   'alice = "alice@example.com"\n"Bob@Corp.example" = "robert@example.com"\n')
+    number = text.splitlines().index('"Bob@Corp.example" = "robert@example.com"') + 1
+    assert problems(tmp_path, text) == [
+        f"{tmp_path / 'syncd.toml'}:{number}: users.vo.Bob@Corp.example: the same email as "
+        "'bob@corp.example' (emails match whatever their case): keep one entry"]
 
 
 def test_check_config_never_prints_a_ledger_password(tmp_path: Path) -> None:

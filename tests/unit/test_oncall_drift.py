@@ -121,10 +121,11 @@ def test_explicit_user_overrides_come_before_email() -> None:
 
 
 def test_explicit_email_entries_match_whatever_case_the_vendor_writes() -> None:
-    """Emails are case-insensitive everywhere else in matching; an entry written
-    "Bob@Corp.example" must still name the user the vendor reports as "bob@corp.example" (or
-    the entry is silently ignored and bob is compared, and overridden, by his old address)."""
-    users = {"vo": {"Bob@Corp.example": "bob@example.com"}}
+    """Emails are case-insensitive everywhere else in matching; an entry (stored lower-cased by
+    the config, whatever case it was written in) must still name the user the vendor reports
+    as "BOB@CORP.EXAMPLE" (or the entry is silently ignored and bob is compared, and
+    overridden, by his old address); the override goes to the vendor's own spelling."""
+    users = {"vo": {"bob@corp.example": "bob@example.com"}}
     assert identify(users, "vo", "bob", "bob@corp.example") == "bob@example.com"
     assert identify(users, "vo", "bob", "BOB@CORP.EXAMPLE ") == "bob@example.com"
     vo = shifts("pol-x", ("alice", 0, 8), ("bob", 8, 16), domain="corp.example")
@@ -132,8 +133,8 @@ def test_explicit_email_entries_match_whatever_case_the_vendor_writes() -> None:
     pd = shifts("P1", ("alice", 0, 8), ("bob", 8, 16))
     d = compute_drift(MAPPING, {PD: pd, VO: vo}, users, T0, T0 + 16 * H)
     assert d.windows == [] and d.unmatched == []
-    assert directory(users, "vo", [("bob", "bob@corp.example")])["bob@example.com"] \
-        == "bob@corp.example"
+    assert directory(users, "vo", [("bob", "Bob@Corp.example")])["bob@example.com"] \
+        == "Bob@Corp.example"
 
 
 def test_missing_member_makes_agreement_unknown() -> None:
