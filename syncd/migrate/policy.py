@@ -111,13 +111,10 @@ def convert_policy(source: Policy, target: TargetModel, *,
             delay = timedelta(minutes=math.ceil(delay / timedelta(minutes=1)))
             lost.insert(0, f"delay {level.delay} rounded up to {delay} (PagerDuty counts "
                         "whole minutes)")
-        targets = tuple(
-            Target(t.kind, (schedules if t.kind == "schedule" else users)[t.id])
-            for t in level.targets
-        )
-        if target.vendor == "incidentio":
-            targets = tuple(replace(t, low_urgency=s.low_urgency)
-                            for t, s in zip(targets, level.targets, strict=True))
+        carried = target.vendor == "incidentio"
+        targets = tuple(replace(t, id=(schedules if t.kind == "schedule" else users)[t.id],
+                                low_urgency=carried and t.low_urgency) for t in level.targets)
+        if carried:
             levels.append(replace(level, targets=targets, delay=delay))
         else:  # what _carried named: PagerDuty rules have no field for it
             levels.append(replace(level, targets=targets, delay=delay, ack_mode=None,

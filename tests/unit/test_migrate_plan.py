@@ -10,7 +10,7 @@ from test_migrate_schedule import NOW, hard_case
 
 from syncd.migrate.convert import INCIDENTIO, PAGERDUTY, Conversion, TargetModel
 from syncd.migrate.plan import POLICY, SCHEDULE, Known, People, Verb, build, fingerprint
-from syncd.migrate.policy import Level, Policy, Target
+from syncd.migrate.policy import Level, Policy, Target, convert_policy
 
 HORIZON = timedelta(days=28)
 SOURCE_DIR = {"alice": "Alice@Example.com ", "bob": "bob@example.com",
@@ -113,6 +113,21 @@ def test_conditional_levels_are_refused_for_every_target(model: TargetModel) -> 
                  people=people(), known={}, now=NOW, horizon=HORIZON)
     (item,) = plan.items
     assert item.refusal is not None and item.refusal.code == "conditional_branch_unsupported"
+
+
+@pytest.mark.parametrize(("model", "low"), [(INCIDENTIO, True), (PAGERDUTY, False)])
+def test_policy_targets_get_target_ids_and_keep_urgency_where_the_target_has_it(
+        model: TargetModel, low: bool) -> None:
+    """Each target is the same target under its id in the target vendor; its low urgency
+    carries into incident.io and is dropped (a named loss) for PagerDuty."""
+    pol = Policy(id="EP", name="urgent", levels=(Level(
+        (Target("user", "erin", low_urgency=True), Target("schedule", "S1")),
+        timedelta(minutes=5)),))
+    done = convert_policy(pol, model, schedules={"S1": "T-S1"}, users={"erin": "U5"})
+    assert done.target is not None
+    assert done.target.levels[0].targets == (Target("user", "U5", low_urgency=low),
+                                             Target("schedule", "T-S1"))
+    assert bool(done.losses) is not low
 
 
 def test_fingerprint_is_stable_and_sensitive() -> None:
