@@ -265,6 +265,7 @@ async def _write(pair: Pair, writer: ScheduleTarget, item: Item,
     assert obj is not None and item.fingerprint is not None
     mark = marker(pair.source, item.kind, item.source_id)
     is_schedule = isinstance(obj, Schedule)
+    overrides = obj.overrides if isinstance(obj, Schedule) else ()
     if item.verb == Verb.UPDATE and item.target_id:
         target_id, action = item.target_id, "updated"
         await (writer.update_schedule(target_id, obj, mark) if isinstance(obj, Schedule)
@@ -283,14 +284,17 @@ async def _write(pair: Pair, writer: ScheduleTarget, item: Item,
                                if isinstance(obj, Schedule)
                                else writer.create_policy(obj, intent.marker))
             action = "created"
-        # The object is live in the target from here on: record its id now, with no
-        # fingerprint yet, so a failure below (overrides refused, a crash) leaves a mapping
-        # that verify checks and the next plan updates, not an object only the marker knows.
-        pair.ledger.call(store.written, pair.source, pair.target, item.kind, item.source_id,
-                         target_id, "", now)
+        if overrides:
+            # The object is live in the target from here on: record its id now, with no
+            # fingerprint yet, so a failure below (overrides refused, a crash) leaves a
+            # mapping that verify checks and the next plan updates, not an object only the
+            # marker knows. Without overrides nothing can fail in between: the write below
+            # records the id and the fingerprint together.
+            pair.ledger.call(store.written, pair.source, pair.target, item.kind,
+                             item.source_id, target_id, "", now)
     created = 0
-    if isinstance(obj, Schedule) and obj.overrides:
-        created = await writer.sync_overrides(target_id, obj.overrides)
+    if overrides:
+        created = await writer.sync_overrides(target_id, overrides)
     pair.ledger.call(store.written, pair.source, pair.target, item.kind, item.source_id,
                      target_id, item.fingerprint, now)
     log.info("migrate.applied", kind=item.kind, source_id=item.source_id, action=action,

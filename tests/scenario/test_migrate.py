@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 from world import World, render, threaded_sims
 
 from syncd import config as config_mod
@@ -24,7 +25,8 @@ from syncd.ledger import Ledger, utcnow
 from syncd.ledger import migrated as store
 from syncd.migrate import service
 from syncd.migrate.convert import Conversion
-from syncd.migrate.plan import POLICY, SCHEDULE, Plan, Verb
+from syncd.migrate.plan import POLICY, SCHEDULE, Known, Plan, Verb
+from syncd.migrate.schedule import Schedule
 
 NY, HALF_DAY, POLICY_ID = "PSCHNY1", "PSCH12H", "PEPPLT1"
 SCHEDULE_WRITES = ("/schedules", "/schedules/{id}", "/schedules/{id}/overrides",
@@ -113,6 +115,39 @@ async def test_plan_apply_verify_rerun_and_edit_in_place(world: World) -> None:
         checked = await service.verify(pair, now=utcnow(), days=28)
         assert all(v.differences == [] for v in checked)
     finally:
+        await closed(pair)
+        await world.close()
+
+
+async def test_a_created_object_is_recorded_in_one_write_unless_overrides_follow(
+        world: World) -> None:
+    """After its intent, a created object costs one ledger write (its target id and
+    fingerprint together); only a schedule with overrides records its target id before them
+    and its fingerprint after them, so a failure in between leaves it known (see
+    test_a_schedule_whose_overrides_failed_is_verified_and_finished_by_the_rerun)."""
+    pair = pair_of(world, "pd", "pd2")
+    updates: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE MIGRATED"):
+            updates.append(statement)
+
+    event.listen(world.ledger.engine, "before_cursor_execute", seen)
+    try:
+        plan = await service.plan(pair, SELECTION, now=utcnow(), horizon=HORIZON)
+        applied = await service.apply(pair, plan, now=utcnow())
+        assert {a.action for a in applied} == {"created"} and len(applied) > 1
+        with_overrides = [i for i in plan.items
+                          if isinstance(i.converted, Schedule) and i.converted.overrides]
+        assert 0 < len(with_overrides) < len(applied)  # both kinds
+        assert len(updates) == len(applied) + len(with_overrides)
+        known = pair.known()
+        for a in applied:
+            item = plan.item(a.kind, a.source_id)
+            assert item is not None
+            assert known[(a.kind, a.source_id)] == Known(a.target_id or "", item.fingerprint or "")
+    finally:
+        event.remove(world.ledger.engine, "before_cursor_execute", seen)
         await closed(pair)
         await world.close()
 
