@@ -157,7 +157,16 @@ def state_action(have: State, want: State) -> Action | None:
     return Action.UNACKNOWLEDGE
 
 
-_TAG = r"o(?:[0-9a-f]{16}|[0-9a-f]{8})"  # an origin tag: 16 hex digits, 8 in older markers
+TAG_LETTER = "o"
+"""What an origin tag starts with (:func:`origin_tag`), before its hex digits."""
+TAG_DIGITS = 16
+"""Hex digits of an origin tag: collisions out of reach, so a copy may join by its tag alone
+(:func:`joins_by_tag`)."""
+LEGACY_TAG_DIGITS = 8
+"""Hex digits of an origin tag in markers written before :data:`TAG_DIGITS`: too few to tell
+incidents apart, so such a copy pairs only with the link id its marker names."""
+_TAG = rf"{TAG_LETTER}(?:[0-9a-f]{{{TAG_DIGITS}}}|[0-9a-f]{{{LEGACY_TAG_DIGITS}}})"
+"""An origin tag, either length."""
 MARKER_SHAPE = rf"syncd-[\w.-]+-\d+(?:-{_TAG})?"
 """What any creation marker looks like (group-agnostic), for clients that tell a marker from
 another key: ``syncd-<group>-<link id>-<origin tag>``, or ``syncd-<group>-<link id>`` as written
@@ -191,20 +200,22 @@ def origin_tag(account: str, external_id: str) -> str:
     marker for link 28167191. Markers written before held 8 hex digits (:func:`joins_by_tag`):
     too few to tell incidents apart (account ``a``'s ``S1174`` and ``S33770`` share
     ``o099126bb``), so those pair only with the link id they name."""
-    return "o" + hashlib.sha256(f"{account}\n{external_id}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{account}\n{external_id}".encode()).hexdigest()
+    return TAG_LETTER + digest[:TAG_DIGITS]
 
 
 def joins_by_tag(tag: str | None) -> bool:
     """Whether a copy carrying ``tag`` may join a link other than the one its marker names, by
     the tag alone: only a full 16-digit tag, whose collisions are out of reach; an 8-digit one
     collides within tens of thousands of incidents of one account."""
-    return tag is not None and len(tag) == 17
+    return tag is not None and len(tag) == len(TAG_LETTER) + TAG_DIGITS
 
 
 def names_origin(tag: str, account: str, external_id: str) -> bool:
     """Whether ``tag`` (16 or, in an older marker, 8 hex digits) names that incident."""
     full = origin_tag(account, external_id)
-    return full == tag or (len(tag) == 9 and full.startswith(tag))
+    return full == tag or (len(tag) == len(TAG_LETTER) + LEGACY_TAG_DIGITS
+                           and full.startswith(tag))
 
 
 def marker_for(group: str, link_id: int, account: str, external_id: str) -> str:

@@ -301,10 +301,8 @@ def _adopt_copies(tx: Tx, group: SyncGroup, joins: Sequence[_Join], now: datetim
     for the page's copies, one for the links claiming their tags."""
     by_tag = {j.link.key: j for j in joins if j.link.key and joins_by_tag(j.link.key)}
     found: dict[tuple[str, str], list[tuple[pages.CopyRow, Marker]]] = {}
-    for copy in pages.unlinked_copies(tx, group.name, by_tag):
-        marked = parse_marker({"marker": copy.marker}, group.name)
-        if marked is not None and marked.tag == copy.tag and copy.account in group.accounts:
-            found.setdefault((copy.tag, copy.account), []).append((copy, marked))
+    for copy, marked in _marked_copies(tx, group, by_tag):
+        found.setdefault((copy.tag, copy.account), []).append((copy, marked))
     claims = pages.links_for_keys(tx, group.name, {tag for tag, _ in found})
     for (tag, account), copies in found.items():
         j = by_tag[tag]
@@ -318,6 +316,19 @@ def _adopt_copies(tx: Tx, group: SyncGroup, joins: Sequence[_Join], now: datetim
         j.missing.remove(account)
         j.link.accounts.add(account)
         j.copies.append(copies[0][0])
+
+
+def _marked_copies(tx: Tx, group: SyncGroup, tags: Iterable[str]
+                   ) -> list[tuple[pages.CopyRow, Marker]]:
+    """The unlinked copies carrying one of ``tags`` in a marker of ``group`` (not another
+    group's marker with the same tag), in the group's accounts, oldest first, each with its
+    marker. One query."""
+    out = []
+    for copy in pages.unlinked_copies(tx, group.name, tags):
+        marked = parse_marker({"marker": copy.marker}, group.name)
+        if marked is not None and marked.tag == copy.tag and copy.account in group.accounts:
+            out.append((copy, marked))
+    return out
 
 
 def _ambiguous(links: int, copies: int) -> str | None:
@@ -428,9 +439,8 @@ def _marked_link(tx: Tx, ctx: GroupContext, s: Seen, marked: Marker, opens: dict
                   "mirrors the incident its origin tag names (yet: a link opened for it later "
                   "adopts it)")
         return None
-    others = [c for c in pages.unlinked_copies(tx, group.name, [tag])
-              if c.account == s.rec.account and c.id != s.rec.id
-              and parse_marker({"marker": c.marker}, group.name) is not None]
+    others = [c for c, _ in _marked_copies(tx, group, [tag])
+              if c.account == s.rec.account and c.id != s.rec.id]
     why = _ambiguous(len(claims), len(others) + 1)
     if why is not None:
         _unpaired(tx, group.name, s.rec, marked, now, f"{_ELSEWHERE}, and {why}")
