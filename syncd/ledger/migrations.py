@@ -214,9 +214,10 @@ MIGRATIONS: list[str] = [
     """,
     # 7: a copy's origin tag (the ``o`` + hex digits ending its creation marker), indexed, so
     # a copy whose marker names another ledger's link id is found by the incident it mirrors,
-    # and a mirror link's key is its origin tag (link.key was NULL for mirror links). The
-    # copies already stored get their tag from :func:`fill_tags` (exact, unlike LIKE); the
-    # index holds copies only, so it stays small beside a million records.
+    # and a mirror link's key is its origin tag (link.key was NULL for mirror links, and stays
+    # NULL for those: never adopted into, which is safe, see docs/security.md). The copies
+    # already stored get their tag from :func:`fill_tags` (exact, unlike LIKE); the index
+    # holds copies only, so it stays small beside a million records.
     """
     ALTER TABLE record ADD COLUMN tag VARCHAR;
     CREATE INDEX ix_record_tag ON record (tag) WHERE tag IS NOT NULL;
