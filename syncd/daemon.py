@@ -268,7 +268,8 @@ class Daemon:
         owe actions to (:attr:`Engine.peers <syncd.engine.Engine.peers>`) whose due actions
         already fill a whole push starts it now (``whole``: the round's own dispatch still
         sends the rest), so the budget is busy while the rest of the round lands. The other
-        accounts' due actions came from other polls: their rounds' dispatches send them."""
+        accounts' due actions came from other polls: the round's dispatch sends them, or the
+        per-second dispatch job once :data:`ROUND_WAIT` has passed."""
         if self.health.stopping:
             return
         loop = asyncio.get_running_loop()
