@@ -30,7 +30,6 @@ import anyio
 import structlog
 
 from syncd import metrics
-from syncd.engine.leadership import counting_writes
 from syncd.engine.links import GroupContext, join_created
 from syncd.ledger import Ledger, Outbox, Record, Tx, outbox, records, utcnow
 from syncd.ledger import oncall as oncall_store
@@ -47,6 +46,7 @@ from syncd.vendors.base import (
     TransientError,
     VendorClient,
     VendorError,
+    counting_writes,
 )
 from syncd.vendors.guard import vendor_answer
 
@@ -333,10 +333,17 @@ class Dispatcher:
 
     async def push_override(self, row: Outbox) -> tuple[str, str | None, str]:
         """Push one owed on-call override and store its outcome. Returns (outcome, vendor id,
-        reason) with outcome done, no-op, deferred, refused or unknown."""
+        reason) with outcome done, no-op, deferred, refused or unknown.
+
+        An override can take several writes (Splunk On-Call: create, then assign; incident.io:
+        one per rotation layer). Refused or deferred after one of them may have landed, it is
+        unknown, not retried: planning it afresh would stack a second override on the part
+        that exists. The count comes from the client's session, so it holds for every process,
+        whether or not a lease guards its writes."""
         assert row.id is not None
         o = oncall_store.override_of(row)
         vendor_id: str | None = None
+        sent = [0]
         try:
             with vendor_answer(self.account, "create_override"), counting_writes() as sent:
                 try:
@@ -348,10 +355,12 @@ class Dispatcher:
             outcome, reason = ("done", "") if vendor_id else (
                 "no-op", "the vendor created nothing: the person is already the one paged "
                 "there throughout the window")
-        except (RateLimited, AuthError) as exc:
-            outcome, reason = "deferred", f"{type(exc).__name__}: {exc}"
-        except PermanentError as exc:
-            outcome, reason = "refused", f"{type(exc).__name__}: {exc}"
+        except (RateLimited, AuthError, PermanentError) as exc:
+            if sent[0]:
+                outcome, reason = "unknown", _in_part(exc, sent[0])
+            else:
+                outcome = "refused" if isinstance(exc, PermanentError) else "deferred"
+                reason = f"{type(exc).__name__}: {exc}"
         except VendorError as exc:
             outcome, reason = "unknown", (f"{type(exc).__name__}: {exc} (not retried: the "
                                           "override may exist)")
@@ -368,8 +377,7 @@ class Dispatcher:
         and a row no longer pending is left alone. If the ledger cannot be reached either, the
         row stays pending and becomes unknown after STUCK_AFTER, as after a crash."""
         outcome, reason = ("deferred", f"not sent: {exc}") if not sent else (
-            "unknown", f"{exc} after {sent} write(s) of it left (not retried: the override "
-                       "may exist in part)")
+            "unknown", _in_part(exc, sent))
         try:
             await self.ledger.read(oncall_store.settle_override, row_id, outcome, None, reason,
                                    self.clock())
@@ -431,6 +439,12 @@ def _source_record(tx: Tx, link_id: int, account: str
     state, sev = agreed.get(STATE), agreed.get(SEVERITY)
     return (state.value if state and state.value else record.state,
             sev.value if sev else record.severity, record.title)
+
+
+def _in_part(exc: Exception, sent: int) -> str:
+    """The reason of an override that failed after ``sent`` of its writes may have landed."""
+    return (f"{type(exc).__name__}: {exc} after {sent} write(s) of it left (not retried: the "
+            "override may exist in part)")
 
 
 def _note_error(tx: Tx, ids: list[int], error: str) -> None:

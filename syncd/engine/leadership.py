@@ -11,9 +11,7 @@ process's own clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -23,32 +21,17 @@ import structlog
 from syncd import __version__, metrics
 from syncd.ledger import Ledger
 from syncd.ledger.lease import Lease, LeaseLost, Term, current
+from syncd.vendors._http import READ_METHODS
 
 log = structlog.get_logger(__name__)
-
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-_WRITES_SENT: ContextVar[list[int] | None] = ContextVar("syncd_writes_sent", default=None)
-
-
-@contextmanager
-def counting_writes() -> Iterator[list[int]]:
-    """Count the vendor writes that pass the guard inside the block (this task only): after a
-    refused write, whether an earlier write of the same operation already left (an override
-    made of several requests) decides between "nothing was sent" and "it may exist"."""
-    sent = [0]
-    reset = _WRITES_SENT.set(sent)
-    try:
-        yield sent
-    finally:
-        _WRITES_SENT.reset(reset)
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
     """Wraps a vendor client's transport: a write (any method but GET/HEAD/OPTIONS) leaves
     only if ``guard()`` passes right now, at the last moment before the request is sent (after
     any rate-limit wait). A refused write raises :class:`LeaseLost`: nothing was sent, so the
-    outbox row stays pending for whoever leads."""
+    outbox row stays pending for whoever leads. Writes that left are counted by the client's
+    session (:func:`syncd.vendors.base.counting_writes`), not here: one count, led or not."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport, guard: Callable[[], None],
                  agent: str | None = None) -> None:
@@ -61,9 +44,6 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             request.headers["User-Agent"] = self.agent
         if request.method not in READ_METHODS:
             self.guard()
-            sent = _WRITES_SENT.get()
-            if sent is not None:
-                sent[0] += 1
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:

@@ -14,7 +14,9 @@ all of them, so that a retry storm or a leaked key is fixed in one place:
   (read as a stream and abandoned past the cap) are all :class:`MalformedResponse`;
 - a TLS verification failure is a :class:`TLSError` that names the host, never a retried
   "connection failed";
-- errors and logs carry the route template ("GET /incidents/{id}"), never headers or credentials.
+- errors and logs carry the route template ("GET /incidents/{id}"), never headers or credentials;
+- every write (any method but GET/HEAD/OPTIONS) that may have taken effect is counted for
+  :func:`~syncd.vendors.base.counting_writes`, the one count for every process, led or not.
 
 An unpaginated list is read element by element (:meth:`VendorHTTP.items`, :func:`json_items`)
 with the standard library's ``json.JSONDecoder.raw_decode`` per element, not a streaming parser
@@ -48,6 +50,7 @@ import structlog
 from syncd import metrics, secrets
 from syncd.ratelimit import ACCOUNT, Budget
 from syncd.vendors.base import (
+    REFUSALS,
     AuthError,
     MalformedResponse,
     NotFound,
@@ -56,9 +59,12 @@ from syncd.vendors.base import (
     TLSError,
     TransientError,
     VendorError,
+    note_write_landed,
 )
 
 log = structlog.get_logger(__name__)
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 """The largest vendor answer syncd reads, after decoding (10 MiB). The largest legitimate page
@@ -252,8 +258,12 @@ class VendorHTTP:
                     error = found
                 elif opened is None:
                     self._count(endpoint, str(response.status_code))
+                    if method not in READ_METHODS:
+                        note_write_landed()
                     return response, None
                 else:
+                    if method not in READ_METHODS:
+                        note_write_landed()  # accepted: reading its answer cannot undo it
                     kept = False
                     try:
                         result = await opened(response)
@@ -264,6 +274,8 @@ class VendorHTTP:
                     finally:
                         if not kept:
                             await _close(response)
+            if method not in READ_METHODS and not isinstance(error, REFUSALS):
+                note_write_landed()  # a 5xx, a timeout, a garbled 2xx: it may have landed
             if isinstance(error, RateLimited):
                 metrics.VENDOR_RATE_LIMITED.labels(self.account, endpoint).inc()
                 self.budget.pause(bucket, error.retry_after)

@@ -27,7 +27,9 @@ and ``syncd status`` can reason about a vendor without building or calling it.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
@@ -109,6 +111,39 @@ class NotFound(PermanentError):
 
 class MalformedResponse(VendorError):
     """A response we cannot trust: bad JSON, missing fields, unknown enums, HTML error pages."""
+
+
+REFUSALS = (RateLimited, AuthError, PermanentError)
+"""Errors that mean the vendor did not act on the request (it answered "no", or it was never
+sent: a failed TLS check); any other failure of a write may have landed."""
+
+
+# --------------------------------------------------------------------------- write counting
+
+_WRITES_LANDED: ContextVar[list[int] | None] = ContextVar("syncd_writes_landed", default=None)
+
+
+@contextmanager
+def counting_writes() -> Iterator[list[int]]:
+    """Count, inside the block (this task only), the vendor writes that may have taken effect:
+    every write the vendor accepted or answered ambiguously (a 5xx, a timeout), not one it
+    refused (a :data:`REFUSALS` answer) or one never sent (stopped by a write guard). An
+    operation made of several writes (an override: create, then assign) that fails after a
+    counted write may exist in part, so it must not be recorded as refused or deferred.
+    Every vendor write passes :class:`syncd.vendors._http.VendorHTTP`, which counts."""
+    landed = [0]
+    reset = _WRITES_LANDED.set(landed)
+    try:
+        yield landed
+    finally:
+        _WRITES_LANDED.reset(reset)
+
+
+def note_write_landed() -> None:
+    """One write may have taken effect (see :func:`counting_writes`); a no-op outside it."""
+    landed = _WRITES_LANDED.get()
+    if landed is not None:
+        landed[0] += 1
 
 
 # --------------------------------------------------------------------------- capabilities

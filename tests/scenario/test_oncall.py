@@ -57,21 +57,24 @@ def oncall_toml(mappings: list[dict[str, Any]], users: dict[str, dict[str, str]]
 
 async def oncall_world(tmp_path: Path, vendors: dict[str, str],
                        mappings: list[dict[str, Any]],
-                       users: dict[str, dict[str, str]] | None = None) -> World:
-    w = World(tmp_path, vendors, [])
+                       users: dict[str, dict[str, str]] | None = None,
+                       account_extra: dict[str, dict[str, Any]] | None = None) -> World:
+    w = World(tmp_path, vendors, [], account_extra=account_extra or {})
     w.config_path.write_text(w.config_path.read_text() + oncall_toml(mappings, users or {}))
     await w.restart()
     return w
 
 
 async def leader_b_world(tmp_path: Path, vendor: str, sched: str,
-                         horizon_days: float = 3) -> World:
+                         horizon_days: float = 3,
+                         account_extra: dict[str, dict[str, Any]] | None = None) -> World:
     """Two accounts of one vendor mapped on the same schedule; "b" leads, "a" is repaired."""
     return await oncall_world(tmp_path, {"a": vendor, "b": vendor},
                               [{"name": "primary", "leader": "b", "repair": "override",
                                 "horizon_days": horizon_days, "members": [
                                     {"account": "a", "schedule": sched},
-                                    {"account": "b", "schedule": sched}]}])
+                                    {"account": "b", "schedule": sched}]}],
+                              account_extra=account_extra)
 
 
 def service(w: World) -> OnCallService:
@@ -680,4 +683,40 @@ async def test_an_override_refused_half_way_is_unknown_not_pushed_again(tmp_path
         assert [r.status for r in await service(w).repair([d])] == ["already"]
     finally:
         await engine.aclose()
+        await w.close()
+
+
+
+@pytest.mark.parametrize(("fault", "route", "outcome"), [
+    ({"error_rate": 1.0, "error_status": 400}, "/assignments/", "unknown"),
+    ({"rate_limit_rate": 1.0}, "/assignments/", "unknown"),
+    ({"error_rate": 1.0, "error_status": 400}, "/overrides", "refused"),
+])
+async def test_an_override_failing_after_its_first_write_is_unknown_without_a_lease(
+        tmp_path: Path, fault: dict[str, Any], route: str, outcome: str) -> None:
+    """One replica, SQLite, no lease: Splunk On-Call makes an override in two writes (create,
+    then assign). Refused (400) or rate limited (429, no retries left) on the assignment, after
+    the create left: the half-made override exists at the vendor, so the row is unknown (a
+    person looks), never refused or deferred (a later run would plan it afresh and stack a
+    second one). Refused on the create itself, nothing was made: refused."""
+    from syncd.ledger import oncall as store
+    from syncd.ledger import utcnow
+
+    w = await leader_b_world(tmp_path, "victorops", VO_DB, account_extra={"a": {"max_retries": 0}})
+    try:
+        await drift_in_leader(
+            w, VO_DB, ("dave@example.com", "erin@example.com", "frank@example.com"))
+        svc = service(w)
+        await svc.poll_all()
+        [d] = await svc.evaluate()
+        w.sims["a"].faults.__dict__.update({**fault, "routes": [route]})
+        [r] = await svc.repair([d])
+        assert r.status == outcome, r
+        pushed = w.ledger.call(lambda tx: store.pushed_overrides(tx, store.horizon_start(
+            utcnow())))
+        assert [p.outcome for p in pushed] == [outcome]
+        if outcome == "unknown":
+            assert "after 1 write(s) of it left" in r.reason, r.reason
+            assert [x.status for x in await svc.repair([d])] == ["already"]  # not pushed again
+    finally:
         await w.close()
