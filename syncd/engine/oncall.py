@@ -656,7 +656,8 @@ async def execute(ledger: Ledger, dispatchers: Mapping[str, Dispatcher],
     person is already the one paged throughout: recorded, not retried); ``refused``;
     ``unknown`` (a transient failure: not retried, since the override may exist and Spike.sh
     would stack a second); ``deferred`` (rate limited or an auth failure:
-    nothing was created, the next run plans afresh).
+    nothing was created, the next run plans afresh). Refused or deferred after one of an
+    override's several writes may have landed is ``unknown`` (``Dispatcher.push_override``).
     """
     out: list[Repair] = []
     sent: dict[str, int] = {}

@@ -11,6 +11,12 @@ migration.md §1.2, §4):
   "Changing this replaces the schedule"): a PUT naming another zone is a 422.
 - Rotations have no precedence: entries "are returned for every rotation and layer on the
   schedule" (``GET /v2/schedule_entries``); every rotation's person is on call at once.
+- A rotation's ``layers`` "control how many people are on-call concurrently" (spec
+  ``ScheduleRotationV2.layers``; terraform-provider-incident ``schedule_rotation.md``:
+  ``concurrent_shifts`` is "how many shifts run at the same time, which is how many people are
+  on call at once"): each layer is one concurrent shift with its own person, and an override
+  "applies to" one layer of one rotation (``ScheduleOverrideV2.layer_id``), so it replaces that
+  layer's person only; the rotation's other layers page theirs as before.
 - ``handover_start_at``: "the first user in ``users`` comes on shift at this time, handing over
   to the next user after each ``handovers`` interval"; several handovers "apply in turn".
 - A PUT "replaces its entire configuration ... including any scheduled future versions"; a
@@ -28,7 +34,12 @@ Ours (docs/vendors/incidentio.md lists them; the vendor does not document them):
   wall-clock time whether or not a working interval is open (the ``sequential`` reading). A
   rotation with alternating handover lengths must say ``scheduling_mode: sequential``: the
   ``fair`` algorithm is not documented, so it is refused as not simulated.
-- One layer per rotation: several concurrent layers are refused as not simulated.
+- Who takes which concurrent shift: at each handover the layers take the next users of the
+  list in order (layer 1 the first, layer 2 the next, ...), going round it ("``sequential``
+  goes around the list in order, so the next person on call is always the one after the last",
+  ``schedule_rotation.md``): with layers L and users u0..un-1, turn k puts
+  ``u[(k * L + j) % n]`` on layer j. Entries carry no ``layer_id`` (dropped in [SPEC]), as the
+  vendor's do.
 - Working intervals are ``HH:MM`` .. ``HH:MM`` within one day, ``24:00`` allowed as an end.
 - A PUT keeps the rotations and layers whose ids it names; overrides on rotations or layers it
   drops are deleted with them (the Terraform docs warn an inline rewrite "can drop overrides").
@@ -253,7 +264,7 @@ class Rotation:
 
     id: str
     name: str
-    layers: list[tuple[str, str]]  # (id, name); one is simulated
+    layers: list[tuple[str, str]]  # (id, name): one concurrent shift each
     users: list[str]
     handover_start: datetime
     handovers: list[tuple[str, int]]  # (interval_type, interval)
@@ -286,26 +297,47 @@ class Schedule:
         return list(dict.fromkeys(r.id for r in self.rotations))
 
     def layer_ids(self, rotation_id: str) -> set[str]:
-        return {lid for r in self.rotations if r.id == rotation_id for lid, _ in r.layers}
+        return set(self.layer_order(rotation_id))
 
-    def versions(self, rotation_id: str) -> list[Layer]:
-        """The rotation's versions as shared on-call layers bounded by their effective dates."""
+    def layer_order(self, rotation_id: str) -> list[str]:
+        """The rotation's layer ids over all its versions, in the order they are listed."""
+        return list(dict.fromkeys(lid for r in self.rotations if r.id == rotation_id
+                                  for lid, _ in r.layers))
+
+    def versions(self, rotation_id: str, layer_id: str) -> list[Layer]:
+        """One layer (concurrent shift) of the rotation, per version that has it, as shared
+        on-call layers bounded by the versions' effective dates (a version without the layer
+        schedules nobody on it)."""
         mine = sorted((r for r in self.rotations if r.id == rotation_id),
                       key=lambda r: r.effective_from or datetime.min.replace(tzinfo=UTC))
         out = []
         for i, r in enumerate(mine):
             until = mine[i + 1].effective_from if i + 1 < len(mine) else None
-            out.append(_layer(r, self.timezone, r.effective_from, until))
+            ids = [lid for lid, _ in r.layers]
+            if layer_id in ids:
+                out.append(_layer(r, ids.index(layer_id), self.timezone, r.effective_from,
+                                  until))
         return out
 
 
-def _layer(r: Rotation, zone: str, since: datetime | None, until: datetime | None) -> Layer:
+def _layer(r: Rotation, position: int, zone: str, since: datetime | None,
+           until: datetime | None) -> Layer:
+    """Layer ``position`` of the rotation: at turn k its person is ``users[(k * L + position)
+    % n]`` with L layers and n users (the layers take the next users in order, module
+    docstring), a list that repeats after n turns."""
     cycle = tuple(INTERVALS[kind] * n for kind, n in r.handovers)
     restrictions = tuple(
         Restriction(_hhmm(a), _minutes(b) - _minutes(a), WEEKDAYS.index(day))
         for day, a, b in r.working)
-    return Layer(tuple(r.users), cycle[0], r.handover_start, zone, restrictions,
+    n, count = len(r.users), len(r.layers)
+    users = tuple(r.users[(k * count + position) % n] for k in range(n))
+    return Layer(users, cycle[0], r.handover_start, zone, restrictions,
                  begins=since, ends=until, cycle=cycle if len(cycle) > 1 else ())
+
+
+def _layers_of(s: Schedule) -> list[tuple[str, str]]:
+    """(rotation id, layer id) of every concurrent shift of the schedule, in listed order."""
+    return [(rid, lid) for rid in s.rotation_ids() for lid in s.layer_order(rid)]
 
 
 def _hhmm(text: str) -> time:
@@ -419,14 +451,15 @@ class IncidentIOOnCall(IncidentIOBase):
     def final_segments(self, s: Schedule, start: datetime, end: datetime,
                        overrides: Iterable[Override] | None = None,
                        ) -> list[tuple[str, datetime, datetime, str | None, str]]:
-        """(user, start, end, override id or None, rotation id) for every rotation: no
-        precedence between rotations, each rotation's overrides replace its person (they
-        never overlap on one layer, notes 5)."""
+        """(user, start, end, override id or None, rotation id) for every layer of every
+        rotation: no precedence between rotations or layers, each layer's overrides replace
+        its person only (they never overlap on one layer, notes 5)."""
         pool = list(self.overrides.values() if overrides is None else overrides)
         out = []
-        for rid in s.rotation_ids():
-            mine = [o for o in pool if o.schedule_id == s.id and o.rotation_id == rid]
-            spans = final(s.versions(rid), mine, start, end, user_of=lambda o: o.user_id,
+        for rid, lid in _layers_of(s):
+            mine = [o for o in pool if o.schedule_id == s.id and o.rotation_id == rid
+                    and o.layer_id == lid]
+            spans = final(s.versions(rid, lid), mine, start, end, user_of=lambda o: o.user_id,
                           rank=lambda o: o.created)
             out += [(sp.user, sp.start, sp.end, sp.override.id if sp.override else None, rid)
                     for sp in spans if sp.user is not None]
@@ -436,8 +469,8 @@ class IncidentIOOnCall(IncidentIOBase):
                            ) -> list[tuple[str, datetime, datetime, str]]:
         """Shifts from the rotation rules alone, one entry per shift, cut to working hours."""
         out = []
-        for rid in s.rotation_ids():
-            spans = final(s.versions(rid), [], start, end, user_of=lambda o: "",
+        for rid, lid in _layers_of(s):
+            spans = final(s.versions(rid, lid), [], start, end, user_of=lambda o: "",
                           joinable=lambda a, b: a.user == b.user and not b.handover)
             out += [(sp.user, sp.start, sp.end, rid) for sp in spans if sp.user is not None]
         return sorted(out, key=lambda e: (e[1], e[3]))
@@ -574,15 +607,19 @@ class IncidentIOOnCall(IncidentIOBase):
     @staticmethod
     def _layers(row: RotationBody, rid: str, known: dict[str, list[tuple[str, str]]],
                 where: str, fresh: Callable[[str], str]) -> list[tuple[str, str]]:
+        """The rotation's concurrent layers; a later version that names no layer ids takes the
+        first version's, position by position."""
         if not row.layers:
             raise ApiError(422, "is_required", "A rotation needs a layer", field=f"{where}.layers")
-        if len(row.layers) > 1:
-            raise ApiError(400, "not_simulated", "not simulated: several concurrent layers in "
-                           "one rotation", field=f"{where}.layers")
-        layer = row.layers[0]
-        earlier = known.get(rid)
-        lid = layer.id or (earlier[0][0] if earlier else fresh("L"))
-        layers = [(lid, layer.name or (earlier[0][1] if earlier else "Layer 1"))]
+        earlier = known.get(rid, [])
+        layers = []
+        for j, layer in enumerate(row.layers):
+            prior = earlier[j] if j < len(earlier) else None
+            layers.append((layer.id or (prior[0] if prior else fresh("L")),
+                           layer.name or (prior[1] if prior else f"Layer {j + 1}")))
+        if len({lid for lid, _ in layers}) != len(layers):
+            raise ApiError(422, "invalid_value", "A layer is listed twice",
+                           field=f"{where}.layers")
         known.setdefault(rid, layers)
         return layers
 

@@ -780,21 +780,34 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
 
     async def create_override(self, schedule_id: str, user_email: str, start: datetime,
                               end: datetime) -> str:
-        """POST /v2/schedule_overrides on the first layer of every rotation that has someone
-        else on call in [start, end) (else on the first rotation); the ids comma-separated.
+        """POST /v2/schedule_overrides on every layer of every rotation that has someone else
+        on call in [start, end) (else on the first rotation's first layer); the ids
+        comma-separated.
 
         A schedule's rotations page their people side by side ("final" has an entry per
-        rotation, notes 5) and an override replaces the person of its own rotation only: an
-        override on the first rotation alone, while a second (a weekend or business-hours
-        rotation) pages someone else, left that person paged as well."""
+        rotation, notes 5), and a rotation's layers are its concurrent shifts, one person each
+        (``ScheduleRotationV2.layers`` "controls how many people are on-call concurrently").
+        An override "applies to" one layer of one rotation (``ScheduleOverrideV2.layer_id``)
+        and replaces that layer's person only: an override on the first rotation alone, or on
+        a rotation's first layer alone, left the others' people paged as well. Entries do not
+        say which layer they belong to (``layer_id`` was dropped from ``ScheduleEntryV2``,
+        notes 5), so every layer of such a rotation is overridden: on a layer that already
+        pages the person the override changes nothing.
+
+        Several writes: one that fails after another landed leaves part of the override live
+        (the dispatcher records it unknown, see ``Dispatcher.push_override``)."""
         endpoint = "POST /v2/schedule_overrides"
         data = await self.http.json("GET", "/v2/schedules/{id}", path={"id": schedule_id})
         sched = require(data, "schedule", dict, endpoint="GET /v2/schedules/{id}",
                         account=self.account)
+        layers: dict[str, list[str]] = {}
         try:
-            layers = {r["id"]: r["layers"][0]["id"] for r in sched["config"]["rotations"]}
-        except (KeyError, IndexError, TypeError):
+            for r in sched["config"]["rotations"]:  # a rotation is listed once per version
+                mine = layers.setdefault(r["id"], [])
+                mine += [lay["id"] for lay in r["layers"] if lay["id"] not in mine]
+        except (KeyError, TypeError):
             layers = {}
+        layers = {rid: ids for rid, ids in layers.items() if ids}
         if not layers:
             raise PermanentError("schedule has no rotation/layer to override",
                                  account=self.account, endpoint=endpoint)
@@ -808,12 +821,15 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
                 if (rid in layers and rid not in others and isinstance(email, str)
                         and email.lower() != user_email.lower()):
                     others.append(rid)
+        first = next(iter(layers))
+        targets = [(rid, lid) for rid in layers if rid in others for lid in layers[rid]] or [
+            (first, layers[first][0])]
         ids = []
-        for rid in [r for r in layers if r in others] or [next(iter(layers))]:
+        for rid, lid in targets:
             # Not idempotent: a blind retry could stack overrides (the layer carve would
             # absorb an identical one, but we do not rely on it).
             data = await self.http.json("POST", "/v2/schedule_overrides", json={
-                "schedule_id": schedule_id, "rotation_id": rid, "layer_id": layers[rid],
+                "schedule_id": schedule_id, "rotation_id": rid, "layer_id": lid,
                 "start_at": _stamp(start), "end_at": _stamp(end),
                 "user": {"email": user_email}})
             override = data.get("override") if isinstance(data, dict) else None

@@ -44,6 +44,10 @@ async def final(http: httpx.AsyncClient, sid: str, start: datetime, end: datetim
             for e in r.json()["schedule_entries"]["final"]]
 
 
+def iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
 def at(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
@@ -78,8 +82,8 @@ async def test_definition_rules_are_refused_in_the_vendor_shape(
         (schedule(rotation(working_intervals=[
             {"weekday": "monday", "start_time": "17:00", "end_time": "09:00"}])), 422,
          "schedule.config.rotations[0].working_intervals[0]"),
-        (schedule(rotation(layers=[{"name": "a"}, {"name": "b"}])), 400,
-         "schedule.config.rotations[0].layers"),
+        (schedule(rotation(layers=[{"id": "L1", "name": "a"}, {"id": "L1", "name": "b"}])),
+         422, "schedule.config.rotations[0].layers"),
         (schedule(rotation(handovers=[{"interval_type": "daily", "interval": 2},
                                       {"interval_type": "daily", "interval": 5}])), 400,
          "schedule.config.rotations[0].scheduling_mode"),
@@ -180,6 +184,44 @@ async def test_overrides_replace_only_their_rotations_person(
         "schedule_id": NY, "rotation_id": business, "layer_id": layer,
         "start_at": "2026-10-27T15:00:00Z", "end_at": "2026-10-27T16:00:00Z",
         "user": {"email": "erin@example.com"}}), 422, "layer_id")
+
+
+async def test_two_layers_page_two_people_and_an_override_replaces_one_layers(
+        http: httpx.AsyncClient) -> None:
+    """A rotation's layers are its concurrent shifts: at each handover they take the next users
+    in order (turn k, layer j: users[(k * 2 + j) % 3]), and an override on one layer replaces
+    that layer's person only, as the vendor documents an override's ``layer_id``."""
+    users = [{"email": e} for e in ("bob@example.com", "carol@example.com",
+                                    "dave@example.com")]
+    r = await http.post("/v2/schedules", json=schedule(rotation(
+        users=users, layers=[{"name": "Layer 1"}, {"name": "Layer 2"}]), zone="UTC"))
+    assert r.status_code == 201, r.text
+    made = r.json()["schedule"]
+    rot = made["config"]["rotations"][0]
+    assert [lay["name"] for lay in rot["layers"]] == ["Layer 1", "Layer 2"]
+    first, second = (lay["id"] for lay in rot["layers"])
+    day = at(2026, 10, 5, 13)  # the handover start: turn 0
+
+    async def who(n: int) -> list[str]:
+        a = day + timedelta(days=n, hours=1)
+        return sorted(u for u, _, _ in await final(http, made["id"], a, a + timedelta(hours=1)))
+
+    assert await who(0) == ["bob@example.com", "carol@example.com"]
+    assert await who(1) == ["bob@example.com", "dave@example.com"]  # dave, then bob
+    assert await who(2) == ["carol@example.com", "dave@example.com"]
+    r = await http.post("/v2/schedule_overrides", json={
+        "schedule_id": made["id"], "rotation_id": rot["id"], "layer_id": second,
+        "start_at": iso(day), "end_at": iso(day + timedelta(days=1)),
+        "user": {"email": "erin@example.com"}})
+    assert r.status_code == 201, r.text
+    assert await who(0) == ["bob@example.com", "erin@example.com"]  # carol's layer only
+    r = await http.post("/v2/schedule_overrides", json={
+        "schedule_id": made["id"], "rotation_id": rot["id"], "layer_id": first,
+        "start_at": iso(day), "end_at": iso(day + timedelta(days=1)),
+        "user": {"email": "erin@example.com"}})
+    assert r.status_code == 201, r.text
+    assert await who(0) == ["erin@example.com", "erin@example.com"]
+    assert await who(1) == ["bob@example.com", "dave@example.com"]
 
 
 def level(node: str, target: dict[str, Any], seconds: int = 60) -> dict[str, Any]:
