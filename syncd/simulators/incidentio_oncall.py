@@ -450,8 +450,8 @@ class IncidentIOOnCall(IncidentIOBase):
 
     def final_segments(self, s: Schedule, start: datetime, end: datetime,
                        overrides: Iterable[Override] | None = None,
-                       ) -> list[tuple[str, datetime, datetime, str | None, str]]:
-        """(user, start, end, override id or None, rotation id) for every layer of every
+                       ) -> list[tuple[str, datetime, datetime, str | None, str, str]]:
+        """(user, start, end, override id or None, rotation id, layer id) for every layer of every
         rotation: no precedence between rotations or layers, each layer's overrides replace
         its person only (they never overlap on one layer, notes 5)."""
         pool = list(self.overrides.values() if overrides is None else overrides)
@@ -461,25 +461,28 @@ class IncidentIOOnCall(IncidentIOBase):
                     and o.layer_id == lid]
             spans = final(s.versions(rid, lid), mine, start, end, user_of=lambda o: o.user_id,
                           rank=lambda o: o.created)
-            out += [(sp.user, sp.start, sp.end, sp.override.id if sp.override else None, rid)
-                    for sp in spans if sp.user is not None]
+            out += [(sp.user, sp.start, sp.end, sp.override.id if sp.override else None, rid,
+                     lid) for sp in spans if sp.user is not None]
         return sorted(out, key=lambda e: (e[1], e[4]))
 
     def scheduled_segments(self, s: Schedule, start: datetime, end: datetime
-                           ) -> list[tuple[str, datetime, datetime, str]]:
+                           ) -> list[tuple[str, datetime, datetime, str, str]]:
         """Shifts from the rotation rules alone, one entry per shift, cut to working hours."""
         out = []
         for rid, lid in _layers_of(s):
             spans = final(s.versions(rid, lid), [], start, end, user_of=lambda o: "",
                           joinable=lambda a, b: a.user == b.user and not b.handover)
-            out += [(sp.user, sp.start, sp.end, rid) for sp in spans if sp.user is not None]
+            out += [(sp.user, sp.start, sp.end, rid, lid) for sp in spans
+                    if sp.user is not None]
         return sorted(out, key=lambda e: (e[1], e[3]))
 
-    def _entry(self, rid: str, user: str, a: datetime, b: datetime, oid: str | None
+    def _entry(self, rid: str, lid: str, user: str, a: datetime, b: datetime, oid: str | None
                ) -> dict[str, Any]:
+        """One entry; no ``layer_id`` ([SPEC] dropped it), but the fingerprint tells two
+        layers' shifts apart, even with one person on both."""
         out: dict[str, Any] = {"start_at": ts(a), "end_at": ts(b),
                                "user": self.users[user].slim(), "rotation_id": rid,
-                               "fingerprint": f"{rid}-{user}-{int(a.timestamp())}"}
+                               "fingerprint": f"{rid}-{lid}-{user}-{int(a.timestamp())}"}
         if oid:
             out["entry_id"] = oid
         return out
@@ -489,19 +492,19 @@ class IncidentIOOnCall(IncidentIOBase):
         pool = [o for o in (self.overrides.values() if overrides is None else overrides)
                 if o.schedule_id == s.id and o.rotation_id in s.rotation_ids()]
         return {
-            "scheduled": [self._entry(r, u, a, b, None)
-                          for u, a, b, r in self.scheduled_segments(s, start, end)],
-            "overrides": [self._entry(o.rotation_id, o.user_id, max(o.start, start),
+            "scheduled": [self._entry(r, lid, u, a, b, None)
+                          for u, a, b, r, lid in self.scheduled_segments(s, start, end)],
+            "overrides": [self._entry(o.rotation_id, o.layer_id, o.user_id, max(o.start, start),
                                       min(o.end, end), o.id)
                           for o in sorted(pool, key=lambda o: o.start)
                           if o.end > start and o.start < end],
-            "final": [self._entry(r, u, a, b, o)
-                      for u, a, b, o, r in self.final_segments(s, start, end, pool)],
+            "final": [self._entry(r, lid, u, a, b, o)
+                      for u, a, b, o, r, lid in self.final_segments(s, start, end, pool)],
         }
 
     def schedule_json(self, s: Schedule) -> dict[str, Any]:
         now = self.clock.now()
-        current = [self._entry(r, u, a, b, o) for u, a, b, o, r in
+        current = [self._entry(r, lid, u, a, b, o) for u, a, b, o, r, lid in
                    self.final_segments(s, now, now + timedelta(seconds=1))]
         return {
             "id": s.id, "name": s.name, "timezone": s.timezone, "team_ids": list(s.team_ids),

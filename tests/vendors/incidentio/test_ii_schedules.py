@@ -221,6 +221,11 @@ async def test_two_layers_page_two_people_and_an_override_replaces_one_layers(
         "user": {"email": "erin@example.com"}})
     assert r.status_code == 201, r.text
     assert await who(0) == ["erin@example.com", "erin@example.com"]
+    r = await http.get("/v2/schedule_entries", params={
+        "schedule_id": made["id"], "entry_window_start": iso(day + timedelta(hours=1)),
+        "entry_window_end": iso(day + timedelta(hours=2))})
+    fingerprints = [e["fingerprint"] for e in r.json()["schedule_entries"]["final"]]
+    assert len(set(fingerprints)) == len(fingerprints) == 2  # two shifts, one person
     assert await who(1) == ["bob@example.com", "dave@example.com"]
 
 
