@@ -127,7 +127,8 @@ _WRITES_LANDED: ContextVar[list[int] | None] = ContextVar("syncd_writes_landed",
 def counting_writes() -> Iterator[list[int]]:
     """Count, inside the block (this task only), the vendor writes that may have taken effect:
     every write the vendor accepted or answered ambiguously (a 5xx, a timeout), not one it
-    refused (a :data:`REFUSALS` answer) or one never sent (stopped by a write guard). An
+    refused (a :data:`REFUSALS` answer, or a 2xx its client reads as "nothing made":
+    :func:`note_write_refused`) or one never sent (stopped by a write guard). An
     operation made of several writes (an override: create, then assign) that fails after a
     counted write may exist in part, so it must not be recorded as refused or deferred.
     Every vendor write passes :class:`syncd.vendors._http.VendorHTTP`, which counts."""
@@ -144,6 +145,16 @@ def note_write_landed() -> None:
     landed = _WRITES_LANDED.get()
     if landed is not None:
         landed[0] += 1
+
+
+def note_write_refused() -> None:
+    """Take back the write just counted: the vendor accepted it (2xx) but its answer says it
+    made nothing (PagerDuty's multi-status override answer with an item of status 400). A
+    client calls it right after that write, before any other; a no-op outside
+    :func:`counting_writes` or when nothing is counted."""
+    landed = _WRITES_LANDED.get()
+    if landed is not None and landed[0] > 0:
+        landed[0] -= 1
 
 
 # --------------------------------------------------------------------------- capabilities

@@ -74,6 +74,7 @@ from syncd.vendors.base import (
     Skipped,
     TransientError,
     VendorError,
+    note_write_refused,
 )
 from syncd.vendors.client import ClientBase, ClientOptions
 from syncd.vendors.client import optional_time as _time
@@ -930,7 +931,10 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
 
     async def create_override(self, schedule_id: str, user_email: str, start: datetime,
                               end: datetime) -> str:
-        """``POST /schedules/{id}/overrides``; the answer is a bare multi-status array."""
+        """``POST /schedules/{id}/overrides``; the answer is a bare multi-status array (notes
+        §5.9): 201 for the request, a status per override. An item of status 4xx (a user id
+        cached in ``_emails`` for a user deleted since) created nothing, so the write the 201
+        counted is taken back (``note_write_refused``): the override is refused, not unknown."""
         endpoint = "POST /schedules/{id}/overrides"
         user_id = await self._user_id(user_email)
         body = await self.http.json("POST", "/schedules/{id}/overrides", path={"id": schedule_id},
@@ -941,11 +945,13 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         if not isinstance(body, list) or len(body) != 1 or not isinstance(body[0], dict):
             raise self._malformed(endpoint, "expected a one-item array of override results")
         item = body[0]
-        if item.get("status") != 201:
-            errors = item.get("errors")
-            raise PermanentError(f"override refused: {errors!r}"[:300], account=self.account,
-                                 endpoint=endpoint, status=item.get("status")
-                                 if isinstance(item.get("status"), int) else None)
+        status = item.get("status")
+        if status != 201:
+            if isinstance(status, int) and 400 <= status < 500:
+                note_write_refused()  # the 201 counted a write; this item made nothing
+            raise PermanentError(f"override refused: {item.get('errors')!r}"[:300],
+                                 account=self.account, endpoint=endpoint,
+                                 status=status if isinstance(status, int) else None)
         override = item.get("override")
         if not isinstance(override, dict) or not isinstance(override.get("id"), str):
             raise self._malformed(endpoint, "created override has no id")

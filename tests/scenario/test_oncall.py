@@ -813,3 +813,34 @@ async def test_an_incidentio_override_refused_on_its_second_layer_is_unknown(
         assert again[0].status == "already", again[0]  # never pushed again
     finally:
         await w.close()
+
+
+@pytest.mark.skipif("pagerduty" not in LANDED, reason="PagerDuty not in this build")
+async def test_a_pagerduty_override_whose_item_is_refused_is_refused_not_unknown(
+        tmp_path: Path) -> None:
+    """PagerDuty answers ``POST /schedules/{id}/overrides`` 201 with a status per override
+    (notes §5.9); an item of status 400 made nothing. Here the person's user id, cached by the
+    poll, belongs to a user deleted since: the one write of the override created nothing, so
+    the repair is refused (a person looks at the reason), not unknown "after 1 write(s)"."""
+    from syncd.ledger import oncall as store
+    from syncd.ledger import utcnow
+
+    sched = schedule_of("pagerduty")
+    w = await leader_b_world(tmp_path, "pagerduty", sched)
+    try:
+        _start, _end, other = await drift_in_leader(
+            w, sched, ("alice@example.com", "bob@example.com", "carol@example.com"))
+        svc = service(w)
+        await svc.poll_all()
+        [d] = await svc.evaluate()
+        sim = w.sims["a"]
+        gone = sim.user_by_email.pop(other)
+        del sim.users[gone.id]  # deleted in the follower after the poll read it
+        [r] = await svc.repair([d])
+        assert r.status == "refused", r
+        assert "user must reference a user" in r.reason, r.reason
+        pushed = w.ledger.call(lambda tx: store.pushed_overrides(tx, store.horizon_start(
+            utcnow())))
+        assert [p.outcome for p in pushed] == ["refused"]
+    finally:
+        await w.close()
