@@ -15,8 +15,9 @@ all of them, so that a retry storm or a leaked key is fixed in one place:
 - a TLS verification failure is a :class:`TLSError` that names the host, never a retried
   "connection failed";
 - errors and logs carry the route template ("GET /incidents/{id}"), never headers or credentials;
-- every write (any method but GET/HEAD/OPTIONS) that may have taken effect is counted for
-  :func:`~syncd.vendors.base.counting_writes`, the one count for every process, led or not.
+- every write (any method but GET/HEAD/OPTIONS) that may have taken effect is counted once
+  for :func:`~syncd.vendors.base.counting_writes`, the one count for every process, led or
+  not; a write refused, or never sent (no connection made or free: :data:`_NOT_SENT`), is not.
 
 An unpaginated list is read element by element (:meth:`VendorHTTP.items`, :func:`json_items`)
 with the standard library's ``json.JSONDecoder.raw_decode`` per element, not a streaming parser
@@ -83,6 +84,10 @@ _T = TypeVar("_T")
 _FAILURES = (httpx.TransportError, TimeoutError, MalformedResponse)
 """What a failed exchange raises: on the wire (httpx's timeouts are TransportErrors), past the
 whole-exchange deadline, or an answer refused while it is read (:meth:`VendorHTTP._failed`)."""
+
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Failures before the request left: no connection could be made, or none was free in the
+pool in time. A write that fails with one of these cannot have landed, so it is not counted."""
 
 Classifier = Callable[[httpx.Response, str], VendorError | None]
 """Vendor hook: turn a response into an error (or None to accept it). Runs before the default."""
@@ -234,6 +239,9 @@ class VendorHTTP:
         while True:
             await self.budget.acquire(bucket, write=is_write)
             started = time.monotonic()
+            # A write of this attempt that may have landed and is not counted yet: counted
+            # once, when it is accepted or fails ambiguously (:func:`note_write_landed`).
+            uncounted = method not in READ_METHODS
             try:
                 # httpx times each phase; this bounds the whole exchange, which also covers
                 # transports that enforce no timeouts at all (in-process ASGI).
@@ -243,6 +251,8 @@ class VendorHTTP:
                     )
             except _FAILURES as exc:
                 error = self._failed(exc, endpoint)
+                if isinstance(exc, _NOT_SENT):
+                    uncounted = False  # never left: it cannot have landed
             else:
                 metrics.VENDOR_REQUEST_SECONDS.labels(self.account).observe(
                     time.monotonic() - started
@@ -258,12 +268,13 @@ class VendorHTTP:
                     error = found
                 elif opened is None:
                     self._count(endpoint, str(response.status_code))
-                    if method not in READ_METHODS:
+                    if uncounted:
                         note_write_landed()
                     return response, None
                 else:
-                    if method not in READ_METHODS:
+                    if uncounted:
                         note_write_landed()  # accepted: reading its answer cannot undo it
+                        uncounted = False  # counted once, however the read ends
                     kept = False
                     try:
                         result = await opened(response)
@@ -274,7 +285,7 @@ class VendorHTTP:
                     finally:
                         if not kept:
                             await _close(response)
-            if method not in READ_METHODS and not isinstance(error, REFUSALS):
+            if uncounted and not isinstance(error, REFUSALS):
                 note_write_landed()  # a 5xx, a timeout, a garbled 2xx: it may have landed
             if isinstance(error, RateLimited):
                 metrics.VENDOR_RATE_LIMITED.labels(self.account, endpoint).inc()

@@ -128,9 +128,10 @@ def counting_writes() -> Iterator[list[int]]:
     """Count, inside the block (this task only), the vendor writes that may have taken effect:
     every write the vendor accepted or answered ambiguously (a 5xx, a timeout), not one it
     refused (a :data:`REFUSALS` answer, or a 2xx its client reads as "nothing made":
-    :func:`note_write_refused`) or one never sent (stopped by a write guard). An
-    operation made of several writes (an override: create, then assign) that fails after a
-    counted write may exist in part, so it must not be recorded as refused or deferred.
+    :func:`note_write_refused`) or one never sent (stopped by a write guard, or no connection
+    made or free). An operation made of several writes (an override: create, then assign)
+    that fails after a counted write may exist in part, so it must not be recorded as refused
+    or deferred.
     Every vendor write passes :class:`syncd.vendors._http.VendorHTTP`, which counts."""
     landed = [0]
     reset = _WRITES_LANDED.set(landed)

@@ -1,10 +1,14 @@
 """``counting_writes``: the one count of vendor writes that may have landed, kept by every
-client's HTTP session, with or without a lease guard. An override made of several writes that
-fails after a counted one may exist in part (``Dispatcher.push_override`` reads the count)."""
+client's HTTP session, with or without a lease guard: once per write that may have landed,
+never for one refused or never sent. An override made of several writes that fails after a
+counted one may exist in part (``Dispatcher.push_override`` reads the count)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -17,7 +21,7 @@ from syncd.engine.leadership import GuardedTransport
 from syncd.ledger.lease import LeaseLost
 from syncd.ratelimit import Budget, Limit
 from syncd.vendors._http import VendorHTTP
-from syncd.vendors.base import VendorError, counting_writes
+from syncd.vendors.base import MalformedResponse, TransientError, VendorError, counting_writes
 
 
 async def answer(request: Request) -> Response:
@@ -27,15 +31,22 @@ async def answer(request: Request) -> Response:
     return JSONResponse({"status": status}, status_code=status, headers=headers)
 
 
+async def garbled(_request: Request) -> Response:
+    """A 201 whose list is not JSON: accepted, then its answer fails to read."""
+    return Response(b'{"rows": [}', status_code=201, media_type="application/json")
+
+
 APP = Starlette(routes=[Route("/status/{status:int}", answer,
-                              methods=["GET", "POST", "PUT", "DELETE"])])
+                              methods=["GET", "POST", "PUT", "DELETE"]),
+                        Route("/garbled", garbled, methods=["POST"])])
 
 
-def session(transport: httpx.AsyncBaseTransport | None = None) -> VendorHTTP:
+def session(transport: httpx.AsyncBaseTransport | None = None, *,
+            base_url: str = "http://vendor.test", timeout: float = 15.0) -> VendorHTTP:
     async def no_wait(_seconds: float) -> None:
         return None
 
-    return VendorHTTP(account="a", base_url="http://vendor.test", headers={},
+    return VendorHTTP(account="a", base_url=base_url, headers={}, timeout=timeout,
                       budget=Budget({"*": Limit(6000)}), sleep=no_wait, max_retries=0,
                       transport=transport or httpx.ASGITransport(app=APP))
 
@@ -91,3 +102,79 @@ async def test_outside_the_block_nothing_is_counted() -> None:
         assert sent == [0]
     finally:
         await http.aclose()
+
+
+async def test_a_write_accepted_whose_answer_fails_to_read_counts_once() -> None:
+    """Accepted (201), then its streamed answer is refused while read: one write left, so it
+    counts once, not once as accepted and again as a failed exchange."""
+    http = session()
+    try:
+        with counting_writes() as sent, pytest.raises(MalformedResponse):
+            async for _row in http.items("POST", "/garbled", "rows"):
+                pass
+        assert sent == [1]
+    finally:
+        await http.aclose()
+
+
+@contextlib.asynccontextmanager
+async def refused_connection() -> AsyncIterator[VendorHTTP]:
+    """A loopback port nobody listens on: the connection is refused (ConnectError)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    yield session(httpx.AsyncHTTPTransport(), base_url=f"http://127.0.0.1:{port}")
+
+
+@contextlib.asynccontextmanager
+async def unanswered_connect() -> AsyncIterator[VendorHTTP]:
+    """A listener whose accept queue is full (backlog 0, one connection waiting, never
+    accepted): the kernel drops the next handshake, so connecting times out (ConnectTimeout)."""
+    with socket.socket() as listener, socket.socket() as waiting:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        waiting.connect(listener.getsockname())
+        port = listener.getsockname()[1]
+        yield session(httpx.AsyncHTTPTransport(), base_url=f"http://127.0.0.1:{port}",
+                      timeout=0.2)
+
+
+@contextlib.asynccontextmanager
+async def busy_pool() -> AsyncIterator[VendorHTTP]:
+    """A pool of one connection, held by a request the server never answers: the next one
+    waits for a free connection until it times out (PoolTimeout)."""
+    arrived = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        arrived.set()
+        await reader.read()  # never answers; returns when the client goes away
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    http = session(httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1)),
+                   base_url=f"http://127.0.0.1:{port}", timeout=0.2)
+    holder = asyncio.create_task(http.client.get("/hold", timeout=30))
+    try:
+        await arrived.wait()
+        yield http
+    finally:
+        holder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await holder
+        server.close()
+
+
+@pytest.mark.parametrize("way", [refused_connection, unanswered_connect, busy_pool],
+                         ids=["ConnectError", "ConnectTimeout", "PoolTimeout"])
+async def test_a_write_that_never_left_is_not_counted(
+        way: Callable[[], contextlib.AbstractAsyncContextManager[VendorHTTP]]) -> None:
+    """No connection made, or none free in time: the request was never sent, so the write
+    cannot have landed (a TransientError all the same, retried like any)."""
+    async with way() as http:
+        try:
+            with counting_writes() as sent, pytest.raises(TransientError):
+                await http.request("POST", "/status/201")
+            assert sent == [0]
+        finally:
+            await http.aclose()
