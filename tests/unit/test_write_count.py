@@ -93,13 +93,27 @@ async def test_one_count_under_a_lease_guard_and_none_for_a_refused_write() -> N
         await http.aclose()
 
 
-async def test_outside_the_block_nothing_is_counted() -> None:
+async def test_a_write_of_another_task_is_not_counted_in_the_block() -> None:
+    """The count belongs to the task that opened the block: a write another task makes while
+    the block is open (another of the daemon's jobs, through the same session) leaves the
+    block's count unchanged; the block's own write is counted."""
     http = session()
-    try:
+    go, done = asyncio.Event(), asyncio.Event()
+
+    async def elsewhere() -> None:
+        await go.wait()
         await http.request("POST", "/status/201")
+        done.set()
+
+    try:
+        other = asyncio.create_task(elsewhere())  # started before the block opens
         with counting_writes() as sent:
-            pass
-        assert sent == [0]
+            go.set()
+            await done.wait()  # the other task's write lands while the block is open
+            assert sent == [0]
+            await http.request("PUT", "/status/200")
+        assert sent == [1]
+        await other
     finally:
         await http.aclose()
 
