@@ -792,7 +792,11 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
         a rotation's first layer alone, left the others' people paged as well. Entries do not
         say which layer they belong to (``layer_id`` was dropped from ``ScheduleEntryV2``,
         notes 5), so every layer of such a rotation is overridden: on a layer that already
-        pages the person the override changes nothing.
+        pages the person the override changes nothing. Only the layers of the rotation's
+        versions live in the window (a version applies "from its ``effective_from`` until the
+        next version's", spec ``ScheduleRotationV2``): the vendor may refuse a layer of another
+        version, after an earlier layer's write landed. The fallback is the first layer of the
+        first rotation's version live at ``start``.
 
         Several writes: one that fails after another landed leaves part of the override live
         (the dispatcher records it unknown, see ``Dispatcher.push_override``)."""
@@ -800,15 +804,11 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
         data = await self.http.json("GET", "/v2/schedules/{id}", path={"id": schedule_id})
         sched = require(data, "schedule", dict, endpoint="GET /v2/schedules/{id}",
                         account=self.account)
-        layers: dict[str, list[str]] = {}
         try:
-            for r in sched["config"]["rotations"]:  # a rotation is listed once per version
-                mine = layers.setdefault(r["id"], [])
-                mine += [lay["id"] for lay in r["layers"] if lay["id"] not in mine]
-        except (KeyError, TypeError):
-            layers = {}
-        layers = {rid: ids for rid, ids in layers.items() if ids}
-        if not layers:
+            layers, fallback = _live_layers(sched["config"]["rotations"], start, end)
+        except (KeyError, TypeError, ValueError):
+            layers, fallback = {}, None
+        if not layers or fallback is None:  # (fallback is set whenever layers are)
             raise PermanentError("schedule has no rotation/layer to override",
                                  account=self.account, endpoint=endpoint)
         others: list[str] = []
@@ -821,9 +821,8 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
                 if (rid in layers and rid not in others and isinstance(email, str)
                         and email.lower() != user_email.lower()):
                     others.append(rid)
-        first = next(iter(layers))
         targets = [(rid, lid) for rid in layers if rid in others for lid in layers[rid]] or [
-            (first, layers[first][0])]
+            fallback]
         ids = []
         for rid, lid in targets:
             # Not idempotent: a blind retry could stack overrides (the layer carve would
@@ -838,6 +837,34 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
                 raise self._malformed(endpoint, "answer carries no override id")
             ids.append(oid)
         return ",".join(ids)
+
+
+def _live_layers(rotations: Any, start: datetime, end: datetime
+                 ) -> tuple[dict[str, list[str]], tuple[str, str] | None]:
+    """Rotation id -> the layer ids of its versions live in ``[start, end)`` (a rotation is
+    listed once per version; each applies from its ``effective_from``, the first from always,
+    until the next version's), and the fallback target: the first layer of the version of the
+    first rotation live at ``start``. KeyError/TypeError/ValueError for a malformed config."""
+    versions: dict[str, list[tuple[datetime | None, list[str]]]] = {}
+    for r in rotations:
+        since = _time(r["effective_from"]) if r.get("effective_from") else None
+        versions.setdefault(r["id"], []).append((since, [lay["id"] for lay in r["layers"]]))
+    live: dict[str, list[str]] = {}
+    fallback: tuple[str, str] | None = None
+    for rid, rows in versions.items():
+        rows.sort(key=lambda v: v[0] or datetime.min.replace(tzinfo=UTC))
+        for i, (since, ids) in enumerate(rows):
+            until = rows[i + 1][0] if i + 1 < len(rows) else None
+            if (since is None or since < end) and (until is None or until > start):
+                mine = live.setdefault(rid, [])
+                mine += [lid for lid in ids if lid not in mine]
+            if (fallback is None and ids and (since is None or since <= start)
+                    and (until is None or until > start)):
+                fallback = (rid, ids[0])
+    live = {rid: ids for rid, ids in live.items() if ids}
+    if fallback is None and live:  # no version without a date (not as the spec has it)
+        fallback = next((rid, ids[0]) for rid, ids in live.items())
+    return live, fallback
 
 
 class IncidentModel(RecordModel):

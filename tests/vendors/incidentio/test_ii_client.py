@@ -304,6 +304,39 @@ async def test_override_replaces_every_rotation_paging_someone_else(
         "syncd-bot@example.com"}
 
 
+async def test_override_targets_only_layers_of_versions_live_in_its_window(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    """A rotation with two versions: alice on layer A until ``change``, then bob on a layer B
+    of its own. An override lands only on the layers of the versions live in its window: the
+    vendor may answer 422 for a layer of a version not live then (undocumented; the simulator
+    accepts it), which after another layer's write landed would leave the repair unknown.
+    Where nobody else is paged, the one layer overridden is the first of the version live at
+    the start, not of the rotation's first version."""
+    now = sim.clock.now().replace(microsecond=0)
+    change = now + timedelta(days=2)
+    made = await client.http.json("POST", "/v2/schedules", json={"schedule": {
+        "name": "Versions", "timezone": "UTC", "config": {"rotations": [
+            {"id": "ROT", "name": "Rota", "handover_start_at": "2024-01-01T09:00:00Z",
+             "handovers": [{"interval_type": "daily", "interval": 1}],
+             "users": [{"email": "alice@example.com"}], "layers": [{"id": "LA"}]},
+            {"id": "ROT", "name": "Rota", "handover_start_at": "2024-01-01T09:00:00Z",
+             "handovers": [{"interval_type": "daily", "interval": 1}],
+             "effective_from": change.isoformat(),
+             "users": [{"email": "bob@example.com"}], "layers": [{"id": "LB"}]}]}}})
+    sid = made["schedule"]["id"]
+
+    def layers_of(ids: str) -> list[str]:
+        return [sim.overrides[i].layer_id for i in ids.split(",")]
+
+    hour = timedelta(hours=1)
+    assert layers_of(await client.create_override(
+        sid, "erin@example.com", now + hour, now + 3 * hour)) == ["LA"]
+    assert layers_of(await client.create_override(
+        sid, "erin@example.com", change - hour, change + hour)) == ["LA", "LB"]
+    assert layers_of(await client.create_override(  # bob is already the one paged: fallback
+        sid, "bob@example.com", change + 2 * hour, change + 3 * hour)) == ["LB"]
+
+
 class NoWaitBudget(Budget):
     """Records pauses instead of sleeping them in real time (the client waits in sim time)."""
 
