@@ -135,19 +135,22 @@ def verify_cmd(source: FromOpt, target: ToOpt, config: ConfigOpt = Path(DEFAULT_
         return verified, service.dual_run_config(pair, verified)
 
     verified, snippet = _run(config, source, target, work)
-    differing = sum(len(v.differences) for v in verified)
+    differing = sum(v.disagreements for v in verified)
     if write_config is not None:
         write_config.write_text(snippet + "\n", encoding="utf-8")
     if json_out:
         emit({"ok": differing == 0, "days": days, "checked": [v.as_dict() for v in verified],
               "config": snippet})
     else:
-        table = Table("kind", "source", "target", "level", "differing intervals")
+        table = Table("kind", "source", "target", "level", "differing intervals",
+                      "escalation mismatches")
         for v in verified:
             literal_row(table, v.kind, v.source_id, v.target_id, str(v.level or "-"),
-                          str(len(v.differences)))
+                        str(len(v.differences)), str(len(v.mismatches)))
         out.print(table)
         for v in verified:
+            for m in v.mismatches:
+                say(f"  {v.kind} {v.source_id} level {v.level or '-'}: {m}")
             for d in v.differences:
                 say(f"  {v.kind} {v.source_id} level {v.level or '-'}: "
                           f"{d.start.isoformat()} .. {d.end.isoformat()}: source pages "

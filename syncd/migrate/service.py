@@ -24,7 +24,7 @@ from syncd.config import Config
 from syncd.ledger import Ledger
 from syncd.ledger import migrated as store
 from syncd.migrate.api import ScheduleSource, ScheduleTarget
-from syncd.migrate.convert import Conversion, Refusal
+from syncd.migrate.convert import Conversion, Refusal, TargetModel
 from syncd.migrate.plan import (
     POLICY,
     SCHEDULE,
@@ -35,7 +35,7 @@ from syncd.migrate.plan import (
     Verb,
     build,
 )
-from syncd.migrate.policy import Level, Policy
+from syncd.migrate.policy import Level, Policy, convert_policy
 from syncd.migrate.rendered import RenderedSource
 from syncd.migrate.schedule import Difference, Schedule, Span, diff, render
 from syncd.model import Capability
@@ -328,10 +328,19 @@ class Verified:
     level: int | None
     differences: list[Difference] = field(default_factory=list)
     oncall_levels: tuple[int, int] = (1, 1)
+    # How the level escalates, where the target differs from the source's converted form: a
+    # delay, the policy's repeat count (on level 1) or round robin. Who is paged can agree
+    # while the target waits longer or stops sooner, which pages people at other times.
+    mismatches: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "source_id": self.source_id, "target_id": self.target_id,
-                "level": self.level, "differences": [d.as_dict() for d in self.differences]}
+                "level": self.level, "differences": [d.as_dict() for d in self.differences],
+                "mismatches": list(self.mismatches)}
+
+    @property
+    def disagreements(self) -> int:
+        return len(self.differences) + len(self.mismatches)
 
 
 async def verify(pair: Pair, *, now: datetime, days: float) -> list[Verified]:
@@ -381,10 +390,34 @@ async def verify(pair: Pair, *, now: datetime, days: float) -> list[Verified]:
                     now, until, frozenset({"policy missing" if src is None else sid}),
                     frozenset({"policy missing" if tgt is None else tid}))]))
                 continue
+            expected = _expected(src, writer.schedule_model)
             for number in range(1, max(len(src.levels), len(tgt.levels)) + 1):
                 left = await _level_spans(src, number, source_spans, people.mapping, now, until)
                 right = await _level_spans(tgt, number, target_spans, None, now, until)
-                out.append(Verified(POLICY, sid, tid, number, diff(left, right)))
+                out.append(Verified(POLICY, sid, tid, number, diff(left, right),
+                                    mismatches=_escalation_mismatches(expected, tgt, number)))
+    return out
+
+
+def _expected(source: Policy, model: TargetModel) -> Policy:
+    """The source policy as the target should hold it: a conversion's named losses (a delay
+    rounded up to PagerDuty's whole minutes, repeats capped at its 9) are expected, not
+    mismatches. A source the conversion now refuses is compared as it is."""
+    ids = {t.id: t.id for level in source.levels for t in level.targets}
+    converted = convert_policy(source, model, schedules=ids, users=ids).target
+    return converted if converted is not None else source
+
+
+def _escalation_mismatches(source: Policy, target: Policy, number: int) -> list[str]:
+    """Where level ``number`` escalates differently: its delay, and on level 1 the policy's
+    repeat count (vendor-notes/migration.md §5 R16, R19)."""
+    out = []
+    if number == 1 and source.repeats != target.repeats:
+        out.append(f"repeats: source {source.repeats}, target {target.repeats}")
+    if number <= min(len(source.levels), len(target.levels)):
+        a, b = source.levels[number - 1], target.levels[number - 1]
+        if a.delay != b.delay:
+            out.append(f"delay: source {a.delay}, target {b.delay}")
     return out
 
 
