@@ -107,6 +107,8 @@ def convert(source: Schedule, target: TargetModel, *, now: datetime) -> Schedule
     """The source schedule as the target vendor would store it from ``now`` on, or why it
     cannot be. Layers that ended before ``now`` are left out (they page nobody any more), and a
     start date in the past is only a phase, which the rotation's anchor already keeps."""
+    if source.unconvertible is not None:
+        return refuse(source, *source.unconvertible)
     ended = [r.name for r in source.rotations if r.end is not None and r.end <= now]
     live = tuple(
         replace(r, start=None) if r.start is not None and r.start <= now else r

@@ -149,10 +149,27 @@ class People:
         return cls(mapping, missing)
 
 
+# Fields added to the model after objects were migrated, with their defaults: left out of the
+# digest while they hold the default, so an upgrade alone plans no update (a rewrite of every
+# migrated object in the target) for objects that do not use them.
+LATER_FIELDS: Mapping[str, object] = {"unconvertible": None, "round_robin": False,
+                                      "rotate_after": None, "fair": False}
+
+
 def fingerprint(obj: Schedule | Policy) -> str:
     """A stable digest of a converted definition: equal digests = nothing to update."""
-    raw = json.dumps(dataclasses.asdict(obj), sort_keys=True, default=str)
+    raw = json.dumps(_without_later_defaults(dataclasses.asdict(obj)), sort_keys=True,
+                     default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _without_later_defaults(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_later_defaults(v) for k, v in value.items()
+                if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    if isinstance(value, list | tuple):
+        return [_without_later_defaults(v) for v in value]
+    return value
 
 
 def build(*, source: str, target: str, model: TargetModel, schedules: Sequence[Schedule],

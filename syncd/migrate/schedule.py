@@ -132,6 +132,10 @@ class Schedule:
     # definitions to read) is these spans, several people in one where shifts overlap; kept
     # as spans so that nobody is picked out of them (vendor-notes/migration.md §4-§5).
     rendered: tuple[Span, ...] = ()
+    # (reason code, sentence) when the reader found something no target can be given and no
+    # rendering can check (an incident.io rotation with several concurrent layers): this
+    # schedule is refused, the account's other schedules are read and migrated as usual.
+    unconvertible: tuple[str, str] | None = None
 
     @property
     def zone(self) -> ZoneInfo:

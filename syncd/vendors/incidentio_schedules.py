@@ -145,30 +145,29 @@ class ScheduleMigration:
         endpoint = "GET /v2/schedules"
         try:
             sid, name, zone = raw["id"], raw["name"], raw["timezone"]
+            team_ids = [t for t in raw.get("team_ids") or [] if isinstance(t, str)]
+            team = team_ids[0] if team_ids else None
+            crowded = _concurrent_layers(raw["config"]["rotations"])
+            if crowded is not None:  # this schedule only: the others read on
+                return Schedule(sid, name, zone, (), precedence=False, team=team,
+                                unconvertible=crowded)
             versions: dict[str, list[dict[str, Any]]] = {}
             for rot in raw["config"]["rotations"]:
                 versions.setdefault(rot["id"], []).append(rot)
             rotations: list[Rotation] = []
             for rid, rows in versions.items():
-                rotations += self._versions(sid, rid, rows)
-            team_ids = [t for t in raw.get("team_ids") or [] if isinstance(t, str)]
+                rotations += self._versions(rid, rows)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise self._malformed(endpoint, f"schedule {raw.get('id')!r}: {exc}") from None
-        return Schedule(sid, name, zone, tuple(rotations), precedence=False,
-                        team=team_ids[0] if team_ids else None)
+        return Schedule(sid, name, zone, tuple(rotations), precedence=False, team=team)
 
-    def _versions(self, sid: str, rid: str, rows: list[dict[str, Any]]) -> list[Rotation]:
+    def _versions(self, rid: str, rows: list[dict[str, Any]]) -> list[Rotation]:
         from syncd.migrate.schedule import Rotation
 
         rows = sorted(rows, key=lambda r: _time(r["effective_from"]) if r.get(
             "effective_from") else datetime.min.replace(tzinfo=UTC))
         out = []
         for i, row in enumerate(rows):
-            if len(row["layers"]) != 1:
-                raise PermanentError(
-                    f"schedule {sid} rotation {row['name']!r} has {len(row['layers'])} "
-                    "concurrent layers; syncd reads rotations with one layer",
-                    account=self.account, endpoint="GET /v2/schedules")
             start = _time(row["effective_from"]) if row.get("effective_from") else None
             end = (_time(rows[i + 1]["effective_from"]) if i + 1 < len(rows) else None)
             vid = rid if start is None else f"{rid}@{_stamp(start)}"
@@ -497,6 +496,25 @@ class ScheduleMigration:
 
 
 # --------------------------------------------------------------------------- conversions
+
+
+def _concurrent_layers(rotations: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """A rotation with several ``layers`` has that many people on call at once (openapi.json
+    ``ScheduleRotationV2.layers``: "Controls how many people are on-call concurrently").
+    incident.io does not document how it assigns people to the layers, so syncd can neither
+    model the rotation nor check a copy of it: the schedule is refused by name (reason code
+    ``concurrent_layers_unsupported``), never guessed."""
+    for rot in rotations:
+        layers = rot["layers"]
+        if not isinstance(layers, list) or not layers:
+            raise ValueError(f"rotation {rot.get('id')!r} has no layers")
+        if len(layers) > 1:
+            return ("concurrent_layers_unsupported",
+                    f"rotation {rot['name']!r} has {len(layers)} layers, so {len(layers)} "
+                    "people are on call in it at once, and incident.io does not document how "
+                    "it assigns them: syncd can neither render the rotation nor check a copy; "
+                    "split it into one rotation per layer in the source, or migrate it by hand")
+    return None
 
 
 def _length(handover: dict[str, Any]) -> timedelta:

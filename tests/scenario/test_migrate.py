@@ -775,3 +775,41 @@ async def test_verify_reports_a_delay_or_repeat_count_changed_in_the_target(
     finally:
         await closed(pair)
         await world.close()
+
+
+async def test_an_incidentio_rotation_with_several_layers_is_refused_alone(
+        tmp_path: Path) -> None:
+    """A rotation with two layers has two people on call at once in an undocumented
+    assignment (openapi.json ScheduleRotationV2.layers). It used to stop the read of the whole
+    account; now that one schedule is refused by name and the other schedule migrates."""
+    from syncd.simulators.incidentio import ulid
+
+    world = World(tmp_path, CROSS, [])
+    pair = pair_of(world, "ii", "pd")
+    try:
+        people = [{"id": u} for u in list(world.sims["ii"].users)[:3]]  # type: ignore[attr-defined]
+        made = await pair.source_client.http.json(  # type: ignore[attr-defined]
+            "POST", "/v2/schedules", json={"schedule": {
+                "name": "Two at once", "timezone": "Europe/London", "config": {"rotations": [{
+                    "name": "Pair", "users": people, "handover_start_at":
+                    "2026-11-02T09:00:00Z", "handovers": [{"interval_type": "weekly",
+                                                           "interval": 1}],
+                    "layers": [{"name": "Primary"}, {"name": "Secondary"}]}]}}})
+        crowded, sun = made["schedule"]["id"], ulid("C", 4)
+        plan = await service.plan(pair, service.Selection(schedules=(crowded, sun)),
+                                  now=utcnow(), horizon=HORIZON)
+        refused, fine = plan.item(SCHEDULE, crowded), plan.item(SCHEDULE, sun)
+        assert refused is not None and refused.refusal is not None, plan.as_dict()
+        assert refused.refusal.code == "concurrent_layers_unsupported"
+        assert "'Pair' has 2 layers" in refused.refusal.sentence
+        assert fine is not None and (fine.verb, fine.conversion) == (Verb.CREATE,
+                                                                     Conversion.EXACT)
+        everything = await service.plan(pair, service.Selection(), now=utcnow(),
+                                        horizon=HORIZON)  # the whole account reads too
+        assert everything.item(SCHEDULE, crowded) is not None
+        applied = {a.source_id: a.action for a in await service.apply(pair, plan,
+                                                                        now=utcnow())}
+        assert applied == {crowded: "refused", sun: "created"}
+    finally:
+        await closed(pair)
+        await world.close()
