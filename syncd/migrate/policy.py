@@ -33,13 +33,19 @@ class Level:
 
     ``ack_mode`` and ``retry`` are incident.io's (openapi.json ``EscalationPathNodeLevelV2``):
     "all" keeps paging the others of a level after one acks, "first" stops them as a PagerDuty
-    acknowledgement does; ``retry`` is (attempts, interval) of paging the level again."""
+    acknowledgement does; ``retry`` is (attempts, interval) of paging the level again.
+    ``round_robin``: each incident pages one of the targets, in turn, not all of them
+    (PagerDuty ``escalation_rule_assignment_strategy: round_robin``, incident.io
+    ``round_robin_config.enabled``); ``rotate_after`` is incident.io's "how long should we wait
+    before rotating to the next target", None = "stick with a single target per level"."""
 
     targets: tuple[Target, ...]
     delay: timedelta
     conditional: bool = False  # reached only under a condition (incident.io if/else branch)
     ack_mode: Literal["all", "first"] | None = None
     retry: tuple[int, timedelta] | None = None
+    round_robin: bool = False
+    rotate_after: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +124,7 @@ def convert_policy(source: Policy, target: TargetModel, *,
             levels.append(replace(level, targets=targets, delay=delay))
         else:  # what _carried named: PagerDuty rules have no field for it
             levels.append(replace(level, targets=targets, delay=delay, ack_mode=None,
-                                  retry=None))
+                                  retry=None, rotate_after=None))
         loss = "; ".join(lost) or None
         steps.append(StepConversion(number, Conversion.LOSSY if loss else Conversion.EXACT,
                                     loss))
@@ -138,7 +144,9 @@ def _carried(level: Level, vendor: str) -> list[str]:
     ``EscalationRule`` has only a delay and targets): low-urgency targets (urgency belongs to
     PagerDuty's service, not the rule), ack mode "all" (a PagerDuty acknowledgement stops the
     incident's escalation for everyone, incident.io's "first"), and paging the level again
-    (``retry_config``). incident.io as target carries all three."""
+    (``retry_config``), and a round robin that moves on within the level
+    (``round_robin_config.rotate_after_seconds``; PagerDuty's strategy has no interval).
+    incident.io as target carries them all; round robin itself carries both ways."""
     if vendor == "incidentio":
         return []
     lost = []
@@ -153,4 +161,8 @@ def _carried(level: Level, vendor: str) -> list[str]:
         attempts, interval = level.retry
         lost.append(f"pages the level {attempts} times, every {interval}; {vendor} pages it "
                     "once")
+    if level.round_robin and level.rotate_after is not None:
+        lost.append(f"round robin moves on to the next target after {level.rotate_after}; "
+                    f"{vendor} round robin pages one target per incident and escalates to the "
+                    "next level after the delay")
     return lost

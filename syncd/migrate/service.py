@@ -329,7 +329,7 @@ class Verified:
     differences: list[Difference] = field(default_factory=list)
     oncall_levels: tuple[int, int] = (1, 1)
     # How the level escalates, where the target differs from the source's converted form: a
-    # delay, the policy's repeat count (on level 1) or round robin. Who is paged can agree
+    # delay, round robin, or the policy's repeat count (on level 1). Who is paged can agree
     # while the target waits longer or stops sooner, which pages people at other times.
     mismatches: list[str] = field(default_factory=list)
 
@@ -409,8 +409,8 @@ def _expected(source: Policy, model: TargetModel) -> Policy:
 
 
 def _escalation_mismatches(source: Policy, target: Policy, number: int) -> list[str]:
-    """Where level ``number`` escalates differently: its delay, and on level 1 the policy's
-    repeat count (vendor-notes/migration.md §5 R16, R19)."""
+    """Where level ``number`` escalates differently: its delay, round robin, and on level 1
+    the policy's repeat count (vendor-notes/migration.md §5 R16, R17, R19)."""
     out = []
     if number == 1 and source.repeats != target.repeats:
         out.append(f"repeats: source {source.repeats}, target {target.repeats}")
@@ -418,7 +418,15 @@ def _escalation_mismatches(source: Policy, target: Policy, number: int) -> list[
         a, b = source.levels[number - 1], target.levels[number - 1]
         if a.delay != b.delay:
             out.append(f"delay: source {a.delay}, target {b.delay}")
+        if (a.round_robin, a.rotate_after) != (b.round_robin, b.rotate_after):
+            out.append(f"round robin: source {_robin(a)}, target {_robin(b)}")
     return out
+
+
+def _robin(level: Level) -> str:
+    if not level.round_robin:
+        return "off (every target)"
+    return "on" + (f", next target after {level.rotate_after}" if level.rotate_after else "")
 
 
 def _level_of(schedule_id: str, policies: Iterable[Policy], client: VendorClient) -> int:

@@ -60,6 +60,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -159,11 +160,22 @@ class RetryConfig(Body):
     interval_seconds: int
 
 
+class RoundRobinConfig(Body):
+    """openapi.json ``EscalationPathRoundRobinConfigV2``: ``enabled`` required;
+    ``rotate_after_seconds`` unset = "stick with a single target per level". Stored and
+    answered as posted; ``current_responders`` still lists every target of the first level
+    (the spec says nothing of how round robin shows there)."""
+
+    enabled: bool
+    rotate_after_seconds: int | None = Field(None, ge=1)
+
+
 class LevelNode(Body):
     targets: list[PathTarget]
     time_to_ack_seconds: int | None = None
     ack_mode: Literal["all", "first"] | None = None
     retry_config: RetryConfig | None = None
+    round_robin_config: RoundRobinConfig | None = None
 
 
 class RepeatNode(Body):

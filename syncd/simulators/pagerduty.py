@@ -42,7 +42,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
@@ -714,8 +714,15 @@ class PagerDutySimulator(Simulator):
         return inc
 
     def _level_users(self, ep_id: str, level: int, at: datetime) -> list[str]:
+        """Who a new assignment at ``level`` goes to: every target, or on a round-robin rule
+        the next target in turn (one per assignment; docs/vendors/pagerduty.md)."""
         ep = self.policies[ep_id]
-        targets = ep.levels[min(level, len(ep.levels)) - 1]
+        level = min(level, len(ep.levels))
+        targets = ep.levels[level - 1]
+        if level in ep.round_robin:
+            turn = ep.turns.get(level, 0)
+            ep.turns[level] = turn + 1
+            targets = [targets[turn % len(targets)]]
         out = []
         for kind, tid in targets:
             if kind == "user":
@@ -1190,9 +1197,7 @@ class PagerDutySimulator(Simulator):
             "is_mergeable": True,
             "incident_type": {"name": "incident_default"},
             "escalation_policy": ep.ref(),
-            "teams": [{"id": ep.team_id, "type": "team_reference",
-                       "summary": self.teams[ep.team_id], "self": f"{API}/teams/{ep.team_id}",
-                       "html_url": f"{WEB}/teams/{ep.team_id}"}],
+            "teams": self._team_refs(ep.team_id),  # none for a policy without a team
             "pending_actions": pending,
             "acknowledgements": [{"at": iso(at), "acknowledger": self.users[u].ref()}
                                  for at, u in inc.acks],
@@ -1634,13 +1639,21 @@ class PagerDutySimulator(Simulator):
         return self._page("services", self._named(request, list(self.services.values())),
                           request, self._service_json)
 
-    def _policy_json(self, ep: EscalationPolicy) -> dict[str, Any]:
+    def _policy_json(self, ep: EscalationPolicy, include: Sequence[str] = ()
+                     ) -> dict[str, Any]:
+        """With ``include[]=escalation_rule_assignment_strategies`` each rule says its strategy,
+        as the string the spec's ``EscalationRule`` schema declares."""
         rules = []
         for level, targets in enumerate(ep.levels, 1):
             refs = [self.users[t].ref() if kind == "user" else self.schedules[t].ref()
                     for kind, t in targets]
-            rules.append({"id": f"{ep.id}R{level}",
-                          "escalation_delay_in_minutes": ep.delay(level), "targets": refs})
+            rule: dict[str, Any] = {"id": f"{ep.id}R{level}",
+                                    "escalation_delay_in_minutes": ep.delay(level),
+                                    "targets": refs}
+            if "escalation_rule_assignment_strategies" in include:
+                rule["escalation_rule_assignment_strategy"] = (
+                    "round_robin" if level in ep.round_robin else "assign_to_everyone")
+            rules.append(rule)
         return {**ep.ref(), "type": "escalation_policy", "name": ep.name,
                 "description": ep.description, "num_loops": ep.num_loops,
                 "on_call_handoff_notifications": "if_has_services",
@@ -1668,8 +1681,10 @@ class PagerDutySimulator(Simulator):
             ep.id = _pid("PE", next(self.object_seq))  # once the body is accepted
             self.policies[ep.id] = ep
             return JSONResponse({"escalation_policy": self._policy_json(ep)}, status_code=201)
+        include = self._list_param(request, "include")
         return self._page("escalation_policies", self._named(
-            request, list(self.policies.values())), request, self._policy_json)
+            request, list(self.policies.values())), request,
+            lambda ep: self._policy_json(ep, include))
 
     async def r_policy(self, request: Request) -> Response:
         ep = self.policies.get(request.path_params["id"])
@@ -1678,7 +1693,8 @@ class PagerDutySimulator(Simulator):
         if request.method == "PUT":
             body = PolicyWrite.model_validate(await self._json(request)).escalation_policy
             self._apply_policy(ep, body)
-        return JSONResponse({"escalation_policy": self._policy_json(ep)})
+        return JSONResponse({"escalation_policy": self._policy_json(
+            ep, self._list_param(request, "include"))})
 
     def _apply_policy(self, ep: EscalationPolicy, body: Any) -> None:
         """Check every target exists, then replace the policy's definition in place."""
@@ -1698,6 +1714,9 @@ class PagerDutySimulator(Simulator):
             raise bad(2001, "Invalid Input Provided", *problems)
         ep.name, ep.team_id, ep.levels, ep.num_loops = body.name, team, levels, body.num_loops
         ep.delays = [r.escalation_delay_in_minutes for r in body.escalation_rules]
+        ep.round_robin = {n for n, r in enumerate(body.escalation_rules, 1)
+                          if r.strategy == "round_robin"}
+        ep.turns = {}
         ep.description = body.description if body.description is not None else ep.description
 
     # schedules ------------------------------------------------------------------

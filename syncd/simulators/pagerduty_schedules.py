@@ -116,10 +116,25 @@ class TargetRef(Ref):
     type: Literal["user_reference", "schedule_reference", "user", "schedule"]
 
 
+STRATEGY = Literal["round_robin", "assign_to_everyone"]
+
+
+class StrategyRef(Ref):
+    type: STRATEGY
+
+
 class RuleBody(Body):
     id: str | None = None
     escalation_delay_in_minutes: int = Field(ge=0)
     targets: list[TargetRef] = Field(min_length=1, max_length=MAX_TARGETS)
+    # The spec's schema says a string, its request examples an object {"type": ...}: both.
+    escalation_rule_assignment_strategy: STRATEGY | StrategyRef | None = None
+
+    @property
+    def strategy(self) -> str:
+        """PagerDuty's default is everyone on the rule."""
+        raw = self.escalation_rule_assignment_strategy
+        return (raw.type if isinstance(raw, StrategyRef) else raw) or "assign_to_everyone"
 
 
 class PolicyBody(Ref):
@@ -263,6 +278,8 @@ class EscalationPolicy:
     delays: list[int] = field(default_factory=list)  # minutes per level (default 30)
     num_loops: int = 0
     description: str = ""
+    round_robin: set[int] = field(default_factory=set)  # levels (1-based) assigned in turn
+    turns: dict[int, int] = field(default_factory=dict)  # level -> incidents assigned so far
 
     def ref(self) -> dict[str, Any]:
         return {"id": self.id, "type": "escalation_policy_reference", "summary": self.name,

@@ -14,7 +14,7 @@ Reading (openapi.json ``ScheduleV2``, ``EscalationPathV2``; docs/vendors/inciden
   ``delay`` node adds to it), a ``repeat`` node gives ``repeats``, and the levels inside an
   ``if_else`` branch are ``Level(conditional=True)``: reached only under a condition. What a
   level cannot carry (a schedule paged for one rota, all its users or the next on call; a
-  channel; round robin; a repeat from a later node; other node types) is named in
+  channel; a repeat from a later node; other node types) is named in
   ``Policy.unsupported``, and the plan refuses the policy (``_Walk``).
 - ``rendered`` is ``GET /v2/schedule_entries`` ``final``, paged to the end.
 
@@ -464,6 +464,11 @@ class ScheduleMigration:
             if level.retry is not None:
                 body["retry_config"] = {"attempts": level.retry[0],
                                         "interval_seconds": int(level.retry[1].total_seconds())}
+            if level.round_robin:
+                body["round_robin_config"] = {"enabled": True}
+                if level.rotate_after is not None:
+                    body["round_robin_config"]["rotate_after_seconds"] = int(
+                        level.rotate_after.total_seconds())
             nodes.append({"id": f"level-{n}", "type": "level", "level": body})
         if policy.repeats:
             nodes.append({"id": "repeat", "type": "repeat", "repeat": {
@@ -595,7 +600,7 @@ class _Walk:
     that a :class:`~syncd.migrate.policy.Level` cannot carry (openapi.json
     ``EscalationPathTargetV2``, ``EscalationPathNodeV2``): a schedule paged in a
     ``schedule_mode`` other than ``currently_on_call`` (one rota, all its users, the next on
-    call), a Slack or Teams channel, round robin, a time-out or delay relative to working hours,
+    call), a Slack or Teams channel, a time-out or delay relative to working hours,
     a repeat from a node other than the first or before the last top-level node, and node
     types other than level, delay, repeat and if/else (``notify_channel``, ``voicemail``, a
     hand-over to another ``escalation_path``). Reading them as plain levels paged other people
@@ -617,8 +622,8 @@ class _Walk:
                 body = node["level"]
                 number = len(self.levels) + 1
                 targets = self._targets(body["targets"], number)
-                if (body.get("round_robin_config") or {}).get("enabled"):
-                    self.unsupported.append(f"pages level {number} round robin")
+                robin = body.get("round_robin_config") or {}
+                rotate = robin.get("rotate_after_seconds") if robin.get("enabled") else None
                 if body.get("time_to_ack_interval_condition"):
                     self.unsupported.append(f"times level {number} out relative to working "
                                             "hours")
@@ -627,7 +632,8 @@ class _Walk:
                     targets, timedelta(seconds=body.get("time_to_ack_seconds") or 0),
                     conditional, body.get("ack_mode") or None,
                     (int(retry["attempts"]), timedelta(seconds=retry["interval_seconds"]))
-                    if retry else None))
+                    if retry else None, round_robin=bool(robin.get("enabled")),
+                    rotate_after=None if rotate is None else timedelta(seconds=int(rotate))))
             elif kind == "delay":
                 delay = node.get("delay") or {}
                 if delay.get("delay_interval_condition") or not self.levels:

@@ -24,7 +24,7 @@ implements :class:`syncd.migrate.api.ScheduleTarget`; vendor JSON stays here. Fa
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo
@@ -45,6 +45,9 @@ OVERRIDE_HORIZON = timedelta(days=366)  # how far ahead future overrides are rea
 DAY = timedelta(days=1)
 USER_TYPES = ("user_reference", "user")
 SCHEDULE_TYPES = ("schedule_reference", "schedule", "schedule_v3_reference")
+# Rules say their assignment strategy (round robin or everyone) when asked for it: the
+# include[] of GET /escalation_policies and /{id} (rest-openapiv3.json include_escalation_policy).
+STRATEGIES = {"include[]": ["escalation_rule_assignment_strategies"]}
 
 
 def description_for(marker: str) -> str:
@@ -73,10 +76,11 @@ class PagerDutySchedules:
 
     # ------------------------------------------------------------------ reading schedules
 
-    async def _listed(self, route: str, key: str, teams: Sequence[str] | None
-                      ) -> dict[str, dict[str, Any]]:
+    async def _listed(self, route: str, key: str, teams: Sequence[str] | None,
+                      extra: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """Every object of a list endpoint by id, paged to the end."""
         params: dict[str, Any] = {"team_ids[]": list(teams)} if teams else {}
+        params.update(extra or {})
         found: dict[str, dict[str, Any]] = {}
         async for items, _env in self._pages(route, key, params):
             for raw in items:
@@ -327,11 +331,11 @@ class PagerDutySchedules:
         endpoint = "GET /escalation_policies/{id}"
         if ids is None:
             raws = list((await self._listed("/escalation_policies", "escalation_policies",
-                                            teams)).values())
+                                            teams, STRATEGIES)).values())
         else:
             raws = []
             for pid in ids:
-                body = await self._get("/escalation_policies/{id}", id=pid)
+                body = await self._get("/escalation_policies/{id}", STRATEGIES, id=pid)
                 raws.append(require(body, "escalation_policy", dict, endpoint=endpoint,
                                     account=self.account))
             if teams:
@@ -360,9 +364,14 @@ class PagerDutySchedules:
                 raise refuse(f"level {n} is conditional")
             if level.delay % timedelta(minutes=1):
                 raise refuse(f"level {n} delay {level.delay} is not whole minutes")
+            if level.rotate_after is not None:
+                raise refuse(f"level {n} rotates round robin after {level.rotate_after}")
             rules.append({"escalation_delay_in_minutes": int(level.delay.total_seconds() // 60),
                           "targets": [{"id": t.id, "type": f"{t.kind}_reference"}
-                                      for t in level.targets]})
+                                      for t in level.targets],
+                          # Said both ways: an update must also turn round robin off.
+                          "escalation_rule_assignment_strategy":
+                              "round_robin" if level.round_robin else "assign_to_everyone"})
         return {"escalation_policy": {
             "type": "escalation_policy", "name": policy.name,
             "description": description_for(marker), "num_loops": policy.repeats,
@@ -477,7 +486,8 @@ def _policy(raw: dict[str, Any]) -> Policy:
         # A PagerDuty acknowledgement stops the incident's escalation for everyone: incident.io's
         # ack_mode "first" ("cancelling all other escalations on the same level when someone
         # acks", openapi.json EscalationPathNodeLevelV2), which a copy must say, not leave unset.
-        levels.append(Level(tuple(targets), timedelta(minutes=delay), ack_mode="first"))
+        levels.append(Level(tuple(targets), timedelta(minutes=delay), ack_mode="first",
+                            round_robin=_strategy(rule) == "round_robin"))
     loops = raw.get("num_loops") or 0
     if not isinstance(loops, int):
         raise TypeError("num_loops is not an integer")
@@ -485,6 +495,21 @@ def _policy(raw: dict[str, Any]) -> Policy:
     team = teams[0].get("id") if teams and isinstance(teams[0], dict) else None
     return Policy(id=raw["id"], name=str(raw.get("name") or raw["id"]), levels=tuple(levels),
                   repeats=loops, team=team if isinstance(team, str) else None)
+
+
+def _strategy(rule: dict[str, Any]) -> str:
+    """``escalation_rule_assignment_strategy``: the spec's schema says a string (what syncd
+    writes), its request and answer examples say ``{"type": "round_robin"}``; both are read.
+    Absent (an account without the feature) is PagerDuty's default, everyone on the rule."""
+    raw = rule.get("escalation_rule_assignment_strategy")
+    if isinstance(raw, list):  # one example of the EscalationPolicy schema wraps it in a list
+        raw = raw[0] if len(raw) == 1 else None
+    value = raw.get("type") if isinstance(raw, dict) else raw
+    if value is None:
+        return "assign_to_everyone"
+    if value not in ("round_robin", "assign_to_everyone"):
+        raise ValueError(f"escalation_rule_assignment_strategy {value!r}")
+    return str(value)
 
 
 def _by_marker(listed: dict[str, dict[str, Any]], marker: str) -> str | None:

@@ -813,3 +813,71 @@ async def test_an_incidentio_rotation_with_several_layers_is_refused_alone(
     finally:
         await closed(pair)
         await world.close()
+
+
+async def test_a_round_robin_level_migrates_as_round_robin_both_ways(tmp_path: Path) -> None:
+    """A PagerDuty rule assigned round robin (EscalationRule.escalation_rule_assignment_strategy,
+    read with include[]=escalation_rule_assignment_strategies) pages one target per incident;
+    read as "everyone" it was migrated to page them all. It becomes incident.io's
+    round_robin_config and back, exactly; incident.io's rotation within a level after a time
+    has no PagerDuty field and is a named loss."""
+    world = World(tmp_path, CROSS, [])
+    world.config = replace(world.config, users=FRANK_IS_ERIN)
+    forth, back = pair_of(world, "pd", "ii"), pair_of(world, "ii", "pd")
+    try:
+        made = await forth.source_client.http.json(  # type: ignore[attr-defined]
+            "POST", "/escalation_policies", headers={"From": "syncd-bot@example.com"},
+            json={"escalation_policy": {"type": "escalation_policy", "name": "Robin",
+                                        "escalation_rules": [{
+                "escalation_delay_in_minutes": 10,
+                "targets": [{"id": "PUSR001", "type": "user_reference"},
+                            {"id": "PUSR002", "type": "user_reference"}],
+                "escalation_rule_assignment_strategy": {"type": "round_robin"}}, {
+                "escalation_delay_in_minutes": 5,
+                "targets": [{"id": "PUSR003", "type": "user_reference"}]}]}})
+        pid = made["escalation_policy"]["id"]
+        assert "escalation_rule_assignment_strategy" not in made[  # only when included
+            "escalation_policy"]["escalation_rules"][0]
+        plan = await service.plan(forth, service.Selection(policies=(pid,)), now=utcnow(),
+                                  horizon=HORIZON)
+        item = plan.item(POLICY, pid)
+        assert item is not None and (item.verb, item.conversion) == (
+            Verb.CREATE, Conversion.EXACT), item and item.as_dict()
+        (applied,) = await service.apply(forth, plan, now=utcnow())
+        path = (await forth.target_client.http.json(  # type: ignore[attr-defined]
+            "GET", "/v2/escalation_paths/{id}", path={"id": applied.target_id}))
+        levels = [n["level"] for n in path["escalation_path"]["path"] if n["type"] == "level"]
+        assert [lvl.get("round_robin_config") for lvl in levels] == [{"enabled": True}, None]
+        checked = await service.verify(forth, now=utcnow(), days=7)
+        assert all(v.disagreements == 0 for v in checked), [v.as_dict() for v in checked]
+
+        # incident.io -> PagerDuty: round robin stays; rotating after 2 minutes is a loss.
+        alice, bob = list(world.sims["ii"].users)[:2]  # type: ignore[attr-defined]
+        for rotate, klass in ((None, Conversion.EXACT), (120, Conversion.LOSSY)):
+            robin = {"enabled": True} | ({"rotate_after_seconds": rotate} if rotate else {})
+            source = await back.source_client.http.json(  # type: ignore[attr-defined]
+                "POST", "/v2/escalation_paths", json={"name": f"Robin {rotate}", "path": [
+                    {"id": "a", "type": "level", "level": {
+                        "targets": [{"type": "user", "id": alice, "urgency": "high"},
+                                    {"type": "user", "id": bob, "urgency": "high"}],
+                        "time_to_ack_seconds": 300, "round_robin_config": robin}}]})
+            sid = source["escalation_path"]["id"]
+            plan = await service.plan(back, service.Selection(policies=(sid,)), now=utcnow(),
+                                      horizon=HORIZON)
+            item = plan.item(POLICY, sid)
+            assert item is not None and item.conversion == klass, item and item.as_dict()
+            if rotate:
+                assert "round robin moves on to the next target after 0:02:00" in \
+                    item.losses[0]
+            (done,) = await service.apply(back, plan, now=utcnow())
+            (copied,) = await back.writer.read_policies([done.target_id])  # type: ignore[union-attr]
+            assert copied.levels[0].round_robin
+            rule = (await back.target_client.http.json(  # type: ignore[attr-defined]
+                "GET", "/escalation_policies/{id}", path={"id": done.target_id}, params={
+                    "include[]": ["escalation_rule_assignment_strategies"]}))[
+                "escalation_policy"]["escalation_rules"][0]
+            assert rule["escalation_rule_assignment_strategy"] == "round_robin"
+    finally:
+        await closed(forth)
+        await closed(back)
+        await world.close()

@@ -231,8 +231,12 @@ def test_path_parts_a_level_cannot_carry_are_named_not_dropped() -> None:
     ], conditional=False)
     assert repeats == 1
     assert [t.id for t in walk.levels[0].targets] == ["U1"]
+    # Round robin is read as what it is, not refused (both targets express it).
+    assert (walk.levels[0].round_robin, walk.levels[0].rotate_after) == (
+        True, timedelta(seconds=120))
     text = " | ".join(walk.unsupported)
-    for part in ("slack_channel", "round robin", "'notify_channel'", "'escalation_path'"):
+    assert "round robin" not in text
+    for part in ("slack_channel", "'notify_channel'", "'escalation_path'"):
         assert part in text, text
     assert "repeats from" not in text  # a repeat from the start is num_loops
 

@@ -225,6 +225,43 @@ async def test_escalation_policies_create_show_update(api: httpx.AsyncClient) ->
     assert (await api.get("/escalation_policies/PNOPE")).status_code == 404
 
 
+async def test_a_round_robin_rule_is_held_shown_when_asked_and_assigns_in_turn(
+        api: httpx.AsyncClient) -> None:
+    """EscalationRule.escalation_rule_assignment_strategy, in the string form of the spec's
+    schema or the object form of its examples; answered when include[] asks for it; a
+    round-robin rule assigns each new incident to its next target, not to all of them."""
+    from syncd.simulators.pagerduty import EP_SRE, FROM_EMAIL, SERVICE_WEB
+
+    two = [USER, {"id": "PUSR003", "type": "user_reference"}]
+    for form in ("round_robin", {"type": "round_robin"}):
+        r = await api.put(f"/escalation_policies/{EP_SRE}", json=policy_with(escalation_rules=[
+            {"escalation_delay_in_minutes": 5, "targets": two,
+             "escalation_rule_assignment_strategy": form}]))
+        assert r.status_code == 200, r.text
+        assert "escalation_rule_assignment_strategy" not in r.json()[
+            "escalation_policy"]["escalation_rules"][0]
+    include = {"include[]": "escalation_rule_assignment_strategies"}
+    shown = (await api.get(f"/escalation_policies/{EP_SRE}", params=include)).json()
+    assert shown["escalation_policy"]["escalation_rules"][0][
+        "escalation_rule_assignment_strategy"] == "round_robin"
+    listed = (await api.get("/escalation_policies", params=include)).json()
+    assert "assign_to_everyone" in [
+        rule["escalation_rule_assignment_strategy"] for p in listed["escalation_policies"]
+        for rule in p["escalation_rules"]]
+    assignees = []
+    for n in range(3):
+        r = await api.post("/incidents", headers={"From": FROM_EMAIL}, json={"incident": {
+            "type": "incident", "title": f"robin {n}",
+            "service": {"id": SERVICE_WEB, "type": "service_reference"}}})
+        assert r.status_code == 201, r.text
+        assignees.append([a["assignee"]["id"] for a in r.json()["incident"]["assignments"]])
+    assert assignees == [["PUSR002"], ["PUSR003"], ["PUSR002"]]
+    refused(await api.put(f"/escalation_policies/{EP_SRE}", json=policy_with(escalation_rules=[
+        {"escalation_delay_in_minutes": 5, "targets": two,
+         "escalation_rule_assignment_strategy": "sometimes"}])),
+        "escalation_rule_assignment_strategy")
+
+
 def policy_with(**fields: Any) -> dict[str, Any]:
     body = copy.deepcopy(POLICY)
     body["escalation_policy"].update(fields)
