@@ -123,6 +123,15 @@ def convert(source: Schedule, target: TargetModel, *, now: datetime) -> Schedule
         return refuse(source, "definition_not_readable",
                       f"{source.name!r} is known only by who it has on call (the source's API "
                       "documents no rotation definitions)")
+    # Before any refusal that materializes: that renders in syncd's (sequential) order.
+    for rot in source.rotations:
+        if rot.fair:
+            return refuse(source, "fair_scheduling_unsupported",
+                          f"rotation {rot.name!r} alternates turn lengths "
+                          f"({', '.join(str(h) for h in rot.handovers)}) scheduled 'fair', "
+                          "an order incident.io does not document, so syncd can neither "
+                          "render it nor check a copy; set its scheduling mode to "
+                          "'sequential' in the source, or migrate it by hand")
     for rot in source.rotations:
         if not target.dated_rotations and (rot.start is not None or rot.end is not None):
             return refuse(source, "rotation_dates_unsupported",

@@ -93,6 +93,10 @@ class Rotation:
     windows: tuple[Window, ...] = ()
     start: datetime | None = None
     end: datetime | None = None
+    # incident.io ``scheduling_mode: fair`` over alternating handovers: "balances workload by
+    # considering handover duration", an undocumented order that :func:`render` (which takes
+    # turns in order, incident.io's ``sequential``) does not model; conversion refuses it.
+    fair: bool = False
 
     def __post_init__(self) -> None:
         if not self.users:

@@ -32,8 +32,9 @@ Ours (docs/vendors/incidentio.md lists them; the vendor does not document them):
 - Hand-offs and working intervals are wall-clock times in the schedule's zone (a daily 09:00
   hand-off stays 09:00 across DST; an hourly interval counts local hours); turns advance in
   wall-clock time whether or not a working interval is open (the ``sequential`` reading). A
-  rotation with alternating handover lengths must say ``scheduling_mode: sequential``: the
-  ``fair`` algorithm is not documented, so it is refused as not simulated.
+  rotation with alternating handover lengths and ``scheduling_mode`` ``fair`` (or none: the
+  default is not documented) is stored and answered as posted, but the ``fair`` algorithm is
+  not documented, so who is on call in its schedule is refused as not simulated.
 - Who takes which concurrent shift: at each handover the layers take the next users of the
   list in order (layer 1 the first, layer 2 the next, ...), going round it ("``sequential``
   goes around the list in order, so the next person on call is always the one after the last",
@@ -284,6 +285,14 @@ class Rotation:
     effective_from: datetime | None = None
     scheduling_mode: str | None = None
 
+    @property
+    def fair(self) -> bool:
+        """Alternating handovers under anything but ``sequential``: the ``fair`` algorithm
+        ("balances workload by considering handover duration"), which is not documented; an
+        absent mode counts too, since its default is not documented either."""
+        lengths = {INTERVALS[kind] * n for kind, n in self.handovers}
+        return len(lengths) > 1 and self.scheduling_mode != "sequential"
+
 
 @dataclass
 class Schedule:
@@ -308,6 +317,12 @@ class Schedule:
     def rotation_ids(self) -> list[str]:
         return list(dict.fromkeys(r.id for r in self.rotations))
 
+    @property
+    def renderable(self) -> bool:
+        """Who is on call can be simulated: no rotation has alternating handovers scheduled
+        ``fair`` (undocumented)."""
+        return not any(r.fair for r in self.rotations)
+
     def layer_ids(self, rotation_id: str) -> set[str]:
         return set(self.layer_order(rotation_id))
 
@@ -322,6 +337,9 @@ class Schedule:
         schedules nobody on it)."""
         mine = sorted((r for r in self.rotations if r.id == rotation_id),
                       key=lambda r: r.effective_from or datetime.min.replace(tzinfo=UTC))
+        if not self.renderable:
+            raise ApiError(400, "not_simulated", "not simulated: who is on call in a rotation "
+                           "with alternating handovers scheduled 'fair' (undocumented)")
         out = []
         for i, r in enumerate(mine):
             until = mine[i + 1].effective_from if i + 1 < len(mine) else None
@@ -515,17 +533,18 @@ class IncidentIOOnCall(IncidentIOBase):
         }
 
     def schedule_json(self, s: Schedule) -> dict[str, Any]:
-        now = self.clock.now()
-        current = [self._entry(r, lid, u, a, b, o) for u, a, b, o, r, lid in
-                   self.final_segments(s, now, now + timedelta(seconds=1))]
-        return {
+        out = {
             "id": s.id, "name": s.name, "timezone": s.timezone, "team_ids": list(s.team_ids),
             "annotations": dict(s.annotations),
             "permalink": f"https://app.incident.io/{ORG_SLUG}/on-call/schedules/{s.id}",
             "created_at": ts(s.created), "updated_at": ts(s.updated),
             "config": {"rotations": [self.rotation_json(r) for r in s.rotations]},
-            "current_shifts": current,
         }
+        if s.renderable:  # ``current_shifts`` is optional (not in ScheduleV2.required)
+            now = self.clock.now()
+            out["current_shifts"] = [self._entry(r, lid, u, a, b, o) for u, a, b, o, r, lid in
+                                     self.final_segments(s, now, now + timedelta(seconds=1))]
+        return out
 
     def rotation_json(self, r: Rotation) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -595,11 +614,6 @@ class IncidentIOOnCall(IncidentIOBase):
                 if h.interval < 1:
                     raise ApiError(422, "invalid_value", "interval must be at least 1",
                                    field=f"{where}.handovers[{j}].interval")
-            lengths = {INTERVALS[h.interval_type] * h.interval for h in row.handovers}
-            if len(lengths) > 1 and row.scheduling_mode != "sequential":
-                raise ApiError(400, "not_simulated", "not simulated: alternating handovers "
-                               "with the 'fair' scheduling mode (say 'sequential')",
-                               field=f"{where}.scheduling_mode")
             layers = self._layers(row, rid, known_layers, where, fresh)
             working = []
             for j, w in enumerate(row.working_intervals or []):

@@ -171,12 +171,12 @@ class ScheduleMigration:
             start = _time(row["effective_from"]) if row.get("effective_from") else None
             end = (_time(rows[i + 1]["effective_from"]) if i + 1 < len(rows) else None)
             vid = rid if start is None else f"{rid}@{_stamp(start)}"
+            handovers = tuple(_length(h) for h in row["handovers"])
             out.append(Rotation(
                 vid, row["name"], tuple(u["id"] for u in row["users"]),
-                _time(row["handover_start_at"]),
-                tuple(_length(h) for h in row["handovers"]),
+                _time(row["handover_start_at"]), handovers,
                 tuple(_window(w) for w in row.get("working_intervals") or []),
-                start, end))
+                start, end, fair=_fair(row, handovers)))
         return out
 
     async def _overrides(self, schedule: Schedule) -> list[Override]:
@@ -265,7 +265,8 @@ class ScheduleMigration:
                 "handovers": [_handover(h) for h in rot.handovers],
                 "working_intervals": _working(rot.windows),
                 "layers": [{"name": "Layer 1"}],
-                "scheduling_mode": "sequential",  # the turn order syncd's model renders
+                # sequential: the turn order syncd's model renders (fair is refused before)
+                "scheduling_mode": "fair" if rot.fair else "sequential",
             }
             if keep and rot.id in keep:
                 body["id"], layer = keep[rot.id]
@@ -520,6 +521,17 @@ def _concurrent_layers(rotations: list[dict[str, Any]]) -> tuple[str, str] | Non
                     "it assigns them: syncd can neither render the rotation nor check a copy; "
                     "split it into one rotation per layer in the source, or migrate it by hand")
     return None
+
+
+def _fair(row: dict[str, Any], handovers: tuple[timedelta, ...]) -> bool:
+    """``scheduling_mode`` "fair" "balances workload by considering handover duration" and
+    "only applies when you have asymmetric handovers" (openapi.json ``ScheduleRotationV2``):
+    with one turn length it is ``sequential``. With several, anything but an explicit
+    "sequential" is fair, since the default is not documented."""
+    mode = row.get("scheduling_mode")
+    if mode not in (None, "fair", "sequential"):
+        raise ValueError(f"scheduling_mode {mode!r}")
+    return len(set(handovers)) > 1 and mode != "sequential"
 
 
 def _length(handover: dict[str, Any]) -> timedelta:

@@ -881,3 +881,41 @@ async def test_a_round_robin_level_migrates_as_round_robin_both_ways(tmp_path: P
         await closed(forth)
         await closed(back)
         await world.close()
+
+
+async def test_a_fair_incidentio_rotation_is_refused_not_materialized_in_turn_order(
+        tmp_path: Path) -> None:
+    """scheduling_mode "fair" balances alternating handovers by duration, in an order
+    incident.io does not document (openapi.json ScheduleRotationV2.scheduling_mode). Read as
+    sequential, it was materialized into PagerDuty in the wrong people's order; now it is
+    refused by name. The same rotation "sequential" materializes, and "fair" with one turn
+    length is sequential ("only applies when you have asymmetric handovers") and converts."""
+    world = World(tmp_path, CROSS, [])
+    pair = pair_of(world, "ii", "pd")
+    try:
+        people = [{"id": u} for u in list(world.sims["ii"].users)[:3]]  # type: ignore[attr-defined]
+        made = {}
+        for mode, lengths in (("fair", (2, 5)), ("sequential", (2, 5)), ("fair", (7,))):
+            answer = await pair.source_client.http.json(  # type: ignore[attr-defined]
+                "POST", "/v2/schedules", json={"schedule": {
+                    "name": f"{mode} {lengths}", "timezone": "Europe/London", "config": {
+                        "rotations": [{
+                            "name": "Turns", "users": people,
+                            "handover_start_at": "2026-11-02T09:00:00Z",
+                            "handovers": [{"interval_type": "daily", "interval": n}
+                                          for n in lengths],
+                            "layers": [{"name": "Layer 1"}], "scheduling_mode": mode}]}}})
+            made[mode, lengths] = answer["schedule"]["id"]
+        plan = await service.plan(pair, service.Selection(schedules=tuple(made.values())),
+                                  now=utcnow(), horizon=HORIZON)
+        fair = plan.item(SCHEDULE, made["fair", (2, 5)])
+        assert fair is not None and fair.refusal is not None, plan.as_dict()
+        assert fair.refusal.code == "fair_scheduling_unsupported"
+        sequential = plan.item(SCHEDULE, made["sequential", (2, 5)])
+        assert sequential is not None and sequential.conversion == Conversion.MATERIALIZED
+        weekly = plan.item(SCHEDULE, made["fair", (7,)])
+        assert weekly is not None and (weekly.verb, weekly.conversion) == (
+            Verb.CREATE, Conversion.EXACT), weekly.as_dict()
+    finally:
+        await closed(pair)
+        await world.close()

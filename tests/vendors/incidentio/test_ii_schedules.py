@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from syncd.simulators.incidentio import IncidentIOSimulator, ulid
 
@@ -84,9 +85,6 @@ async def test_definition_rules_are_refused_in_the_vendor_shape(
          "schedule.config.rotations[0].working_intervals[0]"),
         (schedule(rotation(layers=[{"id": "L1", "name": "a"}, {"id": "L1", "name": "b"}])),
          422, "schedule.config.rotations[0].layers"),
-        (schedule(rotation(handovers=[{"interval_type": "daily", "interval": 2},
-                                      {"interval_type": "daily", "interval": 5}])), 400,
-         "schedule.config.rotations[0].scheduling_mode"),
         (schedule(rotation(effective_from="2026-12-01T00:00:00Z")), 422,
          "schedule.config.rotations"),
         ({"schedule": {"name": "S", "timezone": "Mars/Olympus"}}, 422, "schedule.timezone"),
@@ -94,6 +92,37 @@ async def test_definition_rules_are_refused_in_the_vendor_shape(
     for body, status, field in cases:
         refused(await http.post("/v2/schedules", json=body), status, field)
     assert len(sim.schedules) == before
+
+
+FAIR = {"handovers": [{"interval_type": "daily", "interval": 2},
+                      {"interval_type": "daily", "interval": 5}], "scheduling_mode": "fair"}
+
+
+@pytest.mark.parametrize("shape", [
+    FAIR, {**FAIR, "scheduling_mode": None},
+    {**FAIR, "layers": [{"name": "Primary"}, {"name": "Secondary"}]}])
+async def test_an_undocumented_rotation_is_held_but_not_rendered(
+        sim: IncidentIOSimulator, http: httpx.AsyncClient, shape: dict[str, Any]) -> None:
+    """"fair" alternating handovers (scheduling_mode; with none, the default is undocumented):
+    how incident.io orders people there is undocumented, so the simulator stores and answers
+    the definition and refuses to say who is on call rather than invent it, with several
+    layers too (a sequential rotation's layers are rendered, the dealing ours: see
+    test_two_layers_page_two_people_and_an_override_replaces_one_layers)."""
+    body = schedule(rotation(**{k: v for k, v in shape.items() if v is not None}))
+    r = await http.post("/v2/schedules", json=body)
+    assert r.status_code == 201, r.text
+    made = r.json()["schedule"]
+    assert "current_shifts" not in made  # optional in ScheduleV2
+    shown = (await http.get(f"/v2/schedules/{made['id']}")).json()["schedule"]
+    for key in ("layers", "handovers", "scheduling_mode"):
+        if key in shape:
+            got = shown["config"]["rotations"][0].get(key)
+            assert got == shape[key] or [n["name"] for n in got] == [
+                n["name"] for n in shape[key]], (key, got)
+    refused(await http.get("/v2/schedule_entries", params={
+        "schedule_id": made["id"], "entry_window_start": "2026-10-05T00:00:00Z",
+        "entry_window_end": "2026-10-06T00:00:00Z"}), 400)
+    refused(await http.post(f"/v2/schedules/{NY}/actions/preview_entries", json=body), 400)
 
 
 async def test_timezone_cannot_change_and_update_keeps_the_id(
