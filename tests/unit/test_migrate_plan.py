@@ -135,6 +135,17 @@ def test_fingerprint_is_stable_and_sensitive() -> None:
     assert fingerprint(policy("A")) != fingerprint(policy("B"))
 
 
+def test_fields_added_later_change_no_fingerprint_while_unused() -> None:
+    """The digests of objects migrated before round robin, fair scheduling and unconvertible
+    schedules were modelled: an upgrade alone plans no update (a rewrite in the target)."""
+    assert fingerprint(hard_case()) == "c0c6d2c784ac5947"
+    assert fingerprint(policy("A")) == "0e393eb87830b0b4"
+    robin = policy("A")
+    robin = replace(robin, levels=(replace(robin.levels[0], round_robin=True),
+                                   *robin.levels[1:]))
+    assert fingerprint(robin) != fingerprint(policy("A"))  # used: it counts
+
+
 def test_an_empty_policy_is_refused() -> None:
     plan = build(source="pd", target="ii", model=INCIDENTIO, schedules=[],
                  policies=[Policy(id="EP", name="empty", levels=())], people=people(),
