@@ -855,18 +855,28 @@ class IncidentIOOnCall(IncidentIOBase):
     # ------------------------------------------------------------------ escalation paths
 
     def path_json(self, p: Path) -> dict[str, Any]:
-        return {"id": p.id, "name": p.name, "kind": "standalone", "team_ids": list(p.team_ids),
-                "path": [_node_json(n) for n in p.nodes],
-                "current_responders": [self.users[u].slim() for u in self.responders(p)]}
+        out = {"id": p.id, "name": p.name, "kind": "standalone", "team_ids": list(p.team_ids),
+               "path": [_node_json(n) for n in p.nodes]}
+        responders = self.responders(p)
+        if responders is not None:  # optional: not in EscalationPathV2.required
+            out["current_responders"] = [self.users[u].slim() for u in responders]
+        return out
 
-    def responders(self, p: Path) -> list[str]:
-        """Who the path's first level pages right now ("currently on-call", spec)."""
+    def responders(self, p: Path) -> list[str] | None:
+        """Who the path's first level pages right now ("currently on-call", spec); None
+        when it pages a schedule whose on-call is not simulated (alternating handovers
+        scheduled ``fair``): the path is still stored and listed, without
+        ``current_responders``, as a schedule is without ``current_shifts``."""
         first = next((n for n in p.nodes if n["type"] == "level"), None)
         if first is None:
             return []
+        targets = first["level"]["targets"]
+        if any(t["type"] == "schedule" and t["id"] in self.schedules
+               and not self.schedules[t["id"]].renderable for t in targets):
+            return None
         now = self.clock.now()
         out: list[str] = []
-        for t in first["level"]["targets"]:
+        for t in targets:
             found = ([t["id"]] if t["type"] == "user" else
                      self.on_call_users(self.schedules[t["id"]], now)
                      if t["id"] in self.schedules else [])

@@ -796,6 +796,16 @@ async def test_an_incidentio_rotation_with_several_layers_is_refused_alone(
                                                            "interval": 1}],
                     "layers": [{"name": "Primary"}, {"name": "Secondary"}]}]}}})
         crowded, sun = made["schedule"]["id"], ulid("C", 4)
+        paging = await pair.source_client.http.json(  # type: ignore[attr-defined]
+            "POST", "/v2/escalation_paths", json={"name": "Pages the pair", "path": [
+                {"id": "a", "type": "level", "level": {
+                    "targets": [{"type": "schedule", "id": crowded, "urgency": "high",
+                                 "schedule_mode": "currently_on_call"}],
+                    "time_to_ack_seconds": 300}}]})
+        crowded_path, primary = paging["escalation_path"]["id"], ulid("P", 1)
+        # The simulator renders the two layers (its dealing is ours, not the vendor's): the
+        # refusals below are the migration's own, not an answer it could not get.
+        assert len(paging["escalation_path"]["current_responders"]) == 2
         plan = await service.plan(pair, service.Selection(schedules=(crowded, sun)),
                                   now=utcnow(), horizon=HORIZON)
         refused, fine = plan.item(SCHEDULE, crowded), plan.item(SCHEDULE, sun)
@@ -807,9 +817,21 @@ async def test_an_incidentio_rotation_with_several_layers_is_refused_alone(
         everything = await service.plan(pair, service.Selection(), now=utcnow(),
                                         horizon=HORIZON)  # the whole account reads too
         assert everything.item(SCHEDULE, crowded) is not None
+        # A path paging the refused schedule is refused as its dependent; the account's other
+        # paths and schedules migrate.
+        dependent = everything.item(POLICY, crowded_path)
+        assert dependent is not None and dependent.refusal is not None, everything.as_dict()
+        assert dependent.refusal.code == "depends_on_refused"
+        assert dependent.depends_on == (f"{SCHEDULE}:{crowded}",)
+        other = everything.item(POLICY, primary)
+        assert other is not None and other.refusal is None, everything.as_dict()
+        assert other.verb == Verb.CREATE
         applied = {a.source_id: a.action for a in await service.apply(pair, plan,
                                                                         now=utcnow())}
         assert applied == {crowded: "refused", sun: "created"}
+        rest = {a.source_id: a.action for a in await service.apply(pair, await service.plan(
+            pair, service.Selection(), now=utcnow(), horizon=HORIZON), now=utcnow())}
+        assert (rest[crowded_path], rest[primary]) == ("refused", "created"), rest
     finally:
         await closed(pair)
         await world.close()
@@ -890,6 +912,8 @@ async def test_a_fair_incidentio_rotation_is_refused_not_materialized_in_turn_or
     sequential, it was materialized into PagerDuty in the wrong people's order; now it is
     refused by name. The same rotation "sequential" materializes, and "fair" with one turn
     length is sequential ("only applies when you have asymmetric handovers") and converts."""
+    from syncd.simulators.incidentio import ulid
+
     world = World(tmp_path, CROSS, [])
     pair = pair_of(world, "ii", "pd")
     try:
@@ -916,6 +940,23 @@ async def test_a_fair_incidentio_rotation_is_refused_not_materialized_in_turn_or
         weekly = plan.item(SCHEDULE, made["fair", (7,)])
         assert weekly is not None and (weekly.verb, weekly.conversion) == (
             Verb.CREATE, Conversion.EXACT), weekly.as_dict()
+        # A path paging the fair schedule: the simulator lists it without current_responders
+        # (it cannot say who the fair order pages), so the whole account's policy read goes
+        # through; the path is refused as the schedule's dependent, the others migrate.
+        paging = await pair.source_client.http.json(  # type: ignore[attr-defined]
+            "POST", "/v2/escalation_paths", json={"name": "Pages the fair turns", "path": [
+                {"id": "a", "type": "level", "level": {
+                    "targets": [{"type": "schedule", "id": made["fair", (2, 5)],
+                                 "urgency": "high", "schedule_mode": "currently_on_call"}],
+                    "time_to_ack_seconds": 300}}]})
+        assert "current_responders" not in paging["escalation_path"]
+        everything = await service.plan(pair, service.Selection(), now=utcnow(),
+                                        horizon=HORIZON)
+        dependent = everything.item(POLICY, paging["escalation_path"]["id"])
+        assert dependent is not None and dependent.refusal is not None, everything.as_dict()
+        assert dependent.refusal.code == "depends_on_refused"
+        other = everything.item(POLICY, ulid("P", 1))
+        assert other is not None and other.refusal is None, everything.as_dict()
     finally:
         await closed(pair)
         await world.close()
