@@ -253,8 +253,8 @@ def _decide(kind: str, source: Schedule | Policy, conv: ScheduleConversion | Pol
     item = Item(kind, source.id, source.name, verb, conv.klass, losses=conv.losses,
                 target_id=before.target_id if before else None, fingerprint=digest,
                 converted=conv.target)
+    item.notes = conv.notes
     if isinstance(conv, ScheduleConversion):
-        item.notes = conv.notes
         assert now is not None and horizon is not None
         item.differences = check(conv, now, now + horizon)
         item.verified_by = "syncd model"

@@ -82,6 +82,15 @@ class PolicyConversion:
     steps: tuple[StepConversion, ...] = ()
     losses: tuple[str, ...] = ()
     refusal: Refusal | None = None
+    notes: tuple[str, ...] = ()  # what to check in the target, not a loss
+
+
+# support.pagerduty.com/docs/round-robin-scheduling: round robin is a feature of some plans.
+ROUND_ROBIN_PLAN_NOTE = (
+    "round robin, which PagerDuty offers only on some plans (support.pagerduty.com/docs/"
+    "round-robin-scheduling); how an account without it treats the rule is not documented: "
+    "check the target account's plan includes it, and that the rule reads round robin after "
+    "apply")
 
 
 def convert_policy(source: Policy, target: TargetModel, *,
@@ -135,8 +144,10 @@ def convert_policy(source: Policy, target: TargetModel, *,
         losses.append(f"repeats {repeats} capped at PagerDuty's maximum {PAGERDUTY_MAX_LOOPS}")
         repeats = PAGERDUTY_MAX_LOOPS
     converted = replace(source, levels=tuple(levels), repeats=repeats)
+    notes = tuple(f"level {n}: {ROUND_ROBIN_PLAN_NOTE}" for n, lvl in enumerate(levels, 1)
+                  if lvl.round_robin and target.vendor == "pagerduty")
     return PolicyConversion(source, Conversion.LOSSY if losses else Conversion.EXACT,
-                            converted, tuple(steps), tuple(losses))
+                            converted, tuple(steps), tuple(losses), notes=notes)
 
 
 def _carried(level: Level, vendor: str) -> list[str]:

@@ -350,7 +350,13 @@ class PagerDutySchedules:
                     from None
         return out
 
-    def _policy_body(self, policy: Policy, marker: str, endpoint: str) -> dict[str, Any]:
+    def _policy_body(self, policy: Policy, marker: str, endpoint: str,
+                     robin_now: frozenset[int] = frozenset()) -> dict[str, Any]:
+        """``robin_now``: the levels (1-based) the target policy assigns round robin now.
+        Round robin exists only on some PagerDuty plans (support.pagerduty.com/docs/
+        round-robin-scheduling) and how an account without it treats the field is not
+        documented, so it is sent only where it matters: ``round_robin`` on a round-robin
+        level, ``assign_to_everyone`` only to turn a target's round robin off."""
         from syncd.migrate.policy import PAGERDUTY_MAX_LOOPS
 
         def refuse(why: str) -> PermanentError:
@@ -366,12 +372,13 @@ class PagerDutySchedules:
                 raise refuse(f"level {n} delay {level.delay} is not whole minutes")
             if level.rotate_after is not None:
                 raise refuse(f"level {n} rotates round robin after {level.rotate_after}")
-            rules.append({"escalation_delay_in_minutes": int(level.delay.total_seconds() // 60),
-                          "targets": [{"id": t.id, "type": f"{t.kind}_reference"}
-                                      for t in level.targets],
-                          # Said both ways: an update must also turn round robin off.
-                          "escalation_rule_assignment_strategy":
-                              "round_robin" if level.round_robin else "assign_to_everyone"})
+            rule: dict[str, Any] = {
+                "escalation_delay_in_minutes": int(level.delay.total_seconds() // 60),
+                "targets": [{"id": t.id, "type": f"{t.kind}_reference"} for t in level.targets]}
+            if level.round_robin or n in robin_now:
+                rule["escalation_rule_assignment_strategy"] = (
+                    "round_robin" if level.round_robin else "assign_to_everyone")
+            rules.append(rule)
         return {"escalation_policy": {
             "type": "escalation_policy", "name": policy.name,
             "description": description_for(marker), "num_loops": policy.repeats,
@@ -393,8 +400,10 @@ class PagerDutySchedules:
 
     async def update_policy(self, target_id: str, policy: Policy, marker: str) -> None:
         endpoint = "PUT /escalation_policies/{id}"
+        (current,) = await self.read_policies([target_id])
+        robin_now = frozenset(n for n, lvl in enumerate(current.levels, 1) if lvl.round_robin)
         body = await self.http.json("PUT", "/escalation_policies/{id}", path={"id": target_id},
-                                    json=self._policy_body(policy, marker, endpoint))
+                                    json=self._policy_body(policy, marker, endpoint, robin_now))
         raw = require(body, "escalation_policy", dict, endpoint=endpoint, account=self.account)
         if raw.get("id") != target_id:
             raise self._malformed(endpoint, f"updated policy answered as {raw.get('id')!r}")

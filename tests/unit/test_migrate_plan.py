@@ -152,3 +152,24 @@ def test_an_empty_policy_is_refused() -> None:
                  known={}, now=NOW, horizon=HORIZON)
     (item,) = plan.items
     assert item.refusal is not None and item.refusal.code == "empty_policy"
+
+
+def test_a_round_robin_level_into_pagerduty_names_the_plan_limit_in_the_notes() -> None:
+    """Round robin exists only on some PagerDuty plans (support.pagerduty.com/docs/
+    round-robin-scheduling), and how an account without it treats the rule is undocumented:
+    the plan says so for that level, into PagerDuty only."""
+    robin = policy()
+    robin = replace(robin, levels=(replace(robin.levels[0], round_robin=True),))
+    for model, noted in ((PAGERDUTY, True), (INCIDENTIO, False)):
+        plan = build(source="x", target="y", model=model, schedules=[], policies=[robin],
+                     people=people(), known={}, now=NOW, horizon=HORIZON)
+        (item,) = plan.items
+        assert item.verb == Verb.CREATE, item.as_dict()
+        assert bool(item.notes) == noted, item.as_dict()
+        if noted:
+            assert item.notes[0].startswith("level 1: round robin")
+            assert "round-robin-scheduling" in item.notes[0]
+            assert item.as_dict()["notes"] == list(item.notes)
+    plain = build(source="x", target="y", model=PAGERDUTY, schedules=[], policies=[policy()],
+                  people=people(), known={}, now=NOW, horizon=HORIZON)
+    assert plain.items[0].notes == ()

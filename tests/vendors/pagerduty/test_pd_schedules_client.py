@@ -243,6 +243,67 @@ async def test_policies_read_create_update_find(client: PagerDutyClient,
         await client.read_policies(["PNOPE"])
 
 
+def tapped(sim: PagerDutySimulator, sent: list[tuple[str, dict[str, Any]]]) -> Any:
+    """A network tap: the simulator answers as ever; each JSON request body is kept."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
+            await sim.app(scope, receive, send)
+            return
+        parts: list[bytes] = []
+        while True:
+            message = await receive()
+            parts.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        raw = b"".join(parts)
+        sent.append((f"{scope['method']} {scope['path']}", json.loads(raw) if raw else {}))
+        done = False
+
+        async def replay() -> Any:
+            nonlocal done
+            if done:
+                return await receive()
+            done = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await sim.app(scope, replay, send)
+    return app
+
+
+async def test_the_assignment_strategy_is_sent_only_where_round_robin_is_or_was(
+        sim: PagerDutySimulator) -> None:
+    """Round robin exists only on some PagerDuty plans (support.pagerduty.com/docs/
+    round-robin-scheduling) and how an account without it treats the field is undocumented:
+    ``round_robin`` is sent only on a round-robin level, and ``assign_to_everyone`` only on an
+    update where the target's rule reads round robin now (to turn it off)."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+    client = client_for(sim, tapped(sim, sent))
+    try:
+        (platform,) = await client.read_policies([EP_PLATFORM])
+
+        def strategies() -> list[object]:
+            (_, body), = [(r, b) for r, b in sent if r.startswith(("POST /escalation_p",
+                                                                     "PUT /escalation_p"))]
+            sent.clear()
+            return [rule.get("escalation_rule_assignment_strategy", "-")
+                    for rule in body["escalation_policy"]["escalation_rules"]]
+
+        robin = replace(platform, levels=(replace(platform.levels[0], round_robin=True),
+                                          *platform.levels[1:]))
+        new_id = await client.create_policy(robin, "syncd-mig-rr")
+        assert strategies() == ["round_robin", "-", "-"]
+        await client.update_policy(new_id, platform, "syncd-mig-rr")
+        assert strategies() == ["assign_to_everyone", "-", "-"]  # turned off where it was on
+        (back,) = await client.read_policies([new_id])
+        assert not any(lvl.round_robin for lvl in back.levels)
+        await client.update_policy(new_id, platform, "syncd-mig-rr")
+        assert strategies() == ["-", "-", "-"]
+        plain = await client.create_policy(platform, "syncd-mig-plain")
+        assert strategies() == ["-", "-", "-"]
+        assert plain != new_id
+    finally:
+        await client.aclose()
+
+
 async def test_unknown_schedule_is_not_found(client: PagerDutyClient) -> None:
     with pytest.raises(NotFound):
         await client.read_schedules(["PNOPE"])
