@@ -127,13 +127,19 @@ class RuleBody(Body):
     id: str | None = None
     escalation_delay_in_minutes: int = Field(ge=0)
     targets: list[TargetRef] = Field(min_length=1, max_length=MAX_TARGETS)
-    # The spec's schema says a string, its request examples an object {"type": ...}: both.
-    escalation_rule_assignment_strategy: STRATEGY | StrategyRef | None = None
+    # The spec's schema says a string, its request examples an object {"type": ...}, and the
+    # EscalationPolicy example a list of one such object: all three.
+    escalation_rule_assignment_strategy: (STRATEGY | StrategyRef
+                                          | Annotated[list[StrategyRef],
+                                                      Field(min_length=1, max_length=1)]
+                                          | None) = None
 
     @property
     def strategy(self) -> str:
         """PagerDuty's default is everyone on the rule."""
         raw = self.escalation_rule_assignment_strategy
+        if isinstance(raw, list):
+            raw = raw[0]
         return (raw.type if isinstance(raw, StrategyRef) else raw) or "assign_to_everyone"
 
 

@@ -478,8 +478,8 @@ def _stripped(layer: dict[str, Any]) -> dict[str, Any]:
 def _policy(raw: dict[str, Any]) -> Policy:
     from syncd.migrate.policy import Level, Policy, Target
 
-    levels = []
-    for rule in raw["escalation_rules"]:
+    levels, unsupported = [], []
+    for number, rule in enumerate(raw["escalation_rules"], 1):
         targets = []
         for t in rule["targets"]:
             kind = t.get("type")
@@ -495,30 +495,42 @@ def _policy(raw: dict[str, Any]) -> Policy:
         # A PagerDuty acknowledgement stops the incident's escalation for everyone: incident.io's
         # ack_mode "first" ("cancelling all other escalations on the same level when someone
         # acks", openapi.json EscalationPathNodeLevelV2), which a copy must say, not leave unset.
+        strategy, odd = _strategy(rule, number)
+        unsupported += odd
         levels.append(Level(tuple(targets), timedelta(minutes=delay), ack_mode="first",
-                            round_robin=_strategy(rule) == "round_robin"))
+                            round_robin=strategy == "round_robin"))
     loops = raw.get("num_loops") or 0
     if not isinstance(loops, int):
         raise TypeError("num_loops is not an integer")
     teams = raw.get("teams") or []
     team = teams[0].get("id") if teams and isinstance(teams[0], dict) else None
     return Policy(id=raw["id"], name=str(raw.get("name") or raw["id"]), levels=tuple(levels),
-                  repeats=loops, team=team if isinstance(team, str) else None)
+                  repeats=loops, team=team if isinstance(team, str) else None,
+                  unsupported=tuple(unsupported))
 
 
-def _strategy(rule: dict[str, Any]) -> str:
-    """``escalation_rule_assignment_strategy``: the spec's schema says a string (what syncd
-    writes), its request and answer examples say ``{"type": "round_robin"}``; both are read.
-    Absent (an account without the feature) is PagerDuty's default, everyone on the rule."""
+def _strategy(rule: dict[str, Any], number: int) -> tuple[str, list[str]]:
+    """``escalation_rule_assignment_strategy`` and what of it syncd cannot carry. The spec's
+    schema says a string (what syncd writes), its request and answer examples
+    ``{"type": "round_robin"}``, one example a list of one such object: all are read. Absent
+    (an account without the feature) is PagerDuty's default, everyone on the rule. An unknown
+    value, or several in the list, is named for ``Policy.unsupported``: only that policy is
+    refused (read as everyone it would page people the source does not)."""
     raw = rule.get("escalation_rule_assignment_strategy")
-    if isinstance(raw, list):  # one example of the EscalationPolicy schema wraps it in a list
-        raw = raw[0] if len(raw) == 1 else None
+    if isinstance(raw, list):
+        values = [r.get("type") if isinstance(r, dict) else r for r in raw]
+        if len(values) > 1:
+            return "assign_to_everyone", [
+                f"assigns level {number} by {len(values)} strategies at once "
+                f"({', '.join(repr(v) for v in values)})"]
+        raw = raw[0] if raw else None
     value = raw.get("type") if isinstance(raw, dict) else raw
     if value is None:
-        return "assign_to_everyone"
+        return "assign_to_everyone", []
     if value not in ("round_robin", "assign_to_everyone"):
-        raise ValueError(f"escalation_rule_assignment_strategy {value!r}")
-    return str(value)
+        return "assign_to_everyone", [f"assigns level {number} by an unknown strategy "
+                                      f"{value!r}"]
+    return str(value), []
 
 
 def _by_marker(listed: dict[str, dict[str, Any]], marker: str) -> str | None:

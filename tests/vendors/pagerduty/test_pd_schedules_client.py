@@ -304,6 +304,35 @@ async def test_the_assignment_strategy_is_sent_only_where_round_robin_is_or_was(
         await client.aclose()
 
 
+async def test_a_strategy_syncd_cannot_read_refuses_that_policy_alone(
+        sim: PagerDutySimulator) -> None:
+    """An unknown ``escalation_rule_assignment_strategy``, or several in the list form of the
+    spec's example, stopped the read of every policy (or read as "everyone", paging all):
+    now that policy alone carries it in ``unsupported`` (refused by name in the plan)."""
+    def edit(body: bytes) -> tuple[int, str, bytes]:
+        data = json.loads(body)
+        first, second, third = data["escalation_policies"][:3]
+        first["escalation_rules"][0]["escalation_rule_assignment_strategy"] = "sometimes"
+        second["escalation_rules"][-1]["escalation_rule_assignment_strategy"] = [
+            {"type": "round_robin"}, {"type": "assign_to_everyone"}]
+        third["escalation_rules"][0]["escalation_rule_assignment_strategy"] = [
+            {"type": "round_robin"}]
+        return 200, "application/json", json.dumps(data).encode()
+    client = client_for(sim, corrupting(sim, "/escalation_policies", edit))
+    try:
+        policies = await client.read_policies()
+        first, second, third = policies  # every policy the account has
+        assert first.unsupported == (
+            "assigns level 1 by an unknown strategy 'sometimes'",)
+        last = len(second.levels)
+        assert second.unsupported == (
+            f"assigns level {last} by 2 strategies at once ('round_robin', "
+            "'assign_to_everyone')",)
+        assert third.unsupported == () and third.levels[0].round_robin  # the list of one
+    finally:
+        await client.aclose()
+
+
 async def test_unknown_schedule_is_not_found(client: PagerDutyClient) -> None:
     with pytest.raises(NotFound):
         await client.read_schedules(["PNOPE"])

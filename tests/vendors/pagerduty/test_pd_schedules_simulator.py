@@ -233,7 +233,7 @@ async def test_a_round_robin_rule_is_held_shown_when_asked_and_assigns_in_turn(
     from syncd.simulators.pagerduty import EP_SRE, FROM_EMAIL, SERVICE_WEB
 
     two = [USER, {"id": "PUSR003", "type": "user_reference"}]
-    for form in ("round_robin", {"type": "round_robin"}):
+    for form in ("round_robin", {"type": "round_robin"}, [{"type": "round_robin"}]):
         r = await api.put(f"/escalation_policies/{EP_SRE}", json=policy_with(escalation_rules=[
             {"escalation_delay_in_minutes": 5, "targets": two,
              "escalation_rule_assignment_strategy": form}]))
@@ -259,6 +259,11 @@ async def test_a_round_robin_rule_is_held_shown_when_asked_and_assigns_in_turn(
     refused(await api.put(f"/escalation_policies/{EP_SRE}", json=policy_with(escalation_rules=[
         {"escalation_delay_in_minutes": 5, "targets": two,
          "escalation_rule_assignment_strategy": "sometimes"}])),
+        "escalation_rule_assignment_strategy")
+    refused(await api.put(f"/escalation_policies/{EP_SRE}", json=policy_with(escalation_rules=[
+        {"escalation_delay_in_minutes": 5, "targets": two,
+         "escalation_rule_assignment_strategy": [{"type": "round_robin"},
+                                                 {"type": "assign_to_everyone"}]}])),
         "escalation_rule_assignment_strategy")
 
 
