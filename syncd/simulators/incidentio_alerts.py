@@ -118,6 +118,7 @@ class IncidentIOAlerts(IncidentIOOnCall):
                 alert = self.alerts[existing]
                 alert.title, alert.updated = title, now
             else:
+                self.check_pageable(self.path_id)  # the route escalates through the path
                 self._fire(source_id, dedup, title, body)
         elif existing:
             self._resolve_alert(self.alerts[existing])
@@ -306,6 +307,8 @@ class IncidentIOAlerts(IncidentIOOnCall):
         if path is not None and path not in self.paths:
             raise ApiError(422, "invalid_value", "Escalation path not found",
                            field="escalation_path_id")
+        if path is not None:
+            self.check_pageable(path)
         if users is not None and (not isinstance(users, list) or not users
                                   or any(u not in self.users for u in users)):
             raise ApiError(422, "invalid_value", "user_ids must name users", field="user_ids")

@@ -41,6 +41,9 @@ Ours (docs/vendors/incidentio.md lists them; the vendor does not document them):
   ``schedule_rotation.md``): with layers L and users u0..un-1, turn k puts
   ``u[(k * L + j) % n]`` on layer j. Entries carry no ``layer_id`` (dropped in [SPEC]), as the
   vendor's do.
+- A round-robin level (``round_robin_config.enabled``) is stored and answered as posted, but
+  whose turn it is depends on who was "paged longest ago" (docs.incident.io/on-call/round-robin),
+  a history not kept here: an escalation through such a path is refused as not simulated.
 - Working intervals are ``HH:MM`` .. ``HH:MM`` within one day, ``24:00`` allowed as an end.
 - A PUT keeps the rotations and layers whose ids it names; overrides on rotations or layers it
   drops are deleted with them (the Terraform docs warn an inline rewrite "can drop overrides").
@@ -54,14 +57,13 @@ Ours (docs/vendors/incidentio.md lists them; the vendor does not document them):
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -163,12 +165,16 @@ class RetryConfig(Body):
 
 class RoundRobinConfig(Body):
     """openapi.json ``EscalationPathRoundRobinConfigV2``: ``enabled`` required;
-    ``rotate_after_seconds`` unset = "stick with a single target per level". Stored and
-    answered as posted; ``current_responders`` still lists every target of the first level
-    (the spec says nothing of how round robin shows there)."""
+    ``rotate_after_seconds`` unset = "stick with a single target per level" (no minimum in
+    the spec: stored as posted). Stored and answered as posted, but who is paged is not
+    simulated: incident.io starts "with the user who was paged longest ago for this escalation
+    path" (docs.incident.io/on-call/round-robin), a history this simulator does not keep. So
+    ``current_responders`` is left out when the first level is round robin, and an escalation
+    through a path with a round-robin level is refused 400 ``not_simulated`` (ours), rather
+    than page every target of the level."""
 
     enabled: bool
-    rotate_after_seconds: int | None = Field(None, ge=1)
+    rotate_after_seconds: int | None = None
 
 
 class LevelNode(Body):
@@ -870,6 +876,8 @@ class IncidentIOOnCall(IncidentIOBase):
         first = next((n for n in p.nodes if n["type"] == "level"), None)
         if first is None:
             return []
+        if (first["level"].get("round_robin_config") or {}).get("enabled"):
+            return None  # whose turn it is: not simulated (RoundRobinConfig)
         targets = first["level"]["targets"]
         if any(t["type"] == "schedule" and t["id"] in self.schedules
                and not self.schedules[t["id"]].renderable for t in targets):
@@ -882,6 +890,14 @@ class IncidentIOOnCall(IncidentIOBase):
                      if t["id"] in self.schedules else [])
             out += [u for u in found if u not in out]
         return out
+
+    def check_pageable(self, path_id: str) -> None:
+        """Paging through a round-robin level is not simulated (RoundRobinConfig): refused
+        before anything is created."""
+        if any((lvl.get("round_robin_config") or {}).get("enabled")
+               for lvl in _levels(self.paths[path_id].nodes)):
+            raise ApiError(400, "not_simulated", "not simulated: paging through a round-robin "
+                           "level (whose turn it is)", field="escalation_path_id")
 
     def _path_nodes(self, body: PathBody) -> list[dict[str, Any]]:
         seen: set[str] = set()
@@ -979,6 +995,16 @@ class IncidentIOOnCall(IncidentIOBase):
     async def h_show_path(self, request: Request, key: ApiKey) -> Response:
         return JSONResponse({"escalation_path": self.path_json(
             self._path(request.path_params["id"]))})
+
+
+def _levels(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every stored level body of a path, inside if/else branches too."""
+    for node in nodes:
+        if node["type"] == "level":
+            yield node["level"]
+        elif node["type"] == "if_else":
+            yield from _levels(node["if_else"]["then_path"])
+            yield from _levels(node["if_else"]["else_path"])
 
 
 def _draft_ids() -> Callable[[str], str]:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from syncd.simulators.incidentio import IncidentIOSimulator, ulid
+from syncd.simulators.incidentio_base import ApiError
 
 NY = ulid("C", 3)
 TWELVE = ulid("C", 4)
@@ -307,3 +308,41 @@ async def test_escalation_path_rules(sim: IncidentIOSimulator, http: httpx.Async
         refused(await http.post("/v2/escalation_paths", json=body), status, field)
     refused(await http.get("/v2/escalation_paths/01HPNOTAPATH00000000000000"), 404)
     assert sim.paths == before
+
+
+async def test_a_round_robin_level_is_held_but_paging_through_it_is_not_simulated(
+        sim: IncidentIOSimulator, http: httpx.AsyncClient) -> None:
+    """round_robin_config pages one target of the level in turn ("stick with a single target
+    per level", openapi.json EscalationPathRoundRobinConfigV2; the user "paged longest ago",
+    docs.incident.io/on-call/round-robin): the simulator keeps no such history, so it stores
+    and answers the config, leaves current_responders out, and refuses an escalation through
+    the path (400 not_simulated) rather than page every target. rotate_after_seconds has no
+    minimum in the spec: 0 is stored as posted."""
+    alice, bob = list(sim.users)[:2]
+    body = {"name": "Robin", "path": [{"id": "a", "type": "level", "level": {
+        "targets": [{"type": "user", "id": alice, "urgency": "high"},
+                    {"type": "user", "id": bob, "urgency": "high"}],
+        "time_to_ack_seconds": 60,
+        "round_robin_config": {"enabled": True, "rotate_after_seconds": 0}}}]}
+    r = await http.post("/v2/escalation_paths", json=body)
+    assert r.status_code == 201, r.text
+    made = r.json()["escalation_path"]
+    assert made["path"][0]["level"]["round_robin_config"] == {
+        "enabled": True, "rotate_after_seconds": 0}
+    assert "current_responders" not in made
+    before = len(sim.escalations)
+    refused(await http.post("/v2/escalations", json={
+        "idempotency_key": "rr", "title": "page", "escalation_path_id": made["id"]}), 400)
+    assert len(sim.escalations) == before
+    sim.paths[sim.path_id].nodes = sim.paths[made["id"]].nodes  # the alert route's path
+    alerts = len(sim.alerts)
+    with pytest.raises(ApiError, match="round-robin"):
+        sim.intake({"title": "disk", "status": "firing", "deduplication_key": "rr"})
+    assert (len(sim.alerts), len(sim.escalations)) == (alerts, before)
+    off = {**body, "path": [{**body["path"][0], "level": {
+        **body["path"][0]["level"], "round_robin_config": {"enabled": False}}}]}
+    r = await http.put(f"/v2/escalation_paths/{made['id']}", json=off)
+    assert [u["id"] for u in r.json()["escalation_path"]["current_responders"]] == [alice, bob]
+    r = await http.post("/v2/escalations", json={
+        "idempotency_key": "rr", "title": "page", "escalation_path_id": made["id"]})
+    assert r.status_code == 201, r.text
