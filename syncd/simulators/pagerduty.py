@@ -715,7 +715,13 @@ class PagerDutySimulator(Simulator):
 
     def _level_users(self, ep_id: str, level: int, at: datetime) -> list[str]:
         """Who a new assignment at ``level`` goes to: every target, or on a round-robin rule
-        the next target in turn (one per assignment; docs/vendors/pagerduty.md)."""
+        the next target in turn. Documented: "users are placed in a ring and assigned to
+        incidents sequentially", the ring being the rule's "users and/or schedules", and "when
+        it's a schedule's turn ..., whoever is currently on call for the schedule will be
+        assigned" (support.pagerduty.com/docs/round-robin-scheduling). Ours, not documented:
+        the ring starts at the rule's first target, and a turn that falls on a schedule with
+        nobody on call is used up (that assignment pages no one at this level) rather than
+        passed to the next target (docs/vendors/pagerduty.md)."""
         ep = self.policies[ep_id]
         level = min(level, len(ep.levels))
         targets = ep.levels[level - 1]
@@ -1716,6 +1722,8 @@ class PagerDutySimulator(Simulator):
         ep.delays = [r.escalation_delay_in_minutes for r in body.escalation_rules]
         ep.round_robin = {n for n, r in enumerate(body.escalation_rules, 1)
                           if r.strategy == "round_robin"}
+        # Ours: every write restarts each ring at its first target. Whether PagerDuty keeps
+        # the ring's position across an edit is not documented (round-robin-scheduling).
         ep.turns = {}
         ep.description = body.description if body.description is not None else ep.description
 

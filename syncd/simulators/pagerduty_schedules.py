@@ -285,7 +285,8 @@ class EscalationPolicy:
     num_loops: int = 0
     description: str = ""
     round_robin: set[int] = field(default_factory=set)  # levels (1-based) assigned in turn
-    turns: dict[int, int] = field(default_factory=dict)  # level -> incidents assigned so far
+    # level -> incidents assigned so far; reset by every write (ours, see _apply_policy)
+    turns: dict[int, int] = field(default_factory=dict)
 
     def ref(self) -> dict[str, Any]:
         return {"id": self.id, "type": "escalation_policy_reference", "summary": self.name,
