@@ -744,12 +744,17 @@ async def test_an_incidentio_rotation_with_a_scheduled_change_migrates_to_pagerd
         await world.close()
 
 
-async def test_verify_reports_a_delay_or_repeat_count_changed_in_the_target(
-        world: World) -> None:
-    """Who a level pages can agree while the target waits longer before escalating or loops
-    fewer times: verify compares delays and repeats too (vendor-notes/migration.md §5 R16,
-    R19), and a changed one is a mismatch that fails verify like a differing interval."""
-    pair = pair_of(world, "pd", "pd2")
+@pytest.mark.parametrize("target", ["pd2", "ii"])
+async def test_verify_reports_a_delay_repeat_or_round_robin_changed_in_the_target(
+        tmp_path: Path, target: str) -> None:
+    """Who a level pages can agree while the target waits longer before escalating, loops
+    fewer times or pages one target in turn: verify compares delays, repeats and round robin
+    too (vendor-notes/migration.md §5 R16, R17, R19), into PagerDuty and into incident.io, and
+    a changed one is a mismatch that fails verify like a differing interval."""
+    world = World(tmp_path, {"pd": "pagerduty", target: "pagerduty" if target == "pd2"
+                             else "incidentio"}, [])
+    world.config = replace(world.config, users=FRANK_IS_ERIN)
+    pair = pair_of(world, "pd", target)
     try:
         plan = await service.plan(pair, SELECTION, now=utcnow(), horizon=HORIZON)
         applied = {a.source_id: a.target_id for a in await service.apply(pair, plan,
@@ -759,19 +764,20 @@ async def test_verify_reports_a_delay_or_repeat_count_changed_in_the_target(
         tid = applied[POLICY_ID]
         assert tid is not None
         (policy,) = await pair.writer.read_policies([tid])  # type: ignore[union-attr]
-        second = policy.levels[1]
+        first, second, third = policy.levels
+        assert not third.round_robin
         await pair.target_client.update_policy(tid, replace(  # type: ignore[attr-defined]
             policy, repeats=policy.repeats + 1, levels=(
-                policy.levels[0], replace(second, delay=second.delay + timedelta(minutes=5)),
-                *policy.levels[2:])), service.marker("pd", POLICY, POLICY_ID))
+                first, replace(second, delay=second.delay + timedelta(minutes=5)),
+                replace(third, round_robin=True))), service.marker("pd", POLICY, POLICY_ID))
         checked = await service.verify(pair, now=utcnow(), days=7)
-        found = {v.level: v.mismatches for v in checked if v.kind == POLICY}
-        assert found[1] == [f"repeats: source {policy.repeats}, target {policy.repeats + 1}"]
-        assert found[2] == [f"delay: source {second.delay}, target "
-                            f"{second.delay + timedelta(minutes=5)}"]
-        assert found[3] == []
+        found = {v.level: v for v in checked if v.kind == POLICY}
+        assert found[1].as_dict()["mismatches"] == [
+            f"repeats: source {policy.repeats}, target {policy.repeats + 1}"]
+        assert found[2].mismatches == [f"delay: source {second.delay}, target "
+                                       f"{second.delay + timedelta(minutes=5)}"]
+        assert found[3].mismatches == ["round robin: source off (every target), target on"]
         assert all(not v.differences for v in checked)  # the same people, at other times
-        assert checked[0].as_dict()["mismatches"] is not None
     finally:
         await closed(pair)
         await world.close()
