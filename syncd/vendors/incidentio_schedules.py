@@ -265,8 +265,9 @@ class ScheduleMigration:
                 "handovers": [_handover(h) for h in rot.handovers],
                 "working_intervals": _working(rot.windows),
                 "layers": [{"name": "Layer 1"}],
-                # sequential: the turn order syncd's model renders (fair is refused before)
-                "scheduling_mode": "fair" if rot.fair else "sequential",
+                # The turn order syncd's model renders; a fair rotation is refused before
+                # any write (convert), so there is never a "fair" to send.
+                "scheduling_mode": "sequential",
             }
             if keep and rot.id in keep:
                 body["id"], layer = keep[rot.id]
