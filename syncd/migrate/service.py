@@ -426,7 +426,9 @@ def _escalation_mismatches(source: Policy, target: Policy, number: int) -> list[
 def _robin(level: Level) -> str:
     if not level.round_robin:
         return "off (every target)"
-    return "on" + (f", next target after {level.rotate_after}" if level.rotate_after else "")
+    # 0 s (no minimum in the spec) is a value: only None means "stick with one target".
+    return "on" + (f", next target after {level.rotate_after}"
+                   if level.rotate_after is not None else "")
 
 
 def _level_of(schedule_id: str, policies: Iterable[Policy], client: VendorClient) -> int:

@@ -173,3 +173,15 @@ def test_a_round_robin_level_into_pagerduty_names_the_plan_limit_in_the_notes() 
     plain = build(source="x", target="y", model=PAGERDUTY, schedules=[], policies=[policy()],
                   people=people(), known={}, now=NOW, horizon=HORIZON)
     assert plain.items[0].notes == ()
+
+
+def test_verify_names_a_round_robin_that_moves_on_at_once() -> None:
+    """``rotate_after_seconds`` 0 (no minimum in the spec) is a value, not "unset": verify
+    said "round robin: source on, target on" for a level that differs only there."""
+    from syncd.migrate.service import _escalation_mismatches
+
+    sticky = Policy("P", "p", (Level((Target("user", "a"), Target("user", "b")),
+                                     timedelta(minutes=5), round_robin=True),))
+    moving = replace(sticky, levels=(replace(sticky.levels[0], rotate_after=timedelta(0)),))
+    assert _escalation_mismatches(sticky, moving, 1) == [
+        "round robin: source on, target on, next target after 0:00:00"]
