@@ -147,10 +147,11 @@ class ScheduleMigration:
             sid, name, zone = raw["id"], raw["name"], raw["timezone"]
             team_ids = [t for t in raw.get("team_ids") or [] if isinstance(t, str)]
             team = team_ids[0] if team_ids else None
-            crowded = _concurrent_layers(raw["config"]["rotations"])
-            if crowded is not None:  # this schedule only: the others read on
+            odd = (_concurrent_layers(raw["config"]["rotations"])
+                   or _unknown_mode(raw["config"]["rotations"]))
+            if odd is not None:  # this schedule only: the others read on
                 return Schedule(sid, name, zone, (), precedence=False, team=team,
-                                unconvertible=crowded)
+                                unconvertible=odd)
             versions: dict[str, list[dict[str, Any]]] = {}
             for rot in raw["config"]["rotations"]:
                 versions.setdefault(rot["id"], []).append(rot)
@@ -524,15 +525,32 @@ def _concurrent_layers(rotations: list[dict[str, Any]]) -> tuple[str, str] | Non
     return None
 
 
+def _unknown_mode(rotations: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """A ``scheduling_mode`` outside the spec's enum ("fair", "sequential") on a rotation with
+    alternating turn lengths: an order syncd knows nothing of, so that schedule is refused by
+    name (``scheduling_mode_unknown``) while the account's others read on. With one turn
+    length the mode "only applies when you have asymmetric handovers" (openapi.json
+    ``ScheduleRotationV2``) and is ignored."""
+    for rot in rotations:
+        mode = rot.get("scheduling_mode")
+        if mode in (None, "fair", "sequential"):
+            continue
+        if len({_length(h) for h in rot["handovers"]}) > 1:
+            return ("scheduling_mode_unknown",
+                    f"rotation {rot['name']!r} alternates turn lengths with scheduling_mode "
+                    f"{mode!r}, which incident.io's API reference does not list, so syncd can "
+                    "neither render the rotation nor check a copy; set it to 'sequential' in "
+                    "the source, or migrate it by hand")
+    return None
+
+
 def _fair(row: dict[str, Any], handovers: tuple[timedelta, ...]) -> bool:
     """``scheduling_mode`` "fair" "balances workload by considering handover duration" and
     "only applies when you have asymmetric handovers" (openapi.json ``ScheduleRotationV2``):
     with one turn length it is ``sequential``. With several, anything but an explicit
-    "sequential" is fair, since the default is not documented."""
-    mode = row.get("scheduling_mode")
-    if mode not in (None, "fair", "sequential"):
-        raise ValueError(f"scheduling_mode {mode!r}")
-    return len(set(handovers)) > 1 and mode != "sequential"
+    "sequential" is fair, since the default is not documented (a mode outside the enum was
+    refused before, :func:`_unknown_mode`)."""
+    return len(set(handovers)) > 1 and row.get("scheduling_mode") != "sequential"
 
 
 def _length(handover: dict[str, Any]) -> timedelta:

@@ -266,3 +266,25 @@ async def test_unusable_path_answers_are_malformed_not_a_crash(sim: IncidentIOSi
             await c.read_policies([pid])
     finally:
         await c.aclose()
+
+
+async def test_an_unknown_scheduling_mode_refuses_that_schedule_alone(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    """``scheduling_mode`` is an enum of "fair" and "sequential" (openapi.json
+    ``ScheduleRotationV2``); a value added later stopped the read of every schedule of the
+    account. With one turn length the mode does not apply ("only applies when you have
+    asymmetric handovers") and is ignored; with alternating lengths that one schedule is
+    unconvertible by name, and the account's others read on."""
+    one, two = ulid("C", 1), ulid("C", 2)
+    sim.schedules[one].rotations[0].scheduling_mode = "balanced"  # a mode the spec lacks
+    alternating = sim.schedules[two].rotations[0]
+    alternating.handovers = [("daily", 2), ("daily", 5)]
+    alternating.scheduling_mode = "balanced"
+    read = {s.id: s for s in await client.read_schedules()}
+    assert len(read) == len(sim.schedules)
+    assert read[one].unconvertible is None and read[one].rotations
+    assert not read[one].rotations[0].fair
+    assert read[two].unconvertible is not None
+    code, sentence = read[two].unconvertible
+    assert code == "scheduling_mode_unknown"
+    assert "'balanced'" in sentence and alternating.name in sentence
