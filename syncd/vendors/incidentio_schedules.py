@@ -135,6 +135,9 @@ class ScheduleMigration:
             if teams is not None and not set(team_ids) & set(teams):
                 continue
             schedule = self._schedule(raw)
+            if schedule.unconvertible is not None:  # refused whatever its overrides are
+                out.append(schedule)
+                continue
             overrides = await self._overrides(schedule)
             out.append(replace(schedule, overrides=tuple(overrides)))
         return out

@@ -288,3 +288,16 @@ async def test_an_unknown_scheduling_mode_refuses_that_schedule_alone(
     code, sentence = read[two].unconvertible
     assert code == "scheduling_mode_unknown"
     assert "'balanced'" in sentence and alternating.name in sentence
+
+
+async def test_an_unconvertible_schedule_reads_no_overrides(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    """The plan refuses an unconvertible schedule whatever its overrides are: they are not
+    fetched (one request per schedule spent from the account's budget for nothing)."""
+    sid = ulid("C", 3)
+    sim.schedules[sid].rotations[0].layers.append(("01HLAYERSECOND000000000000", "Second"))
+    (read,) = await client.read_schedules([sid])
+    assert read.unconvertible is not None
+    assert sim.call_count(route="/v2/schedule_overrides") == 0
+    (other,) = await client.read_schedules([ulid("C", 4)])
+    assert other.overrides and sim.call_count(route="/v2/schedule_overrides") == 1
