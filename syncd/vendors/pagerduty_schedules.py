@@ -351,12 +351,13 @@ class PagerDutySchedules:
         return out
 
     def _policy_body(self, policy: Policy, marker: str, endpoint: str,
-                     robin_now: frozenset[int] = frozenset()) -> dict[str, Any]:
-        """``robin_now``: the levels (1-based) the target policy assigns round robin now.
-        Round robin exists only on some PagerDuty plans (support.pagerduty.com/docs/
+                     assigned_now: frozenset[int] = frozenset()) -> dict[str, Any]:
+        """``assigned_now``: the levels (1-based) the target policy assigns by a strategy
+        other than PagerDuty's default (everyone) now: round robin, or one syncd does not
+        know. Round robin exists only on some PagerDuty plans (support.pagerduty.com/docs/
         round-robin-scheduling) and how an account without it treats the field is not
         documented, so it is sent only where it matters: ``round_robin`` on a round-robin
-        level, ``assign_to_everyone`` only to turn a target's round robin off."""
+        level, ``assign_to_everyone`` only to turn a target rule's strategy off."""
         from syncd.migrate.policy import PAGERDUTY_MAX_LOOPS
 
         def refuse(why: str) -> PermanentError:
@@ -375,7 +376,7 @@ class PagerDutySchedules:
             rule: dict[str, Any] = {
                 "escalation_delay_in_minutes": int(level.delay.total_seconds() // 60),
                 "targets": [{"id": t.id, "type": f"{t.kind}_reference"} for t in level.targets]}
-            if level.round_robin or n in robin_now:
+            if level.round_robin or n in assigned_now:
                 rule["escalation_rule_assignment_strategy"] = (
                     "round_robin" if level.round_robin else "assign_to_everyone")
             rules.append(rule)
@@ -400,10 +401,16 @@ class PagerDutySchedules:
 
     async def update_policy(self, target_id: str, policy: Policy, marker: str) -> None:
         endpoint = "PUT /escalation_policies/{id}"
-        (current,) = await self.read_policies([target_id])
-        robin_now = frozenset(n for n, lvl in enumerate(current.levels, 1) if lvl.round_robin)
+        current = require(await self._get("/escalation_policies/{id}", STRATEGIES,
+                                          id=target_id), "escalation_policy", dict,
+                          endpoint="GET /escalation_policies/{id}", account=self.account)
+        rules = current.get("escalation_rules")
+        assigned_now = frozenset(n for n, rule in enumerate(
+            rules if isinstance(rules, list) else [], 1)
+            if isinstance(rule, dict) and _assigned(rule))
         body = await self.http.json("PUT", "/escalation_policies/{id}", path={"id": target_id},
-                                    json=self._policy_body(policy, marker, endpoint, robin_now))
+                                    json=self._policy_body(policy, marker, endpoint,
+                                                           assigned_now))
         raw = require(body, "escalation_policy", dict, endpoint=endpoint, account=self.account)
         if raw.get("id") != target_id:
             raise self._malformed(endpoint, f"updated policy answered as {raw.get('id')!r}")
@@ -531,6 +538,13 @@ def _strategy(rule: dict[str, Any], number: int) -> tuple[str, list[str]]:
         return "assign_to_everyone", [f"assigns level {number} by an unknown strategy "
                                       f"{value!r}"]
     return str(value), []
+
+
+def _assigned(rule: dict[str, Any]) -> bool:
+    """The rule names a strategy other than the default, everyone: round robin, a value
+    syncd does not know, or several at once (all read as everyone, for ``unsupported``)."""
+    value, odd = _strategy(rule, 0)
+    return value != "assign_to_everyone" or bool(odd)
 
 
 def _by_marker(listed: dict[str, dict[str, Any]], marker: str) -> str | None:

@@ -243,11 +243,15 @@ async def test_policies_read_create_update_find(client: PagerDutyClient,
         await client.read_policies(["PNOPE"])
 
 
-def tapped(sim: PagerDutySimulator, sent: list[tuple[str, dict[str, Any]]]) -> Any:
-    """A network tap: the simulator answers as ever; each JSON request body is kept."""
+def tapped(sim: PagerDutySimulator, sent: list[tuple[str, dict[str, Any]]],
+           inner: Any = None) -> Any:
+    """A network tap: the simulator (or ``inner``, an app in front of it) answers as ever;
+    each JSON request body is kept."""
+    answer = inner or sim.app
+
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
-            await sim.app(scope, receive, send)
+            await answer(scope, receive, send)
             return
         parts: list[bytes] = []
         while True:
@@ -265,7 +269,7 @@ def tapped(sim: PagerDutySimulator, sent: list[tuple[str, dict[str, Any]]]) -> A
                 return await receive()
             done = True
             return {"type": "http.request", "body": raw, "more_body": False}
-        await sim.app(scope, replay, send)
+        await answer(scope, replay, send)
     return app
 
 
@@ -300,6 +304,40 @@ async def test_the_assignment_strategy_is_sent_only_where_round_robin_is_or_was(
         plain = await client.create_policy(platform, "syncd-mig-plain")
         assert strategies() == ["-", "-", "-"]
         assert plain != new_id
+    finally:
+        await client.aclose()
+
+
+async def test_an_update_turns_off_any_strategy_the_target_rule_has_but_everyone(
+        sim: PagerDutySimulator) -> None:
+    """A target rule assigned by a strategy syncd does not know (a value the spec lacks, or
+    several in the list form) is read as everyone, for the policy's ``unsupported``; the
+    update sent nothing for it, so the rule kept paging by that strategy. Now any strategy
+    but the default gets ``assign_to_everyone`` on an update to a plain level."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+    client = client_for(sim, tapped(sim, sent))
+    try:
+        (platform,) = await client.read_policies([EP_PLATFORM])
+        pid = await client.create_policy(platform, "syncd-mig-odd")
+    finally:
+        await client.aclose()
+
+    def odd(body: bytes) -> tuple[int, str, bytes]:
+        data = json.loads(body)
+        first, second, _ = data["escalation_policy"]["escalation_rules"]
+        first["escalation_rule_assignment_strategy"] = "sometimes"
+        second["escalation_rule_assignment_strategy"] = [
+            {"type": "round_robin"}, {"type": "assign_to_everyone"}]
+        return 200, "application/json", json.dumps(data).encode()
+    sent.clear()
+    client = client_for(sim, tapped(sim, sent, corrupting(sim, f"/escalation_policies/{pid}",
+                                                          odd)))
+    try:
+        await client.update_policy(pid, platform, "syncd-mig-odd")
+        (body,) = [b for r, b in sent if r.startswith("PUT ")]
+        assert [rule.get("escalation_rule_assignment_strategy", "-") for rule in
+                body["escalation_policy"]["escalation_rules"]] == [
+            "assign_to_everyone", "assign_to_everyone", "-"]
     finally:
         await client.aclose()
 
