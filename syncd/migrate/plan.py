@@ -174,7 +174,8 @@ def _without_later_defaults(value: Any) -> Any:
 
 def build(*, source: str, target: str, model: TargetModel, schedules: Sequence[Schedule],
           policies: Sequence[Policy], people: People, known: Mapping[tuple[str, str], Known],
-          now: datetime, horizon: timedelta, overrides: bool = False) -> Plan:
+          now: datetime, horizon: timedelta, overrides: bool = False,
+          source_vendor: str | None = None) -> Plan:
     """Decide every object. ``schedules``/``policies`` carry source user ids; the converted
     definitions carry target user ids, so apply writes them as they are. ``overrides``: the
     target can write overrides, so a schedule refused for its shape is materialized instead."""
@@ -185,7 +186,8 @@ def build(*, source: str, target: str, model: TargetModel, schedules: Sequence[S
                                     overrides))
     by_schedule = {i.source_id: i for i in items}
     for pol in policies:
-        items.append(_policy_item(pol, model, people, known, by_schedule, referenced))
+        items.append(_policy_item(pol, model, people, known, by_schedule, referenced,
+                                  source_vendor))
     unmatched = [Unmatched(uid, people.missing.get(uid), tuple(sorted(set(refs))))
                  for uid, refs in sorted(referenced.items())]
     return Plan(source, target, now, horizon, items, unmatched)
@@ -211,7 +213,7 @@ def _schedule_item(sched: Schedule, model: TargetModel, people: People,
 
 def _policy_item(pol: Policy, model: TargetModel, people: People,
                  known: Mapping[tuple[str, str], Known], schedules: Mapping[str, Item],
-                 referenced: dict[str, list[str]]) -> Item:
+                 referenced: dict[str, list[str]], source_vendor: str | None) -> Item:
     blockers: list[str] = []
     for sid in sorted(pol.schedules()):
         item = schedules.get(sid)
@@ -232,7 +234,7 @@ def _policy_item(pol: Policy, model: TargetModel, people: People,
                                 f"{_names(missing, people)}"), depends)
     # Schedules keep their source ids here; apply swaps in the target ids it created.
     conv = convert_policy(pol, model, schedules={s: s for s in pol.schedules()},
-                          users=people.mapping)
+                          users=people.mapping, source_vendor=source_vendor)
     item = _decide(POLICY, pol, conv, known)
     item.depends_on = depends
     return item

@@ -85,6 +85,10 @@ class PolicyConversion:
     notes: tuple[str, ...] = ()  # what to check in the target, not a loss
 
 
+# docs/migration.md "Round robin": both vendors page one target per incident; no source shows
+# they pick the same one, so every copied round-robin level says so, into either vendor.
+ROUND_ROBIN_NOTE = ("round robin: equivalence inferred; trigger test incidents in both tools "
+                    "before cut-over")
 # support.pagerduty.com/docs/round-robin-scheduling: round robin is a feature of some plans.
 ROUND_ROBIN_PLAN_NOTE = (
     "round robin, which PagerDuty offers only on some plans (support.pagerduty.com/docs/"
@@ -94,10 +98,12 @@ ROUND_ROBIN_PLAN_NOTE = (
 
 
 def convert_policy(source: Policy, target: TargetModel, *,
-                   schedules: Mapping[str, str], users: Mapping[str, str]) -> PolicyConversion:
+                   schedules: Mapping[str, str], users: Mapping[str, str],
+                   source_vendor: str | None = None) -> PolicyConversion:
     """``schedules``/``users`` map source ids to target ids (people by matched email first).
     The caller refuses the policy before this when a dependency was refused or unmatched, so
-    the root cause is named once, on the object that has it."""
+    the root cause is named once, on the object that has it. ``source_vendor`` "pagerduty":
+    a round-robin rule with one target is copied without round robin (:func:`_ring_of_one`)."""
     if source.unsupported:
         return PolicyConversion(source, Conversion.REFUSED, refusal=Refusal(
             "unsupported_escalation_feature",
@@ -110,7 +116,13 @@ def convert_policy(source: Policy, target: TargetModel, *,
     steps: list[StepConversion] = []
     levels: list[Level] = []
     losses: list[str] = []
+    notes: list[str] = []
     for number, level in enumerate(source.levels, start=1):
+        if _ring_of_one(level, source_vendor):
+            level = replace(level, round_robin=False)
+            notes.append(f"level {number}: PagerDuty round robin over one target assigns it "
+                         "every incident, as paging everyone on the rule does: copied without "
+                         "round robin")
         if level.conditional:
             # PagerDuty rules have no condition, and neither client writes incident.io
             # if/else branches: into either target the level would page unconditionally,
@@ -134,6 +146,10 @@ def convert_policy(source: Policy, target: TargetModel, *,
         else:  # what _carried named: PagerDuty rules have no field for it
             levels.append(replace(level, targets=targets, delay=delay, ack_mode=None,
                                   retry=None, rotate_after=None))
+        if level.round_robin:
+            notes.append(f"level {number}: {ROUND_ROBIN_NOTE}")
+            if target.vendor == "pagerduty":
+                notes.append(f"level {number}: {ROUND_ROBIN_PLAN_NOTE}")
         loss = "; ".join(lost) or None
         steps.append(StepConversion(number, Conversion.LOSSY if loss else Conversion.EXACT,
                                     loss))
@@ -144,11 +160,20 @@ def convert_policy(source: Policy, target: TargetModel, *,
         losses.append(f"repeats {repeats} capped at PagerDuty's maximum {PAGERDUTY_MAX_LOOPS}")
         repeats = PAGERDUTY_MAX_LOOPS
     converted = replace(source, levels=tuple(levels), repeats=repeats)
-    notes = tuple(f"level {n}: {ROUND_ROBIN_PLAN_NOTE}" for n, lvl in enumerate(levels, 1)
-                  if lvl.round_robin and target.vendor == "pagerduty")
     return PolicyConversion(source, Conversion.LOSSY if losses else Conversion.EXACT,
-                            converted, tuple(steps), tuple(losses), notes=notes)
+                            converted, tuple(steps), tuple(losses), notes=tuple(notes))
 
+
+def _ring_of_one(level: Level, source_vendor: str | None) -> bool:
+    """A PagerDuty round-robin rule with one target: "users are placed in a ring and assigned
+    to incidents sequentially", the ring being the rule's targets (support.pagerduty.com/docs/
+    round-robin-scheduling), so a ring of one assigns that target every incident, exactly what
+    paging everyone on the rule does. Copied as round robin it would page something else into
+    incident.io, whose turns may run over a schedule's people ("everyone chosen in the level
+    or schedule will take turns", docs.incident.io/on-call/round-robin), and into PagerDuty it
+    would need the plan feature for nothing. Another source's level is kept as it is: that
+    incident.io takes no turns over one target is not documented."""
+    return source_vendor == "pagerduty" and level.round_robin and len(level.targets) == 1
 
 def _carried(level: Level, vendor: str) -> list[str]:
     """What an incident.io level does that a PagerDuty escalation rule cannot (its REST spec

@@ -139,7 +139,8 @@ async def plan(pair: Pair, selection: Selection, *, now: datetime, horizon: time
         return _no_api(pair, schedules, policies, now, horizon)
     result = build(source=pair.source, target=pair.target, model=writer.schedule_model,
                    schedules=schedules, policies=policies, people=people, known=pair.known(),
-                   now=now, horizon=horizon, overrides=pair.target_overrides)
+                   now=now, horizon=horizon, overrides=pair.target_overrides,
+                   source_vendor=pair.source_client.vendor)
     for item in result.items:
         if item.kind == SCHEDULE and item.verb in (Verb.CREATE, Verb.UPDATE):
             await _verify_before_writing(pair, writer, item, now, horizon)
@@ -390,7 +391,7 @@ async def verify(pair: Pair, *, now: datetime, days: float) -> list[Verified]:
                     now, until, frozenset({"policy missing" if src is None else sid}),
                     frozenset({"policy missing" if tgt is None else tid}))]))
                 continue
-            expected = _expected(src, writer.schedule_model)
+            expected = _expected(src, writer.schedule_model, pair.source_client.vendor)
             for number in range(1, max(len(src.levels), len(tgt.levels)) + 1):
                 left = await _level_spans(src, number, source_spans, people.mapping, now, until)
                 right = await _level_spans(tgt, number, target_spans, None, now, until)
@@ -399,12 +400,13 @@ async def verify(pair: Pair, *, now: datetime, days: float) -> list[Verified]:
     return out
 
 
-def _expected(source: Policy, model: TargetModel) -> Policy:
+def _expected(source: Policy, model: TargetModel, source_vendor: str) -> Policy:
     """The source policy as the target should hold it: a conversion's named losses (a delay
     rounded up to PagerDuty's whole minutes, repeats capped at its 9) are expected, not
     mismatches. A source the conversion now refuses is compared as it is."""
     ids = {t.id: t.id for level in source.levels for t in level.targets}
-    converted = convert_policy(source, model, schedules=ids, users=ids).target
+    converted = convert_policy(source, model, schedules=ids, users=ids,
+                               source_vendor=source_vendor).target
     return converted if converted is not None else source
 
 

@@ -847,8 +847,10 @@ async def test_a_round_robin_level_migrates_as_round_robin_both_ways(tmp_path: P
     """A PagerDuty rule assigned round robin (EscalationRule.escalation_rule_assignment_strategy,
     read with include[]=escalation_rule_assignment_strategies) pages one target per incident;
     read as "everyone" it was migrated to page them all. It becomes incident.io's
-    round_robin_config and back, exactly; incident.io's rotation within a level after a time
-    has no PagerDuty field and is a named loss."""
+    round_robin_config and back, "exact" by inference (a note per level says so); a round robin
+    over one target is PagerDuty's ring of one, every incident to it: copied as paging it.
+    incident.io's rotation within a level after a time has no PagerDuty field and is a named
+    loss."""
     world = World(tmp_path, CROSS, [])
     world.config = replace(world.config, users=FRANK_IS_ERIN)
     forth, back = pair_of(world, "pd", "ii"), pair_of(world, "ii", "pd")
@@ -862,7 +864,8 @@ async def test_a_round_robin_level_migrates_as_round_robin_both_ways(tmp_path: P
                             {"id": "PUSR002", "type": "user_reference"}],
                 "escalation_rule_assignment_strategy": {"type": "round_robin"}}, {
                 "escalation_delay_in_minutes": 5,
-                "targets": [{"id": "PUSR003", "type": "user_reference"}]}]}})
+                "targets": [{"id": "PUSR003", "type": "user_reference"}],
+                "escalation_rule_assignment_strategy": {"type": "round_robin"}}]}})
         pid = made["escalation_policy"]["id"]
         assert "escalation_rule_assignment_strategy" not in made[  # only when included
             "escalation_policy"]["escalation_rules"][0]
@@ -871,6 +874,9 @@ async def test_a_round_robin_level_migrates_as_round_robin_both_ways(tmp_path: P
         item = plan.item(POLICY, pid)
         assert item is not None and (item.verb, item.conversion) == (
             Verb.CREATE, Conversion.EXACT), item and item.as_dict()
+        assert [n[:40] for n in item.notes] == [
+            "level 1: round robin: equivalence inferr",
+            "level 2: PagerDuty round robin over one "], item.notes
         (applied,) = await service.apply(forth, plan, now=utcnow())
         path = (await forth.target_client.http.json(  # type: ignore[attr-defined]
             "GET", "/v2/escalation_paths/{id}", path={"id": applied.target_id}))

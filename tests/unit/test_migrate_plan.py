@@ -154,25 +154,64 @@ def test_an_empty_policy_is_refused() -> None:
     assert item.refusal is not None and item.refusal.code == "empty_policy"
 
 
-def test_a_round_robin_level_into_pagerduty_names_the_plan_limit_in_the_notes() -> None:
-    """Round robin exists only on some PagerDuty plans (support.pagerduty.com/docs/
-    round-robin-scheduling), and how an account without it treats the rule is undocumented:
-    the plan says so for that level, into PagerDuty only."""
-    robin = policy()
-    robin = replace(robin, levels=(replace(robin.levels[0], round_robin=True),))
-    for model, noted in ((PAGERDUTY, True), (INCIDENTIO, False)):
-        plan = build(source="x", target="y", model=model, schedules=[], policies=[robin],
-                     people=people(), known={}, now=NOW, horizon=HORIZON)
+def robin_policy(*targets: Target) -> Policy:
+    """Level 1 round robin over ``targets``, level 2 erin as :func:`policy` has it."""
+    base = policy()
+    return replace(base, levels=(Level(targets, timedelta(minutes=5), round_robin=True),
+                                 *base.levels))
+
+
+ERIN, BOB = Target("user", "erin"), Target("user", "bob")
+INFERRED = ("level 1: round robin: equivalence inferred; trigger test incidents in both tools "
+            "before cut-over")
+
+
+def test_a_round_robin_level_notes_the_inference_into_either_target() -> None:
+    """Round robin is "exact" by inference only (docs/migration.md, Round robin): the plan
+    says so for each round-robin level into every target, in its notes (text and JSON), and
+    into PagerDuty also that round robin exists only on some plans (support.pagerduty.com/
+    docs/round-robin-scheduling), how an account without it treats the rule undocumented."""
+    for model in (PAGERDUTY, INCIDENTIO):
+        plan = build(source="x", target="y", model=model, schedules=[],
+                     policies=[robin_policy(ERIN, BOB)], people=people(), known={}, now=NOW,
+                     horizon=HORIZON, source_vendor="pagerduty")
         (item,) = plan.items
-        assert item.verb == Verb.CREATE, item.as_dict()
-        assert bool(item.notes) == noted, item.as_dict()
-        if noted:
-            assert item.notes[0].startswith("level 1: round robin")
-            assert "round-robin-scheduling" in item.notes[0]
-            assert item.as_dict()["notes"] == list(item.notes)
+        assert (item.verb, item.conversion) == (Verb.CREATE, Conversion.EXACT), item.as_dict()
+        assert item.notes[0] == INFERRED, item.as_dict()
+        if model is PAGERDUTY:
+            assert item.notes[1].startswith("level 1: round robin, which PagerDuty offers")
+            assert "round-robin-scheduling" in item.notes[1]
+        assert len(item.notes) == (2 if model is PAGERDUTY else 1), item.as_dict()
+        assert item.as_dict()["notes"] == list(item.notes)
     plain = build(source="x", target="y", model=PAGERDUTY, schedules=[], policies=[policy()],
                   people=people(), known={}, now=NOW, horizon=HORIZON)
     assert plain.items[0].notes == ()
+
+
+@pytest.mark.parametrize("model", [PAGERDUTY, INCIDENTIO])
+def test_a_pagerduty_round_robin_over_one_target_is_copied_as_paging_it(
+        model: TargetModel) -> None:
+    """PagerDuty's ring of one target assigns it every incident, as paging everyone does
+    (support.pagerduty.com/docs/round-robin-scheduling): the copy has no round robin, which
+    into incident.io might take turns over a schedule's people instead. Said in the notes;
+    from another source the level is kept round robin (that case is not documented)."""
+    for target in (ERIN, Target("schedule", "S1")):
+        plan = build(source="x", target="y", model=model, schedules=[],
+                     policies=[robin_policy(target)], people=people(), known={(
+                         SCHEDULE, "S1"): Known("T-S1", "f")}, now=NOW, horizon=HORIZON,
+                     source_vendor="pagerduty")
+        (item,) = plan.items
+        assert item.conversion == Conversion.EXACT, item.as_dict()
+        assert item.converted is not None and not item.converted.levels[0].round_robin
+        assert item.notes == ("level 1: PagerDuty round robin over one target assigns it "
+                              "every incident, as paging everyone on the rule does: copied "
+                              "without round robin",), item.as_dict()
+    kept = build(source="x", target="y", model=model, schedules=[],
+                 policies=[robin_policy(ERIN)], people=people(), known={}, now=NOW,
+                 horizon=HORIZON, source_vendor="incidentio")
+    converted = kept.items[0].converted
+    assert converted is not None and converted.levels[0].round_robin
+    assert kept.items[0].notes[0] == INFERRED
 
 
 def test_verify_names_a_round_robin_that_moves_on_at_once() -> None:
