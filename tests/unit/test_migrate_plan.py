@@ -224,3 +224,22 @@ def test_verify_names_a_round_robin_that_moves_on_at_once() -> None:
     moving = replace(sticky, levels=(replace(sticky.levels[0], rotate_after=timedelta(0)),))
     assert _escalation_mismatches(sticky, moving, 1) == [
         "round robin: source on, target on, next target after 0:00:00"]
+
+
+def test_the_plan_text_shows_each_policy_note(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the operator reads: the notes of a policy (round robin inferred, and into
+    PagerDuty the plan limit) are in the plan table's details, not only in --json."""
+    from syncd.cli import out
+    from syncd.cli_migrate import _show_plan
+
+    monkeypatch.setattr(out, "width", 400)  # one line per detail: no wrapping in the cell
+    plan = build(source="ii", target="pd", model=PAGERDUTY, schedules=[],
+                 policies=[robin_policy(ERIN, BOB)], people=people(), known={}, now=NOW,
+                 horizon=HORIZON)
+    (item,) = plan.items
+    assert len(item.notes) == 2
+    _show_plan(plan)
+    text = capsys.readouterr().out
+    for note in item.notes:
+        assert note in text, text
