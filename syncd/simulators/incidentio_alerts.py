@@ -7,7 +7,8 @@ escalation paths from :mod:`syncd.simulators.incidentio_oncall`.
 Late escalations: incident.io creates escalations asynchronously after an alert is routed
 (notes 6, 7). With ``escalation_delay`` seconds (constructor, or ``POST /_sim/escalation-delay
 {"seconds": N}``) the escalation of a new alert appears that much later on the sim clock (ours:
-0 by default, i.e. at once), unless the alert resolved meanwhile."""
+0 by default, i.e. at once), unless the alert resolved meanwhile or the escalation can no
+longer be simulated (``check_pageable``)."""
 
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class IncidentIOAlerts(IncidentIOOnCall):
                   alert: Alert | None, creator: dict[str, Any], idempotency_key: str | None = None,
                   user_ids: list[str] | None = None, path_id: str | None = None) -> Escalation:
         now = self.clock.now()
+        # Whom to notify first, so a refusal (not simulated) leaves nothing half made. Ours:
+        # whoever is on call in the first schedule, not the path's targets (check_pageable).
+        targets = user_ids or self.on_call_users(next(iter(self.schedules.values())), now)
         esc = Escalation(self._next("X"), len(self.esc_order), title, description, "triggered",
                          path_id if user_ids is None else None, "P1" if user_ids else "P3",
                          creator, now, now, idempotency_key=idempotency_key)
@@ -83,7 +87,6 @@ class IncidentIOAlerts(IncidentIOOnCall):
         if alert is not None:
             esc.alert_ids.append(alert.id)
         self._esc_event(esc, "triggered", None)
-        targets = user_ids or self.on_call_users(next(iter(self.schedules.values())), now)
         self._esc_event(esc, "notified_users", None, users=[self.users[u] for u in targets],
                         urgency="high")
         return esc
@@ -162,7 +165,10 @@ class IncidentIOAlerts(IncidentIOOnCall):
                        path_id=self.path_id)
 
     def _late_escalations(self) -> None:
-        """Create the escalations whose delay has passed on the sim clock."""
+        """Create the escalations whose delay has passed on the sim clock. One the simulator
+        cannot stand in for by then (``check_pageable``: the path or the first schedule
+        changed since the alert was routed) is not created (ours): there is no request left
+        to answer 400, and a half-made escalation would be state no vendor produces."""
         now = self.clock.now()
         due = [aid for when, aid in self.late_escalations if when <= now]
         if not due:
@@ -170,8 +176,13 @@ class IncidentIOAlerts(IncidentIOOnCall):
         self.late_escalations = [(w, a) for w, a in self.late_escalations if w > now]
         for aid in due:
             alert = self.alerts.get(aid)
-            if alert is not None and alert.status == "firing":
-                self._escalate_alert(alert)
+            if alert is None or alert.status != "firing":
+                continue
+            try:
+                self.check_pageable(self.path_id)
+            except ApiError:
+                continue
+            self._escalate_alert(alert)
 
     def _control_routes(self) -> list[Route]:
         return [*super()._control_routes(),

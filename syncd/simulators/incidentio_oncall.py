@@ -170,8 +170,10 @@ class RoundRobinConfig(Body):
     simulated: incident.io starts "with the user who was paged longest ago for this escalation
     path" (docs.incident.io/on-call/round-robin), a history this simulator does not keep. So
     ``current_responders`` is left out when the first level is round robin, and an escalation
-    through a path with a round-robin level is refused 400 ``not_simulated`` (ours), rather
-    than page every target of the level."""
+    through a path with a round-robin level is refused 400 ``not_simulated`` (ours): the
+    simulator's escalations notify whoever is on call in its first schedule, not the path's
+    targets, and through a round-robin level that would pass for an answer to whose turn it
+    is (``check_pageable``)."""
 
     enabled: bool
     rotate_after_seconds: int | None = None
@@ -892,12 +894,22 @@ class IncidentIOOnCall(IncidentIOBase):
         return out
 
     def check_pageable(self, path_id: str) -> None:
-        """Paging through a round-robin level is not simulated (RoundRobinConfig): refused
-        before anything is created."""
+        """An escalation through the path that the simulator cannot stand in for is refused
+        400 ``not_simulated`` (ours) before anything is created (alert, incident,
+        escalation). The simulator's escalations notify whoever is on call in its first
+        schedule, not the path's targets (ours): through a round-robin level that answer
+        would pass for whose turn it is (RoundRobinConfig), and when the first schedule is
+        ``fair`` nobody can be named at all."""
         if any((lvl.get("round_robin_config") or {}).get("enabled")
                for lvl in _levels(self.paths[path_id].nodes)):
             raise ApiError(400, "not_simulated", "not simulated: paging through a round-robin "
                            "level (whose turn it is)", field="escalation_path_id")
+        first = next(iter(self.schedules.values()), None)
+        if first is not None and not first.renderable:
+            raise ApiError(400, "not_simulated", "not simulated: who is on call in "
+                           f"{first.name!r}, whom the simulator's escalations notify "
+                           "(alternating handovers scheduled 'fair')",
+                           field="escalation_path_id")
 
     def _path_nodes(self, body: PathBody) -> list[dict[str, Any]]:
         seen: set[str] = set()

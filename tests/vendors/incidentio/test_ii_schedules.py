@@ -346,3 +346,29 @@ async def test_a_round_robin_level_is_held_but_paging_through_it_is_not_simulate
     r = await http.post("/v2/escalations", json={
         "idempotency_key": "rr", "title": "page", "escalation_path_id": made["id"]})
     assert r.status_code == 201, r.text
+
+
+async def test_an_escalation_it_cannot_notify_leaves_no_partial_state(
+        sim: IncidentIOSimulator, http: httpx.AsyncClient) -> None:
+    """The simulator's escalations notify whoever is on call in its first schedule (ours, not
+    the path's targets). When that schedule is "fair" (who is on call is not simulated), an
+    escalation is refused 400 before anything is created: the alert route left an alert, an
+    incident and a half-made escalation behind, and a late escalation raised out of the
+    clock's tick. A late one is now checked like the others and is not created."""
+    first = next(iter(sim.schedules.values())).rotations[0]
+    handovers = list(first.handovers)
+    first.handovers = [("daily", 2), ("daily", 5)]  # scheduling_mode None: fair (undocumented)
+    counts = (len(sim.alerts), len(sim.incidents), len(sim.escalations))
+    with pytest.raises(ApiError, match="not simulated"):
+        sim.intake({"title": "disk", "status": "firing", "deduplication_key": "fair"})
+    refused(await http.post("/v2/escalations", json={
+        "idempotency_key": "fair", "title": "page", "escalation_path_id": sim.path_id}), 400)
+    assert (len(sim.alerts), len(sim.incidents), len(sim.escalations)) == counts
+    # Late: routed while the schedule is sequential, due once it is fair.
+    first.handovers = handovers
+    sim.escalation_delay = 30
+    sim.intake({"title": "disk", "status": "firing", "deduplication_key": "late"})
+    first.handovers = [("daily", 2), ("daily", 5)]
+    sim.clock.advance(60)
+    sim.tick()
+    assert len(sim.escalations) == counts[2] and not sim.late_escalations
