@@ -873,9 +873,12 @@ class PagerDutySimulator(Simulator):
                 "dedup": inc.incident_key, "title": inc.title,
                 "updated_at": iso(inc.updated_at), "urgency": inc.urgency, "number": inc.number}
 
-    def _find(self, incident_id: str) -> PDIncident:
+    def _find(self, incident_id: str, *, by_number: bool = True) -> PDIncident:
+        """An incident by ID or, where the vendor allows it (``by_number``), by its number.
+        Only GET /incidents/{id} "accepts either an incident id, or an incident number" (SPEC
+        getIncident); the writes (updateIncident, updateIncidents) name incidents by ID."""
         inc = self.incidents.get(incident_id)
-        if inc is None and incident_id.isdigit():
+        if inc is None and by_number and incident_id.isdigit():
             inc = self.incidents.get(self.by_number.get(int(incident_id), ""))
         if inc is None:
             raise KeyError(incident_id)
@@ -1361,7 +1364,7 @@ class PagerDutySimulator(Simulator):
 
     async def r_incident(self, request: Request) -> Response:
         try:
-            inc = self._find(request.path_params["id"])
+            inc = self._find(request.path_params["id"], by_number=request.method == "GET")
         except KeyError:
             return pd_error(404, 2100, "Not Found")
         if request.method == "GET":
@@ -1369,7 +1372,7 @@ class PagerDutySimulator(Simulator):
         user = self._from(request)
         body = await self._json(request)
         item = body["incident"]
-        if item.get("id") not in (None, inc.id, str(inc.number)):
+        if item.get("id") not in (None, inc.id):
             raise bad(2001, "Invalid Input Provided", "incident.id does not match the path")
         self._check_update(inc, item)
         self._apply_update(inc, item, user)
@@ -1392,7 +1395,7 @@ class PagerDutySimulator(Simulator):
                 raise bad(2001, "Invalid Input Provided",
                           "type must be incident or incident_reference")
             try:
-                inc = self._find(item["id"])
+                inc = self._find(item["id"], by_number=False)
             except KeyError:
                 raise bad(1004, "Invalid ID Provided", f"Incident {item['id']} not found") \
                     from None

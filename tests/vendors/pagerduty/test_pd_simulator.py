@@ -85,6 +85,23 @@ async def test_not_found_and_users_me(api: httpx.AsyncClient) -> None:
     assert r.status_code == 400 and isinstance(r.json()["error"], str)
 
 
+async def test_writes_take_the_incident_id_not_its_number(api: httpx.AsyncClient,
+                                                          sim: PagerDutySimulator) -> None:
+    """Only GET /incidents/{id} "accepts either an incident id, or an incident number" (SPEC
+    getIncident); the writes name the resource by its ID (SPEC updateIncident, updateIncidents
+    ``id``), so a client writing by number must fail here as it would at PagerDuty."""
+    iid = sim.seed_incidents(1)[0]
+    number = str(sim.incidents[iid].number)
+    assert (await api.get(f"/incidents/{number}")).json()["incident"]["id"] == iid
+    r = await api.put(f"/incidents/{number}", headers=FROM, json={"incident": {
+        "type": "incident_reference", "status": "acknowledged"}})
+    assert r.status_code == 404 and r.json()["error"]["code"] == 2100
+    r = await api.put("/incidents", headers=FROM, json={"incidents": [
+        {"id": number, "type": "incident_reference", "status": "acknowledged"}]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == 1004
+    assert sim.incidents[iid].status == "triggered"
+
+
 # ---------------------------------------------------------------- pagination and windows
 
 
