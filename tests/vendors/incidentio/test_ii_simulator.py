@@ -134,6 +134,26 @@ async def test_edit_allows_only_documented_status_moves(
         "Closed", "Documenting"]
 
 
+async def test_show_takes_id_or_reference_number_and_edit_the_id_only(
+        sim: IncidentIOSimulator, http: httpx.AsyncClient) -> None:
+    """GET /v2/incidents/{id} takes the ID or "the numeric part of the reference" (notes 4.2);
+    the edit names "the unique identifier of the incident" (spec, IncidentsV2 Edit ``id``), so
+    an edit by reference must fail here as it would at incident.io, changing nothing."""
+    body = {"idempotency_key": "k", "visibility": "public",
+            "severity_id": sim.severities[0].id}
+    inc = (await http.post("/v2/incidents", json=body)).json()["incident"]
+    number = inc["reference"].removeprefix("INC-")
+    assert (await http.get(f"/v2/incidents/{number}")).json()["incident"]["id"] == inc["id"]
+    r = await http.get(f"/v2/incidents/{inc['reference']}")
+    assert r.status_code == 404
+    envelope_ok(r.json(), 404, "not_found")
+    for ref in (number, inc["reference"]):
+        r = await http.post(f"/v2/incidents/{ref}/actions/edit", json={
+            "incident": {"name": "renamed"}, "notify_incident_channel": False})
+        assert r.status_code == 404
+    assert sim.incidents[inc["id"]].name == inc["name"]
+
+
 async def test_escalation_respond_state_machine(
         sim: IncidentIOSimulator, http: httpx.AsyncClient) -> None:
     sim.alert(dedup="d", title="t")
