@@ -1064,12 +1064,26 @@ class PagerDutySimulator(Simulator):
             if wait is not None:
                 return self.rate_limited(request, wait)
             try:
-                response = await self.validate(request) or await handler(request)
+                response = (self._content_type(request) or await self.validate(request)
+                            or await handler(request))
             except BadRequest as exc:
                 response = exc.response
             response.headers.update(self._limit_headers(token))
             return response
         return endpoint
+
+    @staticmethod
+    def _content_type(request: Request) -> Response | None:
+        """Writes must say ``Content-Type: application/json``: the spec's header_Content-Type
+        parameter is required on every operation with that one enum value; GETs are exempt,
+        as the official client sends none there (notes §1, §8)."""
+        if request.method in ("GET", "HEAD"):
+            return None
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media == "application/json":
+            return None
+        return pd_error(400, 2001, "Invalid Input Provided",
+                        ["Content-Type must be application/json"])
 
     def _limit_headers(self, token: str) -> dict[str, str]:
         """ratelimit-limit/-remaining/-reset (notes §4), for the limit as currently scaled."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -76,6 +77,26 @@ async def test_from_header_is_required_on_incident_writes(api: httpx.AsyncClient
     # GETs need neither From nor Content-Type (the official client sends neither).
     assert (await api.get(f"/incidents/{iid}")).status_code == 200
     assert sim.canonical_incidents()[0]["state"] == "triggered"
+
+
+async def test_writes_need_a_json_content_type(api: httpx.AsyncClient,
+                                             sim: PagerDutySimulator) -> None:
+    """The spec requires ``Content-Type: application/json`` (header_Content-Type, required,
+    enum application/json) on every operation; the notes waive it for GETs only (§1, §8)."""
+    iid = sim.seed_incidents(1)[0]
+    raw = json.dumps({"incidents": [{"id": iid, "type": "incident_reference",
+                                     "status": "acknowledged"}]})
+    for kind in (None, "text/plain", "application/x-www-form-urlencoded"):
+        headers = {**FROM, **({"Content-Type": kind} if kind else {})}
+        r = await api.put("/incidents", content=raw, headers=headers)
+        assert r.status_code == 400 and r.json()["error"]["code"] == 2001, kind
+    r = await api.post("/schedules/" + SCHED_PRIMARY + "/overrides", content=b"{}",
+                       headers={"Content-Type": "text/plain"})
+    assert r.status_code == 400
+    assert sim.incidents[iid].status == "triggered"
+    r = await api.put("/incidents", content=raw, headers={
+        **FROM, "Content-Type": "application/json; charset=utf-8"})
+    assert r.status_code == 200 and sim.incidents[iid].status == "acknowledged"
 
 
 async def test_not_found_and_users_me(api: httpx.AsyncClient) -> None:
