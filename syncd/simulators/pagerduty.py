@@ -1915,8 +1915,9 @@ class PagerDutySimulator(Simulator):
     async def r_oncalls(self, request: Request) -> Response:
         q = request.query_params
         now = self.clock.now()
+        # Each bound "defaults to current time" (SPEC listOnCalls since/until).
         since = self._time(request, "since") or now
-        until = self._time(request, "until") or since
+        until = self._time(request, "until") or now
         if until < since:
             raise bad(2004, "Invalid Input Provided", "until may not be before since")
         if until > now + timedelta(days=90):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -347,6 +348,22 @@ async def test_events_rate_limit_per_routing_key(api: httpx.AsyncClient,
 
 
 # ---------------------------------------------------------------- on-call and overrides
+
+
+async def test_oncalls_window_defaults_to_now(api: httpx.AsyncClient,
+                                             sim: PagerDutySimulator) -> None:
+    """``since`` and ``until`` each default to the current time (SPEC listOnCalls): a ``since``
+    alone reads from then until now, and a ``since`` in the future alone puts ``until`` before
+    it, which is a 400."""
+    now = sim.clock.now().replace(microsecond=0)
+    since = (now - timedelta(days=3)).isoformat()
+    params = {"since": since, "limit": 100, "schedule_ids[]": SCHED_PRIMARY}
+    alone = (await api.get("/oncalls", params=params)).json()["oncalls"]
+    both = (await api.get("/oncalls", params={**params, "until": now.isoformat()})).json()[
+        "oncalls"]
+    assert alone == both and len({r["start"] for r in alone}) > 1
+    r = await api.get("/oncalls", params={"since": (now + timedelta(days=1)).isoformat()})
+    assert r.status_code == 400 and r.json()["error"]["code"] == 2004
 
 
 async def test_oncalls_follow_rotations_and_overrides(api: httpx.AsyncClient,
