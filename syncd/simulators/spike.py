@@ -33,6 +33,9 @@ choice is listed here and in docs/vendors/spike.md:
   title 20+ times in 60 s is suppressed for a minute [SP-KB rate-limiting-on-duplicate-incidents].
 - ``POST /incidents/create`` requires title, escalation, integration [SP-S]; it goes through the
   same integration (same title dedupe) and answers ``{message, incident}`` (ours).
+- Priority and severity are remembered per integration and title: a repeat after the incident
+  resolved carries the values last set on it, unless its event sends its own, which overwrite
+  them [SP-KB priority-and-severity].
 - Acknowledge timeout: an ACK incident returns to NACK after its integration's ``ackTimeout``
   [SP-KB acknowledge-timeout], run from the sim clock.
 - API rate limit: Spike publishes none (notes B8); we enforce ``rate_limit_per_minute`` per key
@@ -399,6 +402,10 @@ class SpikeSimulator(Simulator):
         self.ack_heap: list[tuple[datetime, int, str, int]] = []
         self.flood: dict[tuple[str, str], deque[float]] = {}
         self.flood_until: dict[tuple[str, str], float] = {}
+        # (integration token, title) -> the priority/severity last set on that incident:
+        # "Once set, we will remember the severity and priority when the incident occurs in
+        # the future" (SP-KB incidents/priority-and-severity.md, notes B5).
+        self.remembered: dict[tuple[str, str], dict[str, str | None]] = {}
 
     @classmethod
     def account_table(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
@@ -520,6 +527,7 @@ class SpikeSimulator(Simulator):
             if getattr(inc, action) == value:
                 return "unchanged"
             setattr(inc, action, value)
+            self.remembered.setdefault((inc.integration.token, inc.title), {})[action] = value
             inc.updated = self.clock.now()
             inc.history.append({"action": f"{action} changed" if value else f"{action} removed",
                                 "at": stamp(inc.updated), "by": by, "value": value})
@@ -576,8 +584,16 @@ class SpikeSimulator(Simulator):
             return inc
         if suppressed:
             return None
+        # A repeat takes the values remembered for it; values the event sends overwrite them
+        # (SP-KB incidents/priority-and-severity.md: integrations "overwrite your incident's
+        # priority and severity").
+        memory = self.remembered.setdefault(key, {})
+        for field_, sent in (("severity", severity), ("priority", priority)):
+            if sent is not None:
+                memory[field_] = sent
         return self._new_incident(store, integ, title, body=payload.get("body"),
-                                  severity=severity, priority=priority)
+                                  severity=memory.get("severity"),
+                                  priority=memory.get("priority"))
 
     # ------------------------------------------------------------------ simulator hooks
 

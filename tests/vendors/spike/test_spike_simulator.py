@@ -144,6 +144,32 @@ async def test_priority_severity_and_removal(http: httpx.AsyncClient) -> None:
     assert r.status_code == 400
 
 
+async def test_priority_and_severity_carry_to_the_next_occurrence(
+        http: httpx.AsyncClient) -> None:
+    """"Once set, we will remember the severity and priority when the incident occurs in the
+    future"; values an integration sends "overwrite" them (SP-KB priority-and-severity, notes
+    B5). A repeat of a resolved incident is a new incident carrying the remembered values."""
+    await fire(http, "disk full")
+    await http.post("/incidents/severity", json={"ids": ["sre-101"], "severity": "sev1"})
+    await http.post("/incidents/priority", json={"ids": ["sre-101"], "priority": "p2"})
+    await http.post("/incidents/resolve", json={"ids": ["sre-101"]})
+    await fire(http, "disk full")
+    inc = (await http.get("/incidents/sre-102")).json()
+    assert (inc["severity"], inc["priority"]) == ("sev1", "p2")
+    await fire(http, "other title")  # another incident remembers nothing of it
+    inc = (await http.get("/incidents/sre-103")).json()
+    assert (inc["severity"], inc["priority"]) == (None, None)
+    await http.post("/incidents/resolve", json={"ids": ["sre-102"]})
+    await fire(http, "disk full", severity="sev3")  # sent values win, priority remembered
+    inc = (await http.get("/incidents/sre-104")).json()
+    assert (inc["severity"], inc["priority"]) == ("sev3", "p2")
+    await http.request("DELETE", "/incidents/priority/remove", json={"ids": ["sre-104"]})
+    await http.post("/incidents/resolve", json={"ids": ["sre-104"]})
+    await fire(http, "disk full")
+    inc = (await http.get("/incidents/sre-105")).json()
+    assert (inc["severity"], inc["priority"]) == ("sev3", None)
+
+
 async def test_public_sharing(http: httpx.AsyncClient) -> None:
     await fire(http, "share")
     r = await http.patch("/incidents/sre-101/public-sharing", json={"publicSharing": True})
