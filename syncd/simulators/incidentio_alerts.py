@@ -255,10 +255,8 @@ class IncidentIOAlerts(IncidentIOOnCall):
     async def h_list_escalations(self, request: Request, key: ApiKey) -> Response:
         size = self.page_size(request, "escalations")
         f = self.filters(request)
-        for name in f:
-            if name not in ("escalation_path", "status", "alert", "incident", "created_at",
-                            "updated_at", "idempotency_key"):
-                raise ApiError(422, "invalid_filter", f"unknown filter {name}", field=name)
+        self.check_filters(f, ("escalation_path", "status", "alert", "incident", "created_at",
+                               "updated_at", "idempotency_key"))
         if "incident" in f and set(f["incident"]) == {"one_of"}:
             ids: set[str] = set()
             for iid in f["incident"]["one_of"]:
@@ -409,6 +407,12 @@ class IncidentIOAlerts(IncidentIOOnCall):
     async def h_list_alerts(self, request: Request, key: ApiKey) -> Response:
         size = self.page_size(request, "alerts", required=True)
         f = self.filters(request)
+        # Alert groups, attributes, notes, tags and maintenance windows are not modelled (spec
+        # ListAlerts documents those filters).
+        self.check_filters(f, ("deduplication_key", "status", "alert_source", "created_at",
+                               "updated_at"),
+                           ("alert_group_id", "attributes", "has_notes", "tags",
+                            "include_maintenance_window"))
         rows = []
         for aid in reversed(self.alert_order):
             a = self.alerts[aid]

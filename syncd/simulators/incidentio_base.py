@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -663,6 +663,19 @@ class IncidentIOBase(Simulator):
                 op = rest[:-1]
                 out.setdefault(name, {}).setdefault(op, []).append(v)
         return out
+
+    @staticmethod
+    def check_filters(f: Mapping[str, Any], simulated: Iterable[str],
+                      documented: Iterable[str] = ()) -> None:
+        """Refuse a filter the handler will not apply: one the spec documents but the simulator
+        does not model is 400 ``not simulated`` (like a body field, validation.py), any other
+        unknown name 422; ignoring either would answer an unfiltered 200."""
+        for name in f:
+            if name in documented:
+                raise ApiError(400, "not_simulated", f"not simulated: the {name} filter",
+                               field=name)
+            if name not in simulated:
+                raise ApiError(422, "invalid_filter", f"unknown filter {name}", field=name)
 
     @staticmethod
     def page_size(request: Request, kind: str, *, required: bool = False) -> int:

@@ -90,6 +90,28 @@ async def test_deep_object_filters(sim: IncidentIOSimulator, http: httpx.AsyncCl
     assert r.status_code == 422
 
 
+async def test_filters_the_simulator_cannot_apply_are_refused(
+        sim: IncidentIOSimulator, http: httpx.AsyncClient) -> None:
+    """A documented filter the simulator does not model (roles and custom fields on incidents;
+    tags, attributes, alert groups, notes, maintenance windows on alerts: spec ListIncidents,
+    ListAlerts) is refused as not simulated, and an undocumented one is an unknown filter; an
+    unfiltered 200 would tell a client its filter worked."""
+    sim.seed_incidents(2)
+    sim.alert(dedup="d", title="t")
+    for params in ({"incident_role[01ROLE][one_of]": "01USER"},
+                   {"custom_field[01FIELD][one_of]": "01OPTION"}):
+        r = await http.get("/v2/incidents", params=params)
+        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "not_simulated"
+    for name in ("tags", "attributes", "alert_group_id", "has_notes",
+                 "include_maintenance_window"):
+        r = await http.get("/v2/alerts", params={"page_size": 5, f"{name}[one_of]": "x"})
+        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "not_simulated", name
+    r = await http.get("/v2/alerts", params={"page_size": 5, "colour[one_of]": "red"})
+    assert r.status_code == 422 and r.json()["errors"][0]["code"] == "invalid_filter"
+    r = await http.get("/v2/alerts", params={"page_size": 5, "status[one_of]": "firing"})
+    assert r.status_code == 200 and len(r.json()["alerts"]) == 1
+
+
 async def test_create_requires_key_visibility_and_severity(
         sim: IncidentIOSimulator, http: httpx.AsyncClient) -> None:
     r = await http.post("/v2/incidents", json={"visibility": "public"})
