@@ -85,6 +85,7 @@ from syncd.simulators.validation import (
     Ref,
     Text,
     TimeZone,
+    UnmodelledList,
     UtcZone,
 )
 
@@ -252,6 +253,7 @@ class IncidentQuery(Query):
 
 
 class LogQuery(Paged):
+    team_ids: UnmodelledList = []
     time_zone: UtcZone | None = None
     since: DateTime | None = None
     until: DateTime | None = None
@@ -261,6 +263,7 @@ class LogQuery(Paged):
 
 class UsersQuery(Paged):
     query: str | None = None
+    team_ids: UnmodelledList = []
     include: list[Literal["contact_methods", "notification_rules", "teams", "subdomains"]] = []
 
 

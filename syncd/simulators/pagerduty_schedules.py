@@ -30,7 +30,15 @@ from pydantic import AfterValidator, Field
 
 from syncd.simulators.base import parse_time
 from syncd.simulators.oncall import Layer, Restriction, Span, final
-from syncd.simulators.validation import Body, DateTime, Query, Ref, Text, TimeZone
+from syncd.simulators.validation import (
+    Body,
+    DateTime,
+    Query,
+    Ref,
+    Text,
+    TimeZone,
+    Unmodelled,
+)
 
 API = "https://api.pagerduty.com"
 WEB = "https://syncd-sim.pagerduty.com"
@@ -168,6 +176,7 @@ class ScheduleQuery(Query):
     since: DateTime | None = None
     until: DateTime | None = None
     overflow: bool | None = None
+    include_next_oncall_for_user: Unmodelled = None
 
 
 class SchedulesQuery(Query):
@@ -180,6 +189,7 @@ class SchedulesQuery(Query):
     team_ids: list[str] = []
     since: DateTime | None = None
     until: DateTime | None = None
+    include_next_oncall_for_user: Unmodelled = None
 
 
 class PreviewQuery(Query):

@@ -74,6 +74,7 @@ from syncd.simulators.validation import (
     Query,
     Text,
     TimeZone,
+    Unmodelled,
 )
 
 DEFAULT_API_KEY = "spike-sim-api-key-0000000000000001"
@@ -143,6 +144,9 @@ class OccurrencesQuery(Paging):
     start: DateTime | None = None
     end: DateTime | None = None
     status: str | None = None
+    teams: Unmodelled = None  # documented filters the simulator does not apply [SP-D]
+    service: Unmodelled = None
+    integration: Unmodelled = None
 
 
 class FromQuery(Query):

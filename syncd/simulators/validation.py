@@ -17,7 +17,8 @@ Rules the models follow:
   (``{id, type, summary, self, html_url}``) accept their read-only decorations.
 - Query strings are parsed the way web frameworks read them (``"true"`` is a boolean, ``"25"``
   an integer); enums and booleans are checked, unknown parameters are ignored like the vendors
-  ignore them. ``name[]`` and repeated keys become lists.
+  ignore them. ``name[]`` and repeated keys become lists. A parameter the vendor documents for
+  the operation but the simulator does not apply is declared ``Unmodelled`` and refused.
 """
 
 from __future__ import annotations
@@ -114,6 +115,21 @@ Text = Annotated[str, AfterValidator(_nonempty)]
 """A required non-empty string."""
 
 
+def _unmodelled(value: Any) -> Any:
+    if value:
+        raise ValueError(f"{NOT_SIMULATED} (the vendor documents this parameter; the simulator "
+                         "does not apply it)")
+    return value
+
+
+Unmodelled = Annotated[str | None, AfterValidator(_unmodelled)]
+"""A query parameter the vendor documents but the simulator does not apply: refused when given,
+so a client never reads an unfiltered answer as a filtered one."""
+
+UnmodelledList = Annotated[list[str], AfterValidator(_unmodelled)]
+"""The same for a repeated ``name[]`` parameter."""
+
+
 class Intake(BaseModel):
     """An alert intake's body (webhook, REST endpoint): documented fields typed strictly, any
     other field kept, as these intakes store whatever the monitoring tool sends."""
@@ -190,6 +206,8 @@ def _problems(exc: ValidationError) -> list[Problem]:
             out.append(Problem(path, f"{NOT_SIMULATED}: {path}", "not_simulated"))
         elif kind == "missing":
             out.append(Problem(path, f"{path} is required", "missing"))
+        elif kind == "value_error" and _message(err).startswith(NOT_SIMULATED):
+            out.append(Problem(path, f"{path}: {_message(err)}", "not_simulated"))
         elif kind in ("literal_error", "enum", "value_error", "greater_than_equal",
                       "less_than_equal", "too_short", "too_long", "greater_than",
                       "less_than", "string_too_short", "string_too_long"):

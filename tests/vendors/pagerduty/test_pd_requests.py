@@ -131,6 +131,22 @@ async def test_query_enums_and_booleans_are_checked(api: httpx.AsyncClient, path
     assert r.json()["error"]["code"] == 2001
 
 
+@pytest.mark.parametrize(("path", "query"), [
+    ("/log_entries", "team_ids[]=PTEAM01"),
+    ("/users", "team_ids[]=PTEAM01"),
+    ("/schedules", "include_next_oncall_for_user=PUSR001"),
+    ("/schedules/PSCHED1", "include_next_oncall_for_user=PUSR001"),
+])
+async def test_documented_query_parameters_not_modelled_are_refused(
+        api: httpx.AsyncClient, path: str, query: str) -> None:
+    """A parameter the spec documents for the operation but the simulator does not apply is
+    refused as not simulated: an unfiltered 200 would tell a client its filter worked."""
+    r = await api.get(f"{path}?{query}")
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == 2001
+    assert "not simulated" in r.json()["error"]["errors"][0]
+
+
 async def test_services_sort_and_filter_by_name(api: httpx.AsyncClient) -> None:
     desc = (await api.get("/services?sort_by=name:desc")).json()["services"]
     assert [s["name"] for s in desc] == ["Web", "Database"]

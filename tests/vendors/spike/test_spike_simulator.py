@@ -95,6 +95,16 @@ async def test_all_occurrences(sim: SpikeSimulator, http: httpx.AsyncClient) -> 
     assert r.status_code == 400
 
 
+async def test_occurrence_filters_not_modelled_are_refused(http: httpx.AsyncClient) -> None:
+    """all-occurrences documents ``teams``, ``service`` and ``integration`` [SP-D incidents];
+    the simulator applies none of them, so it refuses them rather than answer unfiltered."""
+    window = {"start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
+    for name in ("teams", "service", "integration"):
+        r = await http.get("/incidents/all-occurrences", params={**window, name: "x"})
+        assert r.status_code == 400 and "not simulated" in r.json()["message"], name
+    assert (await http.get("/incidents/all-occurrences", params=window)).status_code == 200
+
+
 async def test_state_machine_and_batch_answer(http: httpx.AsyncClient) -> None:
     for t in ("x", "y", "z"):
         await fire(http, t)
