@@ -98,9 +98,10 @@ class IncidentIOAlerts(IncidentIOOnCall):
         if esc.status not in ESC_OPEN:
             return False
         esc.snooze_until = None
+        # The incident's updated_at is left alone: nothing documents that an ack bumps it, so a
+        # client must find acks in the escalations feed (notes 6: "Poll GET /v2/escalations?
+        # updated_at[gte]=... as a second change feed rather than relying on the incident feed").
         self._esc_event(esc, "acked", "acked", users=[user] if user else [])
-        for iid in esc.incident_ids:
-            self.incidents[iid].updated = esc.updated  # our choice: an ack bumps the incident
         return True
 
     def intake(self, body: dict[str, Any], source_id: str = ALERT_SOURCE_ID) -> dict[str, Any]:

@@ -200,6 +200,24 @@ async def test_escalation_respond_state_machine(
     assert [e["id"] for e in r.json()["escalations"]] == [esc.id]
 
 
+async def test_an_ack_changes_the_escalation_not_the_incident(
+        sim: IncidentIOSimulator, http: httpx.AsyncClient) -> None:
+    """Nothing documents that an escalation ack bumps the incident's ``updated_at`` (notes 6:
+    poll the escalations as a second feed "rather than relying on the incident feed"), so the
+    simulator does not: a client finding acks in the incident feed alone fails here."""
+    sim.alert(dedup="d", title="t")
+    iid, esc = next(iter(sim.incidents)), next(iter(sim.escalations.values()))
+    before = (await http.get(f"/v2/incidents/{iid}")).json()["incident"]["updated_at"]
+    await http.post("/_sim/clock", json={"advance": 90})
+    r = await http.post(f"/v2/escalations/{esc.id}/actions/respond", json={"response": "ack"})
+    assert r.status_code == 200
+    sim.act(iid, "acknowledge")  # a person acking changes nothing more
+    after = (await http.get(f"/v2/incidents/{iid}")).json()["incident"]["updated_at"]
+    assert after == before
+    body = (await http.get(f"/v2/escalations/{esc.id}")).json()["escalation"]
+    assert body["status"] == "acked" and body["updated_at"] > before
+
+
 async def test_alert_intake_auth_dedup_and_resolve(sim: IncidentIOSimulator) -> None:
     event = {"title": "CPU", "status": "firing", "deduplication_key": "cpu-1"}
     async with sim.client() as tool:
