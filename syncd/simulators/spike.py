@@ -27,6 +27,8 @@ choice is listed here and in docs/vendors/spike.md:
   incidents}`` so a batch can report per-record outcomes. Unknown ids and invalid transitions
   (ack/unack/escalate a resolved incident) are per-record failures, not a whole-batch error.
   At most ``max_batch_ids`` (default 100, ours; Spike documents none) ids per call, else 400.
+  ``action_answer="empty"`` answers the documented example instead, a 200 with no content, so a
+  client can be tested against both.
 - Webhook intake ``POST /{token}/push-events`` (real host hooks.spike.sh, served here on the same
   app) [SP-KB integrating-with-webhooks]: 200 ``{"Ok": true}`` or 500 ``{}``; no new incident while
   one with the same title is open in that integration; ``status: "resolve"`` resolves it; the same
@@ -354,7 +356,11 @@ class SpikeSimulator(Simulator):
         rate_limit_per_minute: float = 60.0,
         ack_timeout: float = 1800.0,
         max_batch_ids: int = 100,
+        action_answer: str = "detailed",
     ) -> None:
+        if action_answer not in ("detailed", "empty"):
+            raise ValueError("action_answer must be 'detailed' or 'empty'")
+        self.action_answer = action_answer
         self.api_key = api_key
         self.rate_limit_per_minute = rate_limit_per_minute
         self.ack_timeout = ack_timeout
@@ -982,6 +988,8 @@ class SpikeSimulator(Simulator):
                 continue
             (updated if result == "updated" else unchanged).append(counter)
             touched.append(self._incident_json(inc))
+        if self.action_answer == "empty":
+            return Response(status_code=200)  # Spike's documented example: "No content" [SP-D]
         verb = {"acknowledge": "acknowledged", "unacknowledge": "unacknowledged",
                 "resolve": "resolved", "escalate": "escalated"}.get(action, f"{action} updated")
         return JSONResponse({

@@ -570,11 +570,22 @@ class SpikeClient(ClientBase):
             result = await self.push(action, [Push(created.external_id, action, new.marker)])
             if result and result[0].incident is not None:
                 created = result[0].incident
+            else:  # Spike's documented answer has no content (notes B4): read the incident
+                created = await self._show(created.external_id)
         if created.state is not State.RESOLVED:
             # Resolved before the next poll, it would be in no open list and in no remembered
             # set: the next poll must look for it among the resolves.
             self._created.add(hash(created.external_id))
         return created
+
+    async def _show(self, counter_id: str) -> Incident:
+        """``GET /incidents/{counterId}``: one incident as it is now ([SP-AE] ``$ref Incident``)."""
+        endpoint = "GET /incidents/{counterId}"
+        data = await self.http.json("GET", "/incidents/{counterId}", path={"counterId": counter_id})
+        try:
+            return self._incident(data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise self._malformed(endpoint, f"incident unreadable: {exc}") from None
 
     async def find_created(self, marker: str, *, open_only: bool = False) -> Incident | None:
         """Open incidents first (the dedupe scope), then recently resolved ones."""

@@ -366,6 +366,21 @@ async def test_create_api_idempotent_and_find_after_crash(sim: SpikeSimulator,
     await other.aclose()
 
 
+async def test_create_returns_the_real_state_when_the_push_answer_is_empty() -> None:
+    """Spike's documented action answer is a 200 with no content [SP-D]: the ack that moves a
+    fresh mirror to its agreed state says nothing about the incident, so create reads it back
+    instead of returning it as triggered."""
+    sim = SpikeSimulator(seed=1, action_answer="empty")
+    client = make_client(sim, create_via="webhook")
+    created = await client.create(NewIncident(marker="w-e", title="From webhook",
+                                              state=State.ACKNOWLEDGED))
+    assert created.state is State.ACKNOWLEDGED
+    assert sim.canonical_incidents()[0]["state"] == "acknowledged"
+    results = await client.push(Action.RESOLVE, pushes(Action.RESOLVE, [created.external_id]))
+    assert results[0].outcome is Outcome.DONE and results[0].incident is None
+    await client.aclose()
+
+
 async def test_create_via_webhook(sim: SpikeSimulator) -> None:
     client = make_client(sim, create_via="webhook")
     created = await client.create(NewIncident(marker="w-1", title="From webhook",
