@@ -15,7 +15,8 @@ unchanged. What it holds clients to:
 - 960 requests per minute per key with ``ratelimit-*`` headers and 429 code 2020 (notes §4);
 - Events API v2 at ``POST /v2/enqueue`` on the same app (the real one is
   events.pagerduty.com): dedup per routing key, acks/resolves only through the routing key that
-  triggered (notes §7), 120 events per minute per routing key;
+  triggered (notes §7), 120 events per minute per routing key; asynchronous when
+  ``event_delay`` is set (a 202 first, the incident later on the sim clock);
 - its own timers: acknowledgement timeout (acknowledged -> triggered) and auto-resolve (§5.6);
 - schedules and escalation policies stored as definitions (any IANA zone, layers, restrictions,
   overrides) and rendered on demand: create/update/show/preview with PagerDuty's checks
@@ -529,10 +530,13 @@ class PagerDutySimulator(Simulator):
 
     def __init__(self, *, seed: int = 0, rate_limits: bool = True,
                  ack_timeout: int | None = 1800, auto_resolve_timeout: int | None = 14400,
-                 token: str = TOKEN) -> None:
+                 token: str = TOKEN, event_delay: float = 0.0) -> None:
         """``ack_timeout`` is the Web service's acknowledgement timeout (seconds);
-        ``auto_resolve_timeout`` the Database service's auto-resolve (None disables it)."""
+        ``auto_resolve_timeout`` the Database service's auto-resolve (None disables it);
+        ``event_delay``: seconds between an Events API 202 and the event taking effect (the API
+        is asynchronous, notes §7; 0 applies it at once)."""
         self.ack_timeout = ack_timeout
+        self.event_delay = event_delay
         self.auto_resolve_timeout = auto_resolve_timeout
         self.token = token
         super().__init__(seed=seed, rate_limits=rate_limits)
@@ -600,6 +604,9 @@ class PagerDutySimulator(Simulator):
             collections.deque(maxlen=1000)
         self.webhook_sink: Callable[[dict[str, Any]], None] | None = None
         self.timers: list[tuple[datetime, int, str, str, int]] = []
+        # Accepted Events API events not applied yet (due, event), in arrival order.
+        self.late_events: collections.deque[tuple[datetime, dict[str, Any]]] = (
+            collections.deque())
         self.seq = itertools.count(1)
         self.number_seq = itertools.count(1)
         self.override_seq = itertools.count(1)
@@ -796,8 +803,11 @@ class PagerDutySimulator(Simulator):
         self._touch()
 
     def tick(self) -> None:
-        """Ack timeouts and auto-resolve, at their due time on the sim clock."""
+        """Late events, ack timeouts and auto-resolve, at their due time on the sim clock."""
         now = self.clock.now()
+        while self.late_events and self.late_events[0][0] <= now:
+            _due, event = self.late_events.popleft()
+            self._apply_event(event, event["dedup_key"])
         while self.timers and self.timers[0][0] <= now:
             due, _seq, kind, inc_id, generation = heapq.heappop(self.timers)
             inc = self.incidents.get(inc_id)
@@ -949,8 +959,10 @@ class PagerDutySimulator(Simulator):
 
     # ------------------------------------------------------------------ events API v2
 
-    def _enqueue(self, event: Any) -> tuple[int, dict[str, Any]]:
-        """Events API v2 (notes §7). Returns (status, body); the REST route and alert() share it."""
+    def _enqueue(self, event: Any, *, delay: float = 0.0) -> tuple[int, dict[str, Any]]:
+        """Events API v2 (notes §7). Returns (status, body); the REST route and alert() share it.
+        A valid event is answered 202 at once and applied ``delay`` seconds later on the sim
+        clock: "the API is asynchronous: a 202 does not mean the incident exists yet"."""
         def invalid(*errors: str) -> tuple[int, dict[str, Any]]:
             return 400, {"status": "invalid event", "message": "Event object is invalid",
                          "errors": list(errors)}
@@ -968,8 +980,6 @@ class PagerDutySimulator(Simulator):
         dedup = event.get("dedup_key")
         if dedup is not None and (not isinstance(dedup, str) or len(dedup) > 255):
             return invalid("'dedup_key' must be a string of at most 255 characters")
-        service = self.services[self.routing[key]]
-        agent = ("service", service.id)
         if action == "trigger":
             payload = event.get("payload")
             if not isinstance(payload, dict):
@@ -987,6 +997,23 @@ class PagerDutySimulator(Simulator):
                 return invalid(*problems)
             if dedup is None:
                 dedup = f"{self.random.getrandbits(128):032x}"
+        elif not dedup:
+            return invalid("'dedup_key' is required for acknowledge and resolve")
+        if delay > 0:
+            self.late_events.append((self.clock.now() + timedelta(seconds=delay),
+                                     {**event, "dedup_key": dedup}))
+        else:
+            self._apply_event(event, dedup)
+        return 202, {"status": "success", "message": "Event processed", "dedup_key": dedup}
+
+    def _apply_event(self, event: dict[str, Any], dedup: str) -> None:
+        """A checked event taking effect: dedup per service open alert, acks and resolves only
+        through the routing key that triggered (notes §7)."""
+        key, action = event["routing_key"], event["event_action"]
+        service = self.services[self.routing[key]]
+        agent = ("service", service.id)
+        if action == "trigger":
+            summary, sev = event["payload"]["summary"], event["payload"]["severity"]
             existing = self.open_key.get((service.id, dedup))
             if existing is None:
                 urgency = "high" if sev in ("critical", "error") else "low"
@@ -996,8 +1023,6 @@ class PagerDutySimulator(Simulator):
                 inc.alert_severity = sev
             # An existing open alert absorbs the trigger; acknowledged stays quiet (notes §7).
         else:
-            if not dedup:
-                return invalid("'dedup_key' is required for acknowledge and resolve")
             inc_id = self.open_key.get((service.id, dedup))
             inc = self.incidents.get(inc_id or "")
             # Dropped unless the open alert came through this same routing key (notes §7).
@@ -1006,7 +1031,6 @@ class PagerDutySimulator(Simulator):
                     self._set_status(inc, "resolved", agent, {"type": "api"})
                 elif inc.status == "triggered":
                     self._set_status(inc, "acknowledged", agent, {"type": "api"})
-        return 202, {"status": "success", "message": "Event processed", "dedup_key": dedup}
 
     async def r_enqueue(self, request: Request) -> Response:
         raw = await request.body()
@@ -1024,7 +1048,7 @@ class PagerDutySimulator(Simulator):
         refused = await self.validate(request)
         if refused is not None:
             return refused
-        status, body = self._enqueue(event)
+        status, body = self._enqueue(event, delay=self.event_delay)
         return JSONResponse(body, status_code=status)
 
     # ------------------------------------------------------------------ REST plumbing

@@ -339,6 +339,24 @@ async def test_create_via_events_api(sim: PagerDutySimulator) -> None:
     await client.aclose()
 
 
+async def test_create_via_events_waits_for_the_asynchronous_incident() -> None:
+    """The Events API is asynchronous: a 202 does not mean the incident exists yet (notes §7,
+    §9). Until it does, create is a TransientError; the retry finds it and never makes two."""
+    sim = PagerDutySimulator(seed=1, event_delay=30)
+    client = make_client(sim, create_via="events", routing_key=ROUTING_KEY)
+    new = NewIncident(marker="syncd-ev-2", title="Late", state=State.ACKNOWLEDGED)
+    with pytest.raises(TransientError, match="no incident yet"):
+        await client.create(new)
+    assert not sim.incidents  # accepted, not yet applied
+    with pytest.raises(TransientError):
+        await client.create(new)  # retried early: a second event for the same dedup_key
+    sim.clock.advance(31)
+    made = await client.create(new)
+    assert made.state is State.ACKNOWLEDGED and made.keys["marker"] == "syncd-ev-2"
+    assert len(sim.incidents) == 1  # both triggers landed on one alert
+    await client.aclose()
+
+
 async def test_create_without_service_is_refused(sim: PagerDutySimulator) -> None:
     client = make_client(sim, service_id=None)
     with pytest.raises(PermanentError, match="service_id"):
