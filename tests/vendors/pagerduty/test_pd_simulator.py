@@ -91,9 +91,17 @@ async def test_writes_need_a_json_content_type(api: httpx.AsyncClient,
         headers = {**FROM, **({"Content-Type": kind} if kind else {})}
         r = await api.put("/incidents", content=raw, headers=headers)
         assert r.status_code == 400 and r.json()["error"]["code"] == 2001, kind
-    r = await api.post("/schedules/" + SCHED_PRIMARY + "/overrides", content=b"{}",
+    start = sim.clock.now() + timedelta(days=1)
+    overrides = json.dumps({"overrides": [{
+        "start": start.isoformat(), "end": (start + timedelta(hours=2)).isoformat(),
+        "user": {"id": "PUSR001", "type": "user_reference"}}]})
+    before = len(sim.schedules[SCHED_PRIMARY].overrides)
+    r = await api.post("/schedules/" + SCHED_PRIMARY + "/overrides", content=overrides,
                        headers={"Content-Type": "text/plain"})
-    assert r.status_code == 400
+    assert r.status_code == 400 and r.json()["error"] == {
+        "message": "Invalid Input Provided",
+        "code": 2001, "errors": ["Content-Type must be application/json"]}
+    assert len(sim.schedules[SCHED_PRIMARY].overrides) == before
     assert sim.incidents[iid].status == "triggered"
     r = await api.put("/incidents", content=raw, headers={
         **FROM, "Content-Type": "application/json; charset=utf-8"})
