@@ -147,6 +147,17 @@ async def test_documented_query_parameters_not_modelled_are_refused(
     assert "not simulated" in r.json()["error"]["errors"][0]
 
 
+async def test_incident_log_entries_ignore_team_ids(sim: PagerDutySimulator,
+                                                    api: httpx.AsyncClient) -> None:
+    """listIncidentLogEntries documents no team_ids (only listLogEntries does), so there it is
+    an unknown parameter, ignored as elsewhere, not refused as a documented one not simulated."""
+    iid = sim.alert(dedup="log-team", title="disk")["incident_id"]
+    plain = await api.get(f"/incidents/{iid}/log_entries")
+    r = await api.get(f"/incidents/{iid}/log_entries?team_ids[]=PTEAM01")
+    assert r.status_code == 200, r.text
+    assert r.json()["log_entries"] == plain.json()["log_entries"] != []
+
+
 async def test_services_sort_and_filter_by_name(api: httpx.AsyncClient) -> None:
     desc = (await api.get("/services?sort_by=name:desc")).json()["services"]
     assert [s["name"] for s in desc] == ["Web", "Database"]
