@@ -130,7 +130,8 @@ class IncidentIOSimulator(IncidentIOAlerts):
     def _lookup(self, incident_id: str, *, by_number: bool = True) -> IIncident:
         """An incident by ID or, with ``by_number``, by the numeric part of its reference
         (``123`` for INC-123): GET /v2/incidents/{id} takes both (notes 4.2); the edit takes
-        "the unique identifier of the incident" only (spec, IncidentsV2 Edit)."""
+        "the unique identifier of the incident" only (spec, IncidentsV2 Edit). The full reference
+        (``INC-123``) is a 404: ours, the notes and spec say nothing of it."""
         if incident_id in self.incidents:
             return self.incidents[incident_id]
         if by_number and incident_id.isdigit() and int(incident_id) in self.by_number:

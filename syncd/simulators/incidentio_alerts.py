@@ -409,7 +409,8 @@ class IncidentIOAlerts(IncidentIOOnCall):
         size = self.page_size(request, "alerts", required=True)
         f = self.filters(request)
         # Alert groups, attributes, notes, tags and maintenance windows are not modelled (spec
-        # ListAlerts documents those filters).
+        # ListAlerts documents those filters). Any other filter name is 422: ours, the notes
+        # and spec give no answer for an unknown filter (docs/vendors/incidentio.md).
         self.check_filters(f, ("deduplication_key", "status", "alert_source", "created_at",
                                "updated_at"),
                            ("alert_group_id", "attributes", "has_notes", "tags",

@@ -897,7 +897,8 @@ class PagerDutySimulator(Simulator):
     def _find(self, incident_id: str, *, by_number: bool = True) -> PDIncident:
         """An incident by ID or, where the vendor allows it (``by_number``), by its number.
         Only GET /incidents/{id} "accepts either an incident id, or an incident number" (SPEC
-        getIncident); the writes (updateIncident, updateIncidents) name incidents by ID."""
+        getIncident); the writes (updateIncident, updateIncidents) say nothing of numbers, and
+        refusing one there is ours, a stricter reading (docs/vendors/pagerduty.md)."""
         inc = self.incidents.get(incident_id)
         if inc is None and by_number and incident_id.isdigit():
             inc = self.incidents.get(self.by_number.get(int(incident_id), ""))

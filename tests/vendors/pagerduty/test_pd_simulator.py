@@ -119,7 +119,8 @@ async def test_writes_take_the_incident_id_not_its_number(api: httpx.AsyncClient
                                                           sim: PagerDutySimulator) -> None:
     """Only GET /incidents/{id} "accepts either an incident id, or an incident number" (SPEC
     getIncident); the writes name the resource by its ID (SPEC updateIncident, updateIncidents
-    ``id``), so a client writing by number must fail here as it would at PagerDuty."""
+    ``id``) and say nothing of numbers; refusing one is our stricter reading, so a client
+    writing by number fails here."""
     iid = sim.seed_incidents(1)[0]
     number = str(sim.incidents[iid].number)
     assert (await api.get(f"/incidents/{number}")).json()["incident"]["id"] == iid
