@@ -392,6 +392,13 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
+def _has_body(request: Request) -> bool:
+    """Whether the request carries a body (a non-zero Content-Length or a chunked one)."""
+    if "transfer-encoding" in request.headers:
+        return True
+    return request.headers.get("content-length", "0").strip() not in ("", "0")
+
+
 def pd_error(status: int, code: int, message: str, errors: list[str] | None = None,
              headers: dict[str, str] | None = None) -> JSONResponse:
     """PagerDuty's error envelope (notes §3)."""
@@ -1111,9 +1118,11 @@ class PagerDutySimulator(Simulator):
     @staticmethod
     def _content_type(request: Request) -> Response | None:
         """Writes must say ``Content-Type: application/json``: the spec's header_Content-Type
-        parameter is required on every operation with that one enum value; GETs are exempt,
-        as the official client sends none there (notes §1, §8)."""
-        if request.method in ("GET", "HEAD"):
+        parameter is required on every operation with that one enum value. GETs and any
+        request without a body (a DELETE) are exempt: the official client sends the header on
+        POST/PUT/PATCH only (PYPD ``prepare_headers``), so PagerDuty takes its bodiless calls
+        without one (notes §1, §8); a bodiless write is refused by its body check instead."""
+        if request.method in ("GET", "HEAD") or not _has_body(request):
             return None
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media == "application/json":

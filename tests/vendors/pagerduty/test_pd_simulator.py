@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from starlette.requests import Request
 
 from syncd.simulators.pagerduty import (
     FROM_EMAIL,
@@ -106,6 +107,31 @@ async def test_writes_need_a_json_content_type(api: httpx.AsyncClient,
     r = await api.put("/incidents", content=raw, headers={
         **FROM, "Content-Type": "application/json; charset=utf-8"})
     assert r.status_code == 200 and sim.incidents[iid].status == "acknowledged"
+
+
+def _bare_request(method: str, headers: dict[str, str]) -> Request:
+    return Request({"type": "http", "method": method, "path": "/schedules/X/overrides/Y",
+                    "query_string": b"", "headers": [(k.lower().encode(), v.encode())
+                                                     for k, v in headers.items()]})
+
+
+def test_bodiless_requests_need_no_content_type() -> None:
+    """The official client sends Content-Type on POST/PUT/PATCH only (PYPD prepare_headers), so
+    a DELETE, which carries no body, must pass without one; a body still needs the JSON type.
+    The simulator routes no DELETE yet, so the check is exercised on its own."""
+    check = PagerDutySimulator._content_type
+    assert check(_bare_request("DELETE", {})) is None
+    assert check(_bare_request("DELETE", {"Content-Length": "0"})) is None
+    refused = check(_bare_request("DELETE", {"Content-Length": "2", "Content-Type": "text/plain"}))
+    assert refused is not None and json.loads(bytes(refused.body))["error"]["code"] == 2001
+    chunked = check(_bare_request("PUT", {"Transfer-Encoding": "chunked"}))
+    assert chunked is not None and chunked.status_code == 400
+
+
+async def test_a_bodiless_write_is_refused_by_its_body_check(api: httpx.AsyncClient) -> None:
+    r = await api.post("/incidents", headers=FROM)
+    assert r.status_code == 400
+    assert r.json()["error"]["errors"] == ["Request body must be a JSON object"]
 
 
 async def test_not_found_and_users_me(api: httpx.AsyncClient) -> None:
