@@ -381,6 +381,60 @@ async def test_create_returns_the_real_state_when_the_push_answer_is_empty() -> 
     await client.aclose()
 
 
+class ResolvedBeforeTheAck(httpx.AsyncBaseTransport):
+    """Someone resolves the fresh incident in Spike just before the client's acknowledge
+    reaches it: Spike refuses that ack, yet its documented answer is still an empty 200."""
+
+    def __init__(self, sim: SpikeSimulator) -> None:
+        self.sim = sim
+        self.inner = sim.transport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/incidents/acknowledge":
+            for counter in json.loads(request.content)["ids"]:
+                self.sim.act(counter, "resolve")
+        return await self.inner.handle_async_request(request)
+
+
+async def test_create_reads_back_an_action_refused_under_an_empty_answer() -> None:
+    """The empty 200 [SP-D] hides a refused ack: create reports the incident as Spike holds
+    it (resolved), and the dispatcher's look-up by marker finds that one, no second copy."""
+    sim = SpikeSimulator(seed=1, action_answer="empty")
+    client = make_client(sim, ResolvedBeforeTheAck(sim), create_via="webhook")
+    new = NewIncident(marker="w-r", title="Refused ack", state=State.ACKNOWLEDGED)
+    created = await client.create(new)
+    assert created.state is State.RESOLVED
+    assert [i["state"] for i in sim.canonical_incidents()] == ["resolved"]
+    found = await client.find_created("w-r")
+    assert found is not None and found.external_id == created.external_id
+    assert found.state is State.RESOLVED and len(sim.canonical_incidents()) == 1
+    await client.aclose()
+
+
+@pytest.mark.parametrize("fault", ["wrong_types", "error"])
+async def test_a_failed_read_back_leaves_one_incident_for_the_retry(fault: str) -> None:
+    """The ack landed but reading the incident back failed (a malformed or failed GET): create
+    raises, and the retry (the dispatcher's find_created, then create) finds the incident the
+    first attempt made, acknowledged, instead of creating a second one."""
+    sim = SpikeSimulator(seed=1, action_answer="empty")
+    client = make_client(sim, create_via="webhook")
+    sim.faults.routes = ["/incidents/{counterId}"]
+    if fault == "error":
+        sim.faults.error_rate = 1.0
+    else:
+        sim.faults.wrong_types_rate = 1.0
+    new = NewIncident(marker="w-f", title="Lost read-back", state=State.ACKNOWLEDGED)
+    with pytest.raises(MalformedResponse if fault == "wrong_types" else TransientError):
+        await client.create(new)
+    assert [i["state"] for i in sim.canonical_incidents()] == ["acknowledged"]
+    found = await client.find_created("w-f")
+    assert found is not None and found.state is State.ACKNOWLEDGED
+    again = await client.create(new)
+    assert again.external_id == found.external_id and again.state is State.ACKNOWLEDGED
+    assert len(sim.canonical_incidents()) == 1
+    await client.aclose()
+
+
 async def test_create_via_webhook(sim: SpikeSimulator) -> None:
     client = make_client(sim, create_via="webhook")
     created = await client.create(NewIncident(marker="w-1", title="From webhook",
