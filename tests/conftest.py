@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[pgserver.PgServer]:
-    """One real PostgreSQL server for the whole run (initdb + pg_ctl in a temporary
-    directory); tests take a database each (:func:`pg_url`). Without PostgreSQL binaries the
-    tests skip, except in CI ($CI set), which must run them."""
+    """One real PostgreSQL server for the whole run, or per pytest-xdist worker (initdb +
+    pg_ctl in a temporary directory); tests take a database each (:func:`pg_url`). Without
+    PostgreSQL binaries the tests skip, except in CI ($CI set), which must run them."""
     reason = pgserver.unavailable_reason()
     if reason is not None:
         if os.environ.get("CI"):

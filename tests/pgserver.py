@@ -1,7 +1,8 @@
 """A real PostgreSQL server for the tests: initdb + pg_ctl in a temporary directory.
 
-One server per test run (started on first use, stopped at exit); every test gets its own
-database from :meth:`PgServer.new_database`. The server listens on a free loopback port with
+One server per test process (started on first use, stopped at exit: each pytest-xdist worker
+has its own, in its own directory on its own port); every test gets its own database from
+:meth:`PgServer.new_database`. The server listens on a free loopback port with
 password authentication (scram), so the tests exercise the same connection path as production,
 password included. initdb and pg_ctl refuse to run as root, so as root they run as the
 ``postgres`` account (setpriv), with the directory owned by it.
