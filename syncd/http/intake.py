@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from syncd.metrics import WEBHOOK_HINTS, WEBHOOKS
+from syncd.vendors.base import Verified
 
 log = structlog.get_logger(__name__)
 
@@ -53,13 +54,10 @@ _REFUSED = {"error": "signature does not verify"}
 
 
 class Verifier(Protocol):
-    def __call__(self, headers: Mapping[str, str], body: bytes) -> bool: ...
+    """A client's ``verify_webhook``: the delivery as verified (with the signed id that names
+    it), or None."""
 
-
-class Identity(Protocol):
-    """The signed part of a verified delivery's headers that names it (kept across retries)."""
-
-    def __call__(self, headers: Mapping[str, str]) -> bytes: ...
+    def __call__(self, headers: Mapping[str, str], body: bytes) -> Verified | None: ...
 
 
 class ReplayCache:
@@ -92,15 +90,14 @@ class WebhookIntake:
     ``verifiers`` maps each account with a webhook secret to its client's ``verify_webhook``;
     ``hint`` is called with the account of every new verified delivery and returns the outcome
     label it counts under (``scheduled``, ``coalesced``, ``deferred``); ``notes`` (per account,
-    optional) is handed the verified body first; ``identities`` (per account, optional) name a
-    delivery by its signed id, for vendors whose bodies repeat (see :func:`_digest`)."""
+    optional) is handed the verified body first. A delivery is named by the id its verifier
+    returns (see :func:`_digest`), never by headers read again here: the replay key is then
+    always the id the signature covered."""
 
     def __init__(self, verifiers: Mapping[str, Verifier], hint: Callable[[str], str],
-                 notes: Mapping[str, Callable[[bytes], None]] | None = None,
-                 identities: Mapping[str, Identity] | None = None) -> None:
+                 notes: Mapping[str, Callable[[bytes], None]] | None = None) -> None:
         self.verifiers = dict(verifiers)
         self.hint = hint
-        self.identities = dict(identities or {})
         # Accounts whose client reads what a delivery names (PagerDuty: the incident id, so
         # the hinted poll reads it even when the change leaves no log entry).
         self.notes = dict(notes or {})
@@ -123,11 +120,11 @@ class WebhookIntake:
         if isinstance(body, Response):
             WEBHOOKS.labels(label, "refused").inc()
             return body
-        if not self._verify(account, request, body):
+        verified = self._verify(account, request, body)
+        if verified is None:
             WEBHOOKS.labels(label, "rejected").inc()
             return JSONResponse(_REFUSED, status_code=401)
-        identity = self.identities.get(account)
-        key = _digest(account, body, identity(request.headers) if identity else b"")
+        key = _digest(account, body, verified.delivery_id)
         if not self.replays.first_time(key):
             WEBHOOKS.labels(label, "duplicate").inc()
             return JSONResponse({"accepted": True}, status_code=202)
@@ -141,17 +138,18 @@ class WebhookIntake:
         WEBHOOK_HINTS.labels(label, self.hint(account)).inc()
         return JSONResponse({"accepted": True}, status_code=202)
 
-    def _verify(self, account: str, request: Request, body: bytes) -> bool:
+    def _verify(self, account: str, request: Request, body: bytes) -> Verified | None:
         verify = self.verifiers.get(account)
         if verify is None:
             # The same HMAC work as a real check, so timing does not tell the names apart.
             hmac.new(self._decoy, body, hashlib.sha256).digest()
-            return False
+            return None
         try:
-            return bool(verify(request.headers, body))
+            verified = verify(request.headers, body)
         except Exception as exc:  # a verifier bug must be a refusal, never a 500
             log.warning("webhook.verify_error", account=account, error=type(exc).__name__)
-            return False
+            return None
+        return verified if isinstance(verified, Verified) else None
 
 
 def _digest(account: str, body: bytes, identity: bytes = b"") -> bytes:

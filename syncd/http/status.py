@@ -116,15 +116,11 @@ def build_app(daemon: Daemon) -> Starlette:
     notes = {name: daemon.engine.clients[name].note_webhook  # type: ignore[attr-defined]
              for name in verifiers if hasattr(daemon.engine.clients[name], "note_webhook")}
 
-    identities = {name: daemon.engine.clients[name].webhook_identity  # type: ignore[attr-defined]
-                  for name in verifiers
-                  if hasattr(daemon.engine.clients[name], "webhook_identity")}
-
     def hint(account: str) -> str:
         """A standby drops the hint (counted as ``standby``): the leader polls on its own."""
         return daemon.poll_soon(account) if daemon.leading else "standby"
 
-    webhook = WebhookIntake(verifiers, hint, notes, identities)
+    webhook = WebhookIntake(verifiers, hint, notes)
 
     return Starlette(routes=[
         Route("/healthz", healthz),

@@ -206,6 +206,16 @@ class Skipped:
     external_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A webhook delivery whose signature checked out, with the signed id that names it
+    (``b""`` where the vendor signs only the body). The webhook intake keys its replay cache on
+    this id rather than reading the headers again: only the verifier knows which of a header's
+    forms (``webhook-id`` or ``svix-id``, the first of repeated ones) its HMAC covered."""
+
+    delivery_id: bytes = b""
+
+
 @dataclass(slots=True)
 class Page:
     """One page of a poll. The poller commits ``incidents`` and then ``cursor`` atomically, so a

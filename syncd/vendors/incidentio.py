@@ -70,6 +70,7 @@ from syncd.vendors.base import (
     RateLimited,
     Skipped,
     VendorError,
+    Verified,
 )
 from syncd.vendors.client import ClientBase, ClientOptions, stamp
 from syncd.vendors.client import parse_time as _time
@@ -331,8 +332,8 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
             self.records = IncidentModel(self)
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes,
-                       now: float | None = None) -> bool:
-        """A Svix-signed delivery (notes §8): ``webhook-signature`` holds space-separated
+                       now: float | None = None) -> Verified | None:
+        """A Svix-signed delivery (notes §8), or None: ``webhook-signature`` holds space-separated
         ``v1,<base64>`` entries, each HMAC-SHA256 over ``"{webhook-id}.{webhook-timestamp}.
         {body}"`` with the base64 secret (``whsec_`` prefix optional); the timestamp must be
         within 5 minutes, Svix's tolerance, so a captured delivery cannot be replayed later.
@@ -342,9 +343,14 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
         header value raises (a non-ASCII one used to end in a TypeError and a 500). The HMAC is
         computed before the headers are judged, so a refusal costs what the intake's refusal of
         an unknown name costs (:mod:`syncd.http.intake`): answer times do not tell which names
-        are incident.io accounts."""
+        are incident.io accounts.
+
+        The result carries the id the HMAC covered: Svix keeps ``webhook-id`` across retries and
+        a new event gets a new one (notes §8), while private-incident events carry only
+        ``{"id"}`` (spec ``WebhookPrivateResourceV2``), so the body alone does not tell two
+        updates of one incident apart."""
         if self.settings.webhook_secret is None:
-            return False
+            return None
         msg_id = headers.get("webhook-id") or headers.get("svix-id") or ""
         stamp = headers.get("webhook-timestamp") or headers.get("svix-timestamp") or ""
         sigs = headers.get("webhook-signature") or headers.get("svix-signature") or ""
@@ -356,24 +362,17 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
         signed = f"{msg_id}.{stamp}.".encode("utf-8", "replace") + body
         expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
         if not key:
-            return False
+            return None
         if not (msg_id.isascii() and stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
-            return False
+            return None
         if abs((time.time() if now is None else now) - int(stamp)) > WEBHOOK_TOLERANCE:
-            return False
+            return None
         # Rotation sends two signatures; more than eight is padding and is not looked at.
-        return any(
+        verified = any(
             hmac.compare_digest(part[3:].encode("utf-8", "replace"), expected)
             for part in sigs.split()[:8] if part.startswith("v1,")
         )
-
-    @staticmethod
-    def webhook_identity(headers: Mapping[str, str]) -> bytes:
-        """The id of a delivery :meth:`verify_webhook` accepted (so it is ASCII and signed):
-        Svix keeps ``webhook-id`` across retries and a new event gets a new one (notes §8), while
-        private-incident events carry only ``{"id"}`` (spec ``WebhookPrivateResourceV2``), so
-        the body alone does not tell two updates of one incident apart."""
-        return (headers.get("webhook-id") or headers.get("svix-id") or "").encode()
+        return Verified(msg_id.encode()) if verified else None
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -74,6 +74,7 @@ from syncd.vendors.base import (
     Skipped,
     TransientError,
     VendorError,
+    Verified,
     note_write_refused,
 )
 from syncd.vendors.client import ClientBase, ClientOptions
@@ -175,8 +176,8 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
                                     {"Accept": "application/json"}, classify=self._classify,
                                     budget=self.budget.sibling(EVENTS_LIMITS))
 
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
-        """A v3 webhook delivery signed with our subscription secret.
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> Verified | None:
+        """A v3 webhook delivery signed with our subscription secret, or None.
 
         ``X-PagerDuty-Signature: v1=<hex>[,v1=<hex>...]`` is HMAC-SHA256 of the raw body; any
         signature may match (secret rotation), compared in constant time (notes §6,
@@ -184,18 +185,20 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         reach the port, so it is compared as bytes: a non-ASCII, empty or oversized value is a
         mismatch, never an exception."""
         if self.settings.webhook_secret is None:
-            return False
+            return None
         key = self.settings.webhook_secret.get_secret_value().encode()
         if not key:
-            return False
+            return None
         expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
         header = headers.get("x-pagerduty-signature") or ""
         # Rotation sends two signatures; more than eight is padding and is not looked at.
         candidates = [p.strip() for p in header.split(",")[:8]]
-        return any(
+        signed = any(
             hmac.compare_digest(part[3:].encode("utf-8", "replace"), expected)
             for part in candidates if part.startswith("v1=")
         )
+        # Only the body is signed: X-Webhook-Id is not, so it names nothing (intake._digest).
+        return Verified() if signed else None
 
     def note_webhook(self, body: bytes) -> None:
         """A verified v3 delivery of a change the log feed does not carry (a priority,

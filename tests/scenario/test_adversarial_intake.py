@@ -147,7 +147,7 @@ raw_headers = st.lists(
 
 def test_verifiers_refuse_any_header_without_raising(tmp_path: Path) -> None:
     """Both verifiers, fed every kind of header value a socket can carry (latin-1 decoded, as
-    Starlette hands them over) and plain dicts of any text (surrogates included): a bool, never
+    Starlette hands them over) and plain dicts of any text (surrogates included): None, never
     an exception. The non-ASCII signature used to raise TypeError in compare_digest."""
     w = hooked_world(tmp_path)
     verifiers = [w.engine.clients["pd"].verify_webhook,  # type: ignore[attr-defined]
@@ -159,8 +159,8 @@ def test_verifiers_refuse_any_header_without_raising(tmp_path: Path) -> None:
                                  st.text(max_size=60), max_size=5))
     def check(raw: list[tuple[bytes, bytes]], body: bytes, texts: dict[str, str]) -> None:
         for verify in verifiers:
-            assert verify(Headers(raw=[(k.lower(), v) for k, v in raw]), body) is False
-            assert verify(texts, body) is False
+            assert verify(Headers(raw=[(k.lower(), v) for k, v in raw]), body) is None
+            assert verify(texts, body) is None
 
     check()
     anyio.run(w.close)
@@ -465,6 +465,51 @@ async def test_svix_deliveries_with_one_body_are_told_apart_by_their_signed_id(
     assert seen["first"] == (202, True)
     assert seen["second"] == (202, True)
     assert seen["retry"] == (202, False)
+
+
+async def test_the_replay_key_is_the_id_the_verifier_checked(tmp_path: Path) -> None:
+    """The verifier hands over the id its HMAC covered and the replay cache keys on that, not
+    on the headers read a second time: whatever mix of ``webhook-id``/``svix-id`` forms and
+    repeats a delivery carries, a retry of one signed id is a duplicate and another signed id
+    is a new delivery."""
+    from prometheus_client import REGISTRY
+
+    w = hooked_world(tmp_path)
+    app = build_app(Daemon(w.config, w.ledger, w.engine))
+    verify = w.engine.clients["ii"].verify_webhook  # type: ignore[attr-defined]
+    body = json.dumps({"event_type": "private_incident.incident_updated_v2",
+                       "private_incident.incident_updated_v2": {"id": "01REPLAY"}}).encode()
+    stamp = int(time.time())
+
+    def signed(msg_id: str, *extra: tuple[bytes, bytes], svix: bool = False
+               ) -> list[tuple[bytes, bytes]]:
+        raw = [(k.encode(), v.encode()) for k, v in svix_headers(body, stamp, msg_id).items()]
+        if svix:
+            raw = [(k.replace(b"webhook-", b"svix-"), v) for k, v in raw]
+        return raw + list(extra)
+
+    forms = {
+        "msg_a": [signed("msg_a"), signed("msg_a", svix=True),
+                  signed("msg_a", (b"svix-id", b"msg_b")),
+                  signed("msg_a", (b"webhook-id", b"msg_b"))],
+        "msg_b": [signed("msg_b"), signed("msg_b", (b"svix-id", b"msg_a"))],
+    }
+    for msg_id, variants in forms.items():
+        for raw in variants:
+            verified = verify(Headers(raw=raw), body)
+            assert verified is not None and verified.delivery_id == msg_id.encode(), raw
+
+    def count(outcome: str) -> float:
+        labels = {"account": "ii", "outcome": outcome}
+        return REGISTRY.get_sample_value("syncd_webhooks_total", labels) or 0
+
+    before = {o: count(o) for o in ("accepted", "duplicate")}
+    for variants in forms.values():
+        for raw in variants:
+            assert await asgi_post(app, "/webhooks/ii", raw, body) == 202
+    assert count("accepted") - before["accepted"] == 2
+    assert count("duplicate") - before["duplicate"] == 4
+    await w.close()
 
 
 # --- 20.4: no empty secrets, no account enumeration --------------------------------------------
