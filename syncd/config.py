@@ -442,14 +442,20 @@ def loads(text: str, path: Path) -> Config:
 
 def _toml_error(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
     """``file:line: key: invalid TOML: ...`` like every other config error; tomllib only puts
-    "(at line N, column M)" at the end of its message, and the key when one stands there."""
+    "(at line N, column M)" at the end of its message, and the key when one stands there.
+
+    A line that fails to parse is often a secret pasted alone (a base64 key ends in ``=``, so
+    it reads as ``KEY =``): the key is named only when it looks like one a person typed, and
+    words of tomllib's message that look like a key are hidden (:func:`secrets.hide_keylike`);
+    the line number says where to look either way."""
+    message = secrets.hide_keylike(str(exc))
     found = re.search(r"\(at line (\d+), column \d+\)$", str(exc))
     if not found:
-        return f"{path}: invalid TOML: {exc}"
+        return f"{path}: invalid TOML: {message}"
     number = int(found.group(1))
     keys = [".".join(key) for key, line in _Locator(text).entries if line == number]
-    where = f"{keys[0]}: " if keys else ""
-    return f"{path}:{number}: {where}invalid TOML: {exc}"
+    where = f"{keys[0]}: " if keys and secrets.looks_like_name(keys[0]) else ""
+    return f"{path}:{number}: {where}invalid TOML: {message}"
 
 
 MIN_WEBHOOK_SECRET = 16

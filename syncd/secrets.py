@@ -31,6 +31,12 @@ _SHELL_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 """What an environment variable's name looks like by convention (upper case, digits, ``_``):
 anything else after ``env:`` may be a key pasted there (PagerDuty's keys look like
 ``y_NbAkKc66ryYTWUXYEu``, which a looser rule took for a name), so it is never printed."""
+_NAME_CHARS = re.compile(r"[A-Za-z0-9_./~@-]{1,4096}")
+"""What a path, a credential name or a TOML key a person typed is made of; ``+``, ``=``, spaces
+and the rest (base64, PagerDuty's ``u+...`` user tokens) make a text unprintable."""
+_RUN = re.compile(r"[A-Za-z0-9]+")
+_TOKEN = re.compile(r"[A-Za-z0-9_./~@+=-]*[A-Za-z0-9][A-Za-z0-9_./~@+=-]*")
+HIDDEN = "(not shown: it looks like a key, not a name)"
 
 
 class SecretError(ValueError):
@@ -99,6 +105,37 @@ def _scrub(value: Any, known: list[str]) -> Any:
     return value
 
 
+def looks_like_name(text: str) -> bool:
+    """Whether ``text`` (a path, a credential or variable name, a TOML key) may be printed in
+    an error. People paste keys where names go (after ``file:``, alone on a TOML line), and
+    then the "name" is the secret: a name is made of :data:`_NAME_CHARS`, and none of its
+    letter-and-digit runs looks generated: 32 or more long, or 12 or more mixing cases or
+    letters and digits (``NbAkKc66ryYTWUXYEu``, a hex or UUID key). Names people choose
+    (``/run/secrets/pagerduty_token_2024``, ``lease_ttl``, ``PD_TOKEN``) pass."""
+    if not _NAME_CHARS.fullmatch(text):
+        return False
+    for run in _RUN.findall(text):
+        kinds = (any(c.isdigit() for c in run) + any(c.islower() for c in run)
+                 + any(c.isupper() for c in run))
+        if len(run) >= 32 or (len(run) >= 12 and kinds >= 2):
+            return False
+    return True
+
+
+def hide_keylike(text: str) -> str:
+    """``text`` with every word that does not :func:`looks_like_name` replaced by
+    :data:`HIDDEN`: for messages that quote what a person typed (tomllib names the keys it
+    cannot declare), where a pasted key would otherwise be quoted too."""
+    return _TOKEN.sub(lambda m: m.group() if looks_like_name(m.group()) else HIDDEN, text)
+
+
+def _shown(name: str, what: str) -> str:
+    """``name`` when it may be printed, else a phrase that says why it is not."""
+    if looks_like_name(name):
+        return name
+    return f"({what} not shown: it does not look like one, so it may be the secret itself)"
+
+
 def resolve(ref: str, *, warnings: list[str] | None = None, where: str = "") -> str:
     """Resolve one reference to its value. ``where`` names the key for error messages."""
     if ref.startswith("env:"):
@@ -106,7 +143,7 @@ def resolve(ref: str, *, warnings: list[str] | None = None, where: str = "") -> 
         if not name:
             raise SecretError("env: reference has no variable name")
         value = os.environ.get(name)
-        if value is None and not _SHELL_NAME.fullmatch(name):
+        if value is None and not (_SHELL_NAME.fullmatch(name) and looks_like_name(name)):
             # "env:" followed by the key itself, pasted: naming it would print the secret.
             raise SecretError("the environment variable env: names is not set (its name is "
                               "not shown: it does not look like a variable name, so it may "
@@ -116,18 +153,20 @@ def resolve(ref: str, *, warnings: list[str] | None = None, where: str = "") -> 
         if not value:
             raise SecretError(f"environment variable {name} is empty")
     elif ref.startswith("file:"):
-        value = _read(Path(ref[5:]).expanduser(), ref[5:])
+        value = _read(Path(ref[5:]).expanduser(), _shown(ref[5:], "path"))
     elif ref.startswith("credential:"):
         name = ref[len("credential:") :]
+        shown = repr(name) if looks_like_name(name) else _shown(name, "name")
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
             raise SecretError(
-                f"credential {name!r} requested but $CREDENTIALS_DIRECTORY is not set "
+                f"credential {shown} requested but $CREDENTIALS_DIRECTORY is not set "
                 "(use LoadCredential= in the systemd unit)"
             )
         if not name or "/" in name:
-            raise SecretError(f"credential name {name!r} is not a plain file name")
-        value = _read(Path(directory) / name, f"$CREDENTIALS_DIRECTORY/{name}")
+            raise SecretError(f"credential name {shown} is not a plain file name")
+        value = _read(Path(directory) / name,
+                      f"$CREDENTIALS_DIRECTORY/{_shown(name, 'name')}")
     else:
         value = ref
         if warnings is not None:

@@ -401,3 +401,56 @@ def test_a_key_pasted_after_env_is_not_echoed(tmp_path: Path) -> None:
     # PagerDuty's own key shape fits a shell variable's name, not a conventional one.
     text = GOOD.replace('api_key = "env:T_VO_KEY"', 'api_key = "env:y_NbAkKc66ryYTWUXYEu"')
     assert problems(tmp_path, text) == [hidden]
+
+
+PD_KEY = "y_NbAkKc66ryYTWUXYEu"
+"""A PagerDuty-key-shaped token, pasted where it does not belong in the tests below."""
+
+
+@pytest.mark.parametrize("pasted", [
+    PD_KEY,  # alone on its line
+    f"{PD_KEY}=",  # a base64 key's padding reads as "KEY ="
+    f"{PD_KEY} = ",
+    f'"{PD_KEY}" = ',
+    f"{PD_KEY}.x = ",
+    f"api_key = {PD_KEY}",  # unquoted
+    f"[{PD_KEY}]\n[{PD_KEY}]",  # tomllib names a table declared twice
+    f"{PD_KEY} = 1\n{PD_KEY} = 2",
+])
+def test_a_key_pasted_into_a_line_that_fails_to_parse_is_not_echoed(
+        tmp_path: Path, pasted: str) -> None:
+    """A secret pasted on a TOML line of its own fails to parse; the error names the line,
+    and names the key standing there only when it looks like one a person typed."""
+    text = GOOD.replace('path = "ledger.db"\n', f'path = "ledger.db"\n{pasted}\n')
+    lines = problems(tmp_path, text)
+    assert len(lines) == 1 and "invalid TOML" in lines[0]
+    assert PD_KEY not in lines[0]
+    assert re.match(rf"{re.escape(str(tmp_path / 'syncd.toml'))}:\d+: ", lines[0])
+
+
+def test_a_config_key_on_a_line_that_fails_to_parse_is_still_named(tmp_path: Path) -> None:
+    text = GOOD.replace('path = "ledger.db"\n', 'path = "ledger.db"\nbusy_timeout = \n')
+    [line] = problems(tmp_path, text)
+    assert line.startswith(f"{tmp_path / 'syncd.toml'}:4: ledger.busy_timeout: invalid TOML")
+
+
+HEX_KEY = "3f2a9c1e0b7d4e8fa1c2b3d4e5f60718"
+
+
+@pytest.mark.parametrize("ref", [f"file:{PD_KEY}", f"credential:{PD_KEY}",
+                                 f"file:/run/secrets/{PD_KEY}", f"file:{HEX_KEY}"])
+@pytest.mark.parametrize("credentials", [True, False])
+def test_a_key_pasted_after_file_or_credential_is_not_echoed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ref: str, credentials: bool) -> None:
+    """``file:KEY`` and ``credential:KEY`` name no file that exists: the error says so without
+    the "name" when it looks like a key; a path or credential name people choose is named."""
+    if credentials:
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    else:
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    [line] = problems(tmp_path, GOOD.replace('"env:T_SP_KEY"', f'"{ref}"'))
+    assert "accounts.sp.api_key" in line and "not shown" in line
+    assert PD_KEY not in line and HEX_KEY not in line
+    for named in (f"file:{tmp_path}/pd_token_2024", "credential:pagerduty-token"):
+        [line] = problems(tmp_path, GOOD.replace('"env:T_SP_KEY"', f'"{named}"'))
+        assert named.partition(":")[2].removeprefix(f"{tmp_path}/") in line
