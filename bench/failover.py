@@ -8,7 +8,7 @@ plus incidents that exist twice; ``lost_changes`` counts incidents that did not 
 state people left them in. Target: takeover p99 <= lease TTL + one poll interval + 1 s, zero
 duplicates, zero lost.
 
-Usage: bench/failover.py [--kills 10] [--ttl 5] [--poll 1] [--url postgresql+psycopg://...]
+Usage: bench/failover.py [--kills 10] [--ttl 6] [--poll 1] [--url postgresql+psycopg://...]
 Without --url it starts a throwaway PostgreSQL server (initdb + pg_ctl, as the tests do).
 """
 
@@ -36,7 +36,8 @@ from syncd.model import State  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--ttl", type=float, default=5.0, help="[ledger] lease_ttl, seconds")
+    parser.add_argument("--ttl", type=float, default=6.0,
+                        help="[ledger] lease_ttl, seconds (at least 6, the config's minimum)")
     parser.add_argument("--poll", type=float, default=1.0, help="poll_interval, seconds")
     parser.add_argument("--keys", type=int, default=40)
     parser.add_argument("--url", help="an empty PostgreSQL database (default: a throwaway one)")

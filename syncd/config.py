@@ -67,6 +67,15 @@ def check_path(value: str) -> str:
     return value
 
 
+MIN_LEASE_TTL = 6.0
+"""The shortest ``[ledger] lease_ttl``. The leader renews every TTL/3 and its local deadline for
+vendor writes is the start of the last renewal + TTL - margin (10 %, at least 0.5 s), so a renewal
+must commit within 2/3 TTL - margin of the previous one's start, and it may first wait up to
+max(1 s, TTL/3) for the lease row behind one of the leader's own transactions (up to ~0.7 s). At
+6 s that is 2 s + 0.7 s against 3.4 s: one more 0.7 s transaction to spare. At 3 s (1 s + 0.7 s
+against 1.5 s) the deadline lapsed under load and the leader stopped pushing for a moment."""
+
+
 class LedgerConfig(_Strict):
     url: str | None = Field(
         None, description="SQLAlchemy URL, e.g. postgresql+psycopg://syncd@db/syncd; default "
@@ -75,8 +84,9 @@ class LedgerConfig(_Strict):
     busy_timeout: float = bounded(5.0, 0.01, 600, "seconds a writer waits for the SQLite lock")
     password: Secret | None = Field(
         None, description="PostgreSQL password (env:, file:, credential:); overrides the URL's")
-    lease_ttl: float = bounded(15.0, 1, 600, "seconds a PostgreSQL leader's lease lasts "
-                               "unrenewed; a standby takes over within this plus about a second")
+    lease_ttl: float = bounded(15.0, 0, 600, "seconds a PostgreSQL leader's lease lasts "
+                               f"unrenewed (at least {MIN_LEASE_TTL:g}); a standby takes over "
+                               "within this plus about a second")
 
     @field_validator("url")
     @classmethod
@@ -106,6 +116,17 @@ class LedgerConfig(_Strict):
     @classmethod
     def _path(cls, value: str) -> str:
         return check_path(value)
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _lease_ttl(cls, value: float) -> float:
+        if value < MIN_LEASE_TTL:
+            raise ValueError(
+                f"is below {MIN_LEASE_TTL:g} s, the shortest lease: a leader renews every "
+                "TTL/3, and with a shorter lease a renewal that waits behind one of its own "
+                "transactions lands after its local deadline, so it stops pushing for a "
+                "moment (docs/ha.md)")
+        return value
 
 
 class StatusConfig(_Strict):

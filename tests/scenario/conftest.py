@@ -11,6 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import world
 
+from syncd.config import MIN_LEASE_TTL
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_ledger(request: pytest.FixtureRequest) -> Iterator[str]:
@@ -24,8 +26,8 @@ def any_ledger(request: pytest.FixtureRequest) -> Iterator[str]:
     before = world.LEDGER
 
     def pg_ledger(tmp: Path) -> dict[str, Any]:
-        # A short lease: a restarted replica waits for its predecessor's lease to expire.
-        return {"url": pg.url(pg.new_database()), "lease_ttl": 2}
+        # The shortest lease (a restarted replica waits for its predecessor's to expire).
+        return {"url": pg.url(pg.new_database()), "lease_ttl": MIN_LEASE_TTL}
 
     world.LEDGER = pg_ledger
     try:

@@ -23,6 +23,7 @@ import httpx
 from pgserver import free_port
 
 from syncd import simulators
+from syncd.config import MIN_LEASE_TTL
 from syncd.ledger import Ledger
 from syncd.ledger.lease import current
 from syncd.model import State
@@ -47,7 +48,7 @@ class Cluster:
     tmp: Path
     url: str
     replicas: int = 2
-    ttl: float = 2.0
+    ttl: float = MIN_LEASE_TTL
     poll_interval: float = 0.3
     full_resync_interval: float = 5
     account_extra: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -603,7 +603,7 @@ async def test_an_override_refused_by_the_lease_guard_is_pushed_by_the_next_lead
     vendor = "spike"
     sched = schedule_of(vendor)
     w = World(tmp_path, {"a": vendor, "b": vendor}, [],
-              ledger_config={"url": postgres.url(postgres.new_database()), "lease_ttl": 2})
+              ledger_config={"url": postgres.url(postgres.new_database()), "lease_ttl": 6})
     w.config_path.write_text(w.config_path.read_text() + oncall_toml(
         [{"name": "primary", "leader": "b", "repair": "override", "horizon_days": 3,
           "members": [{"account": "a", "schedule": sched}, {"account": "b", "schedule": sched}]}],

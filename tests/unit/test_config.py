@@ -403,6 +403,18 @@ def test_a_key_pasted_after_env_is_not_echoed(tmp_path: Path) -> None:
     assert problems(tmp_path, text) == [hidden]
 
 
+@pytest.mark.parametrize("ttl", ["1", "3", "5.9"])
+def test_a_lease_ttl_below_the_minimum_is_refused_naming_key_and_line(
+        tmp_path: Path, ttl: str) -> None:
+    """At 3 s a renewal that waited behind one of the leader's transactions landed after the
+    leader's local deadline (docs/ha.md); 6 s is the shortest lease."""
+    text = GOOD.replace('path = "ledger.db"\n', f'path = "ledger.db"\nlease_ttl = {ttl}\n')
+    [line] = problems(tmp_path, text)
+    assert line.startswith(f"{tmp_path / 'syncd.toml'}:4: ledger.lease_ttl: is below 6 s")
+    text = GOOD.replace('path = "ledger.db"\n', 'path = "ledger.db"\nlease_ttl = 6\n')
+    assert config.load(write(tmp_path, text)).ledger.lease_ttl == config.MIN_LEASE_TTL == 6
+
+
 PD_KEY = "y_NbAkKc66ryYTWUXYEu"
 """A PagerDuty-key-shaped token, pasted where it does not belong in the tests below."""
 
