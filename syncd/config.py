@@ -134,6 +134,22 @@ class StatusConfig(_Strict):
     listen: str = Field("127.0.0.1:9797", description="host:port of the status server")
     stale_after: float = bounded(
         0, 0, 7 * DAY, "seconds without a poll before /readyz fails (0 = 3 poll intervals)")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="names (no port) monitoring and load balancers reach the status server by, "
+        "besides IP addresses, localhost and the listen host: a read naming another Host gets "
+        "421 (DNS rebinding; docs/security.md)")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: list[str]) -> list[str]:
+        for name in value:
+            try:
+                check_host(name)
+            except ValueError:
+                raise ValueError("expected host names or IP addresses without a port, e.g. "
+                                 '["syncd.internal"]') from None
+        return value
 
     @field_validator("listen")
     @classmethod

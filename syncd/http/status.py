@@ -4,6 +4,8 @@ It listens on loopback by default; it exposes no secret (``/status`` is built fr
 ledger views, ``/metrics`` is redacted too, the ledger URL has its password removed) and no write
 operation. uvicorn logs through syncd's structlog configuration (redacted, in the chosen format).
 
+Reads answer only a ``Host`` that names this server (:mod:`syncd.http.hosts`: DNS rebinding).
+
 - ``/healthz``: the process is alive and its event loop answers.
 - ``POST /webhooks/ACCOUNT``: a vendor webhook (PagerDuty v3, incident.io/Svix), verified
   against the account's ``webhook_secret`` and taken as a hint to poll that account soon
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -34,6 +37,7 @@ from syncd import __version__, secrets, views
 from syncd.engine.cadence import Cadence
 from syncd.http import guard
 from syncd.http.descriptors import connection_cap
+from syncd.http.hosts import HostCheck, HostPolicy
 from syncd.http.intake import WebhookIntake
 from syncd.ledger import LedgerError, LedgerWriteError, utcnow
 
@@ -122,13 +126,15 @@ def build_app(daemon: Daemon) -> Starlette:
 
     webhook = WebhookIntake(verifiers, hint, notes)
 
+    listen_host = cfg.status.listen.rpartition(":")[0]
     return Starlette(routes=[
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/status", status),
         Route("/webhooks/{account}", webhook.handle, methods=["POST"]),
-    ])
+    ], middleware=[Middleware(HostCheck,
+                              policy=HostPolicy(listen_host, cfg.status.allowed_hosts))])
 
 
 def _jsonable(value: Any) -> Any:

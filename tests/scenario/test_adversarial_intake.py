@@ -543,6 +543,88 @@ def test_empty_or_short_webhook_secrets_are_refused(tmp_path: Path, secret: str,
     anyio.run(w.close)
 
 
+# --- DNS rebinding: reads answer only a Host that names this server ----------------------------
+
+READS = ["/healthz", "/readyz", "/metrics", "/status", "/nowhere"]
+
+
+def status_app(tmp_path: Path, status_toml: str) -> tuple[World, Any]:
+    """The status app of a world whose ``[status]`` table is ``status_toml``."""
+    w = hooked_world(tmp_path)
+    w.config_path.write_text(w.config_path.read_text().replace(
+        "[status]\nenabled = false", f"[status]\nenabled = false\n{status_toml}"))
+    w.open()
+    return w, build_app(Daemon(w.config, w.ledger, w.engine))
+
+
+@pytest.mark.parametrize(("status_toml", "allowed", "refused"), [
+    ('listen = "127.0.0.1:9797"',
+     ["127.0.0.1:9797", "localhost:9797", "LOCALHOST.", "[::1]:9797", "10.0.0.5", "a.localhost"],
+     ["attacker.example:9797", "attacker.example", "127.0.0.1.nip.io", "syncd.internal"]),
+    ('listen = "syncd.internal:9797"', ["syncd.internal:9797", "Syncd.Internal"],
+     ["attacker.example"]),
+    ('listen = "0.0.0.0:9797"\nallowed_hosts = ["syncd.internal", "mon.example"]',
+     ["syncd.internal", "mon.example:9797", "192.0.2.7:9797", "localhost"],
+     ["attacker.example", "internal"]),
+    ('listen = "0.0.0.0:9797"', ["attacker.example", "node-1:9797"], []),
+    ('listen = "[::]:9797"', ["attacker.example"], []),
+])
+async def test_reads_answer_only_a_host_that_names_this_server(
+        tmp_path: Path, status_toml: str, allowed: list[str], refused: list[str]) -> None:
+    """A page on an attacker's domain re-pointed at the status server's address is read by the
+    browser as the attacker's origin, but it still sends the attacker's name as Host: every
+    read route (and a 404) refuses it with 421; addresses, localhost, the listen host and
+    ``allowed_hosts`` pass, and a wildcard bind without ``allowed_hosts`` answers any Host.
+    Webhook deliveries are signed and pass whatever the Host (a proxy forwards the public
+    name)."""
+    w, app = status_app(tmp_path, status_toml)
+    body = b'{"event": {"id": "01HOST", "event_type": "incident.acknowledged"}}'
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:9797") as http:
+        for host in allowed + refused:
+            for path in READS:
+                answer = await http.get(path, headers={"Host": host})
+                assert (answer.status_code == 421) == (host in refused), (host, path)
+            answer = await http.post("/webhooks/pd", content=body,
+                                     headers={**pd_headers(body), "Host": host})
+            assert answer.status_code == 202, host
+        if refused:
+            answer = await http.get("/status", headers={"Host": refused[0]})
+            assert answer.text.startswith("421 Misdirected Request") and "@" not in answer.text
+    await w.close()
+
+
+def test_allowed_hosts_must_be_names_without_a_port(tmp_path: Path) -> None:
+    w = hooked_world(tmp_path)
+    w.config_path.write_text(w.config_path.read_text().replace(
+        "[status]\nenabled = false", '[status]\nenabled = false\nallowed_hosts = ["a.example:80"]'))
+    with pytest.raises(config_mod.ConfigError) as info:
+        config_mod.load(w.config_path)
+    assert "status.allowed_hosts: expected host names or IP addresses without a port" in str(
+        info.value)
+    anyio.run(w.close)
+
+
+async def test_the_real_status_server_refuses_a_rebound_host(tmp_path: Path) -> None:
+    """The same through uvicorn on a loopback port: the Host a rebinding browser sends gets
+    421 on /status, the address itself 200, and a signed delivery 202 under a proxy's name."""
+    seen: dict[str, int] = {}
+    body = b'{"event": {"id": "01REBIND", "event_type": "incident.acknowledged"}}'
+
+    async def scenario(port: int) -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            for host in (f"attacker.example:{port}", f"127.0.0.1:{port}", f"localhost:{port}"):
+                seen[host] = (await http.get("/status", headers={"Host": host})).status_code
+            seen["webhook"] = (await http.post(
+                "/webhooks/pd", content=body,
+                headers={**pd_headers(body), "Host": "hooks.example.com"})).status_code
+
+    await with_status_port(tmp_path, scenario)
+    port = next(int(h.rpartition(":")[2]) for h in seen if h.startswith("127."))
+    assert seen == {f"attacker.example:{port}": 421, f"127.0.0.1:{port}": 200,
+                    f"localhost:{port}": 200, "webhook": 202}
+
+
 # --- 20.2: the status port cannot starve syncing -----------------------------------------------
 
 

@@ -277,7 +277,7 @@ async def test_readyz_allows_for_polls_put_off_on_purpose(tmp_path: Path) -> Non
             "pd": utcnow(),
             "ii": utcnow() - cadence.stale_after - timedelta(seconds=cadence.poll_interval / 2)}
         transport = httpx.ASGITransport(app=build_app(daemon))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             stale = await http.get("/readyz")
             daemon.health.stretched["ii"] = 1
             put_off = await http.get("/readyz")
