@@ -4,8 +4,12 @@ Everything here assumes the caller is hostile until a signature says otherwise, 
 a caller can make syncd spend before that point:
 
 - memory: a body is refused on its ``Content-Length`` and, when chunked, reading stops at
-  :data:`MAX_WEBHOOK_BYTES` (413); at most :data:`MAX_CONCURRENT` deliveries are read at once
-  (503 beyond, which both vendors retry), each within :data:`BODY_TIMEOUT` (408);
+  :data:`MAX_WEBHOOK_BYTES` (413); the bodies being read hold at most :data:`MAX_BUFFERED`
+  bytes together (503 beyond, which both vendors retry);
+- time: a body must keep arriving at :data:`MIN_BODY_RATE` after a :data:`BODY_GRACE` and
+  arrive whole within :data:`BODY_TIMEOUT` (408 otherwise, see :func:`_read_capped`). A slow
+  sender holds only the bytes it has sent, for a couple of seconds: 16 senders trickling a byte
+  at a time used to hold all 16 reading slots for 10 s each, and by reconnecting, for good;
 - information: an unknown account, an account without a webhook secret and a bad signature get
   the same 401 and the same body, after the same HMAC work, so the port does not tell which
   accounts exist;
@@ -38,10 +42,15 @@ from syncd.vendors.base import Verified
 log = structlog.get_logger(__name__)
 
 MAX_WEBHOOK_BYTES = 256 * 1024  # PagerDuty drops deliveries over 256 KB anyway (notes §6)
-MAX_CONCURRENT = 16
-"""Deliveries read and verified at once; 16 x 256 KB bounds the memory intake can take."""
+MAX_BUFFERED = 16 * MAX_WEBHOOK_BYTES
+"""Bytes the bodies being read may hold together (4 MiB): counted as they arrive, never as a
+Content-Length promises, so holding it takes sending it."""
 BODY_TIMEOUT = 10.0
-"""Seconds a delivery's body may take to arrive (PagerDuty wants an answer within 5 s)."""
+"""Seconds a delivery's body may take to arrive at most (PagerDuty wants an answer in 5 s)."""
+BODY_GRACE = 2.0
+MIN_BODY_RATE = 64 * 1024
+"""Bytes per second a body must average after :data:`BODY_GRACE`: a 256 KiB body has 6 s, a
+trickle of a byte at a time about 2 s. Vendors send a delivery's few KiB in one go."""
 REPLAY_TTL = 15 * 60.0
 """Seconds a verified delivery is remembered: longer than Svix's 5-minute timestamp tolerance."""
 REPLAY_MAX = 10_000
@@ -102,23 +111,15 @@ class WebhookIntake:
         # the hinted poll reads it even when the change leaves no log entry).
         self.notes = dict(notes or {})
         self.replays = ReplayCache()
-        self._inflight = 0
+        self.buffered = 0  # bytes held by the bodies being read
         self._decoy = os.urandom(32)
 
     async def handle(self, request: Request) -> Response:
         account = request.path_params["account"]
         label = account if account in self.verifiers else UNKNOWN
-        if self._inflight >= MAX_CONCURRENT:
-            WEBHOOKS.labels(label, "busy").inc()
-            return JSONResponse({"error": "busy, retry later"}, status_code=503,
-                                headers={"Retry-After": "1"})
-        self._inflight += 1
-        try:
-            body = await _read_capped(request)
-        finally:
-            self._inflight -= 1
+        body = await self._read_capped(request)
         if isinstance(body, Response):
-            WEBHOOKS.labels(label, "refused").inc()
+            WEBHOOKS.labels(label, "busy" if body.status_code == 503 else "refused").inc()
             return body
         verified = self._verify(account, request, body)
         if verified is None:
@@ -137,6 +138,47 @@ class WebhookIntake:
                 log.warning("webhook.note_error", account=account, error=type(exc).__name__)
         WEBHOOK_HINTS.labels(label, self.hint(account)).inc()
         return JSONResponse({"accepted": True}, status_code=202)
+
+    async def _read_capped(self, request: Request) -> bytes | Response:
+        """The body, or the response that refuses it: 400 for a nonsense Content-Length, 413
+        past :data:`MAX_WEBHOOK_BYTES` (before reading, when the length is declared), 408 when
+        it falls behind :data:`MIN_BODY_RATE` or :data:`BODY_TIMEOUT`, 503 when the bodies
+        being read would hold more than :data:`MAX_BUFFERED`."""
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not (declared.isascii() and declared.isdigit()):
+                return JSONResponse({"error": "bad Content-Length"}, status_code=400)
+            if int(declared) > MAX_WEBHOOK_BYTES:
+                return _too_large()
+        if self.buffered >= MAX_BUFFERED:
+            return _busy()
+        chunks: list[bytes] = []
+        size = 0
+        start = anyio.current_time()
+        stream = request.stream()
+        try:
+            while True:
+                allowed = min(BODY_TIMEOUT, BODY_GRACE + size / MIN_BODY_RATE)
+                with anyio.move_on_after(start + allowed - anyio.current_time()) as scope:
+                    try:
+                        chunk = await anext(stream)
+                    except StopAsyncIteration:
+                        return b"".join(chunks)
+                    except ClientDisconnect:
+                        return JSONResponse({"error": "client went away"}, status_code=400)
+                if scope.cancelled_caught:
+                    return JSONResponse({"error": "body too slow"}, status_code=408,
+                                        headers={"Connection": "close"})
+                if size + len(chunk) > MAX_WEBHOOK_BYTES:
+                    return _too_large()
+                if self.buffered + len(chunk) > MAX_BUFFERED:
+                    return _busy()
+                size += len(chunk)
+                self.buffered += len(chunk)
+                chunks.append(chunk)
+        finally:
+            self.buffered -= size
+            await stream.aclose()
 
     def _verify(self, account: str, request: Request, body: bytes) -> Verified | None:
         verify = self.verifiers.get(account)
@@ -165,30 +207,10 @@ def _digest(account: str, body: bytes, identity: bytes = b"") -> bytes:
     return hashlib.sha256(account.encode() + b"\0" + framed + body).digest()
 
 
-async def _read_capped(request: Request) -> bytes | Response:
-    """The body, or the response that refuses it: 400 for a nonsense Content-Length, 413 past
-    :data:`MAX_WEBHOOK_BYTES` (before reading, when the length is declared), 408 when it does
-    not arrive within :data:`BODY_TIMEOUT`."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()):
-            return JSONResponse({"error": "bad Content-Length"}, status_code=400)
-        if int(declared) > MAX_WEBHOOK_BYTES:
-            return _too_large()
-    chunks: list[bytes] = []
-    size = 0
-    with anyio.move_on_after(BODY_TIMEOUT) as scope:
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_WEBHOOK_BYTES:
-                    return _too_large()
-                chunks.append(chunk)
-        except ClientDisconnect:
-            return JSONResponse({"error": "client went away"}, status_code=400)
-    if scope.cancelled_caught:
-        return JSONResponse({"error": "body too slow"}, status_code=408)
-    return b"".join(chunks)
+def _busy() -> Response:
+    # Connection: close, so the rest of a body it stopped reading is never read.
+    return JSONResponse({"error": "busy, retry later"}, status_code=503,
+                        headers={"Retry-After": "1", "Connection": "close"})
 
 
 def _too_large() -> Response:

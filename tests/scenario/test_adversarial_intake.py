@@ -315,24 +315,25 @@ async def test_bodies_are_refused_on_length_and_cut_off_when_chunked(tmp_path: P
     assert status_of(seen["non_ascii"][0]) == 401
 
 
-async def test_concurrent_deliveries_are_bounded(tmp_path: Path) -> None:
-    """Slow senders hold at most MAX_CONCURRENT reading slots; the next delivery is told to come
-    back (503, which both vendors retry), and slots free up when the senders go."""
+async def test_bodies_being_read_hold_bounded_memory(tmp_path: Path) -> None:
+    """Senders that send nearly a whole 256 KiB body and stall hold what they sent: at
+    MAX_BUFFERED together the next delivery is told to come back (503, which both vendors
+    retry), and the memory frees up when the senders go."""
     seen: dict[str, Any] = {}
 
     async def scenario(port: int) -> None:
-        slow = []
-        for _ in range(intake.MAX_CONCURRENT):
+        stalled = []
+        for _ in range(intake.MAX_BUFFERED // intake.MAX_WEBHOOK_BYTES):
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            sock.sendall(b"POST /webhooks/pd HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
-                         b"{")  # and the rest never comes
-            slow.append(sock)
+            sock.sendall(b"POST /webhooks/pd HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                         % intake.MAX_WEBHOOK_BYTES + b"{" * (intake.MAX_WEBHOOK_BYTES - 1))
+            stalled.append(sock)  # and the last byte never comes
         await anyio.sleep(0.5)
         body = json.dumps({"event": {"id": "busy"}}).encode()
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
             busy = await http.post("/webhooks/pd", content=body, headers=pd_headers(body))
             seen["busy"] = (busy.status_code, busy.headers.get("retry-after"))
-            for sock in slow:
+            for sock in stalled:
                 sock.close()
             await anyio.sleep(0.5)
             seen["after"] = (await http.post("/webhooks/pd", content=body,
@@ -341,6 +342,47 @@ async def test_concurrent_deliveries_are_bounded(tmp_path: Path) -> None:
     await with_status_port(tmp_path, scenario)
     assert seen["busy"] == (503, "1")
     assert seen["after"] == 202
+
+
+async def test_trickling_senders_hold_nothing_and_are_cut_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty senders trickle a body a byte at a time over real sockets (sixteen used to hold
+    every reading slot for 10 s each, and by reconnecting for good): a signed delivery made
+    meanwhile is taken (202), and each trickler is cut off with 408 once it falls behind
+    MIN_BODY_RATE after BODY_GRACE (shortened here to keep the test short)."""
+    monkeypatch.setattr(intake, "BODY_GRACE", 0.6)
+    seen: dict[str, Any] = {}
+
+    async def scenario(port: int) -> None:
+        slow = []
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"POST /webhooks/pd HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            slow.append(sock)
+        body = json.dumps({"event": {"id": "trickled-past"}}).encode()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            started = time.monotonic()
+            answers = []
+            while time.monotonic() - started < 1.2:
+                for sock in slow:
+                    with contextlib.suppress(OSError):
+                        sock.send(b"{")
+                if not answers and time.monotonic() - started > 0.2:
+                    answers.append((await http.post("/webhooks/pd", content=body,
+                                                    headers=pd_headers(body))).status_code)
+                await anyio.sleep(0.1)
+            seen["delivery"] = answers
+        codes = []
+        for sock in slow:
+            sock.settimeout(2)
+            with contextlib.suppress(OSError):
+                codes.append(sock.recv(64).split(b" ")[1])
+            sock.close()
+        seen["tricklers"] = codes
+
+    await with_status_port(tmp_path, scenario)
+    assert seen["delivery"] == [202]
+    assert seen["tricklers"] == [b"408"] * 20
 
 
 # --- 18.3: a flood of valid deliveries is not vendor load --------------------------------------
