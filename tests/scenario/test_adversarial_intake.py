@@ -349,11 +349,16 @@ async def test_trickling_senders_hold_nothing_and_are_cut_off(
     """Twenty senders trickle a body a byte at a time over real sockets (sixteen used to hold
     every reading slot for 10 s each, and by reconnecting for good): a signed delivery made
     meanwhile is taken (202), and each trickler is cut off with 408 once it falls behind
-    MIN_BODY_RATE after BODY_GRACE (shortened here to keep the test short)."""
+    MIN_BODY_RATE after BODY_GRACE (shortened here to keep the test short). A sender
+    trickling its request head instead is closed at IDLE_TIMEOUT (the guard's head deadline,
+    shortened likewise), however steadily the bytes come."""
     monkeypatch.setattr(intake, "BODY_GRACE", 0.6)
+    monkeypatch.setattr(guard, "IDLE_TIMEOUT", 0.6)
     seen: dict[str, Any] = {}
 
     async def scenario(port: int) -> None:
+        head = socket.create_connection(("127.0.0.1", port), timeout=5)
+        head.sendall(b"POST /webhooks/pd HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         slow = []
         for _ in range(20):
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -364,7 +369,7 @@ async def test_trickling_senders_hold_nothing_and_are_cut_off(
             started = time.monotonic()
             answers = []
             while time.monotonic() - started < 1.2:
-                for sock in slow:
+                for sock in [*slow, head]:
                     with contextlib.suppress(OSError):
                         sock.send(b"{")
                 if not answers and time.monotonic() - started > 0.2:
@@ -379,10 +384,13 @@ async def test_trickling_senders_hold_nothing_and_are_cut_off(
                 codes.append(sock.recv(64).split(b" ")[1])
             sock.close()
         seen["tricklers"] = codes
+        seen["head"] = still_open([head])
+        head.close()
 
     await with_status_port(tmp_path, scenario)
     assert seen["delivery"] == [202]
     assert seen["tricklers"] == [b"408"] * 20
+    assert seen["head"] == 0
 
 
 # --- 18.3: a flood of valid deliveries is not vendor load --------------------------------------
