@@ -14,15 +14,18 @@ network call or a write, so a config that passes ``check-config`` starts.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import ipaddress
 import os
 import re
 import socket
 import tomllib
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.engine import make_url
@@ -326,22 +329,29 @@ def loads(text: str, path: Path) -> Config:
     problems: list[str] = []
     warnings: list[str] = []
 
-    def report(loc: Sequence[Any], message: str) -> None:
-        key = ".".join(str(p) for p in loc) or "(top level)"
+    def report(loc: Sequence[Any], message: str, *, known: Any = None) -> None:
+        """One problem at ``loc``; with ``known`` (the fields of the table holding it), the
+        last part of ``loc`` is an unknown key and is named only as :func:`_unknown_key`
+        allows."""
+        shown = [str(p) for p in loc]
         line = locate(loc)
+        if known is not None:
+            shown[-1], message = _unknown_key(shown[-1], known, locate.exact(loc), message)
+        key = ".".join(shown) or "(top level)"
         where = f"{path}:{line}" if line else str(path)
         problems.append(f"{where}: {key}: {message}")
 
     for key in data:
         if key not in _TOP_LEVEL:
-            report([key], f"unknown key (expected one of {', '.join(sorted(_TOP_LEVEL))})")
+            report([key], f"unknown key (expected one of {', '.join(sorted(_TOP_LEVEL))})",
+                   known=_TOP_LEVEL)
 
     def section(model: type[BaseModel], key: str) -> Any:
         raw = data.get(key, {})
         try:
             return model.model_validate(raw, context={"warnings": warnings, "path": [key]})
         except ValidationError as exc:
-            _report_validation(exc, [key], report)
+            _report_validation(exc, [key], report, model)
             return None
 
     ledger = section(LedgerConfig, "ledger")
@@ -375,7 +385,7 @@ def loads(text: str, path: Path) -> Config:
                 table, context={"warnings": warnings, "path": loc}
             )
         except ValidationError as exc:
-            _report_validation(exc, loc, report)
+            _report_validation(exc, loc, report, settings_model)
             continue
         weak = _weak_webhook_secret(accounts[name])
         if weak:
@@ -391,7 +401,7 @@ def loads(text: str, path: Path) -> Config:
         try:
             group = SyncGroup.model_validate(table)
         except ValidationError as exc:
-            _report_validation(exc, ["sync", i], report)
+            _report_validation(exc, ["sync", i], report, SyncGroup)
             continue
         for j, account in enumerate(group.accounts):
             if account not in raw_accounts:
@@ -419,7 +429,7 @@ def loads(text: str, path: Path) -> Config:
         try:
             mapping = OnCallMapping.model_validate(table)
         except ValidationError as exc:
-            _report_validation(exc, ["oncall", i], report)
+            _report_validation(exc, ["oncall", i], report, OnCallMapping)
             continue
         for j, member in enumerate(mapping.members):
             if member.account not in raw_accounts:
@@ -482,17 +492,30 @@ def _toml_error(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> str:
     "(at line N, column M)" at the end of its message, and the key when one stands there.
 
     A line that fails to parse is often a secret pasted alone (a base64 key ends in ``=``, so
-    it reads as ``KEY =``): the key is named only when it looks like one a person typed, and
-    words of tomllib's message that look like a key are hidden (:func:`secrets.hide_keylike`);
-    the line number says where to look either way."""
-    message = secrets.hide_keylike(str(exc))
+    it reads as ``KEY =``): keys, here and in tomllib's message, are named as far as they are
+    schema fields or declared account names (:func:`_shown_path`); the line number says where
+    to look either way."""
     found = re.search(r"\(at line (\d+), column \d+\)$", str(exc))
+    number = int(found.group(1)) if found else 0
+    entries = _Locator(text).entries
+    declared = frozenset(key[1] for key, line in entries if len(key) > 1 and line != number
+                         and key[0] == "accounts" and secrets.looks_like_name(key[1]))
+
+    def tuple_key(m: re.Match[str]) -> str:
+        return _shown_path([str(p) for p in ast.literal_eval(m.group())], declared)
+
+    message = _TOML_KEY.sub(tuple_key, str(exc))  # "Cannot declare ('a', 'b') twice"
+    message = re.sub(r"^(Duplicate inline table key) '.*?'( \(at)", r"\1\2", message)
+    message = secrets.hide_keylike(message)  # and anything else quoted, by its looks
     if not found:
         return f"{path}: invalid TOML: {message}"
-    number = int(found.group(1))
-    keys = [".".join(key) for key, line in _Locator(text).entries if line == number]
-    where = f"{keys[0]}: " if keys and secrets.looks_like_name(keys[0]) else ""
+    keys = [key for key, line in entries if line == number]
+    where = f"{_shown_path(keys[0], declared)}: " if keys else ""
     return f"{path}:{number}: {where}invalid TOML: {message}"
+
+
+_TOML_KEY = re.compile(r"\((?:'[^'\\]*'|\"[^\"\\]*\")(?:, (?:'[^'\\]*'|\"[^\"\\]*\"))*,?\)")
+"""A key path as tomllib quotes it in a message: a tuple's repr."""
 
 
 MIN_WEBHOOK_SECRET = 16
@@ -587,19 +610,108 @@ def preflight(cfg: Config) -> None:
         raise ConfigError(problems)
 
 
-def _report_validation(exc: ValidationError, prefix: list[Any], report: Any) -> None:
+def _report_validation(exc: ValidationError, prefix: list[Any], report: Any,
+                       model: type[BaseModel]) -> None:
     for err in exc.errors(include_url=False):
         loc = [*prefix, *err["loc"]]
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
+            report(loc, "unknown key", known=_fields(_shapes_at([model], err["loc"][:-1])))
+            continue
+        if err["type"] == "missing":
             msg = "missing required key"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         # pydantic's messages never contain the input value unless we add it; keep it that way
         # so a rejected secret is never echoed.
         report(loc, msg)
+
+
+# --- naming keys in errors ----------------------------------------------------------------------
+# A key that is no setting of its table is often a secret pasted on a line of its own (alone it
+# fails to parse; ``KEY = 1`` or a base64 key's ``KEY=`` padding parse as an unknown key), and
+# no rule on how a text looks tells a random key from a name every time (PagerDuty's 20
+# characters of [A-Za-z0-9_+-] are sometimes all one case). So an unknown or unparsable key is
+# named only when it is a schema field of its table, a name the config declares (an account),
+# or one typo away from a field (``tem_id``: its near match says what was meant); otherwise the
+# error points at the line.
+
+ON_THIS_LINE = "(a key on this line)"
+IN_THIS_TABLE = "(a key in this table)"
+NEAR_MATCH = 0.8
+"""difflib ratio at which an unknown key counts as a typo of a field and is named: ``tem_id``
+and ``team_id`` score 0.92, ``pth`` and ``path`` 0.86; a random 20-character key scores below
+0.5 against every field name."""
+
+
+def _unknown_key(key: str, known: Any, exact: bool, message: str) -> tuple[str, str]:
+    """How an unknown ``key`` is shown in a path, and its message: by name with the field it
+    is a typo of, or as "a key on this line" (in this table, when the line is not its own)."""
+    match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=NEAR_MATCH)
+    if match and secrets.looks_like_name(key):
+        return key, f"{message} (did you mean {match[0]}?)"
+    return (ON_THIS_LINE if exact else IN_THIS_TABLE), (
+        f"{message} (not named, as it may be a pasted secret)")
+
+
+def _root() -> Any:
+    """The shape of a whole config file, for :func:`_shapes_at`."""
+    settings = tuple(vendors.load(name).Settings for name in vendors.VENDORS)
+    return {"ledger": LedgerConfig, "status": StatusConfig, "logging": LoggingConfig,
+            "accounts": dict[str, Union[settings]],  # type: ignore[valid-type]  # noqa: UP007
+            "sync": list[SyncGroup], "oncall": list[OnCallMapping],
+            "users": dict[str, dict[str, str]]}
+
+
+def _shapes_at(shapes: list[Any], loc: Sequence[Any],
+               declared: frozenset[str] = frozenset()) -> list[Any]:
+    """The types (models, lists, dicts, scalars) a value at ``loc`` under one of ``shapes``
+    may have; empty when ``loc`` is not in the schema. A dict's keys count only when in
+    ``declared`` (account names); a list's keys are indices."""
+    shapes = list(shapes)
+    for part in map(str, loc):
+        found: list[Any] = []
+        while shapes:
+            shape = shapes.pop()
+            origin = get_origin(shape)
+            if origin in (Union, types.UnionType):
+                shapes.extend(get_args(shape))
+            elif origin is Annotated:
+                shapes.append(get_args(shape)[0])
+            elif isinstance(shape, dict) and part in shape:
+                found.append(shape[part])
+            elif isinstance(shape, type) and issubclass(shape, BaseModel):
+                if part in shape.model_fields:
+                    found.append(shape.model_fields[part].annotation)
+            elif origin in (list, Sequence) and part.isdigit():
+                found.append(get_args(shape)[0])
+            elif origin in (dict, Mapping) and part in declared:
+                found.append(get_args(shape)[1])
+        shapes = found
+    return shapes
+
+
+def _fields(shapes: list[Any]) -> set[str]:
+    """The field names of the tables among ``shapes``."""
+    out: set[str] = set()
+    for shape in shapes:
+        if isinstance(shape, dict):
+            out.update(shape)
+        elif isinstance(shape, type) and issubclass(shape, BaseModel):
+            out.update(shape.model_fields)
+        elif get_origin(shape) in (Union, types.UnionType, Annotated):
+            out.update(_fields(list(get_args(shape))))
+    return out
+
+
+def _shown_path(key: Sequence[str], declared: frozenset[str]) -> str:
+    """``key`` (a path) as far as the schema and ``declared`` names know it, then
+    :data:`ON_THIS_LINE` for the rest."""
+    for size in range(len(key), 0, -1):
+        if _shapes_at([_root()], key[:size], declared):
+            rest = [ON_THIS_LINE] if size < len(key) else []
+            return ".".join([*key[:size], *rest])
+    return ON_THIS_LINE
 
 
 class _Locator:
@@ -643,6 +755,11 @@ class _Locator:
             if key:
                 parts = tuple(_dotted(key.group(1)))
                 self.entries.append(((*table, *parts), number))
+
+    def exact(self, loc: Sequence[Any]) -> bool:
+        """Whether ``loc`` itself stands on a line (not only a table holding it)."""
+        wanted = tuple(str(p) for p in loc)
+        return any(path == wanted for path, _ in self.entries)
 
     def __call__(self, loc: Sequence[Any]) -> int | None:
         wanted = tuple(str(p) for p in loc)

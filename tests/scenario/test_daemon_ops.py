@@ -92,7 +92,8 @@ def test_run_refuses_an_invalid_config(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "syncd", "run", "-c", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"syncd: {path}:3: ledger.bogus: unknown key"
+    assert proc.stderr.strip() == (f"syncd: {path}:3: ledger.(a key on this line): unknown "
+                                   "key (not named, as it may be a pasted secret)")
 
 
 def linked_in(ledger: Path, account: str) -> int:

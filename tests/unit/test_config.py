@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import random
 import re
+import string
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from syncd import config, vendors
 from syncd.engine.oncall import identify
@@ -97,9 +102,15 @@ def test_malformed_toml_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_unknown_key_names_key_path_and_line(tmp_path: Path) -> None:
+    """A typo of a field is named, with the field it is a typo of; any other unknown key is
+    pointed at by its line only (it may be a pasted secret)."""
     text = GOOD.replace('team_id = "', 'tem_id = "x"\nteam_id = "')
     lines = problems(tmp_path, text)
-    assert lines == [f"{tmp_path / 'syncd.toml'}:13: accounts.sp.tem_id: unknown key"]
+    assert lines == [f"{tmp_path / 'syncd.toml'}:13: accounts.sp.tem_id: unknown key "
+                     "(did you mean team_id?)"]
+    lines = problems(tmp_path, GOOD.replace('team_id = "', 'colour = "x"\nteam_id = "'))
+    assert lines == [f"{tmp_path / 'syncd.toml'}:13: accounts.sp.(a key on this line): unknown "
+                     "key (not named, as it may be a pasted secret)"]
 
 
 def test_wrong_type(tmp_path: Path) -> None:
@@ -150,8 +161,9 @@ def test_sync_group_must_name_known_accounts(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        (GOOD + "\n[bogus]\n", "bogus: unknown key"),
-        (GOOD.replace('path = "ledger.db"', 'path = "ledger.db"\nsize = 3'), "ledger.size"),
+        (GOOD + "\n[bogus]\n", "(a key on this line): unknown key"),
+        (GOOD.replace('path = "ledger.db"', 'path = "ledger.db"\nsize = 3'),
+         "ledger.(a key on this line): unknown key"),
         (GOOD + '\n[status]\nlisten = "nowhere"\n', "status.listen: expected host:port"),
     ],
 )
@@ -356,7 +368,7 @@ def test_check_config_json_answers_json_when_refused(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "syncd", "check-config", "-c", str(path),
                            "--json"], capture_output=True, text=True, env=_env())
     assert proc.returncode == 2
-    problem = f"{path}:3: ledger.pth: unknown key"
+    problem = f"{path}:3: ledger.pth: unknown key (did you mean path?)"
     assert json.loads(proc.stdout) == {"ok": False, "config": str(path), "problems": [problem]}
     assert proc.stderr == f"syncd: {problem}\n"
 
@@ -466,3 +478,64 @@ def test_a_key_pasted_after_file_or_credential_is_not_echoed(
     for named in (f"file:{tmp_path}/pd_token_2024", "credential:pagerduty-token"):
         [line] = problems(tmp_path, GOOD.replace('"env:T_SP_KEY"', f'"{named}"'))
         assert named.partition(":")[2].removeprefix(f"{tmp_path}/") in line
+
+
+PD_ALPHABET = string.ascii_letters + string.digits + "_+-"
+"""What PagerDuty's 20-character API keys are drawn from."""
+
+
+def random_key(seed: int) -> str:
+    """A key as the vendors generate them: 20 random PagerDuty-alphabet characters, or 32 hex
+    digits (seeded, so Hypothesis draws keys and never hand-picks "aaaa...", a key the
+    vendor would generate about never and a person might type as a name)."""
+    rng = random.Random(seed)
+    if seed % 4 == 0:
+        return f"{rng.getrandbits(128):032x}"
+    return "".join(rng.choice(PD_ALPHABET) for _ in range(20))
+
+
+def test_random_keys_are_never_printed_wherever_they_are_pasted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A random key after ``file:`` or ``credential:``, on a ``[ledger]`` line that fails to
+    parse, or as an unknown key of a table (``[ledger]`` or an account's) is never printed,
+    nor any 10 characters of it. The rule of runs alone let 11-15 % of PagerDuty-shaped keys
+    through (``t8ClOnd5qY_PsRHH1crh``); config keys are now named only when they are schema
+    fields, and ``file:``/``credential:`` names by a stricter look (derandomized: it lets a
+    few in a million through, and this test must not flake on them)."""
+    path = tmp_path / "syncd.toml"
+
+    def printed(text: str, credentials: bool = False) -> str:
+        if credentials:
+            monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        else:
+            monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+        path.write_text(text)
+        try:
+            config.load(path)
+        except config.ConfigError as exc:
+            return str(exc)
+        raise AssertionError("accepted")
+
+    @hsettings(max_examples=60, derandomize=True, deadline=None)
+    @given(st.integers(min_value=0, max_value=2**64))
+    def check(seed: int) -> None:
+        key = random_key(seed)
+        texts = [GOOD.replace('"env:T_SP_KEY"', f'"{ref}"') for ref in
+                 (f"file:{key}", f"file:/run/secrets/{key}", f"credential:{key}")]
+        texts += [GOOD.replace('path = "ledger.db"\n', f'path = "ledger.db"\n{line}\n')
+                  for line in (f"{key}=", key, f"{key} = 1")]
+        texts.append(GOOD.replace('team_id = "', f'{key} = "x"\nteam_id = "'))
+        for text in texts:
+            for credentials in (False, True) if "credential:" in text else (False,):
+                out = printed(text, credentials)
+                assert all(key[i:i + 10] not in out for i in range(len(key) - 9)), out
+
+    check()
+
+
+@pytest.mark.parametrize("ref", ["file:/run/secrets/pagerduty_token", "file:syncd-pd.key",
+                                 "credential:pd-token", "credential:pd-token-2024",
+                                 "file:/home/Alice/Secrets/pd.key"])
+def test_names_people_choose_are_still_printed(tmp_path: Path, ref: str) -> None:
+    [line] = problems(tmp_path, GOOD.replace('"env:T_SP_KEY"', f'"{ref}"'))
+    assert ref.partition(":")[2] in line and "not shown" not in line, line
