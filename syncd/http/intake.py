@@ -7,7 +7,9 @@ a caller can make syncd spend before that point:
   :data:`MAX_WEBHOOK_BYTES` (413); the bodies being read hold at most :data:`MAX_BUFFERED`
   bytes together (503 beyond, which both vendors retry);
 - time: a body must keep arriving at :data:`MIN_BODY_RATE` after a :data:`BODY_GRACE` and
-  arrive whole within :data:`BODY_TIMEOUT` (408 otherwise, see :func:`_read_capped`). A slow
+  arrive whole within :data:`BODY_TIMEOUT` (503 with ``Retry-After`` otherwise, never a 4xx:
+  PagerDuty drops a delivery answered with any 4xx but 429 and disables the endpoint after 3
+  drops in a row, notes §6; see :func:`_read_capped`). A slow
   sender holds only the bytes it has sent, for a couple of seconds: 16 senders trickling a byte
   at a time used to hold all 16 reading slots for 10 s each, and by reconnecting, for good;
 - information: an unknown account, an account without a webhook secret and a bad signature get
@@ -118,9 +120,10 @@ class WebhookIntake:
         account = request.path_params["account"]
         label = account if account in self.verifiers else UNKNOWN
         body = await self._read_capped(request)
-        if isinstance(body, Response):
-            WEBHOOKS.labels(label, "busy" if body.status_code == 503 else "refused").inc()
-            return body
+        if isinstance(body, tuple):
+            outcome, response = body
+            WEBHOOKS.labels(label, outcome).inc()
+            return response
         verified = self._verify(account, request, body)
         if verified is None:
             WEBHOOKS.labels(label, "rejected").inc()
@@ -139,19 +142,21 @@ class WebhookIntake:
         WEBHOOK_HINTS.labels(label, self.hint(account)).inc()
         return JSONResponse({"accepted": True}, status_code=202)
 
-    async def _read_capped(self, request: Request) -> bytes | Response:
-        """The body, or the response that refuses it: 400 for a nonsense Content-Length, 413
-        past :data:`MAX_WEBHOOK_BYTES` (before reading, when the length is declared), 408 when
-        it falls behind :data:`MIN_BODY_RATE` or :data:`BODY_TIMEOUT`, 503 when the bodies
-        being read would hold more than :data:`MAX_BUFFERED`."""
+    async def _read_capped(self, request: Request) -> bytes | tuple[str, Response]:
+        """The body, or the metric outcome and response that refuse it: 400 for a nonsense
+        Content-Length, 413 past :data:`MAX_WEBHOOK_BYTES` (before reading, when the length is
+        declared), 503 when the bodies being read would hold more than :data:`MAX_BUFFERED`
+        (``busy``) and when it falls behind :data:`MIN_BODY_RATE` or :data:`BODY_TIMEOUT`
+        (``refused``): a slow body is as likely a vendor on a bad network as an attacker, and
+        a 503 is retried where a 408 would count as a drop towards disabling the endpoint."""
         declared = request.headers.get("content-length")
         if declared is not None:
             if not (declared.isascii() and declared.isdigit()):
-                return JSONResponse({"error": "bad Content-Length"}, status_code=400)
+                return "refused", JSONResponse({"error": "bad Content-Length"}, status_code=400)
             if int(declared) > MAX_WEBHOOK_BYTES:
-                return _too_large()
+                return "refused", _too_large()
         if self.buffered >= MAX_BUFFERED:
-            return _busy()
+            return "busy", _retry_later("busy, retry later")
         chunks: list[bytes] = []
         size = 0
         start = anyio.current_time()
@@ -165,14 +170,14 @@ class WebhookIntake:
                     except StopAsyncIteration:
                         return b"".join(chunks)
                     except ClientDisconnect:
-                        return JSONResponse({"error": "client went away"}, status_code=400)
+                        return "refused", JSONResponse({"error": "client went away"},
+                                                       status_code=400)
                 if scope.cancelled_caught:
-                    return JSONResponse({"error": "body too slow"}, status_code=408,
-                                        headers={"Connection": "close"})
+                    return "refused", _retry_later("body too slow, retry later")
                 if size + len(chunk) > MAX_WEBHOOK_BYTES:
-                    return _too_large()
+                    return "refused", _too_large()
                 if self.buffered + len(chunk) > MAX_BUFFERED:
-                    return _busy()
+                    return "busy", _retry_later("busy, retry later")
                 size += len(chunk)
                 self.buffered += len(chunk)
                 chunks.append(chunk)
@@ -207,9 +212,10 @@ def _digest(account: str, body: bytes, identity: bytes = b"") -> bytes:
     return hashlib.sha256(account.encode() + b"\0" + framed + body).digest()
 
 
-def _busy() -> Response:
-    # Connection: close, so the rest of a body it stopped reading is never read.
-    return JSONResponse({"error": "busy, retry later"}, status_code=503,
+def _retry_later(error: str) -> Response:
+    """503 with ``Retry-After``, which both vendors retry (PagerDuty and Svix retry 5xx).
+    Connection: close, so the rest of a body it stopped reading is never read."""
+    return JSONResponse({"error": error}, status_code=503,
                         headers={"Retry-After": "1", "Connection": "close"})
 
 
