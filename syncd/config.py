@@ -140,13 +140,15 @@ class StatusConfig(_Strict):
     allowed_hosts: list[str] = Field(
         default_factory=list, max_length=64,
         description="names (no port) monitoring and load balancers reach the status server by, "
-        "besides IP addresses, localhost and the listen host: a read naming another Host gets "
-        "421 (DNS rebinding; docs/security.md)")
+        "besides IP addresses, localhost, the listen host and the machine's names: a read "
+        'naming another Host gets 421 (DNS rebinding; docs/security.md); ["*"] answers any')
 
     @field_validator("allowed_hosts")
     @classmethod
     def _allowed_hosts(cls, value: list[str]) -> list[str]:
         for name in value:
+            if name == "*":
+                continue
             try:
                 check_host(name)
             except ValueError:

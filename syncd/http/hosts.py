@@ -2,19 +2,30 @@
 
 A page on an attacker's domain whose name they re-point at 127.0.0.1 (or at the address syncd
 listens on) is, to the browser, the attacker's own origin: its scripts may read the answers, and
-``/status`` names on-call people and parked values. The browser still sends the attacker's name
-as ``Host``, so the read routes answer only a ``Host`` that is
+``/status`` names on-call people and parked values. The browser runs inside the network, so a
+firewall does not stop it: rebinding is a firewall bypass. The browser still sends the
+attacker's name as ``Host``, so the read routes answer only a ``Host`` that is
 
 - an IP address (a rebinding page is always reached by a name; a browser sends an address as
   ``Host`` only for a page loaded from that address),
 - ``localhost`` (browsers resolve it, and ``*.localhost``, to loopback themselves),
-- the host of ``[status] listen`` when it is a name, or
+- the host of ``[status] listen`` when it is a name,
+- this machine's names, ``socket.gethostname()`` and ``socket.getfqdn()`` (what Prometheus
+  scrapes by), or
 - a name in ``[status] allowed_hosts`` (the names monitoring and load balancers use);
 
-anything else gets ``421 Misdirected Request``. A status server bound to every address
-(``0.0.0.0`` or ``[::]``) without ``allowed_hosts`` answers any ``Host``: binding publicly is an
-explicit choice, the names it is reached by are not known to syncd, and the firewall that
-``docs/security.md`` asks for is then the boundary; list the names to get the check there too.
+anything else gets ``421 Misdirected Request`` and a warning naming the ``Host`` (throttled with
+every repeated warning, :mod:`syncd.logthrottle`), so "target down" has its cause in the
+journal. This holds for a wildcard bind (``0.0.0.0``, ``[::]``) too; ``allowed_hosts = ["*"]``
+turns the check off.
+
+The machine's names are safe to allow because rebinding needs the attacker to answer the
+browser's DNS query for the name in the URL: for a name in a zone the machine's owners run
+(``node-1`` through their search domain, ``node-1.corp.example``) only they answer. Not so for
+``*.local`` names, which any host on the link answers by multicast DNS: those are left out (list
+one in ``allowed_hosts`` to use it). A machine named in a domain its owners do not hold
+(``syncd.dev`` registered by someone else) would let that domain's owner in; name machines in
+your own domains.
 
 ``POST /webhooks/...`` is not checked: deliveries are authenticated by their signature, which a
 rebinding page cannot make, their answers carry nothing (202 or the same 401 for every refusal),
@@ -23,13 +34,20 @@ and a reverse proxy in front often forwards the public name the vendor posted to
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
 from collections.abc import Iterable
 from typing import Any
 
+import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+log = structlog.get_logger(__name__)
+
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+ANY = "*"
+"""The ``allowed_hosts`` entry that turns the check off."""
 REFUSAL = b"421 Misdirected Request: this Host is not one the status server answers " \
     b"(see [status] allowed_hosts)\n"
 
@@ -44,16 +62,25 @@ def host_name(header: str) -> str:
     return header.rstrip(".")
 
 
+@functools.cache
+def machine_names() -> frozenset[str]:
+    """This machine's names (``gethostname``, ``getfqdn``), looked up once per process, less
+    multicast-DNS ``*.local`` names that anyone on the link can answer for."""
+    names = {host_name(socket.gethostname()), host_name(socket.getfqdn())}
+    return frozenset(n for n in names if n and not n.endswith(".local"))
+
+
 class HostPolicy:
     """The names a read may carry as ``Host``; ``None`` as :attr:`names` means any."""
 
-    def __init__(self, listen_host: str, allowed: Iterable[str] = ()) -> None:
-        listen = host_name(listen_host)
+    def __init__(self, listen_host: str, allowed: Iterable[str] = (),
+                 machine: Iterable[str] = ()) -> None:
         extra = {host_name(name) for name in allowed}
-        if listen in WILDCARDS and not extra:
+        if ANY in extra:
             self.names: frozenset[str] | None = None
         else:
-            self.names = frozenset({"localhost", listen, *extra} - WILDCARDS)
+            names = {"localhost", host_name(listen_host), *extra, *machine}
+            self.names = frozenset(names - WILDCARDS)
 
     def allows(self, header: str | None) -> bool:
         if self.names is None or header is None:
@@ -76,9 +103,14 @@ class HostCheck:
         self.policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._webhook(scope) or self.policy.allows(_host(scope)):
+        host = None if scope["type"] != "http" else _host(scope)
+        if scope["type"] != "http" or self._webhook(scope) or self.policy.allows(host):
             await self.app(scope, receive, send)
             return
+        # A warning, so the log's repeat throttle bounds what a flood of these writes.
+        log.warning("status.host_refused", host=_printable(host or ""),
+                    path=_printable(str(scope["path"])),
+                    hint="add the name to [status] allowed_hosts if it is yours")
         await send({"type": "http.response.start", "status": 421,
                     "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                                 (b"content-length", str(len(REFUSAL)).encode())]})
@@ -94,3 +126,8 @@ def _host(scope: dict[str, Any]) -> str | None:
         if key == b"host":
             return bytes(value).decode("latin-1")
     return None
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """A caller's text for the log: printable characters only, at most ``limit`` of them."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])

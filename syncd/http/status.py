@@ -37,7 +37,7 @@ from syncd import __version__, secrets, views
 from syncd.engine.cadence import Cadence
 from syncd.http import guard
 from syncd.http.descriptors import connection_cap
-from syncd.http.hosts import HostCheck, HostPolicy
+from syncd.http.hosts import HostCheck, HostPolicy, machine_names
 from syncd.http.intake import WebhookIntake
 from syncd.ledger import LedgerError, LedgerWriteError, utcnow
 
@@ -133,8 +133,8 @@ def build_app(daemon: Daemon) -> Starlette:
         Route("/metrics", metrics),
         Route("/status", status),
         Route("/webhooks/{account}", webhook.handle, methods=["POST"]),
-    ], middleware=[Middleware(HostCheck,
-                              policy=HostPolicy(listen_host, cfg.status.allowed_hosts))])
+    ], middleware=[Middleware(HostCheck, policy=HostPolicy(
+        listen_host, cfg.status.allowed_hosts, machine_names()))])
 
 
 def _jsonable(value: Any) -> Any:

@@ -28,12 +28,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import Headers
+from structlog.testing import capture_logs
 from test_webhooks import II_SECRET, PD_SECRET, free_port, pd_headers, svix_headers
 from world import World, render, threaded_sims
 
 from syncd import config as config_mod
 from syncd.daemon import Daemon
-from syncd.http import descriptors, guard, intake
+from syncd.http import descriptors, guard, hosts, intake
 from syncd.http.status import build_app
 
 HEADER_NAMES = [
@@ -601,6 +602,8 @@ def test_empty_or_short_webhook_secrets_are_refused(tmp_path: Path, secret: str,
 # --- DNS rebinding: reads answer only a Host that names this server ----------------------------
 
 READS = ["/healthz", "/readyz", "/metrics", "/status", "/nowhere"]
+MACHINE = sorted(hosts.machine_names())
+"""This machine's names (``gethostname``, ``getfqdn``), which reads may always carry."""
 
 
 def status_app(tmp_path: Path, status_toml: str) -> tuple[World, Any]:
@@ -621,17 +624,24 @@ def status_app(tmp_path: Path, status_toml: str) -> tuple[World, Any]:
     ('listen = "0.0.0.0:9797"\nallowed_hosts = ["syncd.internal", "mon.example"]',
      ["syncd.internal", "mon.example:9797", "192.0.2.7:9797", "localhost"],
      ["attacker.example", "internal"]),
-    ('listen = "0.0.0.0:9797"', ["attacker.example", "node-1:9797"], []),
-    ('listen = "[::]:9797"', ["attacker.example"], []),
+    # A wildcard bind checks too (rebinding through a browser inside the firewall is a
+    # firewall bypass); the machine's own names pass, as does any name with ["*"].
+    ('listen = "0.0.0.0:9797"', ["192.0.2.7", "localhost", *MACHINE],
+     ["attacker.example", "node-1.attacker.example:9797"]),
+    ('listen = "[::]:9797"', ["[2001:db8::1]:9797", *MACHINE], ["attacker.example"]),
+    ('listen = "0.0.0.0:9797"\nallowed_hosts = ["*"]', ["attacker.example", "node-1:9797"], []),
+    # Prometheus scraping a node bound to one address by the machine's name.
+    ('listen = "10.0.0.5:9797"', ["10.0.0.5:9797", *(f"{m.upper()}:9797" for m in MACHINE)],
+     ["attacker.example"]),
 ])
 async def test_reads_answer_only_a_host_that_names_this_server(
         tmp_path: Path, status_toml: str, allowed: list[str], refused: list[str]) -> None:
     """A page on an attacker's domain re-pointed at the status server's address is read by the
     browser as the attacker's origin, but it still sends the attacker's name as Host: every
-    read route (and a 404) refuses it with 421; addresses, localhost, the listen host and
-    ``allowed_hosts`` pass, and a wildcard bind without ``allowed_hosts`` answers any Host.
-    Webhook deliveries are signed and pass whatever the Host (a proxy forwards the public
-    name)."""
+    read route (and a 404) refuses it with 421 and a warning naming it; addresses, localhost,
+    the listen host, the machine's names and ``allowed_hosts`` pass, and ``["*"]`` answers any
+    Host. Webhook deliveries are signed and pass whatever the Host (a proxy forwards the
+    public name)."""
     w, app = status_app(tmp_path, status_toml)
     body = b'{"event": {"id": "01HOST", "event_type": "incident.acknowledged"}}'
     transport = httpx.ASGITransport(app=app)
@@ -644,9 +654,23 @@ async def test_reads_answer_only_a_host_that_names_this_server(
                                      headers={**pd_headers(body), "Host": host})
             assert answer.status_code == 202, host
         if refused:
-            answer = await http.get("/status", headers={"Host": refused[0]})
+            with capture_logs() as logs:
+                answer = await http.get("/status", headers={"Host": refused[0]})
             assert answer.text.startswith("421 Misdirected Request") and "@" not in answer.text
+            assert [(e["event"], e["log_level"], e["host"], e["path"]) for e in logs] == [
+                ("status.host_refused", "warning", refused[0], "/status")]
     await w.close()
+
+
+def test_machine_names_leave_out_multicast_dns() -> None:
+    """``*.local`` names are answered by any host on the link (mDNS), so an attacker there could
+    rebind one: they are never allowed by default."""
+    assert hosts.machine_names() == frozenset(
+        n for n in {hosts.host_name(socket.gethostname()), hosts.host_name(socket.getfqdn())}
+        if not n.endswith(".local"))
+    policy = hosts.HostPolicy("0.0.0.0", (), ["node-1", "node-1.corp.example"])
+    assert policy.allows("node-1:9797") and policy.allows("NODE-1.corp.example.")
+    assert not policy.allows("node-1.corp.example.attacker.example")
 
 
 def test_allowed_hosts_must_be_names_without_a_port(tmp_path: Path) -> None:
