@@ -73,9 +73,10 @@ def check_path(value: str) -> str:
 MIN_LEASE_TTL = 6.0
 """The shortest ``[ledger] lease_ttl``. The leader renews every TTL/3 and its local deadline for
 vendor writes is the start of the last renewal + TTL - margin (10 %, at least 0.5 s), so a renewal
-must commit within 2/3 TTL - margin of the previous one's start, and it may first wait up to
-max(1 s, TTL/3) for the lease row behind one of the leader's own transactions (up to ~0.7 s). At
-6 s that is 2 s + 0.7 s against 3.4 s: one more 0.7 s transaction to spare. At 3 s (1 s + 0.7 s
+must commit within TTL - margin of the previous renewal's start, which is 2/3 TTL - margin after
+its own start; and it may first wait up to max(1 s, TTL/3) for the lease row behind one of the
+leader's own transactions (up to ~0.7 s). At 6 s that is 2 s + 0.7 s against 3.4 s after its own
+start: one more 0.7 s transaction to spare. At 3 s (1 s + 0.7 s
 against 1.5 s) the deadline lapsed under load and the leader stopped pushing for a moment."""
 
 
