@@ -25,7 +25,7 @@ from pgserver import free_port
 from syncd import simulators
 from syncd.config import MIN_LEASE_TTL
 from syncd.ledger import Ledger
-from syncd.ledger.lease import current
+from syncd.ledger.lease import Lease, current
 from syncd.model import State
 from syncd.simulators.configs import account_table, render
 from syncd.simulators.server import Running, start_in_thread
@@ -96,6 +96,18 @@ class Cluster:
     def start_all(self) -> None:
         for i in range(self.replicas):
             self.start(i)
+
+    def end_term(self, holder: str) -> None:
+        """End ``holder``'s term now (the ledger's own release), as its expiry would after the
+        TTL: for a holder that was SIGKILLed, whose term no one else may end early. Only where a
+        test is not about waiting out an expiry (a killed process's local deadline died with
+        it, so no write of its can land in the next term)."""
+        term = self.ledger.call(current, fenced=False)
+        if term is None or term.holder != holder:
+            return
+        lease = Lease(self.ttl, holder=holder)
+        lease.token = term.token
+        self.ledger.call(lease.release, fenced=False)
 
     def index_of(self, pid: int) -> int | None:
         return next((i for i, p in self.procs.items() if p.pid == pid), None)

@@ -69,6 +69,11 @@ def test_leader_killed_five_times_nothing_lost_nothing_twice(
                 cluster.procs[leader].send_signal(signal.SIGKILL)
                 cluster.procs[leader].wait(timeout=10)
                 kills += 1
+                if kills > 1:
+                    # The first takeover waits out the dead term (the expiry path, as in
+                    # production); the others end it now, as it would end after the TTL:
+                    # this test is about what the kills leave behind, not about waiting.
+                    cluster.end_term(holder)
                 cluster.start(leader)  # the killed one comes back, as systemd would restart it
                 leader, holder = cluster.wait_leader(not_holder=holder)
                 next_kill = time.monotonic() + rng.uniform(1.0, 3.0)
@@ -134,7 +139,14 @@ def test_zombie_leader_pushes_nothing_after_losing_the_lease(
             assert time.monotonic() < deadline, "the new leader did not create the mirror"
             time.sleep(0.1)
         vo.faults.latency = 0.0
-        time.sleep(cluster.ttl * 2 + 1)
+        # The zombie's guard lapsed while it was frozen: awake, it refuses its create and finds
+        # itself a standby at its next lease look. Until then it is given every chance to write.
+        log = tmp_path / f"replica{zombie}.log"
+        deadline = time.monotonic() + cluster.ttl * 2 + 15
+        while not ('"lease.lost"' in log.read_text() or '"lease.fenced"' in log.read_text()):
+            assert time.monotonic() < deadline, "the zombie never stepped down"
+            time.sleep(0.1)
+        time.sleep(1.0)  # and a write it had in flight would have landed by now
         by_zombie = [w for sim in cluster.sims.values() for w in sim.write_log
                      if old in w.agent and w.at > stopped_at]
         assert by_zombie == []
@@ -144,8 +156,6 @@ def test_zombie_leader_pushes_nothing_after_losing_the_lease(
         assert cluster.procs[zombie].poll() is None  # alive, as a standby
         code, body = cluster.readyz(zombie)
         assert code == 200 and body["role"] == "standby", body
-        log = (tmp_path / f"replica{zombie}.log").read_text()
-        assert '"lease.lost"' in log or '"lease.fenced"' in log
     finally:
         cluster.stop()
 
