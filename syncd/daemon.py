@@ -366,8 +366,11 @@ class Daemon:
                 await self._stop.wait()
 
     async def _status_server(self, socks: list[socket.socket]) -> None:
+        from syncd.http.hosts import machine_names
         from syncd.http.status import server
 
+        # getfqdn may ask DNS (a reverse lookup): off the event loop, which polls meanwhile.
+        await anyio.to_thread.run_sync(machine_names)
         srv = server(self)
         try:
             await srv.serve(sockets=socks)
