@@ -71,13 +71,15 @@ def check_path(value: str) -> str:
 
 
 MIN_LEASE_TTL = 6.0
-"""The shortest ``[ledger] lease_ttl``. The leader renews every TTL/3 and its local deadline for
-vendor writes is the start of the last renewal + TTL - margin (10 %, at least 0.5 s), so a renewal
-must commit within TTL - margin of the previous renewal's start, which is 2/3 TTL - margin after
-its own start; and it may first wait up to max(1 s, TTL/3) for the lease row behind one of the
-leader's own transactions (up to ~0.7 s). At 6 s that is 2 s + 0.7 s against 3.4 s after its own
-start: one more 0.7 s transaction to spare. At 3 s (1 s + 0.7 s
-against 1.5 s) the deadline lapsed under load and the leader stopped pushing for a moment."""
+"""The shortest ``[ledger] lease_ttl``. The leader's renewals start TTL/3 apart, start to start
+(at once after one that took longer), and its local deadline for vendor writes is the start of the
+last renewal + TTL - margin (10 %, at least 0.5 s), so a renewal must commit within TTL - margin
+of the previous renewal's start: 2/3 TTL - margin after its own start. It may first wait up to
+max(1 s, TTL/3) for the lease row behind one of the leader's own transactions (up to ~0.7 s).
+At 6 s that is 2 s + 0.7 s against 3.4 s: one more 0.7 s transaction to spare (after a
+renewal that itself took 2.7 s, the next starts when it ends, 2.7 s before the deadline: just
+enough). At 3 s (1 s + 0.7 s against 1.5 s) the deadline lapsed under load and the leader
+stopped pushing for a moment."""
 
 
 class LedgerConfig(_Strict):

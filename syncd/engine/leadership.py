@@ -2,9 +2,9 @@
 vendor write (see :mod:`syncd.ledger.lease` for the lease and its fencing).
 
 The daemon runs :meth:`Leadership.run` beside its jobs. As leader it renews the lease every
-``ttl / 3``; as standby it tries to take it about every second and otherwise only serves its
-status server. Jobs ask :attr:`Leadership.leading` before doing anything, every ledger
-transaction of the engine checks the fencing token (the ledger's ``fence``), and
+``ttl / 3`` (start to start); as standby it tries to take it about every second and otherwise
+only serves its status server. Jobs ask :attr:`Leadership.leading` before doing anything, every
+ledger transaction of the engine checks the fencing token (the ledger's ``fence``), and
 :class:`GuardedTransport` refuses a vendor write the moment the lease is not held by this
 process's own clock.
 """
@@ -76,15 +76,23 @@ class Leadership:
         return "leader" if self.leading else "standby"
 
     async def run(self) -> None:
-        """Renew or try to take the lease until cancelled. A renewal that failed (the
-        database restarting, a network blip, the row locked) is retried at the standby's pace,
-        not ``ttl / 3`` later: two failed renewals would otherwise put the next attempt past
-        this process's own deadline, and the leader would lose a term that a shorter outage
-        than the TTL should leave it."""
+        """Renew or try to take the lease until cancelled. The leader's renewals start
+        ``ttl / 3`` apart, counted from the previous one's start (at once if it took longer):
+        its deadline counts from that start too, so sleeping ``ttl / 3`` after a slow renewal
+        ended (up to ``ttl / 3`` waiting for the row, plus the commit) left the next one only
+        what that renewal had not used. A renewal that failed (the database restarting, a
+        network blip, the row locked) is retried at the standby's pace, not ``ttl / 3`` later:
+        two failed renewals would otherwise put the next attempt past this process's own
+        deadline, and the leader would lose a term that a shorter outage than the TTL should
+        leave it."""
         while True:
+            started = self.lease.clock()
             await self.tick()
-            await anyio.sleep(self.lease.renew_every if self.leading and not self._failing
-                              else self.lease.standby_every)
+            if self.leading and not self._failing:
+                wait = self.lease.renew_every - (self.lease.clock() - started)
+            else:
+                wait = self.lease.standby_every
+            await anyio.sleep(max(0.0, wait))
 
     async def tick(self) -> Term | None:
         """One attempt; notices every change of role (also a lease that ran out locally

@@ -4,6 +4,7 @@ once the lease is not held."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import timedelta
 
@@ -281,3 +282,41 @@ async def test_a_standby_sees_a_busy_leader_without_waiting_for_its_row(pg_url: 
     assert not standby._failing and standby_ledger.failure is None
     leader_ledger.dispose()
     standby_ledger.dispose()
+
+
+async def test_renewals_start_a_third_of_the_ttl_apart_however_long_one_waits(
+        pg_url: str) -> None:
+    """The deadline counts from a renewal's start, so the next one must start ``ttl / 3``
+    after that start, not ``ttl / 3`` after a slow renewal ended: one that waited behind the
+    leader's own transaction otherwise took its wait out of the next renewal's budget (at
+    6 s, 2 s of waiting + 0.7 s left the next one 0.7 s before the deadline)."""
+    ledger = Ledger.open(pg_url)
+    lease = Lease(2.4, holder="a")  # renewals 0.8 s apart
+    leadership = Leadership(lease, ledger)
+    starts: list[float] = []
+    leading, third = anyio.Event(), anyio.Event()
+
+    async def watch() -> None:  # each renewal's start, from the deadline it set
+        while True:
+            began = lease.valid_until - lease.ttl + lease.margin
+            if lease.token is not None and (not starts or began != starts[-1]):
+                starts.append(began)
+                for event, count in ((leading, 1), (third, 3)):
+                    if len(starts) == count:
+                        event.set()
+            await anyio.sleep(0.01)
+
+    def busy(tx) -> None:  # type: ignore[no-untyped-def]
+        tx.due("a", utcnow())  # holds the lease row FOR SHARE from here to the commit
+        time.sleep(1.3)  # the second renewal (at 0.8 s) waits ~0.5 s for the row
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        tg.start_soon(leadership.run)
+        await leading.wait()
+        await ledger.run(busy)
+        await third.wait()
+        tg.cancel_scope.cancel()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert gaps[1] < lease.renew_every + 0.3, f"renewals started {gaps} s apart"
+    ledger.dispose()
