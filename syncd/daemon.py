@@ -366,18 +366,37 @@ class Daemon:
                 await self._stop.wait()
 
     async def _status_server(self, socks: list[socket.socket]) -> None:
-        from syncd.http.hosts import machine_names
+        """Serve once this machine's names are known, or after ``LOOKUP_WAIT`` without them:
+        getfqdn may ask DNS (a reverse lookup) and wait on a resolver that does not answer,
+        and /healthz must not hang behind it. Names found later are allowed from then on."""
+        from syncd.http import hosts
         from syncd.http.status import server
 
-        # getfqdn may ask DNS (a reverse lookup): off the event loop, which polls meanwhile.
-        await anyio.to_thread.run_sync(machine_names)
-        srv = server(self)
-        try:
-            await srv.serve(sockets=socks)
-        except (OSError, SystemExit) as exc:
-            log.error("status.failed", listen=self.config.status.listen, error=str(exc))
-        finally:
-            srv.should_exit = True
+        status = self.config.status
+        policy = hosts.HostPolicy.of(status.listen, status.allowed_hosts, hosts.short_names())
+        known = anyio.Event()
+
+        async def learn() -> None:
+            policy.learn(await hosts.look_up_machine_names())
+            known.set()
+            log.info("status.hosts", allowed=policy.listing())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(learn)
+            with anyio.move_on_after(hosts.LOOKUP_WAIT):
+                await known.wait()
+            if not known.is_set():
+                log.warning("status.hostname_slow", waited=hosts.LOOKUP_WAIT,
+                            allowed=policy.listing(),
+                            hint="the machine's full name (getfqdn) is still being looked up")
+            srv = server(self, policy)
+            try:
+                await srv.serve(sockets=socks)
+            except (OSError, SystemExit) as exc:
+                log.error("status.failed", listen=status.listen, error=str(exc))
+            finally:
+                srv.should_exit = True
+                tg.cancel_scope.cancel()
 
     def _listen(self) -> list[socket.socket]:
         """The status server's sockets, or StartError before anything runs."""

@@ -34,12 +34,17 @@ and a reverse proxy in front often forwards the public name the vendor posted to
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import socket
+import threading
 from collections.abc import Iterable
 from typing import Any
 
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -48,6 +53,8 @@ log = structlog.get_logger(__name__)
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 ANY = "*"
 """The ``allowed_hosts`` entry that turns the check off."""
+LOOKUP_WAIT = 2.0
+"""Seconds the status server waits for :func:`machine_names` before it serves without them."""
 REFUSAL = b"421 Misdirected Request: this Host is not one the status server answers " \
     b"(see [status] allowed_hosts)\n"
 
@@ -66,8 +73,38 @@ def host_name(header: str) -> str:
 def machine_names() -> frozenset[str]:
     """This machine's names (``gethostname``, ``getfqdn``), looked up once per process, less
     multicast-DNS ``*.local`` names that anyone on the link can answer for."""
-    names = {host_name(socket.gethostname()), host_name(socket.getfqdn())}
-    return frozenset(n for n in names if n and not n.endswith(".local"))
+    return _safe({socket.gethostname(), socket.getfqdn()})
+
+
+def short_names() -> frozenset[str]:
+    """``gethostname`` alone (no DNS): what a read may name while :func:`machine_names` is
+    still waiting for the resolver. Not cached, so the full names replace it once known."""
+    return _safe({socket.gethostname()})
+
+
+def _safe(names: Iterable[str]) -> frozenset[str]:
+    found = {host_name(name) for name in names}
+    return frozenset(n for n in found if n and not n.endswith(".local"))
+
+
+async def look_up_machine_names() -> frozenset[str]:
+    """:func:`machine_names` in a daemon thread: ``getfqdn`` may wait on a resolver that does
+    not answer, and neither the event loop nor a stop may wait with it. An abandoned anyio
+    worker thread would still be joined when the interpreter exits, holding up the exit."""
+    token = anyio.lowlevel.current_token()
+    done = anyio.Event()
+    found: list[frozenset[str]] = []
+
+    def work() -> None:
+        try:
+            found.append(machine_names())
+        finally:
+            with contextlib.suppress(anyio.RunFinishedError):  # the daemon stopped meanwhile
+                anyio.from_thread.run_sync(done.set, token=token)
+
+    threading.Thread(target=work, name="syncd-machine-names", daemon=True).start()
+    await done.wait()
+    return found[0] if found else short_names()
 
 
 class HostPolicy:
@@ -81,6 +118,20 @@ class HostPolicy:
         else:
             names = {"localhost", host_name(listen_host), *extra, *machine}
             self.names = frozenset(names - WILDCARDS)
+
+    @classmethod
+    def of(cls, listen: str, allowed: Iterable[str], machine: Iterable[str]) -> HostPolicy:
+        """The policy of ``[status]`` (its ``listen`` as ``host:port``)."""
+        return cls(listen.rpartition(":")[0], allowed, machine)
+
+    def learn(self, machine: Iterable[str]) -> None:
+        """Add names of this machine found late (a slow resolver at start-up)."""
+        if self.names is not None:
+            self.names = self.names | frozenset(machine)
+
+    def listing(self) -> list[str]:
+        """The names for the log: ``["*"]`` when the check is off."""
+        return [ANY] if self.names is None else sorted(self.names)
 
     def allows(self, header: str | None) -> bool:
         if self.names is None or header is None:

@@ -44,7 +44,9 @@ from syncd.ledger import LedgerError, LedgerWriteError, utcnow
 if TYPE_CHECKING:
     from syncd.daemon import Daemon
 
-def build_app(daemon: Daemon) -> Starlette:
+def build_app(daemon: Daemon, policy: HostPolicy | None = None) -> Starlette:
+    """The status app; ``policy`` (default: this machine's names, looked up now) decides which
+    ``Host`` a read may name."""
     cfg = daemon.config
 
     async def healthz(request: Request) -> Response:
@@ -126,15 +128,15 @@ def build_app(daemon: Daemon) -> Starlette:
 
     webhook = WebhookIntake(verifiers, hint, notes)
 
-    listen_host = cfg.status.listen.rpartition(":")[0]
+    if policy is None:
+        policy = HostPolicy.of(cfg.status.listen, cfg.status.allowed_hosts, machine_names())
     return Starlette(routes=[
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/status", status),
         Route("/webhooks/{account}", webhook.handle, methods=["POST"]),
-    ], middleware=[Middleware(HostCheck, policy=HostPolicy(
-        listen_host, cfg.status.allowed_hosts, machine_names()))])
+    ], middleware=[Middleware(HostCheck, policy=policy)])
 
 
 def _jsonable(value: Any) -> Any:
@@ -174,13 +176,13 @@ def bind(listen: str) -> list[socket.socket]:
     return socks
 
 
-def server(daemon: Daemon) -> uvicorn.Server:
+def server(daemon: Daemon, policy: HostPolicy | None = None) -> uvicorn.Server:
     """The status server, bounded by :mod:`syncd.http.guard` so that strangers on the port
     cannot take the descriptors, memory or time that syncing needs."""
     host, _, port = daemon.config.status.listen.rpartition(":")
     cap = connection_cap()
     config = uvicorn.Config(
-        build_app(daemon), host=host.strip("[]"), port=int(port), log_level="warning",
+        build_app(daemon, policy), host=host.strip("[]"), port=int(port), log_level="warning",
         access_log=False, lifespan="off", ws="none",
         http=guard.GuardedH11Protocol.capped(cap), backlog=guard.BACKLOG,
         timeout_keep_alive=int(guard.KEEP_ALIVE),

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -671,6 +672,43 @@ def test_machine_names_leave_out_multicast_dns() -> None:
     policy = hosts.HostPolicy("0.0.0.0", (), ["node-1", "node-1.corp.example"])
     assert policy.allows("node-1:9797") and policy.allows("NODE-1.corp.example.")
     assert not policy.allows("node-1.corp.example.attacker.example")
+
+
+async def test_a_hung_name_lookup_holds_up_neither_healthz_nor_the_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """getfqdn asks DNS for a reverse lookup; a resolver that never answers must not keep the
+    status server from serving /healthz (it serves after ``LOOKUP_WAIT``, with the short
+    name alone, and warns), nor a stop from ending: the lookup runs in a daemon thread,
+    which the interpreter does not wait for at exit."""
+    resolver = threading.Event()
+
+    def hung_getfqdn(name: str = "") -> str:
+        resolver.wait(30)  # a resolver that does not answer
+        return "node-1.corp.example"
+
+    monkeypatch.setattr(socket, "getfqdn", hung_getfqdn)
+    hosts.machine_names.cache_clear()
+    w = hooked_world(tmp_path, status=True)
+    seen: dict[str, int] = {}
+
+    async def scenario() -> None:
+        await wait_for_port(w.port)  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{w.port}",  # type: ignore[attr-defined]
+                                     timeout=5) as http:
+            seen["healthz"] = (await http.get("/healthz")).status_code
+            answer = await http.get("/metrics", headers={"Host": "node-1.corp.example"})
+            seen["not yet known"] = answer.status_code
+
+    try:
+        with capture_logs() as logs:
+            await run_daemon(Daemon(w.config, w.ledger, w.engine), scenario, limit=15)
+        lookups = [t for t in threading.enumerate() if t.name == "syncd-machine-names"]
+    finally:
+        resolver.set()
+        hosts.machine_names.cache_clear()
+    assert seen == {"healthz": 200, "not yet known": 421}
+    assert "status.hostname_slow" in [e["event"] for e in logs]
+    assert lookups and all(t.daemon for t in lookups)
 
 
 def test_allowed_hosts_must_be_names_without_a_port(tmp_path: Path) -> None:
