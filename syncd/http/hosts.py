@@ -27,6 +27,12 @@ one in ``allowed_hosts`` to use it). A machine named in a domain its owners do n
 (``syncd.dev`` registered by someone else) would let that domain's owner in; name machines in
 your own domains.
 
+``GET /healthz`` is not checked: it answers ``ok`` and nothing else, so a rebinding page learns
+only that syncd runs, and liveness probes that send a container's or Service's name as ``Host``
+(Compose service names, Kubernetes Services) keep working without ``allowed_hosts``. ``/readyz``
+stays checked: its 503 names accounts, their errors and the replica; the probes that use it send
+an address (kubelet: the pod IP) or ``localhost`` (the container's HEALTHCHECK), which pass.
+
 ``POST /webhooks/...`` is not checked: deliveries are authenticated by their signature, which a
 rebinding page cannot make, their answers carry nothing (202 or the same 401 for every refusal),
 and a reverse proxy in front often forwards the public name the vendor posted to.
@@ -147,7 +153,8 @@ class HostPolicy:
 
 
 class HostCheck:
-    """ASGI middleware: every request but ``POST /webhooks/...`` must pass :class:`HostPolicy`."""
+    """ASGI middleware: every request but ``POST /webhooks/...`` and ``GET /healthz`` must pass
+    :class:`HostPolicy`."""
 
     def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
         self.app = app
@@ -155,7 +162,7 @@ class HostCheck:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         host = None if scope["type"] != "http" else _host(scope)
-        if scope["type"] != "http" or self._webhook(scope) or self.policy.allows(host):
+        if scope["type"] != "http" or self._unchecked(scope) or self.policy.allows(host):
             await self.app(scope, receive, send)
             return
         # A warning, so the log's repeat throttle bounds what a flood of these writes.
@@ -168,8 +175,11 @@ class HostCheck:
         await send({"type": "http.response.body", "body": REFUSAL})
 
     @staticmethod
-    def _webhook(scope: Scope) -> bool:
-        return scope["method"] == "POST" and str(scope["path"]).startswith("/webhooks/")
+    def _unchecked(scope: Scope) -> bool:
+        """A signed webhook delivery, or the liveness probe (it reveals nothing)."""
+        method, path = scope["method"], str(scope["path"])
+        return (method == "POST" and path.startswith("/webhooks/")) or (
+            method in ("GET", "HEAD") and path == "/healthz")
 
 
 def _host(scope: dict[str, Any]) -> str | None:
