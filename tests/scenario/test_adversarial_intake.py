@@ -665,12 +665,21 @@ async def test_reads_answer_only_a_host_that_names_this_server(
     await w.close()
 
 
-def test_machine_names_leave_out_multicast_dns() -> None:
+def test_machine_names_leave_out_multicast_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     """``*.local`` names are answered by any host on the link (mDNS), so an attacker there could
-    rebind one: they are never allowed by default."""
-    assert hosts.machine_names() == frozenset(
-        n for n in {hosts.host_name(socket.gethostname()), hosts.host_name(socket.getfqdn())}
-        if not n.endswith(".local"))
+    rebind one: they are never allowed by default. The machine is named here, so the filter is
+    proved on any test host, not only on one named ``*.local``."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-1.local")
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": "Node-1.Corp.Example.")
+    hosts.machine_names.cache_clear()
+    try:
+        assert hosts.machine_names() == frozenset({"node-1.corp.example"})
+        assert hosts.short_names() == frozenset()
+        monkeypatch.setattr(socket, "getfqdn", lambda name="": "NODE-1.LOCAL.")
+        hosts.machine_names.cache_clear()
+        assert hosts.machine_names() == frozenset()
+    finally:
+        hosts.machine_names.cache_clear()
     policy = hosts.HostPolicy("0.0.0.0", (), ["node-1", "node-1.corp.example"])
     assert policy.allows("node-1:9797") and policy.allows("NODE-1.corp.example.")
     assert not policy.allows("node-1.corp.example.attacker.example")
