@@ -10,8 +10,8 @@ attacker's name as ``Host``, so the read routes answer only a ``Host`` that is
   ``Host`` only for a page loaded from that address),
 - ``localhost`` (browsers resolve it, and ``*.localhost``, to loopback themselves),
 - the host of ``[status] listen`` when it is a name,
-- this machine's names, ``socket.gethostname()`` and ``socket.getfqdn()`` (what Prometheus
-  scrapes by), or
+- this machine's dotted names, ``socket.gethostname()`` and ``socket.getfqdn()`` (what
+  Prometheus scrapes by), or
 - a name in ``[status] allowed_hosts`` (the names monitoring and load balancers use);
 
 anything else gets ``421 Misdirected Request`` and a warning naming the ``Host`` (throttled with
@@ -21,11 +21,15 @@ turns the check off.
 
 The machine's names are safe to allow because rebinding needs the attacker to answer the
 browser's DNS query for the name in the URL: for a name in a zone the machine's owners run
-(``node-1`` through their search domain, ``node-1.corp.example``) only they answer. Not so for
-``*.local`` names, which any host on the link answers by multicast DNS: those are left out (list
-one in ``allowed_hosts`` to use it). A machine named in a domain its owners do not hold
-(``syncd.dev`` registered by someone else) would let that domain's owner in; name machines in
-your own domains.
+(``node-1.corp.example``) only they answer. Not so for ``*.local`` names, which any host on the
+link answers by multicast DNS, nor for a short name without a dot (``node-1``): a Windows
+browser that does not find it in DNS asks the link by LLMNR or NetBIOS, and any host there may
+answer, as with mDNS. Both are left out (list one in ``allowed_hosts`` to use it: that is then
+the operator's call, for a network where no such client shares a link with an attacker). We
+left the short name out rather than only documenting the gap: which clients share a link with
+whom is not something syncd can see, and the FQDN or ``allowed_hosts`` costs one line. A
+machine named in a domain its owners do not hold (``syncd.dev`` registered by someone else)
+would let that domain's owner in; name machines in your own domains.
 
 ``GET /healthz`` is not checked: it answers ``ok`` and nothing else, so a rebinding page learns
 only that syncd runs, and liveness probes that send a container's or Service's name as ``Host``
@@ -78,7 +82,8 @@ def host_name(header: str) -> str:
 @functools.cache
 def machine_names() -> frozenset[str]:
     """This machine's names (``gethostname``, ``getfqdn``), looked up once per process, less
-    multicast-DNS ``*.local`` names that anyone on the link can answer for."""
+    those anyone on the link can answer for: multicast-DNS ``*.local`` names and short names
+    without a dot (LLMNR, NetBIOS)."""
     return _safe({socket.gethostname(), socket.getfqdn()})
 
 
@@ -90,7 +95,7 @@ def short_names() -> frozenset[str]:
 
 def _safe(names: Iterable[str]) -> frozenset[str]:
     found = {host_name(name) for name in names}
-    return frozenset(n for n in found if n and not n.endswith(".local"))
+    return frozenset(n for n in found if "." in n and not n.endswith(".local"))
 
 
 async def look_up_machine_names() -> frozenset[str]:

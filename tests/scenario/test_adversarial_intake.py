@@ -666,8 +666,9 @@ async def test_reads_answer_only_a_host_that_names_this_server(
 
 
 def test_machine_names_leave_out_multicast_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``*.local`` names are answered by any host on the link (mDNS), so an attacker there could
-    rebind one: they are never allowed by default. The machine is named here, so the filter is
+    """``*.local`` names are answered by any host on the link (mDNS), and short names without a
+    dot too (LLMNR, NetBIOS), so an attacker there could rebind one: they are never allowed by
+    default. The machine is named here, so the filter is
     proved on any test host, not only on one named ``*.local``."""
     monkeypatch.setattr(socket, "gethostname", lambda: "node-1.local")
     monkeypatch.setattr(socket, "getfqdn", lambda name="": "Node-1.Corp.Example.")
@@ -678,6 +679,12 @@ def test_machine_names_leave_out_multicast_dns(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setattr(socket, "getfqdn", lambda name="": "NODE-1.LOCAL.")
         hosts.machine_names.cache_clear()
         assert hosts.machine_names() == frozenset()
+        # A short name: LLMNR/NetBIOS let anyone on the link answer for it, as mDNS does.
+        monkeypatch.setattr(socket, "gethostname", lambda: "node-1")
+        monkeypatch.setattr(socket, "getfqdn", lambda name="": "node-1.corp.example")
+        hosts.machine_names.cache_clear()
+        assert hosts.machine_names() == frozenset({"node-1.corp.example"})
+        assert hosts.short_names() == frozenset()
     finally:
         hosts.machine_names.cache_clear()
     policy = hosts.HostPolicy("0.0.0.0", (), ["node-1", "node-1.corp.example"])
