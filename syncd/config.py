@@ -334,14 +334,18 @@ def loads(text: str, path: Path) -> Config:
     problems: list[str] = []
     warnings: list[str] = []
 
-    def report(loc: Sequence[Any], message: str, *, known: Any = None) -> None:
+    def report(loc: Sequence[Any], message: str, *, known: Any = None,
+               free: bool = False) -> None:
         """One problem at ``loc``; with ``known`` (the fields of the table holding it), the
         last part of ``loc`` is an unknown key and is named only as :func:`_unknown_key`
-        allows."""
+        allows; with ``free``, it is a key of the file's own choosing (an account, a vendor
+        user) that is not known to be one, named only as :func:`_free_key` allows."""
         shown = [str(p) for p in loc]
         line = locate(loc)
         if known is not None:
             shown[-1], message = _unknown_key(shown[-1], known, locate.exact(loc), message)
+        elif free:
+            shown[-1] = _free_key(shown[-1], locate.exact(loc))
         key = ".".join(shown) or "(top level)"
         where = f"{path}:{line}" if line else str(path)
         problems.append(f"{where}: {key}: {message}")
@@ -371,10 +375,11 @@ def loads(text: str, path: Path) -> Config:
     for name, table in raw_accounts.items():
         loc = ["accounts", name]
         if not re.fullmatch(r"[\w.-]+", name):
-            report(loc, "account names may contain letters, digits, '.', '_' and '-' only")
+            report(loc, "account names may contain letters, digits, '.', '_' and '-' only",
+                   free=True)
             continue
-        if not isinstance(table, dict):
-            report(loc, "expected a table")
+        if not isinstance(table, dict):  # not a section: maybe a key pasted under [accounts]
+            report(loc, "expected a table", free=True)
             continue
         vendor = table.get("vendor")
         if vendor is None:
@@ -453,7 +458,7 @@ def loads(text: str, path: Path) -> Config:
         raw_users = {}
     for account, table in raw_users.items():
         if account not in raw_accounts:
-            report(["users", account], f"no [accounts.{account}] section")
+            report(["users", account], "no [accounts.NAME] section of this name", free=True)
         elif not isinstance(table, dict) or not all(
             isinstance(v, str) for v in table.values()
         ):
@@ -461,15 +466,17 @@ def loads(text: str, path: Path) -> Config:
         else:
             bad = _bad_users(table)
             if bad:
-                report(["users", account, bad[0]], bad[1])
+                report(["users", account, bad[0]], bad[1], free=True)
                 continue
             entries: dict[str, str] = {}
             spelled: dict[str, str] = {}  # stored key -> the entry that wrote it first
             for user, email in table.items():
                 key = user_key(user)
                 if key in spelled:
-                    report(["users", account, user], f"the same email as {spelled[key]!r} "
-                           "(emails match whatever their case): keep one entry")
+                    first = (repr(spelled[key]) if secrets.looks_like_name(spelled[key])
+                             else "an earlier entry")
+                    report(["users", account, user], f"the same email as {first} "
+                           "(emails match whatever their case): keep one entry", free=True)
                     continue
                 spelled[key] = user
                 entries[key] = email
@@ -657,6 +664,15 @@ def _unknown_key(key: str, known: Any, exact: bool, message: str) -> tuple[str, 
         return key, f"{message} (did you mean {match[0]}?)"
     return (ON_THIS_LINE if exact else IN_THIS_TABLE), (
         f"{message} (not named, as it may be a pasted secret)")
+
+
+def _free_key(key: str, exact: bool) -> str:
+    """A key the file chooses itself (an account or vendor user name) where it may instead be
+    a pasted secret (``[accounts]`` then ``KEY = 1``): named only if it looks like a name
+    (:func:`syncd.secrets.looks_like_name`), else as "a key on this line"."""
+    if secrets.looks_like_name(key):
+        return key
+    return ON_THIS_LINE if exact else IN_THIS_TABLE
 
 
 def _root() -> Any:

@@ -497,7 +497,8 @@ def random_key(seed: int) -> str:
 def test_random_keys_are_never_printed_wherever_they_are_pasted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A random key after ``file:`` or ``credential:``, on a ``[ledger]`` line that fails to
-    parse, or as an unknown key of a table (``[ledger]`` or an account's) is never printed,
+    parse, as an unknown key of a table (``[ledger]`` or an account's), or where the file names
+    things itself (``[accounts]``, ``[users]``, ``[users.ACCOUNT]``) is never printed,
     nor any 10 characters of it. The rule of runs alone let 11-15 % of PagerDuty-shaped keys
     through (``t8ClOnd5qY_PsRHH1crh``); config keys are now named only when they are schema
     fields, and ``file:``/``credential:`` names by a stricter look (derandomized: it lets a
@@ -525,6 +526,9 @@ def test_random_keys_are_never_printed_wherever_they_are_pasted(
         texts += [GOOD.replace('path = "ledger.db"\n', f'path = "ledger.db"\n{line}\n')
                   for line in (f"{key}=", key, f"{key} = 1")]
         texts.append(GOOD.replace('team_id = "', f'{key} = "x"\nteam_id = "'))
+        # Where the file names things itself: an account, a [users] account, a vendor user.
+        texts += [GOOD + f'\n[accounts]\n"{key}" = 1\n', GOOD + f'\n[users]\n"{key}" = "x"\n',
+                  GOOD + f'\n[users.vo]\n"{key}" = "bad"\n']
         for text in texts:
             for credentials in (False, True) if "credential:" in text else (False,):
                 out = printed(text, credentials)
@@ -539,3 +543,15 @@ def test_random_keys_are_never_printed_wherever_they_are_pasted(
 def test_names_people_choose_are_still_printed(tmp_path: Path, ref: str) -> None:
     [line] = problems(tmp_path, GOOD.replace('"env:T_SP_KEY"', f'"{ref}"'))
     assert ref.partition(":")[2] in line and "not shown" not in line, line
+
+
+def test_names_the_file_chooses_are_named_when_they_look_like_names(tmp_path: Path) -> None:
+    """An account or vendor user the file names itself is printed when it looks like a name,
+    and pointed at by its line otherwise (a pasted key)."""
+    path = tmp_path / "syncd.toml"
+    number = len(GOOD.splitlines()) + 3  # the key's line: after a blank line and the header
+    [line] = problems(tmp_path, GOOD + '\n[accounts]\nprod-eu = 1\n')
+    assert line == f"{path}:{number}: accounts.prod-eu: expected a table", line
+    [line] = problems(tmp_path, GOOD + '\n[users]\n"t8ClOnd5qY_PsRHH1crh" = "x"\n')
+    assert line == (f"{path}:{number}: users.(a key on this line): no [accounts.NAME] section "
+                    "of this name"), line
