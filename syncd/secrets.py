@@ -35,6 +35,7 @@ _NAME_CHARS = re.compile(r"[A-Za-z0-9_./~@-]{1,4096}")
 """What a path, a credential name or a TOML key a person typed is made of; ``+``, ``=``, spaces
 and the rest (base64, PagerDuty's ``u+...`` user tokens) make a text unprintable."""
 _RUN = re.compile(r"[A-Za-z0-9]+")
+_SHORT = 3
 _WORD = re.compile(r"[A-Z]?[a-z]+[0-9]*|[A-Z]+[0-9]*|[0-9]+(?:[a-z]+|[A-Z]+)?")
 """A letter-and-digit run a person types: one word in one case (``token``, ``PD``, ``Alice``),
 digits before or after it (``v2``, ``token2024``, ``2fa``). A generated key switches case and
@@ -114,17 +115,22 @@ def looks_like_name(text: str) -> bool:
     People paste keys where names go (after ``file:``, ``credential:``, ``env:``), and then the
     "name" is the secret. A name is made of :data:`_NAME_CHARS`; each of its letter-and-digit
     runs is a :data:`_WORD` shorter than 32, and no more than one of them mixes letters and
-    digits, or mixes classes at all when 12 or longer. Names people choose
-    (``/run/secrets/pagerduty_token_2024``, ``pd-token``, ``PD_TOKEN``, ``/home/Alice/pd.key``)
-    pass; of 2 million random 20-character PagerDuty-alphabet keys 5 passed (the length rule
-    alone let 11 % through), and a 32-hex key never does. TOML keys are not judged by their
-    looks: config errors name only schema fields (:mod:`syncd.config`)."""
+    digits, or mixes classes at all when 12 or longer; runs of up to three characters in one
+    letter case (``eu1``, ``k8s``, ``v2``) are not judged. Names people choose
+    (``/run/secrets/pagerduty_token_2024``, ``pd-token``, ``PD_TOKEN``, ``/home/Alice/pd.key``,
+    ``pd-eu1-v2``) pass; of 2 million random 20-character PagerDuty-alphabet keys 5 to 9
+    passed (the same with or without the short-run exemption; the length rule alone let 11 %
+    through), and a 32-hex key never does. An unknown TOML key is not judged by its looks
+    alone: config errors name it only as a schema field or its typo; a key the file chooses
+    itself (an account, a vendor user) is named by this look (:mod:`syncd.config`)."""
     if not _NAME_CHARS.fullmatch(text):
         return False
     mixed = 0
     for run in _RUN.findall(text):
-        kinds = (any(c.isdigit() for c in run) + any(c.islower() for c in run)
-                 + any(c.isupper() for c in run))
+        lower, upper = any(c.islower() for c in run), any(c.isupper() for c in run)
+        if len(run) <= _SHORT and not (lower and upper):
+            continue  # eu1, k8s, v2, EU1: as common in names as in keys, so they judge nothing
+        kinds = any(c.isdigit() for c in run) + lower + upper
         if len(run) >= 32 or (len(run) >= 12 and kinds >= 2) or not _WORD.fullmatch(run):
             return False
         mixed += any(c.isdigit() for c in run) and not run.isdigit()
@@ -136,6 +142,19 @@ def hide_keylike(text: str) -> str:
     :data:`HIDDEN`: for messages that quote what a person typed (tomllib names the keys it
     cannot declare), where a pasted key would otherwise be quoted too."""
     return _TOKEN.sub(lambda m: m.group() if looks_like_name(m.group()) else HIDDEN, text)
+
+
+def shown_path(path: str) -> str:
+    """``path`` for a message, its parts from the first that does not :func:`looks_like_name`
+    on replaced by :data:`HIDDEN`: ``/var/run/k8s/secrets/KEY`` keeps the directory that
+    says where syncd looked, and never prints the key pasted after it."""
+    if looks_like_name(path):
+        return path
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        if part and not looks_like_name(part):
+            return "/".join([*parts[:i], HIDDEN])
+    return HIDDEN  # every part a name, together too mixed: judge it whole
 
 
 def _shown(name: str, what: str) -> str:
@@ -162,7 +181,7 @@ def resolve(ref: str, *, warnings: list[str] | None = None, where: str = "") -> 
         if not value:
             raise SecretError(f"environment variable {name} is empty")
     elif ref.startswith("file:"):
-        value = _read(Path(ref[5:]).expanduser(), _shown(ref[5:], "path"))
+        value = _read(Path(ref[5:]).expanduser(), shown_path(ref[5:]))
     elif ref.startswith("credential:"):
         name = ref[len("credential:") :]
         shown = repr(name) if looks_like_name(name) else _shown(name, "name")

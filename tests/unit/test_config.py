@@ -475,6 +475,8 @@ def test_a_key_pasted_after_file_or_credential_is_not_echoed(
     [line] = problems(tmp_path, GOOD.replace('"env:T_SP_KEY"', f'"{ref}"'))
     assert "accounts.sp.api_key" in line and "not shown" in line
     assert PD_KEY not in line and HEX_KEY not in line
+    if ref.startswith("file:/run/secrets/"):  # only the part that looks like a key is hidden
+        assert "/run/secrets/(not shown" in line, line
     for named in (f"file:{tmp_path}/pd_token_2024", "credential:pagerduty-token"):
         [line] = problems(tmp_path, GOOD.replace('"env:T_SP_KEY"', f'"{named}"'))
         assert named.partition(":")[2].removeprefix(f"{tmp_path}/") in line
@@ -539,7 +541,8 @@ def test_random_keys_are_never_printed_wherever_they_are_pasted(
 
 @pytest.mark.parametrize("ref", ["file:/run/secrets/pagerduty_token", "file:syncd-pd.key",
                                  "credential:pd-token", "credential:pd-token-2024",
-                                 "file:/home/Alice/Secrets/pd.key"])
+                                 "file:/home/Alice/Secrets/pd.key", "credential:pd-eu1-v2",
+                                 "file:/var/run/k8s/secrets/pd-token-v2"])
 def test_names_people_choose_are_still_printed(tmp_path: Path, ref: str) -> None:
     [line] = problems(tmp_path, GOOD.replace('"env:T_SP_KEY"', f'"{ref}"'))
     assert ref.partition(":")[2] in line and "not shown" not in line, line
