@@ -35,6 +35,8 @@ GROUPS = [
     # Alerts fired in both tools, linked by dedup key: acks and resolves cross over.
     {"name": "pair", "accounts": ["vo", "sp"], "mode": "correlate"},
 ]
+IN_FLIGHT = 0.5
+"""Seconds a killed leader's last write may still take to land at a simulator."""
 
 
 @dataclass
@@ -101,7 +103,11 @@ class Cluster:
         """End ``holder``'s term now (the ledger's own release), as its expiry would after the
         TTL: for a holder that was SIGKILLed, whose term no one else may end early. Only where a
         test is not about waiting out an expiry (a killed process's local deadline died with
-        it, so no write of its can land in the next term)."""
+        it, so no write of its can land in the next term). A write it sent just before the
+        SIGKILL may still be on its way through a simulator that dispatches it late: ended at
+        once, the next term could see it land and count it foreign, so the term ends
+        :data:`IN_FLIGHT` seconds after the kill (still well inside the TTL)."""
+        time.sleep(IN_FLIGHT)
         term = self.ledger.call(current, fenced=False)
         if term is None or term.holder != holder:
             return
