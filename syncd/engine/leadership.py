@@ -81,18 +81,18 @@ class Leadership:
         its deadline counts from that start too, so sleeping ``ttl / 3`` after a slow renewal
         ended (up to ``ttl / 3`` waiting for the row, plus the commit) left the next one only
         what that renewal had not used. A renewal that failed (the database restarting, a
-        network blip, the row locked) is retried at the standby's pace, not ``ttl / 3`` later:
+        network blip, the row locked) is retried at the standby's pace, also counted from the
+        failed attempt's start (a renewal that timed out waiting for the row has used that
+        time already), not ``ttl / 3`` later:
         two failed renewals would otherwise put the next attempt past this process's own
         deadline, and the leader would lose a term that a shorter outage than the TTL should
         leave it."""
         while True:
             started = self.lease.clock()
             await self.tick()
-            if self.leading and not self._failing:
-                wait = self.lease.renew_every - (self.lease.clock() - started)
-            else:
-                wait = self.lease.standby_every
-            await anyio.sleep(max(0.0, wait))
+            pace = (self.lease.renew_every if self.leading and not self._failing
+                    else self.lease.standby_every)
+            await anyio.sleep(max(0.0, pace - (self.lease.clock() - started)))
 
     async def tick(self) -> Term | None:
         """One attempt; notices every change of role (also a lease that ran out locally

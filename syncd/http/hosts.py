@@ -53,8 +53,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -101,20 +99,19 @@ def _safe(names: Iterable[str]) -> frozenset[str]:
 async def look_up_machine_names() -> frozenset[str]:
     """:func:`machine_names` in a daemon thread: ``getfqdn`` may wait on a resolver that does
     not answer, and neither the event loop nor a stop may wait with it. An abandoned anyio
-    worker thread would still be joined when the interpreter exits, holding up the exit."""
-    token = anyio.lowlevel.current_token()
-    done = anyio.Event()
+    worker thread would still be joined when the interpreter exits, holding up the exit. The
+    loop looks at the thread every 50 ms rather than being called back from it, so a thread
+    that ends after the loop has closed has nothing to report into (and nothing to fail)."""
     found: list[frozenset[str]] = []
 
     def work() -> None:
-        try:
+        with contextlib.suppress(Exception):  # a resolver error: the short names stand
             found.append(machine_names())
-        finally:
-            with contextlib.suppress(anyio.RunFinishedError):  # the daemon stopped meanwhile
-                anyio.from_thread.run_sync(done.set, token=token)
 
-    threading.Thread(target=work, name="syncd-machine-names", daemon=True).start()
-    await done.wait()
+    thread = threading.Thread(target=work, name="syncd-machine-names", daemon=True)
+    thread.start()
+    while thread.is_alive():  # noqa: ASYNC110 (an Event cannot be set from that thread)
+        await anyio.sleep(0.05)
     return found[0] if found else short_names()
 
 

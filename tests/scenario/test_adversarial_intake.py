@@ -723,6 +723,9 @@ async def test_a_hung_name_lookup_holds_up_neither_healthz_nor_the_stop(
         lookups = [t for t in threading.enumerate() if t.name == "syncd-machine-names"]
     finally:
         resolver.set()
+        for thread in threading.enumerate():
+            if thread.name == "syncd-machine-names":
+                thread.join(5)  # its answer is stored before the cache is cleared
         hosts.machine_names.cache_clear()
     assert seen == {"healthz": 200, "not yet known": 421}
     assert "status.hostname_slow" in [e["event"] for e in logs]

@@ -318,5 +318,5 @@ async def test_renewals_start_a_third_of_the_ttl_apart_however_long_one_waits(
         await third.wait()
         tg.cancel_scope.cancel()
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
-    assert gaps[1] < lease.renew_every + 0.3, f"renewals started {gaps} s apart"
+    assert gaps[1] < lease.renew_every + 0.45, f"renewals started {gaps} s apart"
     ledger.dispose()
