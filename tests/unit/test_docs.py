@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from annotated_types import Ge, Le
 from prometheus_client import Metric
 from pydantic import BaseModel
 
@@ -158,3 +159,30 @@ def test_every_metric_the_docs_name_exists_with_its_labels() -> None:
     assert not wrong, wrong
     table = (ROOT / "README.md").read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
     assert not [m for m in defined if f"`{m}" not in table], "metrics the README does not list"
+
+
+def bounds(model: type[BaseModel]) -> dict[str, tuple[float, float]]:
+    """The numeric fields of ``model`` that have a range, with it."""
+    found = {}
+    for name, field in model.model_fields.items():
+        low = next((m.ge for m in field.metadata if isinstance(m, Ge)), None)
+        high = next((m.le for m in field.metadata if isinstance(m, Le)), None)
+        if low is not None and high is not None:
+            found[name] = (low, high)
+    return found
+
+
+def test_the_security_range_table_gives_every_bounded_number() -> None:
+    """docs/security.md promises every number has a range, in its table; a field added with
+    bounds (or a minimum raised, as lease_ttl's to 6 s) must show up there."""
+    text = (ROOT / "docs" / "security.md").read_text()
+    table = text.split("| key | range | default |", 1)[1].split("\n\n", 1)[0]
+    rows = {key: row for row in table.splitlines()[2:]
+            for key in re.findall(r"`(?:\w+\.)*(\w+)`", row.split("|")[1])}
+    models = [*TABLES.values(), *NESTED.values(),
+              *(vendors.load(v).Settings for v in vendors.VENDORS)]
+    missing = sorted({name for model in models for name in bounds(model) if name not in rows})
+    assert not missing, f"bounded keys docs/security.md's range table does not give: {missing}"
+    lease = rows["lease_ttl"].split("|")
+    assert lease[2].strip().startswith(f"{config.MIN_LEASE_TTL:g} - ")
+    assert lease[3].strip() == f"{config.LedgerConfig.model_fields['lease_ttl'].default:g}"
