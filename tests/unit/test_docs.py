@@ -186,3 +186,14 @@ def test_the_security_range_table_gives_every_bounded_number() -> None:
     lease = rows["lease_ttl"].split("|")
     assert lease[2].strip().startswith(f"{config.MIN_LEASE_TTL:g} - ")
     assert lease[3].strip() == f"{config.LedgerConfig.model_fields['lease_ttl'].default:g}"
+
+
+@pytest.mark.parametrize("vendor", vendors.VENDORS)
+def test_each_vendor_page_shows_its_whole_account_table(vendor: str) -> None:
+    """docs/vendors/<vendor>.md's account table names every key of the vendor's settings
+    (set, commented out, or among the common keys it lists)."""
+    text = (ROOT / "docs" / "vendors" / f"{vendor}.md").read_text()
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[accounts." in b)
+    missing = [key for key in vendors.load(vendor).Settings.model_fields
+               if not re.search(rf"\b{key}\b", block)]
+    assert not missing, f"docs/vendors/{vendor}.md's account table leaves out {missing}"
