@@ -254,7 +254,8 @@ class Dispatcher:
                 answer = PushResult(record.external_id, Outcome.RETRY, "no result for record")
             metrics.PUSHES.labels(self.account, action.value, answer.outcome.value).inc()
             if answer.outcome in (Outcome.DONE, Outcome.ALREADY):
-                records.confirm_push(record, action, row.value, answer.incident, now)
+                records.confirm_push(record, action, self._landed(action, row.value),
+                                     answer.incident, now)
                 if not outbox.confirm(row, now):
                     continue  # superseded while in flight: the newer action still goes out
                 done += 1
@@ -271,6 +272,15 @@ class Dispatcher:
                      new=row.value, cause=row.cause_account, outcome=answer.outcome.value,
                      detail=answer.message[:300] or None, at=now)
         return done, parked, retried
+
+    def _landed(self, action: Action, value: str | None) -> str | None:
+        """The value a confirmed push left in the vendor: for a severity the vendor's scale
+        cannot hold exactly, its closest one. The member's last known value becomes that, so
+        the next poll reads back an echo rather than a change that would drift the agreed
+        severity (and the person's choice in the other vendors) to the vendor's value."""
+        if action is not Action.SET_SEVERITY or not value:
+            return value
+        return self.client.severity_lands_as(Severity(value)).value
 
     def _park(self, tx: Tx, ids: list[int], reason: str) -> None:
         now = self.clock()

@@ -291,6 +291,13 @@ class VendorClient(Protocol):
         one lookup serves several writes (incident.io's escalations)."""
         ...
 
+    def severity_lands_as(self, severity: Severity) -> Severity:
+        """The canonical severity a record holds after a confirmed push of ``severity``: the
+        vendor's closest value where its scale cannot hold ``severity`` exactly (Spike severity
+        stops at sev3), so the ledger keeps what the vendor has and the next poll's read-back
+        is an echo, not a change that would drift the other members one step."""
+        ...
+
     async def create(self, new: NewIncident) -> Incident:
         """Create an incident carrying ``new.marker`` so :meth:`find_created` finds it again."""
         ...

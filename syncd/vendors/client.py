@@ -160,6 +160,11 @@ class ClientBase:
         account's); every other endpoint only takes from the account's."""
         return endpoint if endpoint in self.limits else ACCOUNT
 
+    def severity_lands_as(self, severity: Severity) -> Severity:
+        """Exactly ``severity`` where the vendor takes every canonical value or refuses the
+        push (see :meth:`~syncd.vendors.base.VendorClient.severity_lands_as`)."""
+        return severity
+
     # ------------------------------------------------------------------ malformed answers
 
     def _malformed(self, endpoint: str, what: str) -> MalformedResponse:

@@ -478,12 +478,24 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
     async def _severity_id(self, target: Severity) -> str:
         """The org severity for a canonical one: exact match, else the closest less severe,
         else the least severe (sev4/sev5 land on Minor with the defaults)."""
-        ranked = await self.severities()
+        return self._closest_severity(await self.severities(), target)[0]
+
+    def _closest_severity(self, ranked: list[dict[str, Any]], target: Severity
+                          ) -> tuple[str, Severity]:
+        """The org severity :meth:`_severity_id` picks for ``target``: (id, its canonical)."""
         mapped = [(r["id"], self._canonical_severity(r, ranked)) for r in ranked]
-        exact = [i for i, s in mapped if s == target]
+        exact = [m for m in mapped if m[1] == target]
         if exact:
             return exact[0]
-        return min(mapped, key=lambda m: (abs(m[1].level - target.level), -m[1].level))[0]
+        return min(mapped, key=lambda m: (abs(m[1].level - target.level), -m[1].level))
+
+    def severity_lands_as(self, severity: Severity) -> Severity:
+        """The canonical of the org severity a push of ``severity`` sets (with the default
+        three, sev4/sev5 land on Minor = sev3). The severities are cached by the push itself;
+        before any was read, ``severity`` as given."""
+        if not self._severities:
+            return severity
+        return self._closest_severity(self._severities, severity)[1]
 
     async def _list(self, route: str, key: str, params: dict[str, Any],
                     meta_out: dict[str, Any] | None = None, *, write: bool = False

@@ -670,6 +670,13 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
             return PushResult(p.external_id, Outcome.REFUSED, f"{action.value} not supported")
         return item
 
+    def severity_lands_as(self, severity: Severity) -> Severity:
+        """Urgency holds two values (high, low): a push lands on the closest one. A priority
+        push is exact or refused (:meth:`_priority_for`)."""
+        if self.settings.severity_field == "urgency":
+            return self.severity_map.get(self._urgency_for(severity), severity)
+        return severity
+
     def _urgency_for(self, severity: Severity) -> str:
         def distance(u: str) -> int:
             return abs(self.severity_map.get(u, Severity.SEV3).level - severity.level)

@@ -433,6 +433,10 @@ class SpikeClient(ClientBase):
             return exact[0]
         return min(options, key=lambda o: (abs(o[1].level - severity.level), o[1].level))[0]
 
+    def severity_lands_as(self, severity: Severity) -> Severity:
+        """What Spike holds after a push of ``severity``: its closest value, read back."""
+        return self.severity_map[self._vendor_value(severity)]
+
     async def push(self, action: Action, pushes: Sequence[Push]) -> list[PushResult]:
         if not pushes:
             return []
