@@ -49,6 +49,7 @@ from syncd.vendors.base import (
     Action,
     AuthError,
     Capability,
+    MalformedResponse,
     Outcome,
     Page,
     PermanentError,
@@ -477,7 +478,24 @@ class SpikeClient(ClientBase):
         endpoint = f"{method} {route}"
         # Every action here is a set-to-value: repeating it is harmless, so retry is safe.
         data = await self.http.json(method, route, json=body, idempotent=True)
-        return self._push_results(action, batch, data, endpoint)
+        results = self._push_results(action, batch, data, endpoint)
+        if action is Action.ACKNOWLEDGE:
+            results = [await self._past_ack(r) if r.outcome is Outcome.REFUSED else r
+                       for r in results]
+        return results
+
+    async def _past_ack(self, refused: PushResult) -> PushResult:
+        """An ack Spike refused because a person resolved the incident meanwhile: resolved is
+        past acknowledged, so the ack is done (clients never move a state backwards), not a
+        parked row for an operator to look at. Any other refusal stands."""
+        try:
+            now = await self._show(refused.external_id)
+        except (PermanentError, MalformedResponse):  # gone or unreadable: the refusal stands
+            return refused
+        if now.state == State.RESOLVED:
+            return PushResult(refused.external_id, Outcome.ALREADY, "already resolved",
+                              incident=now)
+        return refused
 
     def _push_results(self, action: Action, batch: list[Push], data: Any, endpoint: str
                       ) -> list[PushResult]:

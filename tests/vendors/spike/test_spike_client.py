@@ -304,7 +304,9 @@ async def test_push_batches_and_outcomes(sim: SpikeSimulator, client: SpikeClien
     results = await client.push(Action.ACKNOWLEDGE, pushes(Action.ACKNOWLEDGE, ids))
     assert sim.call_count(route="/incidents/acknowledge") == 2  # 100 + 50
     by = {r.external_id: r for r in results}
-    assert by[ids[0]].outcome is Outcome.REFUSED and "resolved" in by[ids[0]].message
+    # resolved is past acknowledged: done, as PagerDuty's and Splunk On-Call's clients say
+    assert by[ids[0]].outcome is Outcome.ALREADY and "resolved" in by[ids[0]].message
+    assert by[ids[0]].incident is not None and by[ids[0]].incident.state is State.RESOLVED
     assert by[ids[1]].outcome is Outcome.DONE
     assert by[ids[1]].incident is not None and by[ids[1]].incident.state is State.ACKNOWLEDGED
     again = await client.push(Action.ACKNOWLEDGE, pushes(Action.ACKNOWLEDGE, ids[1:3]))
@@ -315,7 +317,7 @@ async def test_push_batches_and_outcomes(sim: SpikeSimulator, client: SpikeClien
     assert [r.outcome for r in res] == [Outcome.DONE, Outcome.REFUSED]
     # a late ack never reopens a resolved incident
     late = await client.push(Action.ACKNOWLEDGE, pushes(Action.ACKNOWLEDGE, ids[1:2]))
-    assert late[0].outcome is Outcome.REFUSED
+    assert late[0].outcome is Outcome.ALREADY
     assert next(i for i in sim.canonical_incidents() if i["id"] == ids[1])["state"] == "resolved"
     with pytest.raises(PermanentError):
         await client.push(Action.REOPEN, pushes(Action.REOPEN, ids[1:2]))
