@@ -49,3 +49,162 @@ async def test_lossy_severity_push_does_not_drift_the_human_value(
         assert w.writes() == before, "converged links must cause no further writes"
     finally:
         await w.close()
+
+
+VENDORS = ["pagerduty", "victorops", "incidentio", "spike"]
+ALL_PAIRS = [(a, b) for i, a in enumerate(VENDORS) for b in VENDORS[i + 1:]]
+
+
+def outbox(w: World) -> dict[str, int]:
+    return w.ledger.call(lambda tx: tx.outbox_depth())
+
+
+async def assert_quiet(w: World) -> None:
+    """Nothing pending or parked, and more cycles write nothing."""
+    before = w.writes()
+    await w.cycle(3)
+    assert w.writes() == before, "converged links must cause no further writes"
+    depth = outbox(w)
+    assert not depth.get("pending") and not depth.get("parked"), depth
+
+
+@pytest.mark.parametrize(("va", "vb"), ALL_PAIRS + [(b, a) for a, b in ALL_PAIRS])
+async def test_ack_in_one_and_resolve_in_the_other_in_one_cycle(
+        tmp_path: Path, va: str, vb: str) -> None:
+    w = pair(tmp_path, va, vb)
+    try:
+        w.alert("db")
+        await w.settle()
+        w.act("a", "db", "acknowledge")
+        w.act("b", "db", "resolve")
+        await w.settle()
+        assert w.incident("a", "db")["state"] == "resolved"
+        assert w.incident("b", "db")["state"] == "resolved"
+        await assert_quiet(w)
+    finally:
+        await w.close()
+
+
+@pytest.mark.parametrize(("va", "vb"), ALL_PAIRS + [(b, a) for a, b in ALL_PAIRS])
+async def test_resolve_in_both_in_one_cycle_parks_nothing(
+        tmp_path: Path, va: str, vb: str) -> None:
+    """Each side's resolve reaches the other already resolved by a person there: an
+    "already", never a parked row or a retry loop."""
+    w = pair(tmp_path, va, vb)
+    try:
+        w.alert("db")
+        await w.settle()
+        w.act("a", "db", "acknowledge")
+        await w.settle()
+        w.act("a", "db", "resolve")
+        w.act("b", "db", "resolve")
+        await w.settle()
+        assert w.incident("a", "db")["state"] == "resolved"
+        assert w.incident("b", "db")["state"] == "resolved"
+        await assert_quiet(w)
+    finally:
+        await w.close()
+
+
+@pytest.mark.parametrize("action", ["acknowledge", "resolve"])
+@pytest.mark.parametrize(("va", "vb"), ALL_PAIRS + [(b, a) for a, b in ALL_PAIRS])
+async def test_push_to_an_incident_a_person_resolved_meanwhile(
+        tmp_path: Path, va: str, vb: str, action: str) -> None:
+    """a's ack or resolve is owed to b when a person resolves b: the push meets a resolved
+    incident, which is done (resolved is at least what was asked), never parked or retried
+    forever, and a learns of b's resolve."""
+    w = pair(tmp_path, va, vb)
+    try:
+        w.alert("db")
+        await w.settle()
+        w.act("a", "db", action)
+        await w.engine.poll("a")
+        w.act("b", "db", "resolve")
+        pushed = await w.engine.dispatch("b")
+        assert pushed.pushed == 1 and not pushed.parked, pushed
+        await w.settle()
+        assert w.incident("a", "db")["state"] == "resolved"
+        assert w.incident("b", "db")["state"] == "resolved"
+        await assert_quiet(w)
+    finally:
+        await w.close()
+
+
+def group_with(tmp_path: Path, va: str, vb: str, **rules: object) -> World:
+    return World(tmp_path, {"a": va, "b": vb},
+                 [{"name": "g", "accounts": ["a", "b"], "mode": "correlate", **rules}])
+
+
+@pytest.mark.parametrize("regressions", ["ignore", "follow"])
+@pytest.mark.parametrize("va", ["spike", "pagerduty", "incidentio", "victorops"])
+async def test_unack_right_after_syncd_acked(tmp_path: Path, va: str, regressions: str
+                                             ) -> None:
+    """A person un-acks in Spike right after syncd's ack landed there: ``follow`` takes it to
+    a where a can un-ack (Spike), ``ignore`` keeps it; nothing loops either way."""
+    w = group_with(tmp_path, va, "spike", regressions=regressions)
+    try:
+        w.alert("db")
+        await w.settle()
+        w.act("a", "db", "acknowledge")
+        await w.settle()
+        assert w.incident("b", "db")["state"] == "acknowledged"
+        w.act("b", "db", "unacknowledge")
+        await w.settle()
+        assert w.incident("b", "db")["state"] == "triggered"
+        follows = regressions == "follow" and va == "spike"
+        assert w.incident("a", "db")["state"] == ("triggered" if follows else "acknowledged")
+        await assert_quiet(w)
+    finally:
+        await w.close()
+
+
+@pytest.mark.parametrize("regressions", ["ignore", "follow"])
+@pytest.mark.parametrize("vb", ["spike", "pagerduty", "incidentio", "victorops"])
+async def test_resolve_in_one_and_reopen_in_the_other(tmp_path: Path, vb: str, regressions: str
+                                                      ) -> None:
+    """a resolves; a person reopens b (PagerDuty) right after syncd resolved it. ``follow``
+    reopens a where a can (PagerDuty); ``ignore`` keeps a resolved. Nothing loops."""
+    w = group_with(tmp_path, vb, "pagerduty", regressions=regressions)
+    try:
+        w.alert("db")
+        await w.settle()
+        w.act("a", "db", "resolve")
+        await w.settle()
+        assert w.incident("b", "db")["state"] == "resolved"
+        w.act("b", "db", "reopen")
+        await w.settle()
+        assert w.incident("b", "db")["state"] == "triggered"
+        follows = regressions == "follow" and vb == "pagerduty"
+        assert w.incident("a", "db")["state"] == ("triggered" if follows else "resolved")
+        await assert_quiet(w)
+    finally:
+        await w.close()
+
+
+SEVERITY_VENDORS = ["pagerduty", "incidentio", "spike"]
+HUMAN = {"pagerduty": ["sev4", "sev2", "sev5"], "incidentio": ["sev3", "sev1", "sev2"],
+         "spike": ["sev3", "sev1", "sev2"]}
+
+
+@pytest.mark.parametrize(("va", "vb"), [(a, b) for a in SEVERITY_VENDORS
+                                        for b in SEVERITY_VENDORS if a != b])
+async def test_severity_changes_in_turn_never_ping_pong(tmp_path: Path, va: str, vb: str
+                                                       ) -> None:
+    """People change the severity in a, then in b, then in a again: each value reaches the
+    other side (or its closest value there), the person's own value stays, and nothing is
+    written once it has."""
+    w = World(tmp_path, {"a": va, "b": vb, "c": "spike" if "spike" not in (va, vb) else
+                         "incidentio"},
+              [{"name": "g", "accounts": ["a", "b", "c"], "mode": "correlate"}])
+    try:
+        w.alert("db", severity="sev2")
+        await w.settle()
+        steps = [("a", HUMAN[va][0]), ("b", HUMAN[vb][1]), ("a", HUMAN[va][2])]
+        for who, value in steps:
+            w.act(who, "db", "severity", severity=value)
+            await w.settle()
+            assert sev(w, who, "db") == value, f"{who}'s {value} drifted"
+            await assert_quiet(w)
+            assert sev(w, who, "db") == value, f"{who}'s {value} drifted"
+    finally:
+        await w.close()
