@@ -130,52 +130,34 @@ async def test_push_to_an_incident_a_person_resolved_meanwhile(
         await w.close()
 
 
-def group_with(tmp_path: Path, va: str, vb: str, **rules: object) -> World:
-    return World(tmp_path, {"a": va, "b": vb},
-                 [{"name": "g", "accounts": ["a", "b"], "mode": "correlate", **rules}])
+# (forward action in a, the person's step back in b, b's vendor, a's vendor that can follow)
+BACK = [("acknowledge", "unacknowledge", "spike", "spike"),
+        ("resolve", "reopen", "pagerduty", "pagerduty")]
 
 
 @pytest.mark.parametrize("regressions", ["ignore", "follow"])
 @pytest.mark.parametrize("va", ["spike", "pagerduty", "incidentio", "victorops"])
-async def test_unack_right_after_syncd_acked(tmp_path: Path, va: str, regressions: str
-                                             ) -> None:
-    """A person un-acks in Spike right after syncd's ack landed there: ``follow`` takes it to
-    a where a can un-ack (Spike), ``ignore`` keeps it; nothing loops either way."""
-    w = group_with(tmp_path, va, "spike", regressions=regressions)
+@pytest.mark.parametrize(("forward", "back", "vb", "can_follow"), BACK)
+async def test_step_back_right_after_syncd_moved_forward(
+        tmp_path: Path, va: str, regressions: str, forward: str, back: str, vb: str,
+        can_follow: str) -> None:
+    """A person un-acks (Spike) or reopens (PagerDuty) b right after syncd's ack or resolve
+    landed there: ``follow`` takes the step back to a where a's vendor can make it,
+    ``ignore`` keeps a where it is; nothing loops either way."""
+    w = World(tmp_path, {"a": va, "b": vb}, [{"name": "g", "accounts": ["a", "b"],
+                                              "mode": "correlate", "regressions": regressions}])
+    moved = {"acknowledge": "acknowledged", "resolve": "resolved"}[forward]
     try:
         w.alert("db")
         await w.settle()
-        w.act("a", "db", "acknowledge")
+        w.act("a", "db", forward)
         await w.settle()
-        assert w.incident("b", "db")["state"] == "acknowledged"
-        w.act("b", "db", "unacknowledge")
-        await w.settle()
-        assert w.incident("b", "db")["state"] == "triggered"
-        follows = regressions == "follow" and va == "spike"
-        assert w.incident("a", "db")["state"] == ("triggered" if follows else "acknowledged")
-        await assert_quiet(w)
-    finally:
-        await w.close()
-
-
-@pytest.mark.parametrize("regressions", ["ignore", "follow"])
-@pytest.mark.parametrize("vb", ["spike", "pagerduty", "incidentio", "victorops"])
-async def test_resolve_in_one_and_reopen_in_the_other(tmp_path: Path, vb: str, regressions: str
-                                                      ) -> None:
-    """a resolves; a person reopens b (PagerDuty) right after syncd resolved it. ``follow``
-    reopens a where a can (PagerDuty); ``ignore`` keeps a resolved. Nothing loops."""
-    w = group_with(tmp_path, vb, "pagerduty", regressions=regressions)
-    try:
-        w.alert("db")
-        await w.settle()
-        w.act("a", "db", "resolve")
-        await w.settle()
-        assert w.incident("b", "db")["state"] == "resolved"
-        w.act("b", "db", "reopen")
+        assert w.incident("b", "db")["state"] == moved
+        w.act("b", "db", back)
         await w.settle()
         assert w.incident("b", "db")["state"] == "triggered"
-        follows = regressions == "follow" and vb == "pagerduty"
-        assert w.incident("a", "db")["state"] == ("triggered" if follows else "resolved")
+        follows = regressions == "follow" and va == can_follow
+        assert w.incident("a", "db")["state"] == ("triggered" if follows else moved)
         await assert_quiet(w)
     finally:
         await w.close()
