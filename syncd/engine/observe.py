@@ -111,7 +111,16 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
     confirmation. Without them, only a step *back* from the state we confirmed, within ``grace``
     of the confirmation, is taken for list lag; anything else (a resolve right after our ack) is
     news. A real change dropped here is not lost for good: the next full resync reports it.
+
+    Whatever we pushed: an observation older, by the vendor's own timestamps, than one already
+    taken in (a list lagging behind the feed, a lagging replica's page) shows the record as it
+    was before a change we have seen. Taken for a change, it would undo that change in the
+    ledger (a resolve looking reopened), cancel the pushes owed for it and, with
+    ``regressions = follow``, reopen the other members.
     """
+    if inc.updated_at is not None and rec.vendor_updated_at is not None \
+            and inc.updated_at < rec.vendor_updated_at:
+        return True
     if rec.pushed_at is None:
         return False
     if inc.updated_at is not None and rec.pushed_vendor_at is not None:

@@ -55,3 +55,30 @@ def test_alert_firing_again_after_resolve_is_a_new_link(tmp_path: Path) -> None:
     ledger.call(lambda tx: observe(tx, "a", [inc("2", State.TRIGGERED, later)], groups, later,
                                    grace=timedelta(seconds=60)))
     assert ledger.call(lambda tx: tx.counts())["links"] == 2
+
+
+def test_a_listing_older_than_what_was_seen_is_not_a_change(tmp_path: Path) -> None:
+    """A list lagging behind the feed (or a page of a lagging replica) shows an incident as it
+    was before a change already observed: by the vendor's own timestamps that is old news, not
+    a person reopening it. Taken for a change, ``regressions = follow`` would reopen (re-page)
+    the other side, and the next read would resolve it again."""
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    group = SyncGroup(name="g", accounts=["a", "b"], regressions="follow")
+    caps = CAPS | Capability.REOPEN | Capability.UNACK
+    groups = [GroupContext.build(group, {"a": caps, "b": caps})]
+    grace = timedelta(seconds=60)
+    for account, ext in (("a", "1"), ("b", "9")):
+        ledger.call(lambda tx, a=account, e=ext: observe(
+            tx, a, [inc(e, State.ACKNOWLEDGED, T0)], groups, T0, grace=grace))
+    later = T0 + timedelta(minutes=5)
+    ledger.call(lambda tx: observe(tx, "a", [inc("1", State.RESOLVED, later)], groups, later,
+                                   grace=grace))
+    owed = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
+    assert owed == [("b", "resolve")]
+    lagging = inc("1", State.ACKNOWLEDGED, T0 + timedelta(minutes=1))
+    result = ledger.call(lambda tx: observe(tx, "a", [lagging], groups, later, grace=grace))
+    assert result.stale == 1 and result.actions == 0
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and rec.state == "resolved"
+    owed = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
+    assert owed == [("b", "resolve")]
