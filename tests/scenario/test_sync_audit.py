@@ -190,3 +190,27 @@ async def test_severity_changes_in_turn_never_ping_pong(tmp_path: Path, va: str,
             assert sev(w, who, "db") == value, f"{who}'s {value} drifted"
     finally:
         await w.close()
+
+
+async def test_mirror_copies_of_a_severity_the_targets_cannot_hold_do_not_drift(
+        tmp_path: Path) -> None:
+    """A P5 mirrored into Spike and incident.io is created (and later pushed) as their closest
+    severity; their copies joining the link and the polls after must leave the P5 alone."""
+    w = World(tmp_path, {"src": "pagerduty", "sp": "spike", "ii": "incidentio"},
+              [{"name": "m", "accounts": ["src", "sp", "ii"], "mode": "mirror",
+                "source": "src"}])
+    try:
+        await w.settle()
+        w.alert("early", accounts=["src"])
+        w.act("src", "early", "severity", severity="sev5")  # before the copies exist
+        w.alert("late", accounts=["src"])
+        await w.settle()
+        w.act("src", "late", "severity", severity="sev5")  # pushed to the copies
+        await w.settle()
+        for account in ("sp", "ii"):
+            assert sorted(i["severity"] for i in w.sims[account].canonical_incidents()) == [
+                "sev3", "sev3"], account
+        await assert_quiet(w)
+        assert (sev(w, "src", "early"), sev(w, "src", "late")) == ("sev5", "sev5")
+    finally:
+        await w.close()
