@@ -214,3 +214,27 @@ async def test_mirror_copies_of_a_severity_the_targets_cannot_hold_do_not_drift(
         assert (sev(w, "src", "early"), sev(w, "src", "late")) == ("sev5", "sev5")
     finally:
         await w.close()
+
+
+@pytest.mark.parametrize("policy", ["latest", "highest"])
+@pytest.mark.parametrize(("va", "vb"), [(a, b) for a in SEVERITY_VENDORS
+                                        for b in SEVERITY_VENDORS if a != b])
+async def test_opposite_severity_changes_in_one_cycle_converge(
+        tmp_path: Path, va: str, vb: str, policy: str) -> None:
+    """People set different severities on both sides before syncd polls: one value wins on
+    both (or the closest one where a side cannot hold it) and nothing flaps afterwards."""
+    w = World(tmp_path, {"a": va, "b": vb}, [{"name": "g", "accounts": ["a", "b"],
+                                              "mode": "correlate", "severity_policy": policy}])
+    try:
+        w.alert("db", severity="sev2")
+        await w.settle()
+        w.act("a", "db", "severity", severity=HUMAN[va][0])
+        w.act("b", "db", "severity", severity="sev1")
+        await w.settle()
+        first = (sev(w, "a", "db"), sev(w, "b", "db"))
+        await assert_quiet(w)
+        assert (sev(w, "a", "db"), sev(w, "b", "db")) == first
+        if policy == "highest":
+            assert first == ("sev1", "sev1")
+    finally:
+        await w.close()
