@@ -53,7 +53,9 @@ from syncd.model import (
 log = structlog.get_logger(__name__)
 
 SAME_OCCURRENCE_SLACK = timedelta(seconds=60)
-"""Clock skew allowed between vendors when deciding whether an incident predates a resolve."""
+"""Clock skew allowed between vendors when deciding whether a *resolved* incident predates a
+link's resolve. An open one gets none: born after the resolve, it is taken for the alert firing
+again, since joining the resolved link would have syncd resolve a live page."""
 
 
 @dataclass(frozen=True)
@@ -380,10 +382,13 @@ def _place(tx: Tx, ctx: GroupContext, s: Seen, opens: dict[int, _Open],
             return None
         link = by_key.get(key)
         born = rec.vendor_created_at or rec.first_seen_at or now
+        slack = SAME_OCCURRENCE_SLACK if inc.state == State.RESOLVED else timedelta(0)
         if link is not None and rec.account not in link.accounts and (
-                link.resolved_at is None or born <= link.resolved_at + SAME_OCCURRENCE_SLACK):
+                link.resolved_at is None or born <= link.resolved_at + slack):
             # A resolved link takes a record only of the same occurrence; an alert that fires
-            # again after everything was resolved is a new incident and gets a new link.
+            # again after everything was resolved is a new incident and gets a new link, even
+            # in an account the first occurrence never reached (its page must not be resolved
+            # by the link of the one before).
             link.accounts.add(rec.account)
             return _Join(s, link, f"correlated by key {key!r}")
         link = by_key[key] = _Open(None, key, "correlate", {rec.account})

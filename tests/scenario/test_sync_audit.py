@@ -238,3 +238,30 @@ async def test_opposite_severity_changes_in_one_cycle_converge(
             assert first == ("sev1", "sev1")
     finally:
         await w.close()
+
+
+@pytest.mark.parametrize(("va", "vb"), [("pagerduty", "spike"), ("spike", "victorops"),
+                                        ("victorops", "incidentio"), ("spike", "pagerduty")])
+async def test_an_alert_firing_again_right_after_a_resolve_is_not_resolved_in_the_other(
+        tmp_path: Path, va: str, vb: str) -> None:
+    """The first occurrence reached only a and was resolved; seconds later the alert fires
+    again and reaches both. b's first incident for that key is the new occurrence, a live page:
+    polled before a's, it must not join the resolved link and be resolved by syncd."""
+    w = pair(tmp_path, va, vb)
+    try:
+        w.alert("db", accounts=["a"])
+        await w.settle()
+        w.act("a", "db", "resolve")
+        await w.settle()
+        for sim in w.sims.values():
+            sim.clock.advance(2)  # vendors stamp creation to the second: a later one
+        w.alert("db")  # fires again, now in both
+        await w.engine.poll("b")
+        await w.settle()
+        assert [i["state"] for i in w.incidents("b", "db")] == ["triggered"]
+        assert w.incidents("a", "db")[-1]["state"] == "triggered"
+        w.act("a", "db", "acknowledge")  # and the new occurrence is one link across both
+        await w.settle()
+        assert w.incident("b", "db")["state"] == "acknowledged"
+    finally:
+        await w.close()
