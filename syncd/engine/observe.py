@@ -112,14 +112,18 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
     of the confirmation, is taken for list lag; anything else (a resolve right after our ack) is
     news. A real change dropped here is not lost for good: the next full resync reports it.
 
-    Whatever we pushed: an observation older, by the vendor's own timestamps, than one already
-    taken in (a list lagging behind the feed, a lagging replica's page) shows the record as it
-    was before a change we have seen. Taken for a change, it would undo that change in the
-    ledger (a resolve looking reopened), cancel the pushes owed for it and, with
-    ``regressions = follow``, reopen the other members.
+    Whatever we pushed: a step *back* (an earlier lifecycle state than the recorded one) older,
+    by the vendor's own timestamps, than the observation already taken in (a list lagging
+    behind the feed, a lagging replica's page) shows the record as it was before a change we
+    have seen. Taken for a change, it would undo that change in the ledger (a resolve looking
+    reopened), cancel the pushes owed for it and, with ``regressions = follow``, reopen the
+    other members. A move forward or a same-state observation is never dropped for its
+    timestamp alone: incident.io folds the newest escalation's time into an *open* incident's
+    updated_at only, so its resolve can carry a time older than the open listing before it,
+    and a dropped observation is lost for good (the feed cursors have passed it).
     """
     if inc.updated_at is not None and rec.vendor_updated_at is not None \
-            and inc.updated_at < rec.vendor_updated_at:
+            and inc.updated_at < rec.vendor_updated_at and inc.state < State(rec.state):
         return True
     if rec.pushed_at is None:
         return False

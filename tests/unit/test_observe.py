@@ -82,3 +82,26 @@ def test_a_listing_older_than_what_was_seen_is_not_a_change(tmp_path: Path) -> N
     assert rec is not None and rec.state == "resolved"
     owed = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
     assert owed == [("b", "resolve")]
+
+
+def test_a_resolve_older_than_a_folded_escalation_time_is_taken(tmp_path: Path) -> None:
+    """incident.io folds the newest escalation's time into an open incident's updated_at only:
+    an escalation auto-cancelled at T2+eps shows the open incident at T2+eps, and its resolve
+    then carries its own time, T2. A move forward is news whatever its timestamp: dropped, the
+    resolve would be lost for good (the feed cursor has passed it)."""
+    ledger, groups = setup(tmp_path)
+    grace = timedelta(seconds=60)
+    for account, ext in (("a", "1"), ("b", "9")):
+        ledger.call(lambda tx, a=account, e=ext: observe(
+            tx, a, [inc(e, State.TRIGGERED, T0)], groups, T0, grace=grace))
+    resolved_at = T0 + timedelta(minutes=5)
+    escalated = inc("1", State.TRIGGERED, resolved_at + timedelta(seconds=2))
+    ledger.call(lambda tx: observe(tx, "a", [escalated], groups, resolved_at, grace=grace))
+    later = resolved_at + timedelta(seconds=30)
+    result = ledger.call(lambda tx: observe(tx, "a", [inc("1", State.RESOLVED, resolved_at)],
+                                            groups, later, grace=grace))
+    assert result.stale == 0
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and rec.state == "resolved"
+    owed = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
+    assert owed == [("b", "resolve")]
