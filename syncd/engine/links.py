@@ -54,8 +54,15 @@ log = structlog.get_logger(__name__)
 
 SAME_OCCURRENCE_SLACK = timedelta(seconds=60)
 """Clock skew allowed between vendors when deciding whether a *resolved* incident predates a
-link's resolve. An open one gets none: born after the resolve, it is taken for the alert firing
-again, since joining the resolved link would have syncd resolve a live page."""
+link's resolve (joining the resolved link cannot resolve a live page)."""
+
+OPEN_OCCURRENCE_SLACK = timedelta(seconds=5)
+"""The same for an *open* incident: born no later than this after a link's resolve, it is the
+same occurrence, stamped late by cross-vendor clock skew or the vendor's creation delay
+(PagerDuty Events API queueing, incident.io alert processing), and joins the resolved link, so
+the resolve reaches it. Later, it is the alert firing again and gets a link of its own. Kept
+small because joining resolves a live page: a flapping alert re-fires later than this in
+practice (a monitor's evaluation interval, typically a minute, plus the vendor's own delay)."""
 
 
 @dataclass(frozen=True)
@@ -382,7 +389,7 @@ def _place(tx: Tx, ctx: GroupContext, s: Seen, opens: dict[int, _Open],
             return None
         link = by_key.get(key)
         born = rec.vendor_created_at or rec.first_seen_at or now
-        slack = SAME_OCCURRENCE_SLACK if inc.state == State.RESOLVED else timedelta(0)
+        slack = SAME_OCCURRENCE_SLACK if inc.state == State.RESOLVED else OPEN_OCCURRENCE_SLACK
         if link is not None and rec.account not in link.accounts and (
                 link.resolved_at is None or born <= link.resolved_at + slack):
             # A resolved link takes a record only of the same occurrence; an alert that fires

@@ -254,7 +254,7 @@ async def test_an_alert_firing_again_right_after_a_resolve_is_not_resolved_in_th
         w.act("a", "db", "resolve")
         await w.settle()
         for sim in w.sims.values():
-            sim.clock.advance(2)  # vendors stamp creation to the second: a later one
+            sim.clock.advance(10)  # past OPEN_OCCURRENCE_SLACK: a re-fire, not a late copy
         w.alert("db")  # fires again, now in both
         await w.engine.poll("b")
         await w.settle()

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from syncd.config import SyncGroup
+from syncd.engine.links import OPEN_OCCURRENCE_SLACK
 from syncd.engine.observe import GroupContext, observe
 from syncd.ledger import Ledger
 from syncd.model import Incident, State
@@ -105,3 +108,26 @@ def test_a_resolve_older_than_a_folded_escalation_time_is_taken(tmp_path: Path) 
     assert rec is not None and rec.state == "resolved"
     owed = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
     assert owed == [("b", "resolve")]
+
+
+@pytest.mark.parametrize(("delay", "links", "owed"), [
+    (timedelta(seconds=3), 1, [("b", "resolve")]),  # Events API queueing, a skewed clock
+    (OPEN_OCCURRENCE_SLACK + timedelta(seconds=1), 2, [])])
+def test_an_open_incident_born_just_after_a_resolve_is_the_same_occurrence(
+        tmp_path: Path, delay: timedelta, links: int, owed: list[tuple[str, str]]) -> None:
+    """b's copy of an occurrence a resolved can be stamped seconds after that resolve (clock
+    skew, a vendor's alert processing): within the slack it joins the link and is resolved;
+    past it, it is the alert firing again and gets a link of its own, left open."""
+    ledger, groups = setup(tmp_path)
+    grace = timedelta(seconds=60)
+    ledger.call(lambda tx: observe(tx, "a", [inc("1", State.TRIGGERED, T0)], groups, T0,
+                                   grace=grace))
+    resolved = T0 + timedelta(minutes=1)
+    ledger.call(lambda tx: observe(tx, "a", [inc("1", State.RESOLVED, resolved)], groups,
+                                   resolved, grace=grace))
+    born = resolved + delay
+    late = Incident("9", State.TRIGGERED, "t", keys={"dedup": "k1"}, updated_at=born,
+                    created_at=born)
+    ledger.call(lambda tx: observe(tx, "b", [late], groups, born, grace=grace))
+    assert ledger.call(lambda tx: tx.counts())["links"] == links
+    assert ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)]) == owed
