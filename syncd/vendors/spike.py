@@ -49,13 +49,13 @@ from syncd.vendors.base import (
     Action,
     AuthError,
     Capability,
-    MalformedResponse,
     Outcome,
     Page,
     PermanentError,
     Push,
     PushResult,
     Skipped,
+    TransientError,
     VendorError,
 )
 from syncd.vendors.client import ClientBase, ClientOptions, stamp
@@ -67,6 +67,9 @@ PRIORITY_VALUES = ("p1", "p2", "p3", "p4", "p5")
 MARKER = re.compile(r"\[syncd:([\w.:-]+)\]")  # bracketed: a whole marker, never a prefix
 PER_PAGE_MAX = 100
 MAX_PAGES = 10_000  # a vendor that never stops paging is a malformed vendor
+READ_BACKS_PER_BATCH = 5
+"""Refused acks read back per batch: a batch refused wholesale (a bulk resolve by a person)
+must not spend the 50/min budget on GETs; the refusals past the cap stand, as before."""
 
 
 def marker_title(new: NewIncident) -> str:
@@ -480,17 +483,26 @@ class SpikeClient(ClientBase):
         data = await self.http.json(method, route, json=body, idempotent=True)
         results = self._push_results(action, batch, data, endpoint)
         if action is Action.ACKNOWLEDGE:
-            results = [await self._past_ack(r) if r.outcome is Outcome.REFUSED else r
-                       for r in results]
+            reads = 0
+            for n, r in enumerate(results):
+                if r.outcome is Outcome.REFUSED and reads < READ_BACKS_PER_BATCH:
+                    reads += 1
+                    results[n] = await self._past_ack(r)
         return results
 
     async def _past_ack(self, refused: PushResult) -> PushResult:
         """An ack Spike refused because a person resolved the incident meanwhile: resolved is
         past acknowledged, so the ack is done (clients never move a state backwards), not a
-        parked row for an operator to look at. Any other refusal stands."""
+        parked row for an operator to look at. Any other refusal stands.
+
+        A failed read answers for this one id only: raised, it would lose the batch's other
+        answers (the dispatcher would push the whole chunk again)."""
         try:
             now = await self._show(refused.external_id)
-        except (PermanentError, MalformedResponse):  # gone or unreadable: the refusal stands
+        except TransientError as exc:  # incl. rate limited: read it again with the retry
+            return PushResult(refused.external_id, Outcome.RETRY,
+                              f"{refused.message}; read-back failed: {exc}")
+        except VendorError:  # gone, unreadable or not allowed: the refusal stands
             return refused
         if now.state == State.RESOLVED:
             return PushResult(refused.external_id, Outcome.ALREADY, "already resolved",

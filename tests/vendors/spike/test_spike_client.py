@@ -30,7 +30,7 @@ from syncd.vendors.base import (
     TransientError,
     VendorClient,
 )
-from syncd.vendors.spike import SpikeClient
+from syncd.vendors.spike import READ_BACKS_PER_BATCH, SpikeClient
 
 
 def fire(sim: SpikeSimulator, title: str, severity: str | None = None) -> str:
@@ -321,6 +321,41 @@ async def test_push_batches_and_outcomes(sim: SpikeSimulator, client: SpikeClien
     assert next(i for i in sim.canonical_incidents() if i["id"] == ids[1])["state"] == "resolved"
     with pytest.raises(PermanentError):
         await client.push(Action.REOPEN, pushes(Action.REOPEN, ids[1:2]))
+
+
+@pytest.mark.parametrize(("fault", "outcome"), [
+    ({"error_rate": 1.0}, Outcome.RETRY), ({"rate_limit_rate": 1.0}, Outcome.RETRY),
+    ({"error_rate": 1.0, "error_status": 403}, Outcome.REFUSED),
+    ({"wrong_types_rate": 1.0}, Outcome.REFUSED)])
+async def test_a_failed_read_back_of_a_refused_ack_answers_for_that_id_only(
+        sim: SpikeSimulator, fault: dict[str, Any], outcome: Outcome) -> None:
+    """The read-back after a refused ack fails (5xx, 429, 403, garbage): that id is retried
+    (or stays refused) and the batch's other answers stand; raised, the dispatcher would push
+    the whole chunk again and lose the DONE answers."""
+    client = make_client(sim, max_retries=0)  # no waiting out the 429 here
+    ids = [fire(sim, "a"), fire(sim, "b")]
+    sim.act(ids[0], "resolve")
+    sim.faults.routes = ["/incidents/{counterId}"]
+    for name, value in fault.items():
+        setattr(sim.faults, name, value)
+    results = await client.push(Action.ACKNOWLEDGE, pushes(Action.ACKNOWLEDGE, ids))
+    assert [r.outcome for r in results] == [outcome, Outcome.DONE]
+    assert sim.call_count(route="/incidents/{counterId}") >= 1  # the read-back was tried
+    await client.aclose()
+
+
+async def test_read_backs_of_refused_acks_are_capped_per_batch(sim: SpikeSimulator,
+                                                              client: SpikeClient) -> None:
+    """A batch refused wholesale (a person resolved them all) reads back only
+    READ_BACKS_PER_BATCH of them: the rest stay refused, as before read-backs, instead of
+    spending the 50/min budget."""
+    ids = [fire(sim, f"r{n}") for n in range(READ_BACKS_PER_BATCH + 3)]
+    for i in ids:
+        sim.act(i, "resolve")
+    results = await client.push(Action.ACKNOWLEDGE, pushes(Action.ACKNOWLEDGE, ids))
+    outcomes = [r.outcome for r in results]
+    assert outcomes == [Outcome.ALREADY] * READ_BACKS_PER_BATCH + [Outcome.REFUSED] * 3
+    assert sim.call_count(route="/incidents/{counterId}") == READ_BACKS_PER_BATCH
 
 
 async def test_severity_push_clamps_and_removes(sim: SpikeSimulator, client: SpikeClient) -> None:
