@@ -674,13 +674,18 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         """Urgency holds two values (high, low): a push lands on the closest one. A priority
         push is exact or refused (:meth:`_priority_for`)."""
         if self.settings.severity_field == "urgency":
-            return self.severity_map.get(self._urgency_for(severity), severity)
+            return self._urgency_severity(self._urgency_for(severity))
         return severity
 
     def _urgency_for(self, severity: Severity) -> str:
         def distance(u: str) -> int:
-            return abs(self.severity_map.get(u, Severity.SEV3).level - severity.level)
+            return abs(self._urgency_severity(u).level - severity.level)
         return min(("high", "low"), key=distance)
+
+    def _urgency_severity(self, urgency: str) -> Severity:
+        """An urgency's severity when choosing one: unmapped, it counts as sev3 (the middle),
+        the same for the choice and for what the push is said to land as."""
+        return self.severity_map.get(urgency, Severity.SEV3)
 
     async def _priority_for(self, severity: Severity) -> str | None:
         """The most severe account priority whose name maps to ``severity`` (notes §5.8)."""

@@ -309,6 +309,21 @@ async def test_severity_by_priority_name_and_by_urgency(client: PagerDutyClient,
     assert r[0].outcome == Outcome.REFUSED and "sev4" in r[0].message
 
 
+async def test_severity_lands_on_the_urgency_the_push_chose(sim: PagerDutySimulator) -> None:
+    """An urgency missing from severity_map counts as sev3 when a push picks the closest one;
+    the severity it lands as must be that same sev3, not the severity asked for (the dispatcher
+    records it as what PagerDuty holds)."""
+    a = fire(sim, "sev-a")
+    urgent = make_client(sim, severity_field="urgency")
+    urgent.severity_map = {"high": Severity.SEV1}  # low: unmapped
+    r = await urgent.push(Action.SET_SEVERITY, [Push(a, Action.SET_SEVERITY, "1",
+                                                     severity=Severity.SEV5)])
+    await urgent.aclose()
+    assert r[0].outcome == Outcome.DONE and sim.incidents[a].urgency == "low"
+    assert urgent.severity_lands_as(Severity.SEV5) == Severity.SEV3
+    assert urgent.severity_lands_as(Severity.SEV2) == Severity.SEV1
+
+
 # ---------------------------------------------------------------- mirrors
 
 
