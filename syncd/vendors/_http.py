@@ -89,6 +89,16 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Failures before the request left: no connection could be made, or none was free in the
 pool in time. A write that fails with one of these cannot have landed, so it is not counted."""
 
+RETRY_AFTER_FLOOR = 1.0
+"""The wait after a rate-limit answer whose reset is no wait at all: 0, negative (a vendor clock
+behind ours, an HTTP-date in the past) or not a number, which would otherwise send the retry at
+once, into the same limit. A positive reset, however short, is the vendor's word and is kept."""
+RETRY_AFTER_CAP = 600.0
+"""The longest wait after one rate-limit answer: ten times the longest window any vendor
+documents (60 s). A larger reset (``1e9``, ``inf``) is not a wait syncd can honour: it would park
+the request, and with the paused bucket the whole account, for years. Retrying after the cap
+costs one more rate-limit answer at worst, which carries the vendor's reset again."""
+
 Classifier = Callable[[httpx.Response, str], VendorError | None]
 """Vendor hook: turn a response into an error (or None to accept it). Runs before the default."""
 
@@ -107,6 +117,14 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     except (TypeError, ValueError, IndexError):
         return None
     return max(0.0, when - (time.time() if now is None else now))
+
+
+def bounded_wait(seconds: float) -> float:
+    """A vendor's reset time as a wait syncd honours: at most :data:`RETRY_AFTER_CAP`;
+    :data:`RETRY_AFTER_FLOOR` when it is no wait (0, negative, NaN: ``float("nan")`` parses)."""
+    if not seconds > 0:
+        return RETRY_AFTER_FLOOR
+    return min(RETRY_AFTER_CAP, seconds)
 
 
 def default_classify(response: httpx.Response, endpoint: str, account: str) -> VendorError | None:
@@ -288,6 +306,7 @@ class VendorHTTP:
             if uncounted and not isinstance(error, REFUSALS):
                 note_write_landed()  # a 5xx, a timeout, a garbled 2xx: it may have landed
             if isinstance(error, RateLimited):
+                error.retry_after = bounded_wait(error.retry_after)
                 metrics.VENDOR_RATE_LIMITED.labels(self.account, endpoint).inc()
                 self.budget.pause(bucket, error.retry_after)
             retryable = isinstance(error, RateLimited) or (

@@ -84,3 +84,19 @@ class ContractKit:
     """Operations no spec covers, each with the reason it is not validated."""
     expected: set[str] = field(default_factory=set)
     """``METHOD /template STATUS`` answers the exercise must have produced and checked."""
+
+
+def rate_limit_header(sim: Simulator, name: str, value: str) -> Any:
+    """A network double: every 429 of ``sim`` carries header ``name: value`` instead of its
+    own, to try the answers a vendor may send (absurd resets, HTTP-dates) against a client."""
+    wanted = name.lower().encode()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async def rewrite(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 429:
+                message = {**message, "headers": [
+                    (k, value.encode() if k.lower() == wanted else v)
+                    for k, v in message["headers"]]}
+            await send(message)
+        await sim.app(scope, receive, rewrite)
+    return app

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from contract_kit import rate_limit_header
 from ii_helpers import drain, make_client, settings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -509,3 +510,31 @@ async def test_user_directory_lists_every_user(sim: IncidentIOSimulator) -> None
         assert sim.call_count(route="/v2/users") == calls  # cached
     finally:
         await client.aclose()
+
+
+
+@pytest.mark.parametrize(("value", "low", "high"), [
+    ("120", 120, 120),  # seconds, as documented
+    ("in30", 25, 31),  # an HTTP-date 30 s ahead (incident.io's own clients read one)
+    ("0", 1, 1), ("-3", 1, 1), ("ago30", 1, 1),  # no wait at all: the floor, not at once
+    ("99999999999", 600, 600),  # absurd: the cap
+])
+async def test_retry_after_as_seconds_or_http_date_is_bounded(sim: IncidentIOSimulator,
+                                                              value: str, low: float,
+                                                              high: float) -> None:
+    from email.utils import formatdate
+    from time import time
+
+    if value.startswith(("in", "ago")):
+        shift = float(value.lstrip("inago")) * (1 if value.startswith("in") else -1)
+        value = formatdate(time() + shift, usegmt=True)
+    sim.faults.rate_limit_rate = 1.0
+    app = rate_limit_header(sim, "Retry-After", value)
+    c = IncidentIOClient("ii", settings(max_retries=0), backoff_base=0.001,
+                         transport=httpx.ASGITransport(app=app))
+    try:
+        with pytest.raises(RateLimited) as info:
+            await c.severities()
+    finally:
+        await c.aclose()
+    assert low <= info.value.retry_after <= high

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from contract_kit import rate_limit_header
 
 from syncd.model import NewIncident, Severity, State
 from syncd.ratelimit import Budget
@@ -728,3 +729,35 @@ async def test_feed_window_that_cannot_be_split_falls_back_to_a_resync(
     assert sim.call_count(route="/incidents") >= 1  # the resync
     assert any(e["event"] == "pagerduty.feed_overflow" for e in logs)
     assert after != cursor
+
+
+
+@pytest.mark.parametrize("reset", ["-5", "0", "nan", "inf", "1e9", "1e400"])
+async def test_an_absurd_ratelimit_reset_is_waited_within_bounds(sim: PagerDutySimulator,
+                                                                 reset: str) -> None:
+    """A 429 storm whose reset is absurd: syncd never retries at once (0, negative, NaN) nor
+    sleeps for ever or for years (inf, 1e9): each wait is between the floor and the cap
+    (PagerDuty's resets are whole seconds, notes §4), and the answer surfaces as RateLimited
+    with a finite retry_after the dispatcher can store."""
+    from syncd.vendors._http import RETRY_AFTER_CAP, RETRY_AFTER_FLOOR
+    from syncd.vendors.base import RateLimited
+
+    fire(sim, "absurd-1")
+    sim.faults.rate_limit_rate = 1.0
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        sim.clock.advance(seconds)
+
+    budget = Budget(PagerDutyClient.limits, 1.0, clock=sim.clock.monotonic)
+    app = rate_limit_header(sim, "ratelimit-reset", reset)
+    client = PagerDutyClient("pd", settings_for(sim), budget=budget, backoff_base=0.001,
+                             transport=httpx.ASGITransport(app=app), sleep=sleep)
+    with pytest.raises(RateLimited) as info:
+        await client.find_created("absurd-1")
+    await client.aclose()
+    assert RETRY_AFTER_FLOOR <= info.value.retry_after <= RETRY_AFTER_CAP
+    assert len(waits) == 2  # max_retries=2
+    assert all(RETRY_AFTER_FLOOR <= w <= RETRY_AFTER_CAP + 0.25 for w in waits), waits
+    assert 0 < budget.buckets_for("*")[0].delay() <= RETRY_AFTER_CAP
