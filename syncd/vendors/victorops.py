@@ -19,8 +19,9 @@ Why it is shaped this way:
 - Mirrors are created through the REST endpoint with ``entity_id`` = the marker (A6, A8 identity
   recipe), so a retried create attaches to the same incident and a restart finds it by entityId.
 - A 403 means "authentication failed or rate-limit reached" (spec). Following A7 it is treated
-  as a rate limit once (back off, retry); a second 403 in a row on the same endpoint is an
-  AuthError, so a bad key never retries forever.
+  as a rate limit once (back off, retry); a second 403 in a row on the same endpoint, of a call
+  sent after the first was read, is an AuthError, so a bad key never retries forever (a 403 of
+  a call already in flight beside the first is the same rate limit).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
@@ -102,6 +104,14 @@ def limit_table(name: str) -> dict[str, Limit]:
     return {ACCOUNT: Limit(120, 60.0), **{k: Limit(v, 60.0) for k, v in table.items()}}
 
 
+def _sent_at(response: httpx.Response, now: float) -> float:
+    """When (monotonic) the call of a read-and-closed ``response`` was sent."""
+    try:
+        return now - response.elapsed.total_seconds()
+    except RuntimeError:  # not closed: no elapsed time; taken as sent now
+        return now
+
+
 _PHASES = {"UNACKED": State.TRIGGERED, "ACKED": State.ACKNOWLEDGED, "RESOLVED": State.RESOLVED}
 _ROUTE = {Action.ACKNOWLEDGE: ACK, Action.RESOLVE: RESOLVE}
 BATCH = 100  # the spec sets no maximum for incidentNames; 100 keeps one request small
@@ -168,7 +178,9 @@ class VictorOpsClient(ClientBase):
                  **options: Unpack[ClientOptions]) -> None:
         super().__init__(account, settings, **options)
         self._forbidden_backoff = forbidden_backoff
-        self._forbidden: set[str] = set()
+        # endpoint -> when its first 403 was read (monotonic): a 403 of a call sent after
+        # that is the "403 again after backing off"; one of a call already in flight is not.
+        self._forbidden: dict[str, float] = {}
         self._visibility_wait = created_visibility_wait
         self._policy_teams: dict[str, str] | None = None
         self.http = self._session(
@@ -198,15 +210,17 @@ class VictorOpsClient(ClientBase):
         status = response.status_code
         if status != 403:
             if status < 400:
-                self._forbidden.discard(endpoint)
+                self._forbidden.pop(endpoint, None)
             return None
-        if endpoint in self._forbidden:
-            self._forbidden.discard(endpoint)
+        now = time.monotonic()
+        first = self._forbidden.get(endpoint)
+        if first is not None and _sent_at(response, now) >= first:
+            del self._forbidden[endpoint]
             return AuthError(
                 "403 again after backing off: authentication failed or the API key is "
                 "read-only", status=403,
             )
-        self._forbidden.add(endpoint)
+        self._forbidden.setdefault(endpoint, now)
         return RateLimited(
             "403: rate limit or authentication failure; backing off once",
             retry_after=self._forbidden_backoff, status=403,

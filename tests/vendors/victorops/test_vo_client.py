@@ -421,3 +421,37 @@ async def test_shifts_on_duty_at_once_are_all_read(sim, api, make_client) -> Non
         sim.oncall_all(pol, 0, at))
     assert any(len({e.user_id for e in level1 if e.start <= t < e.end}) == 2
                for t in (now + timedelta(hours=h) for h in range(0, 72, 6)))
+
+
+async def test_403s_of_calls_in_flight_together_are_one_rate_limit(sim, make_client) -> None:
+    """Two reads of one endpoint in flight together both meet the rate limit's 403: the second
+    was sent before syncd backed off, so it is not the "403 again after backing off" that
+    means a bad key (A7): both back off and retry, the account is not stopped."""
+    import anyio
+
+    sim.rate_limits_enabled = True
+
+    async def sleep(seconds: float) -> None:
+        sim.clock.advance(seconds)
+
+    async def slow_answers(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        async def late(message) -> None:  # type: ignore[no-untyped-def]
+            if message["type"] == "http.response.start":
+                await anyio.sleep(0.05)  # both calls reach the simulator before either answer
+            await send(message)
+        await sim.app(scope, receive, late)
+
+    client = make_client(sleep=sleep, app=slow_answers)
+    client._forbidden_backoff = 61.0
+    for _ in range(6):  # 6/min in the 2018 table: spend them
+        await client.http.request("GET", INC)
+    answers: list[int] = []
+
+    async def read() -> None:
+        answers.append((await client.http.request("GET", INC)).status_code)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        tg.start_soon(read)
+    assert answers == [200, 200]
+    assert sim.call_count(route=INC, status=403) == 2
