@@ -237,7 +237,7 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         if status == 429:
             # PagerDuty documents ratelimit-reset, not Retry-After (notes §4).
             reset = _float(response.headers.get("ratelimit-reset"))
-            return RateLimited(text or "rate limited", retry_after=reset if reset else 5.0,
+            return RateLimited(text or "rate limited", retry_after=5.0 if reset is None else reset,
                                status=429)
         if status == 401:
             return AuthError("authentication failed: check the token and the region's base_url",
