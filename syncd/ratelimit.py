@@ -6,9 +6,14 @@ are scaled by ``budget_fraction`` so syncd leaves room for other tools using the
 
 Writes have priority: a read waits while any write is waiting on the same bucket, so a backlog of
 pushes is never starved by polls; and a poll's reads (:class:`PollReads`) wait while the
-account's pushes are running at all, for a bounded time, so a storm's first pushes get the full
-bucket instead of sharing it with a poll that happened to be reading. A 429 (or a vendor's
-equivalent) pauses a bucket until the vendor's reset time.
+account's pushes are running at all, so a storm's first pushes get the full bucket instead of
+sharing it with a poll that happened to be reading. Both waits are bounded (the poll's patience;
+``read_defer_max`` for other reads): a read still waiting for writes after that is overdue and
+gets the next token of its first bucket (the account's) ahead of them, so no backlog of pushes,
+however long, starves the polls (a read merely let compete would lose every token to the writes
+already queued). It asks for that token only while its other buckets (a slow per-endpoint limit)
+have one for it too, so it never holds the account's writes while it waits on another bucket.
+A 429 (or a vendor's equivalent) pauses a bucket until the vendor's reset time.
 """
 
 from __future__ import annotations
@@ -27,6 +32,12 @@ POLL_WAIT_STEP = 0.05
 ROUND_TRIP = 1.0
 """Seconds one vendor call is assumed to take at worst (WAN round trip plus the vendor's own
 time): what :meth:`Budget.parallel_calls` sizes the calls in flight by."""
+READ_DEFER_MAX = 60.0
+"""Seconds a read outside a poll (no :class:`PollReads`) defers to waiting writes before it is
+overdue and takes its turn: writes first, but no read waits for a backlog as long as it lasts."""
+OVERDUE_STEP = 0.01
+"""Seconds a write waiting behind an overdue read, or a read deferring to writes, sleeps between
+looks."""
 MAX_PARALLEL = 16
 """Most calls one account keeps in flight, however large its budget."""
 
@@ -58,6 +69,8 @@ class Bucket:
         self._stamp = clock()
         self._paused_until = 0.0
         self._writers_waiting = 0
+        self._overdue_waiting = 0
+        """Overdue reads ready in their other buckets, waiting for this one's next token."""
         self.taken = 0
 
     def _refill(self) -> None:
@@ -109,13 +122,16 @@ class Budget:
         clock: Callable[[], float] = time.monotonic,
         *,
         scale: float = 1.0,
+        read_defer_max: float = READ_DEFER_MAX,
     ) -> None:
         """``scale`` multiplies every limit; only tests and benchmarks set it, together with
-        the simulators' rate-limit override, to run documented limits faster than real time."""
+        the simulators' rate-limit override, to run documented limits faster than real time.
+        ``read_defer_max``: how long a read outside a poll defers to waiting writes."""
         if not 0 < fraction <= 1:
             raise ValueError("budget_fraction must be in (0, 1]")
         self.fraction = fraction
         self.scale = scale
+        self.read_defer_max = read_defer_max
         self.limits = dict(limits)
         self._clock = clock
         self._buckets = {
@@ -127,7 +143,8 @@ class Budget:
     def sibling(self, limits: Mapping[str, Limit]) -> Budget:
         """A budget for another host of the same account with its own documented limit
         (PagerDuty's Events API): same fraction, clock and scale, its own buckets."""
-        return Budget(limits, self.fraction, self._clock, scale=self.scale)
+        return Budget(limits, self.fraction, self._clock, scale=self.scale,
+                      read_defer_max=self.read_defer_max)
 
     def buckets_for(self, endpoint: str) -> list[Bucket]:
         names = [ACCOUNT, endpoint] if endpoint != ACCOUNT else [ACCOUNT]
@@ -138,29 +155,19 @@ class Budget:
         buckets = self.buckets_for(endpoint)
         if not buckets:
             return 0.0
-        waited = 0.0
-        poll = None if write else POLL_READS.get()
-        if write:
-            for b in buckets:
-                b._writers_waiting += 1
+        if not write:
+            read = _Read(self, buckets, POLL_READS.get())
+            try:
+                return await _take_when_ready(buckets, read.delay)
+            finally:
+                read.done()
+        for b in buckets:
+            b._writers_waiting += 1
         try:
-            while True:
-                delay = max(b.delay() for b in buckets)
-                if not write and any(b._writers_waiting for b in buckets):
-                    delay = max(delay, 0.01)
-                if poll is not None and self.pushing and poll.waited < poll.patience:
-                    delay = max(delay, POLL_WAIT_STEP)
-                    poll.waited += delay
-                if delay <= 0:
-                    for b in buckets:
-                        b.take()
-                    return waited
-                await anyio.sleep(delay)
-                waited += delay
+            return await _take_when_ready(buckets, lambda: _write_delay(buckets))
         finally:
-            if write:
-                for b in buckets:
-                    b._writers_waiting -= 1
+            for b in buckets:
+                b._writers_waiting -= 1
 
     def pause(self, endpoint: str, seconds: float) -> None:
         """Stop using ``endpoint`` (and, for the account bucket, everything) for ``seconds``."""
@@ -207,3 +214,67 @@ class Budget:
         for b in self.buckets_for(endpoint):
             worst = max(worst, max(0.0, requests - b.capacity) / b.rate)
         return worst
+
+
+async def _take_when_ready(buckets: list[Bucket], delay: Callable[[], float]) -> float:
+    """Sleep until ``delay`` (the buckets' wait and the caller's turn) is 0, then take a token
+    of every bucket; return the seconds slept."""
+    waited = 0.0
+    while (wait := delay()) > 0:
+        await anyio.sleep(wait)
+        waited += wait
+    for b in buckets:
+        b.take()
+    return waited
+
+
+def _write_delay(buckets: list[Bucket]) -> float:
+    """A write goes ahead of the reads, except an overdue read ready for its next token."""
+    delay = max(b.delay() for b in buckets)
+    if any(b._overdue_waiting for b in buckets):
+        delay = max(delay, OVERDUE_STEP)
+    return delay
+
+
+class _Read:
+    """One read's turn: it defers to the writes waiting on its buckets (and a poll's read to the
+    account's running pushes) for a bounded time, then is overdue."""
+
+    def __init__(self, budget: Budget, buckets: list[Bucket], poll: PollReads | None) -> None:
+        self.budget, self.buckets, self.poll = budget, buckets, poll
+        self.deferred = 0.0
+        self.overdue = False
+        self.flagged = False
+
+    def delay(self) -> float:
+        if self.overdue:
+            return self._overdue_delay()
+        delay = max(b.delay() for b in self.buckets)
+        writers = any(b._writers_waiting for b in self.buckets)
+        poll, pushing = self.poll, self.budget.pushing
+        if poll is not None and poll.waited < poll.patience and (pushing or writers):
+            delay = max(delay, POLL_WAIT_STEP if pushing else OVERDUE_STEP)
+            poll.waited += delay
+        elif writers and poll is None and self.deferred < self.budget.read_defer_max:
+            delay = max(delay, OVERDUE_STEP)
+            self.deferred += delay
+        elif writers:
+            self.overdue = True
+            return self._overdue_delay()
+        return delay
+
+    def _overdue_delay(self) -> float:
+        """The next token of the read's first bucket (the account's) goes to it ahead of the
+        writes, but only while its other buckets have a token for it now: while it waits on one
+        of those (a slow per-endpoint limit) the writes keep the account bucket."""
+        first, others = self.buckets[0], self.buckets[1:]
+        delay = max((b.delay() for b in others), default=0.0)
+        if (delay <= 0) != self.flagged:
+            self.flagged = not self.flagged
+            first._overdue_waiting += 1 if self.flagged else -1
+        return first.delay() if delay <= 0 else delay
+
+    def done(self) -> None:
+        if self.flagged:
+            self.buckets[0]._overdue_waiting -= 1
+            self.flagged = False
