@@ -11,8 +11,12 @@ sharing it with a poll that happened to be reading. Both waits are bounded (the 
 ``read_defer_max`` for other reads): a read still waiting for writes after that is overdue and
 gets the next token of its first bucket (the account's) ahead of them, so no backlog of pushes,
 however long, starves the polls (a read merely let compete would lose every token to the writes
-already queued). It asks for that token only while its other buckets (a slow per-endpoint limit)
-have one for it too, so it never holds the account's writes while it waits on another bucket.
+already queued). That priority only holds when the bucket's last token went to a write: while
+writes wait, overdue reads and writes alternate at most 1:1, so an overdue poll of many pages
+takes at most about half the account's tokens from a backlog of pushes (issue 16 target 4), not
+nearly all of them for as long as it reads. It asks for that token only while its other
+buckets (a slow per-endpoint limit) have one for it too, so it never holds the account's writes
+while it waits on another bucket.
 A 429 (or a vendor's equivalent) pauses a bucket until the vendor's reset time.
 """
 
@@ -35,9 +39,9 @@ time): what :meth:`Budget.parallel_calls` sizes the calls in flight by."""
 READ_DEFER_MAX = 60.0
 """Seconds a read outside a poll (no :class:`PollReads`) defers to waiting writes before it is
 overdue and takes its turn: writes first, but no read waits for a backlog as long as it lasts."""
-OVERDUE_STEP = 0.01
-"""Seconds a write waiting behind an overdue read, or a read deferring to writes, sleeps between
-looks."""
+DEFER_STEP = 0.01
+"""Seconds a read deferring to writes sleeps between looks (a write held by an overdue read
+sleeps a token's time instead: the read takes the next token, the write the one after)."""
 MAX_PARALLEL = 16
 """Most calls one account keeps in flight, however large its budget."""
 
@@ -71,6 +75,9 @@ class Bucket:
         self._writers_waiting = 0
         self._overdue_waiting = 0
         """Overdue reads ready in their other buckets, waiting for this one's next token."""
+        self._last_write = False
+        """Whether the last token taken went to a write: only then does an overdue read's claim
+        hold the writes (at most one overdue read per write while writes wait)."""
         self.taken = 0
 
     def _refill(self) -> None:
@@ -90,10 +97,11 @@ class Bucket:
         self._refill()
         return 0.0 if self._paused_until > self._clock() else math.floor(self._tokens)
 
-    def take(self) -> None:
+    def take(self, write: bool = False) -> None:
         self._refill()
         self._tokens -= 1.0
         self.taken += 1
+        self._last_write = write
 
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
@@ -158,13 +166,13 @@ class Budget:
         if not write:
             read = _Read(self, buckets, POLL_READS.get())
             try:
-                return await _take_when_ready(buckets, read.delay)
+                return await _take_when_ready(buckets, read.delay, write=False)
             finally:
                 read.done()
         for b in buckets:
             b._writers_waiting += 1
         try:
-            return await _take_when_ready(buckets, lambda: _write_delay(buckets))
+            return await _take_when_ready(buckets, lambda: _write_delay(buckets), write=True)
         finally:
             for b in buckets:
                 b._writers_waiting -= 1
@@ -216,23 +224,28 @@ class Budget:
         return worst
 
 
-async def _take_when_ready(buckets: list[Bucket], delay: Callable[[], float]) -> float:
+async def _take_when_ready(
+    buckets: list[Bucket], delay: Callable[[], float], *, write: bool
+) -> float:
     """Sleep until ``delay`` (the buckets' wait and the caller's turn) is 0, then take a token
-    of every bucket; return the seconds slept."""
+    of every bucket (for a write or a read: whose turn is next); return the seconds slept."""
     waited = 0.0
     while (wait := delay()) > 0:
         await anyio.sleep(wait)
         waited += wait
     for b in buckets:
-        b.take()
+        b.take(write)
     return waited
 
 
 def _write_delay(buckets: list[Bucket]) -> float:
-    """A write goes ahead of the reads, except an overdue read ready for its next token."""
+    """A write goes ahead of the reads, except an overdue read ready for the next token of a
+    bucket whose last token went to a write: the write then sleeps a token's time (the read takes
+    the next one) rather than looking again every few milliseconds."""
     delay = max(b.delay() for b in buckets)
-    if any(b._overdue_waiting for b in buckets):
-        delay = max(delay, OVERDUE_STEP)
+    for b in buckets:
+        if b._overdue_waiting and b._last_write:
+            delay = max(delay, 1.0 / b.rate)
     return delay
 
 
@@ -253,10 +266,10 @@ class _Read:
         writers = any(b._writers_waiting for b in self.buckets)
         poll, pushing = self.poll, self.budget.pushing
         if poll is not None and poll.waited < poll.patience and (pushing or writers):
-            delay = max(delay, POLL_WAIT_STEP if pushing else OVERDUE_STEP)
+            delay = max(delay, POLL_WAIT_STEP if pushing else DEFER_STEP)
             poll.waited += delay
         elif writers and poll is None and self.deferred < self.budget.read_defer_max:
-            delay = max(delay, OVERDUE_STEP)
+            delay = max(delay, DEFER_STEP)
             self.deferred += delay
         elif writers:
             self.overdue = True
@@ -272,7 +285,12 @@ class _Read:
         if (delay <= 0) != self.flagged:
             self.flagged = not self.flagged
             first._overdue_waiting += 1 if self.flagged else -1
-        return first.delay() if delay <= 0 else delay
+        if delay > 0:
+            return delay
+        if first._writers_waiting and not first._last_write:
+            # The last token went to a read: the next is the writes'; look again after it.
+            return max(first.delay(), 1.0 / first.rate)
+        return first.delay()
 
     def done(self) -> None:
         if self.flagged:
