@@ -209,8 +209,10 @@ class VictorOpsClient(ClientBase):
         """403 is "authentication failed or rate-limit reached": back off once (A7)."""
         status = response.status_code
         if status != 403:
-            if status < 400:
-                self._forbidden.pop(endpoint, None)
+            # Any other answer ends the 403 spell, a 5xx included: kept, the 403 of a back-off
+            # whose retry met a server error was remembered for good, and a rate-limit 403
+            # hours later was taken for that retry's and stopped the account as a bad key.
+            self._forbidden.pop(endpoint, None)
             return None
         now = time.monotonic()
         first = self._forbidden.get(endpoint)

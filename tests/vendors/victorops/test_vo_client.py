@@ -167,6 +167,31 @@ async def test_read_only_key_403_backs_off_once_then_auth_error(sim, make_client
     assert len(incidents) == 1
 
 
+async def test_a_403_after_a_retry_that_met_a_server_error_backs_off_again(
+        sim, make_client) -> None:
+    """A 403 whose back-off retry met a 503 is forgotten: a later rate-limit 403 backs off
+    once again and the push lands, instead of an AuthError at once."""
+    ids = sim.seed_incidents(2)
+    route = f"{INC}/ack"
+    after_backoff = {"error_status": 503}  # the back-off's retry meets a server error instead
+
+    async def sleep(seconds: float) -> None:
+        sim.faults.__dict__.update(after_backoff)
+
+    sim.faults.__dict__.update({"error_rate": 1.0, "error_status": 403, "routes": [route]})
+    client = make_client(sleep=sleep)
+    with pytest.raises(TransientError):
+        await client.push(Action.ACKNOWLEDGE, pushes(ids[:1]))
+    assert sim.call_count(route=route, status=403) == 1
+
+    sim.faults.error_status = 403
+    after_backoff.clear()
+    after_backoff["error_rate"] = 0.0  # the rate limit has passed when the back-off ends
+    results = await client.push(Action.ACKNOWLEDGE, pushes(ids[1:]))
+    assert [r.outcome for r in results] == [Outcome.DONE]
+    assert sim.call_count(route=route, status=403) == 2
+
+
 async def test_wrong_key_is_an_auth_error(sim, make_client) -> None:
     client = make_client(api_key="wrong-key-value")
     with pytest.raises(AuthError) as info:
