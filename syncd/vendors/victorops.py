@@ -216,7 +216,16 @@ class VictorOpsClient(ClientBase):
             return None
         now = time.monotonic()
         first = self._forbidden.get(endpoint)
-        if first is not None and _sent_at(response, now) >= first:
+        sent = _sent_at(response, now)
+        # The back-off's retry is sent within one back-off (plus jitter and its own exchange)
+        # of the first 403; a 403 of a call sent later is a new spell: the retry then got no
+        # answer at all (a timeout, a dropped connection, a cancelled back-off), which would
+        # otherwise leave the first 403 remembered for good.
+        window = self._forbidden_backoff + 2 * self.http.timeout + 1.0
+        if first is not None and sent > first + window:
+            del self._forbidden[endpoint]
+            first = None
+        if first is not None and sent >= first:
             del self._forbidden[endpoint]
             return AuthError(
                 "403 again after backing off: authentication failed or the API key is "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import pytest
 
 from syncd.model import NewIncident, Severity, State
@@ -185,6 +186,32 @@ async def test_a_403_after_a_retry_that_met_a_server_error_backs_off_again(
     assert sim.call_count(route=route, status=403) == 1
 
     sim.faults.error_status = 403
+    after_backoff.clear()
+    after_backoff["error_rate"] = 0.0  # the rate limit has passed when the back-off ends
+    results = await client.push(Action.ACKNOWLEDGE, pushes(ids[1:]))
+    assert [r.outcome for r in results] == [Outcome.DONE]
+    assert sim.call_count(route=route, status=403) == 2
+
+
+async def test_a_403_long_after_a_retry_that_got_no_answer_backs_off_again(
+        sim, make_client) -> None:
+    """A 403 whose back-off retry timed out (no answer to end the spell) is forgotten once a
+    back-off and an exchange have passed: a later rate-limit 403 backs off once again."""
+    ids = sim.seed_incidents(2)
+    route = f"{INC}/ack"
+    after_backoff = {"error_rate": 0.0, "hang_rate": 1.0, "hang_seconds": 5.0}
+
+    async def sleep(seconds: float) -> None:
+        sim.faults.__dict__.update(after_backoff)
+
+    sim.faults.__dict__.update({"error_rate": 1.0, "error_status": 403, "routes": [route]})
+    client = make_client(sleep=sleep, timeout=0.1)
+    with pytest.raises(TransientError):
+        await client.push(Action.ACKNOWLEDGE, pushes(ids[:1]))
+    assert sim.call_count(route=route, status=403) == 1
+
+    await anyio.sleep(0.01 + 2 * 0.1 + 1.0 + 0.1)  # past the back-off's window
+    sim.faults.__dict__.update({"error_rate": 1.0, "hang_rate": 0.0})
     after_backoff.clear()
     after_backoff["error_rate"] = 0.0  # the rate limit has passed when the back-off ends
     results = await client.push(Action.ACKNOWLEDGE, pushes(ids[1:]))
