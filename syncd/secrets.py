@@ -181,7 +181,13 @@ def resolve(ref: str, *, warnings: list[str] | None = None, where: str = "") -> 
         if not value:
             raise SecretError(f"environment variable {name} is empty")
     elif ref.startswith("file:"):
-        value = _read(Path(ref[5:]).expanduser(), shown_path(ref[5:]))
+        shown_file = shown_path(ref[5:])
+        try:
+            path = Path(ref[5:]).expanduser()
+        except RuntimeError:  # "~name/...": no such user (the name may be a pasted key)
+            raise SecretError(f"secret file {shown_file}: no home directory for that "
+                              "~user") from None
+        value = _read(path, shown_file)
     elif ref.startswith("credential:"):
         name = ref[len("credential:") :]
         shown = repr(name) if looks_like_name(name) else _shown(name, "name")
@@ -217,6 +223,11 @@ def _read(path: Path, shown: str) -> str:
         raise SecretError(f"secret file {shown} is a directory") from None
     except UnicodeDecodeError:
         raise SecretError(f"secret file {shown} is not UTF-8 text") from None
+    except OSError as exc:
+        # Any other (a path through a plain file, a name too long): the OS's own message
+        # quotes the whole path, which may hold a pasted key; its reason alone does not.
+        raise SecretError(f"secret file {shown} cannot be read ({exc.strerror or 'error'})"
+                          ) from None
     if not value:
         raise SecretError(f"secret file {shown} is empty")
     return value

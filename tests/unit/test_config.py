@@ -482,6 +482,19 @@ def test_a_key_pasted_after_file_or_credential_is_not_echoed(
         assert named.partition(":")[2].removeprefix(f"{tmp_path}/") in line
 
 
+def test_a_secret_file_path_the_os_refuses_is_an_error_that_hides_the_key(
+        tmp_path: Path) -> None:
+    """A path the OS refuses for another reason than "missing" (through a plain file, a name
+    too long, an unknown ~user) is a config error naming the key and line, never a traceback
+    quoting the path whole: the path may end in a pasted key."""
+    (tmp_path / "plain").write_text("x")
+    for ref in (f"file:{tmp_path}/plain/{PD_KEY}", f"file:{tmp_path}/{PD_KEY * 20}",
+                f"file:~{PD_KEY}/token"):
+        [line] = problems(tmp_path, GOOD.replace('"env:T_SP_KEY"', f'"{ref}"'))
+        assert "accounts.sp.api_key" in line and "secret file" in line, line
+        assert PD_KEY not in line, line
+
+
 PD_ALPHABET = string.ascii_letters + string.digits + "_+-"
 """What PagerDuty's 20-character API keys are drawn from."""
 
