@@ -73,6 +73,8 @@ class Bucket:
         self._stamp = clock()
         self._paused_until = 0.0
         self._writers_waiting = 0
+        self._writers_ready = 0
+        """Waiting writes whose other buckets have a token for them (:class:`_Write`)."""
         self._overdue_waiting = 0
         """Overdue reads ready in their other buckets, waiting for this one's next token."""
         self._last_write = False
@@ -171,9 +173,11 @@ class Budget:
                 read.done()
         for b in buckets:
             b._writers_waiting += 1
+        turn = _Write(buckets)
         try:
-            return await _take_when_ready(buckets, lambda: _write_delay(buckets), write=True)
+            return await _take_when_ready(buckets, turn.delay, write=True)
         finally:
+            turn.done()
             for b in buckets:
                 b._writers_waiting -= 1
 
@@ -249,6 +253,29 @@ def _write_delay(buckets: list[Bucket]) -> float:
     return delay
 
 
+class _Write:
+    """One write's turn, flagged on its first bucket (the account's) as *ready* while its other
+    buckets (a slow per-endpoint limit) have a token for it: an overdue read yields the
+    account's next token only to a write that can take it, not to one blocked on its own
+    endpoint (Splunk On-Call's acks, 6 a minute, would otherwise pace the polls)."""
+
+    def __init__(self, buckets: list[Bucket]) -> None:
+        self.buckets = buckets
+        self.ready = False
+
+    def delay(self) -> float:
+        ready = max((b.delay() for b in self.buckets[1:]), default=0.0) <= 0
+        if ready != self.ready:
+            self.ready = ready
+            self.buckets[0]._writers_ready += 1 if ready else -1
+        return _write_delay(self.buckets)
+
+    def done(self) -> None:
+        if self.ready:
+            self.buckets[0]._writers_ready -= 1
+            self.ready = False
+
+
 class _Read:
     """One read's turn: it defers to the writes waiting on its buckets (and a poll's read to the
     account's running pushes) for a bounded time, then is overdue."""
@@ -287,7 +314,7 @@ class _Read:
             first._overdue_waiting += 1 if self.flagged else -1
         if delay > 0:
             return delay
-        if first._writers_waiting and not first._last_write:
+        if first._writers_ready and not first._last_write:
             # The last token went to a read: the next is the writes'; look again after it.
             return max(first.delay(), 1.0 / first.rate)
         return first.delay()

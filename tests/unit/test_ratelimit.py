@@ -62,6 +62,31 @@ async def test_a_poll_read_is_not_starved_by_a_backlog_of_pushes() -> None:
     assert account.taken - before - 1 > 3  # the pushes had the budget meanwhile (~8)
 
 
+async def test_an_overdue_read_does_not_wait_for_writes_blocked_on_their_endpoint() -> None:
+    """Overdue reads alternate with the writes that can go, not with writes waiting on their own
+    slow endpoint (Splunk On-Call's acks, 6 a minute, against 120 a minute for the account):
+    those would pace every poll at the ack rate (final read: 1 read in 8 s)."""
+    ack = "PATCH /api-public/v1/incidents/ack"
+    budget = Budget({ACCOUNT: fast_account(50), ack: Limit(2, 1.0, burst=1)},
+                    read_defer_max=0.05)
+    reads = 0
+
+    async def push_acks() -> None:
+        while True:
+            await budget.acquire(ack, write=True)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(push_acks)
+        await anyio.sleep(0.02)
+        with anyio.move_on_after(1.0):
+            while True:
+                await budget.acquire()
+                reads += 1
+        tg.cancel_scope.cancel()
+    assert reads > 10, reads  # ~45 at the account's rate; ~2 when paced by the acks
+
+
 async def test_an_overdue_read_on_a_slow_endpoint_does_not_hold_the_writes() -> None:
     """A poll's read past its patience waiting on a slow per-endpoint bucket (Splunk On-Call's
     GET incidents, 6/min) leaves the account bucket to the writes meanwhile: they go on at about
