@@ -68,6 +68,13 @@ async def assert_quiet(w: World) -> None:
     assert not depth.get("pending") and not depth.get("parked"), depth
 
 
+async def assert_resolved_and_quiet(w: World) -> None:
+    """Both sides resolved, and the link quiet (see :func:`assert_quiet`)."""
+    assert w.incident("a", "db")["state"] == "resolved"
+    assert w.incident("b", "db")["state"] == "resolved"
+    await assert_quiet(w)
+
+
 @pytest.mark.parametrize(("va", "vb"), ALL_PAIRS + [(b, a) for a, b in ALL_PAIRS])
 async def test_ack_in_one_and_resolve_in_the_other_in_one_cycle(
         tmp_path: Path, va: str, vb: str) -> None:
@@ -78,9 +85,7 @@ async def test_ack_in_one_and_resolve_in_the_other_in_one_cycle(
         w.act("a", "db", "acknowledge")
         w.act("b", "db", "resolve")
         await w.settle()
-        assert w.incident("a", "db")["state"] == "resolved"
-        assert w.incident("b", "db")["state"] == "resolved"
-        await assert_quiet(w)
+        await assert_resolved_and_quiet(w)
     finally:
         await w.close()
 
@@ -99,9 +104,7 @@ async def test_resolve_in_both_in_one_cycle_parks_nothing(
         w.act("a", "db", "resolve")
         w.act("b", "db", "resolve")
         await w.settle()
-        assert w.incident("a", "db")["state"] == "resolved"
-        assert w.incident("b", "db")["state"] == "resolved"
-        await assert_quiet(w)
+        await assert_resolved_and_quiet(w)
     finally:
         await w.close()
 
@@ -123,9 +126,7 @@ async def test_push_to_an_incident_a_person_resolved_meanwhile(
         pushed = await w.engine.dispatch("b")
         assert pushed.pushed == 1 and not pushed.parked, pushed
         await w.settle()
-        assert w.incident("a", "db")["state"] == "resolved"
-        assert w.incident("b", "db")["state"] == "resolved"
-        await assert_quiet(w)
+        await assert_resolved_and_quiet(w)
     finally:
         await w.close()
 
