@@ -18,12 +18,20 @@ nearly all of them for as long as it reads. It asks for that token only while it
 buckets (a slow per-endpoint limit) have one for it too, so it never holds the account's writes
 while it waits on another bucket.
 A 429 (or a vendor's equivalent) pauses a bucket until the vendor's reset time.
+
+A limit without a documented burst is the vendor's "N per minute", a sliding window (PagerDuty,
+Splunk On-Call, Spike.sh; the simulators hold it so). Its bucket holds and refills
+``budget_fraction`` of N per window, so a window can see up to twice that: at a fraction above
+0.5 the bucket also counts its calls of the last window (a round trip longer, see
+:class:`_Window`) and never lets more than N into one, whatever the fraction. The burst stays
+whole: the first N calls still go at once, as the vendor allows.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -63,14 +71,18 @@ class Bucket:
     """A token bucket with a pause and a write-first queue. Not thread-safe: one event loop."""
 
     def __init__(
-        self, limit: Limit, fraction: float = 1.0, clock: Callable[[], float] = time.monotonic
+        self, limit: Limit, fraction: float = 1.0, clock: Callable[[], float] = time.monotonic,
+        *, scale: float = 1.0,
     ) -> None:
-        self.rate = limit.rate * fraction
+        """``fraction`` is the account's ``budget_fraction``, ``scale`` the tests' speed-up
+        (:class:`Budget`): both multiply the rate and the burst, only ``scale`` the window."""
+        self.rate = limit.rate * fraction * scale
         self.capacity = max(1.0, (limit.burst if limit.burst is not None else limit.requests)
-                            * fraction)
+                            * fraction * scale)
         self._clock = clock
         self._tokens = self.capacity
         self._stamp = clock()
+        self.window = _window_for(limit, self.capacity, self.rate, scale)
         self._paused_until = 0.0
         self._writers_waiting = 0
         self._writers_ready = 0
@@ -90,24 +102,76 @@ class Bucket:
     def delay(self) -> float:
         """Seconds until one token is available (0 when one is available now)."""
         self._refill()
-        wait = max(0.0, self._paused_until - self._clock())
+        now = self._clock()
+        wait = max(0.0, self._paused_until - now)
         if self._tokens < 1.0:
             wait = max(wait, (1.0 - self._tokens) / self.rate)
+        if self.window is not None:
+            wait = max(wait, self.window.delay(now))
         return wait
 
     def remaining(self) -> float:
         self._refill()
-        return 0.0 if self._paused_until > self._clock() else math.floor(self._tokens)
+        now = self._clock()
+        if self._paused_until > now:
+            return 0.0
+        tokens = math.floor(self._tokens)
+        return tokens if self.window is None else min(tokens, self.window.remaining(now))
 
     def take(self, write: bool = False) -> None:
         self._refill()
         self._tokens -= 1.0
         self.taken += 1
         self._last_write = write
+        if self.window is not None:
+            self.window.take(self._clock())
 
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
         self._tokens = min(self._tokens, 0.0)
+
+
+class _Window:
+    """The calls of the last window, at most ``requests`` of them: "N per minute" held as the
+    vendors (and the simulators) hold it, a sliding window. Each call is counted for a round
+    trip longer than the vendor's window: syncd counts it when it takes its token, the vendor
+    when it arrives, up to :data:`ROUND_TRIP` later."""
+
+    def __init__(self, requests: int, seconds: float) -> None:
+        self.requests = requests
+        self.seconds = seconds + ROUND_TRIP
+        self._sent: deque[float] = deque(maxlen=requests)
+
+    def _expire(self, now: float) -> None:
+        while self._sent and self._sent[0] <= now - self.seconds:
+            self._sent.popleft()
+
+    def delay(self, now: float) -> float:
+        """Seconds until the oldest call leaves a full window (0 while it has room)."""
+        self._expire(now)
+        return 0.0 if len(self._sent) < self.requests else self._sent[0] + self.seconds - now
+
+    def remaining(self, now: float) -> int:
+        self._expire(now)
+        return self.requests - len(self._sent)
+
+    def take(self, now: float) -> None:
+        self._sent.append(now)
+
+
+def _window_for(limit: Limit, capacity: float, rate: float, scale: float) -> _Window | None:
+    """The window a bucket keeps besides its tokens, only where the tokens alone could let more
+    than the vendor's N into one window: a limit with no documented burst ("N per minute"), whose
+    bucket lets through at most its burst plus a window's refill, ``2 * fraction * N``, so at
+    a ``budget_fraction`` above 0.5 only. N is the vendor's number, not ``fraction * N``: the
+    fraction stays the long-run share (and the burst), the window is the vendor's refusal line,
+    and a budget at 0.5 or less behaves exactly as it did."""
+    if limit.burst is not None:
+        return None  # a documented bucket (incident.io): the vendor refills it as we do
+    allowed = max(1, math.floor(limit.requests * scale))
+    if math.floor(capacity + rate * limit.seconds) <= allowed:
+        return None
+    return _Window(allowed, limit.seconds)
 
 
 class PollReads:
@@ -145,7 +209,7 @@ class Budget:
         self.limits = dict(limits)
         self._clock = clock
         self._buckets = {
-            name: Bucket(limit, fraction * scale, clock) for name, limit in limits.items()
+            name: Bucket(limit, fraction, clock, scale=scale) for name, limit in limits.items()
         }
         self.pushing = 0
         """Dispatches of this account running now (the dispatcher counts them)."""
@@ -225,6 +289,9 @@ class Budget:
         worst = 0.0
         for b in self.buckets_for(endpoint):
             worst = max(worst, max(0.0, requests - b.capacity) / b.rate)
+            if b.window is not None:  # every N more calls wait for a window to pass
+                worst = max(worst, (max(0, requests - 1) // b.window.requests)
+                            * b.window.seconds)
         return worst
 
 

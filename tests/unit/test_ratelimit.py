@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from syncd.ratelimit import ACCOUNT, POLL_READS, Budget, Limit, PollReads
+from syncd.ratelimit import ACCOUNT, POLL_READS, ROUND_TRIP, Budget, Limit, PollReads
 from syncd.simulators.base import SimClock, WindowLimiter
 from syncd.simulators.pagerduty import RATE_LIMIT as PD_RATE_LIMIT
 from syncd.simulators.victorops import LIMIT_TABLES as VO_LIMITS
+from syncd.vendors.incidentio import IncidentIOClient
 from syncd.vendors.pagerduty import PagerDutyClient
 from syncd.vendors.spike import SpikeClient
 from syncd.vendors.victorops import ACK, limit_table
@@ -136,15 +137,7 @@ async def test_a_read_outside_a_poll_defers_to_writes_for_read_defer_max() -> No
     assert account.taken - before - 1 > 3  # the writes had the budget meanwhile (~8)
 
 
-OUTRUNS = pytest.mark.xfail(strict=True, reason=(
-    "open defect: a limit without a burst gets a bucket of fraction*N refilling fraction*N "
-    "per window, so fraction > 0.5 lets up to 2*fraction*N calls into one window; bounding "
-    "the burst (or counting the window) slows daemons run at budget_fraction=1 against the "
-    "documented limits (test_demo, test_daemon_ops SIGTERM burst): not landed"))
-
-
-@pytest.mark.parametrize("fraction", [pytest.param(1.0, marks=OUTRUNS),
-                                      pytest.param(0.75, marks=OUTRUNS), 0.5, 0.3])
+@pytest.mark.parametrize("fraction", [1.0, 0.75, 0.5, 0.3])
 @pytest.mark.parametrize(("limits", "endpoint", "per_minute"), [
     (PagerDutyClient.limits, ACCOUNT, PD_RATE_LIMIT),
     (limit_table("2018"), ACK_2018, VO_LIMITS["2018"][ACK_2018]),
@@ -170,3 +163,24 @@ def test_no_budget_fraction_outruns_a_per_minute_window(
         sent += 1
     # Its share: the burst plus the rate over 300 s, or the window's N at most (61 s windows).
     assert sent >= 0.85 * min(per_minute * 300 / 61, fraction * per_minute * 6)
+
+
+@pytest.mark.parametrize(("limits", "fraction", "burst", "then"), [
+    (PagerDutyClient.limits, 1.0, 960, 60.0 + ROUND_TRIP),  # its first call leaves the window
+    (PagerDutyClient.limits, 0.5, 480, 1 / 8),  # the next token, as before: 8 a second
+    (IncidentIOClient.limits, 1.0, 1200, 1 / 20),  # a documented bucket: 20 a second after it
+], ids=["pagerduty-1.0", "pagerduty-0.5", "incidentio-1.0"])
+def test_a_budget_keeps_its_whole_burst_then_waits_for_token_or_window(
+        limits: Mapping[str, Limit], fraction: float, burst: int, then: float) -> None:
+    """The whole burst goes at once at any fraction: a daemon's first polls and a push burst
+    spend it, and the vendor allows N at once (bounding the burst to what the rate leaves of N
+    left one call at a time at budget_fraction=1: ``syncd demo`` went from 6 s to failing, the
+    SIGTERM push-burst test failed). Past it a budget waits for its next token or, above 0.5,
+    for its first call to leave the vendor's window (and a round trip), whichever is later."""
+    now = 1000.0
+    budget = Budget(limits, fraction, clock=lambda: now)
+    bucket = budget.buckets_for(ACCOUNT)[0]
+    for sent in range(burst):
+        assert bucket.delay() == 0, sent
+        bucket.take()
+    assert bucket.delay() == pytest.approx(then)
