@@ -507,8 +507,10 @@ def _slug(text: str) -> str:
 
 
 def open_pair(config: Config, ledger: Ledger, source: str, target: str, *,
-              transports: Mapping[str, Any] | None = None) -> Pair:
-    """The two clients of one migration, built the way the engine builds them."""
+              transports: Mapping[str, Any] | None = None, budget_scale: float = 1.0) -> Pair:
+    """The two clients of one migration, built the way the engine builds them (``budget_scale``
+    as the engine's: only tests set it, beside simulators running their limits that much
+    faster)."""
     from syncd import vendors
     from syncd.ratelimit import Budget
 
@@ -521,7 +523,8 @@ def open_pair(config: Config, ledger: Ledger, source: str, target: str, *,
     for name in (source, target):
         settings = config.accounts[name]
         factory = vendors.load(settings.vendor)
-        budget = Budget(factory.limits_for(settings), settings.budget_fraction)
+        budget = Budget(factory.limits_for(settings), settings.budget_fraction,
+                        scale=budget_scale)
         clients.append(factory(name, settings, budget=budget,
                                transport=(transports or {}).get(name)))
     return Pair(config, ledger, source, target, clients[0], clients[1])
