@@ -68,7 +68,9 @@ class Limit:
 
 
 class Bucket:
-    """A token bucket with a pause and a write-first queue. Not thread-safe: one event loop."""
+    """A token bucket with a pause, a write-first queue and, where the tokens alone could outrun
+    the vendor's "N per minute", that window (:func:`_window_for`). Not thread-safe: one event
+    loop."""
 
     def __init__(
         self, limit: Limit, fraction: float = 1.0, clock: Callable[[], float] = time.monotonic,
