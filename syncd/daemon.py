@@ -89,6 +89,8 @@ class Daemon:
         if lease is None:
             metrics.LEADER.set(1)  # alone on its ledger: always the one that syncs
         self.health = Health()
+        self.stop_grace = STOP_GRACE
+        """Seconds a stop waits for running jobs before abandoning them."""
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._inflight: set[asyncio.Task[Any]] = set()
         self._dispatch_locks: dict[str, anyio.Lock] = {}
@@ -469,12 +471,15 @@ class Daemon:
         inflight = [t for t in self._inflight if not t.done()]
         if inflight:
             log.info("daemon.draining", jobs=len(inflight))
-            with anyio.move_on_after(STOP_GRACE):
-                await asyncio.gather(*inflight, return_exceptions=True)
-            for task in inflight:
-                if not task.done():
-                    # An abandoned push stays pending in the outbox and is retried next start.
-                    task.cancel()
+            # asyncio.wait, not a cancel scope around gather: a job abandoned here swallows its
+            # cancellation (_guard), and gather cancelled by the scope then raised a
+            # CancelledError out of it (exit 1, a traceback) when a push outlived the grace.
+            _done, pending = await asyncio.wait(inflight, timeout=self.stop_grace)
+            for task in pending:
+                # An abandoned push stays pending in the outbox and is retried next start.
+                task.cancel()
+            if pending:  # let them log their abandon before the ledger closes
+                await asyncio.wait(pending, timeout=1.0)
         if self.leadership is not None:
             await self.leadership.resign()
         await self.engine.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from world import World, account_table, render, threaded_sims
 from syncd import simulators
 from syncd.daemon import Daemon
 from syncd.ledger import Ledger
+from syncd.ratelimit import ACCOUNT, Budget, Limit
 from syncd.simulators.server import start_in_thread
 
 
@@ -163,6 +165,46 @@ def test_sigterm_during_a_push_burst_exits_cleanly_and_loses_nothing(tmp_path: P
     finally:
         for r in running.values():
             r.stop()
+
+
+async def test_a_stop_while_a_push_waits_on_its_budget_abandons_it_and_exits_cleanly(
+        tmp_path: Path) -> None:
+    """A job still waiting for its vendor budget when the stop's grace runs out (a minute's
+    calls spent, the window not yet passed) is abandoned and the daemon stops normally. The job
+    swallows its cancellation at shutdown, and the drain (a cancel scope around asyncio.gather)
+    let gather's CancelledError out: exit 1 with a traceback, what the SIGTERM push-burst test
+    met when the budget paced the pushes."""
+    w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
+              [{"name": "g", "accounts": ["vo", "sp"]}])
+    daemon = Daemon(w.config, w.ledger, w.engine)
+    daemon.stop_grace = 0.2
+    budget = Budget({ACCOUNT: Limit(1, 3600.0)})
+    waiting = anyio.Event()
+
+    async def push_past_the_budget() -> None:
+        await budget.acquire(write=True)
+        waiting.set()
+        await budget.acquire(write=True)  # the next token comes in an hour
+
+    async def stop_once_waiting() -> None:
+        await waiting.wait()
+        await anyio.sleep(0.05)
+        daemon.stop()
+
+    jobs: list[asyncio.Task[None]] = []
+
+    def start(tg: anyio.abc.TaskGroup) -> None:
+        # Started as the scheduler starts a job: a task of its own, not of the daemon's group.
+        jobs.append(asyncio.get_running_loop().create_task(
+            daemon._guard("dispatch:vo", push_past_the_budget)()))
+        tg.start_soon(stop_once_waiting)
+
+    try:
+        with anyio.fail_after(5):
+            await daemon.run(extra=start)
+        assert jobs[0].done() and not jobs[0].cancelled()  # abandoned: it returned
+    finally:
+        await w.close()
 
 
 async def test_sd_notify_ready_status_watchdog_stopping(tmp_path: Path,
