@@ -24,7 +24,8 @@ Splunk On-Call, Spike.sh; the simulators hold it so). Its bucket holds and refil
 ``budget_fraction`` of N per window, so a window can see up to twice that: at a fraction above
 0.5 the bucket also counts its calls of the last window (a round trip longer, see
 :class:`_Window`) and never lets more than N into one, whatever the fraction. The burst stays
-whole: the first N calls still go at once, as the vendor allows.
+whole: the bucket's capacity, ``budget_fraction`` x N calls (all N only at 1.0), still goes at
+once, as the vendor allows.
 """
 
 from __future__ import annotations
