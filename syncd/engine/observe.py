@@ -105,30 +105,41 @@ def _observe(tx: Tx, account: str, incidents: Sequence[Incident],
 
 
 def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -> bool:
-    """An observation older than our last confirmed push to this record says nothing new.
+    """An observation that shows the record as it was before something already taken in (list
+    lag): it says nothing new, and taken for a change it would undo that change.
 
-    With vendor timestamps on both sides: older than the vendor's timestamp on the
-    confirmation. Without them, only a step *back* from the state we confirmed, within ``grace``
-    of the confirmation, is taken for list lag; anything else (a resolve right after our ack) is
-    news. A real change dropped here is not lost for good: the next full resync reports it.
+    A move forward (a later lifecycle state than the recorded one) is never stale, whatever its
+    timestamp: one record's vendor timestamps are not monotonic (incident.io folds the newest
+    escalation's time into an *open* incident's updated_at only, so its resolve can carry a
+    time older than the open listing, or than our push's confirmation, before it: the
+    escalations read that confirms a severity edit can see the escalations the person's
+    resolve just ended). And a dropped move forward is lost for good: the feed cursors have
+    passed it, a full resync lists open incidents only (PagerDuty, incident.io, Spike's open
+    lists) or shows it again with the same timestamps (Splunk On-Call's live list), which this
+    check would drop again.
 
-    Whatever we pushed: a step *back* (an earlier lifecycle state than the recorded one) older,
-    by the vendor's own timestamps, than the observation already taken in (a list lagging
-    behind the feed, a lagging replica's page) shows the record as it was before a change we
-    have seen. Taken for a change, it would undo that change in the ledger (a resolve looking
-    reopened), cancel the pushes owed for it and, with ``regressions = follow``, reopen the
-    other members. A move forward or a same-state observation is never dropped for its
-    timestamp alone: incident.io folds the newest escalation's time into an *open* incident's
-    updated_at only, so its resolve can carry a time older than the open listing before it,
-    and a dropped observation is lost for good (the feed cursors have passed it).
+    Dropped are:
+
+    - a step back (an earlier state than the recorded one) older, by the vendor's own
+      timestamps, than the observation already taken in (a list lagging behind the feed, a
+      lagging replica's page): taken, it would undo that change in the ledger (a resolve
+      looking reopened), cancel the pushes owed for it and, with ``regressions = follow``,
+      reopen the other members;
+    - after a confirmed push, a step back or a same-state observation older than the vendor's
+      timestamp on the confirmation: the record as it was before our push (its old severity
+      would read as a person undoing our severity push);
+    - where the vendor gives no timestamps, a step back within ``grace`` of the confirmation
+      (a resolve right after our ack is news).
     """
-    if inc.updated_at is not None and rec.vendor_updated_at is not None \
-            and inc.updated_at < rec.vendor_updated_at and inc.state < State(rec.state):
+    forward = inc.state > State(rec.state)
+    if forward:
+        return False
+    back = inc.state < State(rec.state)
+    if back and inc.updated_at is not None and rec.vendor_updated_at is not None \
+            and inc.updated_at < rec.vendor_updated_at:
         return True
     if rec.pushed_at is None:
         return False
     if inc.updated_at is not None and rec.pushed_vendor_at is not None:
         return inc.updated_at < rec.pushed_vendor_at
-    if now - rec.pushed_at >= grace:
-        return False
-    return inc.state < State(rec.state)
+    return back and now - rec.pushed_at < grace

@@ -220,6 +220,7 @@ class Simulator:
         self.inflight = 0
         self.peak_inflight = 0
         self.write_log: list[WriteEntry] = []
+        self._after_writes: list[Callable[[], object]] = []  # see after_next_write
         self.inflight_by_route: Counter[str] = Counter()  # route template -> being answered
         self.rate_limits_enabled = rate_limits
         self.rate_scale = 1.0
@@ -317,6 +318,12 @@ class Simulator:
     def writes(self) -> int:
         """Calls that could change vendor state (anything but GET)."""
         return sum(n for (m, _r, _s), n in self.calls.items() if m != "GET")
+
+    def after_next_write(self, action: Callable[[], object]) -> None:
+        """Run ``action`` (a person acting, :meth:`act`) once, right after the vendor has
+        answered the next write call: between a client's write and the reads that confirm it,
+        a window no sleep in a test can hit reliably."""
+        self._after_writes.append(action)
 
     def transport(self) -> httpx.ASGITransport:
         return httpx.ASGITransport(app=self.app)
@@ -543,6 +550,8 @@ class _SimMiddleware:
                 agent = next((v.decode("latin-1") for k, v in scope.get("headers", ())
                               if k == b"user-agent"), "")
                 sim.write_log.append(WriteEntry(arrived, method, route, status_box[0], agent))
+                if sim._after_writes:
+                    sim._after_writes.pop(0)()
 
 
 class _LyingSend:

@@ -266,3 +266,37 @@ async def test_an_alert_firing_again_right_after_a_resolve_is_not_resolved_in_th
         assert w.incident("b", "db")["state"] == "acknowledged"
     finally:
         await w.close()
+
+
+# (b's vendor, syncd's push to b, the person's move in b right after it): every vendor's
+# ack push, and a severity push to those that take one (incident.io's edit is confirmed with an
+# escalations read that can see the person's resolve, timestamped after the incident's own).
+AFTER_PUSH = [(vb, "acknowledge", "resolve") for vb in VENDORS] + [
+    (vb, "severity", move) for vb in SEVERITY_VENDORS for move in ("acknowledge", "resolve")]
+
+
+@pytest.mark.parametrize(("vb", "push", "move"), AFTER_PUSH)
+async def test_a_person_moving_forward_right_after_a_push_reaches_the_other_side(
+        tmp_path: Path, vb: str, push: str, move: str) -> None:
+    """A person acks or resolves b just after syncd's push there was answered (before the
+    client's confirming reads): a move forward is news whatever its timestamp says against
+    the confirmation's, and a's page is acked or resolved, not dropped for good (a full resync
+    reads open incidents only, so it would never come back)."""
+    va = "spike" if vb != "spike" else "pagerduty"
+    w = pair(tmp_path, va, vb)
+    try:
+        w.alert("db")
+        await w.settle()
+        w.sims["b"].after_next_write(lambda: w.act("b", "db", move))
+        if push == "severity":
+            w.act("a", "db", "severity", severity="sev2")
+        else:
+            w.act("a", "db", "acknowledge")
+        await w.settle()
+        await w.engine.cycle(full=True)
+        moved = {"acknowledge": "acknowledged", "resolve": "resolved"}[move]
+        assert w.incident("b", "db")["state"] == moved
+        assert w.incident("a", "db")["state"] == moved, "the person's move in b was dropped"
+        await assert_quiet(w)
+    finally:
+        await w.close()

@@ -10,8 +10,8 @@ import pytest
 from syncd.config import SyncGroup
 from syncd.engine.links import OPEN_OCCURRENCE_SLACK
 from syncd.engine.observe import GroupContext, observe
-from syncd.ledger import Ledger
-from syncd.model import Incident, State
+from syncd.ledger import Ledger, Tx, records
+from syncd.model import Action, Incident, Severity, State
 from syncd.vendors.base import Capability
 
 CAPS = Capability.ACK | Capability.RESOLVE
@@ -131,3 +131,59 @@ def test_an_open_incident_born_just_after_a_resolve_is_the_same_occurrence(
     ledger.call(lambda tx: observe(tx, "b", [late], groups, born, grace=grace))
     assert ledger.call(lambda tx: tx.counts())["links"] == links
     assert ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)]) == owed
+
+
+
+def _pushed(tmp_path: Path, action: Action, value: str) -> tuple[Ledger, list[GroupContext],
+                                                                 datetime]:
+    """a:1 and b:9 linked, then our push to a:1 confirmed by the vendor, its answer stamped
+    (vendor time) at the returned time."""
+    ledger, groups = setup(tmp_path)
+    for account, ext in (("a", "1"), ("b", "9")):
+        ledger.call(lambda tx, a=account, e=ext: observe(
+            tx, a, [inc(e, State.TRIGGERED, T0)], groups, T0, grace=GRACE))
+    pushed = T0 + timedelta(minutes=5)
+
+    def confirm(tx: Tx) -> None:
+        rec = tx.record("a", "1")
+        assert rec is not None
+        state = State(value) if action is not Action.SET_SEVERITY else State(rec.state)
+        answer = Incident("1", state, "t", severity=Severity.SEV2, updated_at=pushed)
+        records.confirm_push(rec, action, value, answer, pushed)
+
+    ledger.call(confirm)
+    return ledger, groups, pushed
+
+
+GRACE = timedelta(seconds=60)
+
+
+@pytest.mark.parametrize(("seen", "severity", "stale"), [
+    (State.RESOLVED, Severity.SEV2, 0),  # a move forward: news, whatever its time
+    (State.TRIGGERED, Severity.SEV1, 1),  # the listing from before our ack: list lag
+])
+def test_after_a_confirmed_ack_only_a_step_back_older_than_it_is_stale(
+        tmp_path: Path, seen: State, severity: Severity, stale: int) -> None:
+    ledger, groups, pushed = _pushed(tmp_path, Action.ACKNOWLEDGE, "acknowledged")
+    older = Incident("1", seen, "t", severity=severity, keys={"dedup": "k1"},
+                     updated_at=pushed - timedelta(seconds=1))
+    later = pushed + GRACE * 5  # past grace: only the timestamps decide
+    result = ledger.call(lambda tx: observe(tx, "a", [older], groups, later, grace=GRACE))
+    assert result.stale == stale
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None
+    assert rec.state == ("acknowledged" if stale else seen.value)
+
+
+def test_after_a_confirmed_severity_push_the_listing_before_it_is_stale(tmp_path: Path
+                                                                       ) -> None:
+    """Same state, the old severity, older than our severity push's confirmation: the record
+    as it was before the push, not a person undoing it."""
+    ledger, groups, pushed = _pushed(tmp_path, Action.SET_SEVERITY, "sev2")
+    before = Incident("1", State.TRIGGERED, "t", severity=Severity.SEV1, keys={"dedup": "k1"},
+                      updated_at=pushed - timedelta(seconds=1))
+    later = pushed + GRACE * 5
+    result = ledger.call(lambda tx: observe(tx, "a", [before], groups, later, grace=GRACE))
+    assert result.stale == 1
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and rec.severity == "sev2"
