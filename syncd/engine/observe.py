@@ -121,10 +121,10 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
     Dropped are:
 
     - a step back (an earlier state than the recorded one) older, by the vendor's own
-      timestamps, than the observation already taken in (a list lagging behind the feed, a
-      lagging replica's page): taken, it would undo that change in the ledger (a resolve
-      looking reopened), cancel the pushes owed for it and, with ``regressions = follow``,
-      reopen the other members;
+      timestamps, than the newest observation already taken in (``vendor_updated_at``; a
+      list lagging behind the feed, a lagging replica's page): taken, it would undo a change
+      in the ledger (a resolve looking reopened), cancel the pushes owed for it and, with
+      ``regressions = follow``, reopen the other members;
     - after a confirmed push, a step back or a same-state observation older than the vendor's
       timestamp on the confirmation: the record as it was before our push (its old severity
       would read as a person undoing our severity push);

@@ -60,6 +60,7 @@ Known = Any
 _TABLE = Record.__table__  # type: ignore[attr-defined]
 _COLUMNS = [_TABLE.c[name] for name in RecordRow.__slots__[:14]]  # type: ignore[attr-defined]
 _DESCRIBED = slice(5, 10)
+_SEEN_AT = 7  # vendor_updated_at, by position in a load()ed row
 _LOAD = InSelect(select(*_COLUMNS).where(
     _TABLE.c.account == bindparam("account"),
     _TABLE.c.external_id.in_(bindparam("ids", expanding=True))))
@@ -155,9 +156,16 @@ def observe(known: Known, inc: Incident, now: datetime
             ) -> tuple[RecordRow, list[FieldChange]] | None:
     """Take in a new observation of a record :func:`load` read. None when nothing changed at
     all; else the record with its new values (for :func:`save`) and the synced fields that
-    changed (an empty list when only descriptive fields did)."""
+    changed (an empty list when only descriptive fields did).
+
+    ``vendor_updated_at`` keeps the newest vendor time seen, not the last one: an observation
+    taken in can be older than the one before it (a move forward is taken whatever its time,
+    and incident.io's resolve carries an older time than its open listing, see
+    ``syncd.engine.observe._stale``), and the step-back check compares against this time: set
+    back, it would take a lagging listing stamped in between for a reopen."""
     changes = _diff(known, inc)
-    described = (inc.title, _keys_json(inc), inc.updated_at, inc.url, inc.number)
+    described = (inc.title, _keys_json(inc), _newest(inc.updated_at, known[_SEEN_AT]),
+                 inc.url, inc.number)
     if not changes and described == known[_DESCRIBED]:
         return None
     rec = RecordRow(*known)
@@ -196,6 +204,12 @@ def set_marker(rec: AnyRecord, marker: str) -> None:
     rec.marker = marker
     if isinstance(rec, Record):
         rec.tag = tag_of(marker)
+
+
+def _newest(seen: datetime | None, recorded: datetime | None) -> datetime | None:
+    if seen is None or recorded is None:
+        return seen or recorded
+    return max(seen, recorded)
 
 
 def _keys_json(inc: Incident) -> str:

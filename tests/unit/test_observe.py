@@ -16,6 +16,7 @@ from syncd.vendors.base import Capability
 
 CAPS = Capability.ACK | Capability.RESOLVE
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
+GRACE = timedelta(seconds=60)
 
 
 def setup(tmp_path: Path) -> tuple[Ledger, list[GroupContext]]:
@@ -60,19 +61,26 @@ def test_alert_firing_again_after_resolve_is_a_new_link(tmp_path: Path) -> None:
     assert ledger.call(lambda tx: tx.counts())["links"] == 2
 
 
+def following(tmp_path: Path, state: State) -> tuple[Ledger, list[GroupContext]]:
+    """a:1 and b:9 linked in ``state``, in a group whose regressions follow (so a step back
+    taken for a change reopens the other side)."""
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    group = SyncGroup(name="g", accounts=["a", "b"], regressions="follow")
+    caps = CAPS | Capability.REOPEN | Capability.UNACK
+    groups = [GroupContext.build(group, {"a": caps, "b": caps})]
+    for account, ext in (("a", "1"), ("b", "9")):
+        ledger.call(lambda tx, a=account, e=ext: observe(
+            tx, a, [inc(e, state, T0)], groups, T0, grace=GRACE))
+    return ledger, groups
+
+
 def test_a_listing_older_than_what_was_seen_is_not_a_change(tmp_path: Path) -> None:
     """A list lagging behind the feed (or a page of a lagging replica) shows an incident as it
     was before a change already observed: by the vendor's own timestamps that is old news, not
     a person reopening it. Taken for a change, ``regressions = follow`` would reopen (re-page)
     the other side, and the next read would resolve it again."""
-    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
-    group = SyncGroup(name="g", accounts=["a", "b"], regressions="follow")
-    caps = CAPS | Capability.REOPEN | Capability.UNACK
-    groups = [GroupContext.build(group, {"a": caps, "b": caps})]
-    grace = timedelta(seconds=60)
-    for account, ext in (("a", "1"), ("b", "9")):
-        ledger.call(lambda tx, a=account, e=ext: observe(
-            tx, a, [inc(e, State.ACKNOWLEDGED, T0)], groups, T0, grace=grace))
+    ledger, groups = following(tmp_path, State.ACKNOWLEDGED)
+    grace = GRACE
     later = T0 + timedelta(minutes=5)
     ledger.call(lambda tx: observe(tx, "a", [inc("1", State.RESOLVED, later)], groups, later,
                                    grace=grace))
@@ -106,6 +114,30 @@ def test_a_resolve_older_than_a_folded_escalation_time_is_taken(tmp_path: Path) 
     assert result.stale == 0
     rec = ledger.call(lambda tx: tx.record("a", "1"))
     assert rec is not None and rec.state == "resolved"
+    owed = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
+    assert owed == [("b", "resolve")]
+
+
+def test_a_resolve_taken_with_an_older_time_keeps_the_newest_one_seen(tmp_path: Path
+                                                                     ) -> None:
+    """The open incident was seen at T2+2s (an escalation ended by the resolve, folded in);
+    its resolve, taken, carries its own T2. The step-back check must go on comparing against
+    the newest time seen: a lagging listing's open state stamped in between (T2+1s, an
+    escalation read before the last one ended) is older than what was seen, not a reopen
+    that would cancel b's resolve and, with ``regressions = follow``, page b again."""
+    ledger, groups = following(tmp_path, State.TRIGGERED)
+    resolved_at = T0 + timedelta(minutes=5)
+    folded = inc("1", State.TRIGGERED, resolved_at + timedelta(seconds=2))
+    ledger.call(lambda tx: observe(tx, "a", [folded], groups, resolved_at, grace=GRACE))
+    later = resolved_at + timedelta(seconds=30)
+    ledger.call(lambda tx: observe(tx, "a", [inc("1", State.RESOLVED, resolved_at)], groups,
+                                   later, grace=GRACE))
+    lagging = inc("1", State.TRIGGERED, resolved_at + timedelta(seconds=1))
+    result = ledger.call(lambda tx: observe(tx, "a", [lagging], groups, later, grace=GRACE))
+    assert result.stale == 1 and result.actions == 0
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and rec.state == "resolved"
+    assert rec.vendor_updated_at == resolved_at + timedelta(seconds=2)
     owed = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
     assert owed == [("b", "resolve")]
 
@@ -153,9 +185,6 @@ def _pushed(tmp_path: Path, action: Action, value: str) -> tuple[Ledger, list[Gr
 
     ledger.call(confirm)
     return ledger, groups, pushed
-
-
-GRACE = timedelta(seconds=60)
 
 
 @pytest.mark.parametrize(("seen", "severity", "stale"), [
