@@ -683,8 +683,10 @@ class PagerDutyClient(PagerDutySchedules, ClientBase):
         return min(("high", "low"), key=distance)
 
     def _urgency_severity(self, urgency: str) -> Severity:
-        """An urgency's severity when choosing one: unmapped, it counts as sev3 (the middle),
-        the same for the choice and for what the push is said to land as."""
+        """An urgency's severity when choosing one, and what the push is said to land as: the
+        severity the poll reads it as (:meth:`_severity_of`). Config overrides are merged
+        over ``default_severity_map``, so both urgencies always map; the sev3 (the middle)
+        for an unmapped one only keeps a map built otherwise from failing a push."""
         return self.severity_map.get(urgency, Severity.SEV3)
 
     async def _priority_for(self, severity: Severity) -> str | None:

@@ -16,12 +16,19 @@ def pair(tmp_path: Path, a: str, b: str, **kw: object) -> World:
 
 def sev(w: World, account: str, dedup: str) -> str | None:
     inc = w.incident(account, dedup)
-    if w.account_extra.get(account, {}).get("severity_field") == "urgency":
-        return {"high": "sev2", "low": "sev4"}[inc["urgency"]]  # the client's default map
+    extra = w.account_extra.get(account, {})
+    if extra.get("severity_field") == "urgency":
+        # The client's default map, under the account's overrides (config merges them).
+        mapping: dict[str, str] = {"high": "sev2", "low": "sev4",
+                                   **extra.get("severity_map", {})}
+        return mapping[inc["urgency"]]
     return inc["severity"]
 
 
 URGENCY = {"b": {"severity_field": "urgency"}}
+# Overrides cannot unmap an urgency (they are merged over the defaults): they move them.
+URGENCY_MAPPED = {"b": {"severity_field": "urgency",
+                        "severity_map": {"high": "sev1", "low": "sev3"}}}
 
 
 @pytest.mark.parametrize(("va", "vb", "start", "human", "lands", "extra"), [
@@ -30,6 +37,8 @@ URGENCY = {"b": {"severity_field": "urgency"}}
     ("pagerduty", "incidentio", "sev1", "sev5", "sev3", {}),  # three org severities
     ("spike", "pagerduty", "sev3", "sev1", "sev2", URGENCY),  # high = sev2
     ("incidentio", "pagerduty", "sev3", "sev1", "sev2", URGENCY),
+    ("incidentio", "pagerduty", "sev3", "sev2", "sev1", URGENCY_MAPPED),  # a tie: high
+    ("spike", "pagerduty", "sev1", "sev3", "sev3", URGENCY_MAPPED),
 ])
 async def test_lossy_severity_push_does_not_drift_the_human_value(
         tmp_path: Path, va: str, vb: str, start: str, human: str, lands: str,

@@ -325,6 +325,38 @@ async def test_severity_lands_on_the_urgency_the_push_chose(sim: PagerDutySimula
     assert urgent.severity_lands_as(Severity.SEV2) == Severity.SEV1
 
 
+URGENCY_MAPS = [{"high": f"sev{h}", "low": f"sev{low}"} for h in range(1, 6)
+                for low in range(1, 6)]
+PRIORITY_MAPS = [{}, {"P2": "sev3"}, {"P1": "sev2", "P2": "sev1"}, {"P0": "sev1"}]
+
+
+@pytest.mark.parametrize(("field", "overrides"), [("urgency", m) for m in URGENCY_MAPS]
+                         + [("priority", m) for m in PRIORITY_MAPS])
+async def test_a_severity_push_lands_as_what_the_read_says_under_any_configured_map(
+        sim: PagerDutySimulator, field: str, overrides: dict[str, str]) -> None:
+    """Read and write agree under every severity_map a config can give: its overrides are
+    merged over the defaults, so high, low and P1..P5 always map (the sev3 _urgency_severity
+    gives an unmapped urgency is never reached through config), and a priority no name maps
+    to is refused, never guessed. What the dispatcher records a push as landing on
+    (severity_lands_as) is what reading the incident PagerDuty answered gives, or the push's
+    echo would read as a person's change and drift the other vendors."""
+    a = fire(sim, "sev-maps")
+    client = make_client(sim, severity_field=field, severity_map=overrides)
+    try:
+        for target in Severity:
+            (r,) = await client.push(Action.SET_SEVERITY, [
+                Push(a, Action.SET_SEVERITY, "1", severity=target)])
+            if r.outcome is Outcome.REFUSED:
+                names = [name for _id, name, _desc in sim.priorities]
+                assert field == "priority"
+                assert target not in [client.severity_map.get(n) for n in names]
+                continue
+            assert r.incident is not None
+            assert r.incident.severity == client.severity_lands_as(target), target
+    finally:
+        await client.aclose()
+
+
 # ---------------------------------------------------------------- mirrors
 
 
