@@ -109,14 +109,14 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
     lag): it says nothing new, and taken for a change it would undo that change.
 
     A move forward (a later lifecycle state than the recorded one) is never stale, whatever its
-    timestamp: one record's vendor timestamps are not monotonic (incident.io folds the newest
-    escalation's time into an *open* incident's updated_at only, so its resolve can carry a
-    time older than the open listing, or than our push's confirmation, before it: the
-    escalations read that confirms a severity edit can see the escalations the person's
-    resolve just ended). And a dropped move forward is lost for good: the feed cursors have
-    passed it, a full resync lists open incidents only (PagerDuty, incident.io, Spike's open
-    lists) or shows it again with the same timestamps (Splunk On-Call's live list), which this
-    check would drop again.
+    timestamp: one record's vendor timestamps need not be monotonic (incident.io folds its
+    escalations' times into an *open* record's updated_at only, read from a second list that
+    can run ahead of the incidents list; the client leaves out the escalations a resolve
+    ends, ``syncd.vendors.incidentio.ESC_ENDED_BY_RESOLVE``, but nothing documented orders an
+    ack's escalation time against the incident's own). And a dropped move forward is lost for
+    good: the feed cursors have passed it, a full resync lists open incidents only (PagerDuty,
+    incident.io, Spike's open lists) or shows it again with the same timestamps (Splunk
+    On-Call's live list), which this check would drop again.
 
     Dropped are:
 

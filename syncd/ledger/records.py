@@ -160,9 +160,9 @@ def observe(known: Known, inc: Incident, now: datetime
 
     ``vendor_updated_at`` keeps the newest vendor time seen, not the last one: an observation
     taken in can be older than the one before it (a move forward is taken whatever its time,
-    and incident.io's resolve carries an older time than its open listing, see
-    ``syncd.engine.observe._stale``), and the step-back check compares against this time: set
-    back, it would take a lagging listing stamped in between for a reopen."""
+    and incident.io's open listing can carry an escalation's time, newer than the incident's
+    own, see ``syncd.engine.observe._stale``), and the step-back check compares against this
+    time: set back, it would take a lagging listing stamped in between for a reopen."""
     changes = _diff(known, inc)
     described = (inc.title, _keys_json(inc), _newest(inc.updated_at, known[_SEEN_AT]),
                  inc.url, inc.number)

@@ -80,6 +80,21 @@ OPEN = ("triage", "live", "paused")
 RESOLVED = ("learning", "closed", "declined", "canceled", "merged")
 ALIASES = {"active": "live", "post-incident": "learning"}  # IncidentSlimV2 vocabulary (notes 11)
 ESC_ACKABLE = ("pending", "triggered", "snoozed", "delayed", "pending_repeat")
+ESC_ENDED_BY_RESOLVE = ("resolved", "cancelled")
+"""Escalation statuses a record's own resolve sets, whose times are not folded into the open
+record's ``updated_at`` (:func:`with_escalations`). ``resolved``: escalations resolve when their
+incident or alert resolves (notes 6; there is no endpoint to resolve one; a reassign resolves
+the original but creates a new escalation, whose time is folded). ``cancelled``: an alert's
+resolve cancels its escalations under ``auto_cancel_escalations`` (notes 7, 9.2), and so may our
+resolve of an alert's incident; a cancel while the record stays open (a person's
+``actions/cancel``) changes nothing syncd reads: an ack before it still counts (its ``acked``
+event) and there is nothing left to ack. So when the incidents (or alerts) list lags behind the
+escalations read, still showing the record open, its time is the open record's, not its
+resolve's, and the step-back check sees that listing as older than the resolve (taken as a
+reopen, it cancelled the other side's owed resolve). Folded still: ``acked`` (the change syncd
+reads, which need not bump the incident), the ackable statuses (an escalation appearing late
+makes a parked ack possible) and ``expired`` (a path running out unacknowledged while the
+record is open: never set by a resolve, which leaves ended escalations alone)."""
 MARKER = re.compile(r"\[syncd:([\w.:-]+)\]")  # bracketed: a whole marker, never a prefix
 WEBHOOK_TOLERANCE = 5 * 60  # seconds; Svix's WEBHOOK_TOLERANCE_IN_SECONDS (notes §8)
 MARKER_URL = "https://syncd.invalid/marker/{marker}"
@@ -115,10 +130,15 @@ def created_of(raw: dict[str, Any]) -> datetime | None:
         return None
 
 
-def _note_newest(newest: dict[str, datetime], rid: str, value: Any) -> None:
+def _note_newest(newest: dict[str, datetime], rid: str, esc: dict[str, Any]) -> None:
+    """Note that ``rid`` has an escalation, and its time unless a resolve may have set it
+    (:data:`ESC_ENDED_BY_RESOLVE`) or it has none: either is still proof that one exists."""
     try:
-        when = _time(value)
-    except ValueError:  # still proof that an escalation exists
+        when = (None if esc.get("status") in ESC_ENDED_BY_RESOLVE
+                else _time(esc.get("updated_at")))
+    except ValueError:
+        when = None
+    if when is None:
         newest.setdefault(rid, datetime.min.replace(tzinfo=UTC))
         return
     if rid not in newest or when > newest[rid]:
@@ -129,7 +149,8 @@ def with_escalations(inc: Incident, esc_changed: Mapping[str, datetime]) -> Inci
     """The record's ``updated_at`` includes its escalations' changes: a syncd record is the
     incident (or alert) *and* its escalations, and creating or acking an escalation need not
     bump the incident (notes 9.2). So an escalation that appears late is a change the engine
-    sees, and retries an ack it had to park or postpone."""
+    sees, and retries an ack it had to park or postpone. Only the escalations of open records
+    are read, and not those a resolve ends (:data:`ESC_ENDED_BY_RESOLVE`)."""
     when = esc_changed.get(inc.external_id)
     if when is None or (inc.updated_at is not None and inc.updated_at >= when):
         return inc
@@ -527,7 +548,8 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
                      newest: dict[str, datetime] | None = None, *, push: bool = False
                      ) -> tuple[set[str], dict[str, list[str]]]:
         """Which incidents (``by="alert"``: alerts) have an acked escalation, and each one's
-        still-ackable escalations; ``newest`` collects each one's latest escalation change.
+        still-ackable escalations; ``newest`` collects each one's latest escalation change
+        but those a resolve sets (:data:`ESC_ENDED_BY_RESOLVE`).
         ``push``: the lookup of an ack push, which has the writes' budget priority (a poll's
         reads wait for it too, or a storm's pushes would stall at every lookup while a poll
         reads)."""
@@ -552,7 +574,7 @@ class IncidentIOClient(ClientBase, ScheduleMigration):
                         if rid not in chunk:
                             continue
                         if newest is not None:
-                            _note_newest(newest, rid, esc.get("updated_at"))
+                            _note_newest(newest, rid, esc)
                         if was_acked:
                             acked.add(rid)
                         if esc.get("status") in ESC_ACKABLE:

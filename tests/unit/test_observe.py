@@ -96,10 +96,11 @@ def test_a_listing_older_than_what_was_seen_is_not_a_change(tmp_path: Path) -> N
 
 
 def test_a_resolve_older_than_a_folded_escalation_time_is_taken(tmp_path: Path) -> None:
-    """incident.io folds the newest escalation's time into an open incident's updated_at only:
-    an escalation auto-cancelled at T2+eps shows the open incident at T2+eps, and its resolve
-    then carries its own time, T2. A move forward is news whatever its timestamp: dropped, the
-    resolve would be lost for good (the feed cursor has passed it)."""
+    """incident.io folds escalation times into an open incident's updated_at only, read from
+    a second list: the client leaves out escalations a resolve ends, but nothing documented
+    orders an escalation's time (T2+eps) against the incident's own resolve (T2). A move
+    forward is news whatever its timestamp: dropped, the resolve would be lost for good (the
+    feed cursor has passed it)."""
     ledger, groups = setup(tmp_path)
     grace = timedelta(seconds=60)
     for account, ext in (("a", "1"), ("b", "9")):

@@ -234,6 +234,28 @@ async def test_change_feed_sees_resolves_and_acks_that_do_not_bump_the_alert(
     assert set(found) == {ids["b"], ids["c"]}
 
 
+@pytest.mark.parametrize("acked_first", [False, True])
+async def test_a_firing_listing_takes_no_time_from_the_escalations_its_resolve_ended(
+        sim: IncidentIOSimulator, alerts: IncidentIOClient, acked_first: bool) -> None:
+    """An alert's resolve cancels its open escalations and resolves acked ones (route option
+    ``auto_cancel_escalations``, notes 7): while the alerts list still shows it firing, the
+    fresh escalations read must not stamp that listing with the resolve's time."""
+    sim.alert(dedup="a", title="a")
+    alert = sim.alerts[alert_id(sim, "a")]
+    listed = alert.updated
+    if acked_first:
+        sim.clock.advance(5)
+        sim._ack(escalations_of(sim, alert.id)[0], None)
+    sim.clock.advance(5)
+    sim.alert(dedup="a", title="a", action="resolve")
+    assert {e.status for e in escalations_of(sim, alert.id)} == {
+        "resolved" if acked_first else "cancelled"}
+    alert.status, alert.updated, alert.resolved_at = "firing", listed, None  # the list lags
+    found, _, _ = await drain(alerts)
+    assert found[alert.id].state is (State.ACKNOWLEDGED if acked_first else State.TRIGGERED)
+    assert found[alert.id].updated_at == listed
+
+
 async def test_bad_alert_records_are_skipped(sim: IncidentIOSimulator) -> None:
     for k in ("a", "b", "c"):
         sim.alert(dedup=k, title=k)

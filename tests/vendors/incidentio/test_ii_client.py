@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,12 +14,16 @@ from contract_kit import rate_limit_header
 from ii_helpers import drain, make_client, settings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from syncd.model import NewIncident, Severity, State
+from syncd.config import SyncGroup
+from syncd.engine.observe import GroupContext, ObserveResult, observe
+from syncd.ledger import Ledger
+from syncd.model import Incident, NewIncident, Severity, State
 from syncd.ratelimit import Budget
 from syncd.simulators.incidentio import IncidentIOSimulator
 from syncd.vendors.base import (
     Action,
     AuthError,
+    Capability,
     MalformedResponse,
     Outcome,
     Push,
@@ -94,6 +99,86 @@ def resolve_quietly(sim: IncidentIOSimulator, iid: str) -> None:
     before = sim.incidents[iid].updated
     sim.act(iid, "resolve")
     sim.incidents[iid].updated = before
+
+
+def list_lags(sim: IncidentIOSimulator, iid: str, status_id: str, updated: datetime) -> None:
+    """The incidents list lags behind the escalations read: it still shows the incident as it
+    was (``status_id`` at ``updated``) while its escalations are as they are now."""
+    inc = sim.incidents[iid]
+    old = sim.status(inc).category
+    inc.status_id, inc.updated = status_id, updated
+    sim._index(inc, old)
+
+
+@pytest.mark.parametrize("acked_first", [False, True])
+async def test_an_open_listing_takes_no_time_from_the_escalations_its_resolve_ended(
+        sim: IncidentIOSimulator, client: IncidentIOClient, acked_first: bool) -> None:
+    """incident.io resolves an incident's escalations with it (notes 6): while the incidents
+    list still shows it open, the fresh escalations read must not stamp that open listing
+    with the resolve's time, or it is no older than the resolve and reads as a reopen."""
+    sim.alert(dedup="db", title="DB")
+    iid = sim.canonical_incidents()[0]["id"]
+    inc = sim.incidents[iid]
+    listed = (inc.status_id, inc.updated)
+    if acked_first:  # an ack the list has not caught up with either: it still counts
+        sim.clock.advance(5)
+        ack_quietly(sim, iid)
+    sim.clock.advance(5)
+    sim.act(iid, "resolve")
+    list_lags(sim, iid, *listed)
+    found, _, _ = await drain(client, full=True)
+    assert found[iid].state is (State.ACKNOWLEDGED if acked_first else State.TRIGGERED)
+    assert found[iid].updated_at == listed[1]
+
+
+async def test_a_lagging_open_listing_after_a_resolve_is_not_a_reopen(
+        sim: IncidentIOSimulator, client: IncidentIOClient, tmp_path: Path) -> None:
+    """The consequence in the ledger: the person's resolve is read, then the lagging open
+    listing (with the escalations that resolve ended). Stamped with their time it was no older
+    than the resolve, was taken for a reopen and cancelled the resolve owed to b (and with
+    ``regressions = follow`` would page b again); by the incident's own time it is list lag."""
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    caps = Capability.ACK | Capability.RESOLVE
+    groups = [GroupContext.build(SyncGroup(name="g", accounts=["a", "b"]),
+                                 {"a": caps, "b": caps})]
+
+    def seen(account: str, incidents: list[Incident]) -> ObserveResult:
+        now = sim.clock.now()
+        return ledger.call(lambda tx: observe(tx, account, incidents, groups, now,
+                                              grace=timedelta(seconds=60)))
+
+    sim.alert(dedup="db", title="DB")
+    iid = sim.canonical_incidents()[0]["id"]
+    listed = (sim.incidents[iid].status_id, sim.incidents[iid].updated)
+    found, cursor, _ = await drain(client)
+    seen("a", list(found.values()))
+    seen("b", [Incident("9", State.TRIGGERED, "DB", keys={"dedup": "db"},
+                        updated_at=listed[1])])
+    sim.clock.advance(5)
+    sim.act(iid, "resolve")
+    found, _, _ = await drain(client, cursor)
+    assert found[iid].state is State.RESOLVED
+    seen("a", [found[iid]])
+    list_lags(sim, iid, *listed)
+    found, _, _ = await drain(client, full=True)
+    assert seen("a", [found[iid]]).stale == 1
+    rec = ledger.call(lambda tx: tx.record("a", iid))
+    assert rec is not None and rec.state == "resolved"
+    owed = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
+    assert owed == [("b", "resolve")]
+
+
+async def test_an_open_listing_takes_the_time_of_an_ack_on_its_escalation(
+        sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
+    """An ack need not bump the incident (notes 9.2): its escalation's time is the record's."""
+    sim.alert(dedup="db", title="DB")
+    iid = sim.canonical_incidents()[0]["id"]
+    sim.clock.advance(5)
+    ack_quietly(sim, iid)
+    found, _, _ = await drain(client, full=True)
+    assert found[iid].state is State.ACKNOWLEDGED
+    assert found[iid].updated_at == sim.escalations[sim.incidents[iid].escalation_ids[0]].updated
+    assert found[iid].updated_at > sim.incidents[iid].updated
 
 
 async def aged_backlog(sim: IncidentIOSimulator, client: IncidentIOClient, count: int = 40
