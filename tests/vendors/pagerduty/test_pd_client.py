@@ -325,18 +325,21 @@ async def test_severity_lands_on_the_urgency_the_push_chose(sim: PagerDutySimula
     assert urgent.severity_lands_as(Severity.SEV2) == Severity.SEV1
 
 
-URGENCY_MAPS = [{"high": f"sev{h}", "low": f"sev{low}"} for h in range(1, 6)
-                for low in range(1, 6)]
+# Partial overrides first: the merge over the defaults is what keeps the other urgency mapped
+# (taking the overrides alone, low would read as no severity after {"high": "sev1"}).
+URGENCY_MAPS = [{"high": "sev1"}, {"high": "sev5"}, {"low": "sev5"}, {"low": "sev1"}, {},
+                {"high": "sev1", "low": "sev5"}, {"high": "sev3", "low": "sev3"},
+                {"high": "sev5", "low": "sev1"}]
 PRIORITY_MAPS = [{}, {"P2": "sev3"}, {"P1": "sev2", "P2": "sev1"}, {"P0": "sev1"}]
 
 
 @pytest.mark.parametrize(("field", "overrides"), [("urgency", m) for m in URGENCY_MAPS]
                          + [("priority", m) for m in PRIORITY_MAPS])
-async def test_a_severity_push_lands_as_what_the_read_says_under_any_configured_map(
+async def test_a_severity_push_lands_as_what_the_read_says_under_overridden_maps(
         sim: PagerDutySimulator, field: str, overrides: dict[str, str]) -> None:
-    """Read and write agree under every severity_map a config can give: its overrides are
-    merged over the defaults, so high, low and P1..P5 always map (the sev3 _urgency_severity
-    gives an unmapped urgency is never reached through config), and a priority no name maps
+    """Read and write agree under partial, full and empty severity_map overrides: they are
+    merged over the defaults, so high, low and P1..P5 stay mapped (the sev3 _urgency_severity
+    gives an unmapped urgency is not reached through config), and a priority no name maps
     to is refused, never guessed. What the dispatcher records a push as landing on
     (severity_lands_as) is what reading the incident PagerDuty answered gives, or the push's
     echo would read as a person's change and drift the other vendors."""
