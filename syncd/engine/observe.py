@@ -128,8 +128,9 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
     - after a confirmed push, a step back or a same-state observation older than the vendor's
       timestamp on the confirmation: the record as it was before our push (its old severity
       would read as a person undoing our severity push);
-    - where the vendor gives no timestamps, a step back within ``grace`` of the confirmation
-      (a resolve right after our ack is news).
+    - after a confirmed push where the confirmation or the observation has no vendor time
+      (an incident.io ack push returns no incident; a vendor without timestamps), a step
+      back within ``grace`` of the confirmation, by our clock (later, it is a person's move).
     """
     forward = inc.state > State(rec.state)
     if forward:

@@ -167,10 +167,11 @@ def test_an_open_incident_born_just_after_a_resolve_is_the_same_occurrence(
 
 
 
-def _pushed(tmp_path: Path, action: Action, value: str) -> tuple[Ledger, list[GroupContext],
-                                                                 datetime]:
+def _pushed(tmp_path: Path, action: Action, value: str, *, answered: bool = True
+            ) -> tuple[Ledger, list[GroupContext], datetime]:
     """a:1 and b:9 linked, then our push to a:1 confirmed by the vendor, its answer stamped
-    (vendor time) at the returned time."""
+    (vendor time) at the returned time; ``answered=False``: confirmed without an answer (an
+    incident.io ack returns no incident), so with no vendor time."""
     ledger, groups = setup(tmp_path)
     for account, ext in (("a", "1"), ("b", "9")):
         ledger.call(lambda tx, a=account, e=ext: observe(
@@ -182,7 +183,7 @@ def _pushed(tmp_path: Path, action: Action, value: str) -> tuple[Ledger, list[Gr
         assert rec is not None
         state = State(value) if action is not Action.SET_SEVERITY else State(rec.state)
         answer = Incident("1", state, "t", severity=Severity.SEV2, updated_at=pushed)
-        records.confirm_push(rec, action, value, answer, pushed)
+        records.confirm_push(rec, action, value, answer if answered else None, pushed)
 
     ledger.call(confirm)
     return ledger, groups, pushed
@@ -217,3 +218,25 @@ def test_after_a_confirmed_severity_push_the_listing_before_it_is_stale(tmp_path
     assert result.stale == 1
     rec = ledger.call(lambda tx: tx.record("a", "1"))
     assert rec is not None and rec.severity == "sev2"
+
+
+@pytest.mark.parametrize(("answered", "seen_at"), [
+    (False, timedelta(seconds=1)),  # the confirmation has no vendor time
+    (True, None),  # the observation has none
+])
+@pytest.mark.parametrize(("after", "stale"), [(GRACE / 2, 1), (GRACE * 5, 0)])
+def test_without_both_vendor_times_a_step_back_is_stale_only_within_grace(
+        tmp_path: Path, answered: bool, seen_at: timedelta | None, after: timedelta,
+        stale: int) -> None:
+    """Where the confirmation or the observation lacks a vendor time, our clock decides: a
+    step back within ``grace`` of the confirmation is the listing from before our push, one
+    after it a person's move (taken, and the other side follows by ``regressions``)."""
+    ledger, groups, pushed = _pushed(tmp_path, Action.ACKNOWLEDGE, "acknowledged",
+                                     answered=answered)
+    back = Incident("1", State.TRIGGERED, "t", keys={"dedup": "k1"},
+                    updated_at=None if seen_at is None else pushed + seen_at)
+    result = ledger.call(lambda tx: observe(tx, "a", [back], groups, pushed + after,
+                                            grace=GRACE))
+    assert result.stale == stale
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and rec.state == ("acknowledged" if stale else "triggered")
