@@ -221,6 +221,7 @@ class Simulator:
         self.peak_inflight = 0
         self.write_log: list[WriteEntry] = []
         self._after_writes: list[Callable[[], object]] = []  # see after_next_write
+        self.after_write_errors: list[Exception] = []  # what those actions raised
         self.inflight_by_route: Counter[str] = Counter()  # route template -> being answered
         self.rate_limits_enabled = rate_limits
         self.rate_scale = 1.0
@@ -321,9 +322,23 @@ class Simulator:
 
     def after_next_write(self, action: Callable[[], object]) -> None:
         """Run ``action`` (a person acting, :meth:`act`) once, right after the vendor has
-        answered the next write call: between a client's write and the reads that confirm it,
-        a window no sleep in a test can hit reliably."""
+        answered the next write call that it took (a 2xx answer: a write refused, rate limited
+        or failed by an injected fault changed nothing, and leaves the action for the next
+        one): between a client's write and the reads that confirm it, a window no sleep in a
+        test can hit reliably. In process (:meth:`transport`) the client gets the answer only
+        after the action ran; through a threaded loopback server the answer is on the socket
+        first, so the client may read before the person acts. What the action raises never
+        replaces the write's answer: it is kept in :attr:`after_write_errors` for the test to
+        check."""
         self._after_writes.append(action)
+
+    def _after_write(self, status: int) -> None:
+        if not self._after_writes or not 200 <= status < 300:
+            return
+        try:
+            self._after_writes.pop(0)()
+        except Exception as exc:  # the test's action, not the vendor's answer
+            self.after_write_errors.append(exc)
 
     def transport(self) -> httpx.ASGITransport:
         return httpx.ASGITransport(app=self.app)
@@ -550,8 +565,7 @@ class _SimMiddleware:
                 agent = next((v.decode("latin-1") for k, v in scope.get("headers", ())
                               if k == b"user-agent"), "")
                 sim.write_log.append(WriteEntry(arrived, method, route, status_box[0], agent))
-                if sim._after_writes:
-                    sim._after_writes.pop(0)()
+                sim._after_write(status_box[0])
 
 
 class _LyingSend:

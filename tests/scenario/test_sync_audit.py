@@ -303,6 +303,7 @@ async def test_a_person_moving_forward_right_after_a_push_reaches_the_other_side
             w.act("a", "db", "acknowledge")
         await w.settle()
         await w.engine.cycle(full=True)
+        assert not w.sims["b"].after_write_errors
         moved = {"acknowledge": "acknowledged", "resolve": "resolved"}[move]
         assert w.incident("b", "db")["state"] == moved
         assert w.incident("a", "db")["state"] == moved, "the person's move in b was dropped"

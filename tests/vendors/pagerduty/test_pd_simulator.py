@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from starlette.requests import Request
 
+from syncd.simulators.base import Faults
 from syncd.simulators.pagerduty import (
     FROM_EMAIL,
     FROM_MISSING,
@@ -460,3 +461,31 @@ async def test_seed_is_fast_and_lists_stay_cheap(sim: PagerDutySimulator) -> Non
                 "limit": 100, "offset": offset})
             assert len(r.json()["incidents"]) == 100
         assert time.monotonic() - started < 10
+
+
+# ---------------------------------------------------------------- after_next_write
+
+
+async def test_a_persons_act_after_a_write_waits_for_one_taken_and_never_spoils_its_answer(
+        sim: PagerDutySimulator, api: httpx.AsyncClient) -> None:
+    """after_next_write fires after a write the vendor took (2xx), not after one an injected
+    fault or a 429 answered (it changed nothing); what the action raises is kept for the test,
+    and the write's own answer reaches the client unchanged."""
+    ran: list[int] = []
+    sim.after_next_write(lambda: ran.append(len(sim.write_log)))
+    sim.faults = Faults(error_rate=1.0, error_status=502)
+    assert (await trigger(api, "a")).status_code == 502
+    sim.faults = Faults(rate_limit_rate=1.0)
+    assert (await trigger(api, "a")).status_code == 429
+    assert ran == []
+    sim.faults = Faults()
+    assert (await trigger(api, "a")).status_code == 202
+    assert ran == [3]
+
+    def refuse() -> None:
+        raise ValueError("incident is resolved: nothing to acknowledge")
+
+    sim.after_next_write(refuse)
+    assert (await trigger(api, "b")).status_code == 202
+    assert [str(e) for e in sim.after_write_errors] == [
+        "incident is resolved: nothing to acknowledge"]
