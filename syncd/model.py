@@ -269,8 +269,12 @@ class Incident:
     ``keys`` holds the correlation keys the vendor exposes under vendor-neutral names: ``dedup``
     is the alert deduplication key (PagerDuty incident_key, Splunk On-Call entity_id, incident.io
     alert deduplication_key, Spike.sh title) and ``marker`` is syncd's own creation marker when
-    the incident was created by a mirror group. ``updated_at`` is the vendor's own timestamp of the
-    last change, used to discard stale list results after a push.
+    the incident was created by a mirror group. ``updated_at`` is the vendor's timestamp of the
+    last change the record shows, used to spot changes and to discard stale list results after a
+    push. ``own_updated_at`` is the incident's own timestamp, the same unless the record is more
+    than one vendor object: incident.io folds its escalations' times into an open record's
+    ``updated_at`` (an ack need not bump the incident), while a reopen always bumps the
+    incident's (or alert's) own; so a step back is judged by this one. None: ``updated_at``.
     """
 
     external_id: str
@@ -282,9 +286,12 @@ class Incident:
     updated_at: datetime | None = None
     url: str | None = None
     number: str | None = None
+    own_updated_at: datetime | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", _frozen(self.keys))
+        if self.own_updated_at is None:
+            object.__setattr__(self, "own_updated_at", self.updated_at)
 
     def __hash__(self) -> int:
         return hash((self.external_id, self.state, self.severity, self.updated_at))

@@ -120,11 +120,16 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
 
     Dropped are:
 
-    - a step back (an earlier state than the recorded one) older, by the vendor's own
-      timestamps, than the newest observation already taken in (``vendor_updated_at``; a
-      list lagging behind the feed, a lagging replica's page): taken, it would undo a change
-      in the ledger (a resolve looking reopened), cancel the pushes owed for it and, with
-      ``regressions = follow``, reopen the other members;
+    - a step back (an earlier state than the recorded one) older, by the incident's own
+      vendor timestamp, than the newest observation already taken in
+      (``Incident.own_updated_at`` against ``vendor_own_updated_at``; a list lagging behind
+      the feed, a lagging replica's page): taken, it would undo a change in the ledger (a
+      resolve looking reopened), cancel the pushes owed for it and, with ``regressions =
+      follow``, reopen the other members. The own time, not the escalation-folded one:
+      incident.io has no un-ack and a reopen always bumps the incident's (or alert's) own
+      ``updated_at``, while a lagging open listing can carry a later escalation's time (an
+      alert's resolve leaves its escalation paging when its route does not
+      ``auto_cancel_escalations``, notes 7: the person's ack comes after the resolve);
     - after a confirmed push, a step back or a same-state observation older than the vendor's
       timestamp on the confirmation: the record as it was before our push (its old severity
       would read as a person undoing our severity push);
@@ -136,8 +141,9 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
     if forward:
         return False
     back = inc.state < State(rec.state)
-    if back and inc.updated_at is not None and rec.vendor_updated_at is not None \
-            and inc.updated_at < rec.vendor_updated_at:
+    own = inc.own_updated_at
+    if back and own is not None and rec.vendor_own_updated_at is not None \
+            and own < rec.vendor_own_updated_at:
         return True
     if rec.pushed_at is None:
         return False

@@ -222,6 +222,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE record ADD COLUMN tag VARCHAR;
     CREATE INDEX ix_record_tag ON record (tag) WHERE tag IS NOT NULL;
     """,
+    # 8: a record's newest *own* vendor time (the incident's or alert's, without the times of
+    # the incident.io escalations folded into vendor_updated_at), which the step-back check
+    # compares with: a lagging listing stamped with a later ack's escalation time is not a
+    # reopen. Stored records start from vendor_updated_at, the time that check used before.
+    """
+    ALTER TABLE record ADD COLUMN vendor_own_updated_at TIMESTAMP;
+    UPDATE record SET vendor_own_updated_at = vendor_updated_at;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

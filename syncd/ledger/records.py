@@ -45,6 +45,7 @@ class RecordRow:
     marker: str | None
     pushed_at: datetime | None
     pushed_vendor_at: datetime | None
+    vendor_own_updated_at: datetime | None
     # Not read by load(): written, or (born) read only for the few records seeking a link.
     observed_at: datetime | None = None
     vendor_created_at: datetime | None = None
@@ -55,12 +56,13 @@ AnyRecord = Record | RecordRow
 """What the engine reads a record's last known values from: a page's row or an ORM object."""
 
 Known = Any
-"""A record as :func:`load` read it (a named tuple of RecordRow's first 14 fields, read-only)."""
+"""A record as :func:`load` read it (a named tuple of RecordRow's first 15 fields, read-only)."""
 
 _TABLE = Record.__table__  # type: ignore[attr-defined]
-_COLUMNS = [_TABLE.c[name] for name in RecordRow.__slots__[:14]]  # type: ignore[attr-defined]
+_COLUMNS = [_TABLE.c[name] for name in RecordRow.__slots__[:15]]  # type: ignore[attr-defined]
 _DESCRIBED = slice(5, 10)
 _SEEN_AT = 7  # vendor_updated_at, by position in a load()ed row
+_OWN_AT = 14  # vendor_own_updated_at
 _LOAD = InSelect(select(*_COLUMNS).where(
     _TABLE.c.account == bindparam("account"),
     _TABLE.c.external_id.in_(bindparam("ids", expanding=True))))
@@ -70,7 +72,7 @@ _BORN = InSelect(select(_TABLE.c.id, _TABLE.c.vendor_created_at, _TABLE.c.first_
 # by inserting row by row.
 _INSERT = insert(_TABLE).returning(_TABLE.c.id, _TABLE.c.external_id)
 _OBSERVED = ("title", "keys_json", "vendor_updated_at", "url", "number", "dedup", "marker",
-             "observed_at", "state", "severity")
+             "observed_at", "state", "severity", "vendor_own_updated_at")
 _SAVE = Many(update(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
               .values({name: bindparam(f"b_{name}") for name in (*_OBSERVED, "tag")}))
 
@@ -145,6 +147,7 @@ def _values(account: str, inc: Incident, now: datetime, *, marker: str | None = 
         url=inc.url,
         vendor_created_at=inc.created_at,
         vendor_updated_at=inc.updated_at,
+        vendor_own_updated_at=inc.own_updated_at,
         first_seen_at=now,
         observed_at=now,
         pushed_at=now if pushed else None,
@@ -158,18 +161,22 @@ def observe(known: Known, inc: Incident, now: datetime
     all; else the record with its new values (for :func:`save`) and the synced fields that
     changed (an empty list when only descriptive fields did).
 
-    ``vendor_updated_at`` keeps the newest vendor time seen, not the last one: an observation
-    taken in can be older than the one before it (a move forward is taken whatever its time,
-    and incident.io's open listing can carry an escalation's time, newer than the incident's
-    own, see ``syncd.engine.observe._stale``), and the step-back check compares against this
-    time: set back, it would take a lagging listing stamped in between for a reopen."""
+    ``vendor_updated_at`` and ``vendor_own_updated_at`` keep the newest vendor times seen, not
+    the last ones: an observation taken in can be older than the one before it (a move forward
+    is taken whatever its time, and incident.io's open listing can carry an escalation's time,
+    newer than the incident's own, see ``syncd.engine.observe._stale``), and the step-back
+    check compares against the own time: set back, it would take a lagging listing stamped in
+    between for a reopen. A new own time alone is a change to store, so the check never
+    compares against an own time older than one already taken in."""
     changes = _diff(known, inc)
     described = (inc.title, _keys_json(inc), _newest(inc.updated_at, known[_SEEN_AT]),
                  inc.url, inc.number)
-    if not changes and described == known[_DESCRIBED]:
+    own = _newest(inc.own_updated_at, known[_OWN_AT])
+    if not changes and described == known[_DESCRIBED] and own == known[_OWN_AT]:
         return None
     rec = RecordRow(*known)
     rec.title, rec.keys_json, rec.vendor_updated_at, rec.url, rec.number = described
+    rec.vendor_own_updated_at = own
     rec.dedup = inc.keys.get("dedup", rec.dedup)
     rec.marker = inc.keys.get("marker", rec.marker)
     rec.observed_at = now

@@ -105,6 +105,9 @@ class Record(SQLModel, table=True):
     url: str | None = None
     vendor_created_at: datetime | None = ts(optional=True)
     vendor_updated_at: datetime | None = ts(optional=True)
+    # The newest own time of the vendor's incident (model.Incident.own_updated_at), which a
+    # step back is judged by; vendor_updated_at may hold a folded escalation's newer time.
+    vendor_own_updated_at: datetime | None = ts(optional=True)
     first_seen_at: datetime = ts()
     observed_at: datetime = ts()
     # When a push to this record was last confirmed: our clock, and the vendor's timestamp.

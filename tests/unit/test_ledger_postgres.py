@@ -89,6 +89,25 @@ def test_schema_7_tags_copies_on_postgres_too(postgres: PgServer) -> None:
     ledger.dispose()
 
 
+def test_schema_8_fills_own_times_on_postgres_too(postgres: PgServer) -> None:
+    from sqlalchemy import create_engine
+
+    db = postgres.new_database()
+    eng = create_engine(postgres.url(db))
+    with eng.begin() as conn:
+        at_version(conn, 7)
+        conn.execute(text(
+            "INSERT INTO record (account, external_id, state, vendor_updated_at, first_seen_at, "
+            "observed_at) VALUES ('a', '1', 'resolved', '2026-01-01 00:05:00', now(), now())"))
+    eng.dispose()
+    ledger = Ledger.open(postgres.url(db))
+    with ledger.engine.connect() as conn:
+        own = conn.execute(text("SELECT vendor_own_updated_at = vendor_updated_at, "
+                                "vendor_own_updated_at IS NOT NULL FROM record")).one()
+    assert tuple(own) == (True, True)
+    ledger.dispose()
+
+
 def test_v2_postgres_ledger_migrates_with_its_outbox(postgres: PgServer) -> None:
     """Script 3 rebuilds the outbox with its rows' ids; on PostgreSQL the identity must then
     continue after them, or the next new row would collide."""

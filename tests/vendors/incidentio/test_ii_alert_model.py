@@ -15,7 +15,10 @@ from ii_helpers import drain, make_client
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from syncd import config
-from syncd.model import NewIncident, Severity, State
+from syncd.config import SyncGroup
+from syncd.engine.observe import GroupContext, ObserveResult, observe
+from syncd.ledger import Ledger
+from syncd.model import Incident, NewIncident, Severity, State
 from syncd.simulators.incidentio import (
     ALERT_SOURCE_ID,
     ALERT_SOURCE_TOKEN,
@@ -254,6 +257,56 @@ async def test_a_firing_listing_takes_no_time_from_the_escalations_its_resolve_e
     found, _, _ = await drain(alerts)
     assert found[alert.id].state is (State.ACKNOWLEDGED if acked_first else State.TRIGGERED)
     assert found[alert.id].updated_at == listed
+
+
+async def test_an_ack_after_the_alert_resolved_does_not_reopen_it_through_a_lagging_list(
+        tmp_path: Path) -> None:
+    """Without ``auto_cancel_escalations`` (notes 7) an alert's resolve leaves its escalation
+    paging, and the paged person acks it after the resolve. While the alerts list still shows
+    the alert firing with its old time, the fresh escalations read stamps that listing with the
+    ack, newer than the resolve: by that time it was taken for a reopen (record resolved ->
+    acknowledged). A reopen bumps the alert's own time; list lag does not."""
+    sim = IncidentIOSimulator(seed=3, auto_cancel_escalations=False, auto_decline=False)
+    alerts = make_client(sim, **ALERT)
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    caps = Capability.ACK | Capability.RESOLVE
+    groups = [GroupContext.build(SyncGroup(name="g", accounts=["a", "b"],
+                                           regressions="follow"), {"a": caps, "b": caps})]
+
+    def seen(account: str, incidents: list[Incident]) -> ObserveResult:
+        now = sim.clock.now()
+        return ledger.call(lambda tx: observe(tx, account, incidents, groups, now,
+                                              grace=timedelta(seconds=60)))
+
+    try:
+        sim.alert(dedup="a", title="a")
+        alert = sim.alerts[alert_id(sim, "a")]
+        listed = alert.updated
+        found, cursor, _ = await drain(alerts)
+        seen("a", list(found.values()))
+        seen("b", [Incident("9", State.TRIGGERED, "a", keys={"dedup": "a"}, updated_at=listed)])
+        sim.clock.advance(5)
+        sim.alert(dedup="a", title="a", action="resolve")
+        found, _, _ = await drain(alerts, cursor)
+        assert found[alert.id].state is State.RESOLVED
+        seen("a", [found[alert.id]])
+        seen("b", [Incident("9", State.RESOLVED, "a", keys={"dedup": "a"},
+                            updated_at=listed + timedelta(seconds=6))])
+        sim.clock.advance(5)
+        (esc,) = escalations_of(sim, alert.id)
+        assert esc.status == "triggered"  # still paging
+        assert sim._ack(esc, None)
+        alert.status, alert.updated, alert.resolved_at = "firing", listed, None  # the list lags
+        found, _, _ = await drain(alerts)
+        assert found[alert.id].state is State.ACKNOWLEDGED
+        assert found[alert.id].updated_at > alert.updated  # the ack's time, after the resolve
+        assert seen("a", [found[alert.id]]).stale == 1
+    finally:
+        await alerts.aclose()
+    rec = ledger.call(lambda tx: tx.record("a", alert.id))
+    assert rec is not None and rec.state == "resolved"
+    agreed = ledger.call(lambda tx: tx.agreed(1)["state"].value)
+    assert agreed == "resolved"
 
 
 async def test_bad_alert_records_are_skipped(sim: IncidentIOSimulator) -> None:
