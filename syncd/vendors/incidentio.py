@@ -81,20 +81,25 @@ RESOLVED = ("learning", "closed", "declined", "canceled", "merged")
 ALIASES = {"active": "live", "post-incident": "learning"}  # IncidentSlimV2 vocabulary (notes 11)
 ESC_ACKABLE = ("pending", "triggered", "snoozed", "delayed", "pending_repeat")
 ESC_ENDED_BY_RESOLVE = ("resolved", "cancelled")
-"""Escalation statuses a record's own resolve sets, whose times are not folded into the open
-record's ``updated_at`` (:func:`with_escalations`). ``resolved``: escalations resolve when their
-incident or alert resolves (notes 6; there is no endpoint to resolve one; a reassign resolves
-the original but creates a new escalation, whose time is folded). ``cancelled``: an alert's
-resolve cancels its escalations under ``auto_cancel_escalations`` (notes 7, 9.2), and so may our
-resolve of an alert's incident; a cancel while the record stays open (a person's
-``actions/cancel``) changes nothing syncd reads: an ack before it still counts (its ``acked``
-event) and there is nothing left to ack. So when the incidents (or alerts) list lags behind the
-escalations read, still showing the record open, its time is the open record's, not its
-resolve's, and the step-back check sees that listing as older than the resolve (taken as a
-reopen, it cancelled the other side's owed resolve). Folded still: ``acked`` (the change syncd
-reads, which need not bump the incident), the ackable statuses (an escalation appearing late
-makes a parked ack possible) and ``expired`` (a path running out unacknowledged while the
-record is open: never set by a resolve, which leaves ended escalations alone)."""
+"""Statuses that end an escalation, whose times are not folded into an open record's
+``updated_at`` (:func:`with_escalations`). A record's own resolve sets them, but not only it:
+``resolved``: escalations resolve when their incident or alert resolves (notes 6; there is no
+endpoint to resolve one), and in the incident model an alert that resolves while its incident
+stays open resolves the alert's acked escalations too (notes 7, ``auto_cancel_escalations``;
+the simulator's ``_resolve_alert``); a reassign resolves the original but creates a new
+escalation, whose time is folded. ``cancelled``: every cancel, whoever cancels: an alert's
+resolve under ``auto_cancel_escalations`` (notes 7, 9.2; again possibly under an open
+incident), our resolve of an alert, a person's ``actions/cancel`` while the record stays open.
+Leaving out an end that is not the record's resolve is harmless: nothing syncd reads changes
+with it (an ack before it still counts, by its ``acked`` event, and there is nothing left to
+ack or to retry). Leaving out the ends a resolve sets is the point: when the incidents (or
+alerts) list lags behind the escalations read, still showing the record open, its time is the
+open record's, not its resolve's, and the step-back check sees that listing as older than the
+resolve (taken as a reopen, it cancelled the other side's owed resolve). Folded still:
+``acked`` (the change syncd reads, which need not bump the incident), the ackable statuses (an
+escalation appearing late makes a parked ack possible) and ``expired`` (a path running out
+unacknowledged while the record is open: never set by a resolve, which leaves ended
+escalations alone)."""
 MARKER = re.compile(r"\[syncd:([\w.:-]+)\]")  # bracketed: a whole marker, never a prefix
 WEBHOOK_TOLERANCE = 5 * 60  # seconds; Svix's WEBHOOK_TOLERANCE_IN_SECONDS (notes §8)
 MARKER_URL = "https://syncd.invalid/marker/{marker}"

@@ -131,6 +131,29 @@ async def test_an_open_listing_takes_no_time_from_the_escalations_its_resolve_en
     assert found[iid].updated_at == listed[1]
 
 
+async def test_an_alert_resolving_under_an_open_incident_ends_escalations_it_leaves_out() -> None:
+    """Not only a record's own resolve ends escalations: in the incident model an alert that
+    resolves while its incident stays open (no ``auto_decline``) resolves its acked escalation
+    (notes 6, 7). Leaving that time out changes nothing syncd reads: the incident still reads
+    acknowledged (the ``acked`` event) and keeps its own time."""
+    sim = IncidentIOSimulator(seed=4, auto_decline=False)
+    client = make_client(sim)
+    try:
+        sim.alert(dedup="db", title="DB")
+        iid = sim.canonical_incidents()[0]["id"]
+        sim.clock.advance(5)
+        ack_quietly(sim, iid)
+        sim.clock.advance(5)
+        sim.alert(dedup="db", title="DB", action="resolve")
+        esc = sim.escalations[sim.incidents[iid].escalation_ids[0]]
+        assert esc.status == "resolved" and sim.status(sim.incidents[iid]).category == "triage"
+        found, _, _ = await drain(client, full=True)
+    finally:
+        await client.aclose()
+    assert found[iid].state is State.ACKNOWLEDGED
+    assert found[iid].updated_at == sim.incidents[iid].updated < esc.updated
+
+
 async def test_a_lagging_open_listing_after_a_resolve_is_not_a_reopen(
         sim: IncidentIOSimulator, client: IncidentIOClient, tmp_path: Path) -> None:
     """The consequence in the ledger: the person's resolve is read, then the lagging open
