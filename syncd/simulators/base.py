@@ -322,17 +322,19 @@ class Simulator:
 
     def after_next_write(self, action: Callable[[], object]) -> None:
         """Run ``action`` (a person acting, :meth:`act`) once, right after the vendor has
-        answered the next write call that it took (a 2xx answer: a write refused, rate limited
-        or failed by an injected fault changed nothing, and leaves the action for the next
-        one): between a client's write and the reads that confirm it, a window no sleep in a
-        test can hit reliably. In process (:meth:`transport`) the client gets the answer only
-        after the action ran; through a threaded loopback server the answer is on the socket
-        first, so the client may read before the person acts. What the action raises never
-        replaces the write's answer: it is kept in :attr:`after_write_errors` for the test to
-        check."""
+        answered the next write call that it took (its app answered 2xx: a write it refused or
+        rate limited changed nothing, nor did one an injected fault answered without calling
+        the app, even with a 2xx such as ``deep_json``'s 200 or a 2xx ``echo_status``; such a
+        write leaves the action for the next one): between a client's write and the reads
+        that confirm it, a window no sleep in a test can hit reliably. In process
+        (:meth:`transport`) the client gets the answer only after the action ran; through a
+        threaded loopback server the answer is on the socket first, so the client may read
+        before the person acts. What the action raises never replaces the write's answer: it
+        is kept in :attr:`after_write_errors` for the test to check."""
         self._after_writes.append(action)
 
     def _after_write(self, status: int) -> None:
+        """``status``: the app's answer to a write, 0 when the app never got it."""
         if not self._after_writes or not 200 <= status < 300:
             return
         try:
@@ -503,6 +505,7 @@ class _SimMiddleware:
         scope["sim.route"] = route
         method = scope["method"]
         status_box = [0]
+        took = [False]  # the vendor's app got the request, not only an injected fault
         arrived = time.time()
         sim.inflight_by_route[route] += 1
 
@@ -554,8 +557,10 @@ class _SimMiddleware:
                         scope, receive, counting_send)
                     return
                 if lie is not None:
+                    took[0] = True
                     await self.app(scope, receive, _LyingSend(counting_send, lie, f))
                     return
+            took[0] = True
             await self.app(scope, receive, counting_send)
         finally:
             sim.inflight -= 1
@@ -565,7 +570,7 @@ class _SimMiddleware:
                 agent = next((v.decode("latin-1") for k, v in scope.get("headers", ())
                               if k == b"user-agent"), "")
                 sim.write_log.append(WriteEntry(arrived, method, route, status_box[0], agent))
-                sim._after_write(status_box[0])
+                sim._after_write(status_box[0] if took[0] else 0)
 
 
 class _LyingSend:

@@ -468,19 +468,25 @@ async def test_seed_is_fast_and_lists_stay_cheap(sim: PagerDutySimulator) -> Non
 
 async def test_a_persons_act_after_a_write_waits_for_one_taken_and_never_spoils_its_answer(
         sim: PagerDutySimulator, api: httpx.AsyncClient) -> None:
-    """after_next_write fires after a write the vendor took (2xx), not after one an injected
-    fault or a 429 answered (it changed nothing); what the action raises is kept for the test,
-    and the write's own answer reaches the client unchanged."""
+    """after_next_write fires after a write the vendor took (its app answered 2xx), not after
+    one an injected fault answered without the vendor (a 502, a 429, a 200 of deep JSON, a 2xx
+    echo page: it changed nothing); what the action raises is kept for the test, and the
+    write's own answer reaches the client unchanged."""
     ran: list[int] = []
     sim.after_next_write(lambda: ran.append(len(sim.write_log)))
     sim.faults = Faults(error_rate=1.0, error_status=502)
     assert (await trigger(api, "a")).status_code == 502
     sim.faults = Faults(rate_limit_rate=1.0)
     assert (await trigger(api, "a")).status_code == 429
+    sim.faults = Faults(deep_json_rate=1.0, deep_json_depth=3)
+    assert (await trigger(api, "a")).status_code == 200
+    sim.faults = Faults(echo_headers_rate=1.0, echo_status=200)
+    assert (await trigger(api, "a")).status_code == 200
     assert ran == []
+    assert not sim.incidents
     sim.faults = Faults()
     assert (await trigger(api, "a")).status_code == 202
-    assert ran == [3]
+    assert ran == [5]
 
     def refuse() -> None:
         raise ValueError("incident is resolved: nothing to acknowledge")
