@@ -9,12 +9,12 @@ at all: a crash can lose neither the change nor the push it owes.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from syncd.engine.links import GroupContext, Seen, Work, link_page, reconcile_links
 from syncd.ledger import Tx, outbox, pages, records
-from syncd.model import Incident, State
+from syncd.model import Incident, Severity, State
 
 __all__ = ["GroupContext", "ObserveResult", "observe"]
 
@@ -76,6 +76,7 @@ def _observe(tx: Tx, account: str, incidents: Sequence[Incident],
         if _stale(rec, inc, now, grace):
             result.stale += 1
             continue
+        inc = _behind(rec, inc)
         found = records.observe(rec, inc, now)
         if found is None:
             continue
@@ -150,3 +151,20 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
     if inc.updated_at is not None and rec.pushed_vendor_at is not None:
         return inc.updated_at < rec.pushed_vendor_at
     return back and now - rec.pushed_at < grace
+
+
+def _behind(rec: records.Known, inc: Incident) -> Incident:
+    """An observation taken in although its own vendor time is older than the newest already
+    taken in (``vendor_own_updated_at``): a move forward, never stale (:func:`_stale`), or a
+    same-state listing whose escalation-folded time moved. Its state and folded time are news
+    (incident.io: an ack on an escalation, read fresh), its severity is the record as it was
+    (the incidents list lagging): a record's own vendor time never goes back, so a listing
+    with an older one shows the record from before something already taken in, and a severity
+    change made since would come with a newer (or, where the vendor does not bump the time for
+    it, the same) own time. Taken whole, the old severity read as a person undoing the newer
+    one and went to the other members (or superseded the push of the newer one they were
+    owed)."""
+    own, newest = inc.own_updated_at, rec.vendor_own_updated_at
+    if own is None or newest is None or own >= newest:
+        return inc
+    return replace(inc, severity=Severity(rec.severity) if rec.severity else None)

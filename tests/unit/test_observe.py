@@ -95,6 +95,37 @@ def test_a_listing_older_than_what_was_seen_is_not_a_change(tmp_path: Path) -> N
     assert owed == [("b", "resolve")]
 
 
+@pytest.mark.parametrize("state", [State.TRIGGERED, State.ACKNOWLEDGED])
+def test_a_listing_behind_the_record_keeps_the_newer_severity(tmp_path: Path,
+                                                              state: State) -> None:
+    """a's severity went sev3 -> sev1 (own time T1). Then an incident.io incidents list lags
+    (sev3, own time T0) while its escalations read is fresh: an escalation appeared, or the
+    person acked (``state``), and its time T2 is folded in. That listing is taken (a move
+    forward is never stale, a new escalation retries parked acks), but its severity is the
+    record before T1: taken, it undid the person's sev1 and superseded the sev1 owed to b."""
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    caps = CAPS | Capability.SEVERITY_READ | Capability.SEVERITY_WRITE
+    groups = [GroupContext.build(SyncGroup(name="g", accounts=["a", "b"]),
+                                 {"a": caps, "b": caps})]
+
+    def seen(account: str, ext: str, st: State, sev: Severity, at: datetime,
+             own: datetime | None = None) -> None:
+        i = Incident(ext, st, "t", severity=sev, keys={"dedup": "k1"}, updated_at=at,
+                     own_updated_at=own)
+        ledger.call(lambda tx: observe(tx, account, [i], groups, at, grace=GRACE))
+
+    seen("a", "1", State.TRIGGERED, Severity.SEV3, T0)
+    seen("b", "9", State.TRIGGERED, Severity.SEV3, T0)
+    seen("a", "1", State.TRIGGERED, Severity.SEV1, T0 + timedelta(seconds=10))
+    seen("a", "1", state, Severity.SEV3, T0 + timedelta(seconds=20), own=T0)
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and (rec.state, rec.severity) == (state.value, "sev1")
+    owed = ledger.call(lambda tx: sorted((o.account, o.action, o.value)
+                                         for o in tx.outbox_for_link(1)))
+    assert ("b", "severity", "sev1") in owed
+    assert (("b", "acknowledge", "acknowledged") in owed) is (state is State.ACKNOWLEDGED)
+
+
 def test_a_resolve_older_than_a_folded_escalation_time_is_taken(tmp_path: Path) -> None:
     """incident.io folds escalation times into an open incident's updated_at only, read from
     a second list: the client leaves out escalations a resolve ends, but nothing documented

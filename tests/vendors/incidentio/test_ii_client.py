@@ -191,6 +191,48 @@ async def test_a_lagging_open_listing_after_a_resolve_is_not_a_reopen(
     assert owed == [("b", "resolve")]
 
 
+async def test_an_ack_read_through_a_lagging_list_keeps_the_newer_severity(
+        sim: IncidentIOSimulator, client: IncidentIOClient, tmp_path: Path) -> None:
+    """A person sets sev1 (read, owed to b), then acks; the incidents list lags (sev3, its
+    old time) while the escalations read shows the ack. The ack is taken, the old severity
+    is not: by the incident's own time that listing is from before sev1."""
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    caps = (Capability.ACK | Capability.RESOLVE | Capability.SEVERITY_READ
+            | Capability.SEVERITY_WRITE)
+    groups = [GroupContext.build(SyncGroup(name="g", accounts=["a", "b"]),
+                                 {"a": caps, "b": caps})]
+
+    def seen(account: str, incidents: list[Incident]) -> None:
+        now = sim.clock.now()
+        ledger.call(lambda tx: observe(tx, account, incidents, groups, now,
+                                       grace=timedelta(seconds=60)))
+
+    sim.alert(dedup="db", title="DB")
+    iid = sim.canonical_incidents()[0]["id"]
+    sim.act(iid, "severity", severity="sev3")
+    inc = sim.incidents[iid]
+    listed = (inc.severity_id, inc.updated)
+    found, cursor, _ = await drain(client)
+    seen("a", list(found.values()))
+    seen("b", [Incident("9", State.TRIGGERED, "DB", severity=Severity.SEV3,
+                        keys={"dedup": "db"}, updated_at=inc.updated)])
+    sim.clock.advance(5)
+    sim.act(iid, "severity", severity="sev1")
+    found, cursor, _ = await drain(client, cursor)
+    seen("a", list(found.values()))
+    sim.clock.advance(5)
+    ack_quietly(sim, iid)
+    inc.severity_id, inc.updated = listed  # the list lags
+    found, _, _ = await drain(client, full=True)
+    assert (found[iid].state, found[iid].severity) == (State.ACKNOWLEDGED, Severity.SEV3)
+    seen("a", list(found.values()))
+    rec = ledger.call(lambda tx: tx.record("a", iid))
+    assert rec is not None and (rec.state, rec.severity) == ("acknowledged", "sev1")
+    owed = ledger.call(lambda tx: sorted((o.account, o.action, o.value)
+                                         for o in tx.outbox_for_link(1)))
+    assert owed == [("b", "acknowledge", "acknowledged"), ("b", "severity", "sev1")]
+
+
 async def test_an_open_listing_takes_the_time_of_an_ack_on_its_escalation(
         sim: IncidentIOSimulator, client: IncidentIOClient) -> None:
     """An ack need not bump the incident (notes 9.2): its escalation's time is the record's."""
