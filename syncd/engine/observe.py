@@ -121,16 +121,20 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
 
     Dropped are:
 
-    - a step back (an earlier state than the recorded one) older, by the incident's own
-      vendor timestamp, than the newest observation already taken in
-      (``Incident.own_updated_at`` against ``vendor_own_updated_at``; a list lagging behind
-      the feed, a lagging replica's page): taken, it would undo a change in the ledger (a
-      resolve looking reopened), cancel the pushes owed for it and, with ``regressions =
-      follow``, reopen the other members. The own time, not the escalation-folded one:
-      incident.io has no un-ack and a reopen always bumps the incident's (or alert's) own
-      ``updated_at``, while a lagging open listing can carry a later escalation's time (an
-      alert's resolve leaves its escalation paging when its route does not
-      ``auto_cancel_escalations``, notes 7: the person's ack comes after the resolve);
+    - a step back (an earlier state than the recorded one) older, by EITHER vendor time,
+      than the newest observation already taken in: the incident's own
+      (``Incident.own_updated_at`` against ``vendor_own_updated_at``) or the
+      escalation-folded one (``updated_at`` against ``vendor_updated_at``); a list lagging
+      behind the feed, a lagging replica's page. Taken, it would undo a change in the ledger
+      (a resolve looking reopened, an ack looking un-acked), cancel the pushes owed for it
+      and, with ``regressions = follow``, reopen the other members. A real step back bumps
+      both (incident.io has no un-ack and a reopen always bumps the incident's or alert's
+      own ``updated_at``, hence its folded time; the other vendors' two times are equal), so
+      older by either one is lag: by the own time, a lagging open listing carrying a later
+      escalation's time (an alert's resolve leaves its escalation paging when its route
+      does not ``auto_cancel_escalations``, notes 7: the person's ack comes after the
+      resolve); by the folded time, a fresh incidents list with a lagging escalations read
+      (an ack that bumped no own time, not in it yet, reads as triggered);
     - after a confirmed push, a step back or a same-state observation older than the vendor's
       timestamp on the confirmation: the record as it was before our push (its old severity
       would read as a person undoing our severity push);
@@ -142,15 +146,19 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
     if forward:
         return False
     back = inc.state < State(rec.state)
-    own = inc.own_updated_at
-    if back and own is not None and rec.vendor_own_updated_at is not None \
-            and own < rec.vendor_own_updated_at:
+    if back and (_older(inc.own_updated_at, rec.vendor_own_updated_at)
+                 or _older(inc.updated_at, rec.vendor_updated_at)):
         return True
     if rec.pushed_at is None:
         return False
     if inc.updated_at is not None and rec.pushed_vendor_at is not None:
         return inc.updated_at < rec.pushed_vendor_at
     return back and now - rec.pushed_at < grace
+
+
+def _older(seen: datetime | None, newest: datetime | None) -> bool:
+    """Whether a vendor time is older than the newest one taken in (unknown: not older)."""
+    return seen is not None and newest is not None and seen < newest
 
 
 def _behind(rec: records.Known, inc: Incident) -> Incident:

@@ -95,6 +95,34 @@ def test_a_listing_older_than_what_was_seen_is_not_a_change(tmp_path: Path) -> N
     assert owed == [("b", "resolve")]
 
 
+@pytest.mark.parametrize("regressions", ["ignore", "follow"])
+def test_a_lagging_escalations_read_is_not_an_unack(tmp_path: Path, regressions: str) -> None:
+    """incident.io: the person acked a's escalation at T0+30s (folded time; the incident's own
+    stays T0). A full resync then reads the incidents list fresh (own T0) but the escalations
+    read lags (the ack not in it yet): TRIGGERED with the same own time, older by the folded
+    one. incident.io has no un-ack: taken, it superseded the ack owed to b and, with
+    ``regressions = follow``, un-acked b (Spike paged again)."""
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    caps = CAPS | Capability.UNACK
+    group = SyncGroup(name="g", accounts=["a", "b"], regressions=regressions)
+    groups = [GroupContext.build(group, {"a": caps, "b": caps})]
+
+    def seen(account: str, ext: str, st: State, at: datetime) -> int:
+        i = Incident(ext, st, "t", keys={"dedup": "k1"}, updated_at=at, own_updated_at=T0)
+        return ledger.call(lambda tx: observe(tx, account, [i], groups,
+                                              at + timedelta(minutes=10), grace=GRACE)).stale
+
+    seen("a", "1", State.TRIGGERED, T0)
+    seen("b", "9", State.TRIGGERED, T0)
+    seen("a", "1", State.ACKNOWLEDGED, T0 + timedelta(seconds=30))
+    assert seen("a", "1", State.TRIGGERED, T0) == 1
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and rec.state == "acknowledged"
+    owed = ledger.call(lambda tx: sorted((o.account, o.action, o.status)
+                                         for o in tx.outbox_for_link(1)))
+    assert owed == [("b", "acknowledge", "pending")]
+
+
 @pytest.mark.parametrize("state", [State.TRIGGERED, State.ACKNOWLEDGED])
 def test_a_listing_behind_the_record_keeps_the_newer_severity(tmp_path: Path,
                                                               state: State) -> None:
