@@ -192,7 +192,9 @@ def confirm_push(rec: AnyRecord, action: Action, value: str | None, incident: In
 
     Only the pushed value: if the vendor's answer shows something else (a person resolved it
     meanwhile), the last known value stays old so the next poll sees that as a change instead of
-    the ledger silently absorbing it.
+    the ledger silently absorbing it. The answer's own vendor time is taken in like an
+    observation's (``vendor_own_updated_at``), so a lagging listing from before the push keeps
+    the pushed severity (``syncd.engine.observe._behind``) as it keeps a person's.
     """
     if action.field == SEVERITY:
         if incident is None or incident.severity is None or incident.severity.value == value:
@@ -203,6 +205,8 @@ def confirm_push(rec: AnyRecord, action: Action, value: str | None, incident: In
             rec.state = target
     rec.pushed_at = now
     rec.pushed_vendor_at = incident.updated_at if incident is not None else None
+    if incident is not None:
+        rec.vendor_own_updated_at = _newest(incident.own_updated_at, rec.vendor_own_updated_at)
 
 
 def set_marker(rec: AnyRecord, marker: str) -> None:

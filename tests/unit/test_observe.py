@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -123,14 +124,14 @@ def test_a_lagging_escalations_read_is_not_an_unack(tmp_path: Path, regressions:
     assert owed == [("b", "acknowledge", "pending")]
 
 
-@pytest.mark.parametrize("state", [State.TRIGGERED, State.ACKNOWLEDGED])
-def test_a_listing_behind_the_record_keeps_the_newer_severity(tmp_path: Path,
-                                                              state: State) -> None:
-    """a's severity went sev3 -> sev1 (own time T1). Then an incident.io incidents list lags
-    (sev3, own time T0) while its escalations read is fresh: an escalation appeared, or the
-    person acked (``state``), and its time T2 is folded in. That listing is taken (a move
-    forward is never stale, a new escalation retries parked acks), but its severity is the
-    record before T1: taken, it undid the person's sev1 and superseded the sev1 owed to b."""
+class _Seen(Protocol):
+    def __call__(self, account: str, ext: str, st: State, sev: Severity, at: datetime,
+                 own: datetime | None = None) -> None: ...
+
+
+def _with_severity(tmp_path: Path) -> tuple[Ledger, _Seen]:
+    """a:1 and b:9 linked at sev3 in a group that syncs severity, and how to show a listing
+    (``own``: its own vendor time, when older than the folded ``at``)."""
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
     caps = CAPS | Capability.SEVERITY_READ | Capability.SEVERITY_WRITE
     groups = [GroupContext.build(SyncGroup(name="g", accounts=["a", "b"]),
@@ -144,6 +145,18 @@ def test_a_listing_behind_the_record_keeps_the_newer_severity(tmp_path: Path,
 
     seen("a", "1", State.TRIGGERED, Severity.SEV3, T0)
     seen("b", "9", State.TRIGGERED, Severity.SEV3, T0)
+    return ledger, seen
+
+
+@pytest.mark.parametrize("state", [State.TRIGGERED, State.ACKNOWLEDGED])
+def test_a_listing_behind_the_record_keeps_the_newer_severity(tmp_path: Path,
+                                                              state: State) -> None:
+    """a's severity went sev3 -> sev1 (own time T1). Then an incident.io incidents list lags
+    (sev3, own time T0) while its escalations read is fresh: an escalation appeared, or the
+    person acked (``state``), and its time T2 is folded in. That listing is taken (a move
+    forward is never stale, a new escalation retries parked acks), but its severity is the
+    record before T1: taken, it undid the person's sev1 and superseded the sev1 owed to b."""
+    ledger, seen = _with_severity(tmp_path)
     seen("a", "1", State.TRIGGERED, Severity.SEV1, T0 + timedelta(seconds=10))
     seen("a", "1", state, Severity.SEV3, T0 + timedelta(seconds=20), own=T0)
     rec = ledger.call(lambda tx: tx.record("a", "1"))
@@ -152,6 +165,34 @@ def test_a_listing_behind_the_record_keeps_the_newer_severity(tmp_path: Path,
                                          for o in tx.outbox_for_link(1)))
     assert ("b", "severity", "sev1") in owed
     assert (("b", "acknowledge", "acknowledged") in owed) is (state is State.ACKNOWLEDGED)
+
+
+def test_a_listing_behind_our_confirmed_severity_push_keeps_it(tmp_path: Path) -> None:
+    """b's person set sev1; our push of it to a was confirmed (the answer's own time T20).
+    Then a's person acks and the incidents list lags (sev3, own T0) while the escalations read
+    is fresh (the ack's time T30 folded in): a move forward, taken, but its severity is the
+    record before our push. Without the confirmation's own time in the ledger it read as a
+    person undoing our sev1 (the record back to sev3, sev3 owed to b)."""
+    ledger, seen = _with_severity(tmp_path)
+    seen("b", "9", State.TRIGGERED, Severity.SEV1, T0 + timedelta(seconds=10))
+    pushed = T0 + timedelta(seconds=20)
+
+    def confirm(tx: Tx) -> None:
+        rec = tx.record("a", "1")
+        assert rec is not None
+        answer = Incident("1", State.TRIGGERED, "t", severity=Severity.SEV1, updated_at=pushed)
+        records.confirm_push(rec, Action.SET_SEVERITY, "sev1", answer, pushed)
+        for o in tx.outbox_for_link(1):
+            o.status = "done"
+
+    ledger.call(confirm)
+    seen("a", "1", State.ACKNOWLEDGED, Severity.SEV3, pushed + timedelta(seconds=10), own=T0)
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and (rec.state, rec.severity) == ("acknowledged", "sev1")
+    assert rec.vendor_own_updated_at == pushed
+    owed = ledger.call(lambda tx: [(o.account, o.action, o.value)
+                                   for o in tx.outbox_for_link(1) if o.status == "pending"])
+    assert owed == [("b", "acknowledge", "acknowledged")]
 
 
 def test_a_resolve_older_than_a_folded_escalation_time_is_taken(tmp_path: Path) -> None:
