@@ -225,10 +225,15 @@ MIGRATIONS: list[str] = [
     # 8: a record's newest *own* vendor time (the incident's or alert's, without the times of
     # the incident.io escalations folded into vendor_updated_at), which the step-back check
     # compares with: a lagging listing stamped with a later ack's escalation time is not a
-    # reopen. Stored records start from vendor_updated_at, the time that check used before.
+    # reopen. Stored records start from vendor_updated_at, the time that check used before,
+    # except incident.io's: theirs can be a newer folded escalation time, which would keep
+    # back a severity edit made before the upgrade (observe._behind). They stay NULL until
+    # their next observation (every reader takes NULL as unknown); meanwhile the step-back
+    # check still compares their folded time.
     """
     ALTER TABLE record ADD COLUMN vendor_own_updated_at TIMESTAMP;
-    UPDATE record SET vendor_own_updated_at = vendor_updated_at;
+    UPDATE record SET vendor_own_updated_at = vendor_updated_at
+        WHERE account NOT IN (SELECT name FROM account WHERE vendor = 'incidentio');
     """,
 ]
 

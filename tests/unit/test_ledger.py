@@ -149,19 +149,26 @@ def test_schema_7_tags_the_copies_of_an_older_ledger(tmp_path: Path) -> None:
 
 def test_schema_8_starts_each_record_s_own_time_from_its_vendor_time(tmp_path: Path) -> None:
     """Script 8 adds the own vendor time the step-back check reads; a stored record starts
-    from the time that check read before (without it, no step back would be dropped until the
-    record's next observation)."""
+    from the time that check read before (without it, no step back would be dropped by its own
+    time until the record's next observation), except an incident.io one: its stored time can
+    be a newer folded escalation time, which would keep back a severity edit made before the
+    upgrade (``_behind``). Left NULL, the folded-time check still guards it."""
     path = tmp_path / "v7.db"
     with sqlite3.connect(path) as conn:
         at_version(conn, 7)
+        conn.executemany("INSERT INTO account VALUES (?, ?, '2026-01-01 00:00:00')",
+                         [("a", "pagerduty"), ("i", "incidentio")])
         conn.executemany("INSERT INTO record (account, external_id, state, vendor_updated_at, "
-                         "first_seen_at, observed_at) VALUES ('a', ?, 'resolved', ?, "
+                         "first_seen_at, observed_at) VALUES (?, ?, 'resolved', ?, "
                          "'2026-01-01 00:00:00', '2026-01-01 00:00:00')",
-                         [("1", "2026-01-01 00:05:00.000000"), ("2", None)])
+                         [("a", "1", "2026-01-01 00:05:00.000000"), ("a", "2", None),
+                          ("i", "3", "2026-01-01 00:05:00.000000"),
+                          ("gone", "4", "2026-01-01 00:05:00.000000")])
     Ledger.open(url(path)).dispose()
     with sqlite3.connect(path) as conn:
         own = dict(conn.execute("SELECT external_id, vendor_own_updated_at FROM record"))
-    assert own == {"1": "2026-01-01 00:05:00.000000", "2": None}
+    at = "2026-01-01 00:05:00.000000"
+    assert own == {"1": at, "2": None, "3": None, "4": at}
 
 
 def test_ledger_from_newer_release_is_refused(tmp_path: Path) -> None:

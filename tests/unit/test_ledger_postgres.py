@@ -96,15 +96,18 @@ def test_schema_8_fills_own_times_on_postgres_too(postgres: PgServer) -> None:
     eng = create_engine(postgres.url(db))
     with eng.begin() as conn:
         at_version(conn, 7)
+        conn.execute(text("INSERT INTO account VALUES ('a', 'pagerduty', now()), "
+                          "('i', 'incidentio', now())"))
         conn.execute(text(
             "INSERT INTO record (account, external_id, state, vendor_updated_at, first_seen_at, "
-            "observed_at) VALUES ('a', '1', 'resolved', '2026-01-01 00:05:00', now(), now())"))
+            "observed_at) VALUES ('a', '1', 'resolved', '2026-01-01 00:05:00', now(), now()), "
+            "('i', '2', 'resolved', '2026-01-01 00:05:00', now(), now())"))
     eng.dispose()
     ledger = Ledger.open(postgres.url(db))
     with ledger.engine.connect() as conn:
-        own = conn.execute(text("SELECT vendor_own_updated_at = vendor_updated_at, "
-                                "vendor_own_updated_at IS NOT NULL FROM record")).one()
-    assert tuple(own) == (True, True)
+        own = conn.execute(text("SELECT external_id, vendor_own_updated_at = vendor_updated_at "
+                                "FROM record ORDER BY external_id")).all()
+    assert [tuple(r) for r in own] == [("1", True), ("2", None)]
     ledger.dispose()
 
 

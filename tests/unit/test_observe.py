@@ -96,6 +96,31 @@ def test_a_listing_older_than_what_was_seen_is_not_a_change(tmp_path: Path) -> N
     assert owed == [("b", "resolve")]
 
 
+def test_a_record_upgraded_without_an_own_time_is_guarded_by_its_folded_one(tmp_path: Path
+                                                                             ) -> None:
+    """Script 8 leaves an incident.io record's own time NULL (its stored time may be a folded
+    escalation time). Until the next listing gives one, a step back older by the folded time
+    is still stale, a listing whose own time is older is not mistaken for one behind the
+    record (its severity is taken), and that listing's own time is stored."""
+    ledger, seen = _with_severity(tmp_path)
+    acked = T0 + timedelta(seconds=30)
+    seen("a", "1", State.ACKNOWLEDGED, Severity.SEV3, acked)
+
+    def upgraded(tx: Tx) -> None:
+        rec = tx.record("a", "1")
+        assert rec is not None
+        rec.vendor_own_updated_at = None
+
+    ledger.call(upgraded)
+    seen("a", "1", State.TRIGGERED, Severity.SEV3, T0, own=T0)
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and (rec.state, rec.vendor_own_updated_at) == ("acknowledged", None)
+    seen("a", "1", State.ACKNOWLEDGED, Severity.SEV1, acked, own=T0 + timedelta(seconds=10))
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and rec.severity == "sev1"
+    assert rec.vendor_own_updated_at == T0 + timedelta(seconds=10)
+
+
 @pytest.mark.parametrize("regressions", ["ignore", "follow"])
 def test_a_lagging_escalations_read_is_not_an_unack(tmp_path: Path, regressions: str) -> None:
     """incident.io: the person acked a's escalation at T0+30s (folded time; the incident's own
