@@ -121,6 +121,23 @@ def test_a_record_upgraded_without_an_own_time_is_guarded_by_its_folded_one(tmp_
     assert rec.vendor_own_updated_at == T0 + timedelta(seconds=10)
 
 
+def test_a_newer_own_time_alone_is_stored(tmp_path: Path) -> None:
+    """a was acked at T30 (folded; own T0). A listing then moves only its own time (T20: an
+    edit syncd does not read, the folded T30 unchanged): nothing else changed, but the own
+    time must be stored, or a lagging listing stamped in between (triggered, own T10, the
+    folded T30 not older) would not be older than the record by either time and would be
+    taken as an un-ack."""
+    ledger, seen = _with_severity(tmp_path)
+    acked = T0 + timedelta(seconds=30)
+    seen("a", "1", State.ACKNOWLEDGED, Severity.SEV3, acked, own=T0)
+    seen("a", "1", State.ACKNOWLEDGED, Severity.SEV3, acked, own=T0 + timedelta(seconds=20))
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and rec.vendor_own_updated_at == T0 + timedelta(seconds=20)
+    seen("a", "1", State.TRIGGERED, Severity.SEV3, acked, own=T0 + timedelta(seconds=10))
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and rec.state == "acknowledged"
+
+
 @pytest.mark.parametrize("regressions", ["ignore", "follow"])
 def test_a_lagging_escalations_read_is_not_an_unack(tmp_path: Path, regressions: str) -> None:
     """incident.io: the person acked a's escalation at T0+30s (folded time; the incident's own
