@@ -18,6 +18,7 @@ from sqlmodel import SQLModel
 from syncd.ledger import Ledger, LedgerError, migrations, pages, utcnow
 from syncd.ledger.migrations import MIGRATIONS, SCHEMA_VERSION, statements
 from syncd.ledger.prepared import InSelect
+from syncd.ledger.store import SQLITE_CACHE_KIB
 from syncd.model import marker_for, origin_tag, tag_of
 
 
@@ -38,6 +39,21 @@ def test_new_ledger_is_wal_and_current(tmp_path: Path) -> None:
     assert ledger.schema_version() == SCHEMA_VERSION
     with sqlite3.connect(tmp_path / "l.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_ledger_connections_use_the_small_page_cache(tmp_path: Path) -> None:
+    """Every pooled connection, not only the first: the daemon holds two."""
+    ledger = Ledger.open(url(tmp_path / "l.db"))
+    try:
+        one, two = ledger.engine.raw_connection(), ledger.engine.raw_connection()
+        try:
+            for conn in (one, two):
+                assert conn.execute("PRAGMA cache_size").fetchone()[0] == -SQLITE_CACHE_KIB
+        finally:
+            one.close()
+            two.close()
+    finally:
+        ledger.dispose()
 
 
 def test_tables_match_migrated_schema(tmp_path: Path) -> None:
