@@ -21,6 +21,7 @@ unless this replica leads, and their status servers keep answering (``/readyz`` 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import signal
 import socket
 import time
@@ -46,6 +47,11 @@ from syncd.ledger.lease import Lease
 
 log = structlog.get_logger(__name__)
 
+_JOB: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar(
+    "syncd_job", default=None)
+"""The scheduled job this code runs in (its task), seen by the tasks it starts too: shutdown
+must know which running jobs are pushing (a poll round's dispatch runs inside the poll's job)."""
+
 
 class StartError(Exception):
     """What keeps the daemon from starting, in one line; raised before anything runs."""
@@ -59,6 +65,9 @@ other accounts' pushes for longer."""
 AUTH_BACKOFF = 300.0
 """Seconds between polls of an account whose credentials were rejected (/readyz says so)."""
 STOP_GRACE = 8.0
+"""Seconds a push already on the wire at SIGTERM gets to land and be recorded."""
+STOP_CANCEL_WAIT = 1.0
+"""Seconds the jobs cancelled after the grace get to unwind before the ledger is closed."""
 HINT_SPACING = 2.0
 """At most one webhook-triggered poll per account per this many seconds, however many arrive."""
 HINT_HEADROOM = 0.5
@@ -93,6 +102,7 @@ class Daemon:
         """Seconds a stop waits for running jobs before abandoning them."""
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._pushing: dict[asyncio.Task[Any], int] = {}  # job -> its dispatches running
         self._dispatch_locks: dict[str, anyio.Lock] = {}
         self._auth_failed_at: dict[str, datetime] = {}
         self._hinted_at: dict[str, datetime] = {}
@@ -150,6 +160,7 @@ class Daemon:
             task = asyncio.current_task()
             assert task is not None
             self._inflight.add(task)
+            _JOB.set(task)
             try:
                 await fn()
             except asyncio.CancelledError:
@@ -331,18 +342,27 @@ class Daemon:
         its retries are scheduled). One that only parked or rescheduled some rows and went
         on does not hold the rows committed meanwhile back."""
         lock = self._dispatch_locks.setdefault(account, anyio.Lock())
-        if self._blocked(account):
-            return  # credentials or TLS refused
+        if self._blocked(account) or self.health.stopping:
+            return  # credentials or TLS refused; or shutting down: no new pushes
         if lock.locked():
             self._again[account] = whole and self._again.get(account, True)
             return
-        async with lock:
-            while True:
-                result = await self.engine.dispatch(account, whole=whole)
-                again = self._again.pop(account, None)
-                if again is None or result.halted or self.health.stopping:
-                    return
-                whole = again
+        job = _JOB.get()
+        if job is not None:
+            self._pushing[job] = self._pushing.get(job, 0) + 1
+        try:
+            async with lock:
+                while True:
+                    result = await self.engine.dispatch(account, whole=whole)
+                    again = self._again.pop(account, None)
+                    if again is None or result.halted or self.health.stopping:
+                        return
+                    whole = again
+        finally:
+            if job is not None:
+                left = self._pushing.pop(job) - 1
+                if left:
+                    self._pushing[job] = left
 
     async def _housekeeping(self) -> None:
         depth, oldest = await self.ledger.read(_outbox_stats)
@@ -465,21 +485,32 @@ class Daemon:
                 return
 
     async def _shutdown(self) -> None:
+        """Polls, on-call reads and housekeeping stop at once (their reads are redone at the
+        next start); jobs with a push on the wire get :data:`STOP_GRACE` to land and record it.
+        The scheduler is only paused until then: its shutdown cancels every running job."""
         self.health.stopping = True
         sdnotify.stopping()
-        self.scheduler.shutdown(wait=False)
+        for dispatcher in self.engine.dispatchers.values():
+            dispatcher.stopping = True  # what is on the wire lands; nothing more starts
+        if self.scheduler.running:
+            self.scheduler.pause()
         inflight = [t for t in self._inflight if not t.done()]
         if inflight:
-            log.info("daemon.draining", jobs=len(inflight))
+            log.info("daemon.draining", jobs=len(inflight), pushing=len(self._pushing))
+            for task in inflight:
+                if task not in self._pushing:
+                    task.cancel()
             # asyncio.wait, not a cancel scope around gather: a job abandoned here swallows its
             # cancellation (_guard), and gather cancelled by the scope then raised a
             # CancelledError out of it (exit 1, a traceback) when a push outlived the grace.
-            _done, pending = await asyncio.wait(inflight, timeout=self.stop_grace)
-            for task in pending:
+            _done, late = await asyncio.wait(inflight, timeout=self.stop_grace)
+            for task in late:
                 # An abandoned push stays pending in the outbox and is retried next start.
                 task.cancel()
-            if pending:  # let them log their abandon before the ledger closes
-                await asyncio.wait(pending, timeout=1.0)
+            if late:  # let them log their abandon before the ledger closes
+                await asyncio.wait(late, timeout=STOP_CANCEL_WAIT)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         if self.leadership is not None:
             await self.leadership.resign()
         await self.engine.aclose()

@@ -87,6 +87,9 @@ class Dispatcher:
         self.clock = clock
         self.parallel = client.budget.parallel_calls()
         """Vendor pushes in flight at once for this account, sized by its budget."""
+        self.stopping = False
+        """Set at shutdown: the pushes on the wire finish, no further one starts (the rest
+        stay pending for the next start)."""
 
     async def dispatch(self, *, limit: int = 5000, whole: bool = False) -> DispatchResult:
         """Push what is due. ``whole``: only whole pushes (:meth:`whole_push` records of one
@@ -117,6 +120,8 @@ class Dispatcher:
         for now (the rest stay pending)."""
         batches: dict[tuple[str, str | None], list[tuple[Outbox, Record]]] = defaultdict(list)
         for row, record in rows:
+            if self.stopping:
+                return False
             if record is None:  # Action.CREATE: the record does not exist yet
                 if not whole and not await self._create(row, result):
                     return False
@@ -124,6 +129,8 @@ class Dispatcher:
             key = (row.action, row.value if row.action == Action.SET_SEVERITY.value else None)
             batches[key].append((row, record))
         for (action_name, _value), items in batches.items():
+            if self.stopping:
+                return False
             action = Action(action_name)
             if whole:
                 items = items[:len(items) - len(items) % self.whole_push(action)]
@@ -175,7 +182,7 @@ class Dispatcher:
         async def one(chunk: list[tuple[Outbox, Record]]) -> None:
             nonlocal stop
             async with slots:
-                if not stop and not await self._push(action, chunk, result):
+                if stop or self.stopping or not await self._push(action, chunk, result):
                     stop = True
 
         async with anyio.create_task_group() as tg:

@@ -241,6 +241,38 @@ async def test_sd_notify_ready_status_watchdog_stopping(tmp_path: Path,
     assert "STOPPING=1" in messages
 
 
+async def test_stop_lets_a_push_in_flight_finish(tmp_path: Path) -> None:
+    """SIGTERM (``stop``) stops polling but gives a push already on the wire up to
+    ``STOP_GRACE`` to land and be confirmed (README, "Running as a service"): the scheduler's
+    own shutdown cancels every running job at once, which cut the push off mid-request and
+    left it pending, to be sent a second time at the next start."""
+    w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
+              [{"name": "g", "accounts": ["vo", "sp"]}], poll_interval=0.3)
+    w.alert("drain-1")
+    await w.settle()
+    vo = w.sims["vo"]
+    ack = "/api-public/v1/incidents/ack"
+    vo.faults.latency, vo.faults.routes = 1.0, [ack]  # the push to vo takes a second
+    w.act("sp", "drain-1", "acknowledge")
+    daemon = Daemon(w.config, w.ledger, w.engine)
+
+    async def stop_mid_push(tg: object) -> None:
+        for _ in range(3000):  # the sim has no event to wait on: look every 10 ms
+            if vo.inflight_by_route[ack]:
+                break
+            await anyio.sleep(0.01)
+        daemon.stop()
+
+    try:
+        with anyio.fail_after(30):
+            await daemon.run(extra=lambda tg: tg.start_soon(stop_mid_push, tg))
+        assert w.incident("vo", "drain-1")["state"] == "acknowledged"
+        w.open()  # what the next start finds
+        assert w.ledger.call(lambda tx: tx.outbox_depth()).get("pending", 0) == 0
+    finally:
+        await w.close()
+
+
 async def test_rejected_credentials_back_off_and_show_in_health(tmp_path: Path) -> None:
     w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
               [{"name": "g", "accounts": ["vo", "sp"]}],
