@@ -61,21 +61,26 @@ def load_config(path: Path) -> config_mod.Config:
     return cfg
 
 
-def open_ledger(cfg: config_mod.Config, *, exclusive: bool = False) -> Ledger:
+def open_ledger(cfg: config_mod.Config, *, exclusive: bool = False,
+                creates: bool = True) -> Ledger:
     """``exclusive``: this command syncs (pushes), so it takes the ledger's lock and is refused
-    while a daemon or another syncing command holds it. Read-only commands never take it."""
+    while a daemon or another syncing command holds it. Read-only commands never take it.
+    ``creates=False`` (views, link, unlink): a ledger that does not exist yet, or has an older
+    schema, is an error rather than created or migrated by whoever runs the command (often
+    root, whose file the service user could then not write)."""
     try:
         return Ledger.open(cfg.ledger_url, busy_timeout=cfg.ledger.busy_timeout,
-                           exclusive=exclusive, password=cfg.ledger_password)
+                           exclusive=exclusive, password=cfg.ledger_password, migrate=creates)
     except LedgerError as exc:
         raise fail(str(exc)) from None
 
 
 @contextmanager
-def using_ledger(cfg: config_mod.Config, *, exclusive: bool = False) -> Iterator[Ledger]:
+def using_ledger(cfg: config_mod.Config, *, exclusive: bool = False,
+                 creates: bool = True) -> Iterator[Ledger]:
     """The ledger for one command, disposed (and its lock released) however the command ends;
     a ledger failure on the way (disk full, locked, damaged) is one line and exit 1."""
-    with disposing(open_ledger(cfg, exclusive=exclusive)) as ledger:
+    with disposing(open_ledger(cfg, exclusive=exclusive, creates=creates)) as ledger:
         yield ledger
 
 
@@ -219,7 +224,7 @@ def status(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False) 
     from syncd import views
 
     cfg = load_config(config)
-    with using_ledger(cfg) as ledger:
+    with using_ledger(cfg, creates=False) as ledger:
         data = ledger.call(views.status, cfg)
     if json_out:
         emit(data)
@@ -259,7 +264,7 @@ def links(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
     from syncd import views
 
     cfg = load_config(config)
-    with using_ledger(cfg) as ledger:
+    with using_ledger(cfg, creates=False) as ledger:
         data = ledger.call(views.links, group, limit, open_only)
     if json_out:
         emit({"links": data})
@@ -299,7 +304,7 @@ def audit(config: ConfigOpt = Path(DEFAULT_CONFIG), json_out: JsonOpt = False,
         except ValueError:
             raise fail(f"--since {since!r} is not an ISO 8601 time") from None
         when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    with using_ledger(cfg) as ledger:
+    with using_ledger(cfg, creates=False) as ledger:
         rows = ledger.call(views.audit, account, kind, link, when, limit)
     if json_out:
         emit({"audit": rows})
@@ -325,7 +330,7 @@ def link_cmd(records: Annotated[list[str], typer.Argument(help="ACCOUNT:ID, two 
     cfg = load_config(config)
     if len(records) < 2:
         raise fail("link needs at least two ACCOUNT:ID records")
-    with using_ledger(cfg) as ledger:
+    with using_ledger(cfg, creates=False) as ledger:
         try:
             link_id = ledger.call(links.link_records, cfg, views.capabilities(cfg),
                                   _parse_refs(records), group)
@@ -342,7 +347,7 @@ def unlink(record: Annotated[str, typer.Argument(help="ACCOUNT:ID")],
     from syncd.engine import links
 
     cfg = load_config(config)
-    with using_ledger(cfg) as ledger:
+    with using_ledger(cfg, creates=False) as ledger:
         try:
             count = ledger.call(links.unlink_record, _parse_refs([record])[0], group)
         except ValueError as exc:

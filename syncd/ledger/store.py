@@ -116,11 +116,18 @@ class Ledger:
              exclusive: bool = False, password: str | None = None) -> Ledger:
         """``exclusive``: take the ledger's lock for as long as this object lives (the daemon,
         ``once``, a repairing ``oncall``); raises :class:`LedgerBusy` naming the holder.
-        ``password``: the resolved ``[ledger] password`` (PostgreSQL), overriding the URL's."""
+        ``password``: the resolved ``[ledger] password`` (PostgreSQL), overriding the URL's.
+        ``migrate=False`` (the read-only views): neither create a missing SQLite file nor
+        write the schema; a view run as root would leave the file root-owned, and the service
+        user could not write it."""
         lock = None
         created = False
         if url.startswith("sqlite:///"):
             path = Path(url[len("sqlite:///") :])
+            if not migrate and not path.exists():
+                raise LedgerError(
+                    f"ledger {path} does not exist yet: `syncd run` (or `syncd once`) creates "
+                    "it; this command only reads it")
             check_sqlite_path(path)
             if exclusive:
                 lock = LedgerLock(path)
@@ -206,7 +213,9 @@ class Ledger:
             if version < SCHEMA_VERSION:
                 if not migrate:
                     raise LedgerError(
-                        f"ledger {_safe(self.url)} needs migration to {SCHEMA_VERSION}")
+                        f"ledger {_safe(self.url)} has schema version {version}, this syncd "
+                        f"reads {SCHEMA_VERSION}: `syncd run` (or `syncd once`) migrates it; "
+                        "this command only reads it")
                 for number in range(version + 1, SCHEMA_VERSION + 1):
                     for stmt in statements(MIGRATIONS[number - 1], self.dialect):
                         conn.execute(text(stmt))

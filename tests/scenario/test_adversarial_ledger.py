@@ -408,7 +408,7 @@ def test_commands_meet_a_locked_ledger_with_one_line(tmp_path: Path) -> None:
         config.write_text(config.read_text().replace("[ledger]\n",
                                                      "[ledger]\nbusy_timeout = 0.2\n", 1))
         running.sim.alert(dedup="a", title="a", severity="sev1")
-        assert syncd("status", "-c", str(config)).returncode == 0  # creates the ledger
+        assert syncd("once", "-c", str(config)).returncode == 0  # creates the ledger
         release = hold_write_lock(ledger)
         try:
             for argv in (["once"], ["status"], ["links"]):

@@ -142,3 +142,28 @@ def test_a_ledger_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and "Connection refused" in proc.stderr, proc.stderr
         assert "pg-pass-4711" not in proc.stderr + proc.stdout
+
+
+def test_read_only_views_never_create_the_ledger(tmp_path: Path) -> None:
+    """``sudo syncd status`` before the service's first start ran as root and created the
+    ledger file, root-owned and 0644, in the syncd user's state directory: the service (User=
+    syncd) then refused to start ("not readable and writable by this user") until someone
+    chowned it. The views only read: a ledger that does not exist yet is one line and exit 2,
+    and no file appears."""
+    from typer.testing import CliRunner
+
+    from syncd import cli
+
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        '[ledger]\npath = "state/ledger.db"\n[status]\nenabled = false\n'
+        '[accounts.vo]\nvendor = "victorops"\nbase_url = "http://127.0.0.1:9"\n'
+        'api_id = "vo-id"\napi_key = "vo-key-0001"\n'
+    )
+    (tmp_path / "state").mkdir()
+    for args in (["status"], ["links", "--json"], ["audit"], ["unlink", "vo:1"],
+                 ["link", "vo:1", "vo:2"]):
+        result = CliRunner().invoke(cli.app, [*args, "-c", str(config)])
+        assert result.exit_code == 2, (args, result.output)
+        assert "does not exist yet" in result.output, (args, result.output)
+        assert list((tmp_path / "state").iterdir()) == [], args
