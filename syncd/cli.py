@@ -445,7 +445,7 @@ def oncall(
     if at:
         try:
             when = _parse_when(at)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: beyond datetime's years
             raise fail(f"--at {at!r} is not an ISO 8601 time or -2h/+3d style offset") from None
     past = when is not None and when <= datetime.now(UTC)
     if past and (repair or dry_run):

@@ -441,6 +441,18 @@ def test_cli_oncall_json_shape(tmp_path: Path, keep_logging: None) -> None:
             running.stop()
 
 
+def test_cli_oncall_at_out_of_range_is_one_line(tmp_path: Path, keep_logging: None) -> None:
+    """An offset or a year out of range was an OverflowError traceback and exit 1 (a crash,
+    to a script); it is a bad --at like any other: one line naming it, exit 2."""
+    path = tmp_path / "syncd.toml"
+    path.write_text(render({"a": account_table("victorops", simulators.load("victorops")(
+        seed=0).describe("http://127.0.0.1:9"))}, [], tmp_path / "ledger.db"))
+    for at in ("+1e400d", "+99999999999d", "-99999999999h"):
+        res = CliRunner().invoke(app, ["oncall", "-c", str(path), "--at", at])
+        assert res.exit_code == 2, (at, res.output)
+        assert f"--at '{at}' is not an ISO 8601 time" in res.output, (at, res.output)
+
+
 def test_label_names_account_schedule_and_level() -> None:
     from syncd.config import OnCallMember
 
