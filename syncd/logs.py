@@ -22,6 +22,8 @@ from syncd import secrets
 from syncd.logthrottle import RepeatThrottle
 
 REDACTED = secrets.REDACTED
+FORMATS = ("auto", "json", "console")
+"""Values of ``[logging] format`` and of ``$SYNCD_LOG_FORMAT``, which overrides it."""
 
 
 def redact_secrets(
@@ -53,7 +55,14 @@ def configure(
     Repeated warnings and errors are collapsed by ``throttle`` (a fresh one by default)."""
     throttle = throttle or RepeatThrottle()
     stream = stream or sys.stdout
-    fmt = os.environ.get("SYNCD_LOG_FORMAT", fmt)  # type: ignore[assignment]
+    override = os.environ.get("SYNCD_LOG_FORMAT")
+    ignored = None
+    if override is not None:
+        wanted = override.strip().lower()
+        if wanted in FORMATS:
+            fmt = wanted  # type: ignore[assignment]
+        elif wanted:
+            ignored = override
     use_json = fmt == "json" or (fmt == "auto" and not _isatty(stream))
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -98,6 +107,10 @@ def configure(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # "skipped: maximum number of running instances reached" is the coalescing we asked for.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    if ignored is not None:
+        structlog.get_logger(__name__).warning(
+            "logging.format_ignored", variable="SYNCD_LOG_FORMAT", value=ignored[:40],
+            expected=list(FORMATS), using=fmt)
 
 
 def _isatty(stream: Any) -> bool:

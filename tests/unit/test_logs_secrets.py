@@ -125,3 +125,25 @@ def test_stdlib_records_with_tracebacks_are_redacted(monkeypatch: pytest.MonkeyP
         assert "Exception in ASGI application" in text and "ValueError" in text
         assert "stdlib-key-2718" not in text and "[REDACTED]" in text
     structlog.reset_defaults()
+
+
+@pytest.mark.parametrize("value", ["JSON", " json "])
+def test_log_format_variable_is_read_like_the_config_key(value: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Environment=SYNCD_LOG_FORMAT=JSON`` in a unit drop-in gave the console renderer in
+    the journal, silently: the variable is case-insensitive, as the operator means it."""
+    monkeypatch.setenv("SYNCD_LOG_FORMAT", value)
+    stream = io.StringIO()
+    logs.configure("info", "console", stream=stream)
+    structlog.get_logger("t").info("hello")
+    assert json.loads(stream.getvalue().splitlines()[-1])["event"] == "hello"
+
+
+def test_unknown_log_format_variable_is_said_not_silently_dropped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value that is no format keeps the config's and says so once, in that format."""
+    monkeypatch.setenv("SYNCD_LOG_FORMAT", "jsno")
+    stream = io.StringIO()
+    logs.configure("info", "json", stream=stream)
+    first = json.loads(stream.getvalue().splitlines()[0])
+    assert first["event"] == "logging.format_ignored" and first["value"] == "jsno"
