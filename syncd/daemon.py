@@ -11,7 +11,9 @@ sync groups whose due actions fill whole pushes sends those (the round's dispatc
 so a burst costs no more calls).
 While an account's own pushes keep its budget short, its polls wait (:data:`STRETCH_MAX`).
 SIGTERM/SIGINT stop new work, let in-flight pushes finish (bounded), close the ledger and exit 0,
-well inside systemd's TimeoutStopSec.
+well inside systemd's TimeoutStopSec. SIGHUP stops the same way with exit status 129: there is no
+reload, and a failure status is what makes systemd (``Restart=on-failure``) start it again with
+the config re-read, where death by SIGHUP would count as a clean stop and leave it down.
 
 On a PostgreSQL ledger several replicas may run: :class:`~syncd.engine.leadership.Leadership`
 decides which one syncs. The others keep the same jobs scheduled, but each job returns at once
@@ -56,6 +58,9 @@ must know which running jobs are pushing (a poll round's dispatch runs inside th
 class StartError(Exception):
     """What keeps the daemon from starting, in one line; raised before anything runs."""
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+HANGUP_STATUS = 128 + signal.SIGHUP
+"""Exit status after SIGHUP: a failure to systemd, so Restart=on-failure starts syncd again."""
 DISPATCH_EVERY = 1.0
 COALESCE_PUSHES = 0.25
 """Pause between a round's last poll and its pushes: a poll starting within it joins the round."""
@@ -114,6 +119,8 @@ class Daemon:
         # (True: whole pushes only)
         self._early: set[asyncio.Task[None]] = set()  # dispatches started by a poll's pages
         self._stop = anyio.Event()
+        self.exit_code = 0
+        """What ``syncd run`` exits with after a clean stop (:data:`HANGUP_STATUS` after SIGHUP)."""
 
     @classmethod
     def build(cls, config: Config, *,
@@ -474,15 +481,23 @@ class Daemon:
             await self._shutdown()
 
     async def _signals(self, early: Sequence[int]) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as received:
             if early:  # arrived before this receiver replaced the start-up handler
-                log.info("daemon.stopping", signal=signal.Signals(early[0]).name)
-                self.stop()
+                self._stopping_on(early[0])
                 return
             async for signum in received:
-                log.info("daemon.stopping", signal=signal.Signals(signum).name)
-                self.stop()
+                self._stopping_on(signum)
                 return
+
+    def _stopping_on(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self.exit_code = HANGUP_STATUS
+            log.info("daemon.stopping", signal="SIGHUP", exit_status=HANGUP_STATUS,
+                     hint="syncd has no reload: it stops, and systemd starts it again with "
+                     "the config re-read (Restart=on-failure)")
+        else:
+            log.info("daemon.stopping", signal=signal.Signals(signum).name)
+        self.stop()
 
     async def _shutdown(self) -> None:
         """Polls, on-call reads and housekeeping stop at once (their reads are redone at the
@@ -519,9 +534,10 @@ class Daemon:
 
 
 def catch_early_signals() -> list[int]:
-    """Record SIGTERM/SIGINT from now until :meth:`Daemon.run` takes over signal handling."""
+    """Record SIGTERM/SIGINT/SIGHUP from now until :meth:`Daemon.run` takes over signal
+    handling."""
     received: list[int] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda n, _frame: received.append(n))
     return received
 

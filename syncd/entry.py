@@ -86,7 +86,7 @@ def run_daemon(path: Path) -> int:
     except daemon.StartError as exc:
         say_err(str(exc))
         return 2
-    return 0
+    return built.exit_code
 
 
 def run_config(args: Sequence[str]) -> Path | None:

@@ -273,6 +273,32 @@ async def test_stop_lets_a_push_in_flight_finish(tmp_path: Path) -> None:
         await w.close()
 
 
+async def test_sighup_stops_cleanly_with_a_status_systemd_restarts(tmp_path: Path) -> None:
+    """SIGHUP (an operator's "reload", or a closed terminal) killed the daemon outright: no
+    drain, and systemd counts death by SIGHUP as clean, so Restart=on-failure left syncd down
+    for good. It is the clean stop of SIGTERM, with exit status 129 (128 + SIGHUP), a failure
+    to systemd, which starts it again with the config re-read."""
+    w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
+              [{"name": "g", "accounts": ["vo", "sp"]}], poll_interval=0.3)
+    daemon = Daemon(w.config, w.ledger, w.engine)
+    safety = signal.signal(signal.SIGHUP, lambda *_: None)  # never the test run's own death
+
+    async def hang_up(tg: object) -> None:
+        for _ in range(500):  # until the daemon's handler replaced the safety net
+            if signal.getsignal(signal.SIGHUP) is not safety_net:
+                break
+            await anyio.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    safety_net = signal.getsignal(signal.SIGHUP)
+    try:
+        with anyio.fail_after(10):
+            await daemon.run(extra=lambda tg: tg.start_soon(hang_up, tg))
+    finally:
+        signal.signal(signal.SIGHUP, safety)
+    assert daemon.exit_code == 129
+
+
 async def test_rejected_credentials_back_off_and_show_in_health(tmp_path: Path) -> None:
     w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
               [{"name": "g", "accounts": ["vo", "sp"]}],
