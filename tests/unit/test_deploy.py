@@ -277,3 +277,24 @@ def test_containerfile_is_non_root_and_minimal() -> None:
     assert by_word["CMD"] == '["run", "-c", "/etc/syncd/syncd.toml"]'
     assert "http://127.0.0.1:9797/healthz" in by_word["HEALTHCHECK"]
     assert "curl" not in by_word["HEALTHCHECK"]  # slim has no curl
+
+
+def test_containerfile_copies_every_file_the_build_needs() -> None:
+    """``pip install .`` in the image builds from what the COPY lines brought in: the build
+    failed ("Forced include not found: config/demo.toml") because the demo config, packaged for
+    ``syncd demo`` and ``syncd sim all``, was not among them."""
+    import tomllib
+
+    root = DEPLOY.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    hatch = project["tool"]["hatch"]
+    wheel = hatch["build"]["targets"]["wheel"]
+    needed = ["pyproject.toml", project["project"]["readme"], hatch["version"]["path"],
+              *wheel["packages"], *wheel.get("force-include", {})]
+    copied = [Path(src) for word, args in _instructions(CONTAINERFILE) if word == "COPY"
+              for src in args.split()[:-1] if not src.startswith("--")]
+    missing = [path for path in needed
+               if not any(Path(path) == src or src in Path(path).parents for src in copied)]
+    assert missing == [], f"the image's build lacks {missing}"
+    for path in needed:
+        assert (root / path).exists(), path
