@@ -455,13 +455,19 @@ def evaluate(tx: Tx, config: Config, at: datetime | None = None,
 
 
 def history(tx: Tx, config: Config, at: datetime) -> list[MappingDrift]:
-    """Who each member had on call at a past moment, from snapshot history."""
+    """Who each member had on call at a past moment, from snapshot history. No entry covers
+    ``at`` means nobody only within what the account's polls read (from its first poll to its
+    last plus the horizon); before or after that the member is unknown (``missing``): a vendor
+    that reports whole shifts has rows reaching back before the first poll, one that cuts its
+    entries at the poll has none, and that is not a drift."""
     out = []
     for mapping in config.oncall:
         who = {}
         for m in mapping.members:
             rows = tx.oncall_at(m.account, m.schedule, m.level, at)
-            if rows or store.last_polled(tx, m.account) is not None:
+            first, last = store.first_polled(tx, m.account), store.last_polled(tx, m.account)
+            if rows or (first is not None and last is not None
+                        and first <= at < last + horizon(config, m.account)):
                 who[label(m)] = _who([_snapshot(r) for r in rows], config.users, m.account, at)
         out.append(state_at(mapping, who, at))
     return out

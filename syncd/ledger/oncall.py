@@ -49,6 +49,14 @@ def last_polled(tx: Tx, account: str) -> datetime | None:
     ).first()
 
 
+def first_polled(tx: Tx, account: str) -> datetime | None:
+    """When the account's oldest on-call snapshot still kept was first stored: history knows
+    nothing of the account's schedules before that."""
+    return tx.session.exec(
+        select(func.min(OnCallSnapshot.first_seen)).where(OnCallSnapshot.account == account)
+    ).first()
+
+
 def polled_entries(tx: Tx, account: str, schedule_id: str, level: int, polled: datetime,
                    start: datetime, end: datetime) -> list[OnCallSnapshot]:
     """Entries of the poll stored at ``polled`` that overlap [start, end). A schedule the poll

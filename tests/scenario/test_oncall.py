@@ -453,6 +453,28 @@ def test_cli_oncall_at_out_of_range_is_one_line(tmp_path: Path, keep_logging: No
         assert f"--at '{at}' is not an ISO 8601 time" in res.output, (at, res.output)
 
 
+async def test_history_before_the_first_poll_is_unknown_not_drift(tmp_path: Path) -> None:
+    """``oncall --at -1h`` on a ledger an hour younger: PagerDuty's snapshot holds the whole
+    shift (it began yesterday), Spike.sh's starts at the poll, and the Spike.sh member was
+    shown as "nobody" on call then, a drift window that never was. A member whose account had
+    not been polled by that moment is unknown (``missing``), as one never polled is."""
+    if not {"pagerduty", "spike"} <= set(LANDED):
+        pytest.skip("needs the PagerDuty and Spike.sh simulators")
+    w = await oncall_world(tmp_path, {"pd": "pagerduty", "sp": "spike"}, [
+        {"name": "primary", "leader": "pd", "horizon_days": 1, "members": [
+            {"account": "pd", "schedule": schedule_of("pagerduty")},
+            {"account": "sp", "schedule": schedule_of("spike")}]}])
+    try:
+        now = await service(w).check()
+        assert now.drifts[0].agree is True  # the two schedules page the same people
+        before = await service(w).check(datetime.now(UTC) - timedelta(hours=1))
+        [drift] = before.drifts
+        assert drift.windows == [], drift.as_dict()
+        assert drift.agree is None and drift.missing == [f"sp:{schedule_of('spike')}:1"]
+    finally:
+        await w.close()
+
+
 def test_label_names_account_schedule_and_level() -> None:
     from syncd.config import OnCallMember
 
