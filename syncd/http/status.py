@@ -86,7 +86,8 @@ def build_app(daemon: Daemon, policy: HostPolicy | None = None) -> Starlette:
             elif last is None:
                 problems.append(f"{name}: no successful poll yet")
             elif now - last > limit:
-                problems.append(f"{name}: last successful poll {(now - last).seconds}s ago")
+                problems.append(
+                    f"{name}: last successful poll {(now - last).total_seconds():.0f}s ago")
         if daemon.health.stopping:
             problems.append("stopping")
         if problems:

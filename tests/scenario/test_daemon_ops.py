@@ -299,6 +299,30 @@ async def test_sighup_stops_cleanly_with_a_status_systemd_restarts(tmp_path: Pat
     assert daemon.exit_code == 129
 
 
+async def test_readyz_says_how_long_ago_in_whole(tmp_path: Path) -> None:
+    """A poll last successful a day and 5 s ago (a vendor down over a weekend) was "last
+    successful poll 5s ago" in /readyz: the seconds part of the age, not the age."""
+    from datetime import timedelta
+
+    from syncd.http.status import build_app
+    from syncd.ledger import utcnow
+
+    w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
+              [{"name": "g", "accounts": ["vo", "sp"]}])
+    try:
+        daemon = Daemon(w.config, w.ledger, w.engine)
+        for name in ("vo", "sp"):
+            daemon.health.last_poll[name] = utcnow() - timedelta(days=1, seconds=5)
+        transport = httpx.ASGITransport(app=build_app(daemon))
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+            r = await http.get("/readyz")
+        assert r.status_code == 503
+        ages = [int(p.rsplit(" ", 2)[-2].rstrip("s")) for p in r.json()["problems"]]
+        assert len(ages) == 2 and all(86405 <= age < 86500 for age in ages), r.json()
+    finally:
+        await w.close()
+
+
 async def test_rejected_credentials_back_off_and_show_in_health(tmp_path: Path) -> None:
     w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
               [{"name": "g", "accounts": ["vo", "sp"]}],
