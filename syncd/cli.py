@@ -408,8 +408,11 @@ def sim(
     instance.network_latency = latency_ms / 1000
     if seed_incidents:
         instance.seed_incidents(seed_incidents, age_days=seed_age_days)
-    serve_forever(instance, host, port, certfile=str(certfile) if certfile else None,
-                  keyfile=str(keyfile) if keyfile else None)
+    try:
+        serve_forever(instance, host, port, certfile=str(certfile) if certfile else None,
+                      keyfile=str(keyfile) if keyfile else None)
+    except OSError as exc:  # the port taken, an address not here, a certificate not found
+        raise fail(f"cannot serve {vendor} on {host}:{port}: {exc.strerror or exc}") from None
 
 
 @app.command()

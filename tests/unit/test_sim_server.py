@@ -25,3 +25,20 @@ def test_accepted_connection_has_tcp_nodelay() -> None:
     finally:
         running.stop()
 
+
+
+def test_sim_on_a_taken_port_is_one_line_and_exit_2() -> None:
+    """``syncd sim VENDOR --port N`` on a port in use was a bind traceback and exit 1, where
+    ``syncd sim all`` says it in one line with exit 2; scripts start simulators this way."""
+    from typer.testing import CliRunner
+
+    from syncd import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli.app, ["sim", "spike", "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (f"syncd: cannot serve spike on 127.0.0.1:{port}: "
+                                     "Address already in use"), result.output
