@@ -14,6 +14,9 @@ SIGTERM/SIGINT stop new work, let in-flight pushes finish (bounded), close the l
 well inside systemd's TimeoutStopSec. SIGHUP stops the same way with exit status 129: there is no
 reload, and a failure status is what makes systemd (``Restart=on-failure``) start it again with
 the config re-read, where death by SIGHUP would count as a clean stop and leave it down.
+Stop signals stay handled until the shutdown is over: a second one cuts the drain short (what
+is still on the wire stays pending for the next start), and never kills syncd by the signal's
+default action.
 
 On a PostgreSQL ledger several replicas may run: :class:`~syncd.engine.leadership.Leadership`
 decides which one syncs. The others keep the same jobs scheduled, but each job returns at once
@@ -27,7 +30,7 @@ import contextvars
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -119,6 +122,7 @@ class Daemon:
         # (True: whole pushes only)
         self._early: set[asyncio.Task[None]] = set()  # dispatches started by a poll's pages
         self._stop = anyio.Event()
+        self._hurry = anyio.Event()  # a second stop signal: no grace for pushes on the wire
         self.exit_code = 0
         """What ``syncd run`` exits with after a clean stop (:data:`HANGUP_STATUS` after SIGHUP)."""
 
@@ -464,40 +468,80 @@ class Daemon:
                  groups=[g.name for g in self.config.sync],
                  ledger=secrets.safe_url(self.ledger.url),
                  replica=self.leadership.lease.holder if self.leadership else None)
+        signals = STOP_SIGNALS
+        before = {signum: signal.getsignal(signum) for signum in signals}
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._signals, early_signals)
-                tg.start_soon(self._watchdog)
-                if self.leadership is not None:
-                    tg.start_soon(self.leadership.run)
-                if listening is not None:
-                    tg.start_soon(self._status_server, listening)
-                if extra is not None:
-                    extra(tg)
-                sdnotify.ready()
-                await self._stop.wait()
-                tg.cancel_scope.cancel()
+            # Stop signals are handled until the shutdown is over: one that came back to its
+            # default action mid-drain (a second SIGHUP) killed syncd, which systemd takes for
+            # a clean stop and does not restart.
+            with anyio.open_signal_receiver(*signals) as received:
+                async with anyio.create_task_group() as watch:
+                    watch.start_soon(self._signals, received, early_signals)
+                    try:
+                        await self._work(listening, extra)
+                    finally:
+                        await self._shutdown()
+                        watch.cancel_scope.cancel()
         finally:
-            await self._shutdown()
+            for signum, handler in before.items():  # not the default action either
+                if handler is not None:
+                    signal.signal(signum, handler)
 
-    async def _signals(self, early: Sequence[int]) -> None:
-        with anyio.open_signal_receiver(*STOP_SIGNALS) as received:
-            if early:  # arrived before this receiver replaced the start-up handler
-                self._stopping_on(early[0])
-                return
-            async for signum in received:
-                self._stopping_on(signum)
-                return
+    async def _work(self, listening: list[socket.socket] | None,
+                    extra: Callable[[anyio.abc.TaskGroup], None] | None) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watchdog)
+            if self.leadership is not None:
+                tg.start_soon(self.leadership.run)
+            if listening is not None:
+                tg.start_soon(self._status_server, listening)
+            if extra is not None:
+                extra(tg)
+            sdnotify.ready()
+            await self._stop.wait()
+            tg.cancel_scope.cancel()
+
+    async def _signals(self, received: AsyncIterator[int], early: Sequence[int]) -> None:
+        for signum in list(early):  # arrived before this receiver replaced the start-up handler
+            self._stopping_on(signum)
+        async for signum in received:
+            self._stopping_on(signum)
 
     def _stopping_on(self, signum: int) -> None:
+        """The first stop signal stops (pushes on the wire get :data:`STOP_GRACE`); another
+        one ends the wait at once. Any SIGHUP among them makes the exit status 129."""
         if signum == signal.SIGHUP:
             self.exit_code = HANGUP_STATUS
+        if self._stop.is_set():
+            self._hurry.set()
+            log.info("daemon.stopping_now", signal=signal.Signals(signum).name,
+                     hint="a second stop signal: pushes still on the wire are cut off (they "
+                     "stay pending and are sent again at the next start)")
+            return
+        if signum == signal.SIGHUP:
             log.info("daemon.stopping", signal="SIGHUP", exit_status=HANGUP_STATUS,
                      hint="syncd has no reload: it stops, and systemd starts it again with "
                      "the config re-read (Restart=on-failure)")
         else:
             log.info("daemon.stopping", signal=signal.Signals(signum).name)
         self.stop()
+
+    async def _drain(self, jobs: list[asyncio.Task[Any]]) -> None:
+        """Wait for ``jobs`` for at most :attr:`stop_grace`, or until a second stop signal.
+
+        asyncio.wait, not gather: cancelled, it leaves the jobs running for the shutdown to
+        cancel, and gather cancelled by the scope raised a CancelledError out of the drain
+        (exit 1, a traceback) when a job abandoned there swallowed its cancellation (_guard)."""
+
+        async def cut(scope: anyio.CancelScope) -> None:
+            await self._hurry.wait()
+            scope.cancel()
+
+        with anyio.move_on_after(self.stop_grace):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cut, tg.cancel_scope)
+                await asyncio.wait(jobs)
+                tg.cancel_scope.cancel()
 
     async def _shutdown(self) -> None:
         """Polls, on-call reads and housekeeping stop at once (their reads are redone at the
@@ -515,15 +559,14 @@ class Daemon:
             for task in inflight:
                 if task not in self._pushing:
                     task.cancel()
-            # asyncio.wait, not a cancel scope around gather: a job abandoned here swallows its
-            # cancellation (_guard), and gather cancelled by the scope then raised a
-            # CancelledError out of it (exit 1, a traceback) when a push outlived the grace.
-            _done, late = await asyncio.wait(inflight, timeout=self.stop_grace)
+            await self._drain(inflight)
+            late = [t for t in inflight if not t.done()]
             for task in late:
                 # An abandoned push stays pending in the outbox and is retried next start.
                 task.cancel()
-            if late:  # let them log their abandon before the ledger closes
-                await asyncio.wait(late, timeout=STOP_CANCEL_WAIT)
+            if late:
+                with anyio.move_on_after(STOP_CANCEL_WAIT):
+                    await asyncio.wait(late)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self.leadership is not None:
@@ -534,8 +577,8 @@ class Daemon:
 
 
 def catch_early_signals() -> list[int]:
-    """Record SIGTERM/SIGINT/SIGHUP from now until :meth:`Daemon.run` takes over signal
-    handling."""
+    """Record the stop signals from now until :meth:`Daemon.run` takes over signal handling,
+    and again once it is over."""
     received: list[int] = []
     for signum in STOP_SIGNALS:
         signal.signal(signum, lambda n, _frame: received.append(n))

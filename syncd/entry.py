@@ -63,8 +63,9 @@ def read_config(path: Path, problems: list[str] | None = None) -> Config | None:
 
 
 def run_daemon(path: Path) -> int:
-    """Run the daemon from the config at ``path`` until SIGTERM/SIGINT; the exit code."""
+    """Run the daemon from the config at ``path`` until a stop signal; the exit code."""
     import functools
+    import signal
 
     import anyio
 
@@ -86,7 +87,8 @@ def run_daemon(path: Path) -> int:
     except daemon.StartError as exc:
         say_err(str(exc))
         return 2
-    return built.exit_code
+    # ``early`` records again once the run is over: a SIGHUP there still means 129.
+    return daemon.HANGUP_STATUS if signal.SIGHUP in early else built.exit_code
 
 
 def run_config(args: Sequence[str]) -> Path | None:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -297,6 +298,55 @@ async def test_sighup_stops_cleanly_with_a_status_systemd_restarts(tmp_path: Pat
     finally:
         signal.signal(signal.SIGHUP, safety)
     assert daemon.exit_code == 129
+
+
+def wait_for(predicate: Callable[[], bool], what: str, proc: subprocess.Popen[bytes],
+             log: Path, timeout: float = 60) -> None:
+    """Until ``predicate``, while the daemon ``proc`` (logging to ``log``) runs."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None and time.monotonic() < deadline, \
+            f"no {what}: {log.read_text()[-3000:]}"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_second_sighup_mid_drain_ends_it_with_status_129(tmp_path: Path) -> None:
+    """A second SIGHUP (or any stop signal) while a push drains found the signal's default
+    action back in place: death by SIGHUP, which systemd takes for a clean stop and does not
+    restart. Stop signals are handled until the end: a second one cuts the drain short, and
+    a SIGHUP among them still makes the exit status 129."""
+    running, tables = threaded_sims({"vo": "victorops", "sp": "spike"}, poll_interval=0.3)
+    config = tmp_path / "syncd.toml"
+    config.write_text(render(tables, [{"name": "g", "accounts": ["vo", "sp"]}],
+                             tmp_path / "ledger.db"))
+    log = tmp_path / "daemon.log"
+    vo, sp = running["vo"].sim, running["sp"].sim
+    ack = "/api-public/v1/incidents/ack"
+    try:
+        for r in running.values():
+            r.sim.alert(dedup="hup-1", title="hup-1", severity="sev1")
+        proc = subprocess.Popen([sys.executable, "-m", "syncd", "run", "-c", str(config)],
+                                stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                env={**os.environ, "SYNCD_LOG_FORMAT": "json"})
+        try:
+            wait_for(lambda: '"daemon.started"' in log.read_text()
+                     and linked_in(tmp_path / "ledger.db", "sp") == 1, "link", proc, log)
+            vo.faults.latency, vo.faults.routes = 60.0, [ack]  # the push to vo hangs
+            sp.act(sp.canonical_incidents()[0]["id"], "acknowledge")
+            wait_for(lambda: vo.inflight_by_route[ack] > 0, "push on the wire", proc, log)
+            proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: '"daemon.draining"' in log.read_text(), "drain", proc, log)
+            proc.send_signal(signal.SIGHUP)
+            assert proc.wait(timeout=30) == 129, log.read_text()[-2000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        text = log.read_text()
+        assert '"daemon.stopping_now"' in text and '"daemon.stopped"' in text
+    finally:
+        for r in running.values():
+            r.stop()
 
 
 async def test_readyz_says_how_long_ago_in_whole(tmp_path: Path) -> None:
