@@ -62,6 +62,10 @@ class StartError(Exception):
     """What keeps the daemon from starting, in one line; raised before anything runs."""
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+KEPT_IGNORED = (signal.SIGINT, signal.SIGHUP)
+"""Stop signals left ignored when syncd starts with them ignored, as Python leaves SIGINT:
+``nohup syncd run &`` ignores SIGHUP and a shell starts background jobs with SIGINT ignored, so
+that they outlive the terminal. SIGTERM, systemd's stop, is always handled."""
 HANGUP_STATUS = 128 + signal.SIGHUP
 """Exit status after SIGHUP: a failure to systemd, so Restart=on-failure starts syncd again."""
 DISPATCH_EVERY = 1.0
@@ -468,7 +472,7 @@ class Daemon:
                  groups=[g.name for g in self.config.sync],
                  ledger=secrets.safe_url(self.ledger.url),
                  replica=self.leadership.lease.holder if self.leadership else None)
-        signals = STOP_SIGNALS
+        signals = stop_signals()
         before = {signum: signal.getsignal(signum) for signum in signals}
         try:
             # Stop signals are handled until the shutdown is over: one that came back to its
@@ -576,11 +580,17 @@ class Daemon:
         log.info("daemon.stopped")
 
 
+def stop_signals() -> tuple[int, ...]:
+    """The stop signals syncd handles: all but those of :data:`KEPT_IGNORED` found ignored."""
+    return tuple(signum for signum in STOP_SIGNALS if signum not in KEPT_IGNORED
+                 or signal.getsignal(signum) is not signal.SIG_IGN)
+
+
 def catch_early_signals() -> list[int]:
     """Record the stop signals from now until :meth:`Daemon.run` takes over signal handling,
-    and again once it is over."""
+    and again once it is over (an ignored one stays ignored, see :data:`KEPT_IGNORED`)."""
     received: list[int] = []
-    for signum in STOP_SIGNALS:
+    for signum in stop_signals():
         signal.signal(signum, lambda n, _frame: received.append(n))
     return received
 

@@ -349,6 +349,34 @@ def test_a_second_sighup_mid_drain_ends_it_with_status_129(tmp_path: Path) -> No
             r.stop()
 
 
+@pytest.mark.slow
+def test_started_under_nohup_a_sighup_is_still_ignored(tmp_path: Path) -> None:
+    """``nohup syncd run &`` starts syncd with SIGHUP ignored, so that it outlives the
+    terminal; the daemon's handler replaced that, and syncd stopped at logout. An inherited
+    SIG_IGN is left alone (as Python does for SIGINT); SIGTERM still stops it, with 0."""
+    running, tables = threaded_sims({"sp": "spike"}, poll_interval=0.3)
+    config = tmp_path / "syncd.toml"
+    config.write_text(render(tables, [], tmp_path / "ledger.db"))
+    log = tmp_path / "daemon.log"
+    try:
+        proc = subprocess.Popen(["nohup", sys.executable, "-m", "syncd", "run", "-c", str(config)],
+                                stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                env={**os.environ, "SYNCD_LOG_FORMAT": "json"})
+        try:
+            wait_for(lambda: '"daemon.started"' in log.read_text(), "start", proc, log)
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(1.0)  # a handled SIGHUP stops an idle daemon within milliseconds
+            assert proc.poll() is None and '"daemon.stopping"' not in log.read_text()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, log.read_text()[-2000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        for r in running.values():
+            r.stop()
+
+
 async def test_readyz_says_how_long_ago_in_whole(tmp_path: Path) -> None:
     """A poll last successful a day and 5 s ago (a vendor down over a weekend) was "last
     successful poll 5s ago" in /readyz: the seconds part of the age, not the age."""
