@@ -30,7 +30,8 @@ import contextvars
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -214,6 +215,7 @@ class Daemon:
 
         self.oncall = OnCallService(self.config, self.ledger, self.engine.clients,
                                     self.engine.dispatchers)
+        self.oncall.pushing = self._job_pushing
         for name in self.oncall.clients:
             every = self.config.accounts[name].oncall_interval
             self.scheduler.add_job(
@@ -362,10 +364,7 @@ class Daemon:
         if lock.locked():
             self._again[account] = whole and self._again.get(account, True)
             return
-        job = _JOB.get()
-        if job is not None:
-            self._pushing[job] = self._pushing.get(job, 0) + 1
-        try:
+        with self._job_pushing():
             async with lock:
                 while True:
                     result = await self.engine.dispatch(account, whole=whole)
@@ -373,6 +372,16 @@ class Daemon:
                     if again is None or result.halted or self.health.stopping:
                         return
                     whole = again
+
+    @contextmanager
+    def _job_pushing(self) -> Iterator[None]:
+        """The running job pushes meanwhile (a dispatch, an on-call repair's overrides):
+        shutdown gives it :data:`STOP_GRACE` to land instead of cancelling it at once."""
+        job = _JOB.get()
+        if job is not None:
+            self._pushing[job] = self._pushing.get(job, 0) + 1
+        try:
+            yield
         finally:
             if job is not None:
                 left = self._pushing.pop(job) - 1

@@ -17,8 +17,9 @@ directory of an account is everyone its on-call data (or the config) ever named.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ from syncd.vendors.guard import vendor_answer
 log = structlog.get_logger(__name__)
 
 DEFAULT_HORIZON_DAYS = 7.0
+STOPPING = "not sent: syncd is stopping"
 REPAIRS_PER_RUN = 4  # per follower account and run: Splunk On-Call allows few override calls
 STUCK_AFTER = timedelta(minutes=15)
 """An override still pending this long was sent by a process that stopped mid-call."""
@@ -499,6 +501,10 @@ class OnCallService:
         self.dispatchers = {n: given.get(n) or Dispatcher(n, c, ledger, {})
                             for n, c in self.clients.items()}
         self._failing: set[str] = set()
+        self.pushing: Callable[[], contextlib.AbstractContextManager[Any]] = \
+            contextlib.nullcontext
+        """Held while overrides are owed and pushed: the daemon counts it as a push on the
+        wire, which shutdown lets land instead of cancelling it."""
         self._known: dict[str, list[tuple[str, str | None]]] = {}
         self._open: dict[str, dict[tuple[Any, ...], Window]] = {}
 
@@ -575,8 +581,9 @@ class OnCallService:
 
     async def repair(self, drifts: Sequence[MappingDrift], *, dry_run: bool = False
                      ) -> list[Repair]:
-        return await execute(self.ledger, self.dispatchers, await self.plan(drifts),
-                             dry_run=dry_run)
+        planned = await self.plan(drifts)
+        with self.pushing():
+            return await execute(self.ledger, self.dispatchers, planned, dry_run=dry_run)
 
     async def _repair_and_confirm(self, drifts: list[MappingDrift], *, dry_run: bool = False,
                                   mappings: Sequence[str] | None = None
@@ -584,7 +591,8 @@ class OnCallService:
         """Repair, then re-poll the followers that took an override so the fix is confirmed at
         once; returns the repairs, those polls and the drift after them."""
         repairs = await self.repair(drifts, dry_run=dry_run)
-        pushed = {r.account for r in repairs if r.status == "done"}
+        pushed = {r.account for r in repairs if r.status == "done"
+                  and not self.dispatchers[r.account].stopping}  # no reads at shutdown
         if not pushed:
             return repairs, [], drifts
         polls = await self.poll_all(pushed)
@@ -677,13 +685,24 @@ async def execute(ledger: Ledger, dispatchers: Mapping[str, Dispatcher],
         if sent.get(r.account, 0) >= REPAIRS_PER_RUN:
             out.append(r.but(status="deferred", reason="per-run override budget used"))
             continue
+        dispatcher = dispatchers[r.account]
+        if dispatcher.stopping:  # shutting down: the next start plans it afresh
+            out.append(r.but(status="deferred", reason=STOPPING))
+            continue
         sent[r.account] = sent.get(r.account, 0) + 1
         row = await ledger.run(_owe, r)
         if row is None:
             out.append(r.but(status="already", reason="an override pushed meanwhile covers "
                              "this window"))
             continue
-        outcome, vendor_id, reason = await dispatchers[r.account].push_override(row)
+        if dispatcher.stopping:
+            # Owed, never sent: a row left pending would cover the window until it is
+            # declared unknown, and the drift would never be repaired.
+            await ledger.run(store.settle_override, row.id, "deferred", None, STOPPING,
+                             utcnow())
+            out.append(r.but(status="deferred", reason=STOPPING))
+            continue
+        outcome, vendor_id, reason = await dispatcher.push_override(row)
         done = r.but(status=outcome, vendor_id=vendor_id, reason=reason)
         log.info("oncall.repair", mapping=r.mapping, account=r.account, schedule=r.schedule_id,
                  user=r.user_email, start=r.start.isoformat(), end=r.end.isoformat(),

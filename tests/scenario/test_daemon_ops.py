@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from world import World, account_table, render, threaded_sims
+from world import World, account_table, render, stop_mid_request, threaded_sims
 
 from syncd import simulators
 from syncd.daemon import Daemon
@@ -257,16 +257,9 @@ async def test_stop_lets_a_push_in_flight_finish(tmp_path: Path) -> None:
     w.act("sp", "drain-1", "acknowledge")
     daemon = Daemon(w.config, w.ledger, w.engine)
 
-    async def stop_mid_push(tg: object) -> None:
-        for _ in range(3000):  # the sim has no event to wait on: look every 10 ms
-            if vo.inflight_by_route[ack]:
-                break
-            await anyio.sleep(0.01)
-        daemon.stop()
-
     try:
         with anyio.fail_after(30):
-            await daemon.run(extra=lambda tg: tg.start_soon(stop_mid_push, tg))
+            await daemon.run(extra=stop_mid_request(daemon, vo, ack))
         assert w.incident("vo", "drain-1")["state"] == "acknowledged"
         w.open()  # what the next start finds
         assert w.ledger.call(lambda tx: tx.outbox_depth()).get("pending", 0) == 0

@@ -15,7 +15,7 @@ import anyio
 import pytest
 import structlog
 from typer.testing import CliRunner
-from world import LANDED, World, account_table, render, toml_value
+from world import LANDED, World, account_table, render, stop_mid_request, toml_value
 
 from syncd import simulators
 from syncd.cli import app
@@ -524,6 +524,56 @@ async def test_override_owed_before_a_crash_is_never_pushed_again(tmp_path: Path
             utcnow())))
         assert [(p.outcome, p.vendor_id, p.start, p.end) for p in pushed] == [
             ("done", done.vendor_id, start, end)]
+    finally:
+        await w.close()
+
+
+async def test_an_override_on_the_wire_at_shutdown_lands_and_none_starts_after(
+        tmp_path: Path) -> None:
+    """The daemon's shutdown cancelled every job not dispatching at once, on-call repairs too:
+    an override cut off mid-call stayed pending, covered its window as if pushed, and was
+    declared unknown 15 minutes later, so the drift was never repaired. The repair's pushes
+    count as pushes on the wire (they get the grace to land); a repair owed once stopping is
+    deferred (planned afresh at the next start), not left pending."""
+    from syncd.daemon import Daemon
+    from syncd.engine import oncall as oncall_mod
+    from syncd.ledger import oncall as store
+    from syncd.ledger import utcnow
+
+    vendor = "spike"
+    sched = schedule_of(vendor)
+    w = await leader_b_world(tmp_path, vendor, sched)
+    try:
+        start, end, person = await drift_in_leader(
+            w, sched, ("alice@example.com", "bob@example.com", "carol@example.com"))
+        await service(w).poll_all()
+        follower = w.sims["a"]
+        add = "/on-calls/{oncall_id}/overrides/add"
+        follower.faults.latency, follower.faults.routes = 1.0, [add]
+        daemon = Daemon(w.config, w.ledger, w.engine)
+        with anyio.fail_after(30):
+            await daemon.run(extra=stop_mid_request(daemon, follower, add))
+        w.open()
+        pushed = w.ledger.call(lambda tx: store.pushed_overrides(tx, store.horizon_start(
+            utcnow())))
+        assert [(p.outcome, p.user_email, p.start, p.end) for p in pushed] == [
+            ("done", person, start, end)]
+        assert w.ledger.call(store.pending_overrides) == []
+
+        # Another drift, planned while stopping: deferred, nothing owed, nothing sent.
+        later, until = quiet_window(hours_ahead=8)
+        now_on = on_call(await w.engine.clients["b"].oncall(later, until), sched, later)
+        await w.engine.clients["b"].create_override(sched, next(
+            e for e in ("alice@example.com", "bob@example.com") if e != now_on), later, until)
+        svc = service(w)
+        await svc.poll_all()
+        planned = await svc.plan(await svc.evaluate())
+        assert [r.status for r in planned] == ["planned"]
+        svc.dispatchers["a"].stopping = True
+        writes = follower.writes()
+        done = await oncall_mod.execute(w.ledger, svc.dispatchers, planned)
+        assert [(r.status, r.reason) for r in done] == [("deferred", oncall_mod.STOPPING)]
+        assert follower.writes() == writes and w.ledger.call(store.pending_overrides) == []
     finally:
         await w.close()
 

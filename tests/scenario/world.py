@@ -144,3 +144,16 @@ def threaded_sims(vendors: dict[str, str], poll_interval: float, latency: float 
             table["rate_limit_per_minute"] = 6000
         tables[account] = table
     return running, tables
+
+
+def stop_mid_request(daemon: Any, sim: Any, route: str) -> Callable[[Any], None]:
+    """``extra`` for ``Daemon.run``: stop the daemon once ``sim`` is answering ``route``."""
+
+    async def stop() -> None:
+        for _ in range(3000):  # the sim has no event to wait on: look every 10 ms
+            if sim.inflight_by_route[route]:
+                break
+            await anyio.sleep(0.01)
+        daemon.stop()
+
+    return lambda tg: tg.start_soon(stop)
