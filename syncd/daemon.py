@@ -128,6 +128,8 @@ class Daemon:
         self._early: set[asyncio.Task[None]] = set()  # dispatches started by a poll's pages
         self._stop = anyio.Event()
         self._hurry = anyio.Event()  # a second stop signal: no grace for pushes on the wire
+        self._renewals: anyio.CancelScope | None = None  # the lease's, until the drain ends
+        self._renewals_ended = anyio.Event()
         self.exit_code = 0
         """What ``syncd run`` exits with after a clean stop (:data:`HANGUP_STATUS` after SIGHUP)."""
 
@@ -490,6 +492,8 @@ class Daemon:
             with anyio.open_signal_receiver(*signals) as received:
                 async with anyio.create_task_group() as watch:
                     watch.start_soon(self._signals, received, early_signals)
+                    if self.leadership is not None:
+                        watch.start_soon(self._lead, self.leadership)
                     try:
                         await self._work(listening, extra)
                     finally:
@@ -504,8 +508,6 @@ class Daemon:
                     extra: Callable[[anyio.abc.TaskGroup], None] | None) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watchdog)
-            if self.leadership is not None:
-                tg.start_soon(self.leadership.run)
             if listening is not None:
                 tg.start_soon(self._status_server, listening)
             if extra is not None:
@@ -513,6 +515,16 @@ class Daemon:
             sdnotify.ready()
             await self._stop.wait()
             tg.cancel_scope.cancel()
+
+    async def _lead(self, leadership: Leadership) -> None:
+        """Lease renewals, cancelled by the shutdown only once the drain is over: the pushes
+        it waits for are written under the lease, which would otherwise run out under them."""
+        self._renewals = anyio.CancelScope()
+        try:
+            with self._renewals:
+                await leadership.run()
+        finally:
+            self._renewals_ended.set()
 
     async def _signals(self, received: AsyncIterator[int], early: Sequence[int]) -> None:
         for signum in list(early):  # arrived before this receiver replaced the start-up handler
@@ -583,6 +595,10 @@ class Daemon:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self.leadership is not None:
+            if self._renewals is not None:
+                self._renewals.cancel()
+                with anyio.move_on_after(STOP_CANCEL_WAIT):  # a renewal under way ends first
+                    await self._renewals_ended.wait()
             await self.leadership.resign()
         await self.engine.aclose()
         self.ledger.dispose()

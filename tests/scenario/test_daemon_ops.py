@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import anyio
@@ -263,6 +264,40 @@ async def test_stop_lets_a_push_in_flight_finish(tmp_path: Path) -> None:
         assert w.incident("vo", "drain-1")["state"] == "acknowledged"
         w.open()  # what the next start finds
         assert w.ledger.call(lambda tx: tx.outbox_depth()).get("pending", 0) == 0
+    finally:
+        await w.close()
+
+
+async def test_the_lease_is_renewed_while_the_drain_waits(tmp_path: Path, pg_url: str) -> None:
+    """The lease's renewals were cancelled with the other tasks before the drain, so a push
+    still landing could outlive the lease (its recording then refused, the push sent again
+    by the next leader). They go on until the drain is over, just before the lease is
+    released: a push on the wire longer than a renewal period sees one more renewal."""
+    from syncd.ledger.lease import LEADER, Lease, LeaseRow
+
+    w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
+              [{"name": "g", "accounts": ["vo", "sp"]}], poll_interval=0.3,
+              ledger_config={"url": pg_url, "lease_ttl": 6})
+    w.alert("lease-1")
+    await w.settle()
+    vo = w.sims["vo"]
+    ack = "/api-public/v1/incidents/ack"
+    lease = Lease(6.0)
+    vo.faults.latency, vo.faults.routes = lease.renew_every * 1.5, [ack]
+    w.act("sp", "lease-1", "acknowledge")
+    daemon = Daemon(w.config, w.ledger, w.engine, lease)
+    stopped: list[datetime] = []
+
+    def renewed() -> datetime:
+        return w.ledger.call(lambda tx: tx.session.get(LeaseRow, LEADER).renewed_at)
+
+    try:
+        with anyio.fail_after(30):
+            await daemon.run(extra=stop_mid_request(
+                daemon, vo, ack, before_stop=lambda: stopped.append(renewed())))
+        assert w.incident("vo", "lease-1")["state"] == "acknowledged"
+        w.open()
+        assert renewed() > stopped[0]
     finally:
         await w.close()
 

@@ -146,14 +146,17 @@ def threaded_sims(vendors: dict[str, str], poll_interval: float, latency: float 
     return running, tables
 
 
-def stop_mid_request(daemon: Any, sim: Any, route: str) -> Callable[[Any], None]:
-    """``extra`` for ``Daemon.run``: stop the daemon once ``sim`` is answering ``route``."""
+def stop_mid_request(daemon: Any, sim: Any, route: str,
+                     before_stop: Callable[[], None] = lambda: None) -> Callable[[Any], None]:
+    """``extra`` for ``Daemon.run``: stop the daemon once ``sim`` is answering ``route``
+    (``before_stop`` runs just before)."""
 
     async def stop() -> None:
         for _ in range(3000):  # the sim has no event to wait on: look every 10 ms
             if sim.inflight_by_route[route]:
                 break
             await anyio.sleep(0.01)
+        before_stop()
         daemon.stop()
 
     return lambda tg: tg.start_soon(stop)
