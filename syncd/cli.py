@@ -453,9 +453,10 @@ def oncall(
     past = when is not None and when <= datetime.now(UTC)
     if past and (repair or dry_run):
         raise fail("--repair and --dry-run act on now and the future, not on a past --at")
-    # Only a repair that pushes syncs; looking (and --dry-run) works next to a running daemon.
+    # Only a repair that pushes syncs; looking (and --dry-run) works next to a running daemon,
+    # and like the other views never creates or migrates the ledger (often run as root).
     pushes = repair and not dry_run and when is None
-    ledger = open_ledger(cfg, exclusive=pushes)
+    ledger = open_ledger(cfg, exclusive=pushes, creates=pushes)
 
     async def go() -> oncall_mod.OnCallReport:
         engine = None if past else Engine.from_config(cfg, ledger)

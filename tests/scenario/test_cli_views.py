@@ -162,7 +162,8 @@ def test_read_only_views_never_create_the_ledger(tmp_path: Path) -> None:
     )
     (tmp_path / "state").mkdir()
     for args in (["status"], ["links", "--json"], ["audit"], ["unlink", "vo:1"],
-                 ["link", "vo:1", "vo:2"]):
+                 ["link", "vo:1", "vo:2"], ["oncall", "--at", "-1h"], ["oncall"],
+                 ["oncall", "--dry-run"], ["oncall", "--at", "+1h", "--repair"]):
         result = CliRunner().invoke(cli.app, [*args, "-c", str(config)])
         assert result.exit_code == 2, (args, result.output)
         assert "does not exist yet" in result.output, (args, result.output)

@@ -20,6 +20,7 @@ from world import LANDED, World, account_table, render, stop_mid_request, toml_v
 from syncd import simulators
 from syncd.cli import app
 from syncd.engine.oncall import OnCallService, label
+from syncd.ledger import Ledger
 from syncd.simulators.server import start_in_thread
 
 VO_DB = "pol-d4t4b4se0000prim"  # level 1: daily dave/erin/frank, level 2: 12h frank/dave
@@ -411,6 +412,7 @@ def test_cli_oncall_json_shape(tmp_path: Path, keep_logging: None) -> None:
             [{"name": "db", "leader": "a", "repair": "override", "horizon_days": 1,
               "members": [{"account": "a", "schedule": VO_DB},
                           {"account": "b", "schedule": VO_DB}]}], {}))
+        Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}").dispose()  # the daemon's, started
         runner = CliRunner()
         res = runner.invoke(app, ["oncall", "-c", str(path), "--json"])
         assert res.exit_code == 0, res.output
