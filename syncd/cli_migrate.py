@@ -26,7 +26,8 @@ from syncd.cli import (
     open_ledger,
     out,
 )
-from syncd.ledger import utcnow
+from syncd.config import Config
+from syncd.ledger import Ledger, LedgerError, LedgerMissing, utcnow
 from syncd.migrate import service
 from syncd.migrate.plan import Plan, Verb
 from syncd.vendors.base import VendorError
@@ -43,12 +44,18 @@ TeamOpt = Annotated[list[str] | None, typer.Option("--team", help="source team i
 DaysOpt = Annotated[float, typer.Option("--days", help="horizon in days")]
 
 
-def _run(config: Path, source: str, target: str, work: Any) -> Any:
+def _run(config: Path, source: str, target: str, work: Any, *, writes: bool = False) -> Any:
+    """``writes`` (apply): the ledger records what is made, created or migrated if need be.
+    plan and verify only read what apply made: a ledger that does not exist yet means nothing
+    was, and they never create one nor migrate its schema (run as root, or beside an older
+    daemon, that would leave files the service user cannot write or a schema it cannot read)."""
     cfg = load_config(config)
-    ledger = open_ledger(cfg)
+    ledger = open_ledger(cfg) if writes else _existing_ledger(cfg)
     try:
         pair = service.open_pair(cfg, ledger, source, target)
     except service.MigrateError as exc:
+        if ledger is not None:
+            ledger.dispose()
         raise fail(str(exc)) from None
 
     async def go() -> Any:
@@ -63,7 +70,19 @@ def _run(config: Path, source: str, target: str, work: Any) -> Any:
     except (service.MigrateError, VendorError) as exc:
         raise fail(str(exc)) from None
     finally:
-        ledger.dispose()
+        if ledger is not None:
+            ledger.dispose()
+
+
+def _existing_ledger(cfg: Config) -> Ledger | None:
+    """The ledger as it is, or None when it does not exist yet; never created or migrated."""
+    try:
+        return Ledger.open(cfg.ledger_url, busy_timeout=cfg.ledger.busy_timeout,
+                           password=cfg.ledger_password, migrate=False)
+    except LedgerMissing:
+        return None
+    except LedgerError as exc:
+        raise fail(str(exc)) from None
 
 
 def say(text: str) -> None:
@@ -113,7 +132,7 @@ def apply_cmd(source: FromOpt, target: ToOpt, config: ConfigOpt = Path(DEFAULT_C
                 raise service.MigrateError("nothing applied")
         return result, await service.apply(pair, result, now=now)
 
-    result, applied = _run(config, source, target, work)
+    result, applied = _run(config, source, target, work, writes=True)
     if json_out:
         emit({"plan": result.as_dict(), "applied": [a.as_dict() for a in applied]})
         return

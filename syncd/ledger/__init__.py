@@ -6,6 +6,7 @@ from syncd.ledger.errors import (
     LedgerBusy,
     LedgerDamaged,
     LedgerError,
+    LedgerMissing,
     LedgerWriteError,
     ledger_error_in,
 )
@@ -14,7 +15,7 @@ from syncd.ledger.store import Ledger, Tx, utcnow
 from syncd.ledger.tables import Agreed, Audit, Link, LinkMember, OnCallSnapshot, Outbox, Record
 
 __all__ = [
-    "Agreed", "Audit", "Ledger", "LedgerBusy", "LedgerDamaged", "LedgerError", "LedgerWriteError",
-    "Link", "LinkMember", "OnCallSnapshot", "Outbox", "Record", "Status", "Tx", "ledger_error_in",
-    "outbox", "pages", "records", "utcnow",
+    "Agreed", "Audit", "Ledger", "LedgerBusy", "LedgerDamaged", "LedgerError", "LedgerMissing",
+    "LedgerWriteError", "Link", "LinkMember", "OnCallSnapshot", "Outbox", "Record", "Status",
+    "Tx", "ledger_error_in", "outbox", "pages", "records", "utcnow",
 ]

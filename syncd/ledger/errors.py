@@ -15,6 +15,10 @@ class LedgerBusy(LedgerError):
     """Another process holds the ledger's lock (see :mod:`syncd.ledger.lock`); names its pid."""
 
 
+class LedgerMissing(LedgerError):
+    """A command that only reads found no ledger file: nothing was recorded yet."""
+
+
 class LedgerDamaged(LedgerError):
     """The file is not a syncd ledger, or is one that SQLite or the schema check finds broken.
     syncd never repairs, overwrites or deletes it: the operator restores or starts fresh."""

@@ -34,7 +34,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from syncd import metrics, secrets
 from syncd.ledger import outbox, postgres
-from syncd.ledger.errors import LedgerDamaged, LedgerError, LedgerWriteError
+from syncd.ledger.errors import LedgerDamaged, LedgerError, LedgerMissing, LedgerWriteError
 from syncd.ledger.lock import LedgerLock
 from syncd.ledger.migrations import FILLS, MIGRATIONS, SCHEMA_VERSION, statements
 from syncd.ledger.prepared import Many
@@ -125,7 +125,7 @@ class Ledger:
         if url.startswith("sqlite:///"):
             path = Path(url[len("sqlite:///") :])
             if not migrate and not path.exists():
-                raise LedgerError(
+                raise LedgerMissing(
                     f"ledger {path} does not exist yet: `syncd run` (or `syncd once`) creates "
                     "it; this command only reads it")
             check_sqlite_path(path)

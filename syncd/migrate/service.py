@@ -64,7 +64,9 @@ class Pair:
     """The two accounts of one migration and what the plan needs from both."""
 
     config: Config
-    ledger: Ledger
+    ledger: Ledger | None
+    """Where apply records what it made; None for plan and verify before any ledger exists
+    (nothing was made yet: they never create one)."""
     source: str
     target: str
     source_client: VendorClient
@@ -109,7 +111,16 @@ class Pair:
                                        self.target, dict(target_dir))
         return self.people
 
+    @property
+    def memory(self) -> Ledger:
+        """The ledger apply records in (the CLI always opens one for it)."""
+        if self.ledger is None:
+            raise MigrateError("apply needs the ledger to record what it makes")
+        return self.ledger
+
     def known(self) -> dict[tuple[str, str], Known]:
+        if self.ledger is None:
+            return {}
         rows = self.ledger.call(store.mappings, self.source, self.target)
         return {(m.kind, m.source_id): Known(m.target_id, m.fingerprint or "")
                 for m in rows if m.target_id is not None}
@@ -272,7 +283,7 @@ async def _write(pair: Pair, writer: ScheduleTarget, item: Item,
         await (writer.update_schedule(target_id, obj, mark) if isinstance(obj, Schedule)
                else writer.update_policy(target_id, obj, mark))
     else:
-        intent = pair.ledger.call(store.intend, pair.source, pair.target, item.kind,
+        intent = pair.memory.call(store.intend, pair.source, pair.target, item.kind,
                                   item.source_id, mark, now)
         found = await (writer.find_schedule(intent.marker) if is_schedule
                        else writer.find_policy(intent.marker))
@@ -291,12 +302,12 @@ async def _write(pair: Pair, writer: ScheduleTarget, item: Item,
             # mapping that verify checks and the next plan updates, not an object only the
             # marker knows. Without overrides nothing can fail in between: the write below
             # records the id and the fingerprint together.
-            pair.ledger.call(store.written, pair.source, pair.target, item.kind,
+            pair.memory.call(store.written, pair.source, pair.target, item.kind,
                              item.source_id, target_id, "", now)
     created = 0
     if overrides:
         created = await writer.sync_overrides(target_id, overrides)
-    pair.ledger.call(store.written, pair.source, pair.target, item.kind, item.source_id,
+    pair.memory.call(store.written, pair.source, pair.target, item.kind, item.source_id,
                      target_id, item.fingerprint, now)
     log.info("migrate.applied", kind=item.kind, source_id=item.source_id, action=action,
              target_id=target_id, overrides_created=created)
@@ -506,7 +517,7 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
 
 
-def open_pair(config: Config, ledger: Ledger, source: str, target: str, *,
+def open_pair(config: Config, ledger: Ledger | None, source: str, target: str, *,
               transports: Mapping[str, Any] | None = None, budget_scale: float = 1.0) -> Pair:
     """The two clients of one migration, built the way the engine builds them (``budget_scale``
     as the engine's: only tests set it, beside simulators running their limits that much

@@ -513,8 +513,12 @@ def test_the_text_output_of_plan_apply_and_verify(tmp_path: Path) -> None:
                                    str(config), "--from", "pd", "--to", "ii"],
                                   capture_output=True, text=True, env=env, timeout=120)
 
+        # Before any apply there is no ledger: plan and verify only read it, never create it.
+        verify = run("verify")
+        assert verify.returncode == 1 and "nothing migrated yet" in verify.stdout, verify.stderr
         plan = run("plan", "--escalation-policy", POLICY_ID)
         assert plan.returncode == 0, plan.stderr
+        assert not (tmp_path / "ledger.db").exists()
         assert "syncd migrate plan pd -> ii" in plan.stdout
         assert "Platform business hours" in plan.stdout and "target preview" in plan.stdout
         assert "plan: " in plan.stdout and " create" in plan.stdout
