@@ -298,3 +298,27 @@ def test_containerfile_copies_every_file_the_build_needs() -> None:
     assert missing == [], f"the image's build lacks {missing}"
     for path in needed:
         assert (root / path).exists(), path
+
+
+def test_install_rebuilds_a_venv_of_a_python_older_than_3_11(tmp_path: Path) -> None:
+    """A .venv made by an older python3 (before scripts/install picked the first Python 3.11+)
+    has pip, so it was kept, and the install then failed in pip on syncd's requires-python.
+    Stand-ins for the interpreters record what the script asks of them."""
+    root = tmp_path / "checkout"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[2] / "scripts" / "install", root / "scripts")
+    (root / "pyproject.toml").write_text("")
+    calls = tmp_path / "calls"
+    old = root / ".venv" / "bin" / "python"
+    old.parent.mkdir(parents=True)
+    old.write_text('#!/bin/sh\ncase "$*" in *version_info*) exit 1;; esac\nexit 0\n')  # 3.10
+    new = tmp_path / "python3.11"
+    new.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n'
+                   'if [ "$1 $2" = "-m venv" ]; then mkdir -p .venv/bin\n'
+                   '  printf "#!/bin/sh\\nexit 0\\n" > .venv/bin/python\n'
+                   '  chmod +x .venv/bin/python; fi\n')
+    for script in (old, new):
+        script.chmod(0o755)
+    subprocess.run(["bash", str(root / "scripts" / "install")], check=True, timeout=30,
+                   env={**os.environ, "PYTHON": str(new), "SYNCD_INSTALL_POSTGRES": "0"})
+    assert calls.read_text().splitlines() == ["-m venv --clear .venv"]
