@@ -404,6 +404,12 @@ def sim(
         raise fail(str(exc)) from None
     if (certfile is None) != (keyfile is None):
         raise fail("--certfile and --keyfile go together")
+    for option, path in (("--certfile", certfile), ("--keyfile", keyfile)):
+        try:  # the TLS layer's own error names neither file
+            if path is not None:
+                path.open("rb").close()
+        except OSError as exc:
+            raise fail(f"{option} {path}: {exc.strerror or exc}") from None
     instance = cls(seed=seed)
     instance.network_latency = latency_ms / 1000
     if seed_incidents:

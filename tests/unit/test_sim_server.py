@@ -4,6 +4,7 @@ keep-alive round trip does not wait for the client's delayed ACK (no duration is
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import httpx
 
@@ -42,3 +43,18 @@ def test_sim_on_a_taken_port_is_one_line_and_exit_2() -> None:
     assert result.exit_code == 2, result.output
     assert result.output.strip() == (f"syncd: cannot serve spike on 127.0.0.1:{port}: "
                                      "Address already in use"), result.output
+
+
+def test_sim_with_a_missing_certificate_names_the_file(tmp_path: Path) -> None:
+    """``--certfile``/``--keyfile`` naming a file that is not there said only "No such file
+    or directory" (the TLS layer's error names no file): which of the two?"""
+    from typer.testing import CliRunner
+
+    from syncd import cli
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("not checked here")
+    result = CliRunner().invoke(cli.app, ["sim", "spike", "--certfile", str(cert),
+                                          "--keyfile", str(key)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"syncd: --keyfile {key}: No such file or directory"
