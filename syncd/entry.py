@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -40,10 +40,12 @@ def say_err(message: str) -> None:
     print(secrets.redact(f"syncd: {line}"), file=sys.stderr, flush=True)
 
 
-def read_config(path: Path, problems: list[str] | None = None) -> Config | None:
+def read_config(path: Path, problems: list[str] | None = None, *,
+                log_stream: TextIO | None = None) -> Config | None:
     """The config at ``path``, validated and pre-built (clients, budgets, ledger URL, listen
-    address: what accepts also starts), with logging set up from it; or None after saying on
-    stderr, one line per problem, why it cannot be used (also appended to ``problems``)."""
+    address: what accepts also starts), with logging set up from it (on ``log_stream``,
+    stderr by default); or None after saying on stderr, one line per problem, why it cannot be
+    used (also appended to ``problems``)."""
     from syncd import config as config_mod
     from syncd import logs, secrets
 
@@ -56,7 +58,7 @@ def read_config(path: Path, problems: list[str] | None = None) -> Config | None:
         if problems is not None:
             problems.extend(secrets.redact(exc.lines))
         return None
-    logs.configure(cfg.logging.level, cfg.logging.format, stream=sys.stderr)
+    logs.configure(cfg.logging.level, cfg.logging.format, stream=log_stream or sys.stderr)
     for warning in cfg.warnings:
         say_err(f"warning: {warning}")
     return cfg
@@ -69,14 +71,13 @@ def run_daemon(path: Path) -> int:
 
     import anyio
 
-    from syncd import daemon, logs
+    from syncd import daemon
     from syncd.ledger import LedgerError
 
     early = daemon.catch_early_signals()
-    cfg = read_config(path)
+    cfg = read_config(path, log_stream=sys.stdout)  # set up once: its warnings said once
     if cfg is None:
         return 2
-    logs.configure(cfg.logging.level, cfg.logging.format)
     try:
         built = daemon.Daemon.build(cfg)
     except LedgerError as exc:

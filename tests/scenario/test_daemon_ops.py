@@ -100,6 +100,26 @@ def test_run_refuses_an_invalid_config(tmp_path: Path) -> None:
                                    "key (not named, as it may be a pasted secret)")
 
 
+def test_run_says_an_ignored_log_format_once(tmp_path: Path) -> None:
+    """``syncd run`` set logging up twice (reading the config, then for the daemon), and a
+    SYNCD_LOG_FORMAT that is no format was warned about twice."""
+    sim = simulators.load("spike")()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "syncd.toml"
+        config.write_text(render({"sp": account_table("spike", sim.describe(
+            "http://127.0.0.1:9"))}, [], tmp_path / "ledger.db").replace(
+            "[status]\nenabled = false",
+            f'[status]\nenabled = true\nlisten = "127.0.0.1:{port}"'))
+        proc = subprocess.run([sys.executable, "-m", "syncd", "run", "-c", str(config)],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "SYNCD_LOG_FORMAT": "jsno"})
+    assert proc.returncode == 2, proc.stderr  # the status port is taken: stops right there
+    assert (proc.stdout + proc.stderr).count("logging.format_ignored") == 1, proc.stdout
+
+
 def linked_in(ledger: Path, account: str) -> int:
     """How many links have a member in ``account``, read beside the running daemon (a reader
     takes no lock). Asked every 0.3 s while the daemon links a burst: a `syncd links` process
