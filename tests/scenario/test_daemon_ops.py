@@ -195,7 +195,8 @@ async def test_a_stop_while_a_push_waits_on_its_budget_abandons_it_and_exits_cle
     calls spent, the window not yet passed) is abandoned and the daemon stops normally. The job
     swallows its cancellation at shutdown, and the drain (a cancel scope around asyncio.gather)
     let gather's CancelledError out: exit 1 with a traceback, what the SIGTERM push-burst test
-    met when the budget paced the pushes."""
+    met when the budget paced the pushes. The job counts as pushing (as a dispatch does), so
+    the stop waits out its grace for it rather than cancelling it at once."""
     w = World(tmp_path, {"vo": "victorops", "sp": "spike"},
               [{"name": "g", "accounts": ["vo", "sp"]}])
     daemon = Daemon(w.config, w.ledger, w.engine)
@@ -204,13 +205,17 @@ async def test_a_stop_while_a_push_waits_on_its_budget_abandons_it_and_exits_cle
     waiting = anyio.Event()
 
     async def push_past_the_budget() -> None:
-        await budget.acquire(write=True)
-        waiting.set()
-        await budget.acquire(write=True)  # the next token comes in an hour
+        with daemon._job_pushing():
+            await budget.acquire(write=True)
+            waiting.set()
+            await budget.acquire(write=True)  # the next token comes in an hour
+
+    pushing_at_stop: list[bool] = []
 
     async def stop_once_waiting() -> None:
         await waiting.wait()
         await anyio.sleep(0.05)
+        pushing_at_stop.append(jobs[0] in daemon._pushing)
         daemon.stop()
 
     jobs: list[asyncio.Task[None]] = []
@@ -224,6 +229,7 @@ async def test_a_stop_while_a_push_waits_on_its_budget_abandons_it_and_exits_cle
     try:
         with anyio.fail_after(5):
             await daemon.run(extra=start)
+        assert pushing_at_stop == [True]  # given the grace, not cancelled at once
         assert jobs[0].done() and not jobs[0].cancelled()  # abandoned: it returned
     finally:
         await w.close()
