@@ -275,6 +275,9 @@ class Incident:
     than one vendor object: incident.io folds its escalations' times into an open record's
     ``updated_at`` (an ack need not bump the incident), while a reopen always bumps the
     incident's (or alert's) own; so a step back is judged by this one. None: ``updated_at``.
+    ``ack_sticky``: the vendor has no un-ack (incident.io reading acks from escalations), so a
+    listing that shows an acknowledged record triggered is a lagging read, never a person's
+    move (``syncd.engine.observe``).
     """
 
     external_id: str
@@ -287,6 +290,7 @@ class Incident:
     url: str | None = None
     number: str | None = None
     own_updated_at: datetime | None = None
+    ack_sticky: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", _frozen(self.keys))

@@ -76,7 +76,7 @@ def _observe(tx: Tx, account: str, incidents: Sequence[Incident],
         if _stale(rec, inc, now, grace):
             result.stale += 1
             continue
-        inc = _behind(rec, inc)
+        inc = _behind(rec, _no_unack(rec, inc))
         found = records.observe(rec, inc, now)
         if found is None:
             continue
@@ -134,7 +134,14 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
       escalation's time (an alert's resolve leaves its escalation paging when its route
       does not ``auto_cancel_escalations``, notes 7: the person's ack comes after the
       resolve); by the folded time, a fresh incidents list with a lagging escalations read
-      (an ack that bumped no own time, not in it yet, reads as triggered);
+      (an ack that bumped no own time, not in it yet, reads as triggered). Older by either
+      time is lag, but lag need not be older by either: once the own time moves past an
+      ack (a person's severity edit, our confirmed severity push) a lagging escalations read
+      shows the record triggered with own time = folded time = the edit's. incident.io's "no
+      un-ack" is therefore explicit, not inferred from times: :func:`_no_unack`, after this
+      check, takes such a listing as acknowledged. A record upgraded by ledger script 8 has
+      no own time until its next listing: for that one listing only the folded time guards
+      (a known limit, docs/vendors/incidentio.md);
     - after a confirmed push, a step back or a same-state observation older than the vendor's
       timestamp on the confirmation: the record as it was before our push (its old severity
       would read as a person undoing our severity push);
@@ -154,6 +161,25 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
     if inc.updated_at is not None and rec.pushed_vendor_at is not None:
         return inc.updated_at < rec.pushed_vendor_at
     return back and now - rec.pushed_at < grace
+
+
+def _no_unack(rec: records.Known, inc: Incident) -> Incident:
+    """A triggered listing of an acknowledged record from a vendor with no un-ack
+    (``Incident.ack_sticky``) is taken as acknowledged: the ack is simply not in the read yet.
+
+    incident.io has no un-ack (vendor notes 6, "There is no un-ack"; 9.2, capability ``unack``
+    no): an ack lives on an escalation, an acked escalation stays acked or counts by its
+    ``acked`` event after it ends, so an acknowledged record reads triggered again only when
+    the escalations read lags behind the incidents (or alerts) list. :func:`_stale` catches
+    that by the folded time while the own time has not moved, but once it has moved past the
+    ack (a person's severity or title edit, our confirmed severity push) the listing is older
+    by neither time. Not dropped: the rest of it is news (a person's severity edit is taken)
+    and the ack owed to the other members stays owed. Not for ``ack_from_live`` incident.io
+    accounts: there ``live`` is the ack and a person pausing a live incident reads triggered
+    again (a real un-ack, in the incidents list itself)."""
+    if inc.ack_sticky and inc.state is State.TRIGGERED and rec.state == State.ACKNOWLEDGED.value:
+        return replace(inc, state=State.ACKNOWLEDGED)
+    return inc
 
 
 def _older(seen: datetime | None, newest: datetime | None) -> bool:

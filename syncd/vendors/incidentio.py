@@ -948,6 +948,7 @@ class IncidentModel(RecordModel):
             created_at=_time(raw.get("created_at")), updated_at=_time(raw.get("updated_at")),
             url=permalink if isinstance(permalink, str) else None,
             number=reference if isinstance(reference, str) else None,
+            ack_sticky=not self.settings.ack_from_live,
         )
 
     async def _dedup_keys(self, raws: Sequence[Any]) -> None:

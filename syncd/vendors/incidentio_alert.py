@@ -107,6 +107,7 @@ class AlertModel(RecordModel):
         return Incident(
             external_id=aid, state=state, title=title, severity=None, keys=keys,
             created_at=_time(raw.get("created_at")), updated_at=_time(raw.get("updated_at")),
+            ack_sticky=True,
         )
 
     async def _build(self, raws: list[Any], endpoint: str

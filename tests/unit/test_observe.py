@@ -166,6 +166,79 @@ def test_a_lagging_escalations_read_is_not_an_unack(tmp_path: Path, regressions:
     assert owed == [("b", "acknowledge", "pending")]
 
 
+def _sticky(tmp_path: Path, regressions: str) -> tuple[Ledger, _SeenSticky]:
+    """a:1 and b:9 linked, triggered at sev3, in a group that syncs severity and can un-ack,
+    and how to show an incident.io listing of a (no un-ack: ``ack_sticky``), folded time ``at``
+    and own time ``own``."""
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    caps = CAPS | Capability.UNACK | Capability.SEVERITY_READ | Capability.SEVERITY_WRITE
+    group = SyncGroup(name="g", accounts=["a", "b"], regressions=regressions)
+    groups = [GroupContext.build(group, {"a": caps, "b": caps})]
+
+    def seen(account: str, ext: str, st: State, at: datetime, own: datetime = T0,
+             sev: Severity = Severity.SEV3) -> None:
+        i = Incident(ext, st, "t", severity=sev, keys={"dedup": "k1"}, updated_at=at,
+                     own_updated_at=own, ack_sticky=account == "a")
+        ledger.call(lambda tx: observe(tx, account, [i], groups, at + timedelta(minutes=10),
+                                       grace=GRACE))
+
+    seen("a", "1", State.TRIGGERED, T0)
+    seen("b", "9", State.TRIGGERED, T0)
+    seen("a", "1", State.ACKNOWLEDGED, T0 + timedelta(seconds=30))
+    return ledger, seen
+
+
+class _SeenSticky(Protocol):
+    def __call__(self, account: str, ext: str, st: State, at: datetime, own: datetime = T0,
+                 sev: Severity = Severity.SEV3) -> None: ...
+
+
+def _owed(ledger: Ledger) -> list[tuple[str, str, str | None, str]]:
+    return ledger.call(lambda tx: sorted((o.account, o.action, o.value, o.status)
+                                         for o in tx.outbox_for_link(1)))
+
+
+@pytest.mark.parametrize("regressions", ["ignore", "follow"])
+def test_an_edit_after_the_ack_then_a_lagging_escalations_read_is_not_an_unack(
+        tmp_path: Path, regressions: str) -> None:
+    """incident.io: a was acked at T30 (folded; own T0), then a person set sev1 at T40 (own
+    and folded T40). A poll reads the incidents list fresh but its escalations read lags (the
+    ack not in it): triggered, sev1, own = folded = T40, older by neither time. incident.io has
+    no un-ack: taken as one, it superseded the ack owed to b (with ``regressions = follow``,
+    un-acked b). The listing's severity is the person's: taken, and owed to b."""
+    ledger, seen = _sticky(tmp_path, regressions)
+    edited = T0 + timedelta(seconds=40)
+    seen("a", "1", State.TRIGGERED, edited, own=edited, sev=Severity.SEV1)
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and (rec.state, rec.severity) == ("acknowledged", "sev1")
+    assert _owed(ledger) == [("b", "acknowledge", "acknowledged", "pending"),
+                             ("b", "severity", "sev1", "pending")]
+
+
+@pytest.mark.parametrize("regressions", ["ignore", "follow"])
+def test_our_severity_push_after_the_ack_then_a_lagging_escalations_read_is_not_an_unack(
+        tmp_path: Path, regressions: str) -> None:
+    """incident.io: a was acked at T30 (folded; own T0); our sev1 push to a was confirmed at
+    T40 (own T40). The next poll's escalations read lags: triggered, own = folded = T40, older
+    by neither time nor than the confirmation. Taken, it was an un-ack incident.io cannot
+    have."""
+    ledger, seen = _sticky(tmp_path, regressions)
+    pushed = T0 + timedelta(seconds=40)
+
+    def confirm(tx: Tx) -> None:
+        rec = tx.record("a", "1")
+        assert rec is not None
+        answer = Incident("1", State.ACKNOWLEDGED, "t", severity=Severity.SEV1,
+                          updated_at=pushed)
+        records.confirm_push(rec, Action.SET_SEVERITY, "sev1", answer, pushed)
+
+    ledger.call(confirm)
+    seen("a", "1", State.TRIGGERED, pushed, own=pushed, sev=Severity.SEV1)
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and (rec.state, rec.severity) == ("acknowledged", "sev1")
+    assert _owed(ledger) == [("b", "acknowledge", "acknowledged", "pending")]
+
+
 class _Seen(Protocol):
     def __call__(self, account: str, ext: str, st: State, sev: Severity, at: datetime,
                  own: datetime | None = None) -> None: ...

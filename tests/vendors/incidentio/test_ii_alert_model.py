@@ -145,7 +145,7 @@ async def test_full_poll_reads_firing_alerts_with_ack_state(
     ids = {k: alert_id(sim, k) for k in "abcd"}
     assert set(found) == {ids["a"], ids["b"], ids["d"]}  # firing ones only
     a, b, d = found[ids["a"]], found[ids["b"]], found[ids["d"]]
-    assert a.state is State.ACKNOWLEDGED
+    assert a.state is State.ACKNOWLEDGED and a.ack_sticky  # no un-ack (notes 6)
     assert b.state is State.TRIGGERED and d.state is State.TRIGGERED
     assert a.title == "Alert a" and a.keys == {"dedup": "a"}
     assert a.severity is None  # alerts have no severity

@@ -191,22 +191,29 @@ async def test_a_lagging_open_listing_after_a_resolve_is_not_a_reopen(
     assert owed == [("b", "resolve")]
 
 
+def severity_ledger(sim: IncidentIOSimulator, tmp_path: Path, more: Capability,
+                    regressions: str) -> tuple[Ledger, Callable[[str, list[Incident]], object]]:
+    """A ledger linking account a (the simulator) and b in a group that syncs severity, and
+    how to take in a page of either, at the simulator's time."""
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    caps = (Capability.ACK | Capability.RESOLVE | Capability.SEVERITY_READ
+            | Capability.SEVERITY_WRITE | more)
+    groups = [GroupContext.build(SyncGroup(name="g", accounts=["a", "b"],
+                                           regressions=regressions), {"a": caps, "b": caps})]
+
+    def seen(account: str, incidents: list[Incident]) -> ObserveResult:
+        now = sim.clock.now()
+        return ledger.call(lambda tx: observe(tx, account, incidents, groups, now,
+                                              grace=timedelta(seconds=60)))
+    return ledger, seen
+
+
 async def test_an_ack_read_through_a_lagging_list_keeps_the_newer_severity(
         sim: IncidentIOSimulator, client: IncidentIOClient, tmp_path: Path) -> None:
     """A person sets sev1 (read, owed to b), then acks; the incidents list lags (sev3, its
     old time) while the escalations read shows the ack. The ack is taken, the old severity
     is not: by the incident's own time that listing is from before sev1."""
-    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
-    caps = (Capability.ACK | Capability.RESOLVE | Capability.SEVERITY_READ
-            | Capability.SEVERITY_WRITE)
-    groups = [GroupContext.build(SyncGroup(name="g", accounts=["a", "b"]),
-                                 {"a": caps, "b": caps})]
-
-    def seen(account: str, incidents: list[Incident]) -> None:
-        now = sim.clock.now()
-        ledger.call(lambda tx: observe(tx, account, incidents, groups, now,
-                                       grace=timedelta(seconds=60)))
-
+    ledger, seen = severity_ledger(sim, tmp_path, Capability(0), "ignore")
     sim.alert(dedup="db", title="DB")
     iid = sim.canonical_incidents()[0]["id"]
     sim.act(iid, "severity", severity="sev3")
@@ -231,6 +238,69 @@ async def test_an_ack_read_through_a_lagging_list_keeps_the_newer_severity(
     owed = ledger.call(lambda tx: sorted((o.account, o.action, o.value)
                                          for o in tx.outbox_for_link(1)))
     assert owed == [("b", "acknowledge", "acknowledged"), ("b", "severity", "sev1")]
+
+
+def escalations_lag(sim: IncidentIOSimulator, iid: str) -> Callable[[], None]:
+    """The escalations read lags behind the incidents list: what restores the incident's first
+    escalation to how it is now (call it after a later change to show that change unread)."""
+    esc = sim.escalations[sim.incidents[iid].escalation_ids[0]]
+    then = (esc.status, list(esc.events), esc.updated)
+
+    def restore() -> None:
+        esc.status, esc.events, esc.updated = then[0], list(then[1]), then[2]
+    return restore
+
+
+async def test_an_edit_after_the_ack_read_with_lagging_escalations_is_not_an_unack(
+        sim: IncidentIOSimulator, client: IncidentIOClient, tmp_path: Path) -> None:
+    """A person acks (read, owed to b), then sets sev1, which bumps the incident's own time
+    past the ack's. A full resync reads the incidents list fresh but the escalations read lags
+    (the ack not in it): the incident reads triggered, older than the record by neither time.
+    incident.io has no un-ack (notes 6), so the client says so (``ack_sticky``) and the ledger
+    keeps the ack owed to b, taking the person's sev1; with ``regressions = follow`` the
+    un-ack taken would have un-acked b."""
+    ledger, seen = severity_ledger(sim, tmp_path, Capability.UNACK, "follow")
+    sim.alert(dedup="db", title="DB")
+    iid = sim.canonical_incidents()[0]["id"]
+    sim.act(iid, "severity", severity="sev3")
+    found, cursor, _ = await drain(client)
+    seen("a", list(found.values()))
+    seen("b", [Incident("9", State.TRIGGERED, "DB", severity=Severity.SEV3,
+                        keys={"dedup": "db"}, updated_at=sim.incidents[iid].updated)])
+    unread = escalations_lag(sim, iid)
+    sim.clock.advance(5)
+    ack_quietly(sim, iid)
+    found, cursor, _ = await drain(client, cursor)
+    assert found[iid].state is State.ACKNOWLEDGED and found[iid].ack_sticky
+    seen("a", list(found.values()))
+    sim.clock.advance(5)
+    sim.act(iid, "severity", severity="sev1")
+    unread()
+    found, _, _ = await drain(client, full=True)
+    assert (found[iid].state, found[iid].severity) == (State.TRIGGERED, Severity.SEV1)
+    assert found[iid].updated_at == found[iid].own_updated_at == sim.incidents[iid].updated
+    seen("a", list(found.values()))
+    rec = ledger.call(lambda tx: tx.record("a", iid))
+    assert rec is not None and (rec.state, rec.severity) == ("acknowledged", "sev1")
+    owed = ledger.call(lambda tx: sorted((o.account, o.action, o.value, o.status)
+                                         for o in tx.outbox_for_link(1)))
+    assert owed == [("b", "acknowledge", "acknowledged", "pending"),
+                    ("b", "severity", "sev1", "pending")]
+
+
+async def test_with_ack_from_live_the_ack_is_not_sticky(sim: IncidentIOSimulator) -> None:
+    """With ``ack_from_live`` a live incident is acknowledged, and one moved out of live (a
+    person pausing it) reads triggered again: a real un-ack, so the listing does not say the
+    vendor has none (``ack_sticky``), unlike the escalations' acks of the default reading."""
+    sim.alert(dedup="db", title="DB")
+    iid = sim.canonical_incidents()[0]["id"]
+    sim._set_status(sim.incidents[iid], sim.first_status("live").id, {})
+    live = make_client(sim, ack_from_live=True)
+    try:
+        found, _, _ = await drain(live, full=True)
+    finally:
+        await live.aclose()
+    assert found[iid].state is State.ACKNOWLEDGED and not found[iid].ack_sticky
 
 
 async def test_an_open_listing_takes_the_time_of_an_ack_on_its_escalation(
