@@ -229,7 +229,10 @@ MIGRATIONS: list[str] = [
     # except incident.io's: theirs can be a newer folded escalation time, which would keep
     # back a severity edit made before the upgrade (observe._behind). They stay NULL until
     # their next observation (every reader takes NULL as unknown); meanwhile the step-back
-    # check still compares their folded time.
+    # check still compares their folded time. Known limit, for that one listing only: one from
+    # a lagging incidents list whose escalations read folds in a newer escalation time is not
+    # seen as behind the record, so its older severity is taken (docs/vendors/incidentio.md,
+    # "Not done"; an un-ack is not taken: observe._no_unack needs no time).
     """
     ALTER TABLE record ADD COLUMN vendor_own_updated_at TIMESTAMP;
     UPDATE record SET vendor_own_updated_at = vendor_updated_at
