@@ -73,10 +73,11 @@ def _observe(tx: Tx, account: str, incidents: Sequence[Incident],
         if rec is None:
             order.append(inc)
             continue
+        inc = _no_unack(rec, inc)
         if _stale(rec, inc, now, grace):
             result.stale += 1
             continue
-        inc = _behind(rec, _no_unack(rec, inc))
+        inc = _behind(rec, inc)
         found = records.observe(rec, inc, now)
         if found is None:
             continue
@@ -138,10 +139,11 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
       time is lag, but lag need not be older by either: once the own time moves past an
       ack (a person's severity edit, our confirmed severity push) a lagging escalations read
       shows the record triggered with own time = folded time = the edit's. incident.io's "no
-      un-ack" is therefore explicit, not inferred from times: :func:`_no_unack`, after this
-      check, takes such a listing as acknowledged. A record upgraded by ledger script 8 has
-      no own time until its next listing: for that one listing only the folded time guards
-      (a known limit, docs/vendors/incidentio.md);
+      un-ack" is therefore explicit, not inferred from times: :func:`_no_unack`, before this
+      check, takes such a listing as acknowledged (after it, a step back within ``grace`` of
+      our ack push was dropped whole, a person's severity edit in it too). A record upgraded
+      by ledger script 8 has no own time until its next listing: for that one listing only
+      the folded time guards (a known limit, docs/vendors/incidentio.md);
     - after a confirmed push, a step back or a same-state observation older than the vendor's
       timestamp on the confirmation: the record as it was before our push (its old severity
       would read as a person undoing our severity push);

@@ -239,6 +239,31 @@ def test_our_severity_push_after_the_ack_then_a_lagging_escalations_read_is_not_
     assert _owed(ledger) == [("b", "acknowledge", "acknowledged", "pending")]
 
 
+@pytest.mark.parametrize("regressions", ["ignore", "follow"])
+def test_a_persons_edit_within_grace_of_our_ack_push_read_with_lagging_escalations(
+        tmp_path: Path, regressions: str) -> None:
+    """incident.io: our ack push to a was confirmed at T40 with no incident in the answer (no
+    vendor time), a person set sev1 at T50, and a poll 20 s after the push reads the
+    escalations behind (triggered). Within the grace of our push a step back is dropped whole,
+    the person's sev1 with it (the feed does not deliver it again); the no-un-ack rule comes
+    first, so the listing is same-state news and its severity is taken (review of unack)."""
+    ledger, _ = _sticky(tmp_path, regressions)
+    pushed, edited = T0 + timedelta(seconds=40), T0 + timedelta(seconds=50)
+
+    def confirm(tx: Tx) -> None:
+        rec = tx.record("a", "1")
+        assert rec is not None
+        records.confirm_push(rec, Action.ACKNOWLEDGE, "acknowledged", None, pushed)
+
+    ledger.call(confirm)
+    listing = Incident("1", State.TRIGGERED, "t", severity=Severity.SEV1, keys={"dedup": "k1"},
+                       updated_at=edited, own_updated_at=edited, ack_sticky=True)
+    ledger.call(lambda tx: observe(tx, "a", [listing], [], pushed + timedelta(seconds=20),
+                                   grace=GRACE))
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and (rec.state, rec.severity) == ("acknowledged", "sev1")
+
+
 class _Seen(Protocol):
     def __call__(self, account: str, ext: str, st: State, sev: Severity, at: datetime,
                  own: datetime | None = None) -> None: ...
