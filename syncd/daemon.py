@@ -540,8 +540,10 @@ class Daemon:
         if self._stop.is_set():
             self._hurry.set()
             log.info("daemon.stopping_now", signal=signal.Signals(signum).name,
-                     hint="a second stop signal: pushes still on the wire are cut off (they "
-                     "stay pending and are sent again at the next start)")
+                     hint="a second stop signal: pushes still on the wire are cut off "
+                     "(incident pushes stay pending and are sent again at the next start; an "
+                     "on-call override not yet sent is planned afresh then, one that may have "
+                     "been sent is not repeated)")
             return
         if signum == signal.SIGHUP:
             log.info("daemon.stopping", signal="SIGHUP", exit_status=HANGUP_STATUS,

@@ -51,6 +51,8 @@ from syncd.vendors.base import (
 from syncd.vendors.guard import vendor_answer
 
 log = structlog.get_logger(__name__)
+STOPPING = "not sent: syncd is stopping"
+"""Why an override owed but never sent at a stop is deferred (planned afresh at the next start)."""
 
 
 @dataclass
@@ -356,7 +358,8 @@ class Dispatcher:
         one per rotation layer). Refused or deferred after one of them may have landed, it is
         unknown, not retried: planning it afresh would stack a second override on the part
         that exists. The count comes from the client's session, so it holds for every process,
-        whether or not a lease guards its writes."""
+        whether or not a lease guards its writes. Cut off by a stop before anything was sent,
+        it is deferred (:meth:`_settle_cut_off_override`)."""
         assert row.id is not None
         o = oncall_store.override_of(row)
         vendor_id: str | None = None
@@ -381,9 +384,27 @@ class Dispatcher:
         except VendorError as exc:
             outcome, reason = "unknown", (f"{type(exc).__name__}: {exc} (not retried: the "
                                           "override may exist)")
+        except anyio.get_cancelled_exc_class():
+            if not sent[0]:
+                await self._settle_cut_off_override(row.id)
+            raise
         await self.ledger.run(oncall_store.settle_override, row.id, outcome, vendor_id or None,
                               reason, self.clock())
         return outcome, vendor_id or None, reason
+
+    async def _settle_cut_off_override(self, row_id: int) -> None:
+        """A stop cut the push off before any of its writes may have landed (waiting on its
+        budget or on a 429's back-off): deferred, so the next start plans it afresh. Left
+        pending, it would cover its window as if pushed and be declared unknown after
+        STUCK_AFTER: a drift never repaired. Shielded: it runs while being cancelled. A write
+        cancelled on the wire counts as sent (it may have landed): that row stays pending."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.ledger.run(oncall_store.settle_override, row_id, "deferred", None,
+                                      STOPPING, self.clock())
+            except Exception as failed:
+                log.warning("override.settle_failed", account=self.account, row=row_id,
+                            error=f"{type(failed).__name__}: {failed}"[:300])
 
     async def _settle_refused_override(self, row_id: int, sent: int, exc: LeaseLost) -> None:
         """The lease guard refused a write of an override: settle its row, which would

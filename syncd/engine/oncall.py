@@ -28,7 +28,7 @@ import structlog
 
 from syncd import metrics
 from syncd.config import Config, OnCallMapping, OnCallMember, user_key
-from syncd.engine.dispatcher import Dispatcher
+from syncd.engine.dispatcher import STOPPING, Dispatcher
 from syncd.ledger import Ledger, Tx, utcnow
 from syncd.ledger import oncall as store
 from syncd.model import Capability, OnCall
@@ -38,7 +38,6 @@ from syncd.vendors.guard import vendor_answer
 log = structlog.get_logger(__name__)
 
 DEFAULT_HORIZON_DAYS = 7.0
-STOPPING = "not sent: syncd is stopping"
 REPAIRS_PER_RUN = 4  # per follower account and run: Splunk On-Call allows few override calls
 STUCK_AFTER = timedelta(minutes=15)
 """An override still pending this long was sent by a process that stopped mid-call."""

@@ -271,6 +271,13 @@ class VendorHTTP:
                 error = self._failed(exc, endpoint)
                 if isinstance(exc, _NOT_SENT):
                     uncounted = False  # never left: it cannot have landed
+            except BaseException as exc:
+                # Cancelled (a stop) during the exchange: the write may have reached the
+                # vendor, so it counts. An Exception here (a write guard's LeaseLost) was
+                # raised before anything was sent.
+                if uncounted and not isinstance(exc, Exception):
+                    note_write_landed()
+                raise
             else:
                 metrics.VENDOR_REQUEST_SECONDS.labels(self.account).observe(
                     time.monotonic() - started

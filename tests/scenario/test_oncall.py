@@ -530,6 +530,26 @@ async def test_override_owed_before_a_crash_is_never_pushed_again(tmp_path: Path
         await w.close()
 
 
+SPIKE_ADD = "/on-calls/{oncall_id}/overrides/add"
+"""Spike.sh's override route (the follower's, in :func:`spike_drift_polled`)."""
+
+
+async def spike_drift_polled(tmp_path: Path
+                             ) -> tuple[World, str, tuple[datetime, datetime, str]]:
+    """Two Spike.sh accounts, ``b`` leading ``a``, their schedule, and a drift in the leader
+    (its window and person) that both accounts' polls have seen."""
+    sched = schedule_of("spike")
+    w = await leader_b_world(tmp_path, "spike", sched)
+    try:
+        drift = await drift_in_leader(
+            w, sched, ("alice@example.com", "bob@example.com", "carol@example.com"))
+        await service(w).poll_all()
+    except BaseException:
+        await w.close()
+        raise
+    return w, sched, drift
+
+
 async def test_an_override_on_the_wire_at_shutdown_lands_and_none_starts_after(
         tmp_path: Path) -> None:
     """The daemon's shutdown cancelled every job not dispatching at once, on-call repairs too:
@@ -542,19 +562,13 @@ async def test_an_override_on_the_wire_at_shutdown_lands_and_none_starts_after(
     from syncd.ledger import oncall as store
     from syncd.ledger import utcnow
 
-    vendor = "spike"
-    sched = schedule_of(vendor)
-    w = await leader_b_world(tmp_path, vendor, sched)
+    w, sched, (start, end, person) = await spike_drift_polled(tmp_path)
     try:
-        start, end, person = await drift_in_leader(
-            w, sched, ("alice@example.com", "bob@example.com", "carol@example.com"))
-        await service(w).poll_all()
         follower = w.sims["a"]
-        add = "/on-calls/{oncall_id}/overrides/add"
-        follower.faults.latency, follower.faults.routes = 1.0, [add]
+        follower.faults.latency, follower.faults.routes = 1.0, [SPIKE_ADD]
         daemon = Daemon(w.config, w.ledger, w.engine)
         with anyio.fail_after(30):
-            await daemon.run(extra=stop_mid_request(daemon, follower, add))
+            await daemon.run(extra=stop_mid_request(daemon, follower, SPIKE_ADD))
         w.open()
         pushed = w.ledger.call(lambda tx: store.pushed_overrides(tx, store.horizon_start(
             utcnow())))
@@ -576,6 +590,45 @@ async def test_an_override_on_the_wire_at_shutdown_lands_and_none_starts_after(
         done = await oncall_mod.execute(w.ledger, svc.dispatchers, planned)
         assert [(r.status, r.reason) for r in done] == [("deferred", oncall_mod.STOPPING)]
         assert follower.writes() == writes and w.ledger.call(store.pending_overrides) == []
+    finally:
+        await w.close()
+
+
+async def test_an_override_cut_off_unsent_at_shutdown_is_deferred_not_left_pending(
+        tmp_path: Path) -> None:
+    """An override still waiting to be sent when the stop's grace runs out (a 429 back-off
+    longer than the grace, a budget wait, a second stop signal) was left pending: it covered
+    its window as if pushed and became unknown 15 minutes later, so the drift was never
+    repaired. Nothing of it landed (the vendor only rate limited it): it is deferred, and the
+    next start plans it afresh."""
+    from syncd.daemon import Daemon
+    from syncd.ledger import oncall as store
+    from syncd.ledger import utcnow
+
+    w, _sched, (start, end, person) = await spike_drift_polled(tmp_path)
+    try:
+        follower = w.sims["a"]
+        # Every override push is rate limited, Retry-After 5 s.
+        follower.faults.rate_limit_rate, follower.faults.routes = 1.0, [SPIKE_ADD]
+        daemon = Daemon(w.config, w.ledger, w.engine)
+        daemon.stop_grace = 0.2  # shorter than the back-off: the push is cut off
+
+        async def stop_after_a_429() -> None:
+            for _ in range(3000):  # the sim has no event to wait on: look every 10 ms
+                if follower.call_count(route=SPIKE_ADD, status=429):
+                    break
+                await anyio.sleep(0.01)
+            daemon.stop()
+
+        with anyio.fail_after(30):
+            await daemon.run(extra=lambda tg: tg.start_soon(stop_after_a_429))
+        w.open()
+        assert w.ledger.call(store.pending_overrides) == []
+        pushed = w.ledger.call(lambda tx: store.pushed_overrides(tx, store.horizon_start(
+            utcnow())))
+        assert [(p.outcome, p.user_email, p.start, p.end) for p in pushed] == [
+            ("deferred", person, start, end)]
+        assert follower.call_count(route=SPIKE_ADD, status=200) == 0
     finally:
         await w.close()
 

@@ -131,6 +131,30 @@ async def test_a_write_accepted_whose_answer_fails_to_read_counts_once() -> None
         await http.aclose()
 
 
+async def test_a_write_cancelled_on_the_wire_counts() -> None:
+    """A stop that cancels a write while the vendor has it (sent, no answer yet) leaves it
+    "maybe landed": counted, so an override cut off there is not settled as never sent."""
+    arrived = asyncio.Event()
+
+    async def unanswered(_request: Request) -> Response:
+        arrived.set()
+        await asyncio.sleep(60)
+        return Response(status_code=201)
+
+    http = session(httpx.ASGITransport(app=Starlette(routes=[
+        Route("/slow", unanswered, methods=["POST"])])))
+    try:
+        with counting_writes() as sent:
+            call = asyncio.create_task(http.request("POST", "/slow"))
+            await arrived.wait()
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        assert sent == [1]
+    finally:
+        await http.aclose()
+
+
 @contextlib.asynccontextmanager
 async def refused_connection() -> AsyncIterator[VendorHTTP]:
     """A loopback port nobody listens on: the connection is refused (ConnectError)."""
