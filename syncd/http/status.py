@@ -21,7 +21,9 @@ Reads answer only a ``Host`` that names this server (:mod:`syncd.http.hosts`: DN
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -192,6 +194,15 @@ def server(daemon: Daemon, policy: HostPolicy | None = None) -> uvicorn.Server:
         # lines (tracebacks too) are rendered and redacted like every other event.
         log_config=None,
     )
-    srv = uvicorn.Server(config)
-    srv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    return srv
+    return _Server(config)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to syncd. ``serve`` installs handlers of its own
+    for SIGINT and SIGTERM (``capture_signals``, uvicorn >= 0.29, pinned >= 0.30): they stopped
+    the status server alone on a SIGINT syncd leaves ignored, and raised a caught SIGTERM again
+    once serving ended, a second stop signal to syncd that cut its drain short."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

@@ -354,6 +354,54 @@ async def test_sighup_stops_cleanly_with_a_status_systemd_restarts(tmp_path: Pat
     assert daemon.exit_code == 129
 
 
+async def test_the_status_server_leaves_stop_signals_to_syncd(tmp_path: Path) -> None:
+    """uvicorn's ``Server.serve`` installs its own SIGINT/SIGTERM handlers (``capture_signals``;
+    uvicorn >= 0.29 ignores ``install_signal_handlers``): started with SIGINT ignored, one
+    SIGINT silently stopped the status server while syncd ran on. Signals are syncd's alone:
+    an ignored SIGINT changes nothing, and SIGTERM is syncd's one clean stop (uvicorn passed
+    the SIGTERM it had caught on again, a second stop signal that cut the drain short)."""
+    from structlog.testing import capture_logs
+
+    w = World(tmp_path, {"sp": "spike"}, [], poll_interval=0.3)
+    port = free_port()
+    w.config_path.write_text(w.config_path.read_text().replace(
+        "[status]\nenabled = false", f'[status]\nenabled = true\nlisten = "127.0.0.1:{port}"'))
+    await w.restart()
+    daemon = Daemon(w.config, w.ledger, w.engine)
+    seen: list[int] = []
+
+    async def signal_it() -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            for _ in range(200):
+                try:
+                    seen.append((await http.get("/healthz")).status_code)
+                    break
+                except httpx.ConnectError:
+                    await anyio.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)
+            await anyio.sleep(0.3)  # uvicorn looks at its exit flag every 0.1 s
+            try:
+                seen.append((await http.get("/healthz")).status_code)
+            except httpx.ConnectError:
+                seen.append(0)  # the status server is gone
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: None)  # never the test run's own death
+    try:
+        with anyio.fail_after(30), capture_logs() as logs:
+            await daemon.run(extra=lambda tg: tg.start_soon(signal_it))
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        await w.close()
+    assert seen == [200, 200]
+    events = [e["event"] for e in logs]
+    assert "daemon.stopped" in events and "daemon.stopping_now" not in events, events
+    assert daemon.exit_code == 0
+
+
 def wait_for(predicate: Callable[[], bool], what: str, proc: subprocess.Popen[bytes],
              log: Path, timeout: float = 60) -> None:
     """Until ``predicate``, while the daemon ``proc`` (logging to ``log``) runs."""
