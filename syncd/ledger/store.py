@@ -184,6 +184,12 @@ class Ledger:
     def _prepare(self, migrate: bool) -> None:
         with self._schema_transaction() as conn:
             tables = set(inspect(conn).get_table_names())
+            if not tables and not migrate:
+                # A database with no tables at all (PostgreSQL before the first run, or an
+                # empty SQLite file) is a ledger not there yet, not one of schema version 0.
+                raise LedgerMissing(
+                    f"ledger {_safe(self.url)} has no syncd tables yet: `syncd run` (or "
+                    "`syncd once`) creates them; this command only reads it")
             version = 0
             if "meta" in tables:
                 row = conn.execute(

@@ -144,6 +144,37 @@ def test_a_ledger_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
         assert "pg-pass-4711" not in proc.stderr + proc.stdout
 
 
+def test_a_fresh_postgresql_ledger_is_not_there_yet_for_what_only_reads(
+        tmp_path: Path, pg_url: str) -> None:
+    """A new, empty PostgreSQL database (the ledger before the first ``syncd run``): the views
+    and ``migrate plan``/``verify`` said "has schema version 0 ... syncd run migrates it", and
+    plan and verify exited 2 where docs/migration.md says plan finds nothing migrated. It is a
+    ledger not there yet, as a missing SQLite file is, and nothing is written to it."""
+    from sqlalchemy import create_engine, inspect
+    from typer.testing import CliRunner
+
+    from syncd import cli
+    from syncd import config as config_mod
+    from syncd.cli_migrate import _existing_ledger
+
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        f'[ledger]\nurl = "{pg_url}"\n[status]\nenabled = false\n'
+        '[accounts.vo]\nvendor = "victorops"\nbase_url = "http://127.0.0.1:9"\n'
+        'api_id = "vo-id"\napi_key = "vo-key-0001"\n'
+    )
+    result = CliRunner().invoke(cli.app, ["status", "-c", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "no syncd tables yet" in result.output and "schema version" not in result.output
+    assert _existing_ledger(config_mod.load(config)) is None  # migrate plan/verify: none yet
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            assert inspect(conn).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
 def test_read_only_views_never_create_the_ledger(tmp_path: Path) -> None:
     """``sudo syncd status`` before the service's first start ran as root and created the
     ledger file, root-owned and 0644, in the syncd user's state directory: the service (User=
