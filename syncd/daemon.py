@@ -497,7 +497,11 @@ class Daemon:
                     try:
                         await self._work(listening, extra)
                     finally:
-                        await self._shutdown()
+                        # Shielded: a failure escaping the lease's task cancels this group,
+                        # and a cancelled shutdown neither drained, resigned nor closed the
+                        # ledger. A second stop signal still cuts the drain short (_drain).
+                        with anyio.CancelScope(shield=True):
+                            await self._shutdown()
                         watch.cancel_scope.cancel()
         finally:
             for signum, handler in before.items():  # not the default action either

@@ -328,6 +328,40 @@ async def test_the_lease_is_renewed_while_the_drain_waits(tmp_path: Path, pg_url
         await w.close()
 
 
+async def test_a_failure_in_the_lease_task_still_stops_cleanly(tmp_path: Path,
+                                                                pg_url: str) -> None:
+    """The shutdown runs in the task group that also holds the lease's renewals: an exception
+    escaping them (here the role-change callback failing, which the lease's tick calls outside
+    its error handling) cancelled the group, and the shutdown ran cancelled: no drain, the
+    lease not released, the ledger not closed, no ``daemon.stopped``. It is shielded: the
+    failure still ends syncd (with the error), after a whole shutdown."""
+    from structlog.testing import capture_logs
+
+    from syncd.ledger.lease import Lease
+
+    w = World(tmp_path, {"sp": "spike"}, [], poll_interval=0.3,
+              ledger_config={"url": pg_url, "lease_ttl": 6})
+    await w.restart()
+    daemon = Daemon(w.config, w.ledger, w.engine, Lease(6.0))
+    assert daemon.leadership is not None
+
+    def role_changed(leading: bool) -> None:
+        raise RuntimeError("the role callback failed")
+
+    daemon.leadership.on_change = role_changed  # a bug there, as the lease's tick meets it
+    try:
+        with anyio.fail_after(30), capture_logs() as logs, \
+                pytest.raises(BaseExceptionGroup) as failed:
+            await daemon.run()
+        assert failed.group_contains(RuntimeError, match="role callback failed")
+        assert "daemon.stopped" in [e["event"] for e in logs]
+        w.open()
+        assert [a.outcome for a in w.ledger.call(
+            lambda tx: tx.audit_entries(kind="lease"))][:1] == ["released"]
+    finally:
+        await w.close()
+
+
 async def test_sighup_stops_cleanly_with_a_status_systemd_restarts(tmp_path: Path) -> None:
     """SIGHUP (an operator's "reload", or a closed terminal) killed the daemon outright: no
     drain, and systemd counts death by SIGHUP as clean, so Restart=on-failure left syncd down
