@@ -76,7 +76,8 @@ def record_row(account: str, n: int, now: datetime) -> dict[str, Any]:
     return {"account": account, "external_id": f"{account}-{n}", "title": f"Incident {n}",
             "state": "triggered", "severity": "sev2", "dedup": key, "marker": None,
             "keys_json": json.dumps({"dedup": key}), "number": str(n), "url": None,
-            "vendor_created_at": now, "vendor_updated_at": now, "first_seen_at": now,
+            "vendor_created_at": now, "vendor_updated_at": now, "vendor_own_updated_at": now,
+            "first_seen_at": now,
             "observed_at": now, "pushed_at": None, "pushed_vendor_at": None}
 
 

@@ -29,6 +29,15 @@ from syncd.model import SEVERITY, STATE, Action, Capability, Incident, Severity,
 SAME_OCCURRENCE_SLACK = timedelta(seconds=60)
 
 
+RANK = {state.value: state.rank for state in State}
+
+
+def newest(seen: str | None, recorded: str | None) -> str | None:
+    if recorded is None or (seen is not None and seen > recorded):
+        return seen
+    return recorded
+
+
 def ts(value: datetime | None) -> str | None:
     """SQLAlchemy's SQLite DATETIME text for an aware datetime (naive UTC), the quickest way
     (ISO text in C, less its "+00:00"; ``strftime`` took twice as long)."""
@@ -85,7 +94,8 @@ class RawLedger:
         ids = [i.external_id for i in incidents]
         known = {row[1]: row for row in c.execute(
             "SELECT id, external_id, title, state, severity, keys_json, vendor_updated_at, url,"
-            " number, pushed_at, pushed_vendor_at, vendor_created_at, first_seen_at FROM record"
+            " number, pushed_at, pushed_vendor_at, vendor_created_at, first_seen_at,"
+            " vendor_own_updated_at FROM record"
             f" WHERE account = ? AND external_id IN ({marks(len(ids))})", [account, *ids])}
         audits: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
@@ -101,32 +111,38 @@ class RawLedger:
                 cur = c.execute(
                     "INSERT INTO record (account, external_id, title, state, severity, dedup,"
                     " marker, keys_json, number, url, vendor_created_at, vendor_updated_at,"
-                    " first_seen_at, observed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " vendor_own_updated_at, first_seen_at, observed_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (account, inc.external_id, inc.title, inc.state.value, sev,
                      inc.keys.get("dedup"), inc.keys.get("marker"), keys_json, inc.number,
-                     inc.url, ts(inc.created_at), updated, nows, nows))
+                     inc.url, ts(inc.created_at), updated, ts(inc.own_updated_at), nows, nows))
                 rid = cur.lastrowid or 0
                 states[rid] = (inc.state.value, sev)
                 fresh.append((rid, inc, ts(inc.created_at) or nows))
                 continue
             (rid, _, title, state, severity, old_keys, old_updated, url, number, pushed_at,
-             pushed_vendor_at, created, first) = row
-            if self._stale(inc, updated, state, pushed_at, pushed_vendor_at, now, grace):
+             pushed_vendor_at, created, first, old_own) = row
+            own = ts(inc.own_updated_at)
+            if self._stale(inc, updated, own, state, old_updated, old_own, pushed_at,
+                           pushed_vendor_at, now, grace):
                 continue
+            if own is not None and old_own is not None and own < old_own:
+                sev = severity  # a listing behind the record keeps the recorded severity
+            updated, own = newest(updated, old_updated), newest(own, old_own)
             changes = []
             if state != inc.state.value:
                 changes.append((STATE, state, inc.state.value))
             if sev is not None and severity != sev:
                 changes.append((SEVERITY, severity, sev))
-            refreshed = (title, old_keys, old_updated, url, number) != (
-                inc.title, keys_json, updated, inc.url, inc.number)
+            refreshed = (title, old_keys, old_updated, url, number, old_own) != (
+                inc.title, keys_json, updated, inc.url, inc.number, own)
             if not changes and not refreshed:
                 continue
             if changes:
                 state, severity = inc.state.value, sev
             states[rid] = (state, severity)
-            updates.append((inc.title, keys_json, updated, inc.url, inc.number,
-                            inc.keys.get("dedup"), nows, state, severity, rid))
+            updates.append((inc.title, keys_json, updated, own, inc.url,
+                            inc.number, inc.keys.get("dedup"), nows, state, severity, rid))
             for name, old, new in changes:
                 audits.append(("observed", None, None, account, inc.external_id, name, old,
                                new, account, None))
@@ -142,7 +158,8 @@ class RawLedger:
                     f" WHERE record_id IN ({marks(len(rids))}) ORDER BY id DESC", rids):
                 latest.setdefault((row[1], Action(row[2]).field), row)
             c.executemany(
-                "UPDATE record SET title = ?, keys_json = ?, vendor_updated_at = ?, url = ?,"
+                "UPDATE record SET title = ?, keys_json = ?, vendor_updated_at = ?,"
+                " vendor_own_updated_at = ?, url = ?,"
                 " number = ?, dedup = coalesce(?, dedup), observed_at = ?, state = ?,"
                 " severity = ? WHERE id = ?", updates)
         actions = 0
@@ -157,15 +174,22 @@ class RawLedger:
         return {"changed": len(fresh) + len(updates), "actions": actions}
 
     @staticmethod
-    def _stale(inc: Incident, updated: str | None, state: str, pushed_at: str | None,
+    def _stale(inc: Incident, updated: str | None, own: str | None, state: str,
+               old_updated: str | None, old_own: str | None, pushed_at: str | None,
                pushed_vendor_at: str | None, now: datetime, grace: timedelta) -> bool:
+        """syncd.engine.observe._stale on the stored text timestamps (ISO text sorts as time)."""
+        back = inc.state.value != state
+        if back and inc.state.rank > RANK[state]:
+            return False  # a move forward
+        if back and ((own is not None and old_own is not None and own < old_own)
+                     or (updated is not None and old_updated is not None
+                         and updated < old_updated)):
+            return True
         if pushed_at is None:
             return False
         if updated is not None and pushed_vendor_at is not None:
             return updated < pushed_vendor_at
-        if now - (parse(pushed_at) or now) >= grace:
-            return False
-        return inc.state < State(state)
+        return back and now - (parse(pushed_at) or now) < grace
 
     def _link(self, c: sqlite3.Connection, account: str, fresh: list[tuple[int, Incident, str]],
               changed: list[tuple[int, Incident, list[tuple[str, str | None, str]], str]],

@@ -27,6 +27,9 @@ class ObserveResult:
     linked: int = 0
 
 
+_RANK = {state.value: state.rank for state in State}  # by the ledger's state strings
+
+
 def observe(
     tx: Tx,
     account: str,
@@ -73,7 +76,8 @@ def _observe(tx: Tx, account: str, incidents: Sequence[Incident],
         if rec is None:
             order.append(inc)
             continue
-        inc = _no_unack(rec, inc)
+        if inc.ack_sticky:
+            inc = _no_unack(rec, inc)
         if _stale(rec, inc, now, grace):
             result.stale += 1
             continue
@@ -151,10 +155,11 @@ def _stale(rec: records.Known, inc: Incident, now: datetime, grace: timedelta) -
       (an incident.io ack push returns no incident; a vendor without timestamps), a step
       back within ``grace`` of the confirmation, by our clock (later, it is a person's move).
     """
-    forward = inc.state > State(rec.state)
-    if forward:
-        return False
-    back = inc.state < State(rec.state)
+    # One rank comparison, none for the common same-state listing: this runs for every
+    # observation of a known record (a full resync's unchanged pages, bench/ledger_scale.py).
+    back = inc.state.value != rec.state
+    if back and inc.state.rank > _RANK[rec.state]:
+        return False  # a move forward
     if back and (_older(inc.own_updated_at, rec.vendor_own_updated_at)
                  or _older(inc.updated_at, rec.vendor_updated_at)):
         return True

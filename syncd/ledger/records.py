@@ -218,9 +218,9 @@ def set_marker(rec: AnyRecord, marker: str) -> None:
 
 
 def _newest(seen: datetime | None, recorded: datetime | None) -> datetime | None:
-    if seen is None or recorded is None:
-        return seen or recorded
-    return max(seen, recorded)
+    if recorded is None or (seen is not None and seen > recorded):
+        return seen
+    return recorded
 
 
 def _keys_json(inc: Incident) -> str:
