@@ -17,7 +17,8 @@ all of them, so that a retry storm or a leaked key is fixed in one place:
 - errors and logs carry the route template ("GET /incidents/{id}"), never headers or credentials;
 - every write (any method but GET/HEAD/OPTIONS) that may have taken effect is counted once
   for :func:`~syncd.vendors.base.counting_writes`, the one count for every process, led or
-  not; a write refused, or never sent (no connection made or free: :data:`_NOT_SENT`), is not.
+  not; a write refused, or never sent (no connection made or free: :data:`_NOT_SENT`; or
+  cancelled before httpcore began to send it: :data:`_HEADERS_STARTED`), is not.
 
 An unpaginated list is read element by element (:meth:`VendorHTTP.items`, :func:`json_items`)
 with the standard library's ``json.JSONDecoder.raw_decode`` per element, not a streaming parser
@@ -88,6 +89,12 @@ whole-exchange deadline, or an answer refused while it is read (:meth:`VendorHTT
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Failures before the request left: no connection could be made, or none was free in the
 pool in time. A write that fails with one of these cannot have landed, so it is not counted."""
+
+_HEADERS_STARTED = frozenset({"http11.send_request_headers.started",
+                              "http2.send_request_headers.started"})
+"""httpcore's trace events (its ``trace`` request extension, httpcore/_async/http11.py and
+http2.py) fired as it begins to send a request: before them (a pool wait, the TCP connect, the
+TLS handshake) nothing of the request has left."""
 
 RETRY_AFTER_FLOOR = 1.0
 """The wait after a rate-limit answer whose reset is no wait at all: 0, negative (a vendor clock
@@ -195,6 +202,10 @@ class VendorHTTP:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._sleep = sleep
+        self._traced = False
+        """The transport has fired an httpcore trace event: it reports when a request starts to
+        leave (:data:`_HEADERS_STARTED`). Until then (an ASGI simulator never does) a write
+        cancelled during its exchange counts as maybe landed."""
         self.client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers=dict(headers),
@@ -260,12 +271,19 @@ class VendorHTTP:
             # A write of this attempt that may have landed and is not counted yet: counted
             # once, when it is accepted or fails ambiguously (:func:`note_write_landed`).
             uncounted = method not in READ_METHODS
+            headers_started = False
+
+            async def trace(event: str, _info: Mapping[str, Any]) -> None:
+                nonlocal headers_started
+                self._traced = True
+                headers_started = headers_started or event in _HEADERS_STARTED
+
             try:
                 # httpx times each phase; this bounds the whole exchange, which also covers
                 # transports that enforce no timeouts at all (in-process ASGI).
                 with anyio.fail_after(self.timeout * 2):
                     response = await self._exchange(
-                        method, url, endpoint, opened is not None, **send
+                        method, url, endpoint, opened is not None, trace, **send
                     )
             except _FAILURES as exc:
                 error = self._failed(exc, endpoint)
@@ -273,9 +291,11 @@ class VendorHTTP:
                     uncounted = False  # never left: it cannot have landed
             except BaseException as exc:
                 # Cancelled (a stop) during the exchange: the write may have reached the
-                # vendor, so it counts. An Exception here (a write guard's LeaseLost) was
-                # raised before anything was sent.
-                if uncounted and not isinstance(exc, Exception):
+                # vendor, so it counts, unless the transport says it had not begun to leave
+                # (still waiting for a connection, connecting, in the TLS handshake). An
+                # Exception here (a write guard's LeaseLost) was raised before anything was sent.
+                if (uncounted and not isinstance(exc, Exception)
+                        and (headers_started or not self._traced)):
                     note_write_landed()
                 raise
             else:
@@ -361,11 +381,13 @@ class VendorHTTP:
         self._count(endpoint, outcome)
         return error
 
-    async def _exchange(self, method: str, url: str, endpoint: str, keep_open: bool, **kw: Any
+    async def _exchange(self, method: str, url: str, endpoint: str, keep_open: bool,
+                        trace: Callable[[str, Mapping[str, Any]], Awaitable[None]], **kw: Any
                         ) -> httpx.Response:
         """Send one request and read its body as a stream, at most :data:`MAX_RESPONSE_BYTES`
-        (``keep_open``: a 2xx answer's body is left for the caller)."""
-        request = self.client.build_request(method, url, **kw)
+        (``keep_open``: a 2xx answer's body is left for the caller; ``trace``: httpcore's trace
+        extension, told each step of the exchange)."""
+        request = self.client.build_request(method, url, extensions={"trace": trace}, **kw)
         response = await self.client.send(request, stream=True)
         if keep_open and response.is_success:
             return response

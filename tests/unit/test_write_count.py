@@ -216,3 +216,47 @@ async def test_a_write_that_never_left_is_not_counted(
             assert sent == [0]
         finally:
             await http.aclose()
+
+
+
+@contextlib.asynccontextmanager
+async def silent_peer(scheme: str) -> AsyncIterator[tuple[VendorHTTP, asyncio.Event]]:
+    """A loopback listener that never answers, and an event set once the client reached it:
+    over ``https`` the TCP connection is taken and the TLS handshake never answered (nothing of
+    the request is sent); over ``http`` the first bytes of the request arrived."""
+    reached = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if scheme == "http":
+            await reader.read(1)
+        reached.set()
+        await reader.read()  # never answers; returns when the client goes away
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield (session(httpx.AsyncHTTPTransport(), base_url=f"{scheme}://127.0.0.1:{port}"),
+               reached)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(("scheme", "landed"), [("https", 0), ("http", 1)],
+                         ids=["in-the-TLS-handshake", "after-the-headers"])
+async def test_a_write_cancelled_counts_only_once_its_headers_started(
+        scheme: str, landed: int) -> None:
+    """A stop that cancels a write still connecting (TCP, TLS, a pool wait: the 15 s connect
+    timeout outlasts the stop grace) sent nothing of it: not counted, so an override cut off
+    there is settled as deferred. Once httpcore began to send its headers, it counts."""
+    async with silent_peer(scheme) as (http, reached):
+        try:
+            with counting_writes() as sent:
+                call = asyncio.create_task(http.request("POST", "/status/201", json={}))
+                await reached.wait()
+                call.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+            assert sent == [landed]
+        finally:
+            await http.aclose()
