@@ -307,6 +307,9 @@ class VendorHTTP:
                 )
                 if found is not None:
                     self._count(endpoint, str(response.status_code))
+                    if uncounted and not isinstance(found, REFUSALS):
+                        note_write_landed()  # before the close, which a stop may cancel
+                        uncounted = False
                     await _close(response)
                     found.account, found.endpoint = self.account, endpoint
                     found.args = (found._render(),)

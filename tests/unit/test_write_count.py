@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import httpx
 import pytest
@@ -131,6 +132,19 @@ async def test_a_write_accepted_whose_answer_fails_to_read_counts_once() -> None
         await http.aclose()
 
 
+async def writes_counted_when_cancelled(work: Coroutine[Any, Any, Any],
+                                       reached: asyncio.Event) -> int:
+    """Run ``work`` as a task, cancel it (a stop) once ``reached`` is set, and return the
+    writes counted as maybe landed."""
+    with counting_writes() as sent:
+        call = asyncio.create_task(work)
+        await reached.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    return sent[0]
+
+
 async def test_a_write_cancelled_on_the_wire_counts() -> None:
     """A stop that cancels a write while the vendor has it (sent, no answer yet) leaves it
     "maybe landed": counted, so an override cut off there is not settled as never sent."""
@@ -144,13 +158,7 @@ async def test_a_write_cancelled_on_the_wire_counts() -> None:
     http = session(httpx.ASGITransport(app=Starlette(routes=[
         Route("/slow", unanswered, methods=["POST"])])))
     try:
-        with counting_writes() as sent:
-            call = asyncio.create_task(http.request("POST", "/slow"))
-            await arrived.wait()
-            call.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await call
-        assert sent == [1]
+        assert await writes_counted_when_cancelled(http.request("POST", "/slow"), arrived) == 1
     finally:
         await http.aclose()
 
@@ -251,12 +259,62 @@ async def test_a_write_cancelled_counts_only_once_its_headers_started(
     there is settled as deferred. Once httpcore began to send its headers, it counts."""
     async with silent_peer(scheme) as (http, reached):
         try:
-            with counting_writes() as sent:
-                call = asyncio.create_task(http.request("POST", "/status/201", json={}))
-                await reached.wait()
-                call.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await call
-            assert sent == [landed]
+            work = http.request("POST", "/status/201", json={})
+            assert await writes_counted_when_cancelled(work, reached) == landed
         finally:
             await http.aclose()
+
+
+class SlowClose(httpx.AsyncByteStream):
+    """A body whose closing waits (a peer gone quiet), and says when it began."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, closing: asyncio.Event) -> None:
+        self.inner = inner
+        self.closing = closing
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.closing.set()
+        await asyncio.sleep(60)
+        await self.inner.aclose()
+
+
+class SlowClosing(httpx.AsyncBaseTransport):
+    """The simulator's answers, with bodies that are slow to close."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, closing: asyncio.Event) -> None:
+        self.inner = inner
+        self.closing = closing
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        return httpx.Response(response.status_code, headers=response.headers,
+                              stream=SlowClose(response.stream, self.closing),
+                              extensions=response.extensions)
+
+
+async def test_a_write_answered_ambiguously_counts_before_its_answer_is_closed() -> None:
+    """A 2xx its vendor reads as garbled (PagerDuty's 2xx carrying an error) may have landed;
+    a stop that cancels the session while it closes that answer must not lose the count, or
+    an override cut off there is deferred and pushed again."""
+    closing = asyncio.Event()
+
+    def garbled_2xx(response: httpx.Response, _endpoint: str) -> VendorError | None:
+        return MalformedResponse("a 2xx carrying an error") if response.is_success else None
+
+    http = VendorHTTP(account="a", base_url="http://vendor.test", headers={},
+                      budget=Budget({"*": Limit(6000)}), max_retries=0, classify=garbled_2xx,
+                      transport=SlowClosing(httpx.ASGITransport(app=APP), closing))
+
+    async def read() -> None:
+        async for _row in http.items("POST", "/status/201", "rows"):
+            pass
+
+    try:
+        assert await writes_counted_when_cancelled(read(), closing) == 1
+    finally:
+        await http.aclose()
