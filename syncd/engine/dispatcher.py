@@ -397,11 +397,14 @@ class Dispatcher:
         budget or on a 429's back-off): deferred, so the next start plans it afresh. Left
         pending, it would cover its window as if pushed and be declared unknown after
         STUCK_AFTER: a drift never repaired. Shielded: it runs while being cancelled. A write
-        cancelled on the wire counts as sent (it may have landed): that row stays pending."""
+        cancelled on the wire counts as sent (it may have landed): that row stays pending.
+        Unfenced, for the reason :meth:`_settle_refused_override` gives: the lease may be gone
+        by now (a standby took over during the drain, or after ``resign()``), and a fenced
+        settle would fail with LeaseLost and leave the row pending."""
         with anyio.CancelScope(shield=True):
             try:
-                await self.ledger.run(oncall_store.settle_override, row_id, "deferred", None,
-                                      STOPPING, self.clock())
+                await self.ledger.read(oncall_store.settle_override, row_id, "deferred", None,
+                                       STOPPING, self.clock())
             except Exception as failed:
                 log.warning("override.settle_failed", account=self.account, row=row_id,
                             error=f"{type(failed).__name__}: {failed}"[:300])

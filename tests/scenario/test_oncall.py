@@ -594,6 +594,29 @@ async def test_an_override_on_the_wire_at_shutdown_lands_and_none_starts_after(
         await w.close()
 
 
+async def rate_limited_once(follower: Any) -> None:
+    """Wait until the follower has rate limited an override push (the sim has no event to
+    wait on: look every 10 ms, for up to 30 s)."""
+    for _ in range(3000):
+        if follower.call_count(route=SPIKE_ADD, status=429):
+            return
+        await anyio.sleep(0.01)
+
+
+def assert_deferred_unsent(w: World, drift: tuple[datetime, datetime, str]) -> None:
+    """The drift's override was never sent and is settled deferred, nothing left pending."""
+    from syncd.ledger import oncall as store
+    from syncd.ledger import utcnow
+
+    start, end, person = drift
+    assert w.ledger.call(store.pending_overrides) == []
+    pushed = w.ledger.call(lambda tx: store.pushed_overrides(tx, store.horizon_start(
+        utcnow())))
+    assert [(p.outcome, p.user_email, p.start, p.end) for p in pushed] == [
+        ("deferred", person, start, end)]
+    assert w.sims["a"].call_count(route=SPIKE_ADD, status=200) == 0
+
+
 async def test_an_override_cut_off_unsent_at_shutdown_is_deferred_not_left_pending(
         tmp_path: Path) -> None:
     """An override still waiting to be sent when the stop's grace runs out (a 429 back-off
@@ -602,10 +625,8 @@ async def test_an_override_cut_off_unsent_at_shutdown_is_deferred_not_left_pendi
     repaired. Nothing of it landed (the vendor only rate limited it): it is deferred, and the
     next start plans it afresh."""
     from syncd.daemon import Daemon
-    from syncd.ledger import oncall as store
-    from syncd.ledger import utcnow
 
-    w, _sched, (start, end, person) = await spike_drift_polled(tmp_path)
+    w, _sched, drift = await spike_drift_polled(tmp_path)
     try:
         follower = w.sims["a"]
         # Every override push is rate limited, Retry-After 5 s.
@@ -614,21 +635,43 @@ async def test_an_override_cut_off_unsent_at_shutdown_is_deferred_not_left_pendi
         daemon.stop_grace = 0.2  # shorter than the back-off: the push is cut off
 
         async def stop_after_a_429() -> None:
-            for _ in range(3000):  # the sim has no event to wait on: look every 10 ms
-                if follower.call_count(route=SPIKE_ADD, status=429):
-                    break
-                await anyio.sleep(0.01)
+            await rate_limited_once(follower)
             daemon.stop()
 
         with anyio.fail_after(30):
             await daemon.run(extra=lambda tg: tg.start_soon(stop_after_a_429))
         w.open()
-        assert w.ledger.call(store.pending_overrides) == []
-        pushed = w.ledger.call(lambda tx: store.pushed_overrides(tx, store.horizon_start(
-            utcnow())))
-        assert [(p.outcome, p.user_email, p.start, p.end) for p in pushed] == [
-            ("deferred", person, start, end)]
-        assert follower.call_count(route=SPIKE_ADD, status=200) == 0
+        assert_deferred_unsent(w, drift)
+    finally:
+        await w.close()
+
+
+async def test_an_override_cut_off_unsent_after_the_lease_is_gone_is_still_deferred(
+        tmp_path: Path) -> None:
+    """A stop cuts off an override still waiting to be sent (a 429 back-off) after this
+    replica lost its lease (a standby took over during the drain): the fenced settle failed
+    with LeaseLost and the row stayed pending, to become unknown and cover its window as if
+    pushed. Nothing of it was sent, so it is settled deferred, unfenced, as a write the lease
+    guard refused is."""
+    from syncd.ledger.lease import LeaseLost
+
+    w, _sched, drift = await spike_drift_polled(tmp_path)
+    try:
+        follower = w.sims["a"]
+        follower.faults.rate_limit_rate, follower.faults.routes = 1.0, [SPIKE_ADD]
+        svc = service(w)
+        [d] = await svc.evaluate()
+
+        def taken_over(_tx: Any) -> None:
+            raise LeaseLost("fenced: the lease is held by another replica")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(svc.repair, [d])
+            await rate_limited_once(follower)
+            w.ledger.fence = taken_over  # a standby took over during the back-off
+            tg.cancel_scope.cancel()  # the stop cuts the push off
+        w.ledger.fence = None
+        assert_deferred_unsent(w, drift)
     finally:
         await w.close()
 
