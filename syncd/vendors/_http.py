@@ -96,6 +96,11 @@ _HEADERS_STARTED = frozenset({"http11.send_request_headers.started",
 http2.py) fired as it begins to send a request: before them (a pool wait, the TCP connect, the
 TLS handshake) nothing of the request has left."""
 
+_PROXY_TLS_STARTED = "proxy.start_tls.started"
+"""Through an HTTPS proxy (httpx reads ``HTTPS_PROXY``), httpcore first sends the proxy a CONNECT
+request with the same trace callback (httpcore/_async/http_proxy.py): its headers are not the
+vendor's request. The TLS handshake with the vendor that follows starts the count afresh."""
+
 RETRY_AFTER_FLOOR = 1.0
 """The wait after a rate-limit answer whose reset is no wait at all: 0, negative (a vendor clock
 behind ours, an HTTP-date in the past) or not a number, which would otherwise send the retry at
@@ -276,14 +281,18 @@ class VendorHTTP:
             async def trace(event: str, _info: Mapping[str, Any]) -> None:
                 nonlocal headers_started
                 self._traced = True
-                headers_started = headers_started or event in _HEADERS_STARTED
+                if event == _PROXY_TLS_STARTED:
+                    headers_started = False  # the CONNECT to the proxy was not the write
+                else:
+                    headers_started = headers_started or event in _HEADERS_STARTED
 
             try:
                 # httpx times each phase; this bounds the whole exchange, which also covers
                 # transports that enforce no timeouts at all (in-process ASGI).
                 with anyio.fail_after(self.timeout * 2):
                     response = await self._exchange(
-                        method, url, endpoint, opened is not None, trace, **send
+                        method, url, endpoint, opened is not None,
+                        trace if uncounted else None, **send
                     )
             except _FAILURES as exc:
                 error = self._failed(exc, endpoint)
@@ -385,12 +394,14 @@ class VendorHTTP:
         return error
 
     async def _exchange(self, method: str, url: str, endpoint: str, keep_open: bool,
-                        trace: Callable[[str, Mapping[str, Any]], Awaitable[None]], **kw: Any
+                        trace: Callable[[str, Mapping[str, Any]], Awaitable[None]] | None,
+                        **kw: Any
                         ) -> httpx.Response:
         """Send one request and read its body as a stream, at most :data:`MAX_RESPONSE_BYTES`
         (``keep_open``: a 2xx answer's body is left for the caller; ``trace``: httpcore's trace
-        extension, told each step of the exchange)."""
-        request = self.client.build_request(method, url, extensions={"trace": trace}, **kw)
+        extension, told each step of the exchange; writes only: a read has nothing to count)."""
+        extensions = {} if trace is None else {"trace": trace}
+        request = self.client.build_request(method, url, extensions=extensions, **kw)
         response = await self.client.send(request, stream=True)
         if keep_open and response.is_success:
             return response

@@ -231,12 +231,19 @@ async def test_a_write_that_never_left_is_not_counted(
 async def silent_peer(scheme: str) -> AsyncIterator[tuple[VendorHTTP, asyncio.Event]]:
     """A loopback listener that never answers, and an event set once the client reached it:
     over ``https`` the TCP connection is taken and the TLS handshake never answered (nothing of
-    the request is sent); over ``http`` the first bytes of the request arrived."""
+    the request is sent); over ``http`` the first bytes of the request arrived; as an HTTPS
+    ``proxy`` it answers the CONNECT, then never answers the vendor's TLS handshake (the
+    CONNECT's headers were sent, nothing of the write)."""
     reached = asyncio.Event()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if scheme == "http":
             await reader.read(1)
+        elif scheme == "proxy":
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            await reader.read(1)  # the client hello of the handshake with the vendor
         reached.set()
         await reader.read()  # never answers; returns when the client goes away
         writer.close()
@@ -244,14 +251,19 @@ async def silent_peer(scheme: str) -> AsyncIterator[tuple[VendorHTTP, asyncio.Ev
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield (session(httpx.AsyncHTTPTransport(), base_url=f"{scheme}://127.0.0.1:{port}"),
-               reached)
+        if scheme == "proxy":
+            transport = httpx.AsyncHTTPTransport(proxy=f"http://127.0.0.1:{port}")
+            yield session(transport, base_url="https://vendor.test"), reached
+        else:
+            yield (session(httpx.AsyncHTTPTransport(),
+                           base_url=f"{scheme}://127.0.0.1:{port}"), reached)
     finally:
         server.close()
 
 
-@pytest.mark.parametrize(("scheme", "landed"), [("https", 0), ("http", 1)],
-                         ids=["in-the-TLS-handshake", "after-the-headers"])
+@pytest.mark.parametrize(("scheme", "landed"), [("https", 0), ("http", 1), ("proxy", 0)],
+                         ids=["in-the-TLS-handshake", "after-the-headers",
+                              "in-the-TLS-handshake-through-a-proxy"])
 async def test_a_write_cancelled_counts_only_once_its_headers_started(
         scheme: str, landed: int) -> None:
     """A stop that cancels a write still connecting (TCP, TLS, a pool wait: the 15 s connect
