@@ -25,6 +25,10 @@ from syncd.vendors._http import READ_METHODS
 
 log = structlog.get_logger(__name__)
 
+RESIGN_WAIT = 2.0
+"""Seconds a stop waits to release the lease (a renewal in flight first, then the release's
+own wait for the row, at most :data:`~syncd.ledger.postgres.LEASE_LOCK_TIMEOUT`)."""
+
 
 class GuardedTransport(httpx.AsyncBaseTransport):
     """Wraps a vendor client's transport: a write (any method but GET/HEAD/OPTIONS) leaves
@@ -134,13 +138,22 @@ class Leadership:
         self.on_change(leading)
 
     async def resign(self) -> None:
-        """Release the lease at a clean shutdown so a standby takes over at once."""
+        """Release the lease at a clean shutdown so a standby takes over at once. Bounded by
+        :data:`RESIGN_WAIT`, also the wait for a renewal still on the lease's thread: past
+        it the release is abandoned (its thread finishes on its own, its row lock wait is
+        bounded too) and the TTL ends the term, as after a crash."""
         if self.lease.token is None:
             return
-        try:
-            await self.ledger.run_lease(self.lease.release)
-        except Exception as exc:  # the TTL still ends the term
-            log.warning("lease.release_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        error = f"no answer within {RESIGN_WAIT:g} s"
+        with anyio.move_on_after(RESIGN_WAIT):
+            try:
+                await self.ledger.run_lease(self.lease.release, abandon=True)
+                error = ""
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"[:300]
+        if error:
+            log.warning("lease.release_abandoned", error=error, holder=self.lease.holder,
+                        ttl=self.lease.ttl)
         self.lease.lost()
         metrics.LEADER.set(0)
 

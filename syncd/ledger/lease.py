@@ -175,7 +175,11 @@ class Lease:
 
     def release(self, tx: Tx) -> None:
         """End this term now (a clean shutdown): a standby takes over at its next look
-        instead of waiting out the TTL."""
+        instead of waiting out the TTL. Waits for the row no longer than an attempt does (a
+        long transaction holding it FOR SHARE held the whole stop): if it gives up, the TTL
+        ends the term."""
+        if _postgres(tx):
+            postgres.limit_lock_wait(tx.session, postgres.LEASE_LOCK_TIMEOUT)
         row = tx.session.exec(
             select(LeaseRow).where(LeaseRow.name == LEADER).with_for_update()
         ).first()

@@ -357,11 +357,13 @@ class Ledger:
         return await anyio.to_thread.run_sync(
             lambda: self.call(fn, *args, fenced=False), limiter=self._limiter)
 
-    async def run_lease(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run_lease(self, fn: Callable[..., T], *args: Any, abandon: bool = False) -> T:
         """A lease transaction: unfenced, and on its own thread, so a renewal never queues
-        behind the engine's transactions."""
+        behind the engine's transactions. ``abandon``: a cancellation leaves the thread to
+        finish on its own (the release at a stop, which must not outlast the stop's budget)."""
         return await anyio.to_thread.run_sync(
-            lambda: self.call(fn, *args, fenced=False), limiter=self._lease_limiter)
+            lambda: self.call(fn, *args, fenced=False), limiter=self._lease_limiter,
+            abandon_on_cancel=abandon)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -590,3 +590,62 @@ def test_sigterm_while_starting_still_exits_cleanly(tmp_path: Path) -> None:
         assert proc.wait(timeout=20) == 0
     finally:
         running.stop()
+
+
+async def test_a_stop_does_not_wait_for_a_lease_row_held_elsewhere(tmp_path: Path,
+                                                                   pg_url: str) -> None:
+    """The release at a stop took the lease row FOR UPDATE with no lock wait limit, on a
+    thread that could not be cancelled: a transaction holding the row FOR SHARE (any long
+    leader transaction) held the stop as long, past systemd's SIGKILL. Now the release is
+    abandoned (logged; the TTL ends the term) and the stop returns while the row is held."""
+    import threading
+
+    from structlog.testing import capture_logs
+
+    from syncd.ledger.lease import Lease, db_now
+
+    w = World(tmp_path, {"sp": "spike"}, [], poll_interval=0.3,
+              ledger_config={"url": pg_url, "lease_ttl": 6})
+    await w.restart()
+    lease = Lease(6.0)
+    daemon = Daemon(w.config, w.ledger, w.engine, lease)
+    other = Ledger.open(pg_url)
+    other.fence = lease.fence  # takes the row FOR SHARE, as the leader's transactions do
+    holding, done, gave_up = threading.Event(), threading.Event(), threading.Event()
+
+    def hold(tx) -> None:  # type: ignore[no-untyped-def]
+        holding.set()
+        deadline = time.monotonic() + 12
+        while not done.wait(0.2):  # a statement now and then: not idle in transaction
+            db_now(tx)
+            if time.monotonic() > deadline:
+                gave_up.set()
+                return
+
+    holder = threading.Thread(target=other.call, args=(hold,))
+
+    async def stop_while_held() -> None:
+        for _ in range(400):  # the role has no event to wait on: look every 50 ms
+            if daemon.leadership is not None and daemon.leadership.leading:
+                break
+            await anyio.sleep(0.05)
+        holder.start()
+        await anyio.to_thread.run_sync(holding.wait)
+        daemon.stop()
+
+    try:
+        with capture_logs() as logs:
+            await daemon.run(extra=lambda tg: tg.start_soon(stop_while_held))
+        assert not gave_up.is_set() and holder.is_alive()  # stopped while the row was held
+        assert "lease.release_abandoned" in [e["event"] for e in logs]
+        done.set()
+        await anyio.to_thread.run_sync(holder.join)
+        w.open()
+        assert "released" not in [a.outcome for a in w.ledger.call(
+            lambda tx: tx.audit_entries(kind="lease"))]
+    finally:
+        done.set()
+        if holder.is_alive():
+            holder.join()
+        other.dispose()
+        await w.close()
