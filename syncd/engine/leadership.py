@@ -141,9 +141,9 @@ class Leadership:
         """Release the lease at a clean shutdown so a standby takes over at once. Bounded by
         :data:`RESIGN_WAIT`, also the wait for a renewal still on the lease's thread: past
         it the release is abandoned (its thread finishes on its own, its row lock wait is
-        bounded too) and the TTL ends the term, as after a crash."""
-        if self.lease.token is None:
-            return
+        bounded too) and the TTL ends the term, as after a crash. No look at the token first:
+        an acquisition still on the lease's thread sets it only once it has committed, so the
+        release runs after it there and goes by holder."""
         error = f"no answer within {RESIGN_WAIT:g} s"
         with anyio.move_on_after(RESIGN_WAIT):
             try:

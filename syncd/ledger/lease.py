@@ -177,14 +177,19 @@ class Lease:
         """End this term now (a clean shutdown): a standby takes over at its next look
         instead of waiting out the TTL. Waits for the row no longer than an attempt does (a
         long transaction holding it FOR SHARE held the whole stop): if it gives up, the TTL
-        ends the term."""
+        ends the term. Goes by holder (unique per process), not by the local token: a term
+        committed just before a stop may not have set it yet, or a renewal after a local
+        step-down may have extended it. A term not ours is left without taking a lock."""
         if _postgres(tx):
             postgres.limit_lock_wait(tx.session, postgres.LEASE_LOCK_TIMEOUT)
+        now = db_now(tx)
+        seen = tx.session.exec(select(LeaseRow).where(LeaseRow.name == LEADER)).first()
+        if seen is None or seen.holder != self.holder or seen.expires_at <= now:
+            return
         row = tx.session.exec(
             select(LeaseRow).where(LeaseRow.name == LEADER).with_for_update()
         ).first()
-        if row is not None and row.holder == self.holder and row.token == self.token:
-            now = db_now(tx)
+        if row is not None and row.holder == self.holder:
             row.expires_at = now
             tx.audit("lease", outcome="released", detail=f"{self.holder} token {row.token}",
                      at=now)

@@ -320,3 +320,39 @@ async def test_renewals_start_a_third_of_the_ttl_apart_however_long_one_waits(
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert gaps[1] < lease.renew_every + 0.45, f"renewals started {gaps} s apart"
     ledger.dispose()
+
+
+async def test_a_stop_during_the_first_acquisition_still_releases_what_it_took(
+        pg_url: str) -> None:
+    """resign() looked at the token before the acquisition on the lease's thread had
+    finished: it returned without releasing, the acquisition then committed, and a standby
+    waited a whole TTL. The release now waits for that thread and goes by holder."""
+    import threading
+
+    ledger, other = Ledger.open(pg_url), Ledger.open(pg_url)
+    old = Lease(6.0, holder="old")
+    await old.maintain(ledger)
+    await ledger.run_lease(old.release)  # free to take, once its row is not held
+    other.fence = old.fence  # its transactions hold the row FOR SHARE, as a leader's do
+    holding, done = threading.Event(), threading.Event()
+
+    def hold(tx) -> None:  # type: ignore[no-untyped-def]
+        holding.set()
+        done.wait(5)
+
+    leadership = Leadership(Lease(6.0, holder="a"), ledger)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.to_thread.run_sync, other.call, hold)
+        await anyio.to_thread.run_sync(holding.wait)
+        tg.start_soon(leadership.tick)  # the first acquisition waits for the row
+        await anyio.sleep(0.2)
+        tg.start_soon(leadership.resign)  # a stop now
+        await anyio.sleep(0.2)
+        done.set()  # the acquisition goes through (within its 1 s lock wait)
+    term = ledger.call(current, fenced=False)
+    assert term is not None and (term.holder, term.token) == ("a", 2) and term.expired
+    outcomes = ledger.call(lambda tx: [(e.outcome, e.detail) for e in
+                                       tx.audit_entries(kind="lease")], fenced=False)
+    assert ("released", "a token 2") in outcomes
+    ledger.dispose()
+    other.dispose()
