@@ -96,6 +96,17 @@ def test_unit_has_the_required_settings() -> None:
     assert "PrivateNetwork" not in settings
 
 
+def test_the_unit_waits_longer_than_a_stop_takes() -> None:
+    """A stop's budget (pushes on the wire, abandoned ones, the lease's last renewal and its
+    release) once exceeded what the docs promised, and had no bound on PostgreSQL: the unit's
+    SIGKILL must come after all of it, with a margin for closing the ledger."""
+    from syncd.daemon import STOP_CANCEL_WAIT, STOP_GRACE
+    from syncd.engine.leadership import RESIGN_WAIT
+
+    (timeout,) = _unit_settings(UNIT.read_text())["TimeoutStopSec"]
+    assert float(timeout) >= STOP_GRACE + 2 * STOP_CANCEL_WAIT + RESIGN_WAIT + 2
+
+
 def test_unit_reserves_descriptors_for_vendor_traffic() -> None:
     """1024 descriptors (systemd's default soft limit) once ran out under 1,100 idle connections
     to the status port; the unit raises the limit itself because its syscall filter (~@resources)
