@@ -272,6 +272,18 @@ def _is_root(user: str) -> bool:
     return name in {"root", "0"}
 
 
+def test_the_container_docs_give_a_stop_the_units_time() -> None:
+    """Container runtimes kill 10 s after the stop signal by default, less than a stop takes:
+    the documented run line and orchestrator settings give it what the systemd unit gives."""
+    (timeout,) = _unit_settings(UNIT.read_text())["TimeoutStopSec"]
+    header = CONTAINERFILE.read_text()
+    for setting in (f"--stop-timeout {timeout}", f"stop_grace_period: {timeout}s",
+                    f"terminationGracePeriodSeconds: {timeout}"):
+        assert setting in header, setting
+    assert re.search(r"run -d .*--stop-timeout", header)
+    assert "--stop-timeout" in (DEPLOY / "README.md").read_text()
+
+
 def test_containerfile_is_non_root_and_minimal() -> None:
     instructions = _instructions(CONTAINERFILE)
     assert instructions[0] == ("FROM", "python:3.11-slim")
