@@ -142,8 +142,11 @@ class Leadership:
         :data:`RESIGN_WAIT`, also the wait for a renewal still on the lease's thread: past
         it the release is abandoned (its thread finishes on its own, its row lock wait is
         bounded too) and the TTL ends the term, as after a crash. No look at the token first:
-        an acquisition still on the lease's thread sets it only once it has committed, so the
-        release runs after it there and goes by holder."""
+        an acquisition still on the lease's thread sets it only once it has committed, and
+        the release goes by holder. An acquisition or renewal the stop cancelled is abandoned
+        (``Lease.maintain``) and frees the lease's thread slot: the row lock orders it with
+        this release, and when it commits after the release looked, its term ends with the
+        TTL (a standby waits one TTL, as after a crash)."""
         error = f"no answer within {RESIGN_WAIT:g} s"
         with anyio.move_on_after(RESIGN_WAIT):
             try:

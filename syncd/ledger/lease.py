@@ -199,9 +199,12 @@ class Lease:
     async def maintain(self, ledger: Ledger) -> Term:
         """One renewal or takeover attempt; updates this object after the commit. A failed
         attempt (database down) raises and changes nothing: the local deadline runs out on its
-        own, and with it every vendor write."""
+        own, and with it every vendor write. A cancelled attempt (a stop) is abandoned, not
+        waited for: its lock wait is up to ttl/3 behind a row another transaction holds, longer
+        than a stop may take; this object changes only after the await, so an abandoned
+        attempt never extends the local deadline (a takeover it commits ends with the TTL)."""
         started = self.clock()
-        term = await ledger.run_lease(self.attempt)
+        term = await ledger.run_lease(self.attempt, abandon=True)
         self.last = term
         if term.holder == self.holder:
             self.token = term.token

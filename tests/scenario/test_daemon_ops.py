@@ -592,22 +592,27 @@ def test_sigterm_while_starting_still_exits_cleanly(tmp_path: Path) -> None:
         running.stop()
 
 
-async def test_a_stop_does_not_wait_for_a_lease_row_held_elsewhere(tmp_path: Path,
-                                                                   pg_url: str) -> None:
+@pytest.mark.parametrize("renewing", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["releasing", "renewing"])
+async def test_a_stop_does_not_wait_for_a_lease_row_held_elsewhere(tmp_path: Path, pg_url: str,
+                                                             renewing: bool) -> None:
     """The release at a stop took the lease row FOR UPDATE with no lock wait limit, on a
     thread that could not be cancelled: a transaction holding the row FOR SHARE (any long
     leader transaction) held the stop as long, past systemd's SIGKILL. Now the release is
-    abandoned (logged; the TTL ends the term) and the stop returns while the row is held."""
+    abandoned (logged; the TTL ends the term) and the stop returns while the row is held.
+    ``renewing``: the stop comes while a renewal waits on the row (its lock wait is ttl/3, 10 s
+    at a 30 s lease): the renewal is abandoned too, not waited for (review of resign)."""
     import threading
 
     from structlog.testing import capture_logs
 
     from syncd.ledger.lease import Lease, db_now
 
+    ttl = 30.0 if renewing else 6.0
     w = World(tmp_path, {"sp": "spike"}, [], poll_interval=0.3,
-              ledger_config={"url": pg_url, "lease_ttl": 6})
+              ledger_config={"url": pg_url, "lease_ttl": ttl})
     await w.restart()
-    lease = Lease(6.0)
+    lease = Lease(ttl)
     daemon = Daemon(w.config, w.ledger, w.engine, lease)
     other = Ledger.open(pg_url)
     other.fence = lease.fence  # takes the row FOR SHARE, as the leader's transactions do
@@ -615,14 +620,23 @@ async def test_a_stop_does_not_wait_for_a_lease_row_held_elsewhere(tmp_path: Pat
 
     def hold(tx) -> None:  # type: ignore[no-untyped-def]
         holding.set()
-        deadline = time.monotonic() + 12
+        deadline[0] = time.monotonic() + 12
         while not done.wait(0.2):  # a statement now and then: not idle in transaction
             db_now(tx)
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline[0]:
                 gave_up.set()
                 return
 
     holder = threading.Thread(target=other.call, args=(hold,))
+    deadline = [0.0]
+    renewal = threading.Event()
+    attempt = lease.attempt
+
+    def renew(tx):  # type: ignore[no-untyped-def]
+        renewal.set()
+        return attempt(tx)
+
+    lease.attempt = renew  # type: ignore[method-assign]
 
     async def stop_while_held() -> None:
         for _ in range(400):  # the role has no event to wait on: look every 50 ms
@@ -631,6 +645,11 @@ async def test_a_stop_does_not_wait_for_a_lease_row_held_elsewhere(tmp_path: Pat
             await anyio.sleep(0.05)
         holder.start()
         await anyio.to_thread.run_sync(holding.wait)
+        if renewing:
+            renewal.clear()
+            await anyio.to_thread.run_sync(renewal.wait)  # the next renewal waits on the row
+            deadline[0] = time.monotonic() + 8  # less than its 10 s lock wait
+            await anyio.sleep(0.3)
         daemon.stop()
 
     try:
