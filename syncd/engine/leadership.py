@@ -148,6 +148,7 @@ class Leadership:
         this release, and when it commits after the release looked, its term ends with the
         TTL (a standby waits one TTL, as after a crash)."""
         error = f"no answer within {RESIGN_WAIT:g} s"
+        self.lease.resigning.set()  # a renewal the stop abandoned ends the term, not renews it
         with anyio.move_on_after(RESIGN_WAIT):
             try:
                 await self.ledger.run_lease(self.lease.release, abandon=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -91,6 +92,9 @@ class Lease:
         self.token: int | None = None
         self.valid_until = 0.0
         self.last: Term | None = None  # the row as the last attempt saw it
+        self.resigning = threading.Event()
+        """Set at a stop, before the release: an attempt the stop abandoned on its thread
+        (waiting on the row) then ends this term instead of renewing it or taking over."""
 
     @property
     def renew_every(self) -> float:
@@ -151,6 +155,15 @@ class Lease:
         row = tx.session.exec(
             select(LeaseRow).where(LeaseRow.name == LEADER).with_for_update()
         ).first()
+        if self.resigning.is_set():
+            # Abandoned by a stop while it waited for the row: the release gave up meanwhile
+            # (its lock wait is shorter), so end the term here rather than renew a process
+            # that is leaving (a standby would wait out a whole TTL).
+            if row is not None and row.holder == self.holder and row.expires_at > now:
+                self._end(tx, row, now)
+            if row is None:
+                return Term("", 0, now, now)  # nobody's: taking it now would outlive the stop
+            return Term(row.holder, row.token, row.expires_at, now)
         if row is None:
             row = LeaseRow(name=LEADER, holder=self.holder, token=1, expires_at=expires,
                            acquired_at=now, renewed_at=now)
@@ -190,9 +203,13 @@ class Lease:
             select(LeaseRow).where(LeaseRow.name == LEADER).with_for_update()
         ).first()
         if row is not None and row.holder == self.holder:
-            row.expires_at = now
-            tx.audit("lease", outcome="released", detail=f"{self.holder} token {row.token}",
-                     at=now)
+            self._end(tx, row, now)
+
+    def _end(self, tx: Tx, row: LeaseRow, now: datetime) -> None:
+        row.expires_at = now
+        tx.audit("lease", outcome="released", detail=f"{self.holder} token {row.token}",
+                 at=now)
+        tx.session.flush()
 
     # ------------------------------------------------------------------ from the event loop
 
@@ -202,7 +219,9 @@ class Lease:
         own, and with it every vendor write. A cancelled attempt (a stop) is abandoned, not
         waited for: its lock wait is up to ttl/3 behind a row another transaction holds, longer
         than a stop may take; this object changes only after the await, so an abandoned
-        attempt never extends the local deadline (a takeover it commits ends with the TTL)."""
+        attempt never extends the local deadline, and once the stop set :attr:`resigning` it
+        ends the term when it gets the row instead of renewing it (the release, whose lock
+        wait is shorter, gave up meanwhile)."""
         started = self.clock()
         term = await ledger.run_lease(self.attempt, abandon=True)
         self.last = term

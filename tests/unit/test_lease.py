@@ -326,7 +326,8 @@ async def test_a_stop_during_the_first_acquisition_still_releases_what_it_took(
         pg_url: str) -> None:
     """resign() looked at the token before the acquisition on the lease's thread had
     finished: it returned without releasing, the acquisition then committed, and a standby
-    waited a whole TTL. The release now waits for that thread and goes by holder."""
+    waited a whole TTL. Now the stop marks the lease resigning first: the acquisition that
+    gets the row after it takes nothing (the lease stays free for a standby)."""
     import threading
 
     ledger, other = Ledger.open(pg_url), Ledger.open(pg_url)
@@ -350,9 +351,7 @@ async def test_a_stop_during_the_first_acquisition_still_releases_what_it_took(
         await anyio.sleep(0.2)
         done.set()  # the acquisition goes through (within its 1 s lock wait)
     term = ledger.call(current, fenced=False)
-    assert term is not None and (term.holder, term.token) == ("a", 2) and term.expired
-    outcomes = ledger.call(lambda tx: [(e.outcome, e.detail) for e in
-                                       tx.audit_entries(kind="lease")], fenced=False)
-    assert ("released", "a token 2") in outcomes
+    assert term is not None and term.expired, term  # free: nobody waits out a TTL
+    assert not leadership.lease.held()
     ledger.dispose()
     other.dispose()
