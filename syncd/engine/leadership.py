@@ -145,8 +145,9 @@ class Leadership:
         an acquisition still on the lease's thread sets it only once it has committed, and
         the release goes by holder. An acquisition or renewal the stop cancelled is abandoned
         (``Lease.maintain``) and frees the lease's thread slot: the row lock orders it with
-        this release, and when it commits after the release looked, its term ends with the
-        TTL (a standby waits one TTL, as after a crash)."""
+        this release, and ``Lease.resigning``, set first, makes it end this process's term
+        (or take nothing) when it gets the row after the release gave up. Called only at a
+        stop: a resigned lease is not used again."""
         error = f"no answer within {RESIGN_WAIT:g} s"
         self.lease.resigning.set()  # a renewal the stop abandoned ends the term, not renews it
         with anyio.move_on_after(RESIGN_WAIT):
