@@ -11,7 +11,7 @@ import pytest
 from syncd.config import SyncGroup
 from syncd.engine.links import OPEN_OCCURRENCE_SLACK
 from syncd.engine.observe import GroupContext, observe
-from syncd.ledger import Ledger, Tx, records
+from syncd.ledger import Ledger, Record, Tx, records
 from syncd.model import Action, Incident, Severity, State
 from syncd.vendors.base import Capability
 
@@ -29,6 +29,14 @@ def setup(tmp_path: Path) -> tuple[Ledger, list[GroupContext]]:
 def inc(ext: str, state: State, at: datetime, key: str = "k1") -> Incident:
     return Incident(ext, state, "t", keys={"dedup": key}, updated_at=at)
 
+
+def assert_still_resolved_and_owed(ledger: Ledger) -> Record:
+    """a:1 still resolved in the ledger, and b's resolve still owed: nothing undid it."""
+    rec = ledger.call(lambda tx: tx.record("a", "1"))
+    assert rec is not None and rec.state == "resolved"
+    owed = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
+    assert owed == [("b", "resolve")]
+    return rec
 
 def test_same_record_twice_in_one_page(tmp_path: Path) -> None:
     ledger, groups = setup(tmp_path)
@@ -90,10 +98,7 @@ def test_a_listing_older_than_what_was_seen_is_not_a_change(tmp_path: Path) -> N
     lagging = inc("1", State.ACKNOWLEDGED, T0 + timedelta(minutes=1))
     result = ledger.call(lambda tx: observe(tx, "a", [lagging], groups, later, grace=grace))
     assert result.stale == 1 and result.actions == 0
-    rec = ledger.call(lambda tx: tx.record("a", "1"))
-    assert rec is not None and rec.state == "resolved"
-    owed = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
-    assert owed == [("b", "resolve")]
+    assert_still_resolved_and_owed(ledger)
 
 
 def test_a_record_upgraded_without_an_own_time_is_guarded_by_its_folded_one(tmp_path: Path
@@ -353,10 +358,7 @@ def test_a_resolve_older_than_a_folded_escalation_time_is_taken(tmp_path: Path) 
     result = ledger.call(lambda tx: observe(tx, "a", [inc("1", State.RESOLVED, resolved_at)],
                                             groups, later, grace=grace))
     assert result.stale == 0
-    rec = ledger.call(lambda tx: tx.record("a", "1"))
-    assert rec is not None and rec.state == "resolved"
-    owed = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
-    assert owed == [("b", "resolve")]
+    assert_still_resolved_and_owed(ledger)
 
 
 def test_a_resolve_taken_with_an_older_time_keeps_the_newest_one_seen(tmp_path: Path
@@ -376,11 +378,8 @@ def test_a_resolve_taken_with_an_older_time_keeps_the_newest_one_seen(tmp_path: 
     lagging = inc("1", State.TRIGGERED, resolved_at + timedelta(seconds=1))
     result = ledger.call(lambda tx: observe(tx, "a", [lagging], groups, later, grace=GRACE))
     assert result.stale == 1 and result.actions == 0
-    rec = ledger.call(lambda tx: tx.record("a", "1"))
-    assert rec is not None and rec.state == "resolved"
+    rec = assert_still_resolved_and_owed(ledger)
     assert rec.vendor_updated_at == resolved_at + timedelta(seconds=2)
-    owed = ledger.call(lambda tx: [(o.account, o.action) for o in tx.outbox_for_link(1)])
-    assert owed == [("b", "resolve")]
 
 
 @pytest.mark.parametrize(("delay", "links", "owed"), [
